@@ -1,0 +1,1 @@
+"""Latency and throughput harnesses and the results files they write (``benchmarks/results/``)."""
