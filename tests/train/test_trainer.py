@@ -1,0 +1,156 @@
+"""Training: one step lowers the loss, a run writes its files, resume is exact, stops save state."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.losses import bce_dice_loss
+from train.models import build_model, list_models
+from train.trainer import Trainer, TrainConfig, keras_plateau_scheduler
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = (64, 48)
+
+
+def small_cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), model="lunet", out=str(out), epochs=2, batch_size=4, size=SMALL, split="kfold",
+                folds=4, fold=0, save_every_min=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_step_lowers_loss_on_fixed_batch(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name).train()
+    x = torch.randn(2, 1, 64, 64)
+    y = torch.zeros(2, 1, 64, 64)
+    y[:, :, 20:40, 16:44] = 1.0
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, eps=1e-7)
+    before = bce_dice_loss(model(x), y)
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    after = bce_dice_loss(model(x), y)
+    assert float(after) < float(before)
+
+
+def test_run_writes_checkpoints_history_and_curves(synthetic_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = Trainer(small_cfg(synthetic_dataset, out), torch.device("cpu")).fit()
+    for name in ("best.pt", "last.pt", "config.json", "history.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["val_dsc"]) <= 1.0 for r in rows)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == {"name": "lunet", "kwargs": {}}
+    assert config["preprocessing"]["size"] == list(SMALL)
+    assert len(config["data"]["hash"]) == 64
+    assert set(config["split"]["train"]).isdisjoint(config["split"]["val"])
+    assert config["metrics"] == summary["metrics"]
+    model, ck_config = model_from_checkpoint(out / "best.pt")
+    assert ck_config["model"]["name"] == "lunet"
+    assert not model.training
+    assert "train_state" in load_checkpoint(out / "last.pt")
+    assert "train_state" not in load_checkpoint(out / "best.pt")
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_resume_across_epochs_is_exact(synthetic_dataset: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)  # bitwise reproducibility of CPU kernels
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "a", epochs=3), torch.device("cpu")).fit()
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2), torch.device("cpu")).fit()
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=3, resume=True), torch.device("cpu")).fit()
+    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    hist_a = (tmp_path / "a" / "history.csv").read_text().splitlines()
+    hist_b = (tmp_path / "b" / "history.csv").read_text().splitlines()
+    strip = lambda lines: [",".join(l.split(",")[:-1]) for l in lines]  # drop the seconds column
+    assert strip(hist_a) == strip(hist_b)
+
+
+def test_stop_mid_epoch_then_resume_is_exact(synthetic_dataset: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "a", epochs=2, model="unet"), torch.device("cpu")).fit()
+
+    trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2, model="unet"), torch.device("cpu"))
+    original = trainer._train_batch
+    calls = {"n": 0}
+
+    def stop_after_two(idx):
+        result = original(idx)
+        calls["n"] += 1
+        if calls["n"] == 2:  # mid-way through epoch 1 (9 training images at batch 4 -> 3 batches/epoch)
+            trainer._stop_signal = signal.SIGTERM
+        return result
+
+    trainer._train_batch = stop_after_two
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 2)
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2, model="unet", resume=True),
+            torch.device("cpu")).fit()
+    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_refuses_different_settings(synthetic_dataset: Path, tmp_path: Path) -> None:
+    from train.errors import UserError
+
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "r", epochs=1), torch.device("cpu")).fit()
+    with pytest.raises(UserError, match="seed"):
+        Trainer(small_cfg(synthetic_dataset, tmp_path / "r", epochs=2, seed=7, resume=True), torch.device("cpu"))
+
+
+def test_keras_plateau_semantics() -> None:
+    """LR drops on the 10th epoch without a 1e-4 improvement, and the count restarts after a drop."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1e-2, eps=1e-7)
+    sched = keras_plateau_scheduler(opt, factor=0.1, patience=10, min_delta=1e-4)
+    lrs = []
+    losses = [1.0] + [1.0 - 5e-5 * i for i in range(1, 25)]  # improvements below min_delta
+    for loss in losses:
+        sched.step(loss)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[9] == pytest.approx(1e-2) and lrs[10] == pytest.approx(1e-3)
+    assert lrs[19] == pytest.approx(1e-3) and lrs[20] == pytest.approx(1e-4)
+
+
+def test_sigint_saves_last_and_exits_130(synthetic_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train.train_cli", "--data", str(synthetic_dataset), "--out", str(out),
+         "--model", "lunet", "--size", "64x48", "--epochs", "1000", "--batch-size", "2", "--folds", "4",
+         "--fold", "0", "-q"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "history.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (out / "history.csv").exists(), proc.communicate(timeout=5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    state = load_checkpoint(out / "last.pt")["train_state"]
+    assert state["epoch"] >= 1

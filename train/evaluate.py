@@ -1,0 +1,217 @@
+"""``mn-eval``: accuracy of a checkpoint on a folder of annotated images.
+
+Two protocols (paper-code-spec §3.5, §4 item 7):
+
+- ``paper``: how the paper's Table II was computed: per-image hard Dice at the network's
+  resolution (prediction >= 0.5 against the resized soft mask > 0), IoU per image averaged per
+  Keras batch of 32, precision and recall from global pixel counts.
+- ``native``: the probability map upsampled (bilinear) to the original image size, thresholded at
+  0.5 and compared with the original binary mask; per-image means of every metric.
+
+Both report the nerve area (pixels at native resolution) of truth and prediction and the
+relative CSA error. For the double networks the DSC of output 1 shows what network 2 adds (the
+paper's Table IV). Exit codes: 0 done, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from train.checkpoint import model_from_checkpoint
+from train.cli_util import add_logging_args, resolve_device, set_threads, setup_logging
+from train.data import LoadedData, load_samples, read_image, scan_dataset
+from train.errors import UserError, run_cli
+from train.metrics import dice_hard, evaluate_native, evaluate_paper, format_summary, summary
+from train.splits import make_split
+
+log = logging.getLogger(__name__)
+
+PER_IMAGE_FIELDS = ["stem", "dsc", "iou", "precision", "recall", "area_true_px", "area_pred_px", "csa_rel_error"]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 8,
+            details: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
+    """Probabilities [N,H,W] of the final output (``"prob"``); with ``details`` for a double
+    network also ``"output1"`` and ``"multiply"`` (the paper's figures 16-17)."""
+    model.eval()
+    details = details and hasattr(model, "forward_details")
+    out: dict[str, list[np.ndarray]] = {"prob": []}
+    if details:
+        out.update(output1=[], multiply=[])
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress,
+                      leave=False):
+        x = torch.from_numpy(images[start:start + batch_size]).to(device)
+        if details:
+            d = model.forward_details(x)
+            out["prob"].append(d["output2"][:, 0].float().cpu().numpy())
+            out["output1"].append(d["output1"][:, 0].float().cpu().numpy())
+            out["multiply"].append(d["multiply"][:, 0].float().cpu().numpy())
+        else:
+            out["prob"].append(torch.sigmoid(model(x).float())[:, 0].cpu().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def upsample(prob: np.ndarray, native_hw: tuple[int, int]) -> np.ndarray:
+    """A model-resolution probability map resized (bilinear) to the native image size."""
+    h, w = native_hw
+    return cv2.resize(prob.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def evaluate(model: nn.Module, data: LoadedData, protocol: str, device: torch.device, batch_size: int = 8,
+             details: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run the model on loaded data and compute the protocol's metrics; returns (result, predictions)."""
+    preds = predict(model, data.images, device, batch_size, details=details or hasattr(model, "forward_details"))
+    if protocol == "paper":
+        result = evaluate_paper(preds["prob"], data.masks[:, 0], native_masks=data.native_masks, stems=data.stems)
+    elif protocol == "native":
+        probs_native = [upsample(p, m.shape[:2]) for p, m in zip(preds["prob"], data.native_masks)]
+        result = evaluate_native(probs_native, data.native_masks, stems=data.stems)
+    else:
+        raise UserError(f"unknown protocol {protocol!r}; use paper or native")
+    if "output1" in preds:
+        gt = data.masks[:, 0] > 0
+        result["output1_dsc"] = summary([dice_hard(o >= 0.5, g) for o, g in zip(preds["output1"], gt)])
+    return result, preds
+
+
+def save_overlays(folder: Path, samples: list, data: LoadedData, preds: dict[str, np.ndarray],
+                  per_image: list[dict]) -> None:
+    """One PNG per image: image | ground truth | prediction (native resolution), and for double
+    networks a second row: output 1 | multiply layer | output 2."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, sample in enumerate(tqdm(samples, desc="overlays", unit="image", leave=False)):
+        grey = read_image(sample.image_path)
+        h, w = grey.shape[:2]
+        base = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+        truth = data.native_masks[i] > 0
+        pred = upsample(preds["prob"][i], (h, w)) >= 0.5
+        row = [_label(base, "image"), _label(_tint(base, truth, (0, 200, 0)), "ground truth"),
+               _label(_tint(base, pred, (0, 0, 255)), f"prediction  DSC {per_image[i]['dsc']:.3f}")]
+        panel = np.hstack(row)
+        if "output1" in preds:
+            mul = preds["multiply"][i]
+            mul = (mul - mul.min()) / max(float(np.ptp(mul)), 1e-6)
+            maps = [("output 1", preds["output1"][i]), ("multiply", mul), ("output 2", preds["prob"][i])]
+            second = [_label(cv2.applyColorMap((upsample(m, (h, w)).clip(0, 1) * 255).astype(np.uint8),
+                                               cv2.COLORMAP_VIRIDIS), name) for name, m in maps]
+            panel = np.vstack([panel, np.hstack(second)])
+        cv2.imwrite(str(folder / f"{sample.stem}.png"), panel)
+
+
+def _tint(base: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    out = base.copy()
+    overlay = out.copy()
+    overlay[mask] = colour
+    out = cv2.addWeighted(overlay, 0.35, out, 0.65, 0)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    img = img.copy()
+    cv2.putText(img, text, (8, img.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(img, text, (8, img.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mn-eval",
+        description="Evaluate a checkpoint: DSC, IoU, precision, recall and CSA error, by the paper's protocol or "
+                    "at native resolution.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--checkpoint", required=True, help="a best.pt / last.pt written by mn-train")
+    p.add_argument("--data", required=True, help="dataset folder holding Images/ and Masks/")
+    p.add_argument("--protocol", choices=["paper", "native"], default="paper",
+                   help="paper: Table II's computation at the network's size; native: at the original image size")
+    p.add_argument("--split", choices=["none", "paper", "kfold", "random"], default="none",
+                   help="evaluate only one side of a patient split (default: every image in --data)")
+    p.add_argument("--subset", choices=["val", "train"], default="val", help="which side of --split")
+    p.add_argument("--folds", type=int, default=5, help="folds for --split kfold")
+    p.add_argument("--fold", type=int, default=None, help="fold for --split kfold")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="for --split random")
+    p.add_argument("--seed", type=int, default=42, help="seed of --split kfold/random")
+    p.add_argument("--patient-regex", default=None, help="patient id regex (see mn-train)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON ('-' for stdout)")
+    p.add_argument("--per-image", default=None, metavar="CSV", help="write one row per image")
+    p.add_argument("--save-overlays", default=None, metavar="DIR",
+                   help="write image / ground truth / prediction panels (and output 1 / multiply / output 2 for "
+                        "the double networks)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--batch-size", type=int, default=8, help="inference batch size")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    add_logging_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    model, config = model_from_checkpoint(args.checkpoint, device)
+    size = tuple(config["preprocessing"]["size"])
+    samples = scan_dataset(args.data, patient_regex=args.patient_regex)
+    if args.split != "none":
+        if args.split == "kfold" and args.fold is None:
+            raise UserError("--split kfold needs --fold K")
+        patients = [s.patient for s in samples]
+        split = make_split(args.split, patients, folds=args.folds, fold=args.fold, seed=args.seed,
+                           val_fraction=args.val_fraction)
+        train_idx, val_idx = split.indices(patients)
+        chosen = val_idx if args.subset == "val" else train_idx
+        if len(chosen) == 0:
+            raise UserError(f"split {args.split} has no {args.subset} images in {args.data}")
+        samples = [samples[i] for i in chosen]
+    data = load_samples(samples, size)
+    result, preds = evaluate(model, data, args.protocol, device, args.batch_size,
+                             details=bool(args.save_overlays))
+    result["checkpoint"] = str(args.checkpoint)
+    result["model"] = config["model"]["name"]
+    result["data"] = str(args.data)
+    result["split"] = args.split if args.split == "none" else f"{args.split}:{args.subset}"
+    report = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON with --json -
+    print(format_summary(result), file=report)
+    if "output1_dsc" in result:
+        o1 = result["output1_dsc"]
+        print(f"output 1 (network 1 alone) DSC {o1['mean']:.4f} ± {o1['std']:.4f}", file=report)
+    if args.json:
+        text = json.dumps(result, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+            log.info("wrote %s", args.json)
+    if args.per_image:
+        with open(args.per_image, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=PER_IMAGE_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(result["per_image"])
+        log.info("wrote %s", args.per_image)
+    if args.save_overlays:
+        save_overlays(Path(args.save_overlays), samples, data, preds, result["per_image"])
+        log.info("wrote %d overlays to %s", len(samples), args.save_overlays)
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mn-eval", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,137 @@
+"""``mn-train``: train one of the paper's networks on a folder of annotated images.
+
+Exit codes: 0 done, 2 bad input (one line on stderr), 130 stopped by Ctrl-C / SIGTERM after
+saving ``RUN_DIR/last.pt`` (continue with ``--resume``).
+
+Distributed: ``torchrun --nproc_per_node N --no-python mn-train ...`` (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from train.cli_util import add_logging_args, add_size_arg, resolve_device, set_threads, setup_logging
+from train.errors import UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mn-train",
+        description="Train a median-nerve segmentation network (U-Net, L-UNet, DoubleU-Net, DL-UNet) with the "
+                    "DL-UNet paper's recipe. Writes RUN_DIR/best.pt, last.pt, config.json, history.csv, curves.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--list-models", action="store_true",
+                   help="print the networks with their parameter counts and GFLOPs at 288x384, then exit")
+    p.add_argument("--data", help="dataset folder holding Images/ and Masks/ with matching file names")
+    p.add_argument("--model", default="lunet", help="architecture name (see --list-models)")
+    p.add_argument("--variant", default=None,
+                   help="lunet only: 'table2' (BN after both convs, Table II count) or 'head' (BN after the first "
+                        "conv, dropout 0.2: the authors' final code)")
+    p.add_argument("--out", help="run folder for checkpoints, history and curves")
+    p.add_argument("--epochs", type=int, default=100, help="number of epochs")
+    p.add_argument("--batch-size", type=int, default=8, help="global batch size (split across torchrun processes)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="initial learning rate (default: 1e-2 for unet/lunet, 1e-3 otherwise, as the authors' code)")
+    add_size_arg(p)
+    p.add_argument("--split", choices=["paper", "kfold", "random", "none"], default="paper",
+                   help="patient split: the paper's validation patients, k-fold by patient (--folds/--fold), "
+                        "a seeded random patient split (--val-fraction), or none (train on everything)")
+    p.add_argument("--folds", type=int, default=None, help="number of patient folds (implies --split kfold)")
+    p.add_argument("--fold", type=int, default=None, help="which fold is the validation fold (0-based)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="validation share of patients for --split random")
+    p.add_argument("--seed", type=int, default=42, help="seed of the split, the batch order and the augmentation")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt exactly where it stopped")
+    p.add_argument("--encoder-weights", default=None, metavar="PTH",
+                   help="torchvision-format VGG19 state dict for the encoder of dbunet/dlunet (default: random init)")
+    p.add_argument("--lr-factor", type=float, default=0.1, help="ReduceLROnPlateau factor")
+    p.add_argument("--lr-patience", type=int, default=10,
+                   help="epochs without a --lr-min-delta improvement of the validation loss before the LR drops "
+                        "(Keras semantics)")
+    p.add_argument("--lr-min-delta", type=float, default=1e-4, help="absolute improvement that resets the LR patience")
+    p.add_argument("--early-stop", type=int, default=50, help="stop after this many epochs without improvement")
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
+    p.add_argument("--amp", dest="amp", action="store_true", default=None,
+                   help="mixed precision (default: on for CUDA)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32 on CUDA too")
+    p.add_argument("--patient-regex", default=None,
+                   help="regular expression whose first group is the patient id in a file name (default: the part "
+                        "before the last '-', e.g. Pz003-004 -> Pz003)")
+    p.add_argument("--max-images", type=int, default=None,
+                   help="use only this many images, spread over the folder (smoke tests)")
+    p.add_argument("--save-every-min", type=float, default=10.0,
+                   help="also save last.pt every this many minutes within an epoch (0: only at epoch ends)")
+    add_logging_args(p)
+    return p
+
+
+def list_models_table() -> str:
+    """The ``--list-models`` table: name, trainable parameters, Keras-style total, GFLOPs at 288x384."""
+    from train.models import describe_model, list_models
+    from train.models.complexity import model_table
+
+    rows = model_table(list_models())
+    lines = [f"{'name':<13} {'trainable':>12} {'keras total':>12} {'GFLOPs':>8}  description"]
+    for r in rows:
+        lines.append(f"{r['name']:<13} {r['trainable']:>12,} {r['keras_total']:>12,} {r['gflops']:>8.1f}  "
+                     f"{describe_model(r['name'])}")
+    lines.append("GFLOPs: multiply-adds x 2 of one 288x384 forward pass (convolutions and matrix products).")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.list_models:
+        print(list_models_table())
+        return 0
+    from train.trainer import Trainer, TrainConfig
+
+    if not args.data or not args.out:
+        raise UserError("--data DIR and --out RUN_DIR are required (or use --list-models)")
+    split = "kfold" if args.folds is not None and args.split == "paper" else args.split
+    if split == "kfold" and args.fold is None:
+        raise UserError("--split kfold needs --fold K (0-based), e.g. --folds 5 --fold 0")
+    model_kwargs = {}
+    if args.variant is not None:
+        if args.model != "lunet":
+            raise UserError("--variant applies to --model lunet only")
+        model_kwargs["variant"] = args.variant
+    from train.models import list_models
+
+    if args.model not in list_models():
+        raise UserError(f"unknown model {args.model!r}; choose one of: {', '.join(list_models())}")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    cfg = TrainConfig(
+        data=args.data, model=args.model, out=args.out, model_kwargs=model_kwargs, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, size=tuple(args.size), split=split, folds=args.folds or 5,
+        fold=args.fold, val_fraction=args.val_fraction, seed=args.seed, device=str(device),
+        lr_factor=args.lr_factor, lr_patience=args.lr_patience, lr_min_delta=args.lr_min_delta,
+        early_stop=args.early_stop, augment=args.augment, amp=args.amp, encoder_weights=args.encoder_weights,
+        patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
+        save_every_min=args.save_every_min,
+    )
+    summary = Trainer(cfg, device).fit()
+    print(json.dumps({"best_checkpoint": str(Path(args.out) / "best.pt"), **summary["metrics"]}))
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mn-train", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,489 @@
+"""The training loop behind ``mn-train``: the authors' recipe, resumable and checkpointed.
+
+Recipe (paper-code-spec §3.4): BCE + batch-pooled soft Dice, Adam (eps 1e-7), batch 8,
+100 epochs, learning rate per model (1e-2 for unet/lunet, 1e-3 for the double networks, as the
+authors' code), ReduceLROnPlateau x0.1 after 10 epochs without a 1e-4 improvement of the
+validation loss (Keras semantics), early stop after 50, the best-validation-loss checkpoint kept.
+
+Determinism and resume: the batch order of epoch *e* is a permutation seeded by ``(seed, e)`` and
+the augmentation of image *i* in epoch *e* by ``(seed, e, i)``, so ``--resume`` after a stop
+(even mid-epoch: Ctrl-C or SIGTERM saves ``last.pt`` with the number of batches done) replays the
+same sequence. Dropout draws from torch's global RNG, whose state is saved too.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) every global batch is split across the
+ranks and gradients are averaged by DistributedDataParallel (gloo on CPU, nccl on CUDA). Each
+rank validates the whole (small) validation set, so all ranks take the same scheduler and
+early-stopping decisions; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from train.augment import AugmentConfig, JointAugment
+from train.checkpoint import code_version, load_checkpoint, save_checkpoint
+from train.data import LoadedData, SegmentationDataset, dataset_hash, load_samples, scan_dataset
+from train.errors import CheckpointError, UserError
+from train.losses import bce_dice_loss, soft_dice
+from train.metrics import dice_hard
+from train.models import build_model, check_input_size
+from train.models.vgg import load_vgg19_weights
+from train.preprocess import preprocessing_config
+from train.splits import make_split
+
+log = logging.getLogger(__name__)
+
+#: Learning rates the authors' notebooks actually used (paper-code-spec §3.4, §4 item 3).
+DEFAULT_LR = {"unet": 1e-2, "lunet": 1e-2}
+DEFAULT_LR_OTHER = 1e-3
+
+HISTORY_FIELDS = [
+    "epoch", "lr", "train_loss", "train_soft_dice", "val_loss", "val_soft_dice", "val_dsc",
+    "best", "seconds",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (all flags of ``mn-train``)."""
+
+    data: str
+    model: str
+    out: str
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float | None = None
+    size: tuple[int, int] = (384, 288)
+    split: str = "paper"
+    folds: int = 5
+    fold: int | None = None
+    val_fraction: float = 0.2
+    seed: int = 42
+    device: str = "cpu"
+    lr_factor: float = 0.1
+    lr_patience: int = 10
+    lr_min_delta: float = 1e-4
+    early_stop: int = 50
+    augment: bool = True
+    amp: bool | None = None
+    encoder_weights: str | None = None
+    patient_regex: str | None = None
+    max_images: int | None = None
+    resume: bool = False
+    save_every_min: float = 10.0
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.model, DEFAULT_LR_OTHER)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["size"] = list(self.size)
+        d["lr"] = self.learning_rate()
+        return d
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    info = DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    return info
+
+
+class Trainer:
+    """One training run. ``Trainer(cfg).fit()`` returns the summary dict also written to config.json."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.out = Path(cfg.out)
+        self.dist = _init_distributed(device)
+        if device.type == "cuda" and self.dist.world > 1:
+            self.device = device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(device)
+        if cfg.batch_size % self.dist.world:
+            raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world} processes; "
+                            f"use a multiple of {self.dist.world}")
+        check_input_size(cfg.model, cfg.size)
+        self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
+        if cfg.amp and device.type != "cuda":
+            log.warning("mixed precision is only used on CUDA; training in float32 on %s", device)
+
+        self._load_data()
+        self.model = self._build_model().to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate(), eps=1e-7)
+        self.scheduler = keras_plateau_scheduler(self.optimizer, cfg.lr_factor, cfg.lr_patience, cfg.lr_min_delta)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.net: nn.Module = self.model
+        if self.dist.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        self.epoch = 0          # next epoch to run (0-based)
+        self.step_in_epoch = 0  # batches already done in self.epoch (mid-epoch resume)
+        self.running = {"loss": 0.0, "dice": 0.0, "n": 0}
+        self.best_val = math.inf
+        self.best_epoch = -1
+        self.es_best = math.inf
+        self.es_wait = 0
+        self.history: list[dict] = []
+        if cfg.resume:
+            self._resume()
+
+    # ----------------------------------------------------------------------------- setup
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        samples = scan_dataset(cfg.data, patient_regex=cfg.patient_regex)
+        if cfg.max_images is not None:
+            if cfg.max_images < 2:
+                raise UserError("--max-images must be at least 2")
+            samples = _spread(samples, cfg.max_images)
+        patients = [s.patient for s in samples]
+        self.split = make_split(cfg.split, patients, folds=cfg.folds, fold=cfg.fold, seed=cfg.seed,
+                                val_fraction=cfg.val_fraction)
+        train_idx, val_idx = self.split.indices(patients)
+        if len(train_idx) == 0:
+            raise UserError(f"split {self.split.name!r} leaves no training images in {cfg.data}")
+        self.data_hash = dataset_hash(samples)
+        data: LoadedData = load_samples(samples, cfg.size, progress=self.dist.is_main)
+        self.train_idx = np.asarray(train_idx, dtype=np.int64)
+        self.val_idx = np.asarray(val_idx, dtype=np.int64)
+        self.train_set = SegmentationDataset(
+            data.images[self.train_idx], data.masks[self.train_idx],
+            augment=JointAugment(AugmentConfig()) if cfg.augment else None, seed=cfg.seed)
+        self.val_images = torch.from_numpy(data.images[self.val_idx])
+        self.val_masks = torch.from_numpy(data.masks[self.val_idx])
+        self.n_images = len(samples)
+        log.info("data %s: %d images of %d patients; split %s: %d train / %d validation images",
+                 cfg.data, len(samples), len(set(patients)), self.split.name, len(train_idx), len(val_idx))
+        if len(val_idx) == 0:
+            log.warning("no validation images: the learning-rate schedule, early stopping and best.pt follow the "
+                        "training loss instead")
+
+    def _build_model(self) -> nn.Module:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, **cfg.model_kwargs)
+        if getattr(model, "has_vgg_encoder", False):
+            if cfg.encoder_weights:
+                load_vgg19_weights(model, cfg.encoder_weights)
+            elif not cfg.resume:
+                log.warning("%s has a VGG19 encoder and no --encoder-weights were given: random initialisation "
+                            "(the paper fine-tuned ImageNet weights; expect lower accuracy)", cfg.model)
+        elif cfg.encoder_weights:
+            raise UserError(f"--encoder-weights only applies to networks with a VGG19 encoder, not {cfg.model}")
+        return model
+
+    def run_config(self) -> dict:
+        """The JSON-able description stored in every checkpoint and in config.json."""
+        return {
+            "model": {"name": self.cfg.model, "kwargs": dict(self.cfg.model_kwargs)},
+            "preprocessing": preprocessing_config(self.cfg.size),
+            "data": {"root": str(self.cfg.data), "hash": self.data_hash, "images": self.n_images},
+            "split": self.split.to_config(),
+            "train": self.cfg.to_dict(),
+            "world_size": self.dist.world,
+            "code_version": code_version(),
+            "metrics": {"best_epoch": self.best_epoch + 1, "val_loss": _finite(self.best_val),
+                        **({"val_dsc": self.history[self.best_epoch]["val_dsc"]}
+                           if 0 <= self.best_epoch < len(self.history) else {})},
+        }
+
+    # ----------------------------------------------------------------------------- resume
+    def _train_state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "running": dict(self.running),
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "es_best": self.es_best,
+            "es_wait": self.es_wait,
+            "history": list(self.history),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "run_args": self.cfg.to_dict(),
+        }
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        payload = load_checkpoint(path)
+        state = payload.get("train_state")
+        if not state:
+            raise CheckpointError(f"{path} has no training state to resume from (is it a best.pt copy?)")
+        saved = state.get("run_args", {})
+        for key in ("model", "size", "batch_size", "split", "fold", "seed"):
+            mine = self.cfg.to_dict()[key]
+            if key in saved and saved[key] != mine:
+                raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
+                                f"{mine!r}; use the same flags or a new --out")
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state["step_in_epoch"])
+        self.running = dict(state["running"])
+        self.best_val = float(state["best_val"])
+        self.best_epoch = int(state["best_epoch"])
+        self.es_best = float(state["es_best"])
+        self.es_wait = int(state["es_wait"])
+        self.history = list(state["history"])
+        log.info("resumed from %s at epoch %d, batch %d", path, self.epoch + 1, self.step_in_epoch)
+
+    def save_last(self) -> None:
+        if self.dist.is_main:
+            save_checkpoint(self.out / "last.pt", self.model, self.run_config(), train_state=self._train_state())
+
+    # ----------------------------------------------------------------------------- loop
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        """The global batches of one epoch, each as the indices this rank trains on."""
+        n, bs = len(self.train_set), self.cfg.batch_size
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=gen).numpy()
+        batches = []
+        for start in range(0, n, bs):
+            parts = np.array_split(order[start:start + bs], self.dist.world)
+            if any(len(p) == 0 for p in parts):
+                continue  # a final batch smaller than the number of processes: dropped on every rank
+            batches.append(parts[self.dist.rank])
+        return batches
+
+    def _train_batch(self, idx: np.ndarray) -> tuple[float, float]:
+        items = [self.train_set[int(i)] for i in idx]
+        x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
+        y = torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.net(x)
+        loss = bce_dice_loss(logits.float(), y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        with torch.no_grad():
+            dice = soft_dice(torch.sigmoid(logits.float()), y)
+        return float(loss), float(dice)
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        """Validation loss and soft Dice over batches (Keras-style, weighted by batch size) and the
+        paper's per-image hard DSC (prediction >= 0.5 vs mask > 0)."""
+        n = len(self.val_idx)
+        if n == 0:
+            return {"val_loss": math.nan, "val_soft_dice": math.nan, "val_dsc": math.nan}
+        self.model.eval()
+        loss_sum = dice_sum = 0.0
+        dscs = []
+        for start in range(0, n, self.cfg.batch_size):
+            x = self.val_images[start:start + self.cfg.batch_size].to(self.device)
+            y = self.val_masks[start:start + self.cfg.batch_size].to(self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.model(x)
+            logits = logits.float()
+            prob = torch.sigmoid(logits)
+            loss_sum += float(bce_dice_loss(logits, y)) * len(x)
+            dice_sum += float(soft_dice(prob, y)) * len(x)
+            p, t = (prob >= 0.5).cpu().numpy(), (y > 0).cpu().numpy()
+            dscs.extend(dice_hard(p[i, 0], t[i, 0]) for i in range(len(x)))
+        return {"val_loss": loss_sum / n, "val_soft_dice": dice_sum / n, "val_dsc": float(np.mean(dscs))}
+
+    def fit(self) -> dict:
+        """Train until ``epochs`` or early stop. Ctrl-C or SIGTERM finish the current batch, save
+        ``last.pt`` and raise ``KeyboardInterrupt`` (a second Ctrl-C stops at once)."""
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.run_config(), indent=2) + "\n")
+        self._stop_signal: int | None = None
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            log.warning("%s received: stopping after this batch", signal.Signals(signum).name)
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            stopped = self._loop()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if stopped:
+            self.save_last()
+            log.warning("stopped at epoch %d, batch %d: saved %s; continue with the same command and --resume",
+                        self.epoch + 1, self.step_in_epoch, self.out / "last.pt")
+            raise KeyboardInterrupt
+        summary = self.run_config()
+        if self.dist.is_main:
+            (self.out / "config.json").write_text(json.dumps(summary, indent=2) + "\n")
+            log.info("done: best epoch %d, monitored loss %.5f, val DSC %s -> %s", self.best_epoch + 1,
+                     self.best_val, summary["metrics"].get("val_dsc"), self.out / "best.pt")
+        return summary
+
+    def _loop(self) -> bool:
+        """Run the remaining epochs; True when a stop was requested."""
+        cfg = self.cfg
+        last_save = time.monotonic()
+        while self.epoch < cfg.epochs:
+            if self.es_wait >= cfg.early_stop:
+                log.info("early stop: no improvement of the monitored loss for %d epochs", self.es_wait)
+                break
+            t0 = time.perf_counter()
+            self.train_set.set_epoch(self.epoch)
+            batches = self._batches(self.epoch)
+            bar = tqdm(total=len(batches), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       unit="batch", disable=not self.dist.is_main, leave=False, dynamic_ncols=True)
+            with bar:
+                for idx in batches[self.step_in_epoch:]:
+                    loss, dice = self._train_batch(idx)
+                    self.running["loss"] += loss * len(idx)
+                    self.running["dice"] += dice * len(idx)
+                    self.running["n"] += len(idx)
+                    self.step_in_epoch += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.running['loss'] / self.running['n']:.4f}")
+                    if self._should_stop():
+                        return True
+                    if cfg.save_every_min and time.monotonic() - last_save > 60 * cfg.save_every_min:
+                        self.save_last()
+                        last_save = time.monotonic()
+            self._end_epoch(time.perf_counter() - t0)
+            last_save = time.monotonic()
+            if self._should_stop():
+                return True
+        return False
+
+    def _should_stop(self) -> bool:
+        """A stop request on any rank stops all of them at the same batch."""
+        flag = self._stop_signal is not None
+        if self.dist.world > 1:
+            t = torch.tensor([int(flag)], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(t)
+            flag = bool(t.item())
+        return flag
+
+    def _end_epoch(self, seconds: float) -> None:
+        n = max(self.running["n"], 1)
+        row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                               "train_loss": self.running["loss"] / n, "train_soft_dice": self.running["dice"] / n}
+        row.update(self.validate())
+        monitored = row["val_loss"] if len(self.val_idx) else row["train_loss"]
+        improved = monitored < self.best_val  # Keras ModelCheckpoint(save_best_only): strictly better
+        row["best"] = int(improved)
+        row["seconds"] = round(seconds, 2)
+        self.history.append(row)
+        if improved:
+            self.best_val, self.best_epoch = monitored, self.epoch
+        # Keras EarlyStopping(patience, min_delta=0)
+        if monitored < self.es_best:
+            self.es_best, self.es_wait = monitored, 0
+        else:
+            self.es_wait += 1
+        self.scheduler.step(monitored)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.running = {"loss": 0.0, "dice": 0.0, "n": 0}
+        if self.dist.is_main:
+            if improved:
+                save_checkpoint(self.out / "best.pt", self.model, self.run_config())
+            self.save_last()
+            write_history(self.out / "history.csv", self.history)
+            plot_curves(self.out / "curves.png", self.history)
+            log.info("epoch %d/%d  loss %.4f  val_loss %.4f  val DSC %.4f  lr %.1e  %.1fs%s", row["epoch"],
+                     self.cfg.epochs, row["train_loss"], row["val_loss"], row["val_dsc"], row["lr"], seconds,
+                     "  (best)" if improved else "")
+
+
+def keras_plateau_scheduler(optimizer: torch.optim.Optimizer, factor: float = 0.1, patience: int = 10,
+                            min_delta: float = 1e-4) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """Keras ``ReduceLROnPlateau(factor, patience, min_delta)`` in torch terms.
+
+    Keras reduces on the ``patience``-th epoch without an absolute improvement of ``min_delta``;
+    torch reduces when ``num_bad_epochs > patience``, hence ``patience - 1`` (paper-code-spec §3.4).
+    """
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=factor, patience=max(patience - 1, 0), threshold=min_delta,
+        threshold_mode="abs")
+
+
+def _spread(samples: list, k: int) -> list:
+    """``k`` samples spread evenly over the sorted list (so small runs still see several patients)."""
+    if k >= len(samples):
+        return samples
+    idx = np.linspace(0, len(samples) - 1, k).round().astype(int)
+    return [samples[i] for i in sorted(set(idx.tolist()))]
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row.get(k) for k in HISTORY_FIELDS})
+    os.replace(tmp, path)
+
+
+def plot_curves(path: Path, history: list[dict]) -> None:
+    """Loss and Dice curves per epoch (train and validation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(ep, [r["train_loss"] for r in history], label="train")
+    ax1.plot(ep, [r["val_loss"] for r in history], label="validation")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("BCE + Dice loss"), ax1.legend(), ax1.grid(alpha=0.3)
+    ax2.plot(ep, [r["train_soft_dice"] for r in history], label="train soft Dice")
+    ax2.plot(ep, [r["val_soft_dice"] for r in history], label="val soft Dice")
+    ax2.plot(ep, [r["val_dsc"] for r in history], label="val DSC (per image, hard)")
+    ax2.set_xlabel("epoch"), ax2.set_ylabel("Dice"), ax2.set_ylim(0, 1), ax2.legend(), ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
