@@ -1,0 +1,130 @@
+"""Tests for train.augment: one joint affine keeps image and mask aligned."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from train.augment import AugmentConfig, AugmentParams, JointAugment
+from train.errors import UserError
+
+H, W = 72, 96
+CENTRE = (52, 30)  # (x, y) of the nerve-like disc, off-centre so that rotations move it
+RADIUS = 9
+
+
+def _pair() -> tuple[np.ndarray, np.ndarray]:
+    """A textured image with a bright disc, and the mask of that disc (float32, [H, W])."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    image = (0.3 * xx / W + 0.1 * np.sin(yy / 3.0)).astype(np.float32)  # background stays below 0.45
+    mask_u8 = np.zeros((H, W), dtype=np.uint8)
+    cv2.circle(mask_u8, CENTRE, RADIUS, 255, thickness=-1)
+    mask = mask_u8.astype(np.float32) / 255.0
+    image[mask_u8 > 0] = 1.0
+    return image, mask
+
+
+def _weighted_centroid(weights: np.ndarray) -> np.ndarray:
+    yy, xx = np.mgrid[0 : weights.shape[0], 0 : weights.shape[1]]
+    total = weights.sum()
+    return np.array([(xx * weights).sum() / total, (yy * weights).sum() / total])
+
+
+def test_config_defaults_and_record() -> None:
+    config = AugmentConfig()
+    assert (config.rotation_deg, config.width_shift, config.shear_deg, config.hflip) == (20.0, 0.1, 0.1, True)
+    record = json.loads(json.dumps(config.to_config()))
+    assert AugmentConfig.from_config(record) == config
+    with pytest.raises(UserError):
+        AugmentConfig(rotation_deg=-1)
+    with pytest.raises(UserError):
+        AugmentConfig(width_shift=1.5)
+    with pytest.raises(UserError, match="malformed"):
+        AugmentConfig.from_config({"zoom": 0.2})
+
+
+def test_zero_params_are_identity() -> None:
+    image, mask = _pair()
+    out_image, out_mask = JointAugment().apply(image, mask, AugmentParams())
+    np.testing.assert_array_equal(out_image, image)
+    np.testing.assert_array_equal(out_mask, mask)
+    zero = JointAugment(AugmentConfig(0.0, 0.0, 0.0, hflip=False))
+    out_image, out_mask = zero(image, mask, np.random.default_rng(0))
+    np.testing.assert_array_equal(out_image, image)
+    np.testing.assert_array_equal(out_mask, mask)
+
+
+def test_flip_mirrors_both() -> None:
+    image, mask = _pair()
+    out_image, out_mask = JointAugment().apply(image, mask, AugmentParams(flip=True))
+    np.testing.assert_array_equal(out_image, image[:, ::-1])
+    np.testing.assert_array_equal(out_mask, mask[:, ::-1])
+
+
+def test_shift_moves_right_by_fraction_of_width() -> None:
+    image, mask = _pair()
+    _, out_mask = JointAugment().apply(image, mask, AugmentParams(shift=0.1))
+    moved = _weighted_centroid(out_mask) - _weighted_centroid(mask)
+    np.testing.assert_allclose(moved, [0.1 * W, 0.0], atol=0.05)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_image_and_mask_stay_aligned(seed: int) -> None:
+    image, mask = _pair()
+    augment = JointAugment()
+    params = augment.sample_params(np.random.default_rng(seed))
+    out_image, out_mask = augment.apply(image, mask, params)
+    assert out_image.shape == (H, W) and out_image.dtype == np.float32
+    assert out_mask.shape == (H, W) and out_mask.dtype == np.float32
+    mask_centroid = _weighted_centroid(out_mask)
+    bright_centroid = _weighted_centroid((out_image > 0.7).astype(np.float64))
+    np.testing.assert_allclose(mask_centroid, bright_centroid, atol=1.0)
+    # The disc lands where the affine sends its centre, and keeps its area.
+    expected = params.matrix(W, H) @ np.array([*_weighted_centroid(mask), 1.0])
+    np.testing.assert_allclose(mask_centroid, expected, atol=0.5)
+    assert abs(out_mask.sum() / mask.sum() - 1.0) < 0.03
+    assert out_mask.min() >= 0.0 and out_mask.max() <= 1.0
+
+
+def test_masks_stay_soft() -> None:
+    image, mask = _pair()
+    _, out_mask = JointAugment().apply(image, mask, AugmentParams(angle_deg=13.0))
+    assert np.any((out_mask > 0.05) & (out_mask < 0.95))
+
+
+def test_channel_axis_kept() -> None:
+    image, mask = _pair()
+    out_image, out_mask = JointAugment()(image[None], mask[None], np.random.default_rng(1))
+    assert out_image.shape == (1, H, W) and out_mask.shape == (1, H, W)
+    flat_image, flat_mask = JointAugment()(image, mask, np.random.default_rng(1))
+    np.testing.assert_array_equal(out_image[0], flat_image)
+    np.testing.assert_array_equal(out_mask[0], flat_mask)
+    with pytest.raises(ValueError):
+        JointAugment().apply(image, mask[:-1], AugmentParams())
+
+
+def test_same_seed_same_output() -> None:
+    image, mask = _pair()
+    augment = JointAugment()
+    a = augment(image, mask, np.random.default_rng(5))
+    b = augment(image, mask, np.random.default_rng(5))
+    c = augment(image, mask, np.random.default_rng(6))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_sampled_params_within_ranges() -> None:
+    augment = JointAugment()
+    rng = np.random.default_rng(0)
+    params = [augment.sample_params(rng) for _ in range(400)]
+    assert all(abs(p.angle_deg) <= 20 and abs(p.shift) <= 0.1 and abs(p.shear_deg) <= 0.1 for p in params)
+    assert max(abs(p.angle_deg) for p in params) > 15
+    flips = sum(p.flip for p in params)
+    assert 150 < flips < 250
+    no_flip = JointAugment(AugmentConfig(hflip=False))
+    assert not any(no_flip.sample_params(rng).flip for _ in range(50))
+    assert json.loads(json.dumps(params[0].to_dict()))["angle_deg"] == params[0].angle_deg
