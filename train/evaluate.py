@@ -71,9 +71,12 @@ def upsample(prob: np.ndarray, native_hw: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate(model: nn.Module, data: LoadedData, protocol: str, device: torch.device, batch_size: int = 8,
-             details: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
-    """Run the model on loaded data and compute the protocol's metrics; returns (result, predictions)."""
-    preds = predict(model, data.images, device, batch_size, details=details or hasattr(model, "forward_details"))
+             progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run the model on loaded data and compute the protocol's metrics; returns (result, predictions).
+
+    For a double network the predictions also hold output 1 and the multiply layer, and the result
+    the DSC of output 1 alone (``output1_dsc``)."""
+    preds = predict(model, data.images, device, batch_size, details=True, progress=progress)
     if protocol == "paper":
         result = evaluate_paper(preds["prob"], data.masks[:, 0], native_masks=data.native_masks, stems=data.stems)
     elif protocol == "native":
@@ -88,11 +91,11 @@ def evaluate(model: nn.Module, data: LoadedData, protocol: str, device: torch.de
 
 
 def save_overlays(folder: Path, samples: list, data: LoadedData, preds: dict[str, np.ndarray],
-                  per_image: list[dict]) -> None:
+                  per_image: list[dict], progress: bool = True) -> None:
     """One PNG per image: image | ground truth | prediction (native resolution), and for double
     networks a second row: output 1 | multiply layer | output 2."""
     folder.mkdir(parents=True, exist_ok=True)
-    for i, sample in enumerate(tqdm(samples, desc="overlays", unit="image", leave=False)):
+    for i, sample in enumerate(tqdm(samples, desc="overlays", unit="image", leave=False, disable=not progress)):
         grey = read_image(sample.image_path)
         h, w = grey.shape[:2]
         base = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
@@ -142,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["none", "paper", "kfold", "random"], default="none",
                    help="evaluate only one side of a patient split (default: every image in --data)")
     p.add_argument("--subset", choices=["val", "train"], default="val", help="which side of --split")
-    p.add_argument("--folds", type=int, default=5, help="folds for --split kfold")
+    p.add_argument("--folds", type=int, default=None, help="folds for --split kfold (default 5)")
     p.add_argument("--fold", type=int, default=None, help="fold for --split kfold")
     p.add_argument("--val-fraction", type=float, default=0.2, help="for --split random")
     p.add_argument("--seed", type=int, default=42, help="seed of --split kfold/random")
@@ -171,16 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.split == "kfold" and args.fold is None:
             raise UserError("--split kfold needs --fold K")
         patients = [s.patient for s in samples]
-        split = make_split(args.split, patients, folds=args.folds, fold=args.fold, seed=args.seed,
-                           val_fraction=args.val_fraction)
+        kfold = args.split == "kfold"
+        split = make_split(args.split, patients, folds=args.folds if kfold else None,
+                           fold=args.fold if kfold else None, seed=args.seed, val_fraction=args.val_fraction)
         train_idx, val_idx = split.indices(patients)
         chosen = val_idx if args.subset == "val" else train_idx
         if len(chosen) == 0:
             raise UserError(f"split {args.split} has no {args.subset} images in {args.data}")
         samples = [samples[i] for i in chosen]
-    data = load_samples(samples, size)
-    result, preds = evaluate(model, data, args.protocol, device, args.batch_size,
-                             details=bool(args.save_overlays))
+    progress = log.isEnabledFor(logging.INFO)
+    data = load_samples(samples, size, progress=progress)
+    result, preds = evaluate(model, data, args.protocol, device, args.batch_size, progress=progress)
     result["checkpoint"] = str(args.checkpoint)
     result["model"] = config["model"]["name"]
     result["data"] = str(args.data)
@@ -204,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer.writerows(result["per_image"])
         log.info("wrote %s", args.per_image)
     if args.save_overlays:
-        save_overlays(Path(args.save_overlays), samples, data, preds, result["per_image"])
+        save_overlays(Path(args.save_overlays), samples, data, preds, result["per_image"], progress=progress)
         log.info("wrote %d overlays to %s", len(samples), args.save_overlays)
     return 0
 

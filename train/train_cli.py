@@ -41,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None,
                    help="initial learning rate (default: 1e-2 for unet/lunet, 1e-3 otherwise, as the authors' code)")
     add_size_arg(p)
-    p.add_argument("--split", choices=["paper", "kfold", "random", "none"], default="paper",
+    p.add_argument("--split", choices=["paper", "kfold", "random", "none"], default=None,
                    help="patient split: the paper's validation patients, k-fold by patient (--folds/--fold), "
-                        "a seeded random patient split (--val-fraction), or none (train on everything)")
-    p.add_argument("--folds", type=int, default=None, help="number of patient folds (implies --split kfold)")
+                        "a seeded random patient split (--val-fraction), or none (train on everything); default: "
+                        "kfold when --folds/--fold are given, else paper")
+    p.add_argument("--folds", type=int, default=None,
+                   help="number of patient folds (implies --split kfold; default 5 with --split kfold)")
     p.add_argument("--fold", type=int, default=None, help="which fold is the validation fold (0-based)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="validation share of patients for --split random")
     p.add_argument("--seed", type=int, default=42, help="seed of the split, the batch order and the augmentation")
@@ -98,9 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.data or not args.out:
         raise UserError("--data DIR and --out RUN_DIR are required (or use --list-models)")
-    split = "kfold" if args.folds is not None and args.split == "paper" else args.split
+    split = args.split or ("kfold" if args.folds is not None or args.fold is not None else "paper")
     if split == "kfold" and args.fold is None:
         raise UserError("--split kfold needs --fold K (0-based), e.g. --folds 5 --fold 0")
+    if split != "kfold" and (args.folds is not None or args.fold is not None):
+        raise UserError(f"--folds/--fold go with --split kfold, not --split {split}")
     model_kwargs = {}
     if args.variant is not None:
         if args.model != "lunet":
@@ -117,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     cfg = TrainConfig(
         data=args.data, model=args.model, out=args.out, model_kwargs=model_kwargs, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, size=tuple(args.size), split=split, folds=args.folds or 5,
+        batch_size=args.batch_size, lr=args.lr, size=tuple(args.size), split=split, folds=args.folds,
         fold=args.fold, val_fraction=args.val_fraction, seed=args.seed, device=str(device),
         lr_factor=args.lr_factor, lr_patience=args.lr_patience, lr_min_delta=args.lr_min_delta,
         early_stop=args.early_stop, augment=args.augment, amp=args.amp, encoder_weights=args.encoder_weights,

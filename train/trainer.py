@@ -72,7 +72,7 @@ class TrainConfig:
     lr: float | None = None
     size: tuple[int, int] = (384, 288)
     split: str = "paper"
-    folds: int = 5
+    folds: int | None = None
     fold: int | None = None
     val_fraction: float = 0.2
     seed: int = 42
@@ -137,6 +137,8 @@ class Trainer:
             raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world} processes; "
                             f"use a multiple of {self.dist.world}")
         check_input_size(cfg.model, cfg.size)
+        self.progress = self.dist.is_main and log.isEnabledFor(logging.INFO)
+        self._resume_payload = self._read_resume_checkpoint() if cfg.resume else None
         self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
         if cfg.amp and device.type != "cuda":
             log.warning("mixed precision is only used on CUDA; training in float32 on %s", device)
@@ -171,13 +173,14 @@ class Trainer:
                 raise UserError("--max-images must be at least 2")
             samples = _spread(samples, cfg.max_images)
         patients = [s.patient for s in samples]
-        self.split = make_split(cfg.split, patients, folds=cfg.folds, fold=cfg.fold, seed=cfg.seed,
-                                val_fraction=cfg.val_fraction)
+        kfold = cfg.split == "kfold"
+        self.split = make_split(cfg.split, patients, folds=cfg.folds if kfold else None,
+                                fold=cfg.fold if kfold else None, seed=cfg.seed, val_fraction=cfg.val_fraction)
         train_idx, val_idx = self.split.indices(patients)
         if len(train_idx) == 0:
             raise UserError(f"split {self.split.name!r} leaves no training images in {cfg.data}")
         self.data_hash = dataset_hash(samples)
-        data: LoadedData = load_samples(samples, cfg.size, progress=self.dist.is_main)
+        data: LoadedData = load_samples(samples, cfg.size, progress=self.progress)
         self.train_idx = np.asarray(train_idx, dtype=np.int64)
         self.val_idx = np.asarray(val_idx, dtype=np.int64)
         self.train_set = SegmentationDataset(
@@ -240,18 +243,23 @@ class Trainer:
             "run_args": self.cfg.to_dict(),
         }
 
-    def _resume(self) -> None:
+    def _read_resume_checkpoint(self) -> dict:
+        """Read and check ``last.pt`` before any data is loaded, so a wrong --resume fails at once."""
         path = self.out / "last.pt"
         payload = load_checkpoint(path)
         state = payload.get("train_state")
         if not state:
             raise CheckpointError(f"{path} has no training state to resume from (is it a best.pt copy?)")
-        saved = state.get("run_args", {})
-        for key in ("model", "size", "batch_size", "split", "fold", "seed"):
-            mine = self.cfg.to_dict()[key]
-            if key in saved and saved[key] != mine:
+        saved, mine = state.get("run_args", {}), self.cfg.to_dict()
+        for key in ("model", "model_kwargs", "size", "batch_size", "split", "folds", "fold", "seed", "max_images"):
+            if key in saved and saved[key] != mine[key]:
                 raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
-                                f"{mine!r}; use the same flags or a new --out")
+                                f"{mine[key]!r}; use the same flags or a new --out")
+        return payload
+
+    def _resume(self) -> None:
+        payload = self._resume_payload
+        state = payload["train_state"]
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -267,7 +275,8 @@ class Trainer:
         self.es_best = float(state["es_best"])
         self.es_wait = int(state["es_wait"])
         self.history = list(state["history"])
-        log.info("resumed from %s at epoch %d, batch %d", path, self.epoch + 1, self.step_in_epoch)
+        self._resume_payload = None
+        log.info("resumed from %s at epoch %d, batch %d", self.out / "last.pt", self.epoch + 1, self.step_in_epoch)
 
     def save_last(self) -> None:
         if self.dist.is_main:
@@ -301,7 +310,7 @@ class Trainer:
         self.scaler.update()
         with torch.no_grad():
             dice = soft_dice(torch.sigmoid(logits.float()), y)
-        return float(loss), float(dice)
+        return float(loss.detach()), float(dice)
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
@@ -370,7 +379,7 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
             batches = self._batches(self.epoch)
             bar = tqdm(total=len(batches), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                       unit="batch", disable=not self.dist.is_main, leave=False, dynamic_ncols=True)
+                       unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
             with bar:
                 for idx in batches[self.step_in_epoch:]:
                     loss, dice = self._train_batch(idx)

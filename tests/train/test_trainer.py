@@ -127,7 +127,7 @@ def test_keras_plateau_semantics() -> None:
     opt = torch.optim.Adam([p], lr=1e-2, eps=1e-7)
     sched = keras_plateau_scheduler(opt, factor=0.1, patience=10, min_delta=1e-4)
     lrs = []
-    losses = [1.0] + [1.0 - 5e-5 * i for i in range(1, 25)]  # improvements below min_delta
+    losses = [1.0] + [1.0 - 5e-5] * 24  # an improvement below min_delta does not count
     for loss in losses:
         sched.step(loss)
         lrs.append(opt.param_groups[0]["lr"])
