@@ -38,7 +38,8 @@ class CheckpointError(UserError):
 def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` and map errors to exit codes.
 
-    ``UserError`` -> one line ``prog: error: message`` and its exit code (2);
+    ``UserError`` -> one line ``prog: error: message`` and its exit code (2); an ``OSError``
+    (a folder that cannot be created, a file that cannot be written) -> the same with its path;
     ``KeyboardInterrupt`` -> 130 (the command itself is responsible for saving its state
     before re-raising).
     """
@@ -47,6 +48,9 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path that cannot be read or written: the message names it
+        print(f"{prog}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
