@@ -43,7 +43,7 @@ def test_one_step_lowers_loss_on_fixed_batch(name: str) -> None:
     before.backward()
     opt.step()
     after = bce_dice_loss(model(x), y)
-    assert float(after) < float(before)
+    assert float(after.detach()) < float(before.detach())
 
 
 def test_run_writes_checkpoints_history_and_curves(synthetic_dataset: Path, tmp_path: Path) -> None:
