@@ -1,0 +1,1 @@
+"""One module per backend (torch, onnxruntime, tensorrt); heavy imports happen inside them."""
