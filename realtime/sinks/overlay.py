@@ -1,0 +1,100 @@
+"""The overlay drawn on each frame: nerve contour and translucent fill, a text panel, and a short
+scrolling CSA trace. Shared by the overlay video and the live window."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import cv2
+import numpy as np
+
+from realtime.record import FrameRecord
+
+STATUS_COLOURS = {  # BGR
+    "ok": (80, 220, 80),
+    "reacquired": (80, 220, 220),
+    "lost": (60, 60, 240),
+    "no_detection": (160, 160, 160),
+}
+
+
+def to_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any frame (grey, BGR, BGRA, 16-bit) as 8-bit BGR for drawing."""
+    img = image
+    if img.dtype != np.uint8:
+        hi = float(img.max()) if img.size else 1.0
+        img = (img.astype(np.float32) * (255.0 / max(hi, 1.0))).clip(0, 255).astype(np.uint8)
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(img.reshape(img.shape[0], img.shape[1]), cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img.copy()
+
+
+class OverlayRenderer:
+    """Draws records onto their frames; keeps the last ``trace_len`` areas for the CSA trace."""
+
+    def __init__(self, calibrated: bool, trace_len: int = 120) -> None:
+        self.calibrated = calibrated
+        self.trace: deque[float] = deque(maxlen=trace_len)
+
+    def render(self, record: FrameRecord, fps: float | None = None) -> np.ndarray:
+        if record.image is None:
+            raise ValueError("record has no image to draw on (the pipeline keeps it for rendering)")
+        out = to_bgr8(record.image)
+        colour = STATUS_COLOURS.get(record.status, (255, 255, 255))
+        if record.mask is not None and record.mask.any():
+            mask = record.mask.astype(bool)
+            fill = out.copy()
+            fill[mask] = colour
+            cv2.addWeighted(fill, 0.25, out, 0.75, 0, dst=out)
+            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out, contours, -1, colour, 1, cv2.LINE_AA)
+        area = record.values.get("area_mm2") if self.calibrated else record.values.get("area_px")
+        self.trace.append(float(area) if area is not None else math.nan)
+        self._panel(out, record, fps, colour)
+        self._trace(out)
+        return out
+
+    def _panel(self, img: np.ndarray, r: FrameRecord, fps: float | None, colour) -> None:
+        v = r.values
+        unit = "mm2" if self.calibrated else "px"
+        area = v.get("area_mm2") if self.calibrated else v.get("area_px")
+        lines = [
+            f"CSA {_fmt(area, 2 if self.calibrated else 0)} {unit}" + ("" if self.calibrated else " (uncalibrated)"),
+            f"FR {_fmt(v.get('flattening_ratio'), 2)}   circ {_fmt(v.get('circularity'), 2)}",
+            f"{r.status}   {_fmt(fps, 1)} fps   {_fmt(r.latency_ms, 0)} ms",
+        ]
+        if v.get("csa_change_pct") is not None:
+            lines.insert(1, f"dCSA {_fmt(v.get('csa_change_pct'), 1)} %")
+        x0, y0, lh = 6, 6, 17
+        box_w = 8 + max(cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] for s in lines)
+        sub = img[y0:y0 + lh * len(lines) + 6, x0:x0 + box_w]
+        sub[:] = (sub * 0.35).astype(np.uint8)
+        for i, text in enumerate(lines):
+            cv2.putText(img, text, (x0 + 4, y0 + 14 + i * lh), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        colour if i == len(lines) - 1 else (255, 255, 255), 1, cv2.LINE_AA)
+
+    def _trace(self, img: np.ndarray) -> None:
+        vals = np.array(self.trace, dtype=np.float64)
+        if np.isfinite(vals).sum() < 2:
+            return
+        h, w = img.shape[:2]
+        tw, th = min(200, w // 3), min(60, h // 6)
+        x0, y0 = w - tw - 6, h - th - 6
+        sub = img[y0:y0 + th, x0:x0 + tw]
+        sub[:] = (sub * 0.35).astype(np.uint8)
+        lo, hi = np.nanmin(vals), np.nanmax(vals)
+        span = max(hi - lo, 1e-6)
+        xs = x0 + np.linspace(0, tw - 1, self.trace.maxlen)[-len(vals):]
+        ys = y0 + th - 4 - (vals - lo) / span * (th - 8)
+        pts = [(int(x), int(y)) for x, y in zip(xs, ys) if math.isfinite(y)]
+        cv2.polylines(img, [np.array(pts, np.int32)], False, (0, 220, 255), 1, cv2.LINE_AA)
+        cv2.putText(img, "CSA", (x0 + 3, y0 + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _fmt(value, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{float(value):.{digits}f}"

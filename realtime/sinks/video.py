@@ -1,0 +1,124 @@
+"""The overlay video: H.264 .mp4 through PyAV, written on a thread behind a bounded queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from train.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class VideoWriter:
+    """Encode BGR frames to an H.264 (libx264, yuv420p) .mp4 at a constant frame rate.
+
+    Odd frame sizes are padded by one pixel (yuv420p needs even sizes). :meth:`close` flushes
+    the encoder and writes the index, so the file plays; it is called on every way out of a run.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20) -> None:
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.frames = 0
+        try:
+            self._container = av.open(str(self.path), mode="w")
+        except av.error.FFmpegError as exc:
+            raise UserError(f"cannot write video {self.path}: {exc}") from None
+        self._stream = None
+        self._crf = crf
+        self._size: tuple[int, int] | None = None
+
+    def _open_stream(self, w: int, h: int) -> None:
+        self._size = (w + w % 2, h + h % 2)
+        self._stream = self._container.add_stream("libx264", rate=self.fps)
+        self._stream.width, self._stream.height = self._size
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(self._crf), "preset": "veryfast"}
+
+    def write(self, bgr: np.ndarray) -> None:
+        import av
+
+        h, w = bgr.shape[:2]
+        if self._stream is None:
+            self._open_stream(w, h)
+        pw, ph = self._size
+        if (w, h) != (pw, ph):
+            bgr = np.pad(bgr, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+        finally:
+            self._container.close()
+            self._container = None
+            log.info("wrote %d frames to %s", self.frames, self.path)
+
+
+class ThreadedWriter:
+    """Runs ``write(item)`` of a sink on its own thread behind a bounded queue.
+
+    ``put`` blocks when the queue is full (back-pressure rather than unbounded memory), unless
+    ``drop_when_full`` is set, in which case the item is counted in ``dropped`` and skipped (the
+    live loop must never wait for the disk). ``close`` drains the queue and closes the sink; an
+    exception in the sink is re-raised there.
+    """
+
+    _STOP = object()
+
+    def __init__(self, sink, maxsize: int = 64, drop_when_full: bool = False, name: str = "writer") -> None:
+        self.sink = sink
+        self.drop_when_full = drop_when_full
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            if self.error is None:
+                try:
+                    self.sink.write(item)
+                except BaseException as exc:  # kept and re-raised on close; the queue keeps draining
+                    self.error = exc
+                    log.error("writer %s failed: %s", self._thread.name, exc)
+
+    def put(self, item) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.drop_when_full:
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self.dropped += 1
+        else:
+            self._queue.put(item)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        self.sink.close()
+        if self.error is not None:
+            raise self.error
