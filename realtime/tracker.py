@@ -1,0 +1,598 @@
+"""Which components are the nerve, and how its measurements change over time.
+
+:class:`Tracker` takes each frame's :class:`~realtime.postprocess.PostprocessResult`, picks the
+nerve's component(s), measures them with :func:`~realtime.morphometry.measure_mask`, and adds a
+status, the change from a baseline, the displacement, and (optionally) smoothed values. It is
+pure: no I/O, no clocks, no randomness; the same frames give the same results.
+
+Component selection
+    **Bifid nerve**: a component whose gap to another -- centroid distance minus both equivalent
+    radii ``sqrt(area / pi)``, in mm when calibrated -- is at most ``bifid_gap`` times that other
+    component's equivalent diameter is a *partner* of it: part of the same nerve (nearest first,
+    up to ``max_parts`` components in all). The nerve is measured as one mask: area and
+    perimeter summed, FR and centroid from the union.
+    *Acquiring* (no track yet, or the track was lost): every component with its partners is a
+    candidate group; the group with the largest probability mass, ``sum(area_px * mean
+    probability inside)``, wins (the largest, weighted by the network's confidence; a bifid
+    nerve counts as the sum of its parts). Ties: larger area, then lower label.
+    *Tracking*: the component whose centroid is nearest to the nerve's last measured centroid,
+    if that distance is within the gate (``gate_mm`` when calibrated, distances measured in mm
+    with ``(sx, sy)``; ``gate_px`` in pixels otherwise), plus its partners. Components farther
+    away are ignored.
+
+State machine (``K`` = ``lost_after_frames``; "miss" = a frame where no component is accepted;
+gaps in ``frame_index``, frames the source dropped, count as misses)::
+
+    state      event                                   -> state      frame status
+    SEARCHING  nerve accepted (no gate)                -> TRACKING   ok
+    SEARCHING  nothing above the minimum area          -> SEARCHING  no_detection
+    TRACKING   a component within the gate             -> TRACKING   ok
+    TRACKING   miss, <= K frames since the last ok     -> TRACKING   no_detection   (gate kept)
+    TRACKING   miss, >  K frames since the last ok     -> LOST       lost
+    LOST       nerve accepted (no gate)                -> TRACKING   reacquired
+    LOST       nothing above the minimum area          -> LOST       lost
+
+So ``no_detection`` means "no nerve measured on this frame" while the track still holds (the
+frame had no component above the minimum area, or, while tracking, none inside the gate: see
+``n_detections``); ``lost`` is the first frame after more than ``K`` missed frames and every
+frame after it until a nerve is accepted again, which is reported as ``reacquired`` (that frame
+is measured like an ``ok`` one) and followed by ``ok`` frames. Losing the track also resets the
+smoothing filters.
+
+Baseline (the reference for ``csa_change_pct`` and the displacement)
+    The per-quantity median (area, centroid x and y, px and mm) of the measured frames
+    (``ok`` / ``reacquired``) in a window of frame indices:
+
+    * automatic (default): ``N = round(baseline_s * fps)`` frames (24 at 24 fps) starting at the
+      first measured frame, i.e. one second of stream time; with every frame measured, the median
+      of the first ``N`` ok frames;
+    * explicit: ``baseline_range=(START, END)`` (``--baseline START:END``, END exclusive), the
+      measured frames with ``START <= frame_index < END``;
+    * :meth:`Tracker.set_baseline_now` (the live 'b' key): the old baseline is dropped at once and a
+      new automatic window starts at the next measured frame.
+
+    The baseline is set when the window's last frame index has been processed (that frame
+    already gets the change); frames before have empty change fields. A window with no measured
+    frame leaves the baseline unset (logged as a warning).
+    ``csa_change_pct = 100 * (area - baseline area) / baseline area``; displacement = distance of
+    the centroid from the baseline centroid, in px (always) and mm (when calibrated), with its
+    signed x / y components.
+
+Smoothing (``smoothing="ema"`` or ``"median"``, window ``smoothing_window``)
+    Causal filters fed only measured frames, one per quantity in :data:`SMOOTHED_FIELDS`:
+    ``median`` is the median of the last ``window`` values; ``ema`` is an exponential moving
+    average with ``alpha = 2 / (window + 1)``, starting at the first value. Results go to *extra*
+    fields (``<name>_smooth``); the raw values are never changed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import numbers
+import re
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from realtime.calibration import Calibration, calibration_text
+from realtime.morphometry import Measurement, measure_mask
+from realtime.postprocess import Component, PostprocessResult
+from train.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MeasureFn = Callable[[np.ndarray, "Calibration | None", "np.ndarray | None"], Measurement]
+
+SMOOTHED_FIELDS: tuple[str, ...] = (
+    "area_px", "area_mm2", "perimeter_px", "perimeter_mm", "flattening_ratio", "circularity",
+    "centroid_x_px", "centroid_y_px", "centroid_x_mm", "centroid_y_mm",
+    "csa_change_pct", "displacement_px", "displacement_mm",
+)
+"""Quantities that get a ``<name>_smooth`` column when smoothing is on."""
+
+SMOOTHING_METHODS: tuple[str, ...] = ("none", "ema", "median")
+
+DEFAULT_GATE_MM = 8.0
+DEFAULT_GATE_PX = 60.0
+DEFAULT_LOST_AFTER_S = 0.5
+DEFAULT_BASELINE_S = 1.0
+DEFAULT_BIFID_GAP = 0.5
+DEFAULT_MAX_PARTS = 2
+DEFAULT_SMOOTHING_WINDOW = 5
+
+
+class TrackStatus(str, enum.Enum):
+    """Per-frame status (see the module docstring for the state machine)."""
+
+    OK = "ok"
+    NO_DETECTION = "no_detection"
+    LOST = "lost"
+    REACQUIRED = "reacquired"
+
+    @property
+    def measured(self) -> bool:
+        """True when the nerve was measured on the frame (``ok`` or ``reacquired``)."""
+        return self in (TrackStatus.OK, TrackStatus.REACQUIRED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TrackState(str, enum.Enum):
+    """The tracker's internal state between frames."""
+
+    SEARCHING = "searching"
+    TRACKING = "tracking"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The reference values: per-quantity medians over the baseline window's measured frames.
+
+    ``first_frame`` / ``last_frame``: indices of the first and last frame used; ``n_frames``:
+    how many; ``source``: how the window was chosen (``"auto: first 1.0 s"``,
+    ``"--baseline 100:148"``, ``"set at frame 230"``).
+    """
+
+    area_px: float
+    area_mm2: float | None
+    centroid_x_px: float
+    centroid_y_px: float
+    centroid_x_mm: float | None
+    centroid_y_mm: float | None
+    n_frames: int
+    first_frame: int
+    last_frame: int
+    source: str
+
+
+@dataclass(eq=False)
+class TrackedMeasurement:
+    """Everything the tracker knows about one frame.
+
+    ``measurement``: the nerve's morphometry (raw, unsmoothed), ``None`` when not measured.
+    ``n_detections``: components above the minimum area in the frame (nerve or not).
+    ``nerve_labels``: labels (in the frame's :class:`PostprocessResult`) of the nerve's components.
+    ``frames_since_seen``: frames since the last measured frame (0 when measured; ``None`` before
+    the first). ``csa_change_pct``, ``displacement_*``: relative to ``baseline`` (``None`` until a
+    baseline exists or when not measured; ``*_mm`` ``None`` when uncalibrated).
+    ``smooth``: ``{name: value}`` for :data:`SMOOTHED_FIELDS`, empty when smoothing is off.
+    ``nerve_mask``: uint8 0/1 native-size mask of the nerve (for overlays), ``None`` when not measured.
+    """
+
+    frame_index: int
+    t_s: float
+    status: TrackStatus
+    measurement: Measurement | None
+    n_detections: int
+    nerve_labels: tuple[int, ...]
+    frames_since_seen: int | None
+    csa_change_pct: float | None = None
+    displacement_px: float | None = None
+    displacement_mm: float | None = None
+    displacement_dx_px: float | None = None
+    displacement_dy_px: float | None = None
+    displacement_dx_mm: float | None = None
+    displacement_dy_mm: float | None = None
+    baseline: Baseline | None = None
+    smooth: dict[str, float | None] = field(default_factory=dict)
+    nerve_mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def measured(self) -> bool:
+        return self.status.measured
+
+    def value(self, name: str) -> float | None:
+        """A raw quantity by name: a :class:`Measurement` field or one of this record's own fields."""
+        if name in _MEASUREMENT_FIELDS:
+            return None if self.measurement is None else getattr(self.measurement, name)
+        return getattr(self, name)
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat dict for one CSV row; keys as :meth:`Tracker.columns` (smooth columns only when smoothing is on)."""
+        row: dict[str, Any] = {
+            "frame_index": self.frame_index,
+            "t_s": self.t_s,
+            "status": self.status.value,
+            "n_detections": self.n_detections,
+            "frames_since_seen": self.frames_since_seen,
+        }
+        if self.measurement is not None:
+            row.update(self.measurement.to_dict())
+        else:
+            row.update({name: None for name in Measurement.columns()})
+        for name in _OWN_FIELDS:
+            row[name] = getattr(self, name)
+        row["baseline_area_px"] = None if self.baseline is None else self.baseline.area_px
+        row["baseline_area_mm2"] = None if self.baseline is None else self.baseline.area_mm2
+        for name, value in self.smooth.items():
+            row[f"{name}_smooth"] = value
+        return row
+
+
+_MEASUREMENT_FIELDS = frozenset(f.name for f in fields(Measurement))
+
+_OWN_FIELDS: tuple[str, ...] = (
+    "csa_change_pct", "displacement_px", "displacement_mm",
+    "displacement_dx_px", "displacement_dy_px", "displacement_dx_mm", "displacement_dy_mm",
+)
+
+
+class _Smoother:
+    """Causal filter of one quantity: EMA or running median; ``None`` values pass through untouched."""
+
+    def __init__(self, method: str, window: int) -> None:
+        self.method = method
+        self.window = window
+        self.alpha = 2.0 / (window + 1.0)
+        self._state: float | None = None
+        self._buf: deque[float] = deque(maxlen=window)
+
+    def reset(self) -> None:
+        self._state = None
+        self._buf.clear()
+
+    def update(self, x: float | None) -> float | None:
+        if x is None or not math.isfinite(x):
+            return None
+        if self.method == "ema":
+            self._state = x if self._state is None else self.alpha * x + (1.0 - self.alpha) * self._state
+            return self._state
+        self._buf.append(float(x))
+        return _median(self._buf)
+
+
+@dataclass
+class _BaselineWindow:
+    """Frame-index window being collected: ``[start, end)``; ``start is None`` until the first measured frame."""
+
+    length: int | None
+    source: str
+    start: int | None = None
+    end: int | None = None
+    samples: list[tuple[int, Measurement]] = field(default_factory=list)
+
+    def offer(self, frame_index: int, m: Measurement | None) -> None:
+        if self.start is None:
+            if m is None:
+                return
+            self.start = frame_index
+            self.end = frame_index + int(self.length or 1)
+        if m is not None and self.start <= frame_index < (self.end or frame_index + 1):
+            self.samples.append((frame_index, m))
+
+    def closed(self, frame_index: int) -> bool:
+        return self.end is not None and frame_index >= self.end - 1
+
+
+def parse_baseline_range(text: str) -> tuple[int, int]:
+    """Parse ``--baseline START:END`` (frame indices, END exclusive, as a Python slice) into ``(START, END)``.
+
+    Raises:
+        UserError: not two integers ``0 <= START < END`` separated by ``:``.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text) if isinstance(text, str) else None
+    if match is None:
+        raise UserError(f"--baseline: expected START:END frame indices (END exclusive), e.g. 0:24, got {text!r}")
+    start, end = int(match.group(1)), int(match.group(2))
+    if end <= start:
+        raise UserError(f"--baseline {text}: END must be greater than START (END is exclusive, e.g. 0:24 "
+                        f"is the first 24 frames)")
+    return start, end
+
+
+def _median(values: Iterable[float]) -> float:
+    """Median (mean of the two middle values for an even count)."""
+    v = sorted(float(x) for x in values)
+    n = len(v)
+    mid = n // 2
+    return v[mid] if n % 2 else 0.5 * (v[mid - 1] + v[mid])
+
+
+class Tracker:
+    """Follows the nerve from frame to frame (see the module docstring for every rule).
+
+    Args:
+        calibration: pixel spacing, or ``None`` (uncalibrated: gate in px, mm fields empty).
+        fps: frame rate of the stream (frames per second); sets the automatic baseline length
+            and the default ``lost_after_frames``.
+        gate_mm: gate radius in mm (calibrated), default 8 mm.
+        gate_px: gate radius in px (uncalibrated), default 60 px.
+        lost_after_frames: ``K``: more than ``K`` missed frames after the last measured one makes
+            the track ``lost``; default ``round(0.5 s * fps)`` (at least 1).
+        baseline_s: length of the automatic baseline window in seconds (default 1 s).
+        baseline_range: explicit ``(START, END)`` frame window (END exclusive) instead of the
+            automatic one (:func:`parse_baseline_range` parses ``--baseline``).
+        bifid_gap: keep another component as part of the nerve when its gap to the chosen one is at
+            most this fraction of the chosen component's equivalent diameter (default 0.5).
+        max_parts: at most this many components make the nerve (default 2: a bifid nerve).
+        smoothing: ``"none"`` (default), ``"ema"`` or ``"median"``.
+        smoothing_window: median window / EMA span in measured frames (default 5).
+        measure: the morphometry function (default :func:`measure_mask`).
+    """
+
+    def __init__(self, calibration: Calibration | None, fps: float, *, gate_mm: float = DEFAULT_GATE_MM,
+                 gate_px: float = DEFAULT_GATE_PX, lost_after_frames: int | None = None,
+                 baseline_s: float = DEFAULT_BASELINE_S, baseline_range: tuple[int, int] | None = None,
+                 bifid_gap: float = DEFAULT_BIFID_GAP, max_parts: int = DEFAULT_MAX_PARTS,
+                 smoothing: str = "none", smoothing_window: int = DEFAULT_SMOOTHING_WINDOW,
+                 measure: MeasureFn = measure_mask) -> None:
+        if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
+            raise UserError(f"the frame rate must be a positive number of frames per second, got {fps!r}")
+        for name, value in (("gate_mm", gate_mm), ("gate_px", gate_px), ("baseline_s", baseline_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"tracker {name} must be a positive number, got {value!r}")
+        if not (math.isfinite(bifid_gap) and bifid_gap >= 0):
+            raise UserError(f"tracker bifid_gap must be >= 0, got {bifid_gap!r}")
+        if max_parts < 1:
+            raise UserError(f"tracker max_parts must be >= 1, got {max_parts!r}")
+        if smoothing not in SMOOTHING_METHODS:
+            raise UserError(f"unknown smoothing {smoothing!r}; choose one of: {', '.join(SMOOTHING_METHODS)}")
+        if smoothing_window < 1:
+            raise UserError(f"the smoothing window must be at least 1 frame, got {smoothing_window!r}")
+        if lost_after_frames is not None and lost_after_frames < 0:
+            raise UserError(f"lost_after_frames must be >= 0, got {lost_after_frames!r}")
+        if baseline_range is not None:
+            start, end = int(baseline_range[0]), int(baseline_range[1])
+            if not 0 <= start < end:
+                raise UserError(f"baseline range {start}:{end}: need 0 <= START < END (END exclusive)")
+            baseline_range = (start, end)
+
+        self.calibration = calibration
+        self.fps = float(fps)
+        self.gate_mm = float(gate_mm)
+        self.gate_px = float(gate_px)
+        self.lost_after_frames = (max(1, round(DEFAULT_LOST_AFTER_S * self.fps)) if lost_after_frames is None
+                                  else int(lost_after_frames))
+        self.baseline_s = float(baseline_s)
+        self.baseline_frames = max(1, round(self.baseline_s * self.fps))
+        self.baseline_range = baseline_range
+        self.bifid_gap = float(bifid_gap)
+        self.max_parts = int(max_parts)
+        self.smoothing = smoothing
+        self.smoothing_window = int(smoothing_window)
+        self._measure = measure
+        self.reset()
+
+    # ----------------------------------------------------------------- state
+
+    def reset(self) -> None:
+        """Forget everything: back to SEARCHING, no baseline, a fresh baseline window, empty filters."""
+        self._state = TrackState.SEARCHING
+        self._last_index: int | None = None
+        self._last_seen_index: int | None = None
+        self._last_centroid_px: tuple[float, float] | None = None
+        self._baseline: Baseline | None = None
+        if self.baseline_range is not None:
+            start, end = self.baseline_range
+            self._window: _BaselineWindow | None = _BaselineWindow(None, f"--baseline {start}:{end}", start, end)
+        else:
+            self._window = _BaselineWindow(self.baseline_frames, f"auto: first {self.baseline_s:g} s")
+        self._smoothers = ({name: _Smoother(self.smoothing, self.smoothing_window) for name in SMOOTHED_FIELDS}
+                           if self.smoothing != "none" else {})
+
+    @property
+    def state(self) -> TrackState:
+        return self._state
+
+    @property
+    def baseline(self) -> Baseline | None:
+        return self._baseline
+
+    @property
+    def gate(self) -> float:
+        """The gate radius in use: mm when calibrated, px otherwise."""
+        return self.gate_mm if self.calibration is not None else self.gate_px
+
+    @property
+    def gate_unit(self) -> str:
+        return "mm" if self.calibration is not None else "px"
+
+    def set_baseline_now(self) -> None:
+        """Drop the current baseline and take a new one from the next ``baseline_s`` of measured frames."""
+        where = "start" if self._last_index is None else f"frame {self._last_index}"
+        self._baseline = None
+        self._window = _BaselineWindow(self.baseline_frames, f"set at {where}")
+        log.info("new baseline requested at %s: collecting the next %d frames", where, self.baseline_frames)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able settings for summaries and logs."""
+        return {
+            "calibration": calibration_text(self.calibration),
+            "fps": self.fps,
+            "gate": self.gate,
+            "gate_unit": self.gate_unit,
+            "lost_after_frames": self.lost_after_frames,
+            "baseline": (f"frames {self.baseline_range[0]}:{self.baseline_range[1]}" if self.baseline_range
+                         else f"auto: first {self.baseline_s:g} s ({self.baseline_frames} frames)"),
+            "bifid_gap": self.bifid_gap,
+            "max_parts": self.max_parts,
+            "smoothing": self.smoothing,
+            "smoothing_window": self.smoothing_window if self.smoothing != "none" else None,
+        }
+
+    def columns(self) -> list[str]:
+        """The keys of :meth:`TrackedMeasurement.to_row` for this tracker's settings, in order."""
+        cols = ["frame_index", "t_s", "status", "n_detections", "frames_since_seen"]
+        cols += Measurement.columns()
+        cols += list(_OWN_FIELDS) + ["baseline_area_px", "baseline_area_mm2"]
+        if self._smoothers:
+            cols += [f"{name}_smooth" for name in SMOOTHED_FIELDS]
+        return cols
+
+    # ------------------------------------------------------------- selection
+
+    def _scale(self) -> tuple[float, float]:
+        cal = self.calibration
+        return (cal.sx, cal.sy) if cal is not None else (1.0, 1.0)
+
+    def _distance(self, a: tuple[float, float], b: tuple[float, float]) -> float:
+        sx, sy = self._scale()
+        return math.hypot((a[0] - b[0]) * sx, (a[1] - b[1]) * sy)
+
+    def _radius(self, comp: Component) -> float:
+        sx, sy = self._scale()
+        return math.sqrt(comp.area_px * sx * sy / math.pi)
+
+    def _select(self, post: PostprocessResult) -> list[Component]:
+        """The nerve's components for this frame (primary first), or ``[]``."""
+        comps = post.components
+        if not comps:
+            return []
+        if self._state is TrackState.TRACKING and self._last_centroid_px is not None:
+            ref = self._last_centroid_px
+            best = min(comps, key=lambda c: (self._distance(c.centroid_px, ref), c.label))
+            if self._distance(best.centroid_px, ref) > self.gate:
+                return []
+            return [best] + self._partners(comps, best)
+        if len(comps) == 1:
+            return [comps[0]]
+        # acquiring: the group (component + its bifid partners) with the largest probability mass
+        mass = {}
+        for c in comps:
+            conf = post.component_confidence(c.label)
+            mass[c.label] = c.area_px * (conf if conf is not None else 0.0)
+        best_group: list[Component] = []
+        best_key: tuple[float, int, int] | None = None
+        for c in comps:
+            group = [c] + self._partners(comps, c)
+            key = (sum(mass[g.label] for g in group), sum(g.area_px for g in group), -c.label)
+            if best_key is None or key > best_key:
+                best_key, best_group = key, group
+        return best_group
+
+    def _partners(self, comps: Sequence[Component], primary: Component) -> list[Component]:
+        """Components close enough to ``primary`` to be parts of the same (bifid) nerve, nearest first."""
+        if self.max_parts <= 1 or len(comps) < 2:
+            return []
+        r_p = self._radius(primary)
+        limit = self.bifid_gap * 2.0 * r_p
+        candidates = []
+        for c in comps:
+            if c.label == primary.label:
+                continue
+            gap = self._distance(c.centroid_px, primary.centroid_px) - r_p - self._radius(c)
+            if gap <= limit:
+                candidates.append((gap, c.label, c))
+        candidates.sort(key=lambda t: (t[0], t[1]))
+        return [c for _, _, c in candidates[: self.max_parts - 1]]
+
+    # ---------------------------------------------------------------- update
+
+    def update(self, post: PostprocessResult, frame_index: int, t_s: float) -> TrackedMeasurement:
+        """Process one frame: select the nerve, measure it, update the state, baseline and filters.
+
+        Args:
+            post: the frame's post-processing result (native resolution).
+            frame_index: the frame's index in the stream; must increase from call to call (gaps
+                are frames the source dropped and count as misses).
+            t_s: the frame's time in seconds (stream time), copied to the result.
+        """
+        frame_index = int(frame_index)
+        if self._last_index is not None and frame_index <= self._last_index:
+            raise ValueError(f"frame indices must increase: got {frame_index} after {self._last_index}")
+        self._last_index = frame_index
+
+        parts = self._select(post)
+        measurement: Measurement | None = None
+        nerve_mask: np.ndarray | None = None
+        labels: tuple[int, ...] = ()
+        if parts:
+            labels = tuple(sorted(c.label for c in parts))
+            nerve_mask = post.component_mask(labels)
+            measurement = self._measure(nerve_mask, self.calibration, post.prob)
+            if measurement.area_px == 0:  # a custom measure function may reject the mask
+                measurement, nerve_mask, labels = None, None, ()
+
+        status = self._advance(frame_index, measurement)
+        if not status.measured:
+            measurement, nerve_mask, labels = None, None, ()
+        frames_since_seen = (None if self._last_seen_index is None else frame_index - self._last_seen_index)
+
+        if self._window is not None:
+            self._window.offer(frame_index, measurement)
+            if self._window.closed(frame_index):
+                self._finish_baseline()
+
+        result = TrackedMeasurement(frame_index=frame_index, t_s=float(t_s), status=status, measurement=measurement,
+                                    n_detections=post.n_components, nerve_labels=labels,
+                                    frames_since_seen=frames_since_seen, baseline=self._baseline,
+                                    nerve_mask=nerve_mask)
+        if measurement is not None and self._baseline is not None:
+            self._relate_to_baseline(result, measurement, self._baseline)
+        if self._smoothers:
+            result.smooth = self._smooth(result)
+        return result
+
+    def _advance(self, frame_index: int, measurement: Measurement | None) -> TrackStatus:
+        """Apply the state machine; return the frame's status."""
+        if measurement is not None:
+            status = TrackStatus.REACQUIRED if self._state is TrackState.LOST else TrackStatus.OK
+            if status is TrackStatus.REACQUIRED:
+                log.info("frame %d: nerve reacquired", frame_index)
+            self._state = TrackState.TRACKING
+            self._last_seen_index = frame_index
+            self._last_centroid_px = (float(measurement.centroid_x_px), float(measurement.centroid_y_px))
+            return status
+        if self._state is TrackState.TRACKING:
+            missed = frame_index - (self._last_seen_index if self._last_seen_index is not None else frame_index)
+            if missed > self.lost_after_frames:
+                log.info("frame %d: nerve lost (no nerve for %d frames)", frame_index, missed)
+                self._state = TrackState.LOST
+                self._last_centroid_px = None
+                for s in self._smoothers.values():
+                    s.reset()
+                return TrackStatus.LOST
+            return TrackStatus.NO_DETECTION
+        if self._state is TrackState.LOST:
+            return TrackStatus.LOST
+        return TrackStatus.NO_DETECTION
+
+    def _finish_baseline(self) -> None:
+        window = self._window
+        self._window = None
+        if window is None:
+            return
+        if not window.samples:
+            log.warning("baseline window %s had no frame with a measured nerve: change from baseline stays empty",
+                        window.source)
+            return
+        ms = [m for _, m in window.samples]
+        cal = self.calibration
+        self._baseline = Baseline(
+            area_px=_median([m.area_px for m in ms]),
+            area_mm2=_median([m.area_mm2 for m in ms]) if cal is not None else None,  # type: ignore[misc]
+            centroid_x_px=_median([m.centroid_x_px for m in ms]),  # type: ignore[misc]
+            centroid_y_px=_median([m.centroid_y_px for m in ms]),  # type: ignore[misc]
+            centroid_x_mm=_median([m.centroid_x_mm for m in ms]) if cal is not None else None,  # type: ignore[misc]
+            centroid_y_mm=_median([m.centroid_y_mm for m in ms]) if cal is not None else None,  # type: ignore[misc]
+            n_frames=len(ms),
+            first_frame=window.samples[0][0],
+            last_frame=window.samples[-1][0],
+            source=window.source,
+        )
+        b = self._baseline
+        log.info("baseline (%s): %d frames %d..%d, area %.1f px%s", b.source, b.n_frames, b.first_frame, b.last_frame,
+                 b.area_px, "" if b.area_mm2 is None else f" = {b.area_mm2:.2f} mm2")
+
+    def _relate_to_baseline(self, r: TrackedMeasurement, m: Measurement, b: Baseline) -> None:
+        r.csa_change_pct = 100.0 * (m.area_px - b.area_px) / b.area_px if b.area_px > 0 else None
+        dx = float(m.centroid_x_px) - b.centroid_x_px  # type: ignore[arg-type]
+        dy = float(m.centroid_y_px) - b.centroid_y_px  # type: ignore[arg-type]
+        r.displacement_dx_px, r.displacement_dy_px = dx, dy
+        r.displacement_px = math.hypot(dx, dy)
+        if (m.centroid_x_mm is not None and m.centroid_y_mm is not None and b.centroid_x_mm is not None
+                and b.centroid_y_mm is not None):
+            dx_mm, dy_mm = m.centroid_x_mm - b.centroid_x_mm, m.centroid_y_mm - b.centroid_y_mm
+            r.displacement_dx_mm, r.displacement_dy_mm = dx_mm, dy_mm
+            r.displacement_mm = math.hypot(dx_mm, dy_mm)
+
+    def _smooth(self, r: TrackedMeasurement) -> dict[str, float | None]:
+        if not r.measured:
+            return {name: None for name in SMOOTHED_FIELDS}
+        return {name: self._smoothers[name].update(r.value(name)) for name in SMOOTHED_FIELDS}
