@@ -1,0 +1,55 @@
+"""The live window (OpenCV HighGUI): shows the overlay; keys q/Esc quit, space pause, b baseline
+now, s snapshot PNG."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+KEY_ACTIONS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("b"): "baseline", ord("s"): "snapshot"}
+
+
+def display_available() -> bool:
+    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class LiveWindow:
+    """A HighGUI window. :meth:`show` returns the action of a key pressed since the last frame."""
+
+    def __init__(self, title: str = "mn-seg", snapshot_dir: str | os.PathLike = ".") -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.title = title
+        self.snapshot_dir = Path(snapshot_dir)
+        self.snapshots = 0
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+
+    def show(self, bgr: np.ndarray, wait_ms: int = 1) -> str | None:
+        self._cv2.imshow(self.title, bgr)
+        action = KEY_ACTIONS.get(self._cv2.waitKey(wait_ms) & 0xFF)
+        if action == "snapshot":
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            path = self.snapshot_dir / f"snapshot-{self.snapshots:04d}.png"
+            self._cv2.imwrite(str(path), bgr)
+            self.snapshots += 1
+            log.info("saved %s", path)
+        return action
+
+    def wait_key(self, wait_ms: int = 50) -> str | None:
+        return KEY_ACTIONS.get(self._cv2.waitKey(wait_ms) & 0xFF)
+
+    def close(self) -> None:
+        try:
+            self._cv2.destroyWindow(self.title)
+        except Exception:  # the window may already be gone (closed by the user)
+            pass
