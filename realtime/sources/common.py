@@ -1,0 +1,507 @@
+"""What every frame source shares: the :class:`Source` base class, its errors, the registry of
+source kinds, the ROI / frame-format guard, the thread hand-off buffers and real-time pacing.
+
+A concrete source implements :meth:`Source._frames` (a generator of native-size
+:class:`~realtime.frame.Frame` objects) and, when it owns threads or handles, :meth:`Source._release`.
+The base class applies the ROI crop and the frame-size check the same way for every source, keeps
+the counters (``frames_delivered``, ``frames_dropped``) and the failure state (``error``,
+``failed``), and makes every source a context manager.
+
+How a source reports a failure (the choice documented here, relied on by the live loop):
+
+* An input that cannot be used at all (a missing file, a device that does not open, a bad ROI)
+  raises a :class:`~train.errors.UserError` subclass when the source is opened or at the first
+  frame: exit code 2.
+* A stream that stops part-way (a device that stops delivering and does not come back within
+  ``reconnect_s``, a truncated or corrupt file) *ends the iteration cleanly*: the frames decoded so
+  far are delivered, then ``source.failed`` is ``True`` and ``source.error`` holds the reason. The
+  caller decides: :meth:`Source.raise_if_failed` raises :class:`SourceLost`, whose ``exit_code``
+  is 3 (:data:`EXIT_SOURCE_LOST`), so ``run_cli`` maps it to exit code 3.
+* A frame whose size differs from the first frame's raises :class:`SourceError` from the iterator
+  (the pipeline's measurements would silently change scale otherwise).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Generic, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from realtime.frame import Frame
+from train.errors import UserError
+
+log = logging.getLogger(__name__)
+
+EXIT_SOURCE_LOST = 3
+"""Exit code of a command whose source failed mid-stream (see :class:`SourceLost`)."""
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SourceError(UserError):
+    """A source that cannot be opened or read as asked (names the source and how to fix it)."""
+
+
+class SourceLost(SourceError):
+    """The source stopped delivering mid-stream and did not come back: exit code 3."""
+
+    exit_code = EXIT_SOURCE_LOST
+
+
+class RoiError(UserError):
+    """A region of interest that does not fit the frames (the message gives the frame size)."""
+
+
+# --------------------------------------------------------------------------- options and registry
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """The options :func:`realtime.sources.open_source` passes to every source kind.
+
+    ``realtime``: live semantics (keep only the newest frame, pace at the native rate) rather than
+    every frame as fast as possible. ``roi``: ``(x, y, w, h)`` crop in native pixels. ``fps``:
+    requested rate (device) or generated rate (synthetic, animate). ``size``: requested
+    ``(width, height)`` (device only). ``reconnect_s``: how long a device may be silent before the
+    stream ends as failed. ``seed``: generated sources. ``frames``: stop after this many frames
+    (``None``: the source's natural length).
+    """
+
+    realtime: bool = False
+    roi: tuple[int, int, int, int] | None = None
+    fps: float | None = None
+    size: tuple[int, int] | None = None
+    reconnect_s: float = 5.0
+    seed: int | None = None
+    frames: int | None = None
+
+
+SOURCE_KINDS: dict[str, type["Source"]] = {}
+"""kind name -> Source class; filled by :func:`register_source`."""
+
+
+def register_source(kind: str) -> Callable[[type["Source"]], type["Source"]]:
+    """Class decorator: make a :class:`Source` subclass available under ``kind``."""
+
+    def deco(cls: type[Source]) -> type[Source]:
+        if kind in SOURCE_KINDS and SOURCE_KINDS[kind] is not cls:
+            raise ValueError(f"source kind {kind!r} is already registered by {SOURCE_KINDS[kind].__name__}")
+        cls.kind = kind
+        SOURCE_KINDS[kind] = cls
+        return cls
+
+    return deco
+
+
+def source_class(kind: str) -> type["Source"]:
+    """The class registered under ``kind``; a ``KeyError`` listing the valid kinds otherwise."""
+    try:
+        return SOURCE_KINDS[kind]
+    except KeyError:
+        raise KeyError(f"unknown source kind {kind!r}; valid kinds: {', '.join(sorted(SOURCE_KINDS))}") from None
+
+
+# --------------------------------------------------------------------------- ROI and frame format
+
+
+_ROI_RE = re.compile(r"^\s*(-?\d+)\s*[, ]\s*(-?\d+)\s*[, ]\s*(-?\d+)\s*[, ]\s*(-?\d+)\s*$")
+
+
+def parse_roi(text: str | Sequence[int] | None) -> tuple[int, int, int, int] | None:
+    """``"x,y,w,h"`` (or a 4-sequence) -> ``(x, y, w, h)`` ints; ``None`` stays ``None``.
+
+    Only the form is checked here; whether it fits the frames is checked at the first frame.
+    """
+    if text is None:
+        return None
+    if isinstance(text, str):
+        m = _ROI_RE.match(text)
+        if not m:
+            raise RoiError(f"ROI {text!r} is not of the form x,y,w,h (pixels, e.g. 40,30,520,400)")
+        values = tuple(int(g) for g in m.groups())
+    else:
+        try:
+            values = tuple(int(v) for v in text)
+        except (TypeError, ValueError):
+            raise RoiError(f"ROI must be four integers (x, y, w, h), got {text!r}") from None
+        if len(values) != 4:
+            raise RoiError(f"ROI must be four integers (x, y, w, h), got {text!r}")
+    x, y, w, h = values
+    if x < 0 or y < 0 or w <= 0 or h <= 0:
+        raise RoiError(f"ROI x={x}, y={y}, w={w}, h={h}: x and y must be >= 0, w and h > 0")
+    return values  # type: ignore[return-value]
+
+
+def image_size(image: np.ndarray) -> tuple[int, int]:
+    """``(width, height)`` of an image array."""
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def normalise_image(image: np.ndarray) -> np.ndarray:
+    """Accept BGR, BGRA, grey (2-D or ``[H, W, 1]``), 8- or 16-bit as they are; squeeze a single
+    channel axis. Anything that is not an image raises :class:`SourceError`."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        shape = getattr(image, "shape", None)
+        raise SourceError(f"the source delivered something that is not an image (shape {shape})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return image
+
+
+class FrameGuard:
+    """Applies the ROI crop and checks that the frame size never changes, for every source alike.
+
+    The ROI is validated against the first frame (:class:`RoiError` naming the frame size); a later
+    frame of another native size raises :class:`SourceError` naming both sizes and the frame index.
+    The truth mask, when there is one, is cropped with the image.
+    """
+
+    def __init__(self, roi: tuple[int, int, int, int] | None, source_name: str) -> None:
+        self.roi = roi
+        self.source_name = source_name
+        self.native_size: tuple[int, int] | None = None
+
+    def check_roi(self, size: tuple[int, int]) -> None:
+        """Raise :class:`RoiError` if the ROI does not fit a frame of ``size`` (W, H)."""
+        if self.roi is None:
+            return
+        x, y, w, h = self.roi
+        fw, fh = size
+        if x + w > fw or y + h > fh:
+            raise RoiError(
+                f"ROI x={x}, y={y}, w={w}, h={h} does not fit the {fw}x{fh} (width x height) frames of "
+                f"{self.source_name}: it needs x+w <= {fw} and y+h <= {fh} (it has x+w = {x + w}, y+h = {y + h})")
+
+    def __call__(self, frame: Frame) -> Frame:
+        image = normalise_image(frame.image)
+        size = image_size(image)
+        if self.native_size is None:
+            self.check_roi(size)
+            self.native_size = size
+        elif size != self.native_size:
+            ow, oh = self.native_size
+            raise SourceError(
+                f"{self.source_name}: the frame size changed from {ow}x{oh} to {size[0]}x{size[1]} at frame "
+                f"{frame.index}; a stream must keep one size (restart with the new size, or split the recording)")
+        truth = frame.truth
+        if self.roi is not None:
+            x, y, w, h = self.roi
+            image = np.ascontiguousarray(image[y:y + h, x:x + w])
+            if truth is not None:
+                truth = np.ascontiguousarray(truth[y:y + h, x:x + w])
+        if image is not frame.image or truth is not frame.truth:
+            frame = Frame(frame.index, frame.t_capture, frame.pts, image, frame.dropped_before, truth)
+        return frame
+
+
+# --------------------------------------------------------------------------- thread hand-off
+
+
+class LatestSlot(Generic[T]):
+    """A one-item hand-off between a producer thread and a consumer that keeps only the newest.
+
+    ``put`` replaces an item the consumer has not taken yet and counts it as dropped; ``get`` waits
+    (on a condition, no polling) for an item or for ``close``, and returns the item with the number
+    of items dropped since the previous ``get``. After ``close`` a pending item is still delivered,
+    then ``get`` returns ``None``.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._has = False
+        self._dropped = 0
+        self._closed = False
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            if self._has:
+                self._dropped += 1
+            self._item, self._has = item, True
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> tuple[T, int] | None:
+        """The newest item and how many were dropped before it; ``None`` once closed and empty (or
+        on timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._has or self._closed, timeout)
+            if not self._has:
+                return None
+            item, dropped = self._item, self._dropped
+            self._item, self._has, self._dropped = None, False, 0
+            return item, dropped  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+class ClosableQueue(Generic[T]):
+    """A bounded FIFO between a producer thread and a consumer, closable from either side.
+
+    ``put`` blocks while the queue is full (back-pressure: a file is never decoded far ahead of
+    the pipeline) and returns ``False`` once the queue is closed; ``get`` blocks until an item is
+    there and returns ``None`` once the queue is closed and drained. Waits use a condition.
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._items) < self.maxsize or self._closed)
+            if self._closed:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self) -> T | None:
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._items) or self._closed)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self, drain: bool = False) -> None:
+        """Close: producers stop; the consumer gets what is queued, then ``None``. ``drain=True``
+        also discards what is queued (the consumer is gone)."""
+        with self._cond:
+            self._closed = True
+            if drain:
+                self._items.clear()
+            self._cond.notify_all()
+
+
+class Pacer:
+    """Real-time pacing against the monotonic clock.
+
+    ``start()`` fixes time zero; ``wait_until(t)`` sleeps until ``t`` seconds after it, on an
+    :class:`threading.Event` so that ``close`` (setting the event) interrupts the wait at once.
+    Returns ``False`` when interrupted. ``elapsed()`` is the time since ``start``.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self.t0: float | None = None
+
+    def start(self, t0: float | None = None) -> float:
+        self.t0 = time.monotonic() if t0 is None else t0
+        return self.t0
+
+    def elapsed(self) -> float:
+        if self.t0 is None:
+            self.start()
+        return time.monotonic() - self.t0  # type: ignore[operator]
+
+    def wait_until(self, t: float) -> bool:
+        if self.t0 is None:
+            self.start()
+        delay = self.t0 + t - time.monotonic()  # type: ignore[operator]
+        if delay > 0:
+            return not self._stop.wait(delay)
+        return not self._stop.is_set()
+
+
+def join_thread(thread: threading.Thread | None, timeout: float, what: str) -> None:
+    """Join a worker thread, logging (not hanging) when it does not stop within ``timeout``."""
+    if thread is None or thread is threading.current_thread():
+        return
+    thread.join(timeout)
+    if thread.is_alive():
+        log.warning("%s did not stop within %.1f s (it is a daemon thread and will not keep the process alive)",
+                    what, timeout)
+
+
+# --------------------------------------------------------------------------- the base class
+
+
+class Source(abc.ABC):
+    """A stream of :class:`~realtime.frame.Frame` objects; iterate it once, then ``close()`` it.
+
+    Attributes: ``kind`` (registry name), ``spec`` (as given), ``name`` (for messages), ``fps``
+    (nominal frames per second, ``None`` if unknown), ``frame_size`` (``(W, H)`` of the delivered
+    images, after the ROI, once the first frame is known), ``native_size`` (before the ROI),
+    ``frames_delivered``, ``frames_dropped`` (skipped by the live policy), ``error`` (``None`` or
+    the reason the stream ended early), ``failed`` (``True`` when it ended because of a failure).
+    Use it as a context manager so threads and handles are released on every way out.
+    """
+
+    kind: ClassVar[str] = "?"
+    #: whether the bare kind name (``synthetic``) is a complete spec
+    bare_spec_ok: ClassVar[bool] = False
+    #: order in which :meth:`claims` is asked for a spec without a ``KIND:`` prefix (lower first)
+    claim_order: ClassVar[int] = 50
+
+    @classmethod
+    def claims(cls, spec: str) -> bool:
+        """Whether a spec without a ``KIND:`` prefix names a source of this kind."""
+        return False
+
+    @classmethod
+    @abc.abstractmethod
+    def from_spec(cls, arg: str, *, spec: str, options: SourceOptions, **kind_options: Any) -> "Source":
+        """Open a source of this kind from the spec's argument (the part after ``KIND:``)."""
+
+    def __init__(self, spec: str, options: SourceOptions, name: str | None = None) -> None:
+        self.spec = spec
+        self.options = options
+        self.name = name or spec
+        self.roi = options.roi
+        self.realtime = options.realtime
+        self.fps: float | None = options.fps
+        self.frame_size: tuple[int, int] | None = None
+        self.native_size: tuple[int, int] | None = None
+        self.frames_delivered = 0
+        self.frames_dropped = 0
+        self.error: str | None = None
+        self.failed = False
+        self._iterated = False
+        self._closed = False
+        self._stop = threading.Event()
+
+    # -- to implement
+
+    @abc.abstractmethod
+    def _frames(self) -> Iterator[Frame]:
+        """Yield native frames (before the ROI) until the stream ends or ``self._stop`` is set."""
+
+    def _release(self) -> None:
+        """Stop threads and release handles (called once by :meth:`close`)."""
+
+    def _describe_extra(self) -> dict[str, Any]:
+        """Kind-specific entries for :meth:`describe`."""
+        return {}
+
+    # -- the shared behaviour
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._iterated:
+            raise SourceError(f"{self.name} was already iterated; a source is a one-pass stream (open it again)")
+        if self._closed:
+            raise SourceError(f"{self.name} is closed")
+        self._iterated = True
+        return self._guarded()
+
+    def _guarded(self) -> Iterator[Frame]:
+        guard = FrameGuard(self.roi, self.name)
+        limit = self.options.frames
+        if limit is not None and limit <= 0:
+            return
+        frames = self._frames()
+        try:
+            for frame in frames:
+                frame = guard(frame)
+                if self.native_size is None:
+                    self.native_size = guard.native_size
+                    self.frame_size = image_size(frame.image)
+                self.frames_delivered += 1
+                self.frames_dropped += frame.dropped_before
+                yield frame
+                if limit is not None and self.frames_delivered >= limit:
+                    break
+        except SourceError as exc:
+            if not self.failed:
+                self.fail(str(exc), log_level=logging.DEBUG)
+            raise
+        finally:
+            frames.close()  # run the source generator's clean-up now, not at garbage collection
+
+    def fail(self, reason: str, log_level: int = logging.ERROR) -> None:
+        """Record that the stream ended (or will end) because of ``reason``."""
+        self.failed = True
+        self.error = reason
+        log.log(log_level, "%s: %s", self.name, reason)
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`SourceLost` (exit code 3) if the stream ended because of a failure."""
+        if self.failed:
+            raise SourceLost(f"{self.name}: {self.error} ({self.frames_delivered} frames delivered)")
+
+    def close(self) -> None:
+        """Stop the source's threads and release its handles; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description: kind, spec, name, fps, sizes, ROI, mode, counters, failure."""
+        info: dict[str, Any] = {
+            "kind": self.kind,
+            "spec": self.spec,
+            "name": self.name,
+            "fps": None if self.fps is None else float(self.fps),
+            "size": None if self.frame_size is None else list(self.frame_size),
+            "native_size": None if self.native_size is None else list(self.native_size),
+            "roi": None if self.roi is None else list(self.roi),
+            "realtime": bool(self.realtime),
+            "frames_delivered": self.frames_delivered,
+            "frames_dropped": self.frames_dropped,
+            "failed": self.failed,
+            "error": self.error,
+        }
+        info.update(self._describe_extra())
+        return info
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} fps={self.fps} size={self.frame_size}>"
+
+
+def live_indices(fps: float, stop: threading.Event, pacer: Pacer, start: int = 0,
+                 end: int | None = None) -> Iterator[tuple[int, int, float]]:
+    """Indices of a generated stream played live at ``fps``.
+
+    Yields ``(index, dropped_before, due_time_s)``: it sleeps until the next frame is due; when the
+    consumer was slower than the frame period, it skips to the newest due frame and reports how
+    many were skipped (the live policy of a device, without rendering the skipped frames).
+    Stops when ``stop`` is set or ``end`` (exclusive) is reached.
+    """
+    period = 1.0 / fps
+    pacer.start()
+    last = start - 1
+    while not stop.is_set():
+        nxt = last + 1
+        due_now = int(pacer.elapsed() / period) + start  # the newest frame that is due
+        index = max(nxt, due_now)
+        if end is not None:
+            if nxt >= end:
+                return
+            index = min(index, end - 1)
+        if not pacer.wait_until((index - start) * period):
+            return
+        yield index, index - nxt, (index - start) * period
+        last = index

@@ -1,0 +1,209 @@
+"""``mn-synth``: write a synthetic clip with known truth, for testing and demonstrating the pipeline.
+
+    mn-synth --phantom --frames 240 --out clip.mp4 --truth clip_truth.npz
+    mn-synth --image Images/Pz005-001.png [--mask Masks/Pz005-001.png] --frames 144 --out a.mp4 --truth a.npz
+
+The clip is H.264 (libx264, yuv420p, CRF 18 by default so the speckle survives) at ``--fps``;
+odd frame sizes are padded by one pixel at the right / bottom edge (yuv420p needs even sizes),
+and the masks are padded the same way, so they always match the decoded frames. 16-bit stills
+are scaled to 8 bits for the video.
+
+The truth file (``np.savez_compressed``) holds:
+
+* ``masks``: uint8 ``[N, H, W]``, **1 = nerve, 0 = background** (multiply by 255 for an image);
+* ``fps`` (scalar), ``pts`` (float64 ``[N]``, seconds), ``index`` (int64 ``[N]``);
+* the morphometry of each mask, from :func:`realtime.morphometry.measure_mask` (pixels, no
+  calibration): ``area_px``, ``perimeter_px``, ``flattening_ratio``, ``circularity``,
+  ``centroid_x_px``, ``centroid_y_px`` (float64 ``[N]``, NaN for an empty mask) and
+  ``n_components``; absent (with a warning) while that module is not available;
+* the script: for the phantom ``nerve_cx``, ``nerve_cy``, ``nerve_a``, ``nerve_b``,
+  ``nerve_angle`` (the ellipse of each mask, see :class:`~realtime.sources.phantom.NerveParams`);
+  for an animated still ``matrices`` (float64 ``[N, 2, 3]``, still -> frame);
+* ``source``: the source's :meth:`describe` as a JSON string, ``description``: this key list.
+
+Exit codes: 0 written; 2 bad input (a missing image, no mask, a bad number) with one line on
+stderr; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from train.cli_util import add_logging_args, setup_logging
+from train.errors import EXIT_OK, UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+MORPHOMETRY_KEYS = ("area_px", "perimeter_px", "flattening_ratio", "circularity", "centroid_x_px", "centroid_y_px")
+TRUTH_DESCRIPTION = (
+    "masks: uint8 [N,H,W], 1 = nerve, 0 = background (padded like the video to even W and H); fps; pts [N] s; "
+    "index [N]; area_px, perimeter_px, flattening_ratio, circularity, centroid_x_px, centroid_y_px, n_components "
+    "[N] from realtime.morphometry.measure_mask (when available); phantom: nerve_cx, nerve_cy, nerve_a, nerve_b, "
+    "nerve_angle [N] (cv2.ellipse convention); animated still: matrices [N,2,3]; source: JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mn-synth",
+        description="Write a synthetic ultrasound clip (H.264 .mp4) and its per-frame truth masks and morphometry "
+                    "(.npz): the procedural carpal-tunnel phantom, or an annotated still animated with known motion.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--phantom", action="store_true",
+                      help="the procedural phantom: gliding, compression and probe jitter of a known nerve")
+    what.add_argument("--image", type=Path, metavar="IMG",
+                      help="an annotated still to animate (rigid motion, compression, fresh speckle)")
+    parser.add_argument("--mask", type=Path, metavar="MASK",
+                        help="the still's mask (with --image; default: ../Masks/<stem>.* in the dataset layout)")
+    parser.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames to write")
+    parser.add_argument("--fps", type=float, default=24.0, help="frame rate of the clip and its script (default 24)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the anatomy, speckle and motion (default 0)")
+    parser.add_argument("--out", type=Path, required=True, metavar="CLIP.mp4", help="the video to write")
+    parser.add_argument("--truth", type=Path, required=True, metavar="TRUTH.npz", help="the truth file to write")
+    parser.add_argument("--crf", type=int, default=18,
+                        help="H.264 constant rate factor, 0 (lossless) to 51 (default 18: the speckle survives)")
+    add_logging_args(parser)
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
+    if not math.isfinite(args.fps) or args.fps <= 0:
+        raise UserError(f"--fps must be a positive number, got {args.fps}")
+    if not 0 <= args.crf <= 51:
+        raise UserError(f"--crf must be between 0 and 51, got {args.crf}")
+    if args.mask is not None and args.image is None:
+        raise UserError("--mask goes with --image (the phantom makes its own truth)")
+    if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise UserError(f"--out {args.out}: write an .mp4 (H.264), e.g. --out clip.mp4")
+    if args.out.resolve() == args.truth.resolve():
+        raise UserError("--out and --truth must be different files")
+
+
+def _open(args: argparse.Namespace):
+    if args.phantom:
+        from realtime.sources.phantom import PhantomSource
+
+        return PhantomSource(seed=args.seed, fps=args.fps, live=False, frames=args.frames)
+    from realtime.sources.animate import AnimateSource
+
+    source = AnimateSource(args.image, args.mask, seed=args.seed, fps=args.fps, live=False, frames=args.frames)
+    if source.mask is None:
+        raise UserError(f"no mask for {args.image}: none at ../Masks/{args.image.stem}.*; give one with --mask")
+    return source
+
+
+def _to_bgr8(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def _measure(masks: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Per-frame morphometry of the 0/1 masks, or ``None`` when realtime.morphometry is missing."""
+    try:
+        from realtime.morphometry import measure_mask
+    except ImportError as exc:
+        log.warning("realtime.morphometry is not available (%s): the truth file gets masks without morphometry", exc)
+        return None
+    out: dict[str, list[float]] = {k: [] for k in (*MORPHOMETRY_KEYS, "n_components")}
+    for mask in masks:
+        m = measure_mask(mask * np.uint8(255))
+        for key in out:
+            value = getattr(m, key, None)
+            out[key].append(float("nan") if value is None else float(value))
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def synthesize(args: argparse.Namespace) -> dict[str, Any]:
+    """Write the clip and the truth file; returns a summary."""
+    from tqdm import tqdm
+
+    from realtime.sinks.video import VideoWriter
+
+    with _open(args) as source:
+        n = args.frames
+        masks: np.ndarray | None = None
+        pts = np.zeros(n, np.float64)
+        index = np.zeros(n, np.int64)
+        script: dict[str, list[Any]] = {}
+        writer = VideoWriter(args.out, fps=args.fps, crf=args.crf)
+        t0 = time.perf_counter()
+        k = 0
+        try:
+            for frame in tqdm(source, total=n, unit="frame", desc="mn-synth", disable=args.quiet):
+                if frame.truth is None:  # pragma: no cover - both generated sources carry truth
+                    raise UserError(f"{source.name} gave frame {frame.index} without truth")
+                h, w = frame.truth.shape
+                hp, wp = h + h % 2, w + w % 2
+                if masks is None:
+                    masks = np.zeros((n, hp, wp), np.uint8)
+                mask = (frame.truth > 0).astype(np.uint8)
+                masks[k] = np.pad(mask, ((0, hp - h), (0, wp - w)), mode="edge") if (hp, wp) != (h, w) else mask
+                writer.write(_to_bgr8(frame.image))
+                pts[k], index[k] = frame.pts, frame.index
+                params = source.truth_params(frame.index)
+                if args.phantom:
+                    for key, value in params.as_dict().items():
+                        script.setdefault(f"nerve_{key}", []).append(value)
+                else:
+                    script.setdefault("matrices", []).append(params.matrix)
+                k += 1
+        finally:
+            writer.close()
+        elapsed = time.perf_counter() - t0
+        description = source.describe()
+    if masks is None or k != n:
+        raise UserError(f"the source gave {k} of the {n} frames asked for")
+    arrays: dict[str, Any] = {"masks": masks, "fps": np.float64(args.fps), "pts": pts, "index": index}
+    morph = _measure(masks)
+    if morph is not None:
+        arrays.update(morph)
+    arrays.update({key: np.asarray(values, np.float64) for key, values in script.items()})
+    arrays["source"] = np.asarray(json.dumps(description))
+    arrays["description"] = np.asarray(TRUTH_DESCRIPTION)
+    args.truth.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.truth, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    areas = masks.reshape(n, -1).sum(axis=1)
+    summary = {"frames": n, "size": [int(masks.shape[2]), int(masks.shape[1])], "ms_per_frame": 1000 * elapsed / n,
+               "area_px_min": int(areas.min()), "area_px_max": int(areas.max()),
+               "morphometry": morph is not None}
+    log.info("wrote %s and %s: %d frames %dx%d, %.1f ms/frame, nerve area %d-%d px%s", args.out, args.truth, n,
+             summary["size"][0], summary["size"][1], summary["ms_per_frame"], summary["area_px_min"],
+             summary["area_px_max"], "" if morph is not None else " (no morphometry: realtime.morphometry missing)")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, write the clip and its truth; exit code 0, or 2 for bad input."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    _check_args(args)
+    synthesize(args)
+    return EXIT_OK
+
+
+def cli() -> None:
+    """Console entry point ``mn-synth``."""
+    raise SystemExit(run_cli("mn-synth", main))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,98 @@
+"""mn-synth: a playable clip whose decoded frame count is N, a truth file with N masks that match
+the frames, the animated-still mode, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime.sources import open_source
+from realtime.synth_cli import main
+from train.errors import run_cli
+
+
+def decode(path: Path) -> list:
+    with open_source(str(path), realtime=False) as src:
+        frames = list(src)
+    assert not src.failed, src.error
+    return frames
+
+
+def test_phantom_clip_and_truth(tmp_path: Path) -> None:
+    out, truth = tmp_path / "clip.mp4", tmp_path / "sub" / "truth.npz"
+    assert main(["--phantom", "--frames", "24", "--seed", "2", "--out", str(out), "--truth", str(truth), "-q"]) == 0
+    frames = decode(out)
+    assert len(frames) == 24
+    assert frames[0].image.shape == (468, 606, 3)
+    np.testing.assert_allclose([f.pts for f in frames], np.arange(24) / 24, atol=1e-3)
+    data = np.load(truth)
+    masks = data["masks"]
+    assert masks.shape == (24, 468, 606) and masks.dtype == np.uint8 and set(np.unique(masks)) == {0, 1}
+    assert float(data["fps"]) == 24.0
+    np.testing.assert_allclose(data["pts"], np.arange(24) / 24)
+    assert json.loads(str(data["source"]))["kind"] == "synthetic"
+    np.testing.assert_allclose(data["nerve_a"] * data["nerve_b"] * np.pi, masks.sum(axis=(1, 2)), rtol=0.03)
+    if "area_px" in data.files:  # realtime.morphometry present
+        np.testing.assert_array_equal(data["area_px"], masks.sum(axis=(1, 2)))
+        for key in ("perimeter_px", "flattening_ratio", "circularity", "centroid_x_px", "centroid_y_px"):
+            assert data[key].shape == (24,) and np.isfinite(data[key]).all()
+    # the mask lies on the dark nerve of the decoded (compressed) frame, which still looks the same
+    grey = cv2.cvtColor(frames[5].image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    inside = cv2.erode(masks[5], np.ones((3, 3), np.uint8), iterations=3) > 0
+    ring = (cv2.dilate(masks[5], np.ones((3, 3), np.uint8), iterations=2) > 0) & (masks[5] == 0)
+    assert grey[inside].mean() < grey[ring].mean() - 20
+    from realtime.sources.phantom import PhantomSource
+
+    original = PhantomSource(seed=2).render(5)[0].astype(np.float32)
+    assert np.abs(grey - original).mean() < 8  # CRF 18 keeps the picture
+
+
+def test_animated_still_odd_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    h, w = 95, 127
+    img = np.clip(100 + 30 * rng.standard_normal((h, w)), 0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.ellipse(mask, (63, 45), (24, 12), 0, 0, 360, 255, -1)
+    img[mask > 0] = 40
+    cv2.imwrite(str(tmp_path / "still.png"), img)
+    cv2.imwrite(str(tmp_path / "still_mask.png"), mask)
+    out, truth = tmp_path / "a.mp4", tmp_path / "a.npz"
+    rc = main(["--image", str(tmp_path / "still.png"), "--mask", str(tmp_path / "still_mask.png"), "--frames", "12",
+               "--fps", "12", "--out", str(out), "--truth", str(truth), "-q"])
+    assert rc == 0
+    frames = decode(out)
+    assert len(frames) == 12 and frames[0].image.shape == (96, 128, 3)  # padded to even
+    data = np.load(truth)
+    assert data["masks"].shape == (12, 96, 128) and data["matrices"].shape == (12, 2, 3)
+    area0 = (mask > 0).sum()
+    assert data["masks"][0].sum() == pytest.approx(area0 * abs(np.linalg.det(data["matrices"][0][:, :2])), rel=0.05)
+    np.testing.assert_allclose(data["pts"], np.arange(12) / 12)
+
+
+def test_bad_input_exit_2_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["--frames", "4", "--out", str(tmp_path / "x.mp4"), "--truth", str(tmp_path / "x.npz"), "-q"]
+    assert run_cli("mn-synth", main, ["--image", str(tmp_path / "missing.png"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mn-synth: error:") and "missing.png" in err and "\n" not in err
+    cv2.imwrite(str(tmp_path / "lone.png"), np.zeros((20, 20), np.uint8))
+    assert run_cli("mn-synth", main, ["--image", str(tmp_path / "lone.png"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no mask" in err and "--mask" in err and "\n" not in err
+    bad_n = ["--phantom", "--frames", "0", "--out", str(tmp_path / "x.mp4"), "--truth", str(tmp_path / "x.npz")]
+    assert run_cli("mn-synth", main, bad_n) == 2
+    assert "--frames" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.data
+def test_real_still(tmp_path: Path, real_data: Path) -> None:
+    image = sorted((real_data / "Images").glob("*.png"))[0]
+    out, truth = tmp_path / "r.mp4", tmp_path / "r.npz"
+    assert main(["--image", str(image), "--frames", "6", "--out", str(out), "--truth", str(truth), "-q"]) == 0
+    data = np.load(truth)
+    assert data["masks"].shape == (6, 468, 606) and data["masks"].sum() > 0
+    assert len(decode(out)) == 6
