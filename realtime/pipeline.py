@@ -164,7 +164,8 @@ class PipelineConfig:
     duration_s: float | None = None
     warmup: int = 0                  # frames left out of the latency statistics
     fps_hint: float = 24.0
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)   # into summary.json
+    csv_header: dict[str, Any] | None = None                 # CSV comment lines (default: metadata)
 
 
 class Pipeline:
@@ -198,15 +199,19 @@ class Pipeline:
         return self._stop.is_set()
 
     # -------------------------------------------------------------------------- run
-    def run(self, source) -> RunResult:
+    def run(self, source, frames: Iterable[Frame] | None = None) -> RunResult:
+        """Process ``frames`` (default: iterate ``source``) until the end, a stop or a failure; the
+        source is closed and every output finalised before returning."""
         cfg = self.config
-        csv_sink = CsvSink(self.outputs.csv, metadata=cfg.metadata, extra_columns=self._extra_columns()) \
-            if self.outputs.csv else None
+        csv_sink = CsvSink(self.outputs.csv, metadata=cfg.csv_header if cfg.csv_header is not None else cfg.metadata,
+                           extra_columns=self._extra_columns()) if self.outputs.csv else None
         video = ThreadedWriter(VideoWriter(self.outputs.video, fps=getattr(source, "fps", None) or cfg.fps_hint),
                                maxsize=32, name="video-writer") if self.outputs.video else None
         if self.outputs.masks:
             Path(self.outputs.masks).mkdir(parents=True, exist_ok=True)
-        frames: Iterable[Frame] = Prefetcher(source) if cfg.prefetch else source
+        frames = source if frames is None else frames
+        if cfg.prefetch:
+            frames = Prefetcher(frames)
         exit_code, reason = EXIT_OK, "end of source"
         t_start = time.monotonic()
         try:

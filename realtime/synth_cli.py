@@ -200,10 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def cli() -> None:
+def cli(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``mn-synth``."""
-    raise SystemExit(run_cli("mn-synth", main))
+    return run_cli("mn-synth", main, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    cli()
+    raise SystemExit(cli())

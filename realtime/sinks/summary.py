@@ -39,7 +39,11 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 
 class SummaryBuilder:
-    """Accumulates records (the numbers only, not the images) into the run summary."""
+    """Accumulates records (the numbers only, not the images) into the run summary.
+
+    ``warmup``: the first frames left out of the latency statistics (engine and cache warm-up),
+    when the run has at least twice as many frames.
+    """
 
     def __init__(self, warmup: int = 0) -> None:
         self.warmup = warmup
@@ -63,14 +67,14 @@ class SummaryBuilder:
                 self.series[key].append(getattr(r, key))
             else:
                 self.series[key].append(r.values.get(key))
-        if self.processed > self.warmup:
-            self.latency.append(r.latency_ms)
-            for s in STAGES:
-                if s in r.timings_ms:
-                    self.stages[s].append(r.timings_ms[s])
+        self.latency.append(r.latency_ms)
+        for s in STAGES:
+            self.stages[s].append(r.timings_ms.get(s, math.nan))
 
     def to_dict(self, **meta: Any) -> dict[str, Any]:
         s = self.series
+        # leave the warm-up frames out of the timing statistics, unless the run is too short for that
+        skip = self.warmup if self.processed >= 2 * self.warmup else 0
         measured = [i for i, st in enumerate(s["status"]) if st in MEASURED_STATUSES]
         pick = lambda key: [s[key][i] for i in measured]  # noqa: E731
         calibrated = any(v is not None for v in pick("area_mm2"))
@@ -94,9 +98,10 @@ class SummaryBuilder:
                 "csa_max_over_min": (max(areas) / min(areas)) if areas and min(areas) > 0 else None,
                 "fr_range": (max(frs) - min(frs)) if frs else None,
             },
-            "latency_ms": latency_stats(self.latency),
-            "stage_ms": {k: latency_stats(v) for k, v in self.stages.items() if v},
-            "latency_warmup_frames_excluded": self.warmup,
+            "latency_ms": latency_stats(self.latency[skip:]),
+            "stage_ms": {k: latency_stats(v[skip:]) for k, v in self.stages.items()
+                         if any(math.isfinite(x) for x in v[skip:])},
+            "latency_warmup_frames_excluded": skip,
         }
         out.update(meta)
         return out

@@ -1,0 +1,181 @@
+"""What ``mn-live`` and ``mn-segment`` share: engine, calibration, tracker and output flags, the
+signal handling that finalises every file, and the run metadata written into every output."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from engines import load_engine
+from engines.base import Engine
+from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
+from engines.registry import BUNDLED_MODELS, list_backends
+from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
+from realtime.tracker import SMOOTHING_METHODS, Tracker, parse_baseline_range
+from train.checkpoint import code_version
+from train.errors import UserError
+from train.preprocess import parse_size
+
+log = logging.getLogger(__name__)
+
+#: The model used when --model is not given: the shipped real-time model once one is bundled.
+DEFAULT_MODEL = "mn-realtime"
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help=f"a checkpoint (.pt), an .onnx, a TensorRT plan, a bundled model name (default "
+                        f"{DEFAULT_MODEL} once shipped), or an architecture name (random weights: speed only)")
+    p.add_argument("--backend", default="auto", choices=["auto", *list_backends()],
+                   help="inference backend; auto = TensorRT FP16 with a GPU, else torch CUDA FP16, else "
+                        "onnxruntime on the CPU (the choice is logged and recorded in every output)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default=None, help="default: the backend's choice")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="network input size for architecture names (default 384x288); checkpoints use theirs")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
+    p.add_argument("--cache-dir", default=None, help="engine cache (default $MN_SEG_CACHE or ~/.cache/mn-seg/engines)")
+
+
+def add_measure_args(p: argparse.ArgumentParser) -> None:
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--mm-per-px", default=None, metavar="F[,FY]",
+                     help="pixel spacing in mm (one value, or x,y); without calibration mm columns stay empty")
+    cal.add_argument("--depth-mm", type=float, default=None,
+                     help="imaging depth in mm shown over the image height (pixel spacing = depth / height)")
+    p.add_argument("--roi", default=None, metavar="x,y,w,h",
+                   help="crop the scanner's image area (exclude its UI text) before anything else")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the nerve mask")
+    p.add_argument("--min-area", type=int, default=100, help="drop components smaller than this (px, native)")
+    p.add_argument("--baseline", default=None, metavar="START:END",
+                   help="frames whose median is the baseline (default: the first second of ok frames)")
+    p.add_argument("--smoothing", choices=list(SMOOTHING_METHODS), default="none",
+                   help="extra smoothed columns (raw values are always kept)")
+    p.add_argument("--gate-mm", type=float, default=8.0, help="tracking gate when calibrated (mm)")
+    p.add_argument("--gate-px", type=float, default=60.0, help="tracking gate when uncalibrated (px)")
+
+
+def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
+    """The engine the flags ask for; architecture names get random weights and a loud note."""
+    model = args.model
+    if model is None:
+        if DEFAULT_MODEL not in BUNDLED_MODELS:
+            raise UserError("no trained model is bundled with this version of mn-seg yet: pass --model with a "
+                            "checkpoint from mn-train (RUN_DIR/best.pt), an .onnx, or an architecture name such "
+                            "as lunet for a speed-only run")
+        model = DEFAULT_MODEL
+    notes = []
+    size = parse_size(args.size) if args.size else None
+    if is_architecture_name(model):
+        log.warning("--model %s is an architecture name: random weights, for speed only (the masks are "
+                    "meaningless)", model)
+        model = random_checkpoint(model, size or (384, 288), cache_dir=args.cache_dir)
+        notes.append(RANDOM_WEIGHTS_NOTE)
+        size = None
+    engine = load_engine(model, backend=args.backend, precision=args.precision, threads=args.threads, size=size,
+                         batch=batch, dynamic_batch=batch > 1, cache_dir=args.cache_dir)
+    engine.info.notes.extend(notes)
+    log.info("engine: %s", engine)
+    for note in engine.info.notes:
+        log.info("engine note: %s", note)
+    return engine
+
+
+def make_calibration(args: argparse.Namespace, image_height: int | None) -> Calibration | None:
+    return parse_calibration(args.mm_per_px, args.depth_mm, image_height)
+
+
+def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float) -> Tracker:
+    return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
+                   baseline_range=parse_baseline_range(args.baseline) if args.baseline else None)
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"mn-seg": code_version()}
+    for dist in ("torch", "onnxruntime", "tensorrt", "opencv-python", "av", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:
+    """Written at the top of the CSV and into summary.json."""
+    info = engine.describe()
+    model = info.get("model") or {}
+    meta = {
+        "source": source_spec,
+        "model": model.get("name") if isinstance(model, dict) else model,
+        "model_file": info.get("source"),
+        "backend": info["backend"],
+        "precision": info["precision"],
+        "device": info["device"],
+        "input_size": f"{engine.size[0]}x{engine.size[1]}",
+        "calibration": calibration_text(calibration),
+        "calibration_detail": describe_calibration(calibration),
+        "versions": library_versions(),
+    }
+    if info.get("notes"):
+        meta["engine_notes"] = "; ".join(info["notes"])
+    meta.update(extra)
+    return meta
+
+
+def csv_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """The flat subset of the run metadata that goes into the CSV's comment header."""
+    keys = ("source", "model", "model_file", "backend", "precision", "device", "input_size", "calibration",
+            "engine_notes")
+    out = {k: meta[k] for k in keys if meta.get(k) is not None}
+    out["mn-seg"] = meta["versions"]["mn-seg"]
+    return out
+
+
+@contextmanager
+def stop_on_signals(stop: callable) -> Iterator[threading.Event]:
+    """Route SIGINT and SIGTERM to ``stop(reason)`` while the block runs (a second Ctrl-C aborts)."""
+    event = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        event.set()
+        name = signal.Signals(signum).name
+        log.warning("%s received: finishing the frame in flight and closing the files", name)
+        stop(f"stopped by {name}")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def peek_first(source, frames: Iterator) -> Any:
+    """The first frame of ``frames`` (its size is needed for --depth-mm), or a clear error."""
+    first = next(frames, None)
+    if first is None:
+        source.raise_if_failed()
+        raise UserError(f"source {source.spec} delivered no frame")
+    return first
+
+
+def output_paths(folder: Path, no_video: bool) -> dict[str, Path | None]:
+    return {"csv": folder / "measurements.csv", "video": None if no_video else folder / "overlay.mp4",
+            "summary": folder / "summary.json", "plot": folder / "plot.png"}
+
+
+def ensure_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"the output folder {folder} is not writable")

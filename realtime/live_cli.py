@@ -1,0 +1,150 @@
+"""``mn-live``: segment and measure the median nerve live, from a capture device, a file replayed at
+its own pace, or the built-in phantom.
+
+    mn-live --source /dev/video0 --model best.pt --depth-mm 30
+    mn-live --source synthetic --model lunet --headless --frames 240
+
+Live semantics: the newest frame is processed and stale ones are dropped (counted per frame in
+``dropped_before``), so latency stays bounded when inference is slower than the video;
+``--no-drop`` processes every frame of a file or the phantom instead.
+
+Outputs (``--out DIR``, default ``mn-live-YYYYmmdd-HHMMSS``): measurements.csv, overlay.mp4,
+summary.json, plot.png; ``--log``, ``--record``, ``--summary``, ``--plot`` choose paths one by one.
+
+Exit codes: 0 done or stopped by the user (q, Ctrl-C, SIGTERM), 2 bad arguments or input,
+3 the source failed mid-run, 4 the engine failed. Every file is finalised in each case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, ensure_writable, make_calibration,
+                                 make_tracker, open_engine, output_paths, peek_first, run_metadata,
+                                 stop_on_signals)
+from realtime.pipeline import Outputs, Pipeline, PipelineConfig
+from realtime.sinks.window import LiveWindow, display_available
+from realtime.sources import open_source
+from train.cli_util import add_logging_args, setup_logging
+from train.errors import UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mn-live", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--source", default="synthetic",
+                   help="/dev/videoN or a device index, a video file, 'synthetic[:SEED]' (the built-in phantom) "
+                        "or 'animate:IMAGE[:MASK]'")
+    p.add_argument("--list-models", action="store_true", help="list the bundled models and exit")
+    add_engine_args(p)
+    add_measure_args(p)
+    p.add_argument("--fps", type=float, default=None, help="requested device frame rate / phantom rate (default 24)")
+    p.add_argument("--capture-size", default=None, metavar="WxH", help="requested device frame size")
+    p.add_argument("--reconnect-s", type=float, default=5.0,
+                   help="how long to retry a device that stops delivering before ending the run (exit 3)")
+    p.add_argument("--out", default=None, help="output folder (default mn-live-YYYYmmdd-HHMMSS)")
+    p.add_argument("--log", default=None, metavar="CSV", help="per-frame CSV (default OUT/measurements.csv)")
+    p.add_argument("--record", default=None, metavar="MP4", help="overlay video (default OUT/overlay.mp4)")
+    p.add_argument("--summary", default=None, metavar="JSON", help="run summary (default OUT/summary.json)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="CSA/FR/circularity plot (default OUT/plot.png)")
+    p.add_argument("--no-video", action="store_true", help="do not record the overlay video")
+    p.add_argument("--headless", action="store_true", help="no window (automatic when there is no display)")
+    p.add_argument("--frames", type=int, default=None, help="stop after this many processed frames")
+    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after this many seconds")
+    p.add_argument("--no-drop", action="store_true",
+                   help="process every frame of a file or the phantom (no live dropping; devices always drop)")
+    p.add_argument("--seed", type=int, default=None, help="phantom / animation seed")
+    add_logging_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.list_models:
+        from engines.registry import BUNDLED_MODELS
+
+        print("\n".join(f"{k}\t{v}" for k, v in BUNDLED_MODELS.items()) or "no bundled models yet")
+        return 0
+    for name in ("frames", "duration"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name} must be positive")
+    folder = Path(args.out or f"mn-live-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    paths = output_paths(folder, args.no_video)
+    paths.update({k: Path(v) for k, v in (("csv", args.log), ("video", args.record), ("summary", args.summary),
+                                          ("plot", args.plot)) if v})
+    ensure_writable(folder)
+    engine = open_engine(args)
+    capture_size = None
+    if args.capture_size:
+        from train.preprocess import parse_size
+
+        capture_size = parse_size(args.capture_size)
+    source = open_source(args.source, realtime=not args.no_drop, roi=args.roi, fps=args.fps, size=capture_size,
+                         reconnect_s=args.reconnect_s, seed=args.seed)
+    with engine, source:
+        frames = iter(source)
+        first = peek_first(source, frames)  # the frame size (for --depth-mm) is known once a frame came
+        calibration = make_calibration(args, first.height)
+        fps = source.fps or args.fps or 24.0
+        meta = run_metadata(engine, calibration, str(args.source), mode="every frame" if args.no_drop else "live")
+        window = None
+        if not args.headless:
+            if display_available():
+                window = LiveWindow(f"mn-live {args.source}", snapshot_dir=folder)
+            else:
+                log.info("no display: running headless")
+        pipe = Pipeline(engine, make_tracker(args, calibration, fps),
+                        Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"], plot=paths["plot"]),
+                        PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, max_frames=args.frames,
+                                       duration_s=args.duration, fps_hint=fps, warmup=5, metadata=meta,
+                                       csv_header=csv_metadata(meta)),
+                        window=window, calibrated=calibration is not None)
+        with stop_on_signals(pipe.request_stop):
+            result = pipe.run(source, frames=itertools.chain([first], frames))
+    report(result.summary, paths, result.reason)
+    return result.exit_code
+
+
+def report(summary: dict, paths: dict, reason: str) -> None:
+    """The few numbers a person wants on the terminal after a run, and where the files are."""
+    lat = summary.get("latency_ms", {})
+    csa = summary.get("csa", {})
+    unit = summary.get("units", {}).get("area", "px")
+    lines = [
+        f"ended: {reason}",
+        f"frames processed {summary['frames_processed']}, dropped {summary['frames_dropped']}, "
+        f"status {json.dumps(summary['status_counts'])}",
+        f"CSA median {_f(csa.get('median'))} {unit} (min {_f(csa.get('min'))}, max {_f(csa.get('max'))}); "
+        f"FR median {_f(summary.get('flattening_ratio', {}).get('median'), 2)}",
+        f"latency p50 {_f(lat.get('p50'), 1)} ms, p95 {_f(lat.get('p95'), 1)} ms, max {_f(lat.get('max'), 1)} ms; "
+        f"{_f(summary.get('processing_fps'), 1)} frames/s",
+    ]
+    if "truth" in summary:
+        t = summary["truth"]
+        lines.append(f"truth: Dice mean {_f(t['dice_mean'], 3)} min {_f(t['dice_min'], 3)}, CSA error median "
+                     f"{_f(100 * t['csa_rel_error_median'] if t['csa_rel_error_median'] is not None else None, 1)} %")
+    lines += [f"{k}: {v}" for k, v in paths.items() if v is not None and Path(v).exists()]
+    print("\n".join(lines))
+
+
+def _f(x, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mn-live", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

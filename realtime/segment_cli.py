@@ -1,0 +1,161 @@
+"""``mn-segment``: segment and measure every frame of recorded videos, as fast as possible.
+
+    mn-segment scan1.mp4 scan2.mp4 --model best.pt --depth-mm 30 --out results/
+    mn-segment clip.mp4 --model best.pt --truth clip-truth.npz      # score against known truth
+
+For each input writes ``OUT/<input stem>/``: measurements.csv, overlay.mp4 (unless --no-video),
+summary.json, plot.png (and masks/ with --masks). A folder input takes every video in it.
+
+Exit codes: 0 done or stopped by the user, 2 bad arguments or input, 3 a file could not be
+decoded to its end (the frames before are measured and kept), 4 the engine failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, ensure_writable, make_calibration,
+                                 make_tracker, open_engine, output_paths, peek_first, run_metadata,
+                                 stop_on_signals)
+from realtime.frame import Frame
+from realtime.live_cli import report
+from realtime.pipeline import EXIT_OK, Outputs, Pipeline, PipelineConfig
+from realtime.sources import open_source
+from train.cli_util import add_logging_args, setup_logging
+from train.errors import UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mn-segment", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or folders of videos")
+    p.add_argument("--out", default="mn-segment-output", help="output folder (one subfolder per input)")
+    add_engine_args(p)
+    p.add_argument("--batch", type=int, default=4, help="frames per inference batch")
+    add_measure_args(p)
+    p.add_argument("--no-video", action="store_true", help="do not write the overlay video")
+    p.add_argument("--masks", action="store_true", help="also write each frame's nerve mask as a PNG")
+    p.add_argument("--truth", default=None, metavar="NPZ",
+                   help="truth written by mn-synth: adds per-frame Dice and CSA/FR/centroid errors to the summary")
+    p.add_argument("--frames", type=int, default=None, help="process at most this many frames per input")
+    add_logging_args(p)
+    return p
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    paths: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"folder {path} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UserError(f"input {path} does not exist")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise UserError("two inputs share a file name; their output folders would collide: "
+                        + ", ".join(sorted({s for s in stems if stems.count(s) > 1})))
+    return paths
+
+
+def load_truth(path: str) -> np.ndarray:
+    try:
+        with np.load(path) as npz:
+            masks = npz["masks"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot read truth file {path} (expected an .npz from mn-synth with 'masks'): {exc}") from None
+    if masks.ndim != 3:
+        raise UserError(f"truth file {path}: 'masks' must be [frames, H, W], got shape {list(masks.shape)}")
+    return masks
+
+
+def with_truth(frames: Iterator[Frame], masks: np.ndarray) -> Iterator[Frame]:
+    """Attach the truth mask of each frame (by index); a size mismatch is an input error."""
+    for frame in frames:
+        if frame.index < len(masks):
+            truth = masks[frame.index]
+            if truth.shape[:2] != frame.image.shape[:2]:
+                h, w = frame.image.shape[:2]
+                truth = truth[:h, :w]  # mn-synth pads odd sizes to even
+                if truth.shape != (h, w):
+                    raise UserError(f"truth masks are {masks.shape[2]}x{masks.shape[1]}, frames are {w}x{h}")
+            frame.truth = (truth > 0).astype(np.uint8) * 255
+        yield frame
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.batch < 1:
+        raise UserError("--batch must be at least 1")
+    inputs = expand_inputs(args.inputs)
+    truth = load_truth(args.truth) if args.truth else None
+    if truth is not None and len(inputs) != 1:
+        raise UserError("--truth goes with exactly one input video")
+    out = Path(args.out)
+    ensure_writable(out)
+    engine = open_engine(args, batch=args.batch)
+    worst = EXIT_OK
+    with engine:
+        for path in inputs:
+            code, stopped = segment_one(args, engine, path, out / path.stem, truth)
+            worst = max(worst, code)
+            if stopped:
+                break
+    return worst
+
+
+def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
+                truth: np.ndarray | None) -> tuple[int, bool]:
+    """Segment one video into ``folder``; returns (exit code, whether the user stopped the run)."""
+    ensure_writable(folder)
+    paths = output_paths(folder, args.no_video)
+    source = open_source(str(path), realtime=False, roi=args.roi)
+    with source:
+        frames = iter(source)
+        first = peek_first(source, frames)
+        calibration = make_calibration(args, first.height)
+        fps = source.fps or 24.0
+        meta = run_metadata(engine, calibration, str(path), mode="offline, every frame", batch=args.batch)
+        total = source.describe().get("frames_declared")
+        if args.frames:
+            total = min(total, args.frames) if total else args.frames
+        bar = tqdm(total=total, desc=path.name, unit="frame", disable=not log.isEnabledFor(logging.INFO))
+        pipe = Pipeline(engine, make_tracker(args, calibration, fps),
+                        Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"],
+                                plot=paths["plot"], masks=folder / "masks" if args.masks else None),
+                        PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
+                                       max_frames=args.frames, fps_hint=fps, warmup=args.batch, metadata=meta,
+                                       csv_header=csv_metadata(meta)),
+                        calibrated=calibration is not None, on_record=lambda r: bar.update(1))
+        frames = itertools.chain([first], frames)
+        if truth is not None:
+            frames = with_truth(frames, truth)
+        with bar, stop_on_signals(pipe.request_stop) as stopped:
+            result = pipe.run(source, frames=frames)
+    report(result.summary, paths, result.reason)
+    return result.exit_code, stopped.is_set()
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mn-segment", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
