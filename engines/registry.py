@@ -1,0 +1,371 @@
+"""Choosing and loading an engine: the backend registry, model sources and ``auto`` selection.
+
+:func:`load_engine` is the one entry point::
+
+    with load_engine("runs/lunet/best.pt", backend="auto") as engine:
+        prob = engine.infer(preprocess_batch(frames, engine.size))
+
+``model`` is a checkpoint (``.pt``), an ``.onnx`` export, a TensorRT plan (``.engine``/``.plan``)
+or the name of a bundled model (:data:`BUNDLED_MODELS`). Backends are registered by name in
+:data:`BACKENDS`; each is a small :class:`Backend` record whose availability probe and loader
+live in its own module under :mod:`engines.backends` and are imported only when used, so
+``import engines`` needs neither onnxruntime nor TensorRT (TensorRT's loader, which chains the
+cached ONNX export and :func:`~engines.backends.tensorrt_backend.build_plan`, is
+:func:`tensorrt_plan` here). This module is the only place that knows the list of backends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from engines.base import Engine, EngineError
+
+log = logging.getLogger(__name__)
+
+TENSORRT_INSTALL_HINT = "pip install 'mn-seg[tensorrt]' on a machine with an NVIDIA GPU and its CUDA driver"
+"""How to get the TensorRT backend; added to the error when it is requested and unavailable."""
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+ONNX_SUFFIXES = (".onnx",)
+PLAN_SUFFIXES = (".engine", ".plan", ".trt")
+
+BUNDLED_MODELS: dict[str, Path] = {}
+"""Named models shipped with the package (name -> checkpoint/ONNX file). Empty until weights ship."""
+
+
+# -- model sources ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``load_engine``'s ``model`` argument points at.
+
+    ``kind`` is how it was named (``checkpoint``, ``onnx``, ``plan`` or ``bundled``); ``format``
+    is what the file is (``checkpoint``, ``onnx`` or ``plan``; a bundled model is one of these).
+    """
+
+    kind: str
+    format: str
+    path: Path
+    name: str
+
+
+def _format_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    if suffix in PLAN_SUFFIXES:
+        return "plan"
+    return "checkpoint"
+
+
+def resolve_model(model: str | os.PathLike) -> ModelSource:
+    """Say what ``model`` is: an existing file (by suffix) or a bundled model's name.
+
+    Raises:
+        EngineError: a path that does not exist, or a name that is not bundled (the message lists
+            the bundled names and says a path is accepted too).
+    """
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        fmt = _format_of(path)
+        return ModelSource(kind=fmt, format=fmt, path=path, name=path.stem)
+    if text in BUNDLED_MODELS:
+        bundled = Path(BUNDLED_MODELS[text])
+        if not bundled.is_file():
+            raise EngineError(f"bundled model {text!r} is missing its file {bundled}; reinstall mn-seg")
+        return ModelSource(kind="bundled", format=_format_of(bundled), path=bundled, name=text)
+    if path.exists():
+        raise EngineError(f"{path} is not a file; pass a checkpoint (.pt), an .onnx or a TensorRT plan (.engine)")
+    looks_like_path = path.suffix.lower() in (*CHECKPOINT_SUFFIXES, *ONNX_SUFFIXES, *PLAN_SUFFIXES) or any(
+        sep in text for sep in ("/", os.sep))
+    if looks_like_path:
+        raise EngineError(f"model file {path} does not exist (mn-train writes RUN_DIR/best.pt; mn-export writes "
+                          ".onnx / .engine files)")
+    names = ", ".join(sorted(BUNDLED_MODELS)) or "none yet"
+    raise EngineError(f"unknown model {text!r}: not a file and not a bundled model (bundled: {names}); "
+                      "pass a checkpoint (.pt), an .onnx or a TensorRT plan (.engine) path instead")
+
+
+# -- backends ------------------------------------------------------------------------------------
+@dataclass
+class LoadOptions:
+    """Everything :func:`load_engine` passes to a backend's loader (backends ignore what they do not use)."""
+
+    precision: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    size: tuple[int, int] | None = None
+    batch: int = 1
+    dynamic_batch: bool = False
+    cuda_graph: bool = False
+    cache_dir: str | os.PathLike | None = None
+    channels_last: bool = True
+    io_binding: bool | None = None
+    max_batch: int | None = None
+    workspace_mb: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _lazy(module: str, attr: str) -> Callable:
+    """A function that imports ``module`` on first call and calls its ``attr``."""
+
+    def call(*args: object, **kwargs: object) -> object:
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__qualname__ = f"{module}.{attr}"
+    return call
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend: its name, precisions, availability probe and loader.
+
+    ``probe() -> (ok, reason)`` and ``loader(source, options) -> Engine`` come from the backend's
+    module; ``install_hint`` says how to get the backend when the probe fails.
+    """
+
+    name: str
+    precisions: tuple[str, ...]
+    description: str
+    probe: Callable[[], tuple[bool, str]]
+    loader: Callable[["ModelSource", LoadOptions], Engine]
+    install_hint: str = ""
+
+    def available(self) -> tuple[bool, str]:
+        """``(ok, reason)``; never raises (a probe that fails counts as unavailable)."""
+        try:
+            ok, reason = self.probe()
+        except Exception as exc:  # an optional module that fails to import or initialise
+            return False, f"{type(exc).__name__}: {exc}"
+        return bool(ok), str(reason)
+
+    def require(self, precision: str | None = None) -> None:
+        """Raise :class:`EngineError` (saying how to fix it) unless the backend is usable at ``precision``."""
+        if precision is not None and precision not in self.precisions:
+            raise EngineError(f"backend {self.name} runs precisions {', '.join(self.precisions)}, not {precision!r}")
+        ok, reason = self.available()
+        if not ok:
+            hint = f"; {self.install_hint}" if self.install_hint and "pip install" not in reason else ""
+            raise EngineError(f"backend {self.name} is not available: {reason}{hint}")
+
+    def load(self, source: ModelSource, options: LoadOptions) -> Engine:
+        """Load ``source``; refuse an unsupported precision or an unavailable backend with how to fix it."""
+        self.require(options.precision)
+        return self.loader(source, options)
+
+
+def _tensorrt_probe() -> tuple[bool, str]:
+    try:
+        module = importlib.import_module("engines.backends.tensorrt_backend")
+    except ImportError as exc:
+        return False, f"the TensorRT backend cannot be imported ({exc})"
+    return module.tensorrt_available()
+
+
+DEFAULT_MAX_BATCH = 8
+"""Largest batch of a dynamic-batch TensorRT profile when none is given."""
+
+
+def tensorrt_plan(source: ModelSource, options: LoadOptions) -> Path:
+    """The TensorRT plan for ``source``: the plan itself, or one built (and cached) from an ONNX / checkpoint.
+
+    A checkpoint is exported to a cached ONNX of the requested precision first (TensorRT FP16 comes
+    from a strongly typed network whose ONNX is already FP16). With ``dynamic_batch`` the plan's
+    profile is batch ``1..max_batch`` optimised for ``batch``.
+    """
+    from engines.backends import tensorrt_backend as trt
+    from engines.export import META_CONFIG, META_PRECISION, cached_onnx, onnx_input_shape, read_onnx_metadata
+
+    if source.format == "plan":
+        return source.path
+    if source.format == "checkpoint":
+        precision = options.precision or "fp16"
+        onnx_path, config = cached_onnx(source.path, precision=precision, size=options.size, batch=options.batch,
+                                        dynamic_batch=options.dynamic_batch, cache_dir=options.cache_dir)
+        width, height = options.size or tuple(config["preprocessing"]["size"])
+        dynamic, checkpoint = options.dynamic_batch, source.path
+    else:
+        onnx_path, checkpoint = source.path, None
+        meta = read_onnx_metadata(onnx_path)
+        n, _, height, width = onnx_input_shape(onnx_path)
+        dynamic, config = n < 0, meta.get(META_CONFIG) or {}
+        precision = meta.get(META_PRECISION, "fp32")  # a strongly typed network keeps the ONNX's precision
+        if options.precision not in (None, precision):
+            raise EngineError(f"{onnx_path} is a {precision} export, not {options.precision}; re-export it "
+                              f"with mn-export --precision {options.precision}")
+        if options.size is not None and tuple(options.size) != (width, height):
+            raise EngineError(f"{onnx_path} takes {width}x{height} input, not the {options.size[0]}x"
+                              f"{options.size[1]} asked for; re-export with mn-export --size WxH")
+        if not dynamic and n != options.batch:
+            log.info("%s has a static batch of %d; building the plan for it", onnx_path.name, n)
+            options = replace(options, batch=n)
+    max_batch = max(options.max_batch or DEFAULT_MAX_BATCH, options.batch) if dynamic else None
+    return trt.build_plan(onnx_path, precision=precision, input_shape=(options.batch, 1, height, width),
+                          max_batch=max_batch, workspace_mb=options.workspace_mb, cache_dir=options.cache_dir,
+                          checkpoint_config=config, checkpoint_path=checkpoint)
+
+
+def _load_tensorrt(source: ModelSource, options: LoadOptions) -> Engine:
+    """A :class:`TensorRTEngine` for a plan, or for an ONNX / checkpoint built into a cached plan first."""
+    from engines.backends.tensorrt_backend import TensorRTEngine
+
+    if options.device not in (None, "cuda", "cuda:0"):
+        raise EngineError(f"the tensorrt backend runs on the first CUDA GPU (cuda:0), not {options.device!r}")
+    engine = TensorRTEngine(tensorrt_plan(source, options), cuda_graph=options.cuda_graph)
+    engine.info.notes.extend(options.notes)
+    return engine
+
+
+BACKENDS: dict[str, Backend] = {
+    "tensorrt": Backend(
+        name="tensorrt",
+        precisions=("fp16", "fp32"),
+        description="NVIDIA TensorRT plan on a CUDA GPU (fastest on NVIDIA hardware)",
+        probe=_tensorrt_probe,
+        loader=_load_tensorrt,
+        install_hint=TENSORRT_INSTALL_HINT,
+    ),
+    "torch": Backend(
+        name="torch",
+        precisions=("fp32", "fp16"),
+        description="PyTorch eager on CPU or CUDA (fp16 and CUDA graphs on CUDA only)",
+        probe=_lazy("engines.backends.torch_backend", "available"),
+        loader=_lazy("engines.backends.torch_backend", "load"),
+    ),
+    "onnxruntime": Backend(
+        name="onnxruntime",
+        precisions=("fp32", "fp16"),
+        description="ONNX Runtime on the CPU (the fastest CPU option)",
+        probe=_lazy("engines.backends.onnxruntime_backend", "available"),
+        loader=_lazy("engines.backends.onnxruntime_backend", "load"),
+        install_hint="pip install onnxruntime",
+    ),
+}
+"""Registered backends by name; add one entry to add a backend."""
+
+
+def list_backends() -> list[str]:
+    """Names accepted by :func:`get_backend` (and ``auto``, which picks one of them)."""
+    return list(BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend ``name``.
+
+    Raises:
+        KeyError: unknown ``name``; the message lists the valid names.
+    """
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise KeyError(f"unknown backend {name!r}; valid backends: auto, {', '.join(BACKENDS)}") from None
+
+
+# -- auto ----------------------------------------------------------------------------------------
+def _cuda_probe() -> tuple[bool, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return True, f"CUDA GPU {torch.cuda.get_device_name(0)}"
+    return False, f"no CUDA GPU visible to PyTorch {torch.__version__}"
+
+
+@dataclass(frozen=True)
+class Probes:
+    """The availability checks ``auto`` relies on (injectable for tests): each returns ``(ok, reason)``."""
+
+    tensorrt: Callable[[], tuple[bool, str]] = _tensorrt_probe
+    cuda: Callable[[], tuple[bool, str]] = _cuda_probe
+
+
+def choose_auto(probes: Probes | None = None, source_format: str = "checkpoint") -> tuple[str, str, str]:
+    """Pick ``(backend, precision, reason)`` for ``backend="auto"``.
+
+    TensorRT FP16 when TensorRT and a CUDA GPU are present, else torch on CUDA in FP16, else
+    onnxruntime FP32 on the CPU. A TensorRT plan can only run on TensorRT; an ``.onnx`` cannot run
+    on torch, so it goes to TensorRT or onnxruntime. ``reason`` says what was found, for the log and
+    for :attr:`EngineInfo.notes`.
+    """
+    probes = probes or Probes()
+    cuda_ok, cuda_why = probes.cuda()
+    trt_ok, trt_why = probes.tensorrt()
+    found = f"TensorRT: {'yes' if trt_ok else 'no'} ({trt_why}); CUDA: {'yes' if cuda_ok else 'no'} ({cuda_why})"
+    if source_format == "plan":
+        return "tensorrt", "fp16", f"auto chose tensorrt: the model is a TensorRT plan. {found}"
+    if trt_ok and cuda_ok:
+        return "tensorrt", "fp16", f"auto chose tensorrt fp16. {found}"
+    if cuda_ok and source_format == "checkpoint":
+        return "torch", "fp16", f"auto chose torch fp16 on CUDA (TensorRT unavailable). {found}"
+    why = "no CUDA GPU" if not cuda_ok else "TensorRT unavailable and torch cannot run an .onnx"
+    return "onnxruntime", "fp32", f"auto fell back to onnxruntime fp32 on the CPU ({why}). {found}"
+
+
+# -- the entry point ------------------------------------------------------------------------------
+def load_engine(
+    model: str | os.PathLike,
+    backend: str = "auto",
+    precision: str | None = None,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    size: tuple[int, int] | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    cuda_graph: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    channels_last: bool = True,
+    io_binding: bool | None = None,
+    max_batch: int | None = None,
+    workspace_mb: int | None = None,
+    probes: Probes | None = None,
+) -> Engine:
+    """Load ``model`` on ``backend`` and return a ready :class:`Engine`.
+
+    Args:
+        model: checkpoint, ``.onnx``, TensorRT plan, or bundled model name (:func:`resolve_model`).
+        backend: ``auto`` or a name from :func:`list_backends`.
+        precision: ``fp32``/``fp16``; default: ``auto``'s choice, fp32 for torch and onnxruntime,
+            fp16 for tensorrt, or what an exported file was made with.
+        device: ``cpu`` / ``cuda[:N]`` for torch (default: CUDA if present); onnxruntime is CPU only.
+        threads: CPU intra-op threads (default: all cores for onnxruntime, PyTorch's for torch).
+        size: ``(W, H)``; default the checkpoint's. An exported file made for another size is refused.
+        batch: static batch size; ``dynamic_batch`` accepts any batch (up to ``max_batch`` for TensorRT).
+        cuda_graph: torch/TensorRT on CUDA: capture a CUDA graph for the static shape.
+        cache_dir: where exported ONNX files and plans are cached (:func:`engines.cache.cache_dir`).
+        channels_last: torch: NHWC memory format.
+        io_binding: onnxruntime: bind a preallocated output buffer (static shape only; default off:
+            measured, it does not help these networks on a CPU).
+        max_batch: tensorrt with ``dynamic_batch``: the profile's largest batch (default 8).
+        workspace_mb: tensorrt: the builder's workspace memory limit in MiB.
+        probes: ``auto``'s availability checks (tests inject them).
+
+    Raises:
+        KeyError: unknown backend name (lists the names).
+        EngineError: a model or option the backend cannot run, with how to fix it.
+    """
+    source = resolve_model(model)
+    notes: list[str] = []
+    if backend == "auto":
+        probes = probes or Probes()
+        if device is not None and device.startswith("cpu"):
+            probes = Probes(tensorrt=probes.tensorrt, cuda=lambda: (False, "device cpu was requested"))
+        backend, auto_precision, reason = choose_auto(probes, source.format)
+        if source.format == "checkpoint":  # an exported file keeps the precision it was made with
+            precision = precision or auto_precision
+        if backend == "torch" and device is None:
+            device = "cuda"
+        log.info("%s", reason)
+        notes.append(reason)
+    chosen = get_backend(backend)
+    options = LoadOptions(precision=precision, device=device, threads=threads, size=tuple(size) if size else None,
+                          batch=batch, dynamic_batch=dynamic_batch, cuda_graph=cuda_graph, cache_dir=cache_dir,
+                          channels_last=channels_last, io_binding=io_binding, max_batch=max_batch,
+                          workspace_mb=workspace_mb, notes=notes)
+    engine = chosen.load(source, options)
+    log.info("loaded %r", engine)
+    return engine
