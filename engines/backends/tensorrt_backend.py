@@ -412,8 +412,9 @@ def _build_serialized(trt: ModuleType, onnx_path: Path, directory: Path, running
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineError(f"TensorRT cannot parse {onnx_path.name}:\n  " + "\n  ".join(errors or ["(no details)"])
-                          + "\nRe-export it with mn-export --format onnx (opset 17); if it persists, the network "
-                            "uses an operator this TensorRT does not support")
+                          + "\nRe-export it with mn-export --format onnx (opset 18; TensorRT 8.x needs opset 17: "
+                            "engines.export.export_onnx(..., opset=17)); if it persists, the network uses an "
+                            "operator this TensorRT does not support")
     config = builder.create_builder_config()
     if fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
