@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from importlib import metadata
 
 import torch
+
+from engines.versions import library_versions
 
 
 def cpu_model() -> str:
@@ -21,13 +22,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def system_info() -> dict:
     """Host, CPU, cores, GPU (if any) and library versions, JSON-able."""
     info = {
@@ -38,7 +32,6 @@ def system_info() -> dict:
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "versions": {name: _version(name) for name in
-                     ("mn-seg", "torch", "numpy", "opencv-python", "onnx", "onnxruntime", "av", "tensorrt")},
+        "versions": library_versions(),
     }
     return info

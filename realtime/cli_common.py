@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,9 +16,9 @@ from engines import load_engine
 from engines.base import Engine
 from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
 from engines.registry import BUNDLED_MODELS, list_backends
+from engines.versions import library_versions
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
 from realtime.tracker import SMOOTHING_METHODS, Tracker, parse_baseline_range
-from train.checkpoint import code_version
 from train.errors import UserError
 from train.preprocess import parse_size
 
@@ -94,16 +93,6 @@ def make_calibration(args: argparse.Namespace, image_height: int | None) -> Cali
 def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float) -> Tracker:
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None)
-
-
-def library_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"mn-seg": code_version()}
-    for dist in ("torch", "onnxruntime", "tensorrt", "opencv-python", "av", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:
