@@ -8,7 +8,13 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: venv install test clean
+# Until a trained model ships (issue 6) the demo runs an L-UNet with random weights: real timings,
+# meaningless masks, and every output says so. Override: make demo DEMO_MODEL=runs/x/best.pt
+DEMO_MODEL ?= lunet
+DEMO_FRAMES ?= 120
+DEMO_OUT ?= demo-output
+
+.PHONY: venv install test demo clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +26,9 @@ venv install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/mn-live --source synthetic --model $(DEMO_MODEL) --frames $(DEMO_FRAMES) --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) *.egg-info build dist .pytest_cache

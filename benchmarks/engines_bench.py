@@ -7,7 +7,8 @@ Random weights (speed does not depend on them) from ``engines.random_model``; ra
 input. Each combination: warm-up calls, then ``--repeats`` timed calls (``perf_counter_ns``;
 engines return host arrays, so GPU work is complete when ``infer`` returns). Reports median and
 p95 ms per call and per image, and, per model and batch, the speed-up of every row over torch
-eager fp32 measured in the same run. A combination that cannot run (fp16 torch on a CPU, no
+eager fp32 measured in the same run: both over the project's torch backend (channels_last) and over
+the naive call a researcher would write (``torch-naive``: fp32, default contiguous layout). A combination that cannot run (fp16 torch on a CPU, no
 TensorRT) keeps its row with the reason. Results go to
 ``benchmarks/results/engines-HOST-DATE.json`` with the machine, library versions and threads.
 """
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINE = ("torch", "fp32")
+NAIVE = ("torch-naive", "fp32")
 
 
 def time_engine(engine, batch: int, repeats: int, warmup: int, rng: np.random.Generator) -> list[float]:
@@ -55,17 +57,23 @@ def time_engine(engine, batch: int, repeats: int, warmup: int, rng: np.random.Ge
 
 
 def run(models: Sequence[str], backends: Sequence[str], precisions: Sequence[str], batches: Sequence[int],
-        size: tuple[int, int], repeats: int, warmup: int, threads: int | None, cache_dir: str | None) -> list[dict]:
+        size: tuple[int, int], repeats: int, warmup: int, threads: int | None, cache_dir: str | None,
+        naive: bool = True) -> list[dict]:
     rng = np.random.default_rng(0)
     combos = [(m, b, p, n) for m in models for b in backends for p in precisions for n in batches]
+    if naive:
+        combos = [(m, *NAIVE, n) for m in models for n in batches] + combos
+    combos.sort(key=lambda c: (models.index(c[0]), c[3]))
     rows = []
     for model, backend, precision, batch in tqdm(combos, desc="engines", unit="combo"):
         row = {"model": model, "backend": backend, "precision": precision, "batch": batch,
                "size": list(size), "status": "ok"}
         try:
             ckpt = random_checkpoint(model, size, cache_dir=cache_dir)
-            with load_engine(ckpt, backend=backend, precision=precision, device="cpu" if backend != "tensorrt"
-                             else None, threads=threads, batch=batch, cache_dir=cache_dir) as engine:
+            is_naive = backend == NAIVE[0]
+            with load_engine(ckpt, backend="torch" if is_naive else backend, precision=precision,
+                             device="cpu" if backend != "tensorrt" else None, threads=threads, batch=batch,
+                             cache_dir=cache_dir, channels_last=not is_naive) as engine:
                 row["device"] = engine.device
                 times = time_engine(engine, batch, repeats, warmup, rng)
             row.update(median_ms=float(np.median(times)), p95_ms=float(np.percentile(times, 95)),
@@ -75,25 +83,27 @@ def run(models: Sequence[str], backends: Sequence[str], precisions: Sequence[str
             row.update(status="skipped", reason=str(exc).strip("'\""))
             log.info("%s %s %s b%d: skipped (%s)", model, backend, precision, batch, row["reason"])
         rows.append(row)
-    base = {(r["model"], r["batch"]): r["median_ms"] for r in rows
-            if (r["backend"], r["precision"]) == BASELINE and r["status"] == "ok"}
-    for r in rows:
-        ref = base.get((r["model"], r["batch"]))
-        r["speedup_vs_torch_fp32"] = ref / r["median_ms"] if ref and r["status"] == "ok" else None
+    for key, ref_combo in (("speedup_vs_torch_fp32", BASELINE), ("speedup_vs_naive", NAIVE)):
+        ref = {(r["model"], r["batch"]): r["median_ms"] for r in rows
+               if (r["backend"], r["precision"]) == ref_combo and r["status"] == "ok"}
+        for r in rows:
+            base = ref.get((r["model"], r["batch"]))
+            r[key] = base / r["median_ms"] if base and r["status"] == "ok" else None
     return rows
 
 
 def table(rows: list[dict]) -> str:
     lines = [f"{'model':<12} {'backend':<12} {'prec':<5} {'batch':>5} {'median ms':>10} {'p95 ms':>9} "
-             f"{'ms/image':>9} {'vs torch fp32':>13}"]
+             f"{'ms/image':>9} {'vs torch fp32':>13} {'vs naive':>9}"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"{r['model']:<12} {r['backend']:<12} {r['precision']:<5} {r['batch']:>5}  "
                          f"skipped: {r['reason'][:70]}")
             continue
         sp = f"{r['speedup_vs_torch_fp32']:.2f}x" if r["speedup_vs_torch_fp32"] else "-"
+        sn = f"{r['speedup_vs_naive']:.2f}x" if r["speedup_vs_naive"] else "-"
         lines.append(f"{r['model']:<12} {r['backend']:<12} {r['precision']:<5} {r['batch']:>5} "
-                     f"{r['median_ms']:>10.1f} {r['p95_ms']:>9.1f} {r['per_image_median_ms']:>9.1f} {sp:>13}")
+                     f"{r['median_ms']:>10.1f} {r['p95_ms']:>9.1f} {r['per_image_median_ms']:>9.1f} {sp:>13} {sn:>9}")
     return "\n".join(lines)
 
 
@@ -109,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls first")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--cache-dir", default=None, help="engine cache")
+    p.add_argument("--no-naive", dest="naive", action="store_false",
+                   help="leave out the naive torch row (fp32, contiguous layout)")
     p.add_argument("--out", default=None, help="JSON (default benchmarks/results/engines-HOST-DATE.json)")
     add_logging_args(p)
     return p
@@ -119,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     system = system_info()
     rows = run(args.models, args.backends, args.precisions, args.batches, tuple(args.size), args.repeats,
-               args.warmup, args.threads, args.cache_dir)
+               args.warmup, args.threads, args.cache_dir, naive=args.naive)
     result = {
         "benchmark": "engines",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

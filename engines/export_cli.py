@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint; for engine, the plan stays in the cache and is also copied here if given)")
     p.add_argument("--verify", default=None, metavar="SRC",
                    help="verify the export against the fp32 torch model on frames from SRC: a data folder with "
-                        "Images/ (and Masks/), a video file, or 'synthetic'")
+                        "Images/ (and Masks/), or a video file (mn-synth --phantom writes a phantom clip)")
     p.add_argument("--verify-frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                    help="frames to verify on, spread across the folder or video")
     p.add_argument("--json", default=None, metavar="FILE", help="write the export and verification results as JSON")

@@ -1,7 +1,8 @@
 """Export is checked, not trusted: compare an engine's masks with the fp32 PyTorch model's on real frames.
 
 Frames come from a data folder (``Images/`` and optionally ``Masks/``), a video file (decoded
-with PyAV, threaded), or -- later -- the synthetic phantom of the streaming pipeline. Each frame is
+with PyAV, threaded); for the synthetic phantom, write a clip with ``mn-synth --phantom`` and
+verify on that file (engines do not import the streaming pipeline, which owns the phantom). Each frame is
 preprocessed with :func:`train.preprocess.preprocess_image` at the engine's size and run through
 both the engine and the fp32 torch model on the CPU. Per frame: the Dice of the engine's mask
 (``prob >= 0.5``) against the torch mask (:func:`train.metrics.dice_hard`, both empty = 1), the
@@ -124,7 +125,7 @@ def video_frames(path: str | os.PathLike, max_frames: int = DEFAULT_FRAMES) -> l
 
 
 def load_frames(source: str | os.PathLike, max_frames: int = DEFAULT_FRAMES) -> list[VerifyFrame]:
-    """Frames from ``source``: a data folder, a video file, or ``synthetic`` (not available yet).
+    """Frames from ``source``: a data folder or a video file (``synthetic`` explains the mn-synth route).
 
     Raises:
         DataError: ``synthetic``, a missing path, or a source without usable frames.
@@ -132,15 +133,15 @@ def load_frames(source: str | os.PathLike, max_frames: int = DEFAULT_FRAMES) -> 
     if max_frames < 1:
         raise DataError(f"the number of frames to verify must be at least 1, got {max_frames}")
     if os.fspath(source) == SYNTHETIC:
-        raise DataError("the synthetic phantom source comes with the streaming pipeline (realtime) and is not "
-                        "available yet; verify on a data folder with Images/ or a video file instead")
+        raise DataError("to verify on the synthetic phantom, write a clip first: mn-synth --phantom --frames 32 "
+                        "--out phantom.mp4 --truth phantom.npz, then pass --verify phantom.mp4")
     path = Path(source)
     if path.is_dir():
         return folder_frames(path, max_frames)
     if path.is_file():
         return video_frames(path, max_frames)
     raise DataError(f"verification source {path} does not exist; pass a data folder with Images/ (and Masks/), "
-                    "a video file, or 'synthetic'")
+                    "or a video file (mn-synth --phantom writes a phantom clip)")
 
 
 # -- comparison ---------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mn-live", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="mn-live", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="synthetic",
                    help="/dev/videoN or a device index, a video file, 'synthetic[:SEED]' (the built-in phantom) "

@@ -38,7 +38,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mn-segment", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="mn-segment", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or folders of videos")
     p.add_argument("--out", default="mn-segment-output", help="output folder (one subfolder per input)")

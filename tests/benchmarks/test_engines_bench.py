@@ -15,7 +15,8 @@ def test_rows_speedups_and_skips(tmp_path: Path) -> None:
                  "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "-q"]) == 0
     result = json.loads(out.read_text())
     rows = {(r["backend"], r["precision"], r["batch"]): r for r in result["runs"]}
-    assert len(rows) == 8 and result["system"]["cores"] >= 1 and result["threads"] >= 1
+    assert len(rows) == 10 and result["system"]["cores"] >= 1 and result["threads"] >= 1
+    assert rows[("torch-naive", "fp32", 1)]["speedup_vs_naive"] == 1.0
     assert rows[("torch", "fp32", 1)]["speedup_vs_torch_fp32"] == 1.0
     assert rows[("onnxruntime", "fp32", 2)]["status"] == "ok" and rows[("onnxruntime", "fp32", 2)]["median_ms"] > 0
     torch_fp16 = rows[("torch", "fp16", 1)]  # fp16 torch on a CPU is refused, and the row says why

@@ -96,7 +96,7 @@ def test_fp16_export_verified_on_a_video(ckpt: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--verify", "synthetic"], "synthetic phantom source comes with the streaming pipeline"),
+    (["--verify", "synthetic"], "mn-synth --phantom"),
     (["--format", "onnx", "--onnx", "x.onnx"], "--onnx is only for --format engine"),
     (["--size", "60x48"], "not divisible by 8"),
     (["--batch", "0"], "--batch must be at least 1"),

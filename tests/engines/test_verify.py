@@ -54,7 +54,7 @@ def test_video_frames(tmp_path: Path) -> None:
 
 
 def test_bad_sources(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="synthetic phantom source comes with the streaming pipeline"):
+    with pytest.raises(DataError, match="mn-synth --phantom"):
         load_frames("synthetic")
     with pytest.raises(DataError, match="does not exist"):
         load_frames(tmp_path / "nope")
