@@ -32,7 +32,7 @@ import numpy as np
 from realtime.frame import Frame
 from realtime.morphometry import measure_mask
 from realtime.postprocess import postprocess
-from realtime.record import STAGES, FrameRecord
+from realtime.record import FrameRecord
 from realtime.sinks.csv_sink import CsvSink
 from realtime.sinks.overlay import OverlayRenderer
 from realtime.sinks.summary import SummaryBuilder, plot_series, write_json

@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from realtime.frame import Frame
-from realtime.sources.common import Pacer, Source, SourceOptions, live_indices, register_source
+from realtime.sources.common import GeneratedSource, SourceOptions, register_source
 from train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -86,7 +84,7 @@ class AnimateParams:
 
 
 @register_source("animate")
-class AnimateSource(Source):
+class AnimateSource(GeneratedSource):
     """An annotated still animated with rigid motion, compression and fresh speckle.
 
     ``live`` paces frames at ``fps`` with live semantics (newest due frame, skips counted); else
@@ -257,7 +255,6 @@ class AnimateSource(Source):
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Frame ``index`` as ``(image, truth)``; the image keeps the still's format."""
-        import cv2
 
         h, w = self.still.shape[:2]
         mat = self.transform(index)
@@ -281,18 +278,6 @@ class AnimateSource(Source):
         return image, truth
 
     # ------------------------------------------------------------------ Source
-
-    def _frames(self) -> Iterator[Frame]:
-        if self.realtime:
-            for index, dropped, _ in live_indices(self.fps, self._stop, Pacer(self._stop), end=self.length):
-                image, truth = self.render(index)
-                yield Frame(index, time.monotonic(), index / self.fps, image, dropped, truth)
-        else:
-            index = 0
-            while (self.length is None or index < self.length) and not self._stop.is_set():
-                image, truth = self.render(index)
-                yield Frame(index, time.monotonic(), index / self.fps, image, 0, truth)
-                index += 1
 
     def _describe_extra(self) -> dict[str, Any]:
         return {

@@ -481,6 +481,33 @@ class Source(abc.ABC):
         return f"<{type(self).__name__} {self.name!r} fps={self.fps} size={self.frame_size}>"
 
 
+class GeneratedSource(Source):
+    """A source that renders frame ``index`` on demand (``render(index) -> (image, truth)``).
+
+    Live (``realtime``): paced at ``fps``, frames the consumer was too slow for are skipped and
+    counted; otherwise every frame, as fast as the consumer takes them. ``length`` ``None`` is
+    endless.
+    """
+
+    length: int | None = None
+
+    @abc.abstractmethod
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The image and truth mask (or ``None``) of frame ``index``."""
+
+    def _frames(self) -> Iterator[Frame]:
+        if self.realtime:
+            for index, dropped, _ in live_indices(self.fps, self._stop, Pacer(self._stop), end=self.length):
+                image, truth = self.render(index)
+                yield Frame(index, time.monotonic(), index / self.fps, image, dropped, truth)
+        else:
+            index = 0
+            while (self.length is None or index < self.length) and not self._stop.is_set():
+                image, truth = self.render(index)
+                yield Frame(index, time.monotonic(), index / self.fps, image, 0, truth)
+                index += 1
+
+
 def live_indices(fps: float, stop: threading.Event, pacer: Pacer, start: int = 0,
                  end: int | None = None) -> Iterator[tuple[int, int, float]]:
     """Indices of a generated stream played live at ``fps``.

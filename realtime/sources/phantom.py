@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from realtime.frame import Frame
-from realtime.sources.common import Pacer, Source, SourceOptions, live_indices, register_source
+from realtime.sources.common import GeneratedSource, SourceOptions, register_source
 from train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -133,7 +131,7 @@ def _unit_noise(rng: np.random.Generator, shape: tuple[int, int], sx: float, sy:
 
 
 @register_source("synthetic")
-class PhantomSource(Source):
+class PhantomSource(GeneratedSource):
     """The synthetic carpal-tunnel phantom as a source (``synthetic`` or ``synthetic:SEED``).
 
     ``live`` (``realtime`` in :func:`~realtime.sources.open_source`): frames are released at ``fps``
@@ -441,18 +439,6 @@ class PhantomSource(Source):
         return image, truth
 
     # ------------------------------------------------------------------ Source
-
-    def _frames(self) -> Iterator[Frame]:
-        if self.realtime:
-            for index, dropped, due in live_indices(self.fps, self._stop, Pacer(self._stop), end=self.length):
-                image, truth = self.render(index)
-                yield Frame(index, time.monotonic(), index / self.fps, image, dropped, truth)
-        else:
-            index = 0
-            while (self.length is None or index < self.length) and not self._stop.is_set():
-                image, truth = self.render(index)
-                yield Frame(index, time.monotonic(), index / self.fps, image, 0, truth)
-                index += 1
 
     def _describe_extra(self) -> dict[str, Any]:
         an = self._anat

@@ -1,0 +1,21 @@
+"""Static checks: no undefined names, unused imports or syntax errors anywhere (ruff's F and E9)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ruff_pyflakes_clean() -> None:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (it comes with the dev extra: pip install -e '.[dev]')")
+    proc = subprocess.run([ruff, "check", "--select", "F,E9", "--no-cache", "train", "engines", "realtime",
+                           "benchmarks", "tests"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
