@@ -132,8 +132,11 @@ def report(summary: dict, paths: dict, reason: str) -> None:
     ]
     if "truth" in summary:
         t = summary["truth"]
-        lines.append(f"truth: Dice mean {_f(t['dice_mean'], 3)} min {_f(t['dice_min'], 3)}, CSA error median "
-                     f"{_f(100 * t['csa_rel_error_median'] if t['csa_rel_error_median'] is not None else None, 1)} %")
+        pct = lambda x: None if x is None else 100 * x  # noqa: E731
+        lines.append(f"truth ({t['frames']} frames): Dice mean {_f(t['dice_mean'], 3)} min {_f(t['dice_min'], 3)}; "
+                     f"|CSA error| median {_f(pct(t['csa_rel_error_median']), 1)} % p95 "
+                     f"{_f(pct(t['csa_rel_error_p95']), 1)} %; |FR error| median {_f(t['fr_abs_error_median'], 2)}; "
+                     f"centroid error median {_f(t['centroid_error_px_median'], 1)} px")
     lines += [f"{k}: {v}" for k, v in paths.items() if v is not None and Path(v).exists()]
     print("\n".join(lines))
 
