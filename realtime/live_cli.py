@@ -137,6 +137,9 @@ def report(summary: dict, paths: dict, reason: str) -> None:
                      f"|CSA error| median {_f(pct(t['csa_rel_error_median']), 1)} % p95 "
                      f"{_f(pct(t['csa_rel_error_p95']), 1)} %; |FR error| median {_f(t['fr_abs_error_median'], 2)}; "
                      f"centroid error median {_f(t['centroid_error_px_median'], 1)} px")
+    if "random weights" in (summary.get("engine_notes") or ""):
+        lines.append("note: the model has random weights (an architecture name was given): the timings are real, "
+                     "the masks are not; pass --model with a trained checkpoint")
     lines += [f"{k}: {v}" for k, v in paths.items() if v is not None and Path(v).exists()]
     print("\n".join(lines))
 

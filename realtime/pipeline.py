@@ -164,6 +164,7 @@ class PipelineConfig:
     duration_s: float | None = None
     warmup: int = 0                  # frames left out of the latency statistics
     fps_hint: float = 24.0
+    render: bool = False             # draw the overlay even with no video or window (mn-bench times it)
     metadata: dict[str, Any] = field(default_factory=dict)   # into summary.json
     csv_header: dict[str, Any] | None = None                 # CSV comment lines (default: metadata)
 
@@ -315,7 +316,7 @@ class Pipeline:
         self._fps_times = [t for t in self._fps_times if now - t < 1.0] + [now]
         fps = len(self._fps_times) / max(now - self._fps_times[0], 1e-3) if len(self._fps_times) > 1 else None
         t0 = time.perf_counter_ns()
-        bgr = self.renderer.render(record, fps) if (video or self.window) else None
+        bgr = self.renderer.render(record, fps) if (self.config.render or video or self.window) else None
         t1 = time.perf_counter_ns()
         if video:
             video.put(bgr)
