@@ -1,0 +1,229 @@
+"""``mn-bench``: latency and throughput of the whole pipeline, per model, backend, precision and size.
+
+    mn-bench --models lunet --sizes 384x288 192x144 --backends onnxruntime --precisions fp32 --mode both
+    mn-bench --source recording.mp4 --mode offline --batch 1 4 --frames 500
+    mn-bench --engines-only --models lunet unet --backends torch onnxruntime     # Engine.infer alone
+
+Every combination runs the real pipeline (source -> preprocess -> infer -> postprocess -> track ->
+render) over --warmup frames (left out) and then --frames measured frames, --repeats times, in the
+offline mode (every frame, as fast as possible: throughput) and/or the realtime mode (the source
+paced at its frame rate, newest frame only: end-to-end latency and dropped frames). A baseline row,
+the naive PyTorch eager fp32 CPU loop, is measured in the same run and every other row shows its
+speed-up over it. A combination that cannot run keeps its row, marked failed with the reason.
+
+Outputs: the table on stdout; --json (default benchmarks/results/bench-HOST-DATE.json), a plot
+beside it (--plot, or --no-plot), --csv with every frame's stage times.
+
+Exit codes: 0 the run completed (failed rows included), 2 bad arguments or input, 130 stopped by
+Ctrl-C / SIGTERM (the rows measured so far are written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import shlex
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks import bench
+from benchmarks import engines_bench
+from engines.registry import list_backends
+from realtime.cli_common import stop_on_signals
+from realtime.sinks.summary import write_json
+from train.cli_util import add_logging_args, setup_logging
+from train.errors import EXIT_INTERRUPTED, UserError, run_cli
+from train.models import list_models
+from train.preprocess import DEFAULT_SIZE, parse_size
+
+log = logging.getLogger(__name__)
+
+PROG = "mn-bench"
+PIPELINE_DEFAULTS = {"warmup": 20, "repeats": 1}
+"""Defaults of --warmup (frames) and --repeats for the pipeline benchmark; --engines-only takes
+engines_bench's own (infer calls)."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    engine_defaults = engines_bench.build_parser()
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].replace("``", ""),
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help=f"bundled model names, checkpoints (.pt), .onnx files, TensorRT plans or architecture names "
+                        f"({', '.join(list_models())}: random weights, speed only; the report says so). Default: "
+                        f"the bundled default model once one ships, else {bench.default_model()}")
+    p.add_argument("--backends", nargs="+", default=None, choices=["auto", *list_backends()], metavar="BACKEND",
+                   help=f"inference backends ({', '.join(['auto', *list_backends()])}); default auto (the pipeline) or "
+                        f"{' '.join(engine_defaults.get_default('backends'))} (--engines-only)")
+    p.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "fp16"], metavar="PRECISION",
+                   help="fp32 and/or fp16; default the backend's own choice (the pipeline) or fp32 fp16 "
+                        "(--engines-only)")
+    p.add_argument("--sizes", nargs="+", type=_size, default=None, metavar="WxH",
+                   help=f"network input sizes; default a checkpoint's own, {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} for "
+                        "architecture names (an exported .onnx or plan runs only at the size it was made for)")
+    p.add_argument("--mode", choices=["offline", "realtime", "both"], default="both",
+                   help="offline: every frame as fast as possible (throughput); realtime: the source paced at its "
+                        "frame rate, newest frame only (latency, drops); both (default)")
+    p.add_argument("--batch", nargs="+", type=int, default=None, metavar="N",
+                   help="frames per inference batch, offline mode only (default 1; --engines-only: 1 8)")
+    p.add_argument("--frames", type=int, default=1000, help="measured frames per combination and repeat (default 1000)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help=f"frames processed first and left out of every number (default {PIPELINE_DEFAULTS['warmup']}; "
+                        f"--engines-only: untimed infer calls, default {engine_defaults.get_default('warmup')})")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"runs per combination, pooled (default {PIPELINE_DEFAULTS['repeats']}; --engines-only: timed "
+                        f"infer calls, default {engine_defaults.get_default('repeats')})")
+    p.add_argument("--source", default="synthetic",
+                   help="synthetic[:SEED] (the built-in phantom, default), a video file, a device (0, /dev/video0) "
+                        "or animate:IMAGE[:MASK]")
+    p.add_argument("--fps", type=float, default=None,
+                   help=f"rate of the phantom / requested device rate (default the source's own, "
+                        f"{bench.DEFAULT_SOURCE_FPS:g} for the phantom); the realtime mode is paced at it")
+    p.add_argument("--roi", default=None, metavar="x,y,w,h", help="crop the scanner's image area first")
+    p.add_argument("--prefetch", action="store_true",
+                   help="offline mode: decode/render the source on a thread ahead of inference (never for the "
+                        "baseline or the realtime mode)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="leave out the baseline rows (naive PyTorch eager fp32 CPU loop); no speed-ups then")
+    p.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
+    p.add_argument("--cache-dir", default=None,
+                   help="engine cache: random-weights checkpoints, ONNX exports, TensorRT plans "
+                        "(default $MN_SEG_CACHE or ~/.cache/mn-seg/engines)")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="results JSON (default benchmarks/results/bench-HOST-DATE.json; --engines-only: "
+                        "engines-HOST-DATE.json)")
+    p.add_argument("--csv", default=None, metavar="FILE", help="every processed frame's stage times, one row a frame")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="latency CDF and stage medians per combination (default: beside the JSON, .png)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    p.add_argument("--engines-only", action="store_true",
+                   help="time Engine.infer alone (benchmarks.engines_bench) at batch 1 and 8 instead of the pipeline")
+    add_logging_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    command = f"{PROG} {shlex.join(argv)}".strip()
+    if args.engines_only:
+        return engines_only(args, command)
+    settings = bench.Settings(
+        source=args.source, frames=args.frames,
+        warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
+        repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
+        fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi)
+    settings.check()
+    batches = args.batch or [1]
+    if min(batches) < 1:
+        raise UserError(f"--batch values must be at least 1, got {min(batches)}")
+    models = args.models or [bench.default_model()]
+    sizes = args.sizes or [None]
+    bench.check_models(models, sizes)
+    bench.check_source(settings)
+    modes = bench.MODES if args.mode == "both" else (args.mode,)
+    combos = bench.plan(models, args.backends or ["auto"], args.precisions or [None], sizes, modes, batches,
+                        baseline=args.baseline)
+    system = bench.bench_system(args.threads)
+    out = Path(args.json) if args.json else engines_bench.RESULTS / f"bench-{system['host']}-{dt.date.today()}.json"
+    plot = None if args.no_plot else Path(args.plot) if args.plot else out.with_suffix(".png")
+    log.info("%d combinations x %d repeat(s), %d + %d frames each, source %s", len(combos), settings.repeats,
+             settings.warmup, settings.frames, settings.source)
+    frame_csv = bench.FrameCsv(args.csv) if args.csv else None
+    runner = bench.Runner(settings, on_run=frame_csv.write if frame_csv else None)
+    try:
+        with stop_on_signals(runner.request_stop):
+            runs = runner.run(combos)
+    finally:
+        if frame_csv:
+            frame_csv.close()
+    result = {
+        "benchmark": "pipeline",
+        "command": command,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "timing": bench.TIMING,
+        "speedup": bench.SPEEDUP,
+        "settings": {"source": settings.source, "frames": settings.frames, "warmup": settings.warmup,
+                     "repeats": settings.repeats, "fps": settings.fps, "threads": settings.threads,
+                     "prefetch": settings.prefetch, "roi": settings.roi, "modes": list(modes), "batches": batches},
+        "system": system,
+        "runs": [r.row for r in runs],
+    }
+    if runner.stop_reason:
+        result["interrupted"] = runner.stop_reason
+    write_json(out, result)
+    written = [out]
+    if plot is not None:
+        from benchmarks.bench_plot import plot_runs
+
+        if plot_runs(plot, runs, title=command):
+            written.append(plot)
+    if frame_csv:
+        written.append(frame_csv.path)
+    print(bench.system_header(system))
+    print(bench.table(result["runs"]))
+    print(textwrap.fill(f"timing: {bench.TIMING}", width=120))
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_INTERRUPTED if runner.stop_reason else 0
+
+
+def engines_only(args: argparse.Namespace, command: str) -> int:
+    """``--engines-only``: :func:`benchmarks.engines_bench.run` per size, its table, one JSON."""
+    defaults = engines_bench.build_parser()
+    models = args.models or [bench.default_model()]
+    not_arch = [m for m in models if m not in list_models()]
+    if not_arch:
+        raise UserError(f"--engines-only times architectures with random weights; {', '.join(not_arch)} "
+                        f"{'is' if len(not_arch) == 1 else 'are'} not one of {', '.join(list_models())} (run the "
+                        "pipeline benchmark, without --engines-only, for checkpoints and exported files)")
+    backends = args.backends or defaults.get_default("backends")
+    if "auto" in backends:
+        raise UserError("--engines-only compares named backends; replace auto with "
+                        + " ".join(list_backends()))
+    sizes = args.sizes or [tuple(defaults.get_default("size"))]
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        rows += engines_bench.run(
+            models, backends, args.precisions or defaults.get_default("precisions"),
+            args.batch or defaults.get_default("batches"), tuple(size),
+            defaults.get_default("repeats") if args.repeats is None else args.repeats,
+            defaults.get_default("warmup") if args.warmup is None else args.warmup,
+            args.threads, args.cache_dir, naive=args.baseline)
+    system = bench.bench_system(args.threads)
+    result = {
+        "benchmark": "engines",
+        "command": command,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "what": "Engine.infer alone (preprocessed float32 batch in, probabilities out), random weights",
+        "timing": "perf_counter_ns around each infer call. " + bench.INFER_TIMING,
+        "threads": args.threads or system["cores"],
+        "system": system,
+        "runs": rows,
+    }
+    out = Path(args.json) if args.json else engines_bench.RESULTS / f"engines-{system['host']}-{dt.date.today()}.json"
+    write_json(out, result)
+    print(bench.system_header(system))
+    print(engines_bench.table(rows))
+    print(f"wrote {out}")
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli(PROG, main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
