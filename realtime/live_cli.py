@@ -84,14 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths.update({k: Path(v) for k, v in (("csv", args.log), ("video", args.record), ("summary", args.summary),
                                           ("plot", args.plot)) if v})
     ensure_writable(folder)
-    engine = open_engine(args)
     capture_size = None
     if args.capture_size:
         from train.preprocess import parse_size
 
         capture_size = parse_size(args.capture_size)
+    # the source first: a missing device or file fails at once, before the engine loads
     source = open_source(args.source, realtime=not args.no_drop, roi=args.roi, fps=args.fps, size=capture_size,
                          reconnect_s=args.reconnect_s, seed=args.seed)
+    try:
+        engine = open_engine(args)
+    except BaseException:
+        source.close()
+        raise
     with engine, source:
         frames = iter(source)
         first = peek_first(source, frames)  # the frame size (for --depth-mm) is known once a frame came

@@ -65,6 +65,8 @@ def opencv_capture(target: int | str) -> CaptureLike:
     import cv2
 
     api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+    # OpenCV prints its own warnings on stderr for a device it cannot open; our error says it better
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     return cv2.VideoCapture(target, api)
 
 
