@@ -2,6 +2,14 @@
 
     mn-synth --phantom --frames 240 --out clip.mp4 --truth clip_truth.npz
     mn-synth --image Images/Pz005-001.png [--mask Masks/Pz005-001.png] --frames 144 --out a.mp4 --truth a.npz
+    mn-synth --phantom --dataset phantom-data --frames 200 [--seed 3] [--every 6]
+
+With ``--dataset DIR`` the phantom writes training data instead of a clip, in the project's dataset
+layout: ``DIR/Images/PhSSS-NNNN.png`` (grey uint8) and ``DIR/Masks/PhSSS-NNNN.png`` (0/255), for
+the frames 0, K, 2K, ... of the scripted motion (``--every K``, default 6, so that consecutive
+images differ), where SSS is the seed and NNNN the frame index. The default patient regex makes
+``PhSSS`` the patient id: one "patient" per seed. The frames carry no "SYN" overlay. Use the
+folder with ``mn-train --extra-train DIR``.
 
 The clip is H.264 (libx264, yuv420p, CRF 18 by default so the speckle survives) at ``--fps``;
 odd frame sizes are padded by one pixel at the right / bottom edge (yuv420p needs even sizes),
@@ -43,6 +51,7 @@ from train.errors import EXIT_OK, UserError, run_cli
 log = logging.getLogger(__name__)
 
 MORPHOMETRY_KEYS = ("area_px", "perimeter_px", "flattening_ratio", "circularity", "centroid_x_px", "centroid_y_px")
+DEFAULT_EVERY = 6
 TRUTH_DESCRIPTION = (
     "masks: uint8 [N,H,W], 1 = nerve, 0 = background (padded like the video to even W and H); fps; pts [N] s; "
     "index [N]; area_px, perimeter_px, flattening_ratio, circularity, centroid_x_px, centroid_y_px, n_components "
@@ -65,8 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, required=True, metavar="N", help="number of frames to write")
     parser.add_argument("--fps", type=float, default=24.0, help="frame rate of the clip and its script (default 24)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the anatomy, speckle and motion (default 0)")
-    parser.add_argument("--out", type=Path, required=True, metavar="CLIP.mp4", help="the video to write")
-    parser.add_argument("--truth", type=Path, required=True, metavar="TRUTH.npz", help="the truth file to write")
+    parser.add_argument("--out", type=Path, metavar="CLIP.mp4", help="the video to write (required without --dataset)")
+    parser.add_argument("--truth", type=Path, metavar="TRUTH.npz",
+                        help="the truth file to write (required without --dataset)")
+    parser.add_argument("--dataset", type=Path, metavar="DIR",
+                        help="with --phantom: write N frames as a training folder DIR/Images/PhSSS-NNNN.png and "
+                             "DIR/Masks/PhSSS-NNNN.png (SSS the seed, one patient per seed) instead of a clip")
+    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
+                        help=f"with --dataset: take frames 0, K, 2K, ... of the phantom's motion (default "
+                             f"{DEFAULT_EVERY})")
     parser.add_argument("--crf", type=int, default=18,
                         help="H.264 constant rate factor, 0 (lossless) to 51 (default 18: the speckle survives)")
     add_logging_args(parser)
@@ -74,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if args.dataset is not None:
+        _check_dataset_args(args)
+        return
+    if args.out is None or args.truth is None:
+        raise UserError("--out CLIP.mp4 and --truth TRUTH.npz are required (or write a training folder with "
+                        "--phantom --dataset DIR)")
+    if args.every != DEFAULT_EVERY:
+        raise UserError("--every goes with --dataset")
     if args.frames < 1:
         raise UserError(f"--frames must be at least 1, got {args.frames}")
     if not math.isfinite(args.fps) or args.fps <= 0:
@@ -86,6 +110,52 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--out {args.out}: write an .mp4 (H.264), e.g. --out clip.mp4")
     if args.out.resolve() == args.truth.resolve():
         raise UserError("--out and --truth must be different files")
+
+
+def _check_dataset_args(args: argparse.Namespace) -> None:
+    """The ``--dataset`` mode's arguments: phantom only, no clip files, positive counts."""
+    if not args.phantom:
+        raise UserError("--dataset writes phantom frames: use it with --phantom")
+    if args.out is not None or args.truth is not None:
+        raise UserError("--dataset writes a folder of images and masks; --out/--truth are for a clip")
+    if args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
+    if args.every < 1:
+        raise UserError(f"--every must be at least 1, got {args.every}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be non-negative, got {args.seed}")
+
+
+def write_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """Write ``args.frames`` phantom frames (every ``args.every``-th) as a training folder; returns a summary."""
+    import cv2
+    from tqdm import tqdm
+
+    from realtime.sources.phantom import PhantomSource
+
+    images_dir, masks_dir = args.dataset / "Images", args.dataset / "Masks"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    patient = f"Ph{args.seed:03d}"
+    source = PhantomSource(seed=args.seed, fps=args.fps, live=False, label=False)
+    areas = []
+    t0 = time.perf_counter()
+    for k in tqdm(range(args.frames), unit="frame", desc="mn-synth", disable=args.quiet):
+        index = k * args.every
+        image, truth = source.render(index)
+        mask = np.where(truth > 0, np.uint8(255), np.uint8(0))
+        name = f"{patient}-{index:04d}.png"
+        for path, array in ((images_dir / name, image), (masks_dir / name, mask)):
+            if not cv2.imwrite(str(path), array):
+                raise UserError(f"cannot write {path}: check that the folder is writable and the disk not full")
+        areas.append(int(np.count_nonzero(mask)))
+    elapsed = time.perf_counter() - t0
+    summary = {"frames": args.frames, "patient": patient, "every": args.every, "dataset": str(args.dataset),
+               "ms_per_frame": 1000 * elapsed / args.frames, "area_px_min": min(areas), "area_px_max": max(areas)}
+    log.info("wrote %d phantom frames of patient %s (frames 0..%d every %d) to %s/Images and %s/Masks, "
+             "%.1f ms/frame, nerve area %d-%d px", args.frames, patient, (args.frames - 1) * args.every, args.every,
+             args.dataset, args.dataset, summary["ms_per_frame"], min(areas), max(areas))
+    return summary
 
 
 def _open(args: argparse.Namespace):
@@ -196,7 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     _check_args(args)
-    synthesize(args)
+    if args.dataset is not None:
+        write_dataset(args)
+    else:
+        synthesize(args)
     return EXIT_OK
 
 

@@ -12,6 +12,10 @@ stay soft (bilinear, no re-binarisation).
 Differences from Keras that do not matter statistically: Keras rotates about
 ``(n/2 + 0.5)`` in index coordinates, one pixel off the true centre ``(n-1)/2`` used
 here; and Keras' random stream cannot be reproduced anyway.
+
+Beyond the paper, :class:`StrongAugment` (``mn-train --augment strong``) adds a joint elastic
+deformation and image-only intensity transforms (gamma, contrast, speckle, blur), then
+re-z-scores the image. :func:`make_augment` builds either by name (:data:`AUGMENT_NAMES`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import cv2
 import numpy as np
 
 from train.errors import UserError
+
+if TYPE_CHECKING:  # train.data imports torch; keep this module light for the CLI's --help
+    from train.data import AugmentFn
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +123,10 @@ class JointAugment:
     def __repr__(self) -> str:
         return f"JointAugment({self.config!r})"
 
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able record for the checkpoint: ``{"name": "paper", "affine": {...}}``."""
+        return {"name": "paper", "affine": self.config.to_config()}
+
     def sample_params(self, rng: np.random.Generator) -> AugmentParams:
         """Draw a transform. Always consumes four numbers, whatever the config."""
         cfg = self.config
@@ -154,3 +165,185 @@ class JointAugment:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("augment %s", params.to_dict())
         return self.apply(image, mask, params)
+
+
+@dataclass
+class StrongAugmentConfig:
+    """Extra ranges of :class:`StrongAugment` (on top of the paper's affine, :class:`AugmentConfig`).
+
+    Attributes:
+        elastic_p: probability of the elastic deformation.
+        elastic_alpha: largest displacement of the elastic field, as a fraction of the width.
+        elastic_sigma: smoothness (Gaussian sigma) of the field, as a fraction of the width.
+        gamma: range of the gamma applied to the min-max-normalised image.
+        contrast: range of the contrast factor (about the image mean).
+        brightness: largest brightness shift, in image standard deviations.
+        speckle: strength of the multiplicative speckle ``1 + speckle * N(0, 1)``.
+        speckle_sigma: Gaussian sigma (pixels) blurring the speckle noise.
+        blur_p: probability of a Gaussian blur.
+        blur_sigma: range of the blur's sigma (pixels).
+    """
+
+    elastic_p: float = 0.5
+    elastic_alpha: float = 0.03
+    elastic_sigma: float = 0.06
+    gamma: tuple[float, float] = (0.7, 1.5)
+    contrast: tuple[float, float] = (0.8, 1.2)
+    brightness: float = 0.2
+    speckle: float = 0.15
+    speckle_sigma: float = 0.8
+    blur_p: float = 0.3
+    blur_sigma: tuple[float, float] = (0.5, 1.2)
+
+    def __post_init__(self) -> None:
+        for name in ("elastic_p", "blur_p"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"augmentation {name} is a probability in [0, 1], got {value}")
+            setattr(self, name, value)
+        for name in ("elastic_alpha", "elastic_sigma", "brightness", "speckle", "speckle_sigma"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"augmentation {name} must be a non-negative number, got {value}")
+            setattr(self, name, value)
+        for name in ("gamma", "contrast", "blur_sigma"):
+            try:
+                low, high = (float(v) for v in getattr(self, name))
+            except (TypeError, ValueError):
+                raise UserError(
+                    f"augmentation {name} must be a (low, high) pair, got {getattr(self, name)!r}") from None
+            if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+                raise UserError(f"augmentation {name} must satisfy 0 < low <= high, got ({low}, {high})")
+            setattr(self, name, (low, high))
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able record of the ranges (pairs as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> StrongAugmentConfig:
+        """Rebuild from :meth:`to_config` output."""
+        try:
+            return cls(**dict(config))
+        except TypeError as exc:
+            raise UserError(f"malformed strong augmentation record: {exc}") from None
+
+
+class StrongAugment:
+    """Callable ``(image, mask, rng) -> (image, mask)``: the paper's affine and more.
+
+    Steps, all drawn from ``rng`` (so deterministic for a given generator state):
+
+    1. the paper's joint affine (:class:`JointAugment`);
+    2. with probability ``elastic_p``, a joint elastic deformation: uniform noise in [-1, 1]
+       blurred with a Gaussian of ``elastic_sigma * W``, scaled so that its largest displacement
+       is ``elastic_alpha * W`` pixels, applied to image and mask with ``cv2.remap``
+       (``INTER_LINEAR``, ``BORDER_REFLECT``);
+    3. image only, on the min-max-normalised image in [0, 1]: gamma; contrast (about the mean) and
+       brightness (in standard deviations), clipped to [0, 1]; multiplicative speckle
+       ``x * (1 + speckle * blur(N(0, 1)))``; with probability ``blur_p`` a Gaussian blur;
+    4. a per-image z-score (mean 0, population std 1), as :func:`train.preprocess.preprocess_image`
+       does for every frame at inference.
+
+    Because of step 4 a global contrast/brightness change only acts through the clip at [0, 1]
+    (saturation, as in an 8-bit frame); gamma, speckle and blur change the image's shape of
+    intensities. Masks stay soft in [0, 1] and are never intensity-transformed.
+    """
+
+    def __init__(self, config: StrongAugmentConfig | None = None, affine: AugmentConfig | None = None) -> None:
+        self.config = config if config is not None else StrongAugmentConfig()
+        self.affine = JointAugment(affine)
+
+    def __repr__(self) -> str:
+        return f"StrongAugment({self.config!r}, affine={self.affine.config!r})"
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able record for the checkpoint: ``{"name": "strong", "affine": {...}, "strong": {...}}``."""
+        return {"name": "strong", "affine": self.affine.config.to_config(), "strong": self.config.to_config()}
+
+    def elastic(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One random smooth displacement field applied to both ``[H, W]`` float32 arrays."""
+        height, width = image.shape
+        sigma = max(self.config.elastic_sigma * width, 1e-3)
+        alpha = self.config.elastic_alpha * width
+        fields = []
+        for _ in range(2):
+            noise = rng.uniform(-1.0, 1.0, size=(height, width)).astype(np.float32)
+            smooth = cv2.GaussianBlur(noise, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+            peak = float(np.abs(smooth).max())
+            fields.append(smooth * np.float32(alpha / peak) if peak > 0 else smooth)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        map_x, map_y = xx + fields[0], yy + fields[1]
+        warp = dict(interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out_image = cv2.remap(image, map_x, map_y, **warp)
+        out_mask = np.clip(cv2.remap(mask, map_x, map_y, **warp), 0.0, 1.0)
+        return out_image, out_mask
+
+    def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The image-only transforms of step 3 and the z-score of step 4, on an ``[H, W]`` float32 image."""
+        cfg = self.config
+        low, high = float(image.min()), float(image.max())
+        x = (image - low) / (high - low) if high > low else np.zeros_like(image)
+        x = np.power(x, np.float32(rng.uniform(*cfg.gamma)))
+        scale = rng.uniform(*cfg.contrast)
+        shift = rng.uniform(-cfg.brightness, cfg.brightness) * float(x.std())
+        mean = float(x.mean())
+        x = np.clip((x - mean) * scale + mean + shift, 0.0, 1.0)
+        noise = rng.standard_normal(x.shape).astype(np.float32)
+        if cfg.speckle_sigma > 0:
+            noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=cfg.speckle_sigma, borderType=cv2.BORDER_REFLECT)
+        x = x * (1.0 + np.float32(cfg.speckle) * noise)
+        if rng.random() < cfg.blur_p:
+            sigma = rng.uniform(*cfg.blur_sigma)
+            x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+        return zscore(x)
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        image_shape, mask_shape = np.shape(image), np.shape(mask)
+        out_image, out_mask = self.affine(image, mask, rng)
+        out_image = JointAugment._plane(out_image, "image")
+        out_mask = JointAugment._plane(out_mask, "mask")
+        if rng.random() < self.config.elastic_p:
+            out_image, out_mask = self.elastic(out_image, out_mask, rng)
+        out_image = self.intensity(out_image, rng)
+        return out_image.reshape(image_shape), out_mask.astype(np.float32).reshape(mask_shape)
+
+
+def zscore(image: np.ndarray) -> np.ndarray:
+    """Per-image z-score (mean 0, population std 1; a constant image -> 0), as float32."""
+    image = np.asarray(image, dtype=np.float64)
+    std = float(image.std())
+    centred = image - image.mean()
+    return (centred / std if std > 0 and np.isfinite(std) else np.zeros_like(centred)).astype(np.float32)
+
+
+#: ``mn-train --augment`` choices and what they build (``None``: no augmentation).
+AUGMENTERS: dict[str, Callable[[], AugmentFn] | None] = {
+    "paper": JointAugment,
+    "strong": StrongAugment,
+    "none": None,
+}
+AUGMENT_NAMES = tuple(AUGMENTERS)
+
+
+def make_augment(name: str) -> AugmentFn | None:
+    """The augmentation called ``name`` (one of :data:`AUGMENT_NAMES`) with default ranges, or ``None``.
+
+    Raises:
+        UserError: an unknown name (the message lists the known ones).
+    """
+    try:
+        factory = AUGMENTERS[name]
+    except (KeyError, TypeError):
+        raise UserError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_NAMES)}") from None
+    return None if factory is None else factory()
+
+
+def augment_record(augment: AugmentFn | None) -> dict[str, Any]:
+    """JSON-able description of ``augment`` for the run config (``{"name": "none"}`` for ``None``)."""
+    if augment is None:
+        return {"name": "none"}
+    to_config = getattr(augment, "to_config", None)
+    return to_config() if callable(to_config) else {"name": type(augment).__name__}

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from train.augment import AUGMENT_NAMES
 from train.cli_util import add_logging_args, add_size_arg, resolve_device, set_threads, setup_logging
 from train.errors import UserError, run_cli
 
@@ -61,7 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Keras semantics)")
     p.add_argument("--lr-min-delta", type=float, default=1e-4, help="absolute improvement that resets the LR patience")
     p.add_argument("--early-stop", type=int, default=50, help="stop after this many epochs without improvement")
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
+    p.add_argument("--augment", choices=AUGMENT_NAMES, default="paper",
+                   help="training augmentation: 'paper' (the authors' joint affine: rotation, shift, shear, flip), "
+                        "'strong' (that plus a joint elastic deformation, gamma, contrast, speckle and blur, then a "
+                        "per-image z-score) or 'none'")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none",
+                   help="same as --augment none")
+    p.add_argument("--extra-train", nargs="+", default=[], metavar="DIR",
+                   help="extra dataset folders (Images/, Masks/) whose images are ALL added to the training side, "
+                        "never to validation; the split is computed on --data only (e.g. phantom frames written by "
+                        "mn-synth --phantom --dataset DIR)")
     p.add_argument("--amp", dest="amp", action="store_true", default=None,
                    help="mixed precision (default: on for CUDA)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32 on CUDA too")
@@ -126,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lr_factor=args.lr_factor, lr_patience=args.lr_patience, lr_min_delta=args.lr_min_delta,
         early_stop=args.early_stop, augment=args.augment, amp=args.amp, encoder_weights=args.encoder_weights,
         patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
-        save_every_min=args.save_every_min,
+        save_every_min=args.save_every_min, extra_train=args.extra_train,
     )
     summary = Trainer(cfg, device).fit()
     print(json.dumps({"best_checkpoint": str(Path(args.out) / "best.pt"), **summary["metrics"]}))

@@ -14,6 +14,11 @@ Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1) every global batch is split
 ranks and gradients are averaged by DistributedDataParallel (gloo on CPU, nccl on CUDA). Each
 rank validates the whole (small) validation set, so all ranks take the same scheduler and
 early-stopping decisions; only rank 0 writes files.
+
+Augmentation: ``augment`` names one of :data:`train.augment.AUGMENT_NAMES` (``paper``, ``strong``,
+``none``), recorded in the run config. Extra training data: the folders of ``extra_train`` (e.g.
+phantom frames from ``mn-synth --phantom --dataset``) are read like ``data`` and all their images
+join the training side; the split is computed on ``data`` alone, so validation is unchanged.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from train.augment import AugmentConfig, JointAugment
+from train.augment import AUGMENT_NAMES, augment_record, make_augment
 from train.checkpoint import code_version, load_checkpoint, save_checkpoint
 from train.data import LoadedData, SegmentationDataset, dataset_hash, load_samples, scan_dataset
 from train.errors import CheckpointError, UserError
@@ -81,13 +86,22 @@ class TrainConfig:
     lr_patience: int = 10
     lr_min_delta: float = 1e-4
     early_stop: int = 50
-    augment: bool = True
+    augment: str = "paper"
     amp: bool | None = None
     encoder_weights: str | None = None
     patient_regex: str | None = None
     max_images: int | None = None
     resume: bool = False
     save_every_min: float = 10.0
+    extra_train: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Backwards compatibility: augment=True/False (the old boolean flag) means "paper"/"none".
+        if isinstance(self.augment, bool):
+            self.augment = "paper" if self.augment else "none"
+        if self.augment not in AUGMENT_NAMES:
+            raise UserError(f"unknown augmentation {self.augment!r}; choose one of: {', '.join(AUGMENT_NAMES)}")
+        self.extra_train = [str(root) for root in self.extra_train or []]
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR.get(self.model, DEFAULT_LR_OTHER)
@@ -183,17 +197,49 @@ class Trainer:
         data: LoadedData = load_samples(samples, cfg.size, progress=self.progress)
         self.train_idx = np.asarray(train_idx, dtype=np.int64)
         self.val_idx = np.asarray(val_idx, dtype=np.int64)
-        self.train_set = SegmentationDataset(
-            data.images[self.train_idx], data.masks[self.train_idx],
-            augment=JointAugment(AugmentConfig()) if cfg.augment else None, seed=cfg.seed)
+        train_images, train_masks = data.images[self.train_idx], data.masks[self.train_idx]
+        extra_images, extra_masks = self._load_extra_train()
+        if extra_images:
+            train_images = np.concatenate([train_images, *extra_images])
+            train_masks = np.concatenate([train_masks, *extra_masks])
+        self.augment = make_augment(cfg.augment)
+        self.train_set = SegmentationDataset(train_images, train_masks, augment=self.augment, seed=cfg.seed)
         self.val_images = torch.from_numpy(data.images[self.val_idx])
         self.val_masks = torch.from_numpy(data.masks[self.val_idx])
         self.n_images = len(samples)
         log.info("data %s: %d images of %d patients; split %s: %d train / %d validation images",
                  cfg.data, len(samples), len(set(patients)), self.split.name, len(train_idx), len(val_idx))
+        if self.extra_train:
+            log.info("extra training data: %d images from %d folder(s) added to the training side (%d training "
+                     "images in all)", sum(e["images"] for e in self.extra_train), len(self.extra_train),
+                     len(self.train_set))
+        log.info("augmentation: %s", cfg.augment)
         if len(val_idx) == 0:
             log.warning("no validation images: the learning-rate schedule, early stopping and best.pt follow the "
                         "training loss instead")
+
+    def _load_extra_train(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Read every ``extra_train`` folder with the main data's reader and preprocessing.
+
+        Sets ``self.extra_train`` to the run-config records ``{"root", "hash", "images"}`` and returns
+        the images and masks of each folder (all of them go to the training side).
+        """
+        cfg = self.cfg
+        self.extra_train: list[dict[str, Any]] = []
+        images: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        for root in cfg.extra_train:
+            if Path(root).resolve() == Path(cfg.data).resolve():
+                raise UserError(f"--extra-train {root} is the --data folder itself: its validation images would "
+                                "be trained on; give other folders (e.g. phantom frames from mn-synth --dataset)")
+            samples = scan_dataset(root, patient_regex=cfg.patient_regex)
+            extra = load_samples(samples, cfg.size, progress=self.progress)
+            images.append(extra.images)
+            masks.append(extra.masks)
+            self.extra_train.append({"root": str(root), "hash": dataset_hash(samples), "images": len(samples)})
+            log.info("extra training data %s: %d images of %d patients", root, len(samples),
+                     len({s.patient for s in samples}))
+        return images, masks
 
     def _build_model(self) -> nn.Module:
         cfg = self.cfg
@@ -214,7 +260,9 @@ class Trainer:
         return {
             "model": {"name": self.cfg.model, "kwargs": dict(self.cfg.model_kwargs)},
             "preprocessing": preprocessing_config(self.cfg.size),
-            "data": {"root": str(self.cfg.data), "hash": self.data_hash, "images": self.n_images},
+            "data": {"root": str(self.cfg.data), "hash": self.data_hash, "images": self.n_images,
+                     "extra_train": [dict(e) for e in self.extra_train]},
+            "augmentation": augment_record(self.augment),
             "split": self.split.to_config(),
             "train": self.cfg.to_dict(),
             "world_size": self.dist.world,
@@ -251,7 +299,8 @@ class Trainer:
         if not state:
             raise CheckpointError(f"{path} has no training state to resume from (is it a best.pt copy?)")
         saved, mine = state.get("run_args", {}), self.cfg.to_dict()
-        for key in ("model", "model_kwargs", "size", "batch_size", "split", "folds", "fold", "seed", "max_images"):
+        for key in ("model", "model_kwargs", "size", "batch_size", "split", "folds", "fold", "seed", "max_images",
+                    "extra_train"):
             if key in saved and saved[key] != mine[key]:
                 raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
                                 f"{mine[key]!r}; use the same flags or a new --out")

@@ -96,3 +96,29 @@ def test_real_still(tmp_path: Path, real_data: Path) -> None:
     data = np.load(truth)
     assert data["masks"].shape == (6, 468, 606) and data["masks"].sum() > 0
     assert len(decode(out)) == 6
+
+
+def test_phantom_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from train.data import scan_dataset
+
+    root = tmp_path / "ph"
+    assert main(["--phantom", "--dataset", str(root), "--frames", "3", "--seed", "7", "--every", "5", "-q"]) == 0
+    names = sorted(p.name for p in (root / "Images").iterdir())
+    assert names == ["Ph007-0000.png", "Ph007-0005.png", "Ph007-0010.png"]
+    assert sorted(p.name for p in (root / "Masks").iterdir()) == names
+    images = [cv2.imread(str(root / "Images" / n), cv2.IMREAD_UNCHANGED) for n in names]
+    masks = [cv2.imread(str(root / "Masks" / n), cv2.IMREAD_UNCHANGED) for n in names]
+    assert all(i.shape == (468, 606) and i.dtype == np.uint8 for i in images)
+    assert all(set(np.unique(m).tolist()) == {0, 255} for m in masks)
+    assert not np.array_equal(images[0], images[1])
+    samples = scan_dataset(root)
+    assert len(samples) == 3 and {s.patient for s in samples} == {"Ph007"}
+    # a clip still needs --out and --truth; --dataset is phantom-only and writes no clip
+    assert run_cli("mn-synth", main, ["--phantom", "--frames", "2"]) == 2
+    assert "--out" in capsys.readouterr().err
+    img = tmp_path / "x.png"
+    assert run_cli("mn-synth", main, ["--image", str(img), "--dataset", str(root), "--frames", "2"]) == 2
+    assert "--phantom" in capsys.readouterr().err
+    bad = ["--phantom", "--dataset", str(root), "--frames", "2", "--out", str(tmp_path / "c.mp4")]
+    assert run_cli("mn-synth", main, bad) == 2
+    assert "--out/--truth" in capsys.readouterr().err

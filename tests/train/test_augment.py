@@ -1,4 +1,4 @@
-"""Tests for train.augment: one joint affine keeps image and mask aligned."""
+"""Tests for train.augment: one joint affine keeps image and mask aligned; the strong augmentation too."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from train.augment import AugmentConfig, AugmentParams, JointAugment
+from train.augment import (
+    AUGMENT_NAMES,
+    AugmentConfig,
+    AugmentParams,
+    JointAugment,
+    StrongAugment,
+    StrongAugmentConfig,
+    augment_record,
+    make_augment,
+)
 from train.errors import UserError
 
 H, W = 72, 96
@@ -128,3 +137,63 @@ def test_sampled_params_within_ranges() -> None:
     no_flip = JointAugment(AugmentConfig(hflip=False))
     assert not any(no_flip.sample_params(rng).flip for _ in range(50))
     assert json.loads(json.dumps(params[0].to_dict()))["angle_deg"] == params[0].angle_deg
+
+
+# ----------------------------------------------------------------------------- strong augmentation
+def _bright_centroid(image: np.ndarray) -> np.ndarray:
+    """Centroid of the pixels brighter than half-way between the median and the 99.5th percentile."""
+    threshold = 0.5 * (np.median(image) + np.percentile(image, 99.5))
+    return _weighted_centroid((image > threshold).astype(np.float64))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_strong_keeps_alignment_and_zscores(seed: int) -> None:
+    image, mask = _pair()
+    out_image, out_mask = StrongAugment()(image, mask, np.random.default_rng(seed))
+    assert out_image.shape == (H, W) and out_image.dtype == np.float32 and out_mask.dtype == np.float32
+    np.testing.assert_allclose(_weighted_centroid(out_mask), _bright_centroid(out_image), atol=2.0)
+    assert abs(float(out_image.mean())) < 1e-4 and abs(float(out_image.std()) - 1.0) < 1e-4
+    assert out_mask.min() >= 0.0 and out_mask.max() <= 1.0
+
+
+def test_strong_elastic_moves_both_within_alpha() -> None:
+    image, mask = _pair()
+    config = StrongAugmentConfig(elastic_p=1.0)
+    augment = StrongAugment(config, AugmentConfig(0.0, 0.0, 0.0, hflip=False))
+    rng = np.random.default_rng(3)
+    warped_image, warped_mask = augment.elastic(image, mask, rng)
+    assert not np.array_equal(warped_mask, mask)
+    shift = np.linalg.norm(_weighted_centroid(warped_mask) - _weighted_centroid(mask))
+    assert shift <= config.elastic_alpha * W * np.sqrt(2) + 0.5
+    np.testing.assert_allclose(_weighted_centroid(warped_mask), _bright_centroid(warped_image), atol=1.0)
+    assert np.any((warped_mask > 0.05) & (warped_mask < 0.95))  # soft, never re-binarised
+
+
+def test_strong_deterministic_and_keeps_channel_axis() -> None:
+    image, mask = _pair()
+    augment = StrongAugment()
+    a = augment(image[None], mask[None], np.random.default_rng(11))
+    b = augment(image[None], mask[None], np.random.default_rng(11))
+    c = augment(image[None], mask[None], np.random.default_rng(12))
+    assert a[0].shape == (1, H, W) and a[1].shape == (1, H, W)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_make_augment_registry_and_records() -> None:
+    assert AUGMENT_NAMES == ("paper", "strong", "none")
+    assert make_augment("none") is None
+    assert isinstance(make_augment("paper"), JointAugment)
+    strong = make_augment("strong")
+    assert isinstance(strong, StrongAugment)
+    record = json.loads(json.dumps(augment_record(strong)))
+    assert record["name"] == "strong" and record["strong"]["gamma"] == [0.7, 1.5]
+    assert StrongAugmentConfig.from_config(record["strong"]) == strong.config
+    assert augment_record(None) == {"name": "none"} and augment_record(make_augment("paper"))["name"] == "paper"
+    with pytest.raises(UserError, match="paper, strong, none"):
+        make_augment("heavy")
+    with pytest.raises(UserError):
+        StrongAugmentConfig(elastic_p=1.5)
+    with pytest.raises(UserError):
+        StrongAugmentConfig(gamma=(1.5, 0.7))

@@ -1,4 +1,5 @@
-"""Training: one step lowers the loss, a run writes its files, resume is exact, stops save state."""
+"""Training: one step lowers the loss, a run writes its files, resume is exact, stops save state,
+extra training folders join the training side only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import make_dataset
 from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.errors import UserError
 from train.losses import bce_dice_loss
 from train.models import build_model, list_models
 from train.trainer import Trainer, TrainConfig, keras_plateau_scheduler
@@ -114,8 +117,6 @@ def test_stop_mid_epoch_then_resume_is_exact(synthetic_dataset: Path, tmp_path: 
 
 
 def test_resume_refuses_different_settings(synthetic_dataset: Path, tmp_path: Path) -> None:
-    from train.errors import UserError
-
     Trainer(small_cfg(synthetic_dataset, tmp_path / "r", epochs=1), torch.device("cpu")).fit()
     with pytest.raises(UserError, match="seed"):
         Trainer(small_cfg(synthetic_dataset, tmp_path / "r", epochs=2, seed=7, resume=True), torch.device("cpu"))
@@ -154,3 +155,32 @@ def test_sigint_saves_last_and_exits_130(synthetic_dataset: Path, tmp_path: Path
     assert "Traceback" not in err
     state = load_checkpoint(out / "last.pt")["train_state"]
     assert state["epoch"] >= 1
+
+
+def test_extra_train_joins_training_side_only(synthetic_dataset: Path, tmp_path: Path) -> None:
+    extra = make_dataset(tmp_path / "extra", n_patients=2, per_patient=2, seed=5)
+    plain = Trainer(small_cfg(synthetic_dataset, tmp_path / "plain", epochs=1), torch.device("cpu"))
+    out = tmp_path / "run"
+    trainer = Trainer(small_cfg(synthetic_dataset, out, epochs=1, extra_train=[str(extra)], augment="strong"),
+                      torch.device("cpu"))
+    assert len(trainer.train_set) == len(plain.train_idx) + 4
+    assert len(trainer.val_idx) == len(plain.val_idx) and trainer.split.to_config() == plain.split.to_config()
+    trainer.fit()
+    config = json.loads((out / "config.json").read_text())
+    (record,) = config["data"]["extra_train"]
+    assert record["root"] == str(extra) and record["images"] == 4 and len(record["hash"]) == 64
+    assert config["train"]["extra_train"] == [str(extra)]
+    assert config["augmentation"]["name"] == "strong" and config["train"]["augment"] == "strong"
+    assert plain.run_config()["data"]["extra_train"] == []
+    with pytest.raises(UserError, match="extra_train"):
+        Trainer(small_cfg(synthetic_dataset, out, epochs=2, resume=True), torch.device("cpu"))
+    with pytest.raises(UserError, match="--data folder itself"):
+        Trainer(small_cfg(synthetic_dataset, tmp_path / "x", extra_train=[str(synthetic_dataset)]),
+                torch.device("cpu"))
+
+
+def test_augment_flag_backwards_compatible(tmp_path: Path) -> None:
+    assert small_cfg(tmp_path, tmp_path / "o", augment=True).augment == "paper"
+    assert small_cfg(tmp_path, tmp_path / "o", augment=False).augment == "none"
+    with pytest.raises(UserError, match="paper, strong, none"):
+        small_cfg(tmp_path, tmp_path / "o", augment="heavy")
