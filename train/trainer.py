@@ -389,7 +389,7 @@ class Trainer:
         ``last.pt`` and raise ``KeyboardInterrupt`` (a second Ctrl-C stops at once)."""
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.run_config(), indent=2) + "\n")
+            self._write_config()
         self._stop_signal: int | None = None
 
         def request_stop(signum: int, frame: Any) -> None:
@@ -411,10 +411,16 @@ class Trainer:
             raise KeyboardInterrupt
         summary = self.run_config()
         if self.dist.is_main:
-            (self.out / "config.json").write_text(json.dumps(summary, indent=2) + "\n")
+            self._write_config()
             log.info("done: best epoch %d, monitored loss %.5f, val DSC %s -> %s", self.best_epoch + 1,
                      self.best_val, summary["metrics"].get("val_dsc"), self.out / "best.pt")
         return summary
+
+    def _write_config(self) -> None:
+        """config.json: the run's description and its best metrics so far (rewritten every epoch)."""
+        tmp = self.out / "config.json.tmp"
+        tmp.write_text(json.dumps(self.run_config(), indent=2) + "\n")
+        os.replace(tmp, self.out / "config.json")
 
     def _loop(self) -> bool:
         """Run the remaining epochs; True when a stop was requested."""
@@ -485,6 +491,7 @@ class Trainer:
             self.save_last()
             write_history(self.out / "history.csv", self.history)
             plot_curves(self.out / "curves.png", self.history)
+            self._write_config()
             log.info("epoch %d/%d  loss %.4f  val_loss %.4f  val DSC %.4f  lr %.1e  %.1fs%s", row["epoch"],
                      self.cfg.epochs, row["train_loss"], row["val_loss"], row["val_dsc"], row["lr"], seconds,
                      "  (best)" if improved else "")
