@@ -542,7 +542,8 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(ep, [r["train_loss"] for r in history], label="train")
     ax1.plot(ep, [r["val_loss"] for r in history], label="validation")
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("BCE + Dice loss"), ax1.legend(), ax1.grid(alpha=0.3)
+    ax1.set_yscale("log")  # the first validation losses of a fresh BatchNorm network can be 1000x the rest
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("BCE + Dice loss (log)"), ax1.legend(), ax1.grid(alpha=0.3)
     ax2.plot(ep, [r["train_soft_dice"] for r in history], label="train soft Dice")
     ax2.plot(ep, [r["val_soft_dice"] for r in history], label="val soft Dice")
     ax2.plot(ep, [r["val_dsc"] for r in history], label="val DSC (per image, hard)")
