@@ -17,6 +17,7 @@ cached ONNX export and :func:`~engines.backends.tensorrt_backend.build_plan`, is
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field, replace
@@ -34,8 +35,87 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 ONNX_SUFFIXES = (".onnx",)
 PLAN_SUFFIXES = (".engine", ".plan", ".trt")
 
+
+# -- bundled models -----------------------------------------------------------------------------
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+"""The package data folder of the shipped models: ``manifest.json`` and one ``NAME.pt`` per model."""
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+"""The manifest layout this mn-seg reads and writes (:mod:`engines.bundle` documents it)."""
+
 BUNDLED_MODELS: dict[str, Path] = {}
-"""Named models shipped with the package (name -> checkpoint/ONNX file). Empty until weights ship."""
+"""Named models shipped with the package (name -> checkpoint file), filled from the manifest at import
+(:func:`load_bundled`; refilled in place, so ``from engines.registry import BUNDLED_MODELS`` stays valid)."""
+_bundled: dict[str, object] = {"folder": BUNDLED_DIR, "default": None, "error": None}
+
+
+def read_manifest(folder: str | os.PathLike | None = None) -> dict:
+    """The checked manifest of the bundled models in ``folder`` (default: the active folder, see
+    :func:`load_bundled`).
+
+    Raises:
+        EngineError: the manifest is missing, not JSON, newer than this mn-seg, or malformed.
+    """
+    path = Path(folder if folder is not None else _bundled["folder"]) / MANIFEST_NAME
+    fix = "reinstall mn-seg, or repair it with python -m engines.bundle"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EngineError(f"the bundled-model manifest {path} is missing; {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"the bundled-model manifest {path} cannot be read ({exc}); {fix}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("format"), int):
+        raise EngineError(f"the bundled-model manifest {path} has no integer 'format'; {fix}")
+    if manifest["format"] > MANIFEST_FORMAT:
+        raise EngineError(f"the bundled-model manifest {path} has format {manifest['format']}, newer than this "
+                          f"mn-seg reads ({MANIFEST_FORMAT}); upgrade mn-seg")
+    models = manifest.get("models")
+    if not isinstance(models, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("file"), str) for m in models):
+        raise EngineError(f"the bundled-model manifest {path} needs 'models': a list of entries with 'name' and "
+                          f"'file'; {fix}")
+    names = [m["name"] for m in models]
+    if len(set(names)) != len(names):
+        raise EngineError(f"the bundled-model manifest {path} names a model twice ({', '.join(names)}); {fix}")
+    if manifest.get("default") is not None and not isinstance(manifest["default"], str):
+        raise EngineError(f"the bundled-model manifest {path}: 'default' must be a model name; {fix}")
+    return manifest
+
+
+def load_bundled(folder: str | os.PathLike | None = None) -> dict[str, Path]:
+    """(Re)fill :data:`BUNDLED_MODELS` from ``folder``'s manifest (default :data:`BUNDLED_DIR`) and make
+    ``folder`` the active one. Never raises: a broken manifest leaves no bundled models, and its error
+    is repeated wherever a bundled model is asked for (:func:`bundled_error`)."""
+    folder = Path(folder) if folder is not None else BUNDLED_DIR
+    _bundled.update(folder=folder, default=None, error=None)
+    BUNDLED_MODELS.clear()
+    try:
+        manifest = read_manifest(folder)
+    except EngineError as exc:
+        _bundled["error"] = str(exc)
+        log.debug("no bundled models: %s", exc)
+        return BUNDLED_MODELS
+    BUNDLED_MODELS.update({m["name"]: folder / m["file"] for m in manifest["models"]})
+    _bundled["default"] = manifest.get("default") if manifest.get("default") in BUNDLED_MODELS else None
+    return BUNDLED_MODELS
+
+
+def bundled_dir() -> Path:
+    """The folder the bundled models were last loaded from (:data:`BUNDLED_DIR` unless overridden)."""
+    return Path(_bundled["folder"])
+
+
+def bundled_default() -> str | None:
+    """The manifest's default model when it is bundled, else ``None``."""
+    return _bundled["default"]  # type: ignore[return-value]
+
+
+def bundled_error() -> str | None:
+    """Why the manifest could not be read (``None`` when it was)."""
+    return _bundled["error"]  # type: ignore[return-value]
+
+
+load_bundled()
 
 
 # -- model sources ------------------------------------------------------------------------------
@@ -87,7 +167,8 @@ def resolve_model(model: str | os.PathLike) -> ModelSource:
         raise EngineError(f"model file {path} does not exist (mn-train writes RUN_DIR/best.pt; mn-export writes "
                           ".onnx / .engine files)")
     names = ", ".join(sorted(BUNDLED_MODELS)) or "none yet"
-    raise EngineError(f"unknown model {text!r}: not a file and not a bundled model (bundled: {names}); "
+    broken = f" ({bundled_error()})" if bundled_error() else ""
+    raise EngineError(f"unknown model {text!r}: not a file and not a bundled model (bundled: {names}){broken}; "
                       "pass a checkpoint (.pt), an .onnx or a TensorRT plan (.engine) path instead")
 
 
