@@ -1,0 +1,631 @@
+"""``python -m engines.bundle``: the trained models shipped inside the package ("bundled models").
+
+The package data folder ``engines/bundled/`` holds ``manifest.json`` and one ``NAME.pt`` per model;
+:data:`engines.registry.BUNDLED_MODELS` (name -> file) is filled from the manifest at import, so
+``load_engine("mn-realtime")`` and ``mn-live --model mn-realtime`` find a model by name. The
+manifest (``"format": 1``)::
+
+    {"format": 1, "default": "mn-realtime",          # what mn-live runs without --model
+     "models": [{
+        "name": "mn-realtime", "file": "mn-realtime.pt", "description": "...",
+        "architecture": {"name": "lunet", "kwargs": {}},   # the checkpoint's config["model"]
+        "input_size": [W, H], "parameters": N, "file_bytes": N, "sha256": "...",
+        "weights_dtype": "float16",
+        "val": {"protocol": "paper", "dsc": .., "dsc_std": .., "native_dsc": .. | null,
+                "csa_median_rel_error": .., "split": "paper:val", "images": 38},
+        "smoke": {"stems": [...], "dsc": [...]},   # per-image paper-protocol DSC (CI smoke test)
+        "cpu_latency_ms": {"p50": .., "p95": .., "fps": .., "machine": "...",
+                           "results_file": "benchmarks/results/..."} | null,
+        "train_command": "...", "results_files": [...], "notes": "...",
+        "source_checkpoint": {"path": "...", "sha256": "..."}, "added": "YYYY-MM-DD"}]}
+
+File paths are relative to the manifest. A model file is an mn-seg checkpoint (``train.checkpoint``)
+whose floating-point weights are stored as float16 and without training state (half the size; a
+float32 network loads them through ``load_state_dict``'s copy, so every backend runs them as usual).
+
+Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad input)::
+
+    python -m engines.bundle add NAME --checkpoint RUN/best.pt --description TEXT --eval-json paper.json \\
+        [--native-json native.json] [--bench-json bench.json] [--train-command TEXT] \\
+        [--results-file PATH ...] [--notes TEXT] [--default] [--data DIR | --no-verify]
+    python -m engines.bundle list
+    python -m engines.bundle check [--data DIR] [--full] [--json OUT] [--model NAME ...]
+    python -m engines.bundle remove NAME
+
+``--dir DIR`` works on another bundled folder than the package's (a staging copy, the tests).
+``add`` reads the accuracy from ``mn-eval --split paper --subset val --json`` files (paper protocol,
+and optionally native), the smoke subset (the first 4 validation images by stem) and its per-image
+DSC from the paper one, and the CPU latency from an ``mn-bench --json`` file (the realtime-mode
+onnxruntime row); it then checks the float16 copy reproduces the smoke DSC on the data (``--data``,
+default ``../shared/data/median-nerve``) within 0.005. ``check`` re-evaluates every bundled model,
+loaded by name, through :func:`train.evaluate.evaluate` (the code behind mn-eval): the smoke images
+(per-image DSC), or with ``--full`` the paper's validation split (mean DSC against ``val.dsc``,
+results written to ``benchmarks/results/bundled-check-HOST-DATE.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import re
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engines import registry
+from engines.cache import file_sha256
+from train.cli_util import add_logging_args, setup_logging
+from train.errors import EXIT_FAILURE, EXIT_OK, UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+MAX_BUNDLE_BYTES = 40_000_000
+"""The most the ``*.pt`` files of the bundled folder may weigh together (40 MB): the wheel stays small."""
+SMOKE_IMAGES = 4
+"""How many validation images (the first by stem) the smoke check re-evaluates."""
+TOLERANCE = 0.005
+"""Largest accepted DSC difference between the manifest and a re-evaluation."""
+VAL_SPLIT = "paper:val"
+"""The split every manifest accuracy is measured on (mn-eval --split paper --subset val)."""
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "median-nerve"
+PROG = "python -m engines.bundle"
+
+
+# -- small helpers --------------------------------------------------------------------------------
+def _shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root when it lies inside it (as results files are cited)."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return os.fspath(path)
+
+
+def _read_json(path: str | os.PathLike, what: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{what} {path} cannot be read as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} is not a JSON object")
+    return data
+
+
+def default_data() -> Path | None:
+    """``../shared/data/median-nerve`` next to the repository, when it is there."""
+    return DEFAULT_DATA if (DEFAULT_DATA / "Images").is_dir() else None
+
+
+def _data_dir(data: str | os.PathLike | None) -> Path:
+    if data is not None:
+        return Path(data)
+    found = default_data()
+    if found is None:
+        raise UserError(f"no dataset at {DEFAULT_DATA}; pass --data DIR (the folder holding Images/ and Masks/)")
+    return found
+
+
+def write_manifest(manifest: dict, folder: str | os.PathLike | None = None) -> Path:
+    """Write ``manifest.json`` atomically (temporary file, then rename)."""
+    path = Path(folder if folder is not None else registry.bundled_dir()) / registry.MANIFEST_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _reload_if_active(folder: Path) -> None:
+    if folder.resolve() == registry.bundled_dir().resolve():
+        registry.load_bundled(folder)
+
+
+# -- the weights file ------------------------------------------------------------------------------
+def half_state_dict(state_dict: dict) -> dict:
+    """Every floating-point tensor as float16; integer buffers (BatchNorm's num_batches_tracked) unchanged."""
+    return {k: v.detach().to("cpu").half() if v.is_floating_point() else v.detach().to("cpu")
+            for k, v in state_dict.items()}
+
+
+def write_bundled_checkpoint(checkpoint: str | os.PathLike, dest: str | os.PathLike, name: str) -> dict:
+    """Copy ``checkpoint`` to ``dest`` with float16 weights and without training state; returns its config.
+
+    The file stays an mn-seg checkpoint (``train.checkpoint.load_checkpoint`` reads it and
+    ``model_from_checkpoint`` loads it into the float32 network); its config records where it came from.
+    """
+    import torch
+
+    from train.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    config = dict(payload["config"])
+    config["bundled"] = {"name": name, "weights_dtype": "float16", "source": os.fspath(checkpoint),
+                         "source_sha256": file_sha256(checkpoint)}
+    json.dumps(config)
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": config,
+                "state_dict": half_state_dict(payload["state_dict"])}, dest)
+    return config
+
+
+# -- reading mn-eval and mn-bench results --------------------------------------------------------------
+def read_eval_json(path: str | os.PathLike, protocol: str, architecture: str | None = None) -> dict:
+    """An ``mn-eval --json`` result of ``protocol`` on the paper's validation split, checked."""
+    result = _read_json(path, "mn-eval result")
+    fix = (f"write it with mn-eval --checkpoint RUN/best.pt --data DATA --split paper --subset val "
+           f"--protocol {protocol} --json FILE")
+    if result.get("protocol") != protocol:
+        raise UserError(f"{path} is a {result.get('protocol')!r} protocol result, not {protocol!r}; {fix}")
+    if result.get("split") != VAL_SPLIT:
+        raise UserError(f"{path} was evaluated on split {result.get('split')!r}, not {VAL_SPLIT!r}; {fix}")
+    if not isinstance(result.get("dsc"), dict) or not isinstance(result.get("per_image"), list):
+        raise UserError(f"{path} has no 'dsc' summary or 'per_image' list: it is not an mn-eval result; {fix}")
+    if architecture is not None and result.get("model") not in (None, architecture):
+        raise UserError(f"{path} evaluated a {result.get('model')!r} network, but the checkpoint is {architecture!r}")
+    return result
+
+
+def smoke_subset(result: dict, n: int = SMOKE_IMAGES) -> dict:
+    """The first ``n`` images by stem of an mn-eval result and their per-image DSC."""
+    rows = result["per_image"]
+    if not rows or any("stem" not in r or "dsc" not in r for r in rows):
+        raise UserError("the mn-eval result has no per-image stems and DSC; re-run mn-eval with this mn-seg")
+    rows = sorted(rows, key=lambda r: r["stem"])[:n]
+    return {"stems": [r["stem"] for r in rows], "dsc": [float(r["dsc"]) for r in rows]}
+
+
+def _machine(system: dict) -> str:
+    parts = [system.get("cpu") or "unknown CPU"]
+    if system.get("cores"):
+        parts.append(f"{system['cores']} cores")
+    parts.append(system["gpu"] if system.get("gpu") else "no GPU")
+    return f"{system.get('host', '?')}: {', '.join(parts)}"
+
+
+def latency_from_bench(path: str | os.PathLike, input_size: Sequence[int], names: Sequence[str] = ()) -> dict:
+    """The CPU latency of the realtime-mode onnxruntime row of an ``mn-bench --json`` file.
+
+    Rows at the model's input size (batch 1, status ok) are kept; with several models, the one named
+    in ``names`` (the bundled name or the checkpoint path); with several precisions, fp32.
+    """
+    bench = _read_json(path, "mn-bench result")
+    size = f"{input_size[0]}x{input_size[1]}"
+    fix = (f"run mn-bench --models RUN/best.pt --sizes {size} --backends onnxruntime --mode realtime --json FILE "
+           "on the CPU machine whose numbers should ship")
+    if not isinstance(bench.get("runs"), list):
+        raise UserError(f"{path} has no 'runs' list: it is not an mn-bench result; {fix}")
+    rows = [r for r in bench["runs"] if isinstance(r, dict) and r.get("backend") == "onnxruntime"
+            and r.get("mode") == "realtime" and r.get("status") == "ok" and r.get("batch", 1) == 1
+            and r.get("size") == size and (r.get("latency_ms") or {}).get("e2e")]
+    if not rows:
+        raise UserError(f"{path} has no successful realtime-mode onnxruntime row at {size}; {fix}")
+    models = sorted({str(r.get("model")) for r in rows})
+    if len(models) > 1:
+        wanted = {os.fspath(n) for n in names} | {os.path.realpath(n) for n in names}
+        rows = [r for r in rows if str(r.get("model")) in wanted or os.path.realpath(str(r.get("model"))) in wanted]
+        if not rows:
+            raise UserError(f"{path} has realtime onnxruntime rows at {size} for several models ({', '.join(models)}) "
+                            "and none is this one; give a result of this model alone")
+    rows.sort(key=lambda r: r.get("precision") not in ("fp32", "default"))
+    row = rows[0]
+    e2e = row["latency_ms"]["e2e"]
+    out = {"p50": e2e.get("p50"), "p95": e2e.get("p95"), "fps": row.get("fps"),
+           "machine": _machine(bench.get("system") or {}), "results_file": _shown_path(path),
+           "what": f"end-to-end (capture -> measurement) latency of mn-bench's realtime mode, onnxruntime "
+                   f"{row.get('precision')}, batch 1, model {row.get('model')}"}
+    if any("random weights" in str(note) for note in row.get("notes") or []):
+        out["what"] += " (random weights of the same architecture and size: the speed is the same)"
+    return out
+
+
+# -- add / remove ---------------------------------------------------------------------------------
+def add_model(
+    name: str,
+    checkpoint: str | os.PathLike,
+    *,
+    description: str,
+    eval_json: str | os.PathLike,
+    native_json: str | os.PathLike | None = None,
+    bench_json: str | os.PathLike | None = None,
+    train_command: str | None = None,
+    results_files: Sequence[str] = (),
+    notes: str | None = None,
+    make_default: bool = False,
+    folder: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    verify: bool = True,
+) -> dict:
+    """Copy ``checkpoint`` into the bundled folder as ``NAME.pt`` (float16 weights) and write its manifest
+    entry (replacing one of the same name). Returns the entry.
+
+    With ``verify`` and a dataset (``data``, else ``../shared/data/median-nerve`` when present), the
+    float16 copy must reproduce the smoke images' DSC of ``eval_json`` within :data:`TOLERANCE`.
+
+    Raises:
+        UserError: a bad name, unreadable inputs, results of another split or network, bundled files
+            over :data:`MAX_BUNDLE_BYTES`, or a copy that does not reproduce the smoke DSC.
+    """
+    from train.checkpoint import load_checkpoint, model_from_checkpoint
+    from train.models import list_models
+
+    folder = Path(folder if folder is not None else registry.bundled_dir())
+    if not NAME_PATTERN.match(name) or name.endswith((".pt", ".pth", ".onnx", ".engine")):
+        raise UserError(f"bundled model name {name!r}: use lower-case letters, digits, '.', '_' and '-' "
+                        "(e.g. mn-realtime), without a file suffix")
+    if name in list_models():
+        raise UserError(f"{name!r} is an architecture name (it means random weights to mn-live and mn-bench); "
+                        "give the bundled model another name, e.g. mn-realtime")
+    if not description.strip():
+        raise UserError("--description must say what the model is for")
+    manifest = registry.read_manifest(folder)
+    config = load_checkpoint(checkpoint)["config"]
+    architecture = config["model"]
+    size = [int(x) for x in config.get("preprocessing", {}).get("size", [])]
+    if len(size) != 2:
+        raise UserError(f"{checkpoint} records no preprocessing size; it was not written by mn-train")
+    paper = read_eval_json(eval_json, "paper", architecture["name"])
+    native = read_eval_json(native_json, "native", architecture["name"]) if native_json else None
+    if native is not None and native.get("n") != paper.get("n"):
+        raise UserError(f"{native_json} covers {native.get('n')} images but {eval_json} {paper.get('n')}; "
+                        "evaluate both on the same data")
+    evaluated = paper.get("checkpoint")
+    if evaluated and os.path.realpath(evaluated) != os.path.realpath(checkpoint):
+        log.warning("%s evaluated %s, not %s: make sure it is the same checkpoint", eval_json, evaluated, checkpoint)
+    smoke = smoke_subset(paper)
+    latency = latency_from_bench(bench_json, size, (name, os.fspath(checkpoint))) if bench_json else None
+    for extra in results_files:
+        if not Path(extra).exists():
+            log.warning("results file %s does not exist (recorded anyway)", extra)
+
+    file = f"{name}.pt"
+    dest = folder / file
+    tmp = folder / f"{file}.tmp"
+    try:
+        write_bundled_checkpoint(checkpoint, tmp, name)
+        file_bytes = tmp.stat().st_size
+        others = sum(p.stat().st_size for p in folder.glob("*.pt") if p.name != file)
+        if others + file_bytes > MAX_BUNDLE_BYTES:
+            raise UserError(f"{name}.pt would weigh {file_bytes / 1e6:.1f} MB and the other bundled models "
+                            f"{others / 1e6:.1f} MB: more than the {MAX_BUNDLE_BYTES / 1e6:.0f} MB the package may "
+                            f"carry; remove a model (python -m engines.bundle remove NAME) or bundle a smaller one")
+        model, _ = model_from_checkpoint(tmp, "cpu")  # the float16 copy loads into the float32 network
+        parameters = sum(p.numel() for p in model.parameters())
+        if verify:
+            verify_smoke(tmp, smoke, data)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+    entry = {
+        "name": name,
+        "file": file,
+        "description": description.strip(),
+        "architecture": architecture,
+        "input_size": size,
+        "parameters": parameters,
+        "file_bytes": dest.stat().st_size,
+        "sha256": file_sha256(dest),
+        "weights_dtype": "float16",
+        "val": {
+            "protocol": "paper",
+            "dsc": paper["dsc"]["mean"],
+            "dsc_std": paper["dsc"].get("std"),
+            "native_dsc": native["dsc"]["mean"] if native else None,
+            "csa_median_rel_error": (paper.get("csa_rel_error") or {}).get("median"),
+            "split": paper["split"],
+            "images": paper.get("n", len(paper["per_image"])),
+        },
+        "smoke": smoke,
+        "cpu_latency_ms": latency,
+        "train_command": train_command,
+        "results_files": [_shown_path(p) for p in results_files],
+        "notes": notes,
+        "source_checkpoint": {"path": os.fspath(checkpoint), "sha256": file_sha256(checkpoint)},
+        "added": dt.date.today().isoformat(),
+    }
+    if not train_command:
+        log.warning("no --train-command given: the manifest will not say how %s was trained", name)
+    models = [m for m in manifest["models"] if m["name"] != name]
+    manifest["models"] = [*models, entry]
+    if make_default:
+        manifest["default"] = name
+    path = write_manifest(manifest, folder)
+    _reload_if_active(folder)
+    log.info("bundled %s: %s (%.1f MB, sha256 %s), manifest %s", name, dest, entry["file_bytes"] / 1e6,
+             entry["sha256"][:12], path)
+    return entry
+
+
+def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
+    """Drop ``name`` from the manifest and delete its file."""
+    folder = Path(folder if folder is not None else registry.bundled_dir())
+    manifest = registry.read_manifest(folder)
+    entry = next((m for m in manifest["models"] if m["name"] == name), None)
+    if entry is None:
+        names = ", ".join(m["name"] for m in manifest["models"]) or "none"
+        raise UserError(f"no bundled model {name!r} (bundled: {names})")
+    manifest["models"] = [m for m in manifest["models"] if m["name"] != name]
+    write_manifest(manifest, folder)
+    (folder / entry["file"]).unlink(missing_ok=True)
+    _reload_if_active(folder)
+    log.info("removed %s", name)
+
+
+# -- evaluation (the code behind mn-eval) ------------------------------------------------------------
+def _evaluate_paper(checkpoint: Path, samples: list, device: str = "cpu", progress: bool = False) -> dict:
+    """``train.evaluate.evaluate`` with the paper protocol on ``samples``, as mn-eval computes it."""
+    import torch
+
+    from train.checkpoint import model_from_checkpoint
+    from train.data import load_samples
+    from train.evaluate import evaluate
+
+    model, config = model_from_checkpoint(checkpoint, device)
+    data = load_samples(samples, tuple(config["preprocessing"]["size"]), progress=progress)
+    result, _ = evaluate(model, data, "paper", torch.device(device), progress=progress)
+    return result
+
+
+def _smoke_samples(data: Path, stems: Sequence[str]) -> list:
+    from train.data import scan_dataset
+
+    by_stem = {s.stem: s for s in scan_dataset(data)}
+    missing = [s for s in stems if s not in by_stem]
+    if missing:
+        raise UserError(f"the dataset {data} lacks the smoke images {', '.join(missing)}; pass --data with the "
+                        "median-nerve dataset the models were validated on")
+    return [by_stem[s] for s in stems]
+
+
+def _val_samples(data: Path) -> list:
+    from train.data import scan_dataset
+    from train.splits import make_split
+
+    samples = scan_dataset(data)
+    patients = [s.patient for s in samples]
+    _, val_idx = make_split("paper", patients).indices(patients)
+    return [samples[i] for i in val_idx]
+
+
+def _compare_smoke(expected: dict, result: dict, tolerance: float) -> dict:
+    measured = {r["stem"]: r["dsc"] for r in result["per_image"]}
+    rows = [{"stem": s, "expected": e, "measured": measured[s], "diff": measured[s] - e}
+            for s, e in zip(expected["stems"], expected["dsc"])]
+    worst = max((abs(r["diff"]) for r in rows), default=0.0)
+    return {"per_image": rows, "max_abs_diff": worst, "ok": worst <= tolerance}
+
+
+def verify_smoke(checkpoint: Path, smoke: dict, data: str | os.PathLike | None = None,
+                 tolerance: float = TOLERANCE) -> dict | None:
+    """Check ``checkpoint`` reproduces ``smoke``'s per-image DSC; ``None`` (with a warning) without data."""
+    folder = Path(data) if data is not None else default_data()
+    if folder is None:
+        log.warning("not verified: no dataset at %s (pass --data DIR); run python -m engines.bundle check later",
+                    DEFAULT_DATA)
+        return None
+    report = _compare_smoke(smoke, _evaluate_paper(checkpoint, _smoke_samples(folder, smoke["stems"])), tolerance)
+    if not report["ok"]:
+        lines = "; ".join(f"{r['stem']} {r['expected']:.4f} -> {r['measured']:.4f}" for r in report["per_image"])
+        raise UserError(f"the float16 copy does not reproduce the smoke DSC of the mn-eval result within {tolerance} "
+                        f"({lines}); check that --eval-json was computed from this checkpoint on {folder}")
+    log.info("verified on %s: smoke DSC reproduced (largest difference %.5f)", folder, report["max_abs_diff"])
+    return report
+
+
+def check_bundled(data: str | os.PathLike | None = None, full: bool = False, names: Sequence[str] | None = None,
+                  tolerance: float = TOLERANCE, device: str = "cpu", progress: bool = False) -> dict:
+    """Re-evaluate the bundled models (of the active folder), each loaded by name; returns the results.
+
+    Smoke: per-image DSC of the manifest's smoke stems; ``full``: the mean DSC of the paper's
+    validation split against ``val.dsc``. The file's sha256 must match the manifest too.
+    """
+    folder = registry.bundled_dir()
+    manifest = registry.read_manifest(folder)
+    entries = manifest["models"]
+    if names:
+        unknown = sorted(set(names) - {m["name"] for m in entries})
+        if unknown:
+            raise UserError(f"not bundled: {', '.join(unknown)} (bundled: "
+                            f"{', '.join(m['name'] for m in entries) or 'none'})")
+        entries = [m for m in entries if m["name"] in names]
+    data_dir = _data_dir(data) if entries else (Path(data) if data else default_data())
+    val_samples = _val_samples(data_dir) if full and entries else None
+    out_models = []
+    for entry in entries:
+        source = registry.resolve_model(entry["name"])  # by name, as mn-live loads it
+        sha = file_sha256(source.path)
+        row: dict[str, Any] = {"name": entry["name"], "file": _shown_path(source.path), "sha256": sha,
+                               "sha256_ok": sha == entry.get("sha256")}
+        if full:
+            result = _evaluate_paper(source.path, val_samples, device, progress)
+            expected = entry["val"]["dsc"]
+            diff = result["dsc"]["mean"] - expected
+            row.update(images=result["n"], expected_images=entry["val"].get("images"), expected_dsc=expected,
+                       dsc=result["dsc"]["mean"], diff=diff,
+                       csa_median_rel_error=result["csa_rel_error"]["median"],
+                       expected_csa_median_rel_error=entry["val"].get("csa_median_rel_error"),
+                       ok=abs(diff) <= tolerance and entry["val"].get("images") in (None, result["n"]))
+        else:
+            result = _evaluate_paper(source.path, _smoke_samples(data_dir, entry["smoke"]["stems"]), device, progress)
+            row.update(images=len(entry["smoke"]["stems"]), **_compare_smoke(entry["smoke"], result, tolerance))
+        if not row["sha256_ok"]:
+            row["ok"] = False
+            log.error("%s: sha256 %s does not match the manifest's %s", entry["name"], sha, entry.get("sha256"))
+        log.info("%s: %s", entry["name"], "ok" if row["ok"] else "MISMATCH")
+        out_models.append(row)
+    from engines.versions import library_versions
+
+    return {
+        "what": "bundled-model check: each bundled model loaded by name and re-evaluated with the paper protocol "
+                "(train.evaluate.evaluate, the code behind mn-eval)",
+        "mode": "full" if full else "smoke",
+        "comparison": ("mean DSC of the paper validation split vs the manifest's val.dsc" if full else
+                       "per-image DSC of the manifest's smoke images"),
+        "tolerance": tolerance,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": os.fspath(data_dir) if data_dir else None,
+        "manifest": _shown_path(folder / registry.MANIFEST_NAME),
+        "system": {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+                   "device": device, "versions": library_versions()},
+        "models": out_models,
+        "ok": all(m["ok"] for m in out_models),
+    }
+
+
+def default_check_output() -> Path:
+    """``benchmarks/results/bundled-check-HOST-DATE.json`` in a checkout, else in the current folder."""
+    name = f"bundled-check-{socket.gethostname()}-{dt.date.today().isoformat()}.json"
+    results = REPO_ROOT / "benchmarks" / "results"
+    return results / name if results.is_dir() else Path(name)
+
+
+# -- the table ------------------------------------------------------------------------------------
+def _fmt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def models_table(manifest: dict | None = None) -> str:
+    """The bundled models as a table (``mn-live --list-models``, ``python -m engines.bundle list``);
+    ``""`` when the manifest lists none."""
+    manifest = manifest if manifest is not None else registry.read_manifest()
+    if not manifest["models"]:
+        return ""
+    default = manifest.get("default")
+    header = ["", "name", "MB", "input", "val DSC", "CSA err", "CPU p95", "CPU fps", "measured on", "description"]
+    rows = [header]
+    for m in manifest["models"]:
+        val, lat = m.get("val") or {}, m.get("cpu_latency_ms") or {}
+        csa, p95 = val.get("csa_median_rel_error"), lat.get("p95")
+        rows.append(["*" if m["name"] == default else "", m["name"], _fmt((m.get("file_bytes") or 0) / 1e6, ".1f"),
+                     "x".join(map(str, m.get("input_size") or [])) or "-", _fmt(val.get("dsc"), ".3f"),
+                     "-" if csa is None else f"{100 * csa:.1f} %", "-" if p95 is None else f"{p95:.1f} ms",
+                     _fmt(lat.get("fps"), ".1f"), lat.get("machine") or "-", m.get("description", "")])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    right = {2, 4, 5, 6, 7}
+    lines = ["  ".join((c.rjust(w) if i in right else c.ljust(w)) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    lines.append("* default (used without --model). val DSC: paper protocol, paper validation split; CSA err: "
+                 "median relative cross-sectional-area error; CPU p95 / fps: end-to-end latency and rate of "
+                 "mn-bench's realtime mode (onnxruntime) on the machine shown.")
+    return "\n".join(lines)
+
+
+def no_models_text() -> str:
+    from train.models import list_models
+
+    return ("no trained model is bundled with this version of mn-seg yet. Pass --model with a checkpoint from "
+            "mn-train (RUN_DIR/best.pt), an .onnx or a TensorRT plan, or an architecture name "
+            f"({', '.join(list_models())}) for random weights (speed measurements only, meaningless masks).")
+
+
+# -- the command ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Manage the trained models bundled with mn-seg "
+                                "(engines/bundled/: manifest.json and NAME.pt files). Exit codes: 0 done / "
+                                "check passed, 1 check found a mismatch, 2 bad input.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=None,
+                        help=f"bundled folder to work on (default: the package's, {registry.BUNDLED_DIR})")
+    add_logging_args(common)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("add", parents=[common],
+                       help="bundle a trained checkpoint (float16 copy) and write its manifest entry")
+    a.add_argument("name", help="the bundled name (e.g. mn-realtime); an entry of the same name is replaced")
+    a.add_argument("--checkpoint", required=True, help="the checkpoint to ship, e.g. RUN_DIR/best.pt")
+    a.add_argument("--description", required=True, help="one line: what the model is and is for")
+    a.add_argument("--eval-json", required=True, metavar="FILE",
+                   help="mn-eval --split paper --subset val --protocol paper --json FILE of this checkpoint")
+    a.add_argument("--native-json", default=None, metavar="FILE",
+                   help="the same with --protocol native (adds val.native_dsc)")
+    a.add_argument("--bench-json", default=None, metavar="FILE",
+                   help="an mn-bench --json result with a realtime-mode onnxruntime row of this model at its size "
+                        "(adds the CPU latency; without it cpu_latency_ms is null)")
+    a.add_argument("--train-command", default=None, help="the mn-train command that produced the checkpoint")
+    a.add_argument("--results-file", action="append", default=[], metavar="PATH",
+                   help="a results file to cite (repeatable), e.g. benchmarks/results/accuracy-....json")
+    a.add_argument("--notes", default=None, help="anything a user of the model must know")
+    a.add_argument("--default", action="store_true", help="make it the default model (mn-live without --model)")
+    a.add_argument("--data", default=None, metavar="DIR",
+                   help=f"dataset to verify the float16 copy on (default {DEFAULT_DATA} when present)")
+    a.add_argument("--no-verify", action="store_true", help="do not re-evaluate the smoke images")
+
+    sub.add_parser("list", parents=[common], help="table of the bundled models")
+
+    c = sub.add_parser("check", parents=[common], help="re-evaluate every bundled model (loaded by name) against its manifest")
+    c.add_argument("--data", default=None, metavar="DIR",
+                   help=f"the median-nerve dataset (default {DEFAULT_DATA} when present)")
+    c.add_argument("--full", action="store_true",
+                   help="the whole paper validation split (mean DSC vs val.dsc) instead of the smoke images")
+    c.add_argument("--json", default=None, metavar="FILE",
+                   help="results file (default with --full: benchmarks/results/bundled-check-HOST-DATE.json; "
+                        "without --full: none)")
+    c.add_argument("--model", action="append", default=None, metavar="NAME", help="check only this model "
+                   "(repeatable)")
+    c.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest accepted DSC difference")
+    c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+
+    r = sub.add_parser("remove", parents=[common], help="drop a bundled model (manifest entry and file)")
+    r.add_argument("name", help="the bundled name")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.dir is not None:
+        if not Path(args.dir).is_dir():
+            raise UserError(f"--dir {args.dir} is not a folder")
+        registry.load_bundled(args.dir)
+    if args.command == "add":
+        entry = add_model(args.name, args.checkpoint, description=args.description, eval_json=args.eval_json,
+                          native_json=args.native_json, bench_json=args.bench_json, train_command=args.train_command,
+                          results_files=args.results_file, notes=args.notes, make_default=args.default,
+                          data=args.data, verify=not args.no_verify)
+        print(models_table())
+        print(f"added {entry['name']}: {registry.bundled_dir() / entry['file']}; commit it and the manifest")
+    elif args.command == "list":
+        print(models_table() or no_models_text())
+    elif args.command == "remove":
+        remove_model(args.name)
+    else:
+        from train.cli_util import resolve_device
+
+        device = str(resolve_device(args.device))
+        results = check_bundled(args.data, full=args.full, names=args.model, tolerance=args.tolerance,
+                                device=device, progress=log.isEnabledFor(logging.INFO))
+        results["command"] = " ".join([PROG, *(argv if argv is not None else sys.argv[1:])])
+        for m in results["models"]:
+            if args.full:
+                print(f"{m['name']:<16} {'ok' if m['ok'] else 'MISMATCH':<8} DSC {m['dsc']:.4f} (manifest "
+                      f"{m['expected_dsc']:.4f}, {m['images']} images){'' if m['sha256_ok'] else ', sha256 differs'}")
+            else:
+                print(f"{m['name']:<16} {'ok' if m['ok'] else 'MISMATCH':<8} largest per-image DSC difference "
+                      f"{m['max_abs_diff']:.4f} over {m['images']} smoke images"
+                      f"{'' if m['sha256_ok'] else ', sha256 differs'}")
+        if not results["models"]:
+            print("no bundled models to check")
+        out = Path(args.json) if args.json else (default_check_output() if args.full else None)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+            print(f"wrote {out}")
+        return EXIT_OK if results["ok"] else EXIT_FAILURE
+    return EXIT_OK
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli(PROG, main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,370 @@
+"""Bundled models: the manifest, ``python -m engines.bundle`` (add / list / check / remove), loading by
+name, the package data in the wheel, and the CI smoke test of every model actually shipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines import bundle, load_engine, registry
+from engines.base import EngineError
+from engines.cache import file_sha256
+from tests.conftest import make_dataset
+from tests.engines._helpers import make_checkpoint, min_dice, random_batch, torch_prob
+from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from train.errors import UserError
+from train.evaluate import main as mn_eval
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = (64, 48)
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture
+def bundled(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An empty bundled folder made the active one (the package's is restored afterwards)."""
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    (folder / registry.MANIFEST_NAME).write_text(json.dumps({"format": 1, "default": "mn-realtime", "models": []}))
+    registry.load_bundled(folder)
+    try:
+        yield folder
+    finally:
+        registry.load_bundled()
+
+
+def _fp16_exact_checkpoint(path: Path, seed: int = 0, train_state: dict | None = None) -> Path:
+    """A random-weights lunet whose float32 weights are exactly representable in float16, so its bundled
+    copy computes the very same numbers (DSC comparisons are then exact)."""
+    make_checkpoint(path, "lunet", SIZE, seed=seed)
+    payload = load_checkpoint(path)
+    model, config = model_from_checkpoint(path)
+    model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                           for k, v in payload["state_dict"].items()})
+    save_checkpoint(path, model, config, train_state=train_state)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A synthetic dataset (patient Pz004 is a paper validation patient: 5 validation images), a
+    checkpoint with training state, and its mn-eval paper / native results on the paper split."""
+    root = tmp_path_factory.mktemp("bundle")
+    data = make_dataset(root / "data", n_patients=5, per_patient=5, size=(128, 96))
+    ckpt = _fp16_exact_checkpoint(root / "best.pt", train_state={"epoch": 3, "optimizer": {"lr": torch.tensor(0.1)}})
+    out = {"data": data, "checkpoint": ckpt}
+    for protocol in ("paper", "native"):
+        out[protocol] = root / f"{protocol}.json"
+        assert mn_eval(["--checkpoint", str(ckpt), "--data", str(data), "--split", "paper", "--protocol", protocol,
+                        "--json", str(out[protocol]), "-q"]) == 0
+    return out
+
+
+def _add(evaluated: dict[str, Path], name: str = "mn-test", **kwargs) -> dict:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("checkpoint", evaluated["checkpoint"])
+    kwargs.setdefault("data", evaluated["data"])
+    return bundle.add_model(name, description="a test model", eval_json=evaluated["paper"], **kwargs)
+
+
+def _bench_json(path: Path, size: str = "64x48") -> Path:
+    def row(backend: str, mode: str, p95: float, **extra) -> dict:  # type: ignore[no-untyped-def]
+        return {"model": "lunet", "backend": backend, "precision": "fp32", "size": size, "mode": mode, "batch": 1,
+                "status": "ok", "fps": 1000 / p95, "notes": ["random weights (architecture name given): ..."],
+                "latency_ms": {"e2e": {"p50": p95 - 2, "p95": p95}}, **extra}
+
+    path.write_text(json.dumps({"system": {"host": "box", "cpu": "Test CPU", "cores": 2, "gpu": None},
+                                "runs": [row("torch-naive", "realtime", 50.0), row("onnxruntime", "offline", 30.0),
+                                         row("onnxruntime", "realtime", 20.0),
+                                         row("onnxruntime", "realtime", 9.0, status="failed")]}))
+    return path
+
+
+# -- the manifest and the registry -----------------------------------------------------------------
+def test_package_manifest_is_valid() -> None:
+    manifest = registry.read_manifest(registry.BUNDLED_DIR)
+    assert manifest["format"] == registry.MANIFEST_FORMAT == 1
+    assert set(registry.BUNDLED_MODELS) == {m["name"] for m in manifest["models"]}
+    assert sum(p.stat().st_size for p in registry.BUNDLED_DIR.glob("*.pt")) <= bundle.MAX_BUNDLE_BYTES
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    (None, "is missing; reinstall mn-seg"),
+    ("{not json", "cannot be read"),
+    ('{"format": 2, "models": []}', "newer than this mn-seg reads"),
+    ('{"format": 1, "models": [{"name": "x"}]}', "'name' and 'file'"),
+])
+def test_broken_manifest_is_a_clear_error_when_used(tmp_path: Path, text: str | None, needle: str) -> None:
+    if text is not None:
+        (tmp_path / registry.MANIFEST_NAME).write_text(text)
+    try:
+        assert registry.load_bundled(tmp_path) == {}  # no exception at load (import) time
+        assert needle in registry.bundled_error()
+        with pytest.raises(EngineError, match=needle):
+            registry.read_manifest()
+        with pytest.raises(EngineError, match=f"not a bundled model.*{needle}"):
+            registry.resolve_model("mn-realtime")
+        assert bundle.cli(["list"]) == 2
+    finally:
+        registry.load_bundled()
+
+
+def test_half_state_dict() -> None:
+    sd = {"w": torch.randn(3, dtype=torch.float32), "n": torch.tensor(7), "d": torch.randn(2, dtype=torch.float64)}
+    half = bundle.half_state_dict(sd)
+    assert half["w"].dtype == half["d"].dtype == torch.float16
+    assert half["n"].dtype == torch.int64 and int(half["n"]) == 7
+
+
+# -- add ------------------------------------------------------------------------------------------
+def test_add_writes_float16_copy_and_manifest_entry(bundled: Path, evaluated: dict[str, Path]) -> None:
+    paper = json.loads(evaluated["paper"].read_text())
+    native = json.loads(evaluated["native"].read_text())
+    entry = _add(evaluated, native_json=evaluated["native"], train_command="mn-train ...", notes="n",
+                 results_files=[str(evaluated["paper"])], make_default=True)
+    dest = bundled / "mn-test.pt"
+    payload = torch.load(dest, weights_only=True)
+    assert set(payload) == {"format", "format_version", "config", "state_dict"}  # no training state
+    sd = payload["state_dict"]
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.float16}
+    assert all(v.dtype == torch.int64 for k, v in sd.items() if k.endswith("num_batches_tracked"))
+    assert payload["config"]["bundled"]["weights_dtype"] == "float16"
+    assert dest.stat().st_size < 0.6 * evaluated["checkpoint"].stat().st_size
+
+    model, config = model_from_checkpoint(evaluated["checkpoint"])
+    manifest = json.loads((bundled / "manifest.json").read_text())
+    assert manifest["format"] == 1 and manifest["default"] == "mn-test" and manifest["models"] == [entry]
+    assert entry["file"] == "mn-test.pt" and entry["architecture"] == config["model"]
+    assert entry["input_size"] == list(SIZE)
+    assert entry["parameters"] == sum(p.numel() for p in model.parameters())
+    assert entry["file_bytes"] == dest.stat().st_size and entry["sha256"] == file_sha256(dest)
+    assert entry["val"] == {"protocol": "paper", "dsc": paper["dsc"]["mean"], "dsc_std": paper["dsc"]["std"],
+                            "native_dsc": native["dsc"]["mean"],
+                            "csa_median_rel_error": paper["csa_rel_error"]["median"], "split": "paper:val",
+                            "images": 5}
+    stems = sorted(r["stem"] for r in paper["per_image"])[:4]
+    assert entry["smoke"] == {"stems": stems,
+                              "dsc": [next(r["dsc"] for r in paper["per_image"] if r["stem"] == s) for s in stems]}
+    assert entry["cpu_latency_ms"] is None and entry["train_command"] == "mn-train ..." and entry["notes"] == "n"
+    assert entry["source_checkpoint"]["sha256"] == file_sha256(evaluated["checkpoint"])
+    # the registry follows the manifest at once, and the manifest's default is the default model
+    assert registry.BUNDLED_MODELS == {"mn-test": dest}
+    assert registry.bundled_default() == "mn-test"
+
+    # re-adding replaces the entry (one entry, one file)
+    _add(evaluated, verify=False)
+    assert [m["name"] for m in registry.read_manifest()["models"]] == ["mn-test"]
+    assert sorted(p.name for p in bundled.iterdir()) == ["manifest.json", "mn-test.pt"]
+
+
+def test_add_reads_cpu_latency_from_mn_bench(bundled: Path, evaluated: dict[str, Path], tmp_path: Path) -> None:
+    entry = _add(evaluated, bench_json=_bench_json(tmp_path / "bench.json"), verify=False)
+    lat = entry["cpu_latency_ms"]
+    assert (lat["p50"], lat["p95"], lat["fps"]) == (18.0, 20.0, 50.0)  # the ok realtime onnxruntime row
+    assert lat["machine"] == "box: Test CPU, 2 cores, no GPU"
+    assert lat["results_file"] == str(tmp_path / "bench.json")
+    assert "random weights" in lat["what"]
+    with pytest.raises(UserError, match="no successful realtime-mode onnxruntime row at 64x48"):
+        _add(evaluated, bench_json=_bench_json(tmp_path / "other.json", size="128x96"), verify=False)
+
+
+def test_add_refuses_more_than_the_size_limit(bundled: Path, evaluated: dict[str, Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert bundle.MAX_BUNDLE_BYTES == 40_000_000
+    _add(evaluated, verify=False)
+    first = (bundled / "mn-test.pt").stat().st_size
+    monkeypatch.setattr(bundle, "MAX_BUNDLE_BYTES", first + 1000)
+    _add(evaluated, verify=False)  # replacing a model counts its new size only
+    with pytest.raises(UserError, match=r"more than the \d+ MB the package may carry"):
+        _add(evaluated, "mn-second", verify=False)
+    assert sorted(p.name for p in bundled.iterdir()) == ["manifest.json", "mn-test.pt"]
+    assert [m["name"] for m in registry.read_manifest()["models"]] == ["mn-test"]
+
+
+@pytest.mark.parametrize(("name", "protocol_file", "needle"), [
+    ("Bad Name", "paper", "use lower-case letters"),
+    ("lunet", "paper", "is an architecture name"),
+    ("mn-test", "native", "is a 'native' protocol result, not 'paper'"),
+])
+def test_add_refuses_bad_input(bundled: Path, evaluated: dict[str, Path], name: str, protocol_file: str,
+                               needle: str) -> None:
+    with pytest.raises(UserError, match=needle):
+        bundle.add_model(name, evaluated["checkpoint"], description="d", eval_json=evaluated[protocol_file],
+                         verify=False)
+    assert registry.read_manifest()["models"] == []
+
+
+def test_add_refuses_results_of_another_split(bundled: Path, evaluated: dict[str, Path], tmp_path: Path) -> None:
+    other = json.loads(evaluated["paper"].read_text())
+    other["split"] = "none"
+    (tmp_path / "all.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match="split 'none', not 'paper:val'.*--split paper --subset val"):
+        bundle.add_model("mn-test", evaluated["checkpoint"], description="d", eval_json=tmp_path / "all.json")
+
+
+def test_add_refuses_a_copy_that_does_not_reproduce_the_smoke_dsc(bundled: Path, evaluated: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    other = _fp16_exact_checkpoint(tmp_path / "other.pt", seed=5)  # evaluated results belong to another model
+    with pytest.raises(UserError, match="does not reproduce the smoke DSC"):
+        _add(evaluated, checkpoint=other)
+    assert not (bundled / "mn-test.pt").exists() and registry.read_manifest()["models"] == []
+
+
+# -- loading by name --------------------------------------------------------------------------------
+def test_bundled_model_loads_by_name_on_every_cpu_backend(bundled: Path, evaluated: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    original = make_checkpoint(tmp_path / "fp32.pt", "lunet", SIZE, seed=3)  # weights not float16-exact
+    _add(evaluated, checkpoint=original, verify=False)
+    batch = random_batch(SIZE, n=2)
+    reference = torch_prob(original, batch)
+    for backend in ("onnxruntime", "torch"):
+        with load_engine("mn-test", backend=backend, batch=2, cache_dir=tmp_path / "cache") as engine:
+            assert engine.size == SIZE and engine.info.source == str(bundled / "mn-test.pt")
+            prob = engine.infer(batch)
+        assert np.abs(prob - reference).max() < 1e-3, backend  # float16 weights: ~1e-4 on these networks
+        assert min_dice(prob, reference) > 0.98, backend
+
+
+# -- list / check / remove -------------------------------------------------------------------------
+def test_list(bundled: Path, evaluated: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert bundle.cli(["list", "--dir", str(bundled)]) == 0
+    assert "no trained model is bundled" in capsys.readouterr().out
+    entry = _add(evaluated, bench_json=_bench_json(tmp_path / "bench.json"), make_default=True, verify=False)
+    assert bundle.cli(["list", "--dir", str(bundled)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "mn-test" in x)
+    assert line.startswith("*")
+    for text in (f"{entry['file_bytes'] / 1e6:.1f}", "64x48", f"{entry['val']['dsc']:.3f}", "20.0 ms", "50.0",
+                 "box: Test CPU, 2 cores, no GPU", "a test model"):
+        assert text in line, text
+    assert "* default" in out
+
+
+def test_check_smoke_passes_and_fails_on_a_doctored_manifest(bundled: Path, evaluated: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    _add(evaluated)
+    out = tmp_path / "check.json"
+    argv = ["check", "--dir", str(bundled), "--data", str(evaluated["data"]), "--json", str(out), "-q"]
+    assert bundle.cli(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["ok"] and result["mode"] == "smoke" and result["tolerance"] == 0.005
+    (row,) = result["models"]
+    assert row["name"] == "mn-test" and row["sha256_ok"] and row["max_abs_diff"] == 0.0 and len(row["per_image"]) == 4
+
+    manifest = json.loads((bundled / "manifest.json").read_text())
+    manifest["models"][0]["smoke"]["dsc"][1] += 0.01
+    (bundled / "manifest.json").write_text(json.dumps(manifest))
+    assert bundle.cli(argv) == 1
+    result = json.loads(out.read_text())
+    assert not result["ok"] and result["models"][0]["max_abs_diff"] == pytest.approx(0.01)
+
+
+def test_check_full_compares_the_validation_mean(bundled: Path, evaluated: dict[str, Path], tmp_path: Path) -> None:
+    _add(evaluated)
+    out = tmp_path / "full.json"
+    argv = ["check", "--full", "--dir", str(bundled), "--data", str(evaluated["data"]), "--json", str(out), "-q"]
+    assert bundle.cli(argv) == 0
+    (row,) = json.loads(out.read_text())["models"]
+    assert row["ok"] and row["images"] == 5 and row["diff"] == 0.0
+    manifest = json.loads((bundled / "manifest.json").read_text())
+    manifest["models"][0]["val"]["dsc"] += 0.006
+    (bundled / "manifest.json").write_text(json.dumps(manifest))
+    assert bundle.cli(argv) == 1
+
+
+def test_check_detects_a_changed_file(bundled: Path, evaluated: dict[str, Path]) -> None:
+    _add(evaluated)
+    manifest = json.loads((bundled / "manifest.json").read_text())
+    manifest["models"][0]["sha256"] = "0" * 64
+    (bundled / "manifest.json").write_text(json.dumps(manifest))
+    result = bundle.check_bundled(evaluated["data"])
+    assert not result["ok"] and not result["models"][0]["sha256_ok"]
+
+
+def test_check_without_models_passes(bundled: Path, tmp_path: Path) -> None:
+    assert bundle.check_bundled(tmp_path)["models"] == []
+
+
+def test_remove(bundled: Path, evaluated: dict[str, Path]) -> None:
+    _add(evaluated, verify=False)
+    assert bundle.cli(["remove", "mn-test", "--dir", str(bundled)]) == 0
+    assert registry.read_manifest()["models"] == [] and registry.BUNDLED_MODELS == {}
+    assert not (bundled / "mn-test.pt").exists()
+    assert bundle.cli(["remove", "mn-test", "--dir", str(bundled)]) == 2
+
+
+# -- the package data ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_wheel_carries_the_bundled_models(tmp_path: Path) -> None:
+    """A normal (non-editable) build: the wheel holds the manifest and every listed model file, and the
+    registry of the unpacked wheel finds them."""
+    if subprocess.run([sys.executable, "-c", "import setuptools"], capture_output=True, check=False).returncode:
+        pytest.skip("setuptools is not installed in this environment (pip wheel --no-build-isolation needs it)")
+    src = tmp_path / "src"  # a copy: the build must not touch the checkout's egg-info or build/
+    src.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy2(REPO / name, src / name)
+    for package in ("train", "engines", "realtime", "benchmarks"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.tmp"))
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
+                           "--no-index", "-w", str(tmp_path / "dist")], cwd=src, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("mn_seg-*.whl")
+    manifest = registry.read_manifest(registry.BUNDLED_DIR)
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        assert "engines/bundled/manifest.json" in names
+        assert json.loads(z.read("engines/bundled/manifest.json")) == manifest
+        assert {f"engines/bundled/{m['file']}" for m in manifest["models"]} <= names
+        z.extractall(tmp_path / "installed")
+    code = ("import json, engines.registry as r; "
+            "print(json.dumps([r.__file__, sorted(r.BUNDLED_MODELS), r.bundled_error()]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(tmp_path / "installed"), "PATH": "/usr/bin:/bin"}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    where, names, error = json.loads(proc.stdout)
+    assert where.startswith(str(tmp_path / "installed")) and error is None
+    assert names == sorted(m["name"] for m in manifest["models"])
+
+
+# -- the models actually shipped (the CI smoke test) ------------------------------------------------
+def _shipped() -> list:
+    try:
+        models = registry.read_manifest(registry.BUNDLED_DIR)["models"]
+    except EngineError as exc:  # reported by test_package_manifest_is_valid
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"manifest unreadable: {exc}"))]
+    if not models:
+        return [pytest.param(None, marks=pytest.mark.skip(reason="no model is bundled yet "
+                                                                 "(engines/bundled/manifest.json lists none)"))]
+    return [pytest.param(m, id=m["name"]) for m in models]
+
+
+@pytest.mark.parametrize("entry", _shipped())
+def test_shipped_model_loads_by_name(entry: dict, tmp_path: Path) -> None:
+    registry.load_bundled()
+    path = registry.BUNDLED_DIR / entry["file"]
+    assert registry.BUNDLED_MODELS[entry["name"]] == path
+    assert file_sha256(path) == entry["sha256"] and path.stat().st_size == entry["file_bytes"]
+    with load_engine(entry["name"], backend="torch", device="cpu") as engine:
+        assert list(engine.size) == entry["input_size"]
+        assert engine.info.config["model"] == entry["architecture"]
+        prob = engine.infer(random_batch(tuple(entry["input_size"])))
+    assert np.isfinite(prob).all()
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("entry", _shipped())
+def test_shipped_model_reproduces_its_smoke_dsc(entry: dict, real_data: Path) -> None:
+    registry.load_bundled()
+    result = bundle.check_bundled(real_data, names=[entry["name"]])
+    (row,) = result["models"]
+    assert row["ok"], json.dumps(row, indent=1)
+    assert row["max_abs_diff"] <= bundle.TOLERANCE
