@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from engines import load_engine
 from engines.base import Engine
 from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
-from engines.registry import BUNDLED_MODELS, list_backends
+from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
 from engines.versions import library_versions
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
 from realtime.tracker import SMOOTHING_METHODS, Tracker, parse_baseline_range
@@ -24,14 +24,21 @@ from train.preprocess import parse_size
 
 log = logging.getLogger(__name__)
 
-#: The model used when --model is not given: the shipped real-time model once one is bundled.
+#: The model used when --model is not given: the shipped real-time model once one is bundled
+#: (the bundled manifest's "default" takes precedence: :func:`default_model`).
 DEFAULT_MODEL = "mn-realtime"
+
+
+def default_model() -> str:
+    """The manifest's default bundled model when there is one, else :data:`DEFAULT_MODEL`."""
+    return bundled_default() or DEFAULT_MODEL
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help=f"a checkpoint (.pt), an .onnx, a TensorRT plan, a bundled model name (default "
-                        f"{DEFAULT_MODEL} once shipped), or an architecture name (random weights: speed only)")
+                        f"{default_model()} once shipped; see mn-live --list-models), or an architecture name "
+                        "(random weights: speed only)")
     p.add_argument("--backend", default="auto", choices=["auto", *list_backends()],
                    help="inference backend; auto = TensorRT FP16 with a GPU, else torch CUDA FP16, else "
                         "onnxruntime on the CPU (the choice is logged and recorded in every output)")
@@ -64,11 +71,11 @@ def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
     """The engine the flags ask for; architecture names get random weights and a loud note."""
     model = args.model
     if model is None:
-        if DEFAULT_MODEL not in BUNDLED_MODELS:
+        model = default_model()
+        if model not in BUNDLED_MODELS:
             raise UserError("no trained model is bundled with this version of mn-seg yet: pass --model with a "
                             "checkpoint from mn-train (RUN_DIR/best.pt), an .onnx, or an architecture name such "
-                            "as lunet for a speed-only run")
-        model = DEFAULT_MODEL
+                            "as lunet for a speed-only run" + (f" ({bundled_error()})" if bundled_error() else ""))
     notes = []
     size = parse_size(args.size) if args.size else None
     if is_architecture_name(model):

@@ -71,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     if args.list_models:
-        from engines.registry import BUNDLED_MODELS
+        from engines.bundle import models_table, no_models_text
 
-        print("\n".join(f"{k}\t{v}" for k, v in BUNDLED_MODELS.items()) or "no bundled models yet")
+        print(models_table() or no_models_text())
         return 0
     for name in ("frames", "duration"):
         value = getattr(args, name)
