@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from train.augment import AUGMENT_NAMES
-from train.cli_util import add_logging_args, add_size_arg, resolve_device, set_threads, setup_logging
+from train.cli_util import _size_type, add_logging_args, add_size_arg, resolve_device, set_threads, setup_logging
 from train.errors import UserError, run_cli
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None,
                    help="lunet only: 'table2' (BN after both convs, Table II count) or 'head' (BN after the first "
                         "conv, dropout 0.2: the authors' final code)")
+    p.add_argument("--width", type=float, default=None,
+                   help="lunet / lunet-coarse only: scale every filter count (1.0 = the paper's L-UNet; "
+                        "lunet-coarse defaults to 0.5)")
     p.add_argument("--out", help="run folder for checkpoints, history and curves")
     p.add_argument("--epochs", type=int, default=100, help="number of epochs")
     p.add_argument("--batch-size", type=int, default=8, help="global batch size (split across torchrun processes)")
@@ -72,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra dataset folders (Images/, Masks/) whose images are ALL added to the training side, "
                         "never to validation; the split is computed on --data only (e.g. phantom frames written by "
                         "mn-synth --phantom --dataset DIR)")
+    p.add_argument("--crop", type=_size_type, default=None, metavar="WxH",
+                   help="train a cascade refiner: the network sees WxH windows of the --size frame around the true "
+                        "nerve (see python -m train.cascade)")
+    p.add_argument("--crop-jitter", type=float, default=0.25,
+                   help="with --crop: shift each training window by up to this fraction of its half-size")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that augment batches in parallel (0: in the training process; results do not "
+                        "depend on it)")
     p.add_argument("--amp", dest="amp", action="store_true", default=None,
                    help="mixed precision (default: on for CUDA)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32 on CUDA too")
@@ -115,11 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--split kfold needs --fold K (0-based), e.g. --folds 5 --fold 0")
     if split != "kfold" and (args.folds is not None or args.fold is not None):
         raise UserError(f"--folds/--fold go with --split kfold, not --split {split}")
-    model_kwargs = {}
+    model_kwargs: dict = {}
     if args.variant is not None:
-        if args.model != "lunet":
-            raise UserError("--variant applies to --model lunet only")
+        if args.model not in ("lunet", "lunet-coarse"):
+            raise UserError("--variant applies to --model lunet / lunet-coarse only")
         model_kwargs["variant"] = args.variant
+    if args.width is not None:
+        if args.model not in ("lunet", "lunet-coarse"):
+            raise UserError("--width applies to --model lunet / lunet-coarse only")
+        model_kwargs["width"] = args.width
     from train.models import list_models
 
     if args.model not in list_models():
@@ -137,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         early_stop=args.early_stop, augment=args.augment, amp=args.amp, encoder_weights=args.encoder_weights,
         patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
         save_every_min=args.save_every_min, extra_train=args.extra_train,
+        crop=tuple(args.crop) if args.crop else None, crop_jitter=args.crop_jitter, workers=args.workers,
     )
     summary = Trainer(cfg, device).fit()
     print(json.dumps({"best_checkpoint": str(Path(args.out) / "best.pt"), **summary["metrics"]}))

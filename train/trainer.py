@@ -94,6 +94,9 @@ class TrainConfig:
     resume: bool = False
     save_every_min: float = 10.0
     extra_train: list[str] = field(default_factory=list)
+    crop: tuple[int, int] | None = None
+    crop_jitter: float = 0.25
+    workers: int = 0
 
     def __post_init__(self) -> None:
         # Backwards compatibility: augment=True/False (the old boolean flag) means "paper"/"none".
@@ -102,6 +105,15 @@ class TrainConfig:
         if self.augment not in AUGMENT_NAMES:
             raise UserError(f"unknown augmentation {self.augment!r}; choose one of: {', '.join(AUGMENT_NAMES)}")
         self.extra_train = [str(root) for root in self.extra_train or []]
+        if self.crop is not None:
+            self.crop = (int(self.crop[0]), int(self.crop[1]))
+        if self.workers < 0:
+            raise UserError("--workers must be 0 (augment in the training process) or more")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """What the network sees: the --crop window, else the whole --size frame."""
+        return self.crop if self.crop is not None else self.size
 
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR.get(self.model, DEFAULT_LR_OTHER)
@@ -109,6 +121,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["size"] = list(self.size)
+        d["crop"] = list(self.crop) if self.crop is not None else None
         d["lr"] = self.learning_rate()
         return d
 
@@ -151,6 +164,11 @@ class Trainer:
             raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world} processes; "
                             f"use a multiple of {self.dist.world}")
         check_input_size(cfg.model, cfg.size)
+        if cfg.crop is not None:
+            from train.cascade import check_crop
+            from train.models import model_stride
+
+            check_crop(cfg.crop, cfg.size, model_stride(cfg.model), cfg.model)
         self.progress = self.dist.is_main and log.isEnabledFor(logging.INFO)
         self._resume_payload = self._read_resume_checkpoint() if cfg.resume else None
         self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
@@ -159,6 +177,9 @@ class Trainer:
 
         self._load_data()
         self.model = self._build_model().to(device)
+        if device.type == "cuda":  # faster convolutions under autocast; weights and results unchanged
+            torch.backends.cudnn.benchmark = True
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate(), eps=1e-7)
         self.scheduler = keras_plateau_scheduler(self.optimizer, cfg.lr_factor, cfg.lr_patience, cfg.lr_min_delta)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -167,6 +188,8 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
 
+        self._loader: Any = None  # DataLoader with persistent workers (cfg.workers > 0)
+        self._sampler: Any = None
         self.epoch = 0          # next epoch to run (0-based)
         self.step_in_epoch = 0  # batches already done in self.epoch (mid-epoch resume)
         self.running = {"loss": 0.0, "dice": 0.0, "n": 0}
@@ -204,8 +227,17 @@ class Trainer:
             train_masks = np.concatenate([train_masks, *extra_masks])
         self.augment = make_augment(cfg.augment)
         self.train_set = SegmentationDataset(train_images, train_masks, augment=self.augment, seed=cfg.seed)
-        self.val_images = torch.from_numpy(data.images[self.val_idx])
-        self.val_masks = torch.from_numpy(data.masks[self.val_idx])
+        val_images, val_masks = data.images[self.val_idx], data.masks[self.val_idx]
+        if cfg.crop is not None:
+            from train.cascade import CropDataset, crop_around_truth
+
+            self.train_set = CropDataset(self.train_set, cfg.crop, cfg.crop_jitter, seed=cfg.seed)
+            val_images, val_masks = crop_around_truth(val_images, val_masks, cfg.crop)
+            log.info("refiner windows: %dx%d of the %dx%d frame, centred on the true nerve and shifted by up to "
+                     "%.0f%% of half the window (validation: not shifted)", *cfg.crop, *cfg.size,
+                     100 * cfg.crop_jitter)
+        self.val_images = torch.from_numpy(val_images)
+        self.val_masks = torch.from_numpy(val_masks)
         self.n_images = len(samples)
         log.info("data %s: %d images of %d patients; split %s: %d train / %d validation images",
                  cfg.data, len(samples), len(set(patients)), self.split.name, len(train_idx), len(val_idx))
@@ -257,9 +289,15 @@ class Trainer:
 
     def run_config(self) -> dict:
         """The JSON-able description stored in every checkpoint and in config.json."""
+        crop = None
+        if self.cfg.crop is not None:
+            crop = {"size": list(self.cfg.crop), "frame_size": list(self.cfg.size), "jitter": self.cfg.crop_jitter,
+                    "note": "a cascade refiner: its input is a window of the preprocessed frame; join it with a "
+                            "localiser by python -m train.cascade"}
         return {
             "model": {"name": self.cfg.model, "kwargs": dict(self.cfg.model_kwargs)},
             "preprocessing": preprocessing_config(self.cfg.size),
+            "crop": crop,
             "data": {"root": str(self.cfg.data), "hash": self.data_hash, "images": self.n_images,
                      "extra_train": [dict(e) for e in self.extra_train]},
             "augmentation": augment_record(self.augment),
@@ -345,10 +383,34 @@ class Trainer:
             batches.append(parts[self.dist.rank])
         return batches
 
-    def _train_batch(self, idx: np.ndarray) -> tuple[float, float]:
-        items = [self.train_set[int(i)] for i in idx]
-        x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
-        y = torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
+    def _batch_iter(self, batches: list[np.ndarray]) -> Any:
+        """``(indices, images, masks)`` of each batch; with ``workers`` augmented in worker processes.
+
+        Augmentation depends only on (seed, epoch, index), so workers change the speed, not the
+        result. The workers are started once (persistent) and told the epoch with every index.
+        """
+        if self.cfg.workers == 0:
+            for idx in batches:
+                items = [self.train_set[int(i)] for i in idx]
+                yield idx, torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+            return
+        if self._loader is None:
+            import cv2
+
+            cv2.setNumThreads(1)  # augmentation runs in the workers; one OpenCV thread each
+            self._sampler = _BatchList()
+            self._loader = torch.utils.data.DataLoader(
+                _EpochKeyed(self.train_set), batch_sampler=self._sampler, num_workers=self.cfg.workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=True, worker_init_fn=_one_thread)
+        self._sampler.batches = [[(self.epoch, int(i)) for i in b] for b in batches]
+        for idx, (x, y) in zip(batches, self._loader):
+            yield idx, x, y
+
+    def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
@@ -402,6 +464,7 @@ class Trainer:
         try:
             stopped = self._loop()
         finally:
+            self._loader = None  # shuts the augmentation workers down
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if stopped:
@@ -436,8 +499,8 @@ class Trainer:
             bar = tqdm(total=len(batches), initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        unit="batch", disable=not self.progress, leave=False, dynamic_ncols=True)
             with bar:
-                for idx in batches[self.step_in_epoch:]:
-                    loss, dice = self._train_batch(idx)
+                for idx, x, y in self._batch_iter(batches[self.step_in_epoch:]):
+                    loss, dice = self._train_batch(x, y)
                     self.running["loss"] += loss * len(idx)
                     self.running["dice"] += dice * len(idx)
                     self.running["n"] += len(idx)
@@ -507,6 +570,43 @@ def keras_plateau_scheduler(optimizer: torch.optim.Optimizer, factor: float = 0.
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=factor, patience=max(patience - 1, 0), threshold=min_delta,
         threshold_mode="abs")
+
+
+class _BatchList:
+    """A batch sampler whose batches the trainer sets before each pass (persistent workers)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+
+    def __iter__(self) -> Any:
+        return iter(list(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _EpochKeyed(torch.utils.data.Dataset):
+    """``dataset[(epoch, index)]``: the item of ``index`` augmented as in ``epoch``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def _one_thread(worker_id: int) -> None:
+    """DataLoader workers are deaf to Ctrl-C / SIGTERM, which reach the whole process group: the
+    training process finishes its batch, saves ``last.pt`` and shuts the workers down itself.
+    (Their OpenCV runs one thread: the parent sets that before forking them, since calling
+    ``cv2.setNumThreads`` in a forked child can hang on the parent's thread pool.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _spread(samples: list, k: int) -> list:

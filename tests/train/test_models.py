@@ -144,7 +144,7 @@ class TestArchitecture:
 
 
 def test_registry_names_and_descriptions():
-    assert list_models() == list(MODEL_NAMES) == ["unet", "lunet", "dbunet", "dlunet", "dlunet-b4c3"]
+    assert list_models() == list(MODEL_NAMES) == ["unet", "lunet", "dbunet", "dlunet", "lunet-coarse", "dlunet-b4c3"]
     for name in MODEL_NAMES:
         assert describe_model(name) and "\n" not in describe_model(name)
 
@@ -174,7 +174,9 @@ def test_check_input_size_message():
         check_input_size("lunet", (0, 288))
     for name in MODEL_NAMES:
         check_input_size(name, (384, 288))
-        check_input_size(name, (128, 96))
+        if model_stride(name) <= 32 and name != "lunet-coarse":
+            check_input_size(name, (128, 96))
+    check_input_size("lunet-coarse", (128, 128))
     assert nearest_valid_size((5, 30), 16) == (16, 32)
 
 

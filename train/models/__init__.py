@@ -18,7 +18,7 @@ from torch import nn
 
 from train.models.double import DLUNet, DLUNetB4C3, DoubleUNet
 from train.models.layers import SegmentationNet, check_size_divisible
-from train.models.lunet import LUNet
+from train.models.lunet import CoarseLUNet, LUNet
 from train.models.unet import UNet
 
 
@@ -42,7 +42,7 @@ _REGISTRY: dict[str, ModelEntry] = {
     "lunet": ModelEntry(
         LUNet,
         "L-UNet 32-256, 3 pools; variant='table2' (BN on both convs, Table II, 1,952,485) "
-        "or 'head' (BN on first conv + Dropout 0.2, 1,949,669) (spec §1.2)",
+        "or 'head' (BN on first conv + Dropout 0.2, 1,949,669) (spec §1.2); width scales the filters",
     ),
     "dbunet": ModelEntry(
         DoubleUNet,
@@ -52,6 +52,10 @@ _REGISTRY: dict[str, ModelEntry] = {
         DLUNet,
         "DL-UNet (proposed): VGG19 cut at block4_conv4 + ASPP + SE, L-UNet-like net 2 "
         "with 256 bottleneck (spec §1.4; 14,774,698 params)",
+    ),
+    "lunet-coarse": ModelEntry(
+        CoarseLUNet,
+        "cascade localiser (mn-seg): 4x4 average pool, L-UNet of width 0.5 at 1/4 resolution, bilinear x4 back",
     ),
     "dlunet-b4c3": ModelEntry(
         DLUNetB4C3,
@@ -63,6 +67,17 @@ _REGISTRY: dict[str, ModelEntry] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 """Registered architecture names, in registry order."""
 
+COMPOSITE_NAMES: tuple[str, ...] = ("cascade",)
+"""Models assembled from trained networks (``python -m train.cascade``): buildable from a
+checkpoint's config, but neither trainable by mn-train nor offered with random weights."""
+
+
+def _composite_entry(name: str) -> ModelEntry:
+    from train.cascade import CascadeNet  # imports train.models lazily: no import cycle
+
+    return ModelEntry(CascadeNet, "localise-then-refine cascade: lunet-coarse localiser + L-UNet on a window "
+                                  "around the nerve (train.cascade)")
+
 
 def list_models() -> list[str]:
     """Names accepted by :func:`build_model`."""
@@ -70,6 +85,8 @@ def list_models() -> list[str]:
 
 
 def _entry(name: str) -> ModelEntry:
+    if name in COMPOSITE_NAMES:
+        return _composite_entry(name)
     try:
         return _REGISTRY[name]
     except KeyError:

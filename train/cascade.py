@@ -1,0 +1,304 @@
+"""Localise-then-refine: the DL-UNet idea (a second network looks again where the first one
+found the nerve) made cheap enough for a 2-core CPU.
+
+A cascade takes the usual preprocessed frame (``[N,1,H,W]`` at the frame size, 384x288 by
+default) and
+
+1. runs a *localiser* (``lunet-coarse``: the frame pooled 4x4, a narrow L-UNet, upsampled
+   back) on the whole frame;
+2. takes the centre of the largest component of its mask (:func:`find_centre`);
+3. cuts a fixed window (``crop``, e.g. 128x96 of the 384x288 frame, i.e. 202x156 pixels of a
+   606x468 ultrasound image) around that centre, clamped inside the frame (:func:`crop_box`);
+4. runs a *refiner* (an L-UNet) on the window at the frame's full resolution and pastes its
+   logits back; outside the window the output is background.
+
+So a cascade is an ordinary model to the rest of mn-seg: frame in, full-size logits out, and
+mn-eval's paper protocol scores it at the frame size, like the paper's networks at 384x288.
+The refiner is trained by ``mn-train --crop WxH`` on windows around the true nerve, shifted at
+random by up to ``crop_jitter`` of the window (the localiser's error); the localiser is trained
+as any network. :func:`build_cascade_checkpoint` (``python -m train.cascade``) joins the two
+checkpoints into one.
+
+The same numpy functions place the window in PyTorch (:class:`CascadeNet`) and in the engines'
+two-session cascade (``engines.cascade``), so both give the same mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, ClassVar, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from train.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_LOGIT = -30.0
+"""Logit written outside the refiner's window (sigmoid = 1e-13)."""
+CENTRE_STEP = 4
+"""The localiser's mask is read every ``CENTRE_STEP`` pixels (its own resolution is 1/4)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# window geometry (numpy, shared by torch and the engines)
+# ---------------------------------------------------------------------------------------------
+
+
+def find_centre(prob: np.ndarray, threshold: float = 0.5, step: int = CENTRE_STEP) -> tuple[float, float]:
+    """``(x, y)`` centre of the nerve in a probability map ``[H, W]``.
+
+    The centroid of the largest connected component of ``prob >= threshold`` (read every
+    ``step`` pixels); without any pixel above the threshold, the most probable pixel.
+    """
+    if prob.ndim != 2:
+        raise ValueError(f"find_centre needs a [H, W] map, got shape {prob.shape}")
+    small = np.ascontiguousarray(prob[step // 2::step, step // 2::step])
+    binary = (small >= threshold).astype(np.uint8)
+    if binary.any():
+        n, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        cx, cy = centroids[best]
+        return float(cx * step + step // 2), float(cy * step + step // 2)
+    y, x = np.unravel_index(int(np.argmax(prob)), prob.shape)
+    return float(x), float(y)
+
+
+def mask_centre(mask: np.ndarray) -> tuple[float, float] | None:
+    """Centroid ``(x, y)`` of ``mask > 0.5`` (``[H, W]``), or None for an empty mask."""
+    ys, xs = np.nonzero(mask > 0.5)
+    if len(xs) == 0:
+        return None
+    return float(xs.mean()), float(ys.mean())
+
+
+def crop_box(centre: tuple[float, float], crop_wh: tuple[int, int], frame_wh: tuple[int, int]) -> tuple[int, int]:
+    """Top-left ``(x0, y0)`` of a ``crop_wh`` window centred on ``centre``, clamped inside the frame."""
+    (cx, cy), (cw, ch), (fw, fh) = centre, crop_wh, frame_wh
+    if cw > fw or ch > fh:
+        raise UserError(f"crop {cw}x{ch} is larger than the frame {fw}x{fh}")
+    x0 = int(round(cx - cw / 2.0))
+    y0 = int(round(cy - ch / 2.0))
+    return min(max(x0, 0), fw - cw), min(max(y0, 0), fh - ch)
+
+
+def check_crop(crop_wh: Sequence[int], frame_wh: Sequence[int], stride: int, model: str) -> tuple[int, int]:
+    """``crop_wh`` as a tuple, or a :class:`UserError` saying what is wrong with it."""
+    from train.models.layers import check_size_divisible
+
+    cw, ch = (int(v) for v in crop_wh)
+    fw, fh = (int(v) for v in frame_wh)
+    if cw > fw or ch > fh:
+        raise UserError(f"--crop {cw}x{ch} must fit inside --size {fw}x{fh}")
+    check_size_divisible((cw, ch), stride, model)
+    return cw, ch
+
+
+# ---------------------------------------------------------------------------------------------
+# training windows
+# ---------------------------------------------------------------------------------------------
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Windows of ``crop_wh`` around the (augmented) true nerve of a full-frame dataset.
+
+    Each item takes the full-frame ``(image, mask)`` of ``base`` (augmented there), centres the
+    window on the mask's centroid, shifts it by a uniform offset of up to ``jitter`` times half
+    the window in each direction (what a localiser gets wrong), clamps it inside the frame and
+    cuts. A mask the augmentation pushed out of the frame gives a random window. Deterministic
+    in (seed, epoch, index), like :class:`train.data.SegmentationDataset`.
+    """
+
+    def __init__(self, base: Any, crop_wh: tuple[int, int], jitter: float = 0.25, seed: int = 0) -> None:
+        if not 0.0 <= jitter <= 1.0:
+            raise UserError(f"--crop-jitter must be in [0, 1], got {jitter}")
+        self.base = base
+        self.crop = (int(crop_wh[0]), int(crop_wh[1]))
+        self.jitter = float(jitter)
+        self.seed = int(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.base.epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.base[index]
+        h, w = image.shape[-2:]
+        rng = np.random.default_rng([self.seed, self.epoch, int(index) % len(self), 7])
+        centre = mask_centre(mask[0].numpy())
+        cw, ch = self.crop
+        if centre is None:
+            centre = (rng.uniform(cw / 2, w - cw / 2), rng.uniform(ch / 2, h - ch / 2))
+        dx, dy = rng.uniform(-1.0, 1.0, size=2) * self.jitter * np.array([cw / 2.0, ch / 2.0])
+        x0, y0 = crop_box((centre[0] + dx, centre[1] + dy), self.crop, (w, h))
+        return image[:, y0:y0 + ch, x0:x0 + cw].contiguous(), mask[:, y0:y0 + ch, x0:x0 + cw].contiguous()
+
+
+def crop_around_truth(images: np.ndarray, masks: np.ndarray, crop_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Validation windows: each ``[N,1,H,W]`` image and mask cut around its true nerve (no jitter)."""
+    out_i, out_m = [], []
+    h, w = images.shape[-2:]
+    cw, ch = crop_wh
+    for image, mask in zip(images, masks):
+        centre = mask_centre(mask[0]) or (w / 2.0, h / 2.0)
+        x0, y0 = crop_box(centre, crop_wh, (w, h))
+        out_i.append(image[:, y0:y0 + ch, x0:x0 + cw])
+        out_m.append(mask[:, y0:y0 + ch, x0:x0 + cw])
+    return np.ascontiguousarray(np.stack(out_i)), np.ascontiguousarray(np.stack(out_m))
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------------
+
+
+def paste(refined: np.ndarray | Tensor, boxes: Sequence[tuple[int, int]], frame_hw: tuple[int, int],
+          fill: float = BACKGROUND_LOGIT) -> Any:
+    """Full-frame ``[N,1,H,W]`` maps with each window ``refined[i]`` at ``boxes[i]``, ``fill`` elsewhere."""
+    h, w = frame_hw
+    ch, cw = refined.shape[-2:]
+    if isinstance(refined, Tensor):
+        out = torch.full((refined.shape[0], 1, h, w), fill, dtype=refined.dtype, device=refined.device)
+    else:
+        out = np.full((refined.shape[0], 1, h, w), fill, dtype=refined.dtype)
+    for i, (x0, y0) in enumerate(boxes):
+        out[i, :, y0:y0 + ch, x0:x0 + cw] = refined[i]
+    return out
+
+
+class CascadeNet(nn.Module):
+    """Localiser + refiner as one model: ``[N,1,H,W]`` frame in, full-frame logits out.
+
+    ``localiser`` and ``refiner`` are ``{"name", "kwargs"}`` records of registered networks;
+    ``crop`` is the refiner's window ``[W, H]``. The window centres are computed on the CPU
+    (numpy), so this module cannot be exported as one graph: the engines run the two networks
+    as two sessions with the same numpy glue (``engines.cascade``).
+    """
+
+    name: ClassVar[str] = "cascade"
+    stride: ClassVar[int] = 32
+    """Frame sides must be multiples of the localiser's stride (32 for ``lunet-coarse``)."""
+    has_vgg_encoder: ClassVar[bool] = False
+
+    def __init__(self, localiser: dict | None = None, refiner: dict | None = None,
+                 crop: Sequence[int] = (128, 96)) -> None:
+        from train.models import build_model, model_stride
+
+        super().__init__()
+        self.localiser_spec = dict(localiser or {"name": "lunet-coarse", "kwargs": {}})
+        self.refiner_spec = dict(refiner or {"name": "lunet", "kwargs": {}})
+        self.localiser = build_model(self.localiser_spec["name"], **self.localiser_spec.get("kwargs", {}))
+        self.refiner = build_model(self.refiner_spec["name"], **self.refiner_spec.get("kwargs", {}))
+        self.crop = (int(crop[0]), int(crop[1]))
+        self.frame_stride = model_stride(self.localiser_spec["name"])
+        check_crop(self.crop, (1 << 30, 1 << 30), model_stride(self.refiner_spec["name"]),
+                   self.refiner_spec["name"])
+
+    def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
+        """Window corners for localiser probabilities ``[N,1,H,W]``."""
+        h, w = loc_prob.shape[-2:]
+        return [crop_box(find_centre(p[0]), self.crop, (w, h)) for p in loc_prob]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Full-frame logits ``[N, 1, H, W]``."""
+        return self.forward_parts(x)["logits"]
+
+    def forward_parts(self, x: Tensor) -> dict[str, Any]:
+        """``logits`` (full frame), ``localiser`` logits and the window ``boxes``."""
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise UserError(f"cascade expects a [N, 1, H, W] grey batch, got shape {tuple(x.shape)}")
+        h, w = int(x.shape[2]), int(x.shape[3])
+        cw, ch = self.crop
+        if cw > w or ch > h:
+            raise UserError(f"the cascade's window {cw}x{ch} does not fit a {w}x{h} frame")
+        loc = self.localiser(x)
+        boxes = self.boxes(torch.sigmoid(loc.float()).detach().cpu().numpy())
+        windows = torch.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, (x0, y0) in enumerate(boxes)])
+        refined = self.refiner(windows)
+        return {"logits": paste(refined, boxes, (h, w)), "localiser": loc, "boxes": boxes}
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"crop={self.crop[0]}x{self.crop[1]}"
+
+
+def build_cascade(localiser: dict | None = None, refiner: dict | None = None,
+                  crop: Sequence[int] = (128, 96)) -> CascadeNet:
+    """Registry builder (``build_model("cascade", ...)``)."""
+    return CascadeNet(localiser=localiser, refiner=refiner, crop=crop)
+
+
+# ---------------------------------------------------------------------------------------------
+# joining two trained checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str) -> dict:
+    """Write one checkpoint holding a trained localiser and refiner; returns its config.
+
+    The localiser must be a full-frame network and the refiner a ``mn-train --crop`` run at
+    the same frame size and preprocessing.
+    """
+    from train.checkpoint import code_version, load_checkpoint, save_checkpoint
+
+    loc, ref = load_checkpoint(localiser_ckpt), load_checkpoint(refiner_ckpt)
+    lc, rc = loc["config"], ref["config"]
+    if lc.get("crop"):
+        raise UserError(f"{localiser_ckpt} is a --crop (refiner) run; the localiser must see whole frames")
+    if not rc.get("crop"):
+        raise UserError(f"{refiner_ckpt} was not trained with --crop WxH; train the refiner with mn-train --crop")
+    frame = rc["crop"]["frame_size"]
+    if list(lc["preprocessing"]["size"]) != list(frame):
+        raise UserError(f"frame sizes differ: localiser {lc['preprocessing']['size']}, refiner windows of "
+                        f"{frame} frames; train both with the same --size")
+    if lc["preprocessing"].get("id") != rc["preprocessing"].get("id"):
+        raise UserError("the two checkpoints use different preprocessing; train both with this mn-seg")
+    net = CascadeNet(localiser=lc["model"], refiner=rc["model"], crop=rc["crop"]["size"])
+    net.localiser.load_state_dict(loc["state_dict"])
+    net.refiner.load_state_dict(ref["state_dict"])
+    config = {
+        "model": {"name": "cascade", "kwargs": {"localiser": lc["model"], "refiner": rc["model"],
+                                                "crop": list(rc["crop"]["size"])}},
+        "preprocessing": lc["preprocessing"],
+        "parts": {"localiser": {"checkpoint": str(localiser_ckpt), "config": lc},
+                  "refiner": {"checkpoint": str(refiner_ckpt), "config": rc}},
+        "code_version": code_version(),
+        "metrics": {},
+    }
+    save_checkpoint(out, net, config)
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from train.cli_util import add_logging_args, setup_logging
+
+    p = argparse.ArgumentParser(prog="python -m train.cascade",
+                                description="Join a localiser checkpoint (whole frames) and a refiner checkpoint "
+                                            "(mn-train --crop) into one cascade checkpoint.")
+    p.add_argument("--localiser", required=True, help="best.pt of the localiser (e.g. mn-train --model lunet-coarse)")
+    p.add_argument("--refiner", required=True, help="best.pt of the refiner (mn-train --crop WxH)")
+    p.add_argument("--out", required=True, help="cascade checkpoint to write (.pt)")
+    add_logging_args(p)
+    args = p.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    config = build_cascade_checkpoint(args.localiser, args.refiner, args.out)
+    kw = config["model"]["kwargs"]
+    log.info("wrote %s: %s -> %s on %dx%d windows", args.out, kw["localiser"]["name"], kw["refiner"]["name"],
+             *kw["crop"])
+    return 0
+
+
+if __name__ == "__main__":
+    from train.errors import run_cli
+
+    sys.exit(run_cli("train.cascade", main))
