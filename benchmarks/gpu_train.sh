@@ -45,6 +45,9 @@ JOBS=(
   "ref-strong-ph-lr3|--model lunet --crop $CROP --lr 1e-3 --augment strong ${PH[*]} --epochs $EP_SMALL --workers $WORKERS"
 )
 
+if [ -n "${ONLY:-}" ]; then  # a subset of the runs, e.g. ONLY="dlunet-paper dbunet-paper"
+  kept=(); for job in "${JOBS[@]}"; do [[ " $ONLY " == *" ${job%%|*} "* ]] && kept+=("$job"); done; JOBS=("${kept[@]}")
+fi
 stamp "training ${#JOBS[@]} runs at once on $DEVICE for at most $TRAIN_S s each"
 for job in "${JOBS[@]}"; do
   name=${job%%|*}; args=${job#*|}
@@ -74,6 +77,7 @@ done
 for pair in "cascade-ph:loc-strong-ph:ref-strong-ph" "cascade-noph:loc-strong:ref-strong" \
             "cascade-ph-lr3:loc-strong-ph:ref-strong-ph-lr3"; do
   IFS=: read -r name loc ref <<<"$pair"
+  [ -f "$RUNS/$loc/best.pt" ] && [ -f "$RUNS/$ref/best.pt" ] || continue
   mkdir -p "$RUNS/$name"
   (if $PY -m train.cascade --localiser "$RUNS/$loc/best.pt" --refiner "$RUNS/$ref/best.pt" \
         --out "$RUNS/$name/best.pt" -q >"$RUNS/$name/build.txt" 2>&1; then
@@ -114,11 +118,11 @@ for name in keep:
     print(f"kept {name} (val DSC {dsc(name):.4f})")
 EOF
 (cd "$RUNS" && tar czf "$OUT/results.tar.gz" --exclude='*.pt' --exclude=fp16 --exclude='*.tmp' .)
-(cd "$RUNS/fp16" && tar cf - ./*.pt | split -b 15000000 - "$OUT/weights.tar.part-")
+(cd "$RUNS/fp16" && ls ./*.pt >/dev/null 2>&1 && tar cf - ./*.pt | split -b 15000000 - "$OUT/weights.tar.part-")
 ls -l "$OUT"
 
 left=$(( 520 - ($(date +%s) - T0) ))
-if [ "$QUICK" != 1 ] && [ "$left" -gt 40 ]; then
+if [ "$QUICK" != 1 ] && [ "${DEVICE_CHECK:-1}" = 1 ] && [ "$left" -gt 40 ]; then
   stamp "device check ($left s left)"
   timeout -s TERM "$(( left - 10 ))" $PY -m benchmarks.device_check --out "$OUT" --data "$DATA" \
     --models lunet dlunet --batches 1 8 --repeats 30 --warmup 5 -q || echo "device check stopped or failed"

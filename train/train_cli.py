@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", dest="amp", action="store_true", default=None,
                    help="mixed precision (default: on for CUDA)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32 on CUDA too")
+    p.add_argument("--amp-dtype", choices=["auto", "bf16", "fp16"], default="auto",
+                   help="mixed-precision type: auto = bfloat16 where the GPU supports it (float16 overflows in the "
+                        "VGG encoders), else float16")
     p.add_argument("--patient-regex", default=None,
                    help="regular expression whose first group is the patient id in a file name (default: the part "
                         "before the last '-', e.g. Pz003-004 -> Pz003)")
@@ -153,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
         save_every_min=args.save_every_min, extra_train=args.extra_train,
         crop=tuple(args.crop) if args.crop else None, crop_jitter=args.crop_jitter, workers=args.workers,
+        amp_dtype=args.amp_dtype,
     )
     summary = Trainer(cfg, device).fit()
     print(json.dumps({"best_checkpoint": str(Path(args.out) / "best.pt"), **summary["metrics"]}))

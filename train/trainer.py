@@ -88,6 +88,7 @@ class TrainConfig:
     early_stop: int = 50
     augment: str = "paper"
     amp: bool | None = None
+    amp_dtype: str = "auto"
     encoder_weights: str | None = None
     patient_regex: str | None = None
     max_images: int | None = None
@@ -182,7 +183,14 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate(), eps=1e-7)
         self.scheduler = keras_plateau_scheduler(self.optimizer, cfg.lr_factor, cfg.lr_patience, cfg.lr_min_delta)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # bfloat16 where the GPU has it: float16 overflowed in the VGG encoders of dbunet / dlunet
+        # (NaN losses from the first epochs on an H100), bfloat16 has float32's range and needs no scaler.
+        if cfg.amp_dtype not in ("auto", "bf16", "fp16"):
+            raise UserError(f"--amp-dtype must be auto, bf16 or fp16, not {cfg.amp_dtype!r}")
+        bf16 = cfg.amp_dtype == "bf16" or (cfg.amp_dtype == "auto" and device.type == "cuda"
+                                           and torch.cuda.is_bf16_supported())
+        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not bf16)
         self.net: nn.Module = self.model
         if self.dist.world > 1:
             self.net = nn.parallel.DistributedDataParallel(
@@ -413,7 +421,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.net(x)
         loss = bce_dice_loss(logits.float(), y)
         self.scaler.scale(loss).backward()
@@ -436,7 +444,7 @@ class Trainer:
         for start in range(0, n, self.cfg.batch_size):
             x = self.val_images[start:start + self.cfg.batch_size].to(self.device)
             y = self.val_masks[start:start + self.cfg.batch_size].to(self.device)
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 logits = self.model(x)
             logits = logits.float()
             prob = torch.sigmoid(logits)
