@@ -409,6 +409,8 @@ def load_engine(
 
     Args:
         model: checkpoint, ``.onnx``, TensorRT plan, or bundled model name (:func:`resolve_model`).
+            A cascade checkpoint (``train.cascade``) gives a :class:`engines.cascade.CascadeEngine`
+            (its two networks on ``backend``; ``size`` may only be its frame size).
         backend: ``auto`` or a name from :func:`list_backends`.
         precision: ``fp32``/``fp16``; default: ``auto``'s choice, fp32 for torch and onnxruntime,
             fp16 for tensorrt, or what an exported file was made with.
@@ -447,6 +449,11 @@ def load_engine(
                           batch=batch, dynamic_batch=dynamic_batch, cuda_graph=cuda_graph, cache_dir=cache_dir,
                           channels_last=channels_last, io_binding=io_binding, max_batch=max_batch,
                           workspace_mb=workspace_mb, notes=notes)
-    engine = chosen.load(source, options)
+    from engines.cascade import is_cascade, load_cascade  # lazy: engines.cascade imports this module
+
+    if source.format == "checkpoint" and is_cascade(source.path):  # two networks, numpy glue: one engine each
+        engine = load_cascade(source, chosen, options)
+    else:
+        engine = chosen.load(source, options)
     log.info("loaded %r", engine)
     return engine

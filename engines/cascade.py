@@ -1,0 +1,301 @@
+"""Cascade checkpoints (``train.cascade``) on every backend: two engines with numpy glue between them.
+
+A cascade runs a *localiser* on the whole frame, finds the nerve's centre in its probabilities,
+cuts a fixed window around it and runs a *refiner* on the window
+(:class:`train.cascade.CascadeNet`). The centre is computed in numpy, so the cascade cannot be
+one ONNX graph or TensorRT plan; :class:`CascadeEngine` holds one engine per network (same
+backend, precision, device and threads) and does the glue with the very functions
+``CascadeNet`` uses (:func:`~train.cascade.find_centre`, :func:`~train.cascade.crop_box`,
+:func:`~train.cascade.paste`), so both place the same window.
+
+How the parts are built (:func:`load_cascade`, called by :func:`engines.registry.load_engine`
+for a checkpoint whose ``config["model"]["name"]`` is ``"cascade"``): each network is written
+as an ordinary checkpoint into the engine cache (:func:`part_checkpoints`: ``model`` = the part's
+spec, ``preprocessing.size`` = the frame for the localiser and the window for the refiner, the
+``localiser.`` / ``refiner.`` weights without their prefix), named after the cascade file's
+sha256 so an edited cascade never gets stale parts, and written atomically; each part is then
+loaded by the backend like any checkpoint, so the ONNX export cache and the TensorRT plan cache
+work unchanged. Outside the window the probability is 0.0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engines.base import Engine, EngineError, EngineInfo
+from engines.cache import atomic_write_bytes
+from engines.cache import cache_dir as resolve_cache_dir
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engines.registry import Backend, LoadOptions
+
+log = logging.getLogger(__name__)
+
+CASCADE_NAME = "cascade"
+"""``config["model"]["name"]`` of a cascade checkpoint (``train.cascade.CascadeNet.name``)."""
+PARTS: tuple[str, ...] = ("localiser", "refiner")
+REBUILD_HINT = "rebuild it with python -m train.cascade --localiser LOC.pt --refiner REF.pt --out CASCADE.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------------
+
+
+class CascadeEngine(Engine):
+    """A localiser engine (frame in, frame probabilities out) and a refiner engine (windows in).
+
+    :meth:`infer` takes the frame batch ``float32 [N, 1, H, W]`` and returns full-frame
+    probabilities: the refiner's window pasted at the box the localiser's centre gives, 0.0
+    elsewhere. Both parts must accept the same batch (both static N, or both dynamic).
+
+    Args:
+        localiser: an engine with input ``[N, 1, H, W]`` (the frame).
+        refiner: an engine with input ``[N, 1, ch, cw]`` (the window ``crop = (cw, ch)``).
+        info: this engine's description (default: built from the parts).
+        threshold: the localiser probability that counts as nerve when finding the centre.
+
+    Raises:
+        EngineError: parts whose shapes do not fit each other.
+    """
+
+    def __init__(self, localiser: Engine, refiner: Engine, info: EngineInfo | None = None, *,
+                 threshold: float = 0.5) -> None:
+        n, _, h, w = localiser.input_shape
+        rn, _, ch, cw = refiner.input_shape
+        if cw > w or ch > h:
+            raise EngineError(f"the refiner's window {cw}x{ch} does not fit the localiser's {w}x{h} frame")
+        if rn != n or refiner.info.max_batch != localiser.info.max_batch:
+            raise EngineError(f"the cascade's parts take different batches (localiser {n}, refiner {rn}); "
+                              "load both with the same batch options")
+        if info is None:
+            info = EngineInfo(name=CASCADE_NAME, backend=localiser.backend, precision=localiser.precision,
+                              device=localiser.device, input_shape=localiser.input_shape,
+                              max_batch=localiser.info.max_batch)
+        super().__init__(info)
+        self.localiser = localiser
+        self.refiner = refiner
+        self.crop = (int(cw), int(ch))
+        self.threshold = float(threshold)
+
+    def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
+        """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]`` (as ``CascadeNet.boxes``)."""
+        from train.cascade import crop_box, find_centre
+
+        h, w = loc_prob.shape[-2:]
+        return [crop_box(find_centre(p[0], self.threshold), self.crop, (w, h)) for p in loc_prob]
+
+    def infer_parts(self, batch: np.ndarray) -> dict[str, Any]:
+        """``prob`` (full frame, as :meth:`infer`), the ``localiser`` probabilities and the window ``boxes``."""
+        if self._closed:
+            raise EngineError(f"engine {self.name} ({self.backend}) is closed")
+        self.check_input(batch)
+        return self._run(np.ascontiguousarray(batch))
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch)["prob"]
+
+    def _run(self, batch: np.ndarray) -> dict[str, Any]:
+        from train.cascade import paste
+
+        loc = self.localiser.infer(batch)
+        boxes = self.boxes(loc)
+        cw, ch = self.crop
+        windows = np.empty((batch.shape[0], 1, ch, cw), dtype=np.float32)  # the only copy of the input
+        for i, (x0, y0) in enumerate(boxes):
+            windows[i] = batch[i, :, y0:y0 + ch, x0:x0 + cw]
+        refined = self.refiner.infer(windows)
+        return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes}
+
+    def describe(self) -> dict[str, Any]:
+        """The usual description plus ``cascade``: the window and both parts' own descriptions."""
+        d = super().describe()
+        d["cascade"] = {"crop": list(self.crop), "threshold": self.threshold,
+                        "localiser": self.localiser.describe(), "refiner": self.refiner.describe()}
+        return d
+
+    def close(self) -> None:
+        """Close both parts (idempotent)."""
+        try:
+            self.localiser.close()
+        finally:
+            self.refiner.close()
+            super().close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the cascade checkpoint and its parts
+# ---------------------------------------------------------------------------------------------
+
+
+def is_cascade(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint ``path`` holds a cascade; ``False`` for anything unreadable (the
+    backend that loads it says what is wrong). Reads the config only (the weights are mmapped)."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, corrupt, pickled code...: not ours to report here
+        return False
+    config = payload.get("config") if isinstance(payload, dict) else None
+    model = config.get("model") if isinstance(config, dict) else None
+    return isinstance(model, dict) and model.get("name") == CASCADE_NAME
+
+
+def read_cascade(path: str | os.PathLike) -> tuple[str, dict]:
+    """``(sha256, payload)`` of a cascade checkpoint, both from one read of the file.
+
+    Raises:
+        EngineError: an unreadable file or one that is not a cascade checkpoint.
+    """
+    import torch
+
+    from train.checkpoint import FORMAT
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EngineError(f"cannot read the cascade checkpoint {path}: {exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EngineError(f"cannot read the cascade checkpoint {path} ({type(exc).__name__}); {REBUILD_HINT}") from None
+    config = payload.get("config") if isinstance(payload, dict) else None
+    if (not isinstance(payload, dict) or payload.get("format") != FORMAT or not isinstance(config, dict)
+            or (config.get("model") or {}).get("name") != CASCADE_NAME
+            or not isinstance(payload.get("state_dict"), dict)):
+        raise EngineError(f"{path} is not a cascade checkpoint with weights; {REBUILD_HINT}")
+    return digest, payload
+
+
+def cascade_geometry(config: dict, path: str | os.PathLike = "the cascade") -> dict[str, Any]:
+    """``{"frame": (W, H), "crop": (cw, ch), "localiser": spec, "refiner": spec}`` of a cascade config.
+
+    Raises:
+        EngineError: a missing part spec or size, a window larger than the frame, or a frame the
+            localiser cannot take.
+    """
+    from train.models import check_input_size
+
+    kwargs = (config.get("model") or {}).get("kwargs") or {}
+    missing = [k for k in (*PARTS, "crop") if not kwargs.get(k)]
+    try:
+        frame = tuple(int(v) for v in config["preprocessing"]["size"])
+    except (KeyError, TypeError, ValueError):
+        missing.append("preprocessing.size")
+        frame = ()
+    if missing:
+        raise EngineError(f"{path} is a cascade without {', '.join(missing)} in its config; {REBUILD_HINT}")
+    crop = tuple(int(v) for v in kwargs["crop"])
+    for part in PARTS:
+        if not isinstance(kwargs[part], dict) or not isinstance(kwargs[part].get("name"), str):
+            raise EngineError(f"{path}: the cascade's {part} must be {{'name', 'kwargs'}}; {REBUILD_HINT}")
+    if len(frame) != 2 or len(crop) != 2 or crop[0] > frame[0] or crop[1] > frame[1]:
+        raise EngineError(f"{path}: the cascade's window {list(crop)} does not fit its frame {list(frame)}; "
+                          f"{REBUILD_HINT}")
+    check_input_size(kwargs["localiser"]["name"], frame)
+    check_input_size(kwargs["refiner"]["name"], crop)
+    return {"frame": frame, "crop": crop, "localiser": kwargs["localiser"], "refiner": kwargs["refiner"]}
+
+
+def part_paths(digest: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Where the parts of the cascade file with sha256 ``digest`` live in the engine cache."""
+    folder = resolve_cache_dir(cache_dir)
+    return {part: folder / f"cascade-{digest[:16]}-{part}.pt" for part in PARTS}
+
+
+def part_checkpoints(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+                     ) -> tuple[dict[str, Path], dict]:
+    """The two part checkpoints of cascade ``path`` in the engine cache, written on first use.
+
+    Returns ``({"localiser": path, "refiner": path}, cascade config)``. The file names carry the
+    cascade's sha256 (a changed cascade gets new parts); each is written atomically, so a
+    concurrent loader sees a whole part or none.
+    """
+    import torch
+
+    from train.checkpoint import FORMAT, FORMAT_VERSION
+
+    digest, payload = read_cascade(path)
+    config = payload["config"]
+    geometry = cascade_geometry(config, path)
+    paths = part_paths(digest, cache_dir)
+    if all(p.is_file() for p in paths.values()):
+        log.debug("using the cached cascade parts %s", ", ".join(str(p) for p in paths.values()))
+        return paths, config
+    state = payload["state_dict"]
+    sizes = {"localiser": geometry["frame"], "refiner": geometry["crop"]}
+    for part, out in paths.items():
+        prefix = part + "."
+        weights = {k[len(prefix):]: v.clone() for k, v in state.items() if k.startswith(prefix)}
+        if not weights:
+            raise EngineError(f"{path} holds no {part} weights ('{prefix}*' keys); {REBUILD_HINT}")
+        part_config = {
+            "model": geometry[part],
+            "preprocessing": {**(config.get("preprocessing") or {}), "size": list(sizes[part])},
+            "code_version": config.get("code_version"),
+            "metrics": {},
+            "cascade_part": {"part": part, "cascade": os.fspath(Path(path).resolve()), "cascade_sha256": digest,
+                             "frame": list(geometry["frame"]), "crop": list(geometry["crop"])},
+        }
+        buffer = io.BytesIO()
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": part_config,
+                    "state_dict": weights}, buffer)
+        atomic_write_bytes(out, buffer.getbuffer())
+        log.info("wrote the cascade's %s (%s, %dx%d) to %s", part, geometry[part]["name"], *sizes[part], out)
+    return paths, config
+
+
+def load_cascade(source: Any, backend: "Backend", options: "LoadOptions") -> CascadeEngine:
+    """A :class:`CascadeEngine` for the cascade checkpoint ``source`` on ``backend``.
+
+    Both parts get ``options`` (precision, device, threads, batch, dynamic batch, cache...) with
+    ``size`` set to the frame (localiser) and the window (refiner).
+
+    Raises:
+        EngineError: a ``size`` other than the cascade's frame size (the window geometry is tied
+            to it), an unusable backend, or a malformed cascade.
+    """
+    from engines.registry import ModelSource
+
+    backend.require(options.precision)
+    paths, config = part_checkpoints(source.path, options.cache_dir)
+    geometry = cascade_geometry(config, source.path)
+    frame, crop = geometry["frame"], geometry["crop"]
+    if options.size is not None and tuple(options.size) != frame:
+        raise EngineError(f"{source.path} is a cascade made for {frame[0]}x{frame[1]} frames (its {crop[0]}x"
+                          f"{crop[1]} window was trained at that scale), not {options.size[0]}x{options.size[1]}; "
+                          f"drop --size or pass --size {frame[0]}x{frame[1]}")
+    parts: dict[str, Engine] = {}
+    try:
+        for part, size in (("localiser", frame), ("refiner", crop)):
+            part_source = ModelSource(kind="checkpoint", format="checkpoint", path=paths[part],
+                                      name=f"{source.name}-{part}")
+            parts[part] = backend.load(part_source, replace(options, size=size, notes=[]))
+    except BaseException:
+        for engine in parts.values():
+            engine.close()
+        raise
+    loc, ref = parts["localiser"], parts["refiner"]
+    notes = list(options.notes) + [
+        f"cascade: {part} {geometry[part]['name']} on {size[0]}x{size[1]} ({e.backend} {e.precision}, {e.device}) "
+        f"from {paths[part]}" for part, size, e in (("localiser", frame, loc), ("refiner", crop, ref))]
+    info = EngineInfo(name=CASCADE_NAME, backend=loc.backend, precision=loc.precision, device=loc.device,
+                      input_shape=loc.input_shape, source=os.fspath(source.path), config=config, notes=notes,
+                      max_batch=loc.info.max_batch)
+    try:
+        return CascadeEngine(loc, ref, info)
+    except BaseException:
+        loc.close()
+        ref.close()
+        raise
