@@ -57,6 +57,15 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def cascade_export_message(checkpoint: str | os.PathLike) -> str:
+    """Why a cascade checkpoint (``train.cascade``) is not exported, and how it is run instead."""
+    return (f"{checkpoint} is a localise-then-refine cascade: two networks with a numpy step between them (the "
+            "window is placed around the localiser's mask), so it cannot be exported as one ONNX graph or "
+            "TensorRT plan. Run it from its checkpoint instead (engines.load_engine, mn-live / mn-segment --model "
+            "CASCADE.pt, mn-bench --models CASCADE.pt): every backend exports its two networks into the engine cache "
+            "by itself (--cache-dir or $MN_SEG_CACHE)")
+
+
 def input_shape_for(size: tuple[int, int], batch: int = 1, dynamic_batch: bool = False) -> tuple[int, int, int, int]:
     """``(N, 1, H, W)`` for a ``(W, H)`` size; ``N = -1`` with a dynamic batch."""
     if not dynamic_batch and (not isinstance(batch, int) or batch < 1):
@@ -252,12 +261,15 @@ def export_onnx(
     if opset < MIN_OPSET:
         raise EngineError(f"opset {opset} is too old; mn-seg exports opset {MIN_OPSET} or newer")
     extra: dict[str, Any] = {}
+    checkpoint = None
     if isinstance(model, (str, os.PathLike)):
         checkpoint = Path(model)
         model, ckpt_config = model_from_checkpoint(checkpoint, "cpu")
         config = ckpt_config if config is None else config
         extra[META_CHECKPOINT_SHA] = file_sha256(checkpoint)
     config = dict(config or {})
+    if (config.get("model") or {}).get("name") == "cascade":
+        raise EngineError(cascade_export_message(checkpoint or "the model"))
     if size is None:
         try:
             size = tuple(config["preprocessing"]["size"])  # type: ignore[assignment]

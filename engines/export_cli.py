@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engines.base import Engine, EngineError
-from engines.export import PRECISIONS, export_onnx
+from engines.export import PRECISIONS, cascade_export_message, export_onnx
 from engines.registry import DEFAULT_MAX_BATCH, LoadOptions, get_backend, load_engine, resolve_model, tensorrt_plan
 from engines.verify import DEFAULT_FRAMES, format_report, load_frames, verify_engine
 from train.cli_util import add_logging_args, add_size_arg, setup_logging
@@ -94,6 +94,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--verify-frames must be at least 1, got {args.verify_frames}")
 
 
+def _refuse_cascade(args: argparse.Namespace) -> None:
+    """A cascade is two networks with numpy glue: it runs from its checkpoint (engines.cascade), not an export."""
+    from engines.cascade import is_cascade
+
+    if args.checkpoint is not None and Path(args.checkpoint).is_file() and is_cascade(args.checkpoint):
+        raise UserError(cascade_export_message(args.checkpoint))
+
+
 @dataclass
 class Exported:
     """What :func:`_export` wrote: every file (deleted if the verification fails), the ONNX, the
@@ -155,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     _check_args(args)
+    _refuse_cascade(args)
     progress = log.isEnabledFor(logging.INFO)
     precision = args.precision or DEFAULT_PRECISION[args.format]
     frames = load_frames(args.verify, args.verify_frames) if args.verify else None  # fail before a long build
