@@ -1,0 +1,382 @@
+"""Cascade checkpoints on every backend (engines/cascade.py): parity with CascadeNet, the part cache,
+options, refusals and mn-export's answer.
+
+The cascades here are small (128x96 frames, a 64x32 window, width-0.25 networks) with random
+weights, except that the localiser is wired to light up where the frame is bright: channel 0
+of its first encoder block, last decoder block and head passes the (pooled) input through, and
+the head's last conv turns it into ``GAIN * x - OFFSET``. A frame with a bright disc on faint
+noise then gives a clear blob (logits about +-10) at the disc, so the window is well-defined and
+the same in every backend, and each image of a batch can put its nerve somewhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import engines.export
+from engines import Engine, EngineError, load_engine
+from engines.backends import torch_backend
+from engines.backends.tensorrt_backend import tensorrt_available
+from engines.cascade import CascadeEngine, is_cascade, part_paths
+from engines.cache import file_sha256
+from engines.export_cli import cli as export_cli
+from engines.registry import BACKENDS, LoadOptions, ModelSource, Probes
+from train.cascade import CascadeNet, crop_box
+from train.checkpoint import model_from_checkpoint, save_checkpoint
+from tests.engines._helpers import make_checkpoint
+
+FRAME = (128, 96)
+CROP = (64, 32)
+LOCALISER = {"name": "lunet-coarse", "kwargs": {"width": 0.25}}
+REFINER = {"name": "lunet", "kwargs": {"width": 0.25}}
+GAIN, OFFSET = 5.0, 10.0
+NERVES = [(60, 50), (6, 88), (121, 5)]
+"""Disc centres (x, y) of the batch: inside, clamped at the bottom-left, clamped at the top-right."""
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def _pass_channel0(conv: torch.nn.Conv2d, src: int) -> None:
+    """Output channel 0 of ``conv`` = input channel ``src`` (centre tap 1, no bias)."""
+    k = conv.kernel_size[0] // 2
+    conv.weight[0].zero_()
+    conv.weight[0, src, k, k] = 1.0
+    conv.bias[0] = 0.0
+
+
+@torch.no_grad()
+def wire_bright_blob(localiser: torch.nn.Module) -> None:
+    """Make a ``lunet-coarse`` output ``GAIN * relu(avgpool(x)) - OFFSET`` (upsampled) on channel 0."""
+    net = localiser.net
+    for block in (net.encoder[0], net.decoder[-1].block):
+        for conv_bn_relu in (block.conv1, block.conv2):
+            if hasattr(conv_bn_relu, "bn"):  # identity on channel 0 (eval mode)
+                bn = conv_bn_relu.bn
+                bn.weight[0], bn.bias[0], bn.running_mean[0], bn.running_var[0] = 1.0, 0.0, 0.0, 1.0 - bn.eps
+    _pass_channel0(net.encoder[0].conv1.conv, 0)
+    _pass_channel0(net.encoder[0].conv2.conv, 0)
+    last = net.decoder[-1].block
+    skip_ch0 = last.conv1.conv.in_channels - net.encoder[0].conv2.conv.out_channels  # concat is [up, skip]
+    _pass_channel0(last.conv1.conv, skip_ch0)
+    _pass_channel0(last.conv2.conv, 0)
+    _pass_channel0(net.head.conv, 0)
+    net.head.conv.weight[1].zero_()
+    net.head.conv.bias[1] = 0.0
+    net.head.out.weight.zero_()
+    net.head.out.weight[0, 0] = GAIN
+    net.head.out.bias[0] = -OFFSET
+
+
+def make_cascade(path: Path, seed: int = 0, crop: tuple[int, int] = CROP, frame: tuple[int, int] = FRAME,
+                 config_crop: list[int] | None = None) -> Path:
+    """A cascade checkpoint whose localiser finds bright discs and whose refiner is random (seeded)."""
+    torch.manual_seed(seed)
+    net = CascadeNet(localiser=LOCALISER, refiner=REFINER, crop=crop)
+    wire_bright_blob(net.localiser)
+    config = {"model": {"name": "cascade", "kwargs": {"localiser": LOCALISER, "refiner": REFINER,
+                                                      "crop": config_crop or list(crop)}},
+              "preprocessing": {"size": list(frame), "id": "test"}}
+    save_checkpoint(path, net, config)
+    return path
+
+
+def frames_with_nerves(centres: list[tuple[int, int]], seed: int = 0) -> np.ndarray:
+    """float32 ``[N, 1, H, W]``: faint noise with a bright disc (radius 8, value 4) at each centre."""
+    rng = np.random.default_rng(seed)
+    w, h = FRAME
+    out = (0.3 * rng.standard_normal((len(centres), 1, h, w))).astype(np.float32)
+    for image, (cx, cy) in zip(out, centres):
+        disc = np.zeros((h, w), np.uint8)
+        cv2.circle(disc, (cx, cy), 8, 1, -1)
+        image[0][disc > 0] = 4.0
+    return out
+
+
+def cascadenet(path: Path, batch: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The torch reference: CascadeNet's probabilities and boxes."""
+    net, _ = model_from_checkpoint(path, "cpu")
+    with torch.inference_mode():
+        parts = net.forward_parts(torch.from_numpy(batch))
+    return torch.sigmoid(parts["logits"]).numpy(), parts["boxes"]
+
+
+def expected_box(centre: tuple[int, int]) -> tuple[int, int]:
+    return crop_box(centre, CROP, FRAME)
+
+
+def inside(boxes: list[tuple[int, int]]) -> np.ndarray:
+    """Boolean ``[N, 1, H, W]``: the windows."""
+    mask = np.zeros((len(boxes), 1, FRAME[1], FRAME[0]), bool)
+    for i, (x0, y0) in enumerate(boxes):
+        mask[i, :, y0:y0 + CROP[1], x0:x0 + CROP[0]] = True
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures: one cascade, its onnxruntime engine (exported once for the module)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_cascade(tmp_path_factory.mktemp("cascade") / "cascade.pt")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("engine-cache")
+
+
+@pytest.fixture(scope="module")
+def ort_engine(cascade: Path, cache: Path) -> CascadeEngine:
+    engine = load_engine(cascade, "onnxruntime", cache_dir=cache, dynamic_batch=True, threads=2)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return frames_with_nerves(NERVES)
+
+
+# ---------------------------------------------------------------------------------------------
+# parity
+# ---------------------------------------------------------------------------------------------
+
+def test_the_wired_localiser_finds_the_discs(cascade: Path, batch: np.ndarray) -> None:
+    _, boxes = cascadenet(cascade, batch)
+    assert boxes[1] == (0, FRAME[1] - CROP[1]) and boxes[2] == (FRAME[0] - CROP[0], 0)  # clamped at the border
+    x0, y0 = expected_box(NERVES[0])
+    assert abs(boxes[0][0] - x0) <= 3 and abs(boxes[0][1] - y0) <= 3
+
+
+def test_onnxruntime_matches_cascadenet(ort_engine: CascadeEngine, cascade: Path, batch: np.ndarray) -> None:
+    assert isinstance(ort_engine, CascadeEngine)
+    assert ort_engine.input_shape == (-1, 1, FRAME[1], FRAME[0]) and ort_engine.size == FRAME
+    expected, expected_boxes = cascadenet(cascade, batch)
+    parts = ort_engine.infer_parts(batch)
+    assert parts["boxes"] == expected_boxes and len(set(expected_boxes)) == 3
+    prob = ort_engine.infer(batch)
+    assert prob.dtype == np.float32 and prob.shape == batch.shape
+    np.testing.assert_allclose(prob, expected, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(prob, parts["prob"])
+    window = inside(expected_boxes)
+    assert np.all(prob[~window] == 0.0)  # exactly background outside the window
+    assert parts["localiser"].shape == batch.shape and parts["localiser"][~window].max() < 0.01
+    # one image at a time gives the same as the batch of 3
+    for i in range(len(batch)):
+        np.testing.assert_allclose(ort_engine.infer(batch[i:i + 1]), prob[i:i + 1], atol=1e-5, rtol=0)
+
+
+def test_torch_backend_equals_cascadenet(cascade: Path, cache: Path, batch: np.ndarray) -> None:
+    expected, expected_boxes = cascadenet(cascade, batch)
+    with load_engine(cascade, "torch", device="cpu", cache_dir=cache, dynamic_batch=True) as engine:
+        assert isinstance(engine, CascadeEngine) and engine.backend == "torch"
+        parts = engine.infer_parts(batch)
+        assert parts["boxes"] == expected_boxes
+        np.testing.assert_allclose(parts["prob"], expected, atol=1e-5, rtol=0)
+
+
+def test_static_batch_reaches_both_parts(cascade: Path, cache: Path, batch: np.ndarray) -> None:
+    with load_engine(cascade, "torch", device="cpu", cache_dir=cache, batch=3) as engine:
+        assert engine.input_shape == (3, 1, FRAME[1], FRAME[0])
+        assert engine.localiser.input_shape == (3, 1, FRAME[1], FRAME[0])
+        assert engine.refiner.input_shape == (3, 1, CROP[1], CROP[0])
+        assert engine.infer(batch).shape == batch.shape
+        with pytest.raises(EngineError, match=r"expected float32 \[3, 1, 96, 128\]"):
+            engine.infer(batch[:1])
+
+
+def test_auto_on_a_cpu_runs_onnxruntime(ort_engine: CascadeEngine, cascade: Path, cache: Path,
+                                        batch: np.ndarray) -> None:
+    no_cuda = Probes(tensorrt=lambda: (False, "stub"), cuda=lambda: (False, "stub: no GPU"))
+    with load_engine(cascade, "auto", cache_dir=cache, dynamic_batch=True, probes=no_cuda) as engine:
+        assert isinstance(engine, CascadeEngine) and (engine.backend, engine.precision) == ("onnxruntime", "fp32")
+        assert any(n.startswith("auto fell back to onnxruntime") for n in engine.info.notes)
+        assert not any(n.startswith("auto") for n in engine.localiser.info.notes)  # said once, on the cascade
+        np.testing.assert_array_equal(engine.infer(batch), ort_engine.infer(batch))
+
+
+# ---------------------------------------------------------------------------------------------
+# the part cache
+# ---------------------------------------------------------------------------------------------
+
+def test_parts_are_cached(ort_engine: CascadeEngine, cascade: Path, cache: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = part_paths(file_sha256(cascade), cache)
+    files = [*parts.values(), *cache.glob("*.onnx")]
+    assert all(p.is_file() for p in parts.values()) and len(list(cache.glob("*.onnx"))) == 2
+    before = {p: p.stat().st_mtime_ns for p in files}
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cascade's parts were exported again")
+
+    monkeypatch.setattr(engines.export, "export_onnx", no_export)
+    with load_engine(cascade, "onnxruntime", cache_dir=cache, dynamic_batch=True) as engine:
+        assert engine.localiser.path.parent == cache and engine.refiner.path.parent == cache
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    assert sorted(cache.glob("*.onnx")) == sorted(p for p in files if p.suffix == ".onnx")
+
+
+def test_part_checkpoints_are_ordinary_checkpoints(ort_engine: CascadeEngine, cascade: Path, cache: Path) -> None:
+    parts = part_paths(file_sha256(cascade), cache)
+    full, _ = model_from_checkpoint(cascade)
+    for part, size in (("localiser", FRAME), ("refiner", CROP)):
+        model, config = model_from_checkpoint(parts[part])
+        assert config["model"] == (LOCALISER if part == "localiser" else REFINER)
+        assert config["preprocessing"] == {"size": list(size), "id": "test"}
+        assert config["cascade_part"]["cascade_sha256"] == file_sha256(cascade)
+        reference = getattr(full, part).state_dict()
+        assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    assert not is_cascade(parts["localiser"])
+
+
+def test_a_changed_cascade_gets_new_parts(tmp_path: Path, batch: np.ndarray) -> None:
+    path, cache = make_cascade(tmp_path / "cascade.pt", seed=0), tmp_path / "cache"
+    with load_engine(path, "torch", device="cpu", cache_dir=cache, dynamic_batch=True) as engine:
+        first = engine.infer(batch)
+        old = {engine.localiser.info.source, engine.refiner.info.source}
+    make_cascade(path, seed=1)  # retrained in place: same name, other weights
+    expected, _ = cascadenet(path, batch)
+    with load_engine(path, "torch", device="cpu", cache_dir=cache, dynamic_batch=True) as engine:
+        new = {engine.localiser.info.source, engine.refiner.info.source}
+        second = engine.infer(batch)
+    assert not old & new and all(Path(p).is_file() for p in old | new)
+    assert new == {os.fspath(p) for p in part_paths(file_sha256(path), cache).values()}
+    assert np.abs(second - first).max() > 1e-3
+    np.testing.assert_allclose(second, expected, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# options and refusals
+# ---------------------------------------------------------------------------------------------
+
+def test_other_size_is_refused_and_the_frame_size_accepted(cascade: Path, cache: Path) -> None:
+    with pytest.raises(EngineError, match=r"cascade made for 128x96 frames .* not 256x192; drop --size or pass "
+                                          r"--size 128x96"):
+        load_engine(cascade, "torch", device="cpu", cache_dir=cache, size=(256, 192))
+    with load_engine(cascade, "torch", device="cpu", cache_dir=cache, size=FRAME) as engine:
+        assert engine.size == FRAME
+
+
+def test_options_reach_both_parts(cascade: Path, cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                  batch: np.ndarray) -> None:
+    """Any backend (here a stand-in 'tensorrt' that runs torch) gets the same options for both parts."""
+    seen = []
+
+    def loader(source: ModelSource, options: LoadOptions) -> Engine:
+        seen.append((source.path.name, options))
+        return torch_backend.load(source, dataclasses.replace(options, device="cpu", precision="fp32"))
+
+    monkeypatch.setitem(BACKENDS, "tensorrt", dataclasses.replace(
+        BACKENDS["tensorrt"], probe=lambda: (True, "stub"), loader=loader))
+    with load_engine(cascade, "tensorrt", precision="fp16", cache_dir=cache, batch=2, dynamic_batch=True,
+                     max_batch=4, workspace_mb=64) as engine:
+        assert engine.infer(batch).shape == batch.shape
+    (loc_name, loc), (ref_name, ref) = seen
+    assert loc_name.endswith("-localiser.pt") and ref_name.endswith("-refiner.pt")
+    assert (loc.size, ref.size) == (FRAME, CROP)
+    for options in (loc, ref):
+        assert (options.precision, options.batch, options.dynamic_batch, options.max_batch,
+                options.workspace_mb, Path(options.cache_dir)) == ("fp16", 2, True, 4, 64, cache)
+        assert options.notes == []
+
+
+def test_malformed_cascades_are_refused(tmp_path: Path) -> None:
+    too_big = make_cascade(tmp_path / "big.pt", config_crop=[256, 32])
+    with pytest.raises(EngineError, match=r"window \[256, 32\] does not fit its frame \[128, 96\]"):
+        load_engine(too_big, "torch", device="cpu", cache_dir=tmp_path)
+    payload = torch.load(make_cascade(tmp_path / "noref.pt"), weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if k.startswith("localiser.")}
+    torch.save(payload, tmp_path / "noref.pt")
+    with pytest.raises(EngineError, match=r"holds no refiner weights \('refiner\.\*' keys\); rebuild it with "
+                                          r"python -m train.cascade"):
+        load_engine(tmp_path / "noref.pt", "torch", device="cpu", cache_dir=tmp_path)
+
+
+def test_is_cascade(cascade: Path, tmp_path: Path) -> None:
+    assert is_cascade(cascade)
+    assert not is_cascade(make_checkpoint(tmp_path / "lunet.pt", "lunet", (64, 48)))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert not is_cascade(tmp_path / "junk.pt")
+    assert not is_cascade(tmp_path / "missing.pt")
+
+
+def test_close_closes_both_parts(cascade: Path, cache: Path, batch: np.ndarray) -> None:
+    engine = load_engine(cascade, "torch", device="cpu", cache_dir=cache, dynamic_batch=True)
+    localiser, refiner = engine.localiser, engine.refiner
+    engine.close()
+    assert localiser._closed and refiner._closed
+    with pytest.raises(EngineError, match="is closed"):
+        engine.infer(batch)
+    with pytest.raises(EngineError, match="is closed"):
+        engine.infer_parts(batch)
+    engine.close()  # twice is fine
+
+
+def test_describe(ort_engine: CascadeEngine, cascade: Path) -> None:
+    d = ort_engine.describe()
+    assert (d["name"], d["backend"], d["precision"], d["device"]) == ("cascade", "onnxruntime", "fp32", "cpu")
+    assert d["input_shape"] == [-1, 1, FRAME[1], FRAME[0]] and d["source"] == os.fspath(cascade)
+    assert d["model"]["name"] == "cascade" and d["preprocessing"]["size"] == list(FRAME)
+    assert d["cascade"]["crop"] == list(CROP)
+    loc, ref = d["cascade"]["localiser"], d["cascade"]["refiner"]
+    assert (loc["model"]["name"], loc["input_shape"]) == ("lunet-coarse", [-1, 1, FRAME[1], FRAME[0]])
+    assert (ref["model"]["name"], ref["input_shape"]) == ("lunet", [-1, 1, CROP[1], CROP[0]])
+    assert loc["backend"] == ref["backend"] == "onnxruntime"
+    notes = " | ".join(d["notes"])
+    assert "cascade: localiser lunet-coarse on 128x96" in notes and "cascade: refiner lunet on 64x32" in notes
+    assert "CascadeEngine cascade backend=onnxruntime" in repr(ort_engine)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["onnx", "engine"])
+def test_mn_export_refuses_a_cascade(cascade: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                     fmt: str) -> None:
+    out = tmp_path / "cascade.onnx"
+    assert export_cli(["--checkpoint", str(cascade), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mn-export: error:") and "Traceback" not in err
+    assert "is a localise-then-refine cascade" in err and "Run it from its checkpoint" in err
+    assert "engine cache" in err and not out.exists()
+
+
+def test_export_onnx_refuses_a_cascade(cascade: Path, tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="cannot be exported as one ONNX graph"):
+        engines.export.export_onnx(cascade, tmp_path / "c.onnx")
+    with pytest.raises(EngineError, match="cannot be exported as one ONNX graph"):
+        engines.export.cached_onnx(cascade, cache_dir=tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+# ---------------------------------------------------------------------------------------------
+# real TensorRT (skipped without it, like tests/engines/test_tensorrt_backend.py)
+# ---------------------------------------------------------------------------------------------
+
+TRT_OK, TRT_REASON = tensorrt_available()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.skipif(not TRT_OK, reason=TRT_REASON)
+@pytest.mark.parametrize("precision, tol", [("fp32", 5e-3), ("fp16", 3e-2)])  # fp32 plans may use TF32
+def test_tensorrt_matches_cascadenet(cascade: Path, tmp_path: Path, batch: np.ndarray, precision: str,
+                                     tol: float) -> None:
+    expected, expected_boxes = cascadenet(cascade, batch)
+    with load_engine(cascade, "tensorrt", precision, cache_dir=tmp_path, dynamic_batch=True) as engine:
+        assert isinstance(engine, CascadeEngine) and engine.backend == "tensorrt"
+        parts = engine.infer_parts(batch)
+        assert parts["boxes"] == expected_boxes
+        np.testing.assert_allclose(parts["prob"], expected, atol=tol, rtol=0)
+        assert engine.info.max_batch == engine.refiner.info.max_batch
