@@ -108,3 +108,43 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, synthetic_dataset: Path, caps
 def test_missing_data_folder_names_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     err = _run_error(train_cli, ["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], capsys)
     assert "nope" in err
+
+
+def test_cascade_flags_bad_input_one_line_exit_2(tmp_path: Path, synthetic_dataset: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    base = ["--data", str(synthetic_dataset), "--out", str(tmp_path / "o"), "--size", "64x48"]
+    err = _run_error(train_cli, [*base, "--model", "unet", "--width", "0.5"], capsys)
+    assert "--width applies to --model lunet / lunet-coarse only" in err
+    err = _run_error(train_cli, [*base, "--model", "lunet", "--width", "0"], capsys)
+    assert "lunet width must be in (0, 4]" in err
+    err = _run_error(train_cli, [*base, "--crop", "128x24"], capsys)
+    assert "--crop 128x24 must fit inside --size 64x48" in err
+    err = _run_error(train_cli, [*base, "--crop", "30x20"], capsys)
+    assert "30x20 is not divisible by 8 (the stride of lunet); the nearest valid size is 32x24" in err
+    err = _run_error(train_cli, [*base, "--crop", "32x24", "--crop-jitter", "1.5"], capsys)
+    assert "--crop-jitter must be in [0, 1]" in err
+    err = _run_error(train_cli, [*base, "--workers", "-1"], capsys)
+    assert "--workers" in err
+    err = _run_error(train_cli, [*base, "--model", "cascade"], capsys)
+    assert "unknown model 'cascade'" in err  # assembled by python -m train.cascade, never trained as a whole
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("argv", [["--amp-dtype", "fp8"], ["--crop", "64by48"], ["--workers", "two"]])
+def test_cascade_flags_rejected_by_argparse(tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        train_cli(["--data", str(tmp_path), "--out", str(tmp_path / "o"), *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[0]}" in err
+    if argv[0] == "--amp-dtype":
+        assert "invalid choice: 'fp8'" in err and "bf16" in err
+
+
+def test_amp_dtype_parsed() -> None:
+    from train.train_cli import build_parser
+
+    assert build_parser().parse_args([]).amp_dtype == "auto"
+    assert build_parser().parse_args(["--amp-dtype", "bf16"]).amp_dtype == "bf16"
+    args = build_parser().parse_args(["--crop", "128x96", "--crop-jitter", "0.1", "--workers", "3"])
+    assert tuple(args.crop) == (128, 96) and args.crop_jitter == 0.1 and args.workers == 3

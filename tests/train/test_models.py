@@ -352,3 +352,101 @@ def test_model_table():
     assert [r["name"] for r in rows] == ["lunet", "dlunet"]
     assert rows[0]["keras_total"] == 1_952_485 and rows[1]["trainable"] == 14_769_450
     assert 100 < float(rows[1]["gflops"]) < 200
+
+
+# --- L-UNet width and the cascade's localiser (lunet-coarse) ---------------------------------
+
+
+def _lunet_keras_count(filters: tuple[int, ...], bottleneck: int, bn2: bool = True) -> int:
+    """Keras "Total params" of an L-UNet from its filter counts (3x3 convs with bias, BN = 4 per channel)."""
+
+    def conv(cin: int, cout: int, k: int = 3) -> int:
+        return k * k * cin * cout + cout
+
+    def pair(cin: int, cout: int) -> int:
+        return conv(cin, cout) + 4 * cout + conv(cout, cout) + (4 * cout if bn2 else 0)
+
+    total, cin = 0, 1
+    for f in filters:
+        total += pair(cin, f)
+        cin = f
+    total += pair(cin, bottleneck)
+    cin = bottleneck
+    for f in reversed(filters):
+        total += pair(cin + f, f)  # upsampled input concatenated with the skip
+        cin = f
+    return total + conv(cin, 2) + conv(2, 1, k=1)  # the 2-channel head
+
+
+def test_lunet_count_formula_matches_table_ii():
+    assert _lunet_keras_count((32, 64, 128), 256) == 1_952_485
+    assert _lunet_keras_count((32, 64, 128), 256, bn2=False) == 1_949_669
+
+
+@pytest.mark.parametrize(("width", "filters", "bottleneck"),
+                         [(1.0, (32, 64, 128), 256), (0.5, (16, 32, 64), 128), (0.25, (8, 16, 32), 64),
+                          (0.75, (24, 48, 96), 192), (0.1, (4, 6, 13), 26), (0.01, (4, 4, 4), 4)])
+def test_lunet_width_scales_the_filters(width, filters, bottleneck):
+    from train.models.lunet import scaled_filters
+
+    assert scaled_filters(width) == (filters, bottleneck)
+    model = build_model("lunet", width=width)
+    assert keras_param_count(model) == _lunet_keras_count(filters, bottleneck)
+    head = build_model("lunet", variant="head", width=width)
+    assert keras_param_count(head) == _lunet_keras_count(filters, bottleneck, bn2=False)
+
+
+def test_lunet_width_parameter_counts():
+    assert keras_param_count(build_model("lunet", width=1.0)) == 1_952_485  # the paper's network
+    assert keras_param_count(build_model("lunet", width=1)) == keras_param_count(build_model("lunet"))
+    half = keras_param_count(build_model("lunet", width=0.5))
+    # filters 16/32/64, bottleneck 128: about a quarter of the parameters
+    assert half == _lunet_keras_count((16, 32, 64), 128) == 490_101
+    assert 0.24 < half / 1_952_485 < 0.26
+    assert "width=0.5" in repr(build_model("lunet", width=0.5))
+    assert "width" not in repr(build_model("lunet")).split("\n")[0]
+
+
+@pytest.mark.parametrize("width", [0, 0.0, -0.5, 4.5, float("nan"), float("inf"), "wide", None])
+def test_lunet_bad_width_is_a_user_error(width):
+    with pytest.raises(UserError, match="lunet width"):
+        build_model("lunet", width=width)
+    with pytest.raises(UserError, match="lunet width"):
+        build_model("lunet-coarse", width=width)
+
+
+def test_lunet_width_limits_accepted():
+    from train.models.lunet import scaled_filters
+
+    assert scaled_filters(4.0) == ((128, 256, 512), 1024)
+    assert scaled_filters("0.5") == ((16, 32, 64), 128)
+
+
+def test_lunet_coarse_keeps_the_input_size():
+    torch.manual_seed(0)
+    model = build_model("lunet-coarse").eval()
+    assert model.stride == model_stride("lunet-coarse") == 32 and model.has_vgg_encoder is False
+    assert model.net.width == 0.5  # the default localiser is a half-width L-UNet
+    assert keras_param_count(model) == _lunet_keras_count((16, 32, 64), 128)
+    seen = []
+    model.net.register_forward_hook(lambda m, args, out: seen.append((tuple(args[0].shape), tuple(out.shape))))
+    for shape in [(1, 1, 96, 128), (2, 1, 288, 384), (1, 1, 32, 64)]:
+        with torch.no_grad():
+            y = model(torch.randn(*shape))
+        assert y.shape == shape and torch.isfinite(y).all()
+        n, _, h, w = shape
+        assert seen[-1] == ((n, 1, h // 4, w // 4), (n, 1, h // 4, w // 4)), "the L-UNet runs at a quarter"
+    narrow = build_model("lunet-coarse", width=0.25, variant="head")
+    assert narrow.net.variant == "head" and keras_param_count(narrow) == _lunet_keras_count((8, 16, 32), 64, False)
+    assert "pool=4, width=0.25" in repr(narrow)
+
+
+@pytest.mark.parametrize("hw", [(96, 120), (80, 128), (48, 64), (16, 16)])
+def test_lunet_coarse_stride_errors(hw):
+    model = build_model("lunet-coarse", width=0.25)
+    with pytest.raises(UserError, match=r"not divisible by 32 \(the stride of lunet-coarse\)"):
+        model(torch.randn(1, 1, *hw))
+    with pytest.raises(UserError, match="not divisible by 32"):
+        check_input_size("lunet-coarse", (hw[1], hw[0]))
+    with pytest.raises(UserError, match=r"\[N, 1, H, W\]"):
+        model(torch.randn(1, 3, 64, 64))

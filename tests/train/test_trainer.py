@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,8 +98,8 @@ def test_stop_mid_epoch_then_resume_is_exact(synthetic_dataset: Path, tmp_path: 
     original = trainer._train_batch
     calls = {"n": 0}
 
-    def stop_after_two(idx):
-        result = original(idx)
+    def stop_after_two(*args):
+        result = original(*args)
         calls["n"] += 1
         if calls["n"] == 2:  # mid-way through epoch 1 (9 training images at batch 4 -> 3 batches/epoch)
             trainer._stop_signal = signal.SIGTERM
@@ -184,3 +185,181 @@ def test_augment_flag_backwards_compatible(tmp_path: Path) -> None:
     assert small_cfg(tmp_path, tmp_path / "o", augment=False).augment == "none"
     with pytest.raises(UserError, match="paper, strong, none"):
         small_cfg(tmp_path, tmp_path / "o", augment="heavy")
+
+
+# --- --workers, --crop -----------------------------------------------------------------------
+
+
+def _history(trainer: Trainer) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in trainer.history]
+
+
+def _no_worker_processes_left() -> bool:
+    import multiprocessing
+
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("crop", [None, (32, 24)], ids=["frames", "crop"])
+def test_workers_give_the_same_run(synthetic_dataset: Path, tmp_path: Path, crop) -> None:
+    """Augmentation in 2 worker processes (keyed by epoch and index) = augmentation in the trainer."""
+    torch.set_num_threads(1)
+    runs = {}
+    for workers in (0, 2):
+        trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / f"w{workers}", epochs=2, augment="paper",
+                                    crop=crop, workers=workers), torch.device("cpu"))
+        trainer.fit()
+        assert trainer._loader is None
+        runs[workers] = trainer
+    assert _no_worker_processes_left()
+    assert _history(runs[0]) == _history(runs[2])
+    assert len(runs[0].history) == 2
+    a, b = _weights(tmp_path / "w0" / "last.pt"), _weights(tmp_path / "w2" / "last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.loads((tmp_path / "w2" / "config.json").read_text())["train"]["workers"] == 2
+
+
+def test_stop_mid_epoch_with_workers_then_resume_is_exact(synthetic_dataset: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "a", epochs=2), torch.device("cpu")).fit()
+
+    trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2, workers=2), torch.device("cpu"))
+    original = trainer._train_batch
+    calls = {"n": 0}
+    per_epoch = len(trainer._batches(0))
+    assert per_epoch >= 2
+
+    def stop_in_epoch_2(*args):
+        result = original(*args)
+        calls["n"] += 1
+        if calls["n"] == per_epoch + 1:  # after the first batch of epoch 2
+            trainer._stop_signal = signal.SIGTERM
+        return result
+
+    trainer._train_batch = stop_in_epoch_2
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer._loader is None and _no_worker_processes_left()
+    state = load_checkpoint(tmp_path / "b" / "last.pt")["train_state"]
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
+    Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2, workers=2, resume=True), torch.device("cpu")).fit()
+    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_workers_saves_last(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """SIGTERM reaches the trainer and its workers (one process group, as Ctrl-C or a job scheduler):
+    the workers ignore it, the trainer finishes its batch, saves last.pt, and exits 130; --resume goes on."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train.train_cli", "--data", str(synthetic_dataset), "--out", str(out),
+         "--model", "lunet", "--size", "64x48", "--batch-size", "2", "--folds", "4", "--fold", "0",
+         "--workers", "2", "--epochs", "1000", "--save-every-min", "0.0001", "-q"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        # last.pt is saved after every batch (--save-every-min ~0): the workers are running by then
+        while not (out / "last.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert (out / "last.pt").exists(), proc.communicate(timeout=5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "killed by signal" not in err, err
+    assert "SIGTERM received" in err and "--resume" in err
+    state = load_checkpoint(out / "last.pt")["train_state"]
+    assert state["epoch"] * 100 + state["step_in_epoch"] >= 1
+    resumed = Trainer(small_cfg(synthetic_dataset, out, batch_size=2, epochs=state["epoch"] + 1, resume=True,
+                                workers=2), torch.device("cpu"))
+    assert (resumed.epoch, resumed.step_in_epoch) == (state["epoch"], state["step_in_epoch"])
+    resumed.fit()
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, state["epoch"] + 2))
+
+
+def test_crop_run_trains_and_validates_on_windows(synthetic_dataset: Path, tmp_path: Path) -> None:
+    from train.cascade import crop_around_truth
+    from train.data import load_samples, scan_dataset
+    from train.metrics import dice_hard
+
+    size, crop = (128, 96), (64, 48)
+    out = tmp_path / "ref"
+    trainer = Trainer(small_cfg(synthetic_dataset, out, epochs=1, size=size, crop=crop, crop_jitter=0.3,
+                                model_kwargs={"width": 0.25}), torch.device("cpu"))
+    assert trainer.cfg.input_size == crop
+    # validation: the windows around the true nerve of the full frames, without jitter
+    full = load_samples(scan_dataset(str(synthetic_dataset)), size, progress=False)
+    vi, vm = crop_around_truth(full.images[trainer.val_idx], full.masks[trainer.val_idx], crop)
+    assert trainer.val_images.shape == (len(trainer.val_idx), 1, 48, 64)
+    assert torch.equal(trainer.val_images, torch.from_numpy(vi))
+    assert torch.equal(trainer.val_masks, torch.from_numpy(vm))
+    areas = (full.masks[trainer.val_idx] > 0).sum(axis=(1, 2, 3))
+    assert ((vm > 0).sum(axis=(1, 2, 3)) == areas).all(), "each validation window holds its whole nerve"
+
+    # known answer: a model calling every pixel nerve has DSC 2|M| / (|M| + window area) on windows
+    class AllNerve(torch.nn.Module):
+        def forward(self, x):
+            return torch.full_like(x, 30.0)
+
+    net = trainer.model
+    trainer.model = AllNerve()
+    dsc = trainer.validate()["val_dsc"]
+    assert dsc == pytest.approx(float(np.mean(2 * areas / (areas + 64 * 48))), rel=1e-9)
+    assert dsc > 1.5 * float(np.mean(2 * areas / (areas + 128 * 96)))  # (on frames it would be far lower)
+    trainer.model = net
+    with torch.no_grad():
+        net.eval()
+        prob = torch.sigmoid(net(trainer.val_images)).numpy()
+    expected = [dice_hard(prob[i, 0] >= 0.5, vm[i, 0] > 0) for i in range(len(vm))]
+    assert trainer.validate()["val_dsc"] == pytest.approx(float(np.mean(expected)), abs=1e-6)
+
+    shapes = []
+    original = trainer._train_batch
+
+    def record(x, y):
+        shapes.append((tuple(x.shape), tuple(y.shape)))
+        return original(x, y)
+
+    trainer._train_batch = record
+    trainer.fit()
+    assert shapes and all(sx[1:] == sy[1:] == (1, 48, 64) for sx, sy in shapes)
+    config = json.loads((out / "config.json").read_text())
+    for cfg in (config, load_checkpoint(out / "best.pt")["config"], load_checkpoint(out / "last.pt")["config"]):
+        assert cfg["crop"]["size"] == [64, 48] and cfg["crop"]["frame_size"] == [128, 96]
+        assert cfg["crop"]["jitter"] == 0.3 and "train.cascade" in cfg["crop"]["note"]
+        assert cfg["preprocessing"]["size"] == [128, 96]  # the frame's preprocessing, not the window's
+    assert config["train"]["crop"] == [64, 48] and config["train"]["crop_jitter"] == 0.3
+    model, _ = model_from_checkpoint(out / "best.pt")
+    assert model(torch.zeros(1, 1, 48, 64)).shape == (1, 1, 48, 64)
+
+
+def test_frame_runs_record_no_crop(synthetic_dataset: Path, tmp_path: Path) -> None:
+    trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / "o", epochs=1), torch.device("cpu"))
+    assert trainer.run_config()["crop"] is None and trainer.cfg.input_size == SMALL
+    assert trainer.val_images.shape[-2:] == (SMALL[1], SMALL[0])
+
+
+def test_crop_and_workers_config_errors(synthetic_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    with pytest.raises(UserError, match="--crop 72x24 must fit inside --size 64x48"):
+        Trainer(small_cfg(synthetic_dataset, out, crop=(72, 24)), torch.device("cpu"))
+    with pytest.raises(UserError, match="30x24 is not divisible by 8.*nearest valid size is 32x24"):
+        Trainer(small_cfg(synthetic_dataset, out, crop=(30, 24)), torch.device("cpu"))
+    with pytest.raises(UserError, match="--crop-jitter must be in"):
+        Trainer(small_cfg(synthetic_dataset, out, crop=(32, 24), crop_jitter=2.0), torch.device("cpu"))
+    with pytest.raises(UserError, match="--workers"):
+        small_cfg(synthetic_dataset, out, workers=-1)
+    with pytest.raises(UserError, match="--amp-dtype"):
+        Trainer(small_cfg(synthetic_dataset, out, amp_dtype="fp8"), torch.device("cpu"))
+    assert not (out / "last.pt").exists()
