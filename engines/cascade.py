@@ -33,6 +33,7 @@ import numpy as np
 from engines.base import Engine, EngineError, EngineInfo
 from engines.cache import atomic_write_bytes
 from engines.cache import cache_dir as resolve_cache_dir
+from train.cascade import crop_box, find_centre, paste
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.registry import Backend, LoadOptions
@@ -88,8 +89,6 @@ class CascadeEngine(Engine):
 
     def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
         """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]`` (as ``CascadeNet.boxes``)."""
-        from train.cascade import crop_box, find_centre
-
         h, w = loc_prob.shape[-2:]
         return [crop_box(find_centre(p[0], self.threshold), self.crop, (w, h)) for p in loc_prob]
 
@@ -104,8 +103,6 @@ class CascadeEngine(Engine):
         return self._run(batch)["prob"]
 
     def _run(self, batch: np.ndarray) -> dict[str, Any]:
-        from train.cascade import paste
-
         loc = self.localiser.infer(batch)
         boxes = self.boxes(loc)
         cw, ch = self.crop
