@@ -8,9 +8,9 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-# Until a trained model ships (issue 6) the demo runs an L-UNet with random weights: real timings,
-# meaningless masks, and every output says so. Override: make demo DEMO_MODEL=runs/x/best.pt
-DEMO_MODEL ?= lunet
+# The demo runs the bundled default model (mn-live --list-models) on the built-in phantom, with a
+# window when a display is present, headless otherwise. Override: make demo DEMO_MODEL=runs/x/best.pt
+DEMO_MODEL ?= mn-realtime
 DEMO_FRAMES ?= 120
 DEMO_OUT ?= demo-output
 

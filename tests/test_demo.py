@@ -1,0 +1,40 @@
+"""``make demo``: the README's first command, run headless on 48 frames with the default model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engines.registry import BUNDLED_MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_make_demo_writes_the_four_files(tmp_path):
+    venv = Path(sys.prefix)
+    if not (venv / ".installed").is_file():
+        pytest.skip("not running inside the Makefile's virtual environment (run the tests with make test)")
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    if "mn-realtime" not in BUNDLED_MODELS:
+        pytest.skip("no default model bundled")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["MN_SEG_CACHE"] = str(tmp_path / "cache")
+    out = tmp_path / "demo"
+    proc = subprocess.run(["make", "-C", str(ROOT), "demo", f"VENV={venv}", "DEMO_FRAMES=48", f"DEMO_OUT={out}"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    files = {p.suffix: p for p in out.rglob("*") if p.is_file()}
+    for suffix in (".csv", ".mp4", ".json", ".png"):
+        assert suffix in files, f"demo wrote no {suffix}: {sorted(map(str, out.rglob('*')))}"
+        assert files[suffix].stat().st_size > 0
+    rows = [line for line in files[".csv"].read_text().splitlines() if line and not line.startswith("#")]
+    assert len(rows) == 1 + 48  # header + one row per frame
+    assert "frames processed 48" in proc.stdout
+    assert "random weights" not in proc.stdout
