@@ -76,7 +76,7 @@ def test_resolve_model_by_suffix(tmp_path: Path, name: str, kind: str) -> None:
 def test_resolve_model_errors(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="does not exist"):
         resolve_model(tmp_path / "missing.pt")
-    with pytest.raises(EngineError, match=r"not a file and not a bundled model \(bundled: none yet\).*path"):
+    with pytest.raises(EngineError, match=r"not a file and not a bundled model \(bundled: .*mn-realtime.*\).*path"):
         resolve_model("lunet-paper")
     with pytest.raises(EngineError, match="is not a file"):
         resolve_model(tmp_path)
