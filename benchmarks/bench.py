@@ -45,7 +45,7 @@ from engines import load_engine
 from engines.base import Engine
 from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
 from engines.registry import BUNDLED_MODELS, resolve_model
-from realtime.cli_common import DEFAULT_MODEL
+from realtime.cli_common import default_model as cli_default_model
 from realtime.pipeline import EXIT_OK, Outputs, Pipeline, PipelineConfig
 from realtime.record import STAGES, FrameRecord, format_cell
 from realtime.sinks.summary import latency_stats
@@ -143,8 +143,9 @@ class Settings:
 
 
 def default_model() -> str:
-    """The bundled default model once one ships, else the ``lunet`` architecture (random weights)."""
-    return DEFAULT_MODEL if DEFAULT_MODEL in BUNDLED_MODELS else "lunet"
+    """The bundled default model (the manifest's), else the ``lunet`` architecture (random weights)."""
+    name = cli_default_model()
+    return name if name in BUNDLED_MODELS else "lunet"
 
 
 def plan(models: Sequence[str], backends: Sequence[str], precisions: Sequence[str | None],
