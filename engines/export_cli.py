@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 verification failed (the export is deleted), 2 bad input.",
     )
     p.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="a best.pt / last.pt written by mn-train (required, except for --format engine --onnx)")
+                   help="a best.pt / last.pt written by mn-train, or a bundled model name (required, except for --format "
+                        "engine --onnx)")
     p.add_argument("--onnx", default=None, metavar="ONNX",
                    help="--format engine only: build the plan from this mn-seg ONNX export instead of exporting "
                         "the checkpoint (--verify still needs --checkpoint)")
@@ -92,6 +93,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     if args.verify_frames < 1:
         raise UserError(f"--verify-frames must be at least 1, got {args.verify_frames}")
+    args.bundled = False
+    if args.checkpoint is not None and not Path(args.checkpoint).exists():
+        source = resolve_model(args.checkpoint)  # a bundled name, or an error that lists them
+        if source.format != "checkpoint":
+            raise UserError(f"--checkpoint {args.checkpoint} is a bundled {source.format}, not a checkpoint")
+        args.checkpoint, args.bundled = str(source.path), True
 
 
 def _refuse_cascade(args: argparse.Namespace) -> None:
@@ -122,7 +129,8 @@ def _export(args: argparse.Namespace, precision: str) -> Exported:
         config = load_checkpoint(checkpoint)["config"]
         size = args.size or tuple(config["preprocessing"]["size"])
         batch = args.batch or 1
-        out = Path(args.out) if args.out else _default_onnx_path(checkpoint, config, size, batch,
+        beside = Path.cwd() / checkpoint.name if args.bundled else checkpoint  # never into the installed package
+        out = Path(args.out) if args.out else _default_onnx_path(beside, config, size, batch,
                                                                  args.dynamic_batch, precision)
         export_onnx(checkpoint, out, precision=precision, size=size, batch=batch, dynamic_batch=args.dynamic_batch,
                     config=config)

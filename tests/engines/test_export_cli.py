@@ -175,3 +175,21 @@ def test_real_frames_lunet(real_data: Path, tmp_path: Path, precision: str) -> N
     assert data["frames"] == 4 and data["passed"] and data["size"] == [384, 288]
     assert data["dice_vs_torch"]["min"] >= verify.ACCEPTANCE_DICE[precision]
     assert all("dice_truth_engine" in f for f in data["per_frame"])
+
+
+def test_bundled_name_exports_into_the_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from engines import registry
+
+    package = tmp_path / "package"
+    package.mkdir()
+    bundled = make_checkpoint(package / "tiny.pt", "lunet", (64, 48))
+    monkeypatch.setitem(registry.BUNDLED_MODELS, "mn-tiny", bundled)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert cli(["--checkpoint", "mn-tiny", "-q"]) == 0
+    assert [p.name for p in work.iterdir()] == ["tiny-lunet-64x48-b1-fp32.onnx"]
+    assert [p.name for p in package.iterdir()] == ["tiny.pt"]  # nothing written into the package
+    assert cli(["--checkpoint", "mn-nosuch"]) == 2
+    assert "mn-tiny" in capsys.readouterr().err  # the error lists the bundled names
