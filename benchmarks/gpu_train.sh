@@ -97,6 +97,7 @@ $PY - "$RUNS" <<'EOF'
 import json, sys
 from pathlib import Path
 import torch
+from engines.bundle import half_state_dict
 runs = Path(sys.argv[1])
 def dsc(name):
     try:
@@ -113,7 +114,7 @@ for name in keep:
         continue
     payload = torch.load(src, map_location="cpu", weights_only=True)
     payload.pop("train_state", None)
-    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    payload["state_dict"] = half_state_dict(payload["state_dict"])
     torch.save(payload, out / f"{name}.pt")
     print(f"kept {name} (val DSC {dsc(name):.4f})")
 EOF

@@ -33,7 +33,7 @@ import numpy as np
 from engines.base import Engine, EngineError, EngineInfo
 from engines.cache import atomic_write_bytes
 from engines.cache import cache_dir as resolve_cache_dir
-from train.cascade import crop_box, find_centre, paste
+from train.cascade import paste, window_boxes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.registry import Backend, LoadOptions
@@ -89,8 +89,7 @@ class CascadeEngine(Engine):
 
     def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
         """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]`` (as ``CascadeNet.boxes``)."""
-        h, w = loc_prob.shape[-2:]
-        return [crop_box(find_centre(p[0], self.threshold), self.crop, (w, h)) for p in loc_prob]
+        return window_boxes(loc_prob, self.crop, self.threshold)
 
     def infer_parts(self, batch: np.ndarray) -> dict[str, Any]:
         """``prob`` (full frame, as :meth:`infer`), the ``localiser`` probabilities and the window ``boxes``."""

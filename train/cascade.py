@@ -87,6 +87,13 @@ def crop_box(centre: tuple[float, float], crop_wh: tuple[int, int], frame_wh: tu
     return min(max(x0, 0), fw - cw), min(max(y0, 0), fh - ch)
 
 
+def window_boxes(loc_prob: np.ndarray, crop_wh: tuple[int, int], threshold: float = 0.5) -> list[tuple[int, int]]:
+    """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]``: :func:`find_centre`
+    then :func:`crop_box` per image (the one placement rule of the torch and engine cascades)."""
+    h, w = loc_prob.shape[-2:]
+    return [crop_box(find_centre(p[0], threshold), crop_wh, (w, h)) for p in loc_prob]
+
+
 def check_crop(crop_wh: Sequence[int], frame_wh: Sequence[int], stride: int, model: str) -> tuple[int, int]:
     """``crop_wh`` as a tuple, or a :class:`UserError` saying what is wrong with it."""
     from train.models.layers import check_size_divisible
@@ -207,8 +214,7 @@ class CascadeNet(nn.Module):
 
     def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
         """Window corners for localiser probabilities ``[N,1,H,W]``."""
-        h, w = loc_prob.shape[-2:]
-        return [crop_box(find_centre(p[0]), self.crop, (w, h)) for p in loc_prob]
+        return window_boxes(loc_prob, self.crop)
 
     def forward(self, x: Tensor) -> Tensor:
         """Full-frame logits ``[N, 1, H, W]``."""
@@ -230,12 +236,6 @@ class CascadeNet(nn.Module):
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"crop={self.crop[0]}x{self.crop[1]}"
-
-
-def build_cascade(localiser: dict | None = None, refiner: dict | None = None,
-                  crop: Sequence[int] = (128, 96)) -> CascadeNet:
-    """Registry builder (``build_model("cascade", ...)``)."""
-    return CascadeNet(localiser=localiser, refiner=refiner, crop=crop)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -409,7 +409,7 @@ class Trainer:
             self._sampler = _BatchList()
             self._loader = torch.utils.data.DataLoader(
                 _EpochKeyed(self.train_set), batch_sampler=self._sampler, num_workers=self.cfg.workers,
-                pin_memory=self.device.type == "cuda", persistent_workers=True, worker_init_fn=_one_thread)
+                pin_memory=self.device.type == "cuda", persistent_workers=True, worker_init_fn=_ignore_stop_signals)
         self._sampler.batches = [[(self.epoch, int(i)) for i in b] for b in batches]
         for idx, (x, y) in zip(batches, self._loader):
             yield idx, x, y
@@ -608,7 +608,7 @@ class _EpochKeyed(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-def _one_thread(worker_id: int) -> None:
+def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers are deaf to Ctrl-C / SIGTERM, which reach the whole process group: the
     training process finishes its batch, saves ``last.pt`` and shuts the workers down itself.
     (Their OpenCV runs one thread: the parent sets that before forking them, since calling
