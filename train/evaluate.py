@@ -8,8 +8,10 @@ Two protocols (paper-code-spec §3.5, §4 item 7):
 - ``native``: the probability map upsampled (bilinear) to the original image size, thresholded at
   0.5 and compared with the original binary mask; per-image means of every metric.
 
-Both report the nerve area (pixels at native resolution) of truth and prediction and the
-relative CSA error. For the double networks the DSC of output 1 shows what network 2 adds (the
+Both report the nerve area (pixels at native resolution) of truth and prediction, the
+relative CSA error, and the CSA agreement as clinical papers give it (``csa_agreement``: bias, SD
+and 95 % limits of agreement, MAE, missed images; in mm² with ``--mm-per-px``), with Bland-Altman
+plots under ``--plots``. For the double networks the DSC of output 1 shows what network 2 adds (the
 paper's Table IV). Exit codes: 0 done, 2 bad input.
 """
 
@@ -19,9 +21,12 @@ import argparse
 import csv
 import json
 import logging
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -33,12 +38,14 @@ from train.checkpoint import model_from_checkpoint
 from train.cli_util import add_logging_args, resolve_device, set_threads, setup_logging
 from train.data import LoadedData, load_samples, read_image, scan_dataset
 from train.errors import UserError, run_cli
-from train.metrics import dice_hard, evaluate_native, evaluate_paper, format_summary, summary
+from train.metrics import MISSED_DSC, dice_hard, evaluate_native, evaluate_paper, format_summary, summary
 from train.splits import make_split
 
 log = logging.getLogger(__name__)
 
 PER_IMAGE_FIELDS = ["stem", "dsc", "iou", "precision", "recall", "area_true_px", "area_pred_px", "csa_rel_error"]
+BLAND_ALTMAN_PNG = "bland-altman.png"
+BLAND_ALTMAN_REL_PNG = "bland-altman-rel.png"
 
 
 @torch.inference_mode()
@@ -71,17 +78,19 @@ def upsample(prob: np.ndarray, native_hw: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate(model: nn.Module, data: LoadedData, protocol: str, device: torch.device, batch_size: int = 8,
-             progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+             progress: bool = True, mm2_per_px: float | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Run the model on loaded data and compute the protocol's metrics; returns (result, predictions).
 
-    For a double network the predictions also hold output 1 and the multiply layer, and the result
-    the DSC of output 1 alone (``output1_dsc``)."""
+    ``mm2_per_px`` (area of one native pixel) fills the mm² values of ``csa_agreement``. For a
+    double network the predictions also hold output 1 and the multiply layer, and the result the
+    DSC of output 1 alone (``output1_dsc``)."""
     preds = predict(model, data.images, device, batch_size, details=True, progress=progress)
     if protocol == "paper":
-        result = evaluate_paper(preds["prob"], data.masks[:, 0], native_masks=data.native_masks, stems=data.stems)
+        result = evaluate_paper(preds["prob"], data.masks[:, 0], native_masks=data.native_masks, stems=data.stems,
+                                mm2_per_px=mm2_per_px)
     elif protocol == "native":
         probs_native = [upsample(p, m.shape[:2]) for p, m in zip(preds["prob"], data.native_masks)]
-        result = evaluate_native(probs_native, data.native_masks, stems=data.stems)
+        result = evaluate_native(probs_native, data.native_masks, stems=data.stems, mm2_per_px=mm2_per_px)
     else:
         raise UserError(f"unknown protocol {protocol!r}; use paper or native")
     if "output1" in preds:
@@ -131,6 +140,129 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     return img
 
 
+def parse_mm_per_px(text: str | None) -> float | None:
+    """``--mm-per-px``: ``F`` (square pixels) or ``FX,FY`` in mm per native pixel -> the area of one
+    pixel in mm² (``F*F`` or ``FX*FY``); ``None`` -> ``None``.
+
+    Raises:
+        UserError: on anything but one or two finite numbers > 0.
+    """
+    if text is None:
+        return None
+    parts = [t.strip() for t in str(text).split(",")]
+    try:
+        values = [float(t) for t in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
+        raise UserError(f"--mm-per-px {text!r}: give the pixel size in mm at the original image size, one positive "
+                        "number for square pixels (e.g. --mm-per-px 0.08) or width,height (e.g. --mm-per-px "
+                        "0.08,0.075)")
+    fx, fy = values if len(values) == 2 else (values[0], values[0])
+    return fx * fy
+
+
+def prepare_plot_folder(folder: str | os.PathLike) -> Path:
+    """Create ``--plots`` DIR (and parents) and check that it can be written, before the slow part.
+
+    Raises:
+        UserError: if it is a file, cannot be created, or is not writable.
+    """
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--plots {path}: is a file, not a folder; give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--plots {path}: cannot create the folder ({exc.strerror or exc}); give a folder you can "
+                        "write to") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"--plots {path}: the folder is not writable; give a folder you can write to")
+    return path
+
+
+def _save_figure_atomic(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG to ``path`` through a temporary file in the same folder (``os.replace``);
+    no temporary file is left behind if writing fails."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_bland_altman(folder: str | os.PathLike, result: dict[str, Any]) -> list[Path]:
+    """Bland-Altman plots of the CSA of an ``evaluate_*`` result; returns the paths written.
+
+    ``folder/bland-altman.png``: x the mean of true and predicted area, y the difference pred - true,
+    in mm² when ``csa_agreement`` is calibrated (``mm2_per_px``) else in pixels;
+    ``folder/bland-altman-rel.png``: y the relative difference (pred - true) / true in % (images with an
+    empty ground truth left out). Both draw the bias and the 95 % limits of agreement (bias ± 1.96 SD,
+    labelled with their values) and mark images with DSC < 0.5 (missed) apart. Written with the Agg
+    backend, atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    agr = result["csa_agreement"]
+    factor = agr["mm2_per_px"]
+    unit = "px" if factor is None else "mm²"
+    scale = 1.0 if factor is None else float(factor)
+    rows = [r for r in result["per_image"] if r["area_true_px"] is not None and r["area_pred_px"] is not None]
+    true = np.array([r["area_true_px"] for r in rows], dtype=np.float64)
+    pred = np.array([r["area_pred_px"] for r in rows], dtype=np.float64)
+    missed = np.array([r["dsc"] < MISSED_DSC for r in rows], dtype=bool)
+    has_truth = true > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(has_truth, 100.0 * (pred - true) / np.where(has_truth, true, 1.0), np.nan)
+    suffix = "_mm2" if factor is not None else "_px"
+    figures = [
+        (folder / BLAND_ALTMAN_PNG, (true + pred) / 2 * scale, (pred - true) * scale, np.ones_like(missed),
+         agr["bias" + suffix], agr["loa" + suffix], 1.0, f"difference pred - true ({unit})", unit),
+        (folder / BLAND_ALTMAN_REL_PNG, (true + pred) / 2 * scale, rel, has_truth,
+         agr["bias_rel"], agr["loa_rel"], 100.0, "relative difference (pred - true) / true (%)", "%"),
+    ]
+    written: list[Path] = []
+    for path, x, y, keep, bias, loa, mul, ylabel, yunit in figures:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        try:
+            ok, bad = keep & ~missed, keep & missed
+            ax.scatter(x[ok], y[ok], s=18, color="#1f77b4", alpha=0.8, label=f"images (n={int(ok.sum())})")
+            if bad.any():
+                ax.scatter(x[bad], y[bad], s=40, marker="x", color="#d62728",
+                           label=f"missed, DSC < {MISSED_DSC} (n={int(bad.sum())})")
+            lines = [] if bias is None else [("bias", bias * mul, "-")]
+            if loa is not None:
+                lines += [("LoA bias - 1.96 SD", loa[0] * mul, "--"), ("LoA bias + 1.96 SD", loa[1] * mul, "--")]
+            trans = ax.get_yaxis_transform()
+            for name, value, style in lines:
+                ax.axhline(value, color="0.3", ls=style, lw=1)
+                ax.text(0.99, value, f"{name} {value:+.2f} {yunit}", transform=trans, ha="right", va="bottom",
+                        fontsize=8, color="0.2",
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
+            ax.axhline(0.0, color="0.7", lw=0.8, zorder=0)
+            if not keep.any():
+                ax.text(0.5, 0.5, "no images with measured areas", transform=ax.transAxes, ha="center")
+            ax.set_xlabel(f"mean of true and predicted CSA ({unit})")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"Bland-Altman, CSA ({result.get('protocol', '')} protocol, n={int(keep.sum())})")
+            ax.grid(alpha=0.3)
+            if keep.any():
+                ax.legend(fontsize=8, loc="upper left")
+            fig.tight_layout()
+            _save_figure_atomic(fig, path)
+        finally:
+            plt.close(fig)
+        written.append(path)
+    return written
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mn-eval",
@@ -155,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-overlays", default=None, metavar="DIR",
                    help="write image / ground truth / prediction panels (and output 1 / multiply / output 2 for "
                         "the double networks)")
+    p.add_argument("--mm-per-px", default=None, metavar="F|FX,FY",
+                   help="pixel size in mm at the original image size (one number, or width,height); fills the mm² "
+                        "values of csa_agreement (area of a pixel = FX*FY)")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write Bland-Altman plots of the CSA: DIR/bland-altman.png (difference, mm² with "
+                        "--mm-per-px else px) and DIR/bland-altman-rel.png (relative difference, %%)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--batch-size", type=int, default=8, help="inference batch size")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
@@ -165,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    mm2_per_px = parse_mm_per_px(args.mm_per_px)  # check the cheap flags before the slow part
+    plots = prepare_plot_folder(args.plots) if args.plots else None
     set_threads(args.threads)
     device = resolve_device(args.device)
     model, config = model_from_checkpoint(args.checkpoint, device)
@@ -184,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples = [samples[i] for i in chosen]
     progress = log.isEnabledFor(logging.INFO)
     data = load_samples(samples, size, progress=progress)
-    result, preds = evaluate(model, data, args.protocol, device, args.batch_size, progress=progress)
+    result, preds = evaluate(model, data, args.protocol, device, args.batch_size, progress=progress,
+                             mm2_per_px=mm2_per_px)
     result["checkpoint"] = str(args.checkpoint)
     result["model"] = config["model"]["name"]
     result["data"] = str(args.data)
@@ -210,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.save_overlays:
         save_overlays(Path(args.save_overlays), samples, data, preds, result["per_image"], progress=progress)
         log.info("wrote %d overlays to %s", len(samples), args.save_overlays)
+    if plots is not None:
+        for path in save_bland_altman(plots, result):
+            log.info("wrote %s", path)
     return 0
 
 

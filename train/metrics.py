@@ -23,7 +23,10 @@ resized masks:
 
 Both protocols also report the relative error of the nerve cross-sectional area (CSA),
 counted in pixels **at native resolution** (DESIGN.md: resizing 606x468 to 384x288 is
-anisotropic, so areas are measured after upsampling back). See :func:`native_areas`.
+anisotropic, so areas are measured after upsampling back). See :func:`native_areas`. The
+agreement of predicted and true CSA is summarised the way clinical papers report it (bias,
+SD and 95 % limits of agreement, Bland & Altman 1986; mean absolute error; images missed
+with DSC < 0.5) under ``csa_agreement``: see :func:`csa_agreement`.
 
 Conventions for empty sets (the dataset has no empty masks, §2, so these only matter for
 synthetic or out-of-distribution input):
@@ -61,8 +64,27 @@ PAPER_DSC_FILTER = 0.6
 KERAS_IOU_SMOOTH = 1e-5
 KERAS_EVAL_BATCH = 32
 
-RESULT_KEYS = frozenset({"n", "protocol", "dsc", "iou", "precision", "recall", "csa_rel_error", "per_image"})
+MISSED_DSC = 0.5
+"""An image whose DSC is below this is counted as missed in :func:`csa_agreement`."""
+
+LOA_Z = 1.96
+"""95 % limits of agreement: bias ± 1.96 SD (Bland & Altman 1986)."""
+
+RESULT_KEYS = frozenset(
+    {"n", "protocol", "dsc", "iou", "precision", "recall", "csa_rel_error", "csa_agreement", "per_image"}
+)
 """Top-level keys of every result; ``evaluate_paper`` adds ``dsc_paper_filtered``."""
+
+AGREEMENT_KEYS = frozenset(
+    {
+        "n", "n_rel",
+        "bias_rel", "sd_rel", "loa_rel", "abs_rel_median", "abs_rel_mean",
+        "bias_px", "sd_px", "loa_px", "mae_px",
+        "mm2_per_px", "bias_mm2", "sd_mm2", "loa_mm2", "mae_mm2",
+        "missed", "missed_stems",
+    }
+)  # fmt: skip
+"""Keys of :func:`csa_agreement`'s dict (every key is always present; unknown values are ``None``)."""
 
 ROW_KEYS = frozenset(
     {"index", "dsc", "iou", "precision", "recall", "area_true_px", "area_pred_px", "csa_rel_error"}
@@ -149,6 +171,127 @@ def csa_rel_error(area_pred: float, area_true: float) -> float:
     if area_true <= 0:
         raise ValueError(f"csa_rel_error: the true area must be > 0, got {area_true}")
     return abs(float(area_pred) - float(area_true)) / float(area_true)
+
+
+def _bias_sd_loa(diff: np.ndarray) -> tuple[float | None, float | None, list[float] | None]:
+    """Mean, sample SD (ddof 1) and 95 % limits of agreement of ``diff``; n < 2 -> SD and LoA ``None``."""
+    if diff.size == 0:
+        return None, None, None
+    bias = float(diff.mean())
+    if diff.size < 2:
+        return bias, None, None
+    sd = float(diff.std(ddof=1))
+    return bias, sd, [bias - LOA_Z * sd, bias + LOA_Z * sd]
+
+
+def csa_agreement(
+    area_true: Sequence[float | None],
+    area_pred: Sequence[float | None],
+    mm2_per_px: float | None = None,
+    *,
+    dsc: Sequence[float] | None = None,
+    stems: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Agreement of predicted and true nerve CSA, as clinical papers report it.
+
+    Bland-Altman statistics (Bland & Altman 1986) of the per-image difference
+    ``pred - true``: the bias (mean difference), the **sample** SD (``ddof=1``) and the
+    95 % limits of agreement ``bias ± 1.96 SD``; for the relative difference
+    ``(pred - true) / true`` (a signed **fraction**, like :func:`csa_rel_error`, which is
+    its absolute value), for the difference in pixels and, when calibrated, in mm².
+
+    Args:
+        area_true: per-image true areas in pixels; ``None`` for an image whose areas were
+            not measured (it then only counts towards ``missed``).
+        area_pred: per-image predicted areas in pixels, the same length.
+        mm2_per_px: area of one pixel in mm² (``mm_per_px_x * mm_per_px_y``); ``None`` leaves
+            the mm² keys ``None``.
+        dsc: optional per-image DSC, the same length; images with DSC < :data:`MISSED_DSC`
+            are counted as ``missed``.
+        stems: optional per-image file stems, the same length, for ``missed_stems``.
+
+    Returns:
+        A dict with exactly the keys :data:`AGREEMENT_KEYS`, plain ``int``/``float``/``None``:
+
+        * ``n``: images with measured areas; ``n_rel``: those with a true area > 0 (the
+          relative terms leave out an empty ground truth, where they are undefined; a
+          warning is logged).
+        * ``bias_rel``, ``sd_rel``, ``loa_rel`` (``[low, high]``): of ``(pred - true) / true``.
+        * ``abs_rel_median``, ``abs_rel_mean``: of ``|pred - true| / true``.
+        * ``bias_px``, ``sd_px``, ``loa_px``, ``mae_px`` (mean ``|pred - true|``): in pixels.
+        * ``mm2_per_px`` as given, and ``bias_mm2``, ``sd_mm2``, ``loa_mm2``, ``mae_mm2``: the
+          pixel values times ``mm2_per_px`` (``None`` when uncalibrated).
+        * ``missed``: images with DSC < 0.5 (``None`` without ``dsc``); ``missed_stems``:
+          their stems (``None`` without ``dsc`` or ``stems``).
+
+        With fewer than 2 values an SD (and its LoA) is ``None``; with none, the bias and
+        means are ``None`` too.
+
+    Raises:
+        ValueError: on sequences of different lengths, a negative or non-finite area, an
+            area given for only one side, or ``mm2_per_px`` that is not finite and > 0.
+    """
+    n_img = len(area_true)
+    if len(area_pred) != n_img:
+        raise ValueError(f"csa_agreement: {len(area_pred)} predicted areas for {n_img} true areas")
+    _check_len(dsc, n_img, "csa_agreement: dsc")
+    _check_len(stems, n_img, "csa_agreement: stems")
+    if mm2_per_px is not None and not (math.isfinite(mm2_per_px) and mm2_per_px > 0):
+        raise ValueError(f"csa_agreement: mm2_per_px must be finite and > 0, got {mm2_per_px}")
+    pairs: list[tuple[float, float]] = []
+    for i, (t, p) in enumerate(zip(area_true, area_pred)):
+        if t is None and p is None:
+            continue
+        if t is None or p is None:
+            raise ValueError(f"csa_agreement: image {i} has only one of its two areas ({t}, {p})")
+        t, p = float(t), float(p)
+        if not (math.isfinite(t) and math.isfinite(p) and t >= 0 and p >= 0):
+            raise ValueError(f"csa_agreement: image {i}: areas must be finite and >= 0, got true {t}, pred {p}")
+        pairs.append((t, p))
+    a = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    true, pred = a[:, 0], a[:, 1]
+    diff = pred - true
+    has_truth = true > 0
+    if not has_truth.all():
+        log.warning(
+            "csa_agreement: %d image(s) with an empty ground truth left out of the relative terms",
+            int((~has_truth).sum()),
+        )
+    rel = diff[has_truth] / true[has_truth]
+
+    bias_rel, sd_rel, loa_rel = _bias_sd_loa(rel)
+    bias_px, sd_px, loa_px = _bias_sd_loa(diff)
+    mae_px = float(np.abs(diff).mean()) if diff.size else None
+    out: dict[str, Any] = {
+        "n": int(diff.size),
+        "n_rel": int(rel.size),
+        "bias_rel": bias_rel,
+        "sd_rel": sd_rel,
+        "loa_rel": loa_rel,
+        "abs_rel_median": float(np.median(np.abs(rel))) if rel.size else None,
+        "abs_rel_mean": float(np.abs(rel).mean()) if rel.size else None,
+        "bias_px": bias_px,
+        "sd_px": sd_px,
+        "loa_px": loa_px,
+        "mae_px": mae_px,
+        "mm2_per_px": None if mm2_per_px is None else float(mm2_per_px),
+        "bias_mm2": None,
+        "sd_mm2": None,
+        "loa_mm2": None,
+        "mae_mm2": None,
+        "missed": None,
+        "missed_stems": None,
+    }
+    if mm2_per_px is not None:
+        bias_mm2, sd_mm2, loa_mm2 = _bias_sd_loa(diff * mm2_per_px)
+        out.update(bias_mm2=bias_mm2, sd_mm2=sd_mm2, loa_mm2=loa_mm2,
+                   mae_mm2=float(np.abs(diff * mm2_per_px).mean()) if diff.size else None)
+    if dsc is not None:
+        missed = [i for i, d in enumerate(dsc) if float(d) < MISSED_DSC]
+        out["missed"] = len(missed)
+        if stems is not None:
+            out["missed_stems"] = [str(stems[i]) for i in missed]
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,6 +506,15 @@ def _column(rows: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [r[key] for r in rows]
 
 
+def _agreement(rows: Sequence[dict[str, Any]], mm2_per_px: float | None) -> dict[str, Any]:
+    """:func:`csa_agreement` of the per-image rows (native-resolution areas, DSC, stems)."""
+    stems = [r["stem"] for r in rows] if rows and all("stem" in r for r in rows) else None
+    return csa_agreement(
+        _column(rows, "area_true_px"), _column(rows, "area_pred_px"), mm2_per_px,
+        dsc=_column(rows, "dsc"), stems=stems,
+    )  # fmt: skip
+
+
 def _result(
     rule: _Rule,
     rows: list[dict[str, Any]],
@@ -370,6 +522,7 @@ def _result(
     iou: dict[str, float],
     precision: dict[str, float],
     recall: dict[str, float],
+    mm2_per_px: float | None = None,
 ) -> dict[str, Any]:
     return {
         "n": len(rows),
@@ -379,6 +532,7 @@ def _result(
         "precision": precision,
         "recall": recall,
         "csa_rel_error": _csa_summary(rows),
+        "csa_agreement": _agreement(rows, mm2_per_px),
         "per_image": rows,
     }
 
@@ -411,6 +565,7 @@ def evaluate_paper(
     *,
     native_masks: Sequence[np.ndarray] | None = None,
     stems: Sequence[str] | None = None,
+    mm2_per_px: float | None = None,
 ) -> dict[str, Any]:
     """The paper's Table II protocol at model resolution (paper-code-spec.md §3.5, §4 item 7).
 
@@ -428,6 +583,8 @@ def evaluate_paper(
             the preferred way. Give either ``areas`` or ``native_masks``, not both. With
             neither, the area fields and the CSA summary are ``None`` (and a warning is logged).
         stems: optional file stems, copied into the rows as ``"stem"``.
+        mm2_per_px: optional area of one native pixel in mm², for the mm² values of
+            ``csa_agreement``.
 
     Returns:
         The result dict (module docstring; keys :data:`RESULT_KEYS` plus
@@ -477,6 +634,7 @@ def evaluate_paper(
         iou={"mean": keras_batch_mean(ious, keras_batch), "std": summary(ious)["std"]},
         precision={"mean": precision, "std": summary(_column(rows, "precision"))["std"]},
         recall={"mean": recall, "std": summary(_column(rows, "recall"))["std"]},
+        mm2_per_px=mm2_per_px,
     )
     result["dsc_paper_filtered"] = filtered
     return result
@@ -487,6 +645,7 @@ def evaluate_native(
     masks_native: Sequence[np.ndarray],
     *,
     stems: Sequence[str] | None = None,
+    mm2_per_px: float | None = None,
 ) -> dict[str, Any]:
     """The clean protocol at native resolution (paper-code-spec.md §4 item 7, DESIGN.md).
 
@@ -500,6 +659,7 @@ def evaluate_native(
             size (upsampled from the model output by the caller).
         masks_native: list of ``[H,W]`` uint8 (0/255) or bool masks at the same sizes.
         stems: optional file stems, copied into the rows as ``"stem"``.
+        mm2_per_px: optional area of one pixel in mm², for the mm² values of ``csa_agreement``.
     """
     probs = _as_2d_list(probs_native, "probs_native", unit_range=True)
     masks = _as_2d_list(masks_native, "masks_native", unit_range=False)
@@ -518,6 +678,7 @@ def evaluate_native(
         iou=summary(_column(rows, "iou")),
         precision=summary(_column(rows, "precision")),
         recall=summary(_column(rows, "recall")),
+        mm2_per_px=mm2_per_px,
     )
 
 
@@ -534,6 +695,22 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100.0 * x:.1f} %"
 
 
+def _signed_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100.0 * x:+.1f}"
+
+
+def _agreement_line(agr: dict[str, Any], n: int) -> str:
+    loa = agr["loa_rel"]
+    loa_text = "n/a" if loa is None else f"{_signed_pct(loa[0])} .. {_signed_pct(loa[1])} %"
+    sd = "n/a" if agr["sd_rel"] is None else f"{100.0 * agr['sd_rel']:.1f} %"
+    bias = "n/a" if agr["bias_rel"] is None else f"{_signed_pct(agr['bias_rel'])} %"
+    mae = "n/a" if agr["mae_px"] is None else f"{agr['mae_px']:.1f} px"
+    if agr["mae_mm2"] is not None:
+        mae += f" [{agr['mae_mm2']:.2f} mm²]"
+    missed = "n/a" if agr["missed"] is None else str(agr["missed"])
+    return f"  CSA bias {bias} (SD {sd}, 95 % LoA {loa_text}), MAE {mae}, missed {missed} of {n}"
+
+
 def format_summary(result: dict[str, Any]) -> str:
     """A short multi-line human summary of an ``evaluate_*`` result.
 
@@ -543,6 +720,7 @@ def format_summary(result: dict[str, Any]) -> str:
           DSC 0.9027 ± 0.0603  IoU 0.8145 ± 0.0712  precision 0.9460  recall 0.8499
           DSC paper filter (DSC >= 0.6): 0.9027 ± 0.0603 (n=44)
           CSA error median 6.1 %  mean 7.4 %
+          CSA bias +1.2 % (SD 9.0 %, 95 % LoA -16.4 .. +18.8 %), MAE 61.3 px [0.42 mm²], missed 1 of 44
     """
     paper = result["protocol"] == "paper"
 
@@ -563,4 +741,6 @@ def format_summary(result: dict[str, Any]) -> str:
         )
     csa = result["csa_rel_error"]
     lines.append(f"  CSA error median {_pct(csa['median'])}  mean {_pct(csa['mean'])}")
+    if "csa_agreement" in result:  # absent from results written before it existed
+        lines.append(_agreement_line(result["csa_agreement"], result["n"]))
     return "\n".join(lines)

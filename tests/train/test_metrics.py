@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from train.metrics import (
+    AGREEMENT_KEYS,
+    MISSED_DSC,
     RESULT_KEYS,
     ROW_KEYS,
+    csa_agreement,
     csa_rel_error,
     dice_hard,
     evaluate_native,
@@ -286,6 +289,8 @@ def test_result_contract_is_json_and_exact() -> None:
             assert set(r[key]) == {"mean", "std"}
             assert all(type(v) is float for v in r[key].values())
         assert set(r["csa_rel_error"]) == {"median", "mean"}
+        assert set(r["csa_agreement"]) == AGREEMENT_KEYS
+        assert r["csa_agreement"]["abs_rel_mean"] == pytest.approx(r["csa_rel_error"]["mean"])
         assert type(r["n"]) is int
     assert set(paper["dsc_paper_filtered"]) == {"mean", "std", "n"}
     assert all(set(row) == ROW_KEYS | {"stem"} for row in paper["per_image"])
@@ -304,5 +309,111 @@ def test_format_summary() -> None:
     assert "precision 1.0000" in text and "recall 1.0000" in text
     assert "(n=1)" in text
     assert "CSA error median 6.1 %" in text
+    assert text.splitlines()[-1] == "  CSA bias +6.1 % (SD n/a, 95 % LoA n/a), MAE 61.0 px, missed 0 of 1"
     native = format_summary(evaluate_native([gt], [gt > 0]))
     assert "protocol=native" in native and "paper filter" not in native
+
+
+# --- CSA agreement (Bland-Altman) -------------------------------------------------------
+
+AGREE_TRUE = [100, 200, 400]
+AGREE_PRED = [110, 180, 400]
+
+
+def test_csa_agreement_known_answer() -> None:
+    a = csa_agreement(AGREE_TRUE, AGREE_PRED)
+    assert set(a) == AGREEMENT_KEYS
+    json.dumps(a, allow_nan=False)
+    assert a["n"] == 3 and a["n_rel"] == 3
+    # relative differences +0.1, -0.1, 0: bias 0, SD sqrt((0.01 + 0.01 + 0) / (3 - 1)) = 0.1
+    assert a["bias_rel"] == pytest.approx(0.0, abs=1e-15)
+    assert a["sd_rel"] == pytest.approx(0.1)
+    assert a["loa_rel"] == pytest.approx([-0.196, 0.196])
+    assert a["abs_rel_median"] == pytest.approx(0.1)
+    assert a["abs_rel_mean"] == pytest.approx(0.2 / 3)
+    # differences +10, -20, 0 px: bias -10/3, SD^2 = (500 - 3 * (10/3)^2) / 2 = 700/3, MAE 30/3 = 10
+    sd_px = math.sqrt(700 / 3)
+    assert a["bias_px"] == pytest.approx(-10 / 3)
+    assert a["sd_px"] == pytest.approx(sd_px)
+    assert a["loa_px"] == pytest.approx([-10 / 3 - 1.96 * sd_px, -10 / 3 + 1.96 * sd_px])
+    assert a["mae_px"] == pytest.approx(10.0)
+    for key in ("mm2_per_px", "bias_mm2", "sd_mm2", "loa_mm2", "mae_mm2", "missed", "missed_stems"):
+        assert key in a and a[key] is None
+
+
+def test_csa_agreement_in_mm2() -> None:
+    a = csa_agreement(AGREE_TRUE, AGREE_PRED, mm2_per_px=0.01)
+    sd_mm2 = 0.01 * math.sqrt(700 / 3)
+    assert a["mm2_per_px"] == 0.01
+    assert a["bias_mm2"] == pytest.approx(-0.1 / 3)
+    assert a["sd_mm2"] == pytest.approx(sd_mm2)
+    assert a["loa_mm2"] == pytest.approx([-0.1 / 3 - 1.96 * sd_mm2, -0.1 / 3 + 1.96 * sd_mm2])
+    assert a["mae_mm2"] == pytest.approx(0.1)
+    assert a["bias_rel"] == pytest.approx(0.0, abs=1e-15)  # relative terms do not depend on the unit
+    assert a["mae_px"] == pytest.approx(10.0)
+
+
+def test_csa_agreement_leaves_empty_truth_out_of_relative_terms(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="train.metrics"):
+        a = csa_agreement(AGREE_TRUE + [0], AGREE_PRED + [30])
+    assert "empty ground truth" in caplog.text
+    assert a["n"] == 4 and a["n_rel"] == 3
+    assert a["sd_rel"] == pytest.approx(0.1) and a["abs_rel_median"] == pytest.approx(0.1)
+    assert a["mae_px"] == pytest.approx(60 / 4)  # absolute terms keep the image: |10| + |-20| + 0 + |30|
+    assert a["bias_px"] == pytest.approx(20 / 4)
+
+
+def test_csa_agreement_one_image_has_no_sd() -> None:
+    a = csa_agreement([100], [90], mm2_per_px=0.5)
+    assert a["n"] == 1
+    assert a["bias_rel"] == pytest.approx(-0.1) and a["bias_px"] == -10.0 and a["bias_mm2"] == -5.0
+    for key in ("sd_rel", "loa_rel", "sd_px", "loa_px", "sd_mm2", "loa_mm2"):
+        assert a[key] is None
+    assert a["mae_px"] == 10.0 and a["mae_mm2"] == 5.0
+
+
+def test_csa_agreement_no_areas() -> None:
+    a = csa_agreement([None, None], [None, None], dsc=[0.9, 0.2])
+    assert a["n"] == 0 and a["n_rel"] == 0 and a["missed"] == 1
+    assert all(a[k] is None for k in ("bias_rel", "sd_rel", "abs_rel_median", "bias_px", "mae_px"))
+    json.dumps(a, allow_nan=False)
+
+
+def test_csa_agreement_counts_missed_from_dsc() -> None:
+    assert MISSED_DSC == 0.5
+    dsc = [0.9, 0.49, 0.5]  # 0.5 itself is not missed
+    a = csa_agreement(AGREE_TRUE, AGREE_PRED, dsc=dsc)
+    assert a["missed"] == 1 and a["missed_stems"] is None
+    a = csa_agreement(AGREE_TRUE, AGREE_PRED, dsc=dsc, stems=["a", "b", "c"])
+    assert a["missed"] == 1 and a["missed_stems"] == ["b"]
+    assert csa_agreement(AGREE_TRUE, AGREE_PRED, dsc=[0.9] * 3, stems=["a", "b", "c"])["missed_stems"] == []
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"area_true": [1, 2], "area_pred": [1]}, "predicted areas"),
+    ({"area_true": [1], "area_pred": [1], "dsc": [0.5, 0.5]}, "dsc"),
+    ({"area_true": [1], "area_pred": [1], "mm2_per_px": 0.0}, "mm2_per_px"),
+    ({"area_true": [1], "area_pred": [1], "mm2_per_px": float("nan")}, "mm2_per_px"),
+    ({"area_true": [-1], "area_pred": [1]}, ">= 0"),
+    ({"area_true": [1], "area_pred": [None]}, "only one"),
+])
+def test_csa_agreement_rejects_bad_input(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        csa_agreement(**kwargs)
+
+
+def test_results_carry_csa_agreement_from_their_rows() -> None:
+    gt = rect((H, W), 5, 15, 5, 15)
+    probs = np.stack([gt * 0.9, rect((H, W), 5, 15, 7, 17, 0.7), np.zeros((H, W))])
+    native = [np.kron(m, np.ones((2, 2))).astype(np.uint8) * 255 for m in (gt, gt, gt)]
+    r = evaluate_paper(probs, np.stack([gt] * 3), native_masks=native, stems=["a", "b", "c"], mm2_per_px=0.25)
+    rows = r["per_image"]
+    expected = csa_agreement([x["area_true_px"] for x in rows], [x["area_pred_px"] for x in rows], 0.25,
+                             dsc=[x["dsc"] for x in rows], stems=["a", "b", "c"])
+    assert r["csa_agreement"] == expected
+    assert r["csa_agreement"]["missed"] == 1 and r["csa_agreement"]["missed_stems"] == ["c"]
+    line = format_summary(r).splitlines()[-1]
+    assert line.startswith("  CSA bias ") and "mm²]" in line and line.endswith("missed 1 of 3")
+    nat = evaluate_native([np.kron(p, np.ones((2, 2))) for p in probs], native)
+    assert nat["csa_agreement"]["mm2_per_px"] is None and nat["csa_agreement"]["missed_stems"] is None
+    assert nat["csa_agreement"]["missed"] == 1
