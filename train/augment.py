@@ -311,6 +311,145 @@ class StrongAugment:
         return out_image.reshape(image_shape), out_mask.astype(np.float32).reshape(mask_shape)
 
 
+@dataclass
+class AcquisitionAugmentConfig:
+    """Ranges of :class:`AcquisitionAugment`: how another scanner, setting or video path changes a frame.
+
+    Attributes:
+        fov_p: probability of a changed field of view (zoom, aspect, off-centre window).
+        zoom: range of the content's scale (log-uniform): 0.8-1.25 = pixel size +-20 %.
+        aspect: range of the extra horizontal scale (log-uniform).
+        offset: largest shift of the window's centre, as a fraction of the side.
+        tgc_p, tgc: probability and largest level of depth-dependent brightness (:func:`train.perturb.tgc`).
+        gain_p, gain: probability and range of an overall gain with saturation (:func:`train.perturb.gain`).
+        codec_p, jpeg_quality: probability and quality range of a JPEG round trip (block artefacts as
+            in a compressed video).
+    """
+
+    fov_p: float = 0.7
+    zoom: tuple[float, float] = (0.8, 1.25)
+    aspect: tuple[float, float] = (0.87, 1.15)
+    offset: float = 0.08
+    tgc_p: float = 0.4
+    tgc: float = 1.2
+    gain_p: float = 0.3
+    gain: tuple[float, float] = (0.6, 1.6)
+    codec_p: float = 0.3
+    jpeg_quality: tuple[float, float] = (15.0, 90.0)
+
+    def __post_init__(self) -> None:
+        for name in ("fov_p", "tgc_p", "gain_p", "codec_p"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"augmentation {name} is a probability in [0, 1], got {value}")
+            setattr(self, name, value)
+        for name in ("offset", "tgc"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"augmentation {name} must be a non-negative number, got {value}")
+            setattr(self, name, value)
+        for name in ("zoom", "aspect", "gain", "jpeg_quality"):
+            try:
+                low, high = (float(v) for v in getattr(self, name))
+            except (TypeError, ValueError):
+                raise UserError(
+                    f"augmentation {name} must be a (low, high) pair, got {getattr(self, name)!r}") from None
+            if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+                raise UserError(f"augmentation {name} must satisfy 0 < low <= high, got ({low}, {high})")
+            setattr(self, name, (low, high))
+        if self.jpeg_quality[1] > 100:
+            raise UserError(f"augmentation jpeg_quality is at most 100, got {self.jpeg_quality}")
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able record of the ranges (pairs as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AcquisitionAugmentConfig:
+        """Rebuild from :meth:`to_config` output."""
+        try:
+            return cls(**dict(config))
+        except TypeError as exc:
+            raise UserError(f"malformed acquisition augmentation record: {exc}") from None
+
+
+class AcquisitionAugment:
+    """Callable ``(image, mask, rng) -> (image, mask)``: :class:`StrongAugment` plus what a different
+    scanner brings (``mn-train --augment acquisition``).
+
+    Steps, all drawn from ``rng``:
+
+    1. the paper's joint affine;
+    2. the image mapped to the 8-bit range (min-max), so that black is black;
+    3. with probability ``fov_p`` a changed field of view (:func:`train.perturb.warp_box`): the
+       content zoomed by a log-uniform factor in ``zoom``, stretched horizontally by one in
+       ``aspect``, the window's centre moved by up to ``offset`` of the side; what falls outside the
+       original frame is black, as outside a scanner's sector;
+    4. with probability ``elastic_p`` the strong elastic deformation;
+    5. image only: depth-dependent brightness (``tgc``), gain with saturation (``gain``), then the
+       strong intensity transforms (gamma, contrast, speckle, blur) and, with probability
+       ``codec_p``, a JPEG round trip; a per-image z-score last.
+
+    The functions are those of :mod:`train.perturb`, which the robustness report applies at fixed
+    levels (``benchmarks/robustness.py``).
+    """
+
+    def __init__(self, config: AcquisitionAugmentConfig | None = None, strong: StrongAugmentConfig | None = None,
+                 affine: AugmentConfig | None = None) -> None:
+        self.config = config if config is not None else AcquisitionAugmentConfig()
+        self.strong = StrongAugment(strong, affine)
+
+    def __repr__(self) -> str:
+        return f"AcquisitionAugment({self.config!r}, strong={self.strong!r})"
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"name": "acquisition", "affine": {...}, "strong": {...}, "acquisition": {...}}``."""
+        return {"name": "acquisition", "affine": self.strong.affine.config.to_config(),
+                "strong": self.strong.config.to_config(), "acquisition": self.config.to_config()}
+
+    def field_of_view(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Step 3 on ``[H, W]`` arrays (image in the 8-bit range)."""
+        from train.perturb import warp_box
+
+        cfg = self.config
+        h, w = image.shape
+        z = math.exp(rng.uniform(math.log(cfg.zoom[0]), math.log(cfg.zoom[1])))
+        a = math.exp(rng.uniform(math.log(cfg.aspect[0]), math.log(cfg.aspect[1])))
+        cx = w / 2.0 + rng.uniform(-cfg.offset, cfg.offset) * w
+        cy = h / 2.0 + rng.uniform(-cfg.offset, cfg.offset) * h
+        half_w, half_h = w / (2.0 * z * a), h / (2.0 * z)
+        return warp_box(image, mask, (cx - half_w, cy - half_h, cx + half_w, cy + half_h))
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from train.perturb import gain, jpeg, tgc
+
+        cfg = self.config
+        image_shape, mask_shape = np.shape(image), np.shape(mask)
+        out_image, out_mask = self.strong.affine(image, mask, rng)
+        out_image = JointAugment._plane(out_image, "image")
+        out_mask = JointAugment._plane(out_mask, "mask")
+        low, high = float(out_image.min()), float(out_image.max())
+        out_image = ((out_image - low) * np.float32(255.0 / (high - low)) if high > low
+                     else np.zeros_like(out_image))
+        if rng.random() < cfg.fov_p:
+            out_image, out_mask = self.field_of_view(out_image, out_mask, rng)
+        if rng.random() < self.strong.config.elastic_p:
+            out_image, out_mask = self.strong.elastic(out_image, out_mask, rng)
+        if rng.random() < cfg.tgc_p:
+            out_image, _ = tgc(out_image, out_mask, rng.uniform(-cfg.tgc, cfg.tgc))
+        if rng.random() < cfg.gain_p:
+            out_image, _ = gain(out_image, out_mask, rng.uniform(*cfg.gain))
+        out_image = self.strong.intensity(out_image, rng)
+        if rng.random() < cfg.codec_p:
+            low, high = float(out_image.min()), float(out_image.max())
+            scaled = (out_image - low) * np.float32(255.0 / (high - low)) if high > low else out_image * 0
+            out_image = zscore(jpeg(scaled, out_mask, rng.uniform(*cfg.jpeg_quality))[0])
+        return out_image.reshape(image_shape), out_mask.astype(np.float32).reshape(mask_shape)
+
+
 def zscore(image: np.ndarray) -> np.ndarray:
     """Per-image z-score (mean 0, population std 1; a constant image -> 0), as float32."""
     image = np.asarray(image, dtype=np.float64)
@@ -323,6 +462,7 @@ def zscore(image: np.ndarray) -> np.ndarray:
 AUGMENTERS: dict[str, Callable[[], AugmentFn] | None] = {
     "paper": JointAugment,
     "strong": StrongAugment,
+    "acquisition": AcquisitionAugment,
     "none": None,
 }
 AUGMENT_NAMES = tuple(AUGMENTERS)

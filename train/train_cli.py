@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=AUGMENT_NAMES, default="paper",
                    help="training augmentation: 'paper' (the authors' joint affine: rotation, shift, shear, flip), "
                         "'strong' (that plus a joint elastic deformation, gamma, contrast, speckle and blur, then a "
-                        "per-image z-score) or 'none'")
+                        "per-image z-score), 'acquisition' (strong plus what another scanner brings: zoom / pixel "
+                        "size +-20 %%, field of view, aspect, depth gain, overall gain, JPEG artefacts) or 'none'")
     p.add_argument("--no-augment", dest="augment", action="store_const", const="none",
                    help="same as --augment none")
     p.add_argument("--extra-train", nargs="+", default=[], metavar="DIR",
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "nerve (see python -m train.cascade)")
     p.add_argument("--crop-jitter", type=float, default=0.25,
                    help="with --crop: shift each training window by up to this fraction of its half-size")
+    p.add_argument("--crop-negatives", type=float, default=0.0, metavar="SHARE",
+                   help="with --crop: this share of the training windows is placed where there is no nerve, with an "
+                        "empty target (teaches the refiner to say 'no nerve here')")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
+                        "the optimiser, schedule and epochs start afresh")
+    p.add_argument("--init-part", choices=["localiser", "refiner"], default=None,
+                   help="with --init of a cascade checkpoint: which of its two networks to start from")
     p.add_argument("--workers", type=int, default=0,
                    help="processes that augment batches in parallel (0: in the training process; results do not "
                         "depend on it)")
@@ -156,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
         save_every_min=args.save_every_min, extra_train=args.extra_train,
         crop=tuple(args.crop) if args.crop else None, crop_jitter=args.crop_jitter, workers=args.workers,
+        crop_negatives=args.crop_negatives, init=args.init, init_part=args.init_part,
         amp_dtype=args.amp_dtype,
     )
     summary = Trainer(cfg, device).fit()

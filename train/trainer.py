@@ -97,6 +97,9 @@ class TrainConfig:
     extra_train: list[str] = field(default_factory=list)
     crop: tuple[int, int] | None = None
     crop_jitter: float = 0.25
+    crop_negatives: float = 0.0
+    init: str | None = None
+    init_part: str | None = None
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -110,6 +113,8 @@ class TrainConfig:
             self.crop = (int(self.crop[0]), int(self.crop[1]))
         if self.workers < 0:
             raise UserError("--workers must be 0 (augment in the training process) or more")
+        if self.crop_negatives and self.crop is None:
+            raise UserError("--crop-negatives goes with --crop WxH (it places refiner windows away from the nerve)")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -239,11 +244,12 @@ class Trainer:
         if cfg.crop is not None:
             from train.cascade import CropDataset, crop_around_truth
 
-            self.train_set = CropDataset(self.train_set, cfg.crop, cfg.crop_jitter, seed=cfg.seed)
+            self.train_set = CropDataset(self.train_set, cfg.crop, cfg.crop_jitter, seed=cfg.seed,
+                                         negatives=cfg.crop_negatives)
             val_images, val_masks = crop_around_truth(val_images, val_masks, cfg.crop)
             log.info("refiner windows: %dx%d of the %dx%d frame, centred on the true nerve and shifted by up to "
-                     "%.0f%% of half the window (validation: not shifted)", *cfg.crop, *cfg.size,
-                     100 * cfg.crop_jitter)
+                     "%.0f%% of half the window (validation: not shifted); %.0f%% negative windows (no nerve)",
+                     *cfg.crop, *cfg.size, 100 * cfg.crop_jitter, 100 * cfg.crop_negatives)
         self.val_images = torch.from_numpy(val_images)
         self.val_masks = torch.from_numpy(val_masks)
         self.n_images = len(samples)
@@ -293,6 +299,8 @@ class Trainer:
                             "(the paper fine-tuned ImageNet weights; expect lower accuracy)", cfg.model)
         elif cfg.encoder_weights:
             raise UserError(f"--encoder-weights only applies to networks with a VGG19 encoder, not {cfg.model}")
+        if cfg.init and not cfg.resume:
+            load_init_weights(model, cfg.init, cfg.init_part)
         return model
 
     def run_config(self) -> dict:
@@ -300,6 +308,7 @@ class Trainer:
         crop = None
         if self.cfg.crop is not None:
             crop = {"size": list(self.cfg.crop), "frame_size": list(self.cfg.size), "jitter": self.cfg.crop_jitter,
+                    "negatives": self.cfg.crop_negatives,
                     "note": "a cascade refiner: its input is a window of the preprocessed frame; join it with a "
                             "localiser by python -m train.cascade"}
         return {
@@ -661,3 +670,33 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def load_init_weights(model: nn.Module, path: str, part: str | None = None) -> None:
+    """Start ``model`` from the weights of checkpoint ``path`` (``mn-train --init``), e.g. to fine-tune.
+
+    ``part`` picks one network of a composite checkpoint (``localiser`` / ``refiner`` of a cascade:
+    the ``PART.`` keys without their prefix). Half-precision weights (bundled models) are widened to
+    the model's dtype. Every key must match the network being trained.
+
+    Raises:
+        UserError: an unreadable file, a missing part, or weights of another network.
+    """
+    payload = load_checkpoint(path)
+    state = payload["state_dict"]
+    if part:
+        prefix = part + "."
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise UserError(f"--init {path} holds no '{part}' network (no '{prefix}*' weights); "
+                            "--init-part names a part of a cascade: localiser or refiner")
+    target = model.state_dict()
+    state = {k: v.to(target[k].dtype) if k in target and v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"--init {path}{' --init-part ' + part if part else ''} does not fit the network being "
+                        f"trained ({first}); give a checkpoint of the same --model and --width") from None
+    log.info("initialised from %s%s", path, f" ({part})" if part else "")
+

@@ -1,0 +1,351 @@
+"""``mn-cv``: patient-level k-fold cross-validation of a training recipe, resumable, aggregated.
+
+For every fold ``k`` of ``--folds K`` (patients dealt into K folds by :func:`train.splits.kfold_split`
+with ``--seed``), ``mn-cv`` trains each part of the recipe (:mod:`train.recipes`) with
+``mn-train --folds K --fold k``, joins a cascade's parts, and evaluates the model on fold k's
+validation patients by both protocols (``mn-eval --protocol paper`` and ``native``, with CSA
+agreement and per-image rows). Then it aggregates: mean +- SD across folds of every metric, and
+the pooled per-image CSA agreement of all folds (every image is validated exactly once).
+
+Resumable: each step leaves a file behind (``FOLD/PART/.done`` after a finished training,
+``FOLD/model.pt``, ``FOLD/eval-PROTOCOL.json``); running the same command again skips what is
+done and continues a stopped training with ``mn-train --resume``. Ctrl-C / SIGTERM stop the
+training in flight after it saved ``last.pt`` (exit 130). ``--fold k`` runs one fold (several
+folds can run at once, e.g. on one GPU); ``--aggregate`` only writes the summary.
+
+``--final`` trains the recipe on every image (``--split none``) for the median of the folds' best
+epochs: the model that ships, its epoch count chosen by cross-validation and not by any image
+it is evaluated on.
+
+Layout of ``--out``::
+
+    OUT/fold-K/PART/        mn-train run folders (best.pt, last.pt, history.csv, .done)
+    OUT/fold-K/model.pt     the fold's model (a cascade joined from its parts)
+    OUT/fold-K/eval-{paper,native}.json, per-image-{paper,native}.csv
+    OUT/final/...           --final
+    OUT/cv-summary.json, cv-summary.md
+
+Exit codes: 0 done, 2 bad input, 130 stopped (run again to continue), 1 a training failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from train.errors import EXIT_INTERRUPTED, UserError, run_cli
+from train.recipes import RECIPES, Recipe, get_recipe, part_args
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("paper", "native")
+SUMMARY_METRICS = ("dsc", "iou", "precision", "recall")
+AGREEMENT_METRICS = ("bias_rel", "sd_rel", "abs_rel_median", "abs_rel_mean", "mae_px", "missed")
+
+
+class TrainingFailed(UserError):
+    """An ``mn-train`` run failed; its log is named."""
+
+    exit_code = 1
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class CrossValidation:
+    """Runs (or continues) the folds of one recipe; see the module docstring."""
+
+    def __init__(self, recipe: Recipe, data: str, out: str, *, folds: int = 5, seed: int = 42,
+                 extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
+                 device: str = "cpu", size: str | None = None, crop: str | None = None,
+                 python: str = sys.executable) -> None:
+        if folds < 2:
+            raise UserError(f"--folds must be at least 2, got {folds}")
+        if not Path(data).is_dir():
+            raise UserError(f"--data {data} is not a folder; give the dataset folder holding Images/ and Masks/")
+        for folder in extra:
+            if not Path(folder).is_dir():
+                raise UserError(f"--extra-train {folder} is not a folder")
+        if epochs is not None and epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {epochs}")
+        self.recipe = recipe
+        self.data = str(data)
+        self.out = Path(out)
+        self.folds = int(folds)
+        self.seed = int(seed)
+        self.extra = [str(e) for e in extra]
+        self.epochs = epochs
+        self.train_args = list(train_args)
+        self.device = device
+        self.size = size
+        self.crop = crop
+        self.python = python
+        if recipe.needs_extra and not self.extra:
+            part_args(recipe, next(iter(recipe.parts)), extra=[], epochs=1)  # raises the explanation
+
+    # -- one fold -----------------------------------------------------------------------------
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.out / f"fold-{fold}"
+
+    def part_epochs(self, part: str) -> int:
+        return self.epochs or int(self.recipe.epochs.get(part, 100))
+
+    def train_part(self, run: Path, part: str, split_args: Sequence[str], epochs: int) -> None:
+        """Train (or continue) one part into ``run``; returns when ``run/.done`` exists."""
+        if (run / ".done").is_file():
+            log.info("%s: done already", run)
+            return
+        recipe_args = part_args(self.recipe, part, extra=self.extra, epochs=epochs)
+        if self.crop and "--crop" in recipe_args:
+            recipe_args[recipe_args.index("--crop") + 1] = self.crop
+        args = [self.python, "-m", "train.train_cli", "--data", self.data, "--out", str(run), "--seed", str(self.seed),
+                "--device", self.device, *split_args, *recipe_args, *(["--size", self.size] if self.size else []),
+                *self.train_args]
+        if (run / "last.pt").is_file():
+            args.append("--resume")
+        run.mkdir(parents=True, exist_ok=True)
+        log_path = run.with_name(run.name + ".log")
+        log.info("training %s (%s): %s", run, "resume" if "--resume" in args else "new",
+                 " ".join(args[3:]))
+        started = time.monotonic()
+        with open(log_path, "a") as fh:
+            code = subprocess.call(args, stdout=fh, stderr=subprocess.STDOUT)
+        if code == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt
+        if code != 0:
+            raise TrainingFailed(f"training {run} failed (exit {code}); see {log_path}")
+        (run / ".done").write_text(f"{time.monotonic() - started:.0f} s\n")
+
+    def build_model(self, folder: Path, checkpoint: str = "best.pt") -> Path:
+        """The model of one fold (or ``final``): the single part's checkpoint or the joined cascade."""
+        model = folder / "model.pt"
+        if model.is_file():
+            return model
+        if self.recipe.is_cascade:
+            from train.cascade import build_cascade_checkpoint
+
+            tmp = folder / "model.pt.tmp"
+            build_cascade_checkpoint(str(folder / "localiser" / checkpoint), str(folder / "refiner" / checkpoint),
+                                     str(tmp))
+            os.replace(tmp, model)
+        else:
+            shutil.copyfile(folder / "model" / checkpoint, folder / "model.pt.tmp")
+            os.replace(folder / "model.pt.tmp", model)
+        return model
+
+    def evaluate_fold(self, fold: int, model: Path) -> None:
+        from train.evaluate import main as evaluate_main
+
+        folder = self.fold_dir(fold)
+        for protocol in PROTOCOLS:
+            target = folder / f"eval-{protocol}.json"
+            if target.is_file():
+                continue
+            tmp = folder / f"eval-{protocol}.json.tmp"
+            code = evaluate_main(["--checkpoint", str(model), "--data", self.data, "--split", "kfold",
+                                  "--folds", str(self.folds), "--fold", str(fold), "--seed", str(self.seed),
+                                  "--protocol", protocol, "--device", self.device, "--json", str(tmp),
+                                  "--per-image", str(folder / f"per-image-{protocol}.csv"), "-q"])
+            if code != 0:  # pragma: no cover - main raises on failure
+                raise UserError(f"evaluating {model} failed")
+            os.replace(tmp, target)
+            log.info("fold %d %s protocol: %s", fold, protocol, target)
+
+    def run_fold(self, fold: int) -> None:
+        if not 0 <= fold < self.folds:
+            raise UserError(f"--fold must be in 0..{self.folds - 1}, got {fold}")
+        folder = self.fold_dir(fold)
+        split = ["--folds", str(self.folds), "--fold", str(fold)]
+        for part in self.recipe.parts:
+            self.train_part(folder / part, part, split, self.part_epochs(part))
+        self.evaluate_fold(fold, self.build_model(folder))
+
+    # -- all folds, the final model, the summary ----------------------------------------------
+
+    def best_epochs(self) -> dict[str, list[int]]:
+        """``{part: [best epoch of each finished fold]}`` (1-based, from each run's config.json)."""
+        out: dict[str, list[int]] = {part: [] for part in self.recipe.parts}
+        for fold in range(self.folds):
+            for part in self.recipe.parts:
+                cfg = self.fold_dir(fold) / part / "config.json"
+                if (self.fold_dir(fold) / part / ".done").is_file() and cfg.is_file():
+                    best = json.loads(cfg.read_text()).get("metrics", {}).get("best_epoch")
+                    if best:
+                        out[part].append(int(best))
+        return out
+
+    def run_final(self) -> Path:
+        folder = self.out / "final"
+        best = self.best_epochs()
+        for part in self.recipe.parts:
+            if len(best[part]) < self.folds:
+                raise UserError(f"--final needs every fold trained first ({len(best[part])} of {self.folds} folds "
+                                f"have a finished {part}); run mn-cv without --final")
+            epochs = self.epochs or max(1, int(round(statistics.median(best[part]))))
+            log.info("final %s: %d epochs (median best epoch of the folds %s)", part, epochs, best[part])
+            self.train_part(folder / part, part, ["--split", "none"], epochs)
+        return self.build_model(folder, checkpoint="last.pt")
+
+    def summary(self) -> dict[str, Any]:
+        """Mean +- SD across folds and pooled per-image agreement; written to cv-summary.json/.md."""
+        from train.metrics import csa_agreement
+
+        result: dict[str, Any] = {"recipe": self.recipe.name, "description": self.recipe.description,
+                                  "data": self.data, "folds": self.folds, "seed": self.seed,
+                                  "folds_done": [], "best_epochs": self.best_epochs(), "protocols": {}}
+        for protocol in PROTOCOLS:
+            per_fold: list[dict[str, Any]] = []
+            rows: list[dict[str, Any]] = []
+            for fold in range(self.folds):
+                path = self.fold_dir(fold) / f"eval-{protocol}.json"
+                if path.is_file():
+                    r = json.loads(path.read_text())
+                    r["fold"] = fold
+                    per_fold.append(r)
+                    rows.extend(r.get("per_image", []))
+            entry: dict[str, Any] = {"folds_evaluated": [r["fold"] for r in per_fold], "n_images": len(rows)}
+            for key in SUMMARY_METRICS:
+                entry[key] = _across([r[key]["mean"] for r in per_fold])
+            entry["csa_rel_error_median"] = _across([r["csa_rel_error"]["median"] for r in per_fold])
+            for key in AGREEMENT_METRICS:
+                entry[f"agreement_{key}"] = _across([(r.get("csa_agreement") or {}).get(key) for r in per_fold])
+            entry["pooled"] = {
+                "dsc_mean": _mean([row["dsc"] for row in rows]),
+                "csa_agreement": csa_agreement([row.get("area_true_px") for row in rows],
+                                               [row.get("area_pred_px") for row in rows],
+                                               dsc=[row["dsc"] for row in rows],
+                                               stems=[str(row.get("stem", "")) for row in rows]) if rows else None,
+            }
+            result["protocols"][protocol] = entry
+            if protocol == "paper":
+                result["folds_done"] = entry["folds_evaluated"]
+        return result
+
+    def write_summary(self) -> dict[str, Any]:
+        result = self.summary()
+        self.out.mkdir(parents=True, exist_ok=True)
+        _atomic_json(self.out / "cv-summary.json", result)
+        (self.out / "cv-summary.md").write_text(format_summary(result) + "\n")
+        return result
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(statistics.fmean(values)) if values else None
+
+
+def _across(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    """``{mean, sd, n}`` across folds (sample SD, ``ddof=1``; None below two folds)."""
+    vals = [float(v) for v in values if v is not None]
+    return {"mean": _mean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """A Markdown table of the summary (one row per protocol)."""
+    def ms(d: dict | None, scale: float = 1.0, digits: int = 4) -> str:
+        if not d or d.get("mean") is None:
+            return "-"
+        sd = f" ± {d['sd'] * scale:.{digits}f}" if d.get("sd") is not None else ""
+        return f"{d['mean'] * scale:.{digits}f}{sd}"
+
+    lines = [f"# {result['recipe']}: {result['folds']}-fold patient cross-validation",
+             "", result["description"], "",
+             f"Folds evaluated: {result['folds_done']} (seed {result['seed']}); best epochs per part: "
+             f"{result['best_epochs']}", "",
+             "| protocol | images | DSC | IoU | CSA abs. error median (%) | CSA bias (%) | CSA SD (%) | missed (DSC<0.5) "
+             "| pooled CSA bias (%) [95 % LoA] |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for protocol, e in result["protocols"].items():
+        pooled = (e.get("pooled") or {}).get("csa_agreement") or {}
+        loa = pooled.get("loa_rel")
+        pooled_text = "-" if pooled.get("bias_rel") is None else (
+            f"{100 * pooled['bias_rel']:+.1f}" + (f" [{100 * loa[0]:+.1f}, {100 * loa[1]:+.1f}]" if loa else ""))
+        missed = pooled.get("missed")
+        lines.append(f"| {protocol} | {e['n_images']} | {ms(e['dsc'])} | {ms(e['iou'])} | "
+                     f"{ms(e['csa_rel_error_median'], 100, 1)} | {ms(e['agreement_bias_rel'], 100, 1)} | "
+                     f"{ms(e['agreement_sd_rel'], 100, 1)} | {'-' if missed is None else missed} | {pooled_text} |")
+    lines += ["", "Mean ± SD across folds (sample SD); pooled = every validation image of every fold together."]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from train.cli_util import add_logging_args
+
+    p = argparse.ArgumentParser(
+        prog="mn-cv",
+        description="Patient-level k-fold cross-validation of a training recipe: trains (or continues) every fold, "
+                    "evaluates each on its validation patients by both protocols and aggregates mean ± SD across "
+                    "folds. Run the same command again to continue after a stop.")
+    p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
+    p.add_argument("--recipe", help="what to train (see --list-recipes)")
+    p.add_argument("--data", help="dataset folder holding Images/ and Masks/")
+    p.add_argument("--out", help="folder of the cross-validation (fold-K/, cv-summary.json)")
+    p.add_argument("--folds", type=int, default=5, help="number of patient folds")
+    p.add_argument("--fold", type=int, default=None, help="run only this fold (0-based); default: every fold")
+    p.add_argument("--seed", type=int, default=42, help="seed of the patient split and of training")
+    p.add_argument("--extra-train", nargs="+", default=[], metavar="DIR",
+                   help="extra training-only folders for recipes that use them (phantom frames)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override every part's epochs (default: the recipe's; with --final: the folds' median best)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (training and evaluation)")
+    p.add_argument("--train-args", default="", metavar="'ARGS'",
+                   help="extra mn-train arguments for every part, quoted, e.g. '--workers 3 --threads 1'")
+    p.add_argument("--size", default=None, metavar="WxH", help="override the frame size of every part")
+    p.add_argument("--crop", default=None, metavar="WxH", help="override a cascade refiner's window")
+    p.add_argument("--aggregate", action="store_true", help="only aggregate the folds evaluated so far")
+    p.add_argument("--final", action="store_true",
+                   help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt)")
+    add_logging_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import shlex
+
+    from train.cli_util import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.list_recipes:
+        for r in RECIPES.values():
+            print(f"{r.name:<20} {r.description}")
+        return 0
+    if not (args.recipe and args.data and args.out):
+        raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")
+    cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
+                         extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
+                         device=args.device, size=args.size, crop=args.crop)
+    if not args.aggregate:
+        if args.final:
+            model = cv.run_final()
+            log.info("final model: %s", model)
+        else:
+            for fold in [args.fold] if args.fold is not None else range(args.folds):
+                cv.run_fold(fold)
+    result = cv.write_summary()
+    print(format_summary(result))
+    log.info("wrote %s", cv.out / "cv-summary.json")
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mn-cv", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,321 @@
+"""How a real scanner changes the picture: acquisition perturbations of an image and its mask.
+
+One small function per change a different machine, probe setting or video path brings, each a
+deterministic function of a *level* (and, for noise, a generator), so the same code serves two
+purposes:
+
+- the robustness report (``benchmarks/robustness.py``) applies each perturbation at fixed levels
+  (:data:`REPORT_LEVELS`) to native validation images and measures how accuracy moves;
+- the training augmentation ``mn-train --augment acquisition`` (:class:`train.augment.AcquisitionAugment`)
+  draws random levels of the same functions.
+
+Images are float32 ``[H, W]`` in the 8-bit range ``[0, 255]`` (a native grey frame as float, or a
+preprocessed frame mapped there); masks are float32 ``[H, W]`` in ``[0, 1]`` (soft edges allowed).
+Geometric perturbations move both; intensity perturbations touch the image only. Outside the
+field of view the picture is black (0), as outside an ultrasound sector.
+
+Perturbations and their level:
+
+=========== ===================================================================================
+``zoom``     content scaled by the level about the centre, frame size kept (a different depth /
+             pixel size: 0.8 = the nerve 20 % smaller in pixels); zoom-out pads black
+``aspect``   horizontal scale only (a frame grabber with a different pixel aspect)
+``crop``     a border of ``level`` x the side cut away on all four sides (a smaller field of
+             view; the output is smaller, as a cropped video would be)
+``pad``      a black border of ``level`` x the side added on all four sides
+``shift``    the content moved right and down by ``level`` x the side, black fill
+``rotate``   rotation by ``level`` degrees about the centre (probe tilt in the image plane)
+``gain``     intensities x level, clipped to 255 (overall gain)
+``gamma``    ``255 (x/255)^level`` (contrast curve / dynamic range)
+``tgc``      depth-dependent brightness ``exp(level (y/H - 1/2))`` (time-gain compensation)
+``speckle``  multiplicative speckle ``x (1 + level N)``, N blurred with sigma 0.8 px
+``blur``     Gaussian blur of sigma ``level`` pixels
+``jpeg``     JPEG round trip at quality ``level``
+``h264``     one H.264 intra frame at CRF ``level`` (PyAV, libx264)
+=========== ===================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+from typing import Callable, Mapping
+
+import cv2
+import numpy as np
+
+from train.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PerturbFn = Callable[[np.ndarray, np.ndarray, float, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+"""``f(image, mask, level, rng) -> (image, mask)`` on float32 ``[H, W]`` arrays."""
+
+
+def _planes(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    mask = np.ascontiguousarray(mask, dtype=np.float32)
+    if image.ndim != 2 or mask.shape != image.shape:
+        raise ValueError(f"perturbations take [H, W] image and mask of one size, got {image.shape} and {mask.shape}")
+    return image, mask
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry
+# ---------------------------------------------------------------------------------------------
+
+
+def warp_box(image: np.ndarray, mask: np.ndarray, box: tuple[float, float, float, float],
+             out_wh: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Show the region ``box = (x0, y0, x1, y1)`` (pixels of the input, may reach outside it) as the
+    whole output frame (``out_wh``, default the input size); outside the input is black.
+
+    One affine covers zoom (a box smaller or larger than the frame, same centre), a changed field
+    of view (an off-centre box) and a changed aspect (a box of another shape).
+    """
+    image, mask = _planes(image, mask)
+    h, w = image.shape
+    ow, oh = out_wh or (w, h)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"empty box {box}")
+    sx, sy = ow / (x1 - x0), oh / (y1 - y0)
+    # pixel centres: output (u + 0.5) = sx * (x + 0.5 - x0)
+    matrix = np.array([[sx, 0.0, sx * (0.5 - x0) - 0.5], [0.0, sy, sy * (0.5 - y0) - 0.5]], dtype=np.float64)
+    warp = dict(dsize=(int(ow), int(oh)), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return cv2.warpAffine(image, matrix, **warp), np.clip(cv2.warpAffine(mask, matrix, **warp), 0.0, 1.0)
+
+
+def zoom(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Content scaled by ``level`` about the centre; the frame keeps its size."""
+    _check_positive("zoom", level)
+    h, w = np.shape(image)
+    half_w, half_h = w / (2.0 * level), h / (2.0 * level)
+    return warp_box(image, mask, (w / 2.0 - half_w, h / 2.0 - half_h, w / 2.0 + half_w, h / 2.0 + half_h))
+
+
+def aspect(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Content scaled by ``level`` horizontally only, about the centre."""
+    _check_positive("aspect", level)
+    h, w = np.shape(image)
+    half_w = w / (2.0 * level)
+    return warp_box(image, mask, (w / 2.0 - half_w, 0.0, w / 2.0 + half_w, float(h)))
+
+
+def crop(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """A border of ``level`` x each side cut away (the output is smaller)."""
+    if not 0.0 <= level < 0.5:
+        raise UserError(f"crop level is a fraction of the side in [0, 0.5), got {level}")
+    image, mask = _planes(image, mask)
+    h, w = image.shape
+    dx, dy = int(round(level * w)), int(round(level * h))
+    return image[dy:h - dy, dx:w - dx].copy(), mask[dy:h - dy, dx:w - dx].copy()
+
+
+def pad(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """A black border of ``level`` x each side added (the output is larger)."""
+    if level < 0:
+        raise UserError(f"pad level must be >= 0, got {level}")
+    image, mask = _planes(image, mask)
+    h, w = image.shape
+    dx, dy = int(round(level * w)), int(round(level * h))
+    border = dict(top=dy, bottom=dy, left=dx, right=dx, borderType=cv2.BORDER_CONSTANT, value=0.0)
+    return cv2.copyMakeBorder(image, **border), cv2.copyMakeBorder(mask, **border)
+
+
+def shift(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Content moved right and down by ``level`` x the side; black fill."""
+    h, w = np.shape(image)
+    dx, dy = level * w, level * h
+    return warp_box(image, mask, (-dx, -dy, w - dx, h - dy))
+
+
+def rotate(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation by ``level`` degrees about the centre (counter-clockwise as displayed); black fill."""
+    image, mask = _planes(image, mask)
+    h, w = image.shape
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(level), 1.0)
+    warp = dict(dsize=(w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return cv2.warpAffine(image, matrix, **warp), np.clip(cv2.warpAffine(mask, matrix, **warp), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# intensity
+# ---------------------------------------------------------------------------------------------
+
+
+def gain(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Intensities times ``level``, clipped to 255 (saturation as in an 8-bit frame)."""
+    _check_positive("gain", level)
+    image, mask = _planes(image, mask)
+    return np.clip(image * np.float32(level), 0.0, 255.0), mask
+
+
+def gamma(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """``255 * (x / 255) ** level``."""
+    _check_positive("gamma", level)
+    image, mask = _planes(image, mask)
+    x = np.clip(image, 0.0, 255.0) / np.float32(255.0)
+    return (np.power(x, np.float32(level)) * np.float32(255.0)).astype(np.float32), mask
+
+
+def tgc(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """Depth-dependent brightness: row ``y`` times ``exp(level * (y / H - 1/2))``, clipped to 255."""
+    image, mask = _planes(image, mask)
+    h = image.shape[0]
+    rows = np.exp(np.float32(level) * (np.arange(h, dtype=np.float32) / max(h - 1, 1) - np.float32(0.5)))
+    return np.clip(image * rows[:, None], 0.0, 255.0), mask
+
+
+def speckle(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Multiplicative speckle ``x * (1 + level * N)``, N standard normal blurred with sigma 0.8 px."""
+    if level < 0:
+        raise UserError(f"speckle level must be >= 0, got {level}")
+    image, mask = _planes(image, mask)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    noise = rng.standard_normal(image.shape).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=0.8, borderType=cv2.BORDER_REFLECT)
+    noise /= max(float(noise.std()), 1e-6)
+    return np.clip(image * (1.0 + np.float32(level) * noise), 0.0, 255.0), mask
+
+
+def blur(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blur of sigma ``level`` pixels (0: unchanged)."""
+    image, mask = _planes(image, mask)
+    if level <= 0:
+        return image.copy(), mask
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=float(level), borderType=cv2.BORDER_REFLECT), mask
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def jpeg(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """JPEG encode and decode at quality ``level`` (1-100)."""
+    if not 1 <= level <= 100:
+        raise UserError(f"jpeg level is a quality in [1, 100], got {level}")
+    image, mask = _planes(image, mask)
+    ok, data = cv2.imencode(".jpg", _to_uint8(image), [cv2.IMWRITE_JPEG_QUALITY, int(round(level))])
+    if not ok:  # pragma: no cover - OpenCV always has a JPEG encoder
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE).astype(np.float32), mask
+
+
+def h264(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """One H.264 intra frame at constant rate factor ``level`` (0-51; 23 is libx264's default).
+
+    Needs PyAV (``av``); odd sides are padded by one black pixel for the 4:2:0 encoder and cut
+    off again.
+    """
+    if not 0 <= level <= 51:
+        raise UserError(f"h264 level is a CRF in [0, 51], got {level}")
+    try:
+        import av
+    except ImportError:  # pragma: no cover - av is a dependency
+        raise UserError("the h264 perturbation needs PyAV: pip install av") from None
+    image, mask = _planes(image, mask)
+    h, w = image.shape
+    grey = _to_uint8(image)
+    padded = cv2.copyMakeBorder(grey, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=0)
+    codec = av.CodecContext.create("libx264", "w")
+    codec.width, codec.height = padded.shape[1], padded.shape[0]
+    codec.pix_fmt = "yuv420p"
+    codec.time_base = Fraction(1, 24)
+    codec.options = {"crf": str(int(round(level))), "preset": "veryfast", "tune": "zerolatency"}
+    frame = av.VideoFrame.from_ndarray(cv2.cvtColor(padded, cv2.COLOR_GRAY2RGB), format="rgb24")
+    packets = list(codec.encode(frame)) + list(codec.encode(None))
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = []
+    for packet in packets:
+        decoded.extend(decoder.decode(packet))
+    decoded.extend(decoder.decode(None))
+    if not decoded:  # pragma: no cover - libx264 always yields the frame at flush
+        raise RuntimeError("the H.264 round trip returned no frame")
+    out = decoded[0].to_ndarray(format="gray")[:h, :w]
+    return out.astype(np.float32), mask
+
+
+def _check_positive(name: str, level: float) -> None:
+    if not (math.isfinite(level) and level > 0):
+        raise UserError(f"{name} level must be a positive number, got {level}")
+
+
+PERTURBATIONS: Mapping[str, PerturbFn] = {
+    "zoom": zoom, "aspect": aspect, "crop": crop, "pad": pad, "shift": shift, "rotate": rotate,
+    "gain": gain, "gamma": gamma, "tgc": tgc, "speckle": speckle, "blur": blur, "jpeg": jpeg, "h264": h264,
+}
+"""Every perturbation by name (the robustness report's rows)."""
+
+REPORT_LEVELS: Mapping[str, tuple[float, ...]] = {
+    "zoom": (0.8, 0.9, 1.1, 1.2),
+    "aspect": (0.85, 1.15),
+    "crop": (0.04, 0.08),
+    "pad": (0.05, 0.1),
+    "shift": (-0.1, 0.1),
+    "rotate": (-10.0, -5.0, 5.0, 10.0),
+    "gain": (0.6, 1.5),
+    "gamma": (0.7, 1.4),
+    "tgc": (-1.0, 1.0),
+    "speckle": (0.15, 0.3),
+    "blur": (1.0, 2.0),
+    "jpeg": (40.0, 15.0),
+    "h264": (28.0, 36.0),
+}
+"""The levels the robustness report uses by default: what a different scanner or video path plausibly
+brings (zoom / pixel size +-20 %, a field of view 4-8 % smaller or 5-10 % larger, aspect +-15 %,
+rotation up to 10 degrees, gain x0.6-1.5, ...)."""
+
+IDENTITY_LEVELS: Mapping[str, float] = {
+    "zoom": 1.0, "aspect": 1.0, "crop": 0.0, "pad": 0.0, "shift": 0.0, "rotate": 0.0, "gain": 1.0, "gamma": 1.0,
+    "tgc": 0.0, "speckle": 0.0, "blur": 0.0,
+}
+"""Levels that leave the image as it is (the codecs have none)."""
+
+
+def perturb(name: str, image: np.ndarray, mask: np.ndarray, level: float,
+            rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Apply perturbation ``name`` at ``level``.
+
+    Raises:
+        UserError: an unknown name (the message lists the known ones) or a level out of range.
+    """
+    try:
+        fn = PERTURBATIONS[name]
+    except KeyError:
+        raise UserError(f"unknown perturbation {name!r}; choose from: {', '.join(PERTURBATIONS)}") from None
+    return fn(image, mask, float(level), rng if rng is not None else np.random.default_rng(0))
+
+
+def parse_levels(specs: list[str] | None) -> dict[str, tuple[float, ...]]:
+    """``["zoom=0.8,1.2", "jpeg"]`` -> ``{"zoom": (0.8, 1.2), "jpeg": REPORT_LEVELS["jpeg"]}``; ``None`` -> all."""
+    if not specs:
+        return dict(REPORT_LEVELS)
+    out: dict[str, tuple[float, ...]] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip()
+        if name not in PERTURBATIONS:
+            raise UserError(f"unknown perturbation {name!r}; choose from: {', '.join(PERTURBATIONS)}")
+        if not values:
+            out[name] = tuple(REPORT_LEVELS[name])
+            continue
+        try:
+            out[name] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise UserError(f"levels of {name} must be numbers separated by commas, got {values!r}") from None
+    return out

@@ -1,0 +1,100 @@
+"""Training recipes by name: what ``mn-cv`` trains in every fold (and ``mn-cv --final`` on all images).
+
+A recipe is one network (one ``mn-train`` run) or a cascade (a localiser run and a refiner run,
+joined by :func:`train.cascade.build_cascade_checkpoint`). Each part is a list of ``mn-train``
+arguments; ``{extra}`` stands for the ``--extra-train`` folders given to ``mn-cv`` (phantom
+frames), and a part that uses it refuses to run without them. The shipped models' recipes are
+here, so cross-validation measures exactly what ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from train.errors import UserError
+
+EXTRA = "{extra}"
+"""Placeholder for the ``--extra-train`` folders in a part's arguments."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One trainable variant.
+
+    Attributes:
+        name: the recipe's name (``mn-cv --recipe``).
+        description: one line for ``--list-recipes`` and the reports.
+        parts: ``{part name: mn-train arguments}``; ``"model"`` for a single network, or
+            ``"localiser"`` and ``"refiner"`` for a cascade.
+        epochs: ``{part: epochs}`` of a from-scratch run (also in the arguments; kept here so
+            ``--epochs`` can override them and ``--final`` can replace them by the folds' median
+            best epoch).
+    """
+
+    name: str
+    description: str
+    parts: Mapping[str, tuple[str, ...]]
+    epochs: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def is_cascade(self) -> bool:
+        return set(self.parts) == {"localiser", "refiner"}
+
+    @property
+    def needs_extra(self) -> bool:
+        return any(EXTRA in args for args in self.parts.values())
+
+
+def _cascade(name: str, description: str, augment: str, *, negatives: float = 0.0, refiner_lr: str = "1e-3",
+             phantom: bool = True, epochs: int = 150) -> Recipe:
+    extra = ("--extra-train", EXTRA) if phantom else ()
+    loc = ("--model", "lunet-coarse", "--lr", "1e-2", "--augment", augment, *extra)
+    ref = ("--model", "lunet", "--crop", "128x96", "--lr", refiner_lr, "--augment", augment, *extra)
+    if negatives:
+        ref = (*ref, "--crop-negatives", str(negatives))
+    return Recipe(name, description, {"localiser": loc, "refiner": ref}, {"localiser": epochs, "refiner": epochs})
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    _cascade("cascade-strong-ph", "mn-realtime's recipe: lunet-coarse + L-UNet 128x96 refiner (lr 1e-3), strong "
+             "augmentation, phantom frames, 150 epochs", "strong"),
+    _cascade("cascade-acq", "the cascade with acquisition augmentation (zoom, field of view, aspect, gain, codec) and "
+             "25 % negative refiner windows, phantom frames, 150 epochs", "acquisition", negatives=0.25),
+    Recipe("dlunet-paper", "mn-accurate's recipe: DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
+           {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
+    Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",
+           {"model": ("--model", "dlunet", "--augment", "acquisition")}, {"model": 100}),
+)}
+"""Every recipe by name."""
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``.
+
+    Raises:
+        UserError: an unknown name; the message lists the known ones.
+    """
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise UserError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)} "
+                        "(mn-cv --list-recipes describes them)") from None
+
+
+def part_args(recipe: Recipe, part: str, *, extra: list[str], epochs: int) -> list[str]:
+    """The ``mn-train`` arguments of ``part`` with ``{extra}`` expanded and ``--epochs``.
+
+    Raises:
+        UserError: the part needs ``--extra-train`` folders and none were given.
+    """
+    args: list[str] = []
+    for arg in recipe.parts[part]:
+        if arg == EXTRA:
+            if not extra:
+                raise UserError(f"recipe {recipe.name} trains with extra frames: give --extra-train DIR (e.g. phantom "
+                                "frames from mn-synth --phantom --dataset DIR --frames 40 --every 12 --seed 1)")
+            args.extend(extra)
+        else:
+            args.append(arg)
+    return [*args, "--epochs", str(int(epochs))]
