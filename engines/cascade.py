@@ -33,7 +33,7 @@ import numpy as np
 from engines.base import Engine, EngineError, EngineInfo
 from engines.cache import atomic_write_bytes
 from engines.cache import cache_dir as resolve_cache_dir
-from train.cascade import paste, window_boxes
+from train.cascade import candidate_boxes, candidate_masses, choose_candidates, paste, window_boxes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.registry import Backend, LoadOptions
@@ -63,13 +63,16 @@ class CascadeEngine(Engine):
         refiner: an engine with input ``[N, 1, ch, cw]`` (the window ``crop = (cw, ch)``).
         info: this engine's description (default: built from the parts).
         threshold: the localiser probability that counts as nerve when finding the centre.
+        candidates: windows refined per frame (``K`` largest localiser components; the refined window
+            with the largest probability mass wins, :func:`train.cascade.choose_candidates`), as
+            ``CascadeNet(candidates=K)``.
 
     Raises:
         EngineError: parts whose shapes do not fit each other.
     """
 
     def __init__(self, localiser: Engine, refiner: Engine, info: EngineInfo | None = None, *,
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, candidates: int = 1) -> None:
         n, _, h, w = localiser.input_shape
         rn, _, ch, cw = refiner.input_shape
         if cw > w or ch > h:
@@ -86,6 +89,9 @@ class CascadeEngine(Engine):
         self.refiner = refiner
         self.crop = (int(cw), int(ch))
         self.threshold = float(threshold)
+        if int(candidates) < 1:
+            raise EngineError(f"a cascade needs at least one candidate window, got {candidates}")
+        self.candidates = int(candidates)
 
     def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
         """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]`` (as ``CascadeNet.boxes``)."""
@@ -101,20 +107,37 @@ class CascadeEngine(Engine):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch)["prob"]
 
-    def _run(self, batch: np.ndarray) -> dict[str, Any]:
-        loc = self.localiser.infer(batch)
-        boxes = self.boxes(loc)
+    def _windows(self, batch: np.ndarray, boxes: list[tuple[int, int]]) -> np.ndarray:
         cw, ch = self.crop
         windows = np.empty((batch.shape[0], 1, ch, cw), dtype=np.float32)  # the only copy of the input
         for i, (x0, y0) in enumerate(boxes):
             windows[i] = batch[i, :, y0:y0 + ch, x0:x0 + cw]
-        refined = self.refiner.infer(windows)
-        return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes}
+        return windows
+
+    def _run(self, batch: np.ndarray) -> dict[str, Any]:
+        loc = self.localiser.infer(batch)
+        if self.candidates == 1:
+            boxes = self.boxes(loc)
+            refined = self.refiner.infer(self._windows(batch, boxes))
+            return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes}
+        cands = candidate_boxes(loc, self.crop, self.candidates, self.threshold)
+        slots = max(len(c) for c in cands)
+        per_slot = []  # refiner output of candidate j of every image (an image without one repeats its first)
+        for j in range(slots):
+            boxes_j = [c[j] if j < len(c) else c[0] for c in cands]
+            per_slot.append(self.refiner.infer(self._windows(batch, boxes_j)))
+        flat = np.stack([per_slot[j][i] for i, c in enumerate(cands) for j in range(len(c))])
+        masses, _ = candidate_masses(cands, flat, self.candidates)
+        chosen = choose_candidates(masses)
+        boxes = [cands[i][int(k)] for i, k in enumerate(chosen)]
+        refined = np.stack([per_slot[int(k)][i] for i, k in enumerate(chosen)])
+        return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
+                "candidates": cands, "masses": masses}
 
     def describe(self) -> dict[str, Any]:
         """The usual description plus ``cascade``: the window and both parts' own descriptions."""
         d = super().describe()
-        d["cascade"] = {"crop": list(self.crop), "threshold": self.threshold,
+        d["cascade"] = {"crop": list(self.crop), "threshold": self.threshold, "candidates": self.candidates,
                         "localiser": self.localiser.describe(), "refiner": self.refiner.describe()}
         return d
 
@@ -201,7 +224,12 @@ def cascade_geometry(config: dict, path: str | os.PathLike = "the cascade") -> d
                           f"{REBUILD_HINT}")
     check_input_size(kwargs["localiser"]["name"], frame)
     check_input_size(kwargs["refiner"]["name"], crop)
-    return {"frame": frame, "crop": crop, "localiser": kwargs["localiser"], "refiner": kwargs["refiner"]}
+    candidates = kwargs.get("candidates", 1)
+    if not isinstance(candidates, int) or candidates < 1:
+        raise EngineError(f"{path}: the cascade's candidates must be a positive integer, got {candidates!r}; "
+                          f"{REBUILD_HINT}")
+    return {"frame": frame, "crop": crop, "localiser": kwargs["localiser"], "refiner": kwargs["refiner"],
+            "candidates": candidates}
 
 
 def part_paths(digest: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -290,7 +318,7 @@ def load_cascade(source: Any, backend: "Backend", options: "LoadOptions") -> Cas
                       input_shape=loc.input_shape, source=os.fspath(source.path), config=config, notes=notes,
                       max_batch=loc.info.max_batch)
     try:
-        return CascadeEngine(loc, ref, info)
+        return CascadeEngine(loc, ref, info, candidates=int(geometry.get("candidates", 1)))
     except BaseException:
         loc.close()
         ref.close()

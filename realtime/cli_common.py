@@ -18,6 +18,7 @@ from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, rand
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
 from engines.versions import library_versions
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
+from realtime.presence import PRESENCE_MODES, make_presence_gate
 from realtime.tracker import SMOOTHING_METHODS, Tracker, parse_baseline_range
 from train.errors import UserError
 from train.preprocess import parse_size
@@ -65,6 +66,12 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                    help="extra smoothed columns (raw values are always kept)")
     p.add_argument("--gate-mm", type=float, default=8.0, help="tracking gate when calibrated (mm)")
     p.add_argument("--gate-px", type=float, default=60.0, help="tracking gate when uncalibrated (px)")
+    p.add_argument("--presence", choices=list(PRESENCE_MODES), default="on",
+                   help="on: a detection is measured only when it is plausible as a median nerve (size relative to "
+                        "the frame and in mm² when calibrated, flattening, circularity, confidence); otherwise the "
+                        "frame is no_detection and the 'rejected' column says why. off: measure every detection")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help="presence gate: least mean nerve probability inside the mask (default 0.5)")
 
 
 def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
@@ -99,7 +106,8 @@ def make_calibration(args: argparse.Namespace, image_height: int | None) -> Cali
 
 def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float) -> Tracker:
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
-                   baseline_range=parse_baseline_range(args.baseline) if args.baseline else None)
+                   baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
+                   presence=make_presence_gate(args.presence, args.min_confidence))
 
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:

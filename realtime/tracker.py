@@ -32,6 +32,12 @@ gaps in ``frame_index``, frames the source dropped, count as misses)::
     LOST       nerve accepted (no gate)                -> TRACKING   reacquired
     LOST       nothing above the minimum area          -> LOST       lost
 
+Presence gate (``presence``, :class:`realtime.presence.PresenceGate`, on by default in the
+commands): the selected nerve is measured, then checked for plausibility as a median nerve (area
+relative to the frame and in mm² when calibrated, flattening, circularity, confidence). A
+rejected detection counts as *no* detection in the table above (a miss), its reason goes to the
+``rejected`` column and the measurement columns stay empty.
+
 So ``no_detection`` means "no nerve measured on this frame" while the track still holds (the
 frame had no component above the minimum area, or, while tracking, none inside the gate: see
 ``n_detections``); ``lost`` is the first frame after more than ``K`` missed frames and every
@@ -81,6 +87,7 @@ import numpy as np
 from realtime.calibration import Calibration, calibration_text
 from realtime.morphometry import Measurement, measure_mask
 from realtime.postprocess import Component, PostprocessResult
+from realtime.presence import PresenceGate
 from train.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -182,6 +189,8 @@ class TrackedMeasurement:
     baseline: Baseline | None = None
     smooth: dict[str, float | None] = field(default_factory=dict)
     nerve_mask: np.ndarray | None = field(default=None, repr=False)
+    rejected: str | None = None
+    presence_checked: bool = False
 
     @property
     def measured(self) -> bool:
@@ -212,6 +221,8 @@ class TrackedMeasurement:
         row["baseline_area_mm2"] = None if self.baseline is None else self.baseline.area_mm2
         for name, value in self.smooth.items():
             row[f"{name}_smooth"] = value
+        if self.presence_checked:
+            row["rejected"] = self.rejected
         return row
 
 
@@ -314,6 +325,8 @@ class Tracker:
         smoothing: ``"none"`` (default), ``"ema"`` or ``"median"``.
         smoothing_window: median window / EMA span in measured frames (default 5).
         measure: the morphometry function (default :func:`measure_mask`).
+        presence: the plausibility gate of a detection (:class:`realtime.presence.PresenceGate`);
+            ``None`` measures every selected detection.
     """
 
     def __init__(self, calibration: Calibration | None, fps: float, *, gate_mm: float = DEFAULT_GATE_MM,
@@ -321,7 +334,7 @@ class Tracker:
                  baseline_s: float = DEFAULT_BASELINE_S, baseline_range: tuple[int, int] | None = None,
                  bifid_gap: float = DEFAULT_BIFID_GAP, max_parts: int = DEFAULT_MAX_PARTS,
                  smoothing: str = "none", smoothing_window: int = DEFAULT_SMOOTHING_WINDOW,
-                 measure: MeasureFn = measure_mask) -> None:
+                 measure: MeasureFn = measure_mask, presence: PresenceGate | None = None) -> None:
         if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
             raise UserError(f"the frame rate must be a positive number of frames per second, got {fps!r}")
         for name, value in (("gate_mm", gate_mm), ("gate_px", gate_px), ("baseline_s", baseline_s)):
@@ -357,6 +370,7 @@ class Tracker:
         self.smoothing = smoothing
         self.smoothing_window = int(smoothing_window)
         self._measure = measure
+        self.presence = presence
         self.reset()
 
     # ----------------------------------------------------------------- state
@@ -414,6 +428,7 @@ class Tracker:
             "max_parts": self.max_parts,
             "smoothing": self.smoothing,
             "smoothing_window": self.smoothing_window if self.smoothing != "none" else None,
+            "presence_gate": self.presence.describe() if self.presence is not None else None,
         }
 
     def columns(self) -> list[str]:
@@ -423,6 +438,8 @@ class Tracker:
         cols += list(_OWN_FIELDS) + ["baseline_area_px", "baseline_area_mm2"]
         if self._smoothers:
             cols += [f"{name}_smooth" for name in SMOOTHED_FIELDS]
+        if self.presence is not None:
+            cols.append("rejected")
         return cols
 
     # ------------------------------------------------------------- selection
@@ -508,6 +525,13 @@ class Tracker:
             measurement = self._measure(nerve_mask, self.calibration, post.prob)
             if measurement.area_px == 0:  # a custom measure function may reject the mask
                 measurement, nerve_mask, labels = None, None, ()
+        rejected: str | None = None
+        if measurement is not None and self.presence is not None:
+            h, w = post.shape
+            rejected = self.presence.check(measurement, (w, h), self.calibration)
+            if rejected is not None:
+                log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
+                measurement, nerve_mask, labels = None, None, ()
 
         status = self._advance(frame_index, measurement)
         if not status.measured:
@@ -522,7 +546,8 @@ class Tracker:
         result = TrackedMeasurement(frame_index=frame_index, t_s=float(t_s), status=status, measurement=measurement,
                                     n_detections=post.n_components, nerve_labels=labels,
                                     frames_since_seen=frames_since_seen, baseline=self._baseline,
-                                    nerve_mask=nerve_mask)
+                                    nerve_mask=nerve_mask, rejected=rejected,
+                                    presence_checked=self.presence is not None)
         if measurement is not None and self._baseline is not None:
             self._relate_to_baseline(result, measurement, self._baseline)
         if self._smoothers:

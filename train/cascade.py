@@ -94,6 +94,84 @@ def window_boxes(loc_prob: np.ndarray, crop_wh: tuple[int, int], threshold: floa
     return [crop_box(find_centre(p[0], threshold), crop_wh, (w, h)) for p in loc_prob]
 
 
+def find_centres(prob: np.ndarray, k: int, threshold: float = 0.5, step: int = CENTRE_STEP) -> list[tuple[float, float]]:
+    """Up to ``k`` candidate centres ``(x, y)`` in a probability map ``[H, W]``, the most likely first.
+
+    The centroids of the ``k`` largest connected components of ``prob >= threshold`` (read every
+    ``step`` pixels), largest first, so the first is :func:`find_centre`'s; without any pixel above
+    the threshold, the most probable pixel alone.
+    """
+    if k < 1:
+        raise ValueError(f"need at least one candidate, got k={k}")
+    if k == 1:
+        return [find_centre(prob, threshold, step)]
+    small = np.ascontiguousarray(prob[step // 2::step, step // 2::step])
+    binary = (small >= threshold).astype(np.uint8)
+    if not binary.any():
+        return [find_centre(prob, threshold, step)]
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    order = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable")
+    return [(float(centroids[i][0] * step + step // 2), float(centroids[i][1] * step + step // 2))
+            for i in order[:k]]
+
+
+def _overlap(a: tuple[int, int], b: tuple[int, int], crop_wh: tuple[int, int]) -> float:
+    """Intersection over the window area of two ``crop_wh`` windows at corners ``a`` and ``b``."""
+    cw, ch = crop_wh
+    ix = max(0, cw - abs(a[0] - b[0]))
+    iy = max(0, ch - abs(a[1] - b[1]))
+    return ix * iy / float(cw * ch)
+
+
+CANDIDATE_OVERLAP = 0.5
+"""A candidate window overlapping an earlier one by more than this share of its area is dropped."""
+
+
+def candidate_boxes(loc_prob: np.ndarray, crop_wh: tuple[int, int], k: int, threshold: float = 0.5
+                    ) -> list[list[tuple[int, int]]]:
+    """Per image of ``[N, 1, H, W]`` localiser probabilities, up to ``k`` window corners, the most
+    likely first (the first is :func:`window_boxes`'); windows that mostly overlap an earlier one
+    are dropped (:data:`CANDIDATE_OVERLAP`)."""
+    h, w = loc_prob.shape[-2:]
+    out = []
+    for p in loc_prob:
+        boxes: list[tuple[int, int]] = []
+        for centre in find_centres(p[0], k, threshold):
+            box = crop_box(centre, crop_wh, (w, h))
+            if all(_overlap(box, b, crop_wh) <= CANDIDATE_OVERLAP for b in boxes):
+                boxes.append(box)
+        out.append(boxes)
+    return out
+
+
+def window_mass(prob: np.ndarray, threshold: float = 0.5) -> float:
+    """The refiner's evidence for a nerve in one window: the summed probability of the pixels at or
+    above ``threshold`` (the tracker's "probability mass"); 0 for a window it calls empty."""
+    p = np.asarray(prob, dtype=np.float32)
+    return float(p[p >= threshold].sum())
+
+
+def candidate_masses(cands: Sequence[Sequence[tuple[int, int]]], probs: np.ndarray, k: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(masses [N, K], index [N, K])`` for refined window probabilities ``probs [M, 1, h, w]`` laid out
+    image by image as in ``cands`` (``index``: the row of ``probs``; -inf / -1 where an image has fewer)."""
+    masses = np.full((len(cands), k), -np.inf)
+    index = np.full((len(cands), k), -1, dtype=np.int64)
+    row = 0
+    for i, boxes in enumerate(cands):
+        for j in range(len(boxes)):
+            masses[i, j] = window_mass(probs[row, 0])
+            index[i, j] = row
+            row += 1
+    return masses, index
+
+
+def choose_candidates(masses: np.ndarray) -> np.ndarray:
+    """Index of the chosen candidate per image from ``masses [N, K]`` (-inf where an image has fewer
+    candidates): the largest mass; ties go to the earlier (more likely) candidate."""
+    return np.argmax(np.asarray(masses, dtype=np.float64), axis=1)
+
+
 def check_crop(crop_wh: Sequence[int], frame_wh: Sequence[int], stride: int, model: str) -> tuple[int, int]:
     """``crop_wh`` as a tuple, or a :class:`UserError` saying what is wrong with it."""
     from train.models.layers import check_size_divisible
@@ -232,7 +310,7 @@ class CascadeNet(nn.Module):
     has_vgg_encoder: ClassVar[bool] = False
 
     def __init__(self, localiser: dict | None = None, refiner: dict | None = None,
-                 crop: Sequence[int] = (128, 96)) -> None:
+                 crop: Sequence[int] = (128, 96), candidates: int = 1) -> None:
         from train.models import build_model, model_stride
 
         super().__init__()
@@ -241,6 +319,9 @@ class CascadeNet(nn.Module):
         self.localiser = build_model(self.localiser_spec["name"], **self.localiser_spec.get("kwargs", {}))
         self.refiner = build_model(self.refiner_spec["name"], **self.refiner_spec.get("kwargs", {}))
         self.crop = (int(crop[0]), int(crop[1]))
+        if int(candidates) < 1:
+            raise UserError(f"a cascade needs at least one candidate window, got {candidates}")
+        self.candidates = int(candidates)
         self.frame_stride = model_stride(self.localiser_spec["name"])
         check_crop(self.crop, (1 << 30, 1 << 30), model_stride(self.refiner_spec["name"]),
                    self.refiner_spec["name"])
@@ -262,13 +343,26 @@ class CascadeNet(nn.Module):
         if cw > w or ch > h:
             raise UserError(f"the cascade's window {cw}x{ch} does not fit a {w}x{h} frame")
         loc = self.localiser(x)
-        boxes = self.boxes(torch.sigmoid(loc.float()).detach().cpu().numpy())
-        windows = torch.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, (x0, y0) in enumerate(boxes)])
-        refined = self.refiner(windows)
-        return {"logits": paste(refined, boxes, (h, w)), "localiser": loc, "boxes": boxes}
+        loc_prob = torch.sigmoid(loc.float()).detach().cpu().numpy()
+        if self.candidates == 1:
+            boxes = self.boxes(loc_prob)
+            windows = torch.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, (x0, y0) in enumerate(boxes)])
+            refined = self.refiner(windows)
+            return {"logits": paste(refined, boxes, (h, w)), "localiser": loc, "boxes": boxes}
+        cands = candidate_boxes(loc_prob, self.crop, self.candidates)
+        flat = [(i, box) for i, boxes in enumerate(cands) for box in boxes]
+        windows = torch.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, (x0, y0) in flat])
+        refined_all = self.refiner(windows)
+        probs = torch.sigmoid(refined_all.float()).detach().cpu().numpy()
+        masses, index = candidate_masses(cands, probs, self.candidates)
+        picks = [int(index[i, c]) for i, c in enumerate(choose_candidates(masses))]
+        boxes = [flat[j][1] for j in picks]
+        refined = refined_all[picks]
+        return {"logits": paste(refined, boxes, (h, w)), "localiser": loc, "boxes": boxes,
+                "candidates": cands, "masses": masses}
 
     def extra_repr(self) -> str:  # noqa: D102
-        return f"crop={self.crop[0]}x{self.crop[1]}"
+        return f"crop={self.crop[0]}x{self.crop[1]}, candidates={self.candidates}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +370,7 @@ class CascadeNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str) -> dict:
+def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, candidates: int = 1) -> dict:
     """Write one checkpoint holding a trained localiser and refiner; returns its config.
 
     The localiser must be a full-frame network and the refiner a ``mn-train --crop`` run at
@@ -296,12 +390,13 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str) -
                         f"{frame} frames; train both with the same --size")
     if lc["preprocessing"].get("id") != rc["preprocessing"].get("id"):
         raise UserError("the two checkpoints use different preprocessing; train both with this mn-seg")
-    net = CascadeNet(localiser=lc["model"], refiner=rc["model"], crop=rc["crop"]["size"])
+    net = CascadeNet(localiser=lc["model"], refiner=rc["model"], crop=rc["crop"]["size"], candidates=candidates)
     net.localiser.load_state_dict(loc["state_dict"])
     net.refiner.load_state_dict(ref["state_dict"])
     config = {
         "model": {"name": "cascade", "kwargs": {"localiser": lc["model"], "refiner": rc["model"],
-                                                "crop": list(rc["crop"]["size"])}},
+                                                "crop": list(rc["crop"]["size"]),
+                                                **({"candidates": int(candidates)} if candidates != 1 else {})}},
         "preprocessing": lc["preprocessing"],
         "parts": {"localiser": {"checkpoint": str(localiser_ckpt), "config": lc},
                   "refiner": {"checkpoint": str(refiner_ckpt), "config": rc}},
@@ -321,10 +416,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--localiser", required=True, help="best.pt of the localiser (e.g. mn-train --model lunet-coarse)")
     p.add_argument("--refiner", required=True, help="best.pt of the refiner (mn-train --crop WxH)")
     p.add_argument("--out", required=True, help="cascade checkpoint to write (.pt)")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="windows refined per frame: the K largest localiser components; the one with the largest "
+                        "refined probability mass wins (1: the largest component only)")
     add_logging_args(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    config = build_cascade_checkpoint(args.localiser, args.refiner, args.out)
+    config = build_cascade_checkpoint(args.localiser, args.refiner, args.out, candidates=args.candidates)
     kw = config["model"]["kwargs"]
     log.info("wrote %s: %s -> %s on %dx%d windows", args.out, kw["localiser"]["name"], kw["refiner"]["name"],
              *kw["crop"])

@@ -182,7 +182,7 @@ def test_strong_deterministic_and_keeps_channel_axis() -> None:
 
 
 def test_make_augment_registry_and_records() -> None:
-    assert AUGMENT_NAMES == ("paper", "strong", "none")
+    assert AUGMENT_NAMES == ("paper", "strong", "acquisition", "none")
     assert make_augment("none") is None
     assert isinstance(make_augment("paper"), JointAugment)
     strong = make_augment("strong")
@@ -191,9 +191,58 @@ def test_make_augment_registry_and_records() -> None:
     assert record["name"] == "strong" and record["strong"]["gamma"] == [0.7, 1.5]
     assert StrongAugmentConfig.from_config(record["strong"]) == strong.config
     assert augment_record(None) == {"name": "none"} and augment_record(make_augment("paper"))["name"] == "paper"
-    with pytest.raises(UserError, match="paper, strong, none"):
+    with pytest.raises(UserError, match="paper, strong, acquisition, none"):
         make_augment("heavy")
     with pytest.raises(UserError):
         StrongAugmentConfig(elastic_p=1.5)
     with pytest.raises(UserError):
         StrongAugmentConfig(gamma=(1.5, 0.7))
+
+
+# ---------------------------------------------------------------------------------------------
+# acquisition augmentation
+# ---------------------------------------------------------------------------------------------
+
+
+def _disc_pair(w: int = 128, h: int = 96, r: int = 14) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    rng = np.random.default_rng(1)
+    mask = np.zeros((h, w), np.float32)
+    cv2.circle(mask, (w // 2, h // 2), r, 1.0, -1)
+    image = (rng.normal(0, 1, (h, w)) + 2 * mask).astype(np.float32)
+    return image, mask
+
+
+def test_acquisition_augment_record_roundtrip_and_determinism() -> None:
+    from train.augment import AcquisitionAugment, AcquisitionAugmentConfig
+
+    aug = make_augment("acquisition")
+    assert isinstance(aug, AcquisitionAugment)
+    record = json.loads(json.dumps(augment_record(aug)))
+    assert record["name"] == "acquisition" and record["acquisition"]["zoom"] == [0.8, 1.25]
+    assert AcquisitionAugmentConfig.from_config(record["acquisition"]) == aug.config
+    image, mask = _disc_pair()
+    a = aug(image, mask, np.random.default_rng(5))
+    b = aug(image, mask, np.random.default_rng(5))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[0].shape == image.shape and a[0].dtype == np.float32
+    # the output is z-scored and the mask stays in [0, 1]
+    assert abs(float(a[0].mean())) < 1e-4 and abs(float(a[0].std()) - 1) < 1e-3
+    assert 0.0 <= float(a[1].min()) and float(a[1].max()) <= 1.0
+    with pytest.raises(UserError):
+        AcquisitionAugmentConfig(zoom=(1.2, 0.8))
+    with pytest.raises(UserError):
+        AcquisitionAugmentConfig(codec_p=2.0)
+
+
+def test_acquisition_field_of_view_scales_the_nerve_as_drawn() -> None:
+    """With only the field-of-view step on and zoom fixed at z, the mask area scales by z**2."""
+    from train.augment import AcquisitionAugment, AcquisitionAugmentConfig
+
+    image, mask = _disc_pair()
+    for z in (0.8, 1.25):
+        aug = AcquisitionAugment(AcquisitionAugmentConfig(fov_p=1.0, zoom=(z, z), aspect=(1.0, 1.0), offset=0.0))
+        _, out = aug.field_of_view(image * 0 + 100, mask, np.random.default_rng(0))
+        assert float(out.sum()) == pytest.approx(z * z * float(mask.sum()), rel=0.03)

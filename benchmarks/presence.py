@@ -1,0 +1,308 @@
+"""``mn-presence``: does the tool say "no median nerve here" when there is none, and find it when there is?
+
+Frames without a median nerve are made from the project's own data only (no outside images):
+
+- ``nerve-removed``: a validation image whose nerve region (dilated by :data:`REMOVE_MARGIN` px)
+  is filled with tissue texture from beside the nerve, with a feathered edge;
+- ``off-nerve``: the largest part of a validation image left or right of the nerve that holds no
+  nerve pixel, scaled up to the frame size (other wrist anatomy at another zoom);
+- ``lifted-probe``: a probe in air: black, faint horizontal reverberation bands, noise;
+- ``phantom-no-nerve``: phantom frames with the nerve painted over by the tissue around it.
+
+and frames with one: the validation images themselves and frames of the built-in phantom.
+Each frame goes through exactly what runs live: preprocess, the engine, post-processing, a fresh
+:class:`~realtime.tracker.Tracker` with the presence gate (``--presence on``) and without it
+(``off``). A negative frame *reports a nerve* when its status is ``ok``; a positive is *found* when
+``ok`` with Dice >= 0.5 against the truth (``ok`` with a lower Dice is a *wrong structure*).
+
+Writes JSON and Markdown (``--json``, ``--md``) with, per kind and gate setting: frames,
+reported (false-positive rate on negatives), found and wrong structure (positives), and the
+gate's rejection reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from collections import Counter
+from datetime import date
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from train.errors import UserError, run_cli
+
+log = logging.getLogger(__name__)
+
+REMOVE_MARGIN = 12
+"""Pixels around the nerve's mask that ``nerve-removed`` fills too (the nerve's bright rim)."""
+NEGATIVE_KINDS = ("nerve-removed", "off-nerve", "lifted-probe", "phantom-no-nerve")
+POSITIVE_KINDS = ("validation", "phantom")
+FOUND_DSC = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# frames without a nerve, from the project's own data
+# ---------------------------------------------------------------------------------------------
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+
+
+def remove_nerve(grey: np.ndarray, mask: np.ndarray, margin: int = REMOVE_MARGIN) -> np.ndarray | None:
+    """``grey`` with the nerve (``mask > 0`` dilated by ``margin``) replaced by tissue from beside it.
+
+    The fill is the same region shifted sideways by 1.2x the region's width (to the side with room),
+    blended with a feathered edge; None when neither side has room.
+    """
+    region = cv2.dilate((mask > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                                               (2 * margin + 1, 2 * margin + 1)))
+    ys, xs = np.nonzero(region)
+    if len(xs) == 0:
+        return None
+    h, w = grey.shape
+    width = int(xs.max() - xs.min() + 1)
+    for shift in (int(1.2 * width), -int(1.2 * width)):
+        if xs.min() + shift >= 0 and xs.max() + shift < w:
+            break
+    else:
+        return None
+    donor = np.roll(grey, -shift, axis=1).astype(np.float32)  # donor[y, x] = grey[y, x + shift]
+    alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigmaX=margin / 2.0)
+    alpha = np.maximum(alpha, region.astype(np.float32) * 0.999)
+    out = grey.astype(np.float32) * (1 - alpha) + donor * alpha
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def off_nerve(grey: np.ndarray, mask: np.ndarray, min_fraction: float = 0.35) -> np.ndarray | None:
+    """The larger nerve-free side (left or right of the nerve) scaled to the frame, keeping the aspect."""
+    xs = np.nonzero((mask > 0).any(axis=0))[0]
+    if len(xs) == 0:
+        return None
+    h, w = grey.shape
+    left, right = int(xs.min()) - 4, w - int(xs.max()) - 5
+    x0, x1 = (0, left) if left >= right else (w - right, w)
+    cw = x1 - x0
+    if cw < min_fraction * w:
+        return None
+    ch = min(h, int(round(cw * h / w)))
+    y0 = (h - ch) // 2
+    return cv2.resize(grey[y0:y0 + ch, x0:x1], (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def lifted_probe(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A probe in air: near black, a few horizontal reverberation bands fading with depth, noise."""
+    h, w = shape
+    y = np.arange(h, dtype=np.float32)[:, None]
+    period = rng.uniform(25, 60)
+    bands = np.exp(-y / rng.uniform(80, 200)) * (0.5 + 0.5 * np.cos(2 * np.pi * y / period)) ** 8
+    img = 10 + 60 * bands + rng.normal(0, 4, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def phantom_frames(seed: int, count: int, every: int = 7) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``count`` phantom frames ``(grey, truth)`` of seed ``seed``, every ``every``-th frame."""
+    from realtime.sources.phantom import PhantomSource
+
+    source = PhantomSource(seed=seed)
+    for i in range(count):
+        yield source.render(i * every)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+
+
+def build_items(data: str | None, split: str, seed: int, folds: int | None, fold: int | None,
+                phantom: int, rng_seed: int = 0) -> list[dict[str, Any]]:
+    """Every frame of the report: ``{"kind", "id", "image", "mask" (None for negatives), "positive"}``."""
+    items: list[dict[str, Any]] = []
+    rng = np.random.default_rng(rng_seed)
+    if data:
+        from train.data import read_image, read_mask, scan_dataset
+        from train.splits import make_split
+
+        samples = scan_dataset(data)
+        if split != "none":
+            patients = [s.patient for s in samples]
+            kfold = split == "kfold"
+            sp = make_split(split, patients, folds=folds if kfold else None, fold=fold if kfold else None, seed=seed)
+            samples = [samples[i] for i in sp.indices(patients)[1]]
+        for s in samples:
+            grey, mask = _grey(read_image(s.image_path)), read_mask(s.mask_path)
+            items.append({"kind": "validation", "id": s.stem, "image": grey, "mask": mask, "positive": True})
+            removed = remove_nerve(grey, mask)
+            if removed is not None:
+                items.append({"kind": "nerve-removed", "id": s.stem, "image": removed, "mask": None,
+                              "positive": False})
+            side = off_nerve(grey, mask)
+            if side is not None:
+                items.append({"kind": "off-nerve", "id": s.stem, "image": side, "mask": None, "positive": False})
+            items.append({"kind": "lifted-probe", "id": s.stem, "image": lifted_probe(grey.shape, rng), "mask": None,
+                          "positive": False})
+    for i, (grey, truth) in enumerate(phantom_frames(seed=101, count=phantom)):
+        items.append({"kind": "phantom", "id": f"phantom-{i}", "image": grey, "mask": truth, "positive": True})
+        removed = remove_nerve(grey, truth)
+        if removed is not None:
+            items.append({"kind": "phantom-no-nerve", "id": f"phantom-{i}", "image": removed, "mask": None,
+                          "positive": False})
+    return items
+
+
+def classify(engine: Any, items: Sequence[dict[str, Any]], gates: dict[str, Any], progress: bool = True
+             ) -> list[dict[str, Any]]:
+    """One row per (item, gate setting): status, rejected reason, Dice when there is truth."""
+    from tqdm import tqdm
+
+    from realtime.postprocess import postprocess
+    from realtime.tracker import Tracker
+    from train.metrics import dice_hard
+    from train.preprocess import preprocess_image
+
+    rows = []
+    size = engine.size
+    for item in tqdm(items, desc="presence", unit="frame", disable=not progress):
+        image = item["image"]
+        h, w = image.shape[:2]
+        prob = engine.infer(preprocess_image(image, size)[None, None])[0, 0]
+        post = postprocess(prob, (w, h))
+        for name, gate in gates.items():
+            r = Tracker(None, 24.0, presence=gate).update(post, 0, 0.0)
+            row = {"kind": item["kind"], "id": item["id"], "gate": name, "positive": item["positive"],
+                   "status": r.status.value, "reported": r.measured, "rejected": r.rejected,
+                   "n_detections": r.n_detections, "dsc": None,
+                   "confidence": None if r.measurement is None else r.measurement.confidence}
+            if item["mask"] is not None:
+                truth = item["mask"] > 0
+                pred = r.nerve_mask > 0 if r.nerve_mask is not None else np.zeros_like(truth)
+                row["dsc"] = dice_hard(pred, truth)
+            rows.append(row)
+    return rows
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per gate setting and kind: frames, reported / found / wrong-structure counts and rates."""
+    out: dict[str, Any] = {}
+    for gate in sorted({r["gate"] for r in rows}):
+        per_kind: dict[str, Any] = {}
+        for kind in [*POSITIVE_KINDS, *NEGATIVE_KINDS]:
+            sel = [r for r in rows if r["gate"] == gate and r["kind"] == kind]
+            if not sel:
+                continue
+            n = len(sel)
+            reported = sum(r["reported"] for r in sel)
+            entry: dict[str, Any] = {"frames": n, "reported": reported, "reported_rate": reported / n,
+                                     "rejected_reasons": dict(Counter((r["rejected"] or "").split(" ")[0]
+                                                                      for r in sel if r["rejected"]))}
+            if sel[0]["positive"]:
+                found = sum(1 for r in sel if r["reported"] and (r["dsc"] or 0) >= FOUND_DSC)
+                entry.update(found=found, found_rate=found / n, wrong_structure=reported - found)
+            per_kind[kind] = entry
+        negatives = [r for r in rows if r["gate"] == gate and not r["positive"]]
+        per_kind["all-negatives"] = {"frames": len(negatives), "reported": sum(r["reported"] for r in negatives),
+                                     "reported_rate": (sum(r["reported"] for r in negatives) / len(negatives)
+                                                       if negatives else None)}
+        out[gate] = per_kind
+    return out
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    lines = ["| gate | kind | frames | nerve reported | found (Dice >= 0.5) | wrong structure |",
+             "|---|---|---|---|---|---|"]
+    for gate, kinds in summary.items():
+        for kind, e in kinds.items():
+            rate = e.get("reported_rate")
+            found = f"{e['found']} ({100 * e['found_rate']:.1f} %)" if "found" in e else ""
+            lines.append(f"| {gate} | {kind} | {e['frames']} | {e['reported']}"
+                         f"{'' if rate is None else f' ({100 * rate:.1f} %)'} | {found} | "
+                         f"{e.get('wrong_structure', '')} |")
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from train.cli_util import add_logging_args
+
+    p = argparse.ArgumentParser(prog="mn-presence", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None, help="bundled name, checkpoint or .onnx (default: the bundled default)")
+    p.add_argument("--backend", default="auto", help="engine backend")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
+    p.add_argument("--data", default=None, help="annotated dataset folder (Images/, Masks/); without it, phantom only")
+    p.add_argument("--split", choices=["paper", "kfold", "none"], default="paper",
+                   help="use the validation side of this patient split (images the model was not trained on)")
+    p.add_argument("--folds", type=int, default=None, help="with --split kfold")
+    p.add_argument("--fold", type=int, default=None, help="with --split kfold")
+    p.add_argument("--seed", type=int, default=42, help="split seed")
+    p.add_argument("--phantom", type=int, default=24, help="phantom frames (with and without the nerve)")
+    p.add_argument("--min-confidence", type=float, default=None, help="presence gate confidence bound")
+    p.add_argument("--json", default=None, help="results JSON (default benchmarks/results/presence-MODEL-HOST-DATE.json)")
+    p.add_argument("--md", default=None, help="Markdown table (default: the JSON's path with .md)")
+    p.add_argument("--per-frame", default=None, metavar="JSON", help="every frame's row")
+    add_logging_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from engines.registry import bundled_default, load_engine
+    from realtime.presence import make_presence_gate
+    from train.cli_util import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.data and not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data} is not a folder; give the dataset folder holding Images/ and Masks/")
+    if args.split == "kfold" and args.fold is None:
+        raise UserError("--split kfold needs --fold K")
+    model = args.model or bundled_default()
+    if not model:
+        raise UserError("no bundled default model in this installation; give --model NAME|CHECKPOINT")
+    stem = Path(str(model)).stem
+    out = Path(args.json or f"benchmarks/results/presence-{stem}-{platform.node()}-{date.today()}.json")
+    md = Path(args.md) if args.md else out.with_suffix(".md")
+    for path in (out, md):
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise UserError(f"cannot write {path}: the folder {path.parent} does not exist or is not writable")
+    gates = {"on": make_presence_gate("on", args.min_confidence), "off": None}
+    engine = load_engine(model, backend=args.backend, threads=args.threads)
+    try:
+        items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)
+        rows = classify(engine, items, gates, progress=log.isEnabledFor(logging.INFO))
+    finally:
+        engine.close()
+    summary = summarise(rows)
+    result = {"model": str(model), "engine": engine.describe(), "data": args.data, "split": args.split,
+              "gate": gates["on"].describe(), "summary": summary,
+              "command": " ".join(["mn-presence", *(argv if argv is not None else sys.argv[1:])])}
+    _atomic_write(out, json.dumps(result, indent=2, default=str) + "\n")
+    table = format_table(summary)
+    _atomic_write(md, f"# Presence: {model}\n\n{table}\n")
+    if args.per_frame:
+        _atomic_write(Path(args.per_frame), json.dumps(rows, indent=1, default=str) + "\n")
+    print(table)
+    log.info("wrote %s and %s", out, md)
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli("mn-presence", main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

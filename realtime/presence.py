@@ -1,0 +1,104 @@
+"""Is there a median nerve at all? The plausibility gate every detection passes before it is measured.
+
+A segmentation network always finds *something* that looks most like a nerve: on a lifted probe,
+on another part of the wrist or on another body part it outlines a tendon, a vessel or a patch of
+muscle with a probability as high as on a real nerve. Reporting that as a CSA would be a number
+that looks real and is not. So before the tracker accepts a detection, :class:`PresenceGate`
+checks that it is plausible as a median nerve at the wrist; a rejected detection is treated as no
+detection at all (status ``no_detection``, empty measurement columns, the reason in the
+``rejected`` column).
+
+The checks and their default bounds. Bounds in pixels are relative to the frame so they hold at
+any capture size; each comes from the 202 annotated masks of the project's dataset (range shown)
+widened for a different zoom (+-20 % in length, i.e. x0.69-1.44 in area), aspect (+-15 %) and
+annotation noise, so that no true nerve of the dataset comes close to a bound:
+
+=================== ============================ =============================================
+check               default                      dataset's masks
+=================== ============================ =============================================
+area / frame area   0.2 % .. 6.5 %               0.49 % .. 2.99 % (0.60 .. 1.58 % for 90 %)
+area (calibrated)   2 .. 40 mm²                  median nerve at the carpal tunnel: about 5-10
+                                                 mm² healthy, up to ~25 mm² in severe CTS
+flattening ratio    <= 11                        1.97 .. 7.52
+circularity         >= 0.20                      0.32 .. 0.78
+confidence          >= ``min_confidence``        mean probability inside the nerve's mask
+=================== ============================ =============================================
+
+The gate is pure (no state): plausibility of motion over time is the tracker's gate. Its
+settings are recorded in every summary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from realtime.calibration import Calibration
+from realtime.morphometry import Measurement
+from train.errors import UserError
+
+PRESENCE_MODES = ("on", "off")
+
+
+@dataclass(frozen=True)
+class PresenceGate:
+    """Plausibility bounds of a median nerve (see the module docstring); ``None`` turns one check off."""
+
+    min_area_frac: float | None = 0.002
+    max_area_frac: float | None = 0.065
+    min_area_mm2: float | None = 2.0
+    max_area_mm2: float | None = 40.0
+    max_flattening: float | None = 11.0
+    min_circularity: float | None = 0.20
+    min_confidence: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise UserError(f"presence gate {name} must be a non-negative number or None, got {value!r}")
+        for low, high in (("min_area_frac", "max_area_frac"), ("min_area_mm2", "max_area_mm2")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo >= hi:
+                raise UserError(f"presence gate {low} ({lo}) must be below {high} ({hi})")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able bounds for summaries."""
+        return asdict(self)
+
+    def check(self, m: Measurement, frame_wh: tuple[int, int], calibration: Calibration | None = None) -> str | None:
+        """``None`` when ``m`` is a plausible median nerve in a frame of ``frame_wh`` pixels, else why not.
+
+        The reason is a short token with the value, e.g. ``"area 0.08% of frame < 0.2%"``.
+        """
+        frame_area = float(frame_wh[0]) * float(frame_wh[1])
+        if m.area_px <= 0 or frame_area <= 0:
+            return "empty"
+        frac = m.area_px / frame_area
+        if self.min_area_frac is not None and frac < self.min_area_frac:
+            return f"area {100 * frac:.2f}% of frame < {100 * self.min_area_frac:.2f}%"
+        if self.max_area_frac is not None and frac > self.max_area_frac:
+            return f"area {100 * frac:.2f}% of frame > {100 * self.max_area_frac:.2f}%"
+        if calibration is not None and m.area_mm2 is not None:
+            if self.min_area_mm2 is not None and m.area_mm2 < self.min_area_mm2:
+                return f"area {m.area_mm2:.1f} mm2 < {self.min_area_mm2:g} mm2"
+            if self.max_area_mm2 is not None and m.area_mm2 > self.max_area_mm2:
+                return f"area {m.area_mm2:.1f} mm2 > {self.max_area_mm2:g} mm2"
+        if self.max_flattening is not None and m.flattening_ratio is not None and m.flattening_ratio > self.max_flattening:
+            return f"flattening {m.flattening_ratio:.1f} > {self.max_flattening:g}"
+        if self.min_circularity is not None and m.circularity is not None and m.circularity < self.min_circularity:
+            return f"circularity {m.circularity:.2f} < {self.min_circularity:g}"
+        if self.min_confidence is not None and m.confidence is not None and m.confidence < self.min_confidence:
+            return f"confidence {m.confidence:.2f} < {self.min_confidence:g}"
+        return None
+
+
+def make_presence_gate(mode: str, min_confidence: float | None = None) -> PresenceGate | None:
+    """The gate for ``--presence on|off`` (``off``: every detection is measured, as before the gate)."""
+    if mode not in PRESENCE_MODES:
+        raise UserError(f"--presence must be one of {', '.join(PRESENCE_MODES)}, got {mode!r}")
+    if mode == "off":
+        return None
+    if min_confidence is not None:
+        return PresenceGate(min_confidence=min_confidence)
+    return PresenceGate()
