@@ -1,0 +1,134 @@
+"""mn-presence: nerve-free frames made from annotated images hold no nerve, the counts are exact for
+an oracle engine, and the command writes its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.presence import (
+    build_items,
+    classify,
+    format_table,
+    lifted_probe,
+    main,
+    off_nerve,
+    remove_nerve,
+    summarise,
+)
+from engines.base import Engine, EngineInfo
+from realtime.presence import PresenceGate
+from tests.conftest import make_dataset
+
+
+def _pair(w: int = 300, h: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    grey = np.clip(rng.normal(120, 25, (h, w)), 0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.ellipse(mask, (90, 100), (30, 12), 0, 0, 360, 255, -1)
+    grey[mask > 0] = 30  # a dark nerve
+    return grey, mask
+
+
+def test_remove_nerve_replaces_the_nerve_with_tissue() -> None:
+    grey, mask = _pair()
+    out = remove_nerve(grey, mask)
+    assert out is not None and out.shape == grey.shape and out.dtype == np.uint8
+    inside = mask > 0
+    assert float(grey[inside].mean()) == 30.0 and float(out[inside].mean()) > 100  # the dark nerve is gone
+    far = np.zeros_like(inside)
+    far[:, 200:] = True
+    np.testing.assert_array_equal(out[far], grey[far])  # the rest is untouched
+    assert remove_nerve(grey, np.zeros_like(mask)) is None
+    wide = np.zeros_like(mask)
+    wide[90:110, 10:290] = 255  # no room on either side
+    assert remove_nerve(grey, wide) is None
+
+
+def test_off_nerve_takes_the_larger_nerve_free_side() -> None:
+    grey, mask = _pair()
+    out = off_nerve(grey, mask)
+    assert out is not None and out.shape == grey.shape
+    assert float(out.min()) > 30  # no dark nerve pixel inside (the right side, x >= 125)
+    centred = np.zeros_like(mask)
+    cv2.circle(centred, (150, 100), 60, 255, -1)
+    assert off_nerve(grey, centred) is None  # too little room left or right
+
+
+def test_lifted_probe_is_dark() -> None:
+    img = lifted_probe((200, 300), np.random.default_rng(0))
+    assert img.shape == (200, 300) and img.dtype == np.uint8 and float(img.mean()) < 40
+
+
+class _Oracle(Engine):
+    """Nerve probability 0.9 where the preprocessed frame is much darker than its mean (the drawn
+    nerve of the synthetic images), else 0: finds real nerves, and dark regions that remain."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(EngineInfo(name="oracle", backend="fake", precision="fp32", device="cpu",
+                                    input_shape=(1, 1, size[1], size[0])))
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return (batch < -1.2).astype(np.float32) * 0.9
+
+
+def _dark_nerve_dataset(root: Path, n: int = 8, size: tuple[int, int] = (320, 240)) -> Path:
+    """Even grey tissue (150 +- 10) with one dark nerve ellipse (20) per image, left or right."""
+    rng = np.random.default_rng(0)
+    w, h = size
+    (root / "Images").mkdir(parents=True)
+    (root / "Masks").mkdir(parents=True)
+    for i in range(n):
+        grey = np.clip(rng.normal(150, 10, (h, w)), 0, 255).astype(np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        cx = int(w * (0.25 if i % 2 else 0.75))
+        cv2.ellipse(mask, (cx, h // 2), (30, 12), 0, 0, 360, 255, -1)
+        grey[mask > 0] = 20
+        cv2.imwrite(str(root / "Images" / f"Pz{i:03d}-001.png"), grey)
+        cv2.imwrite(str(root / "Masks" / f"Pz{i:03d}-001.png"), mask)
+    return root
+
+
+def test_oracle_counts(tmp_path: Path) -> None:
+    data = _dark_nerve_dataset(tmp_path / "d")
+    items = build_items(str(data), "none", 42, None, None, phantom=0)
+    kinds = {k: sum(1 for i in items if i["kind"] == k) for k in ("validation", "nerve-removed", "lifted-probe")}
+    assert kinds == {"validation": 8, "nerve-removed": 8, "lifted-probe": 8}
+    rows = classify(_Oracle((160, 120)), items, {"on": PresenceGate(min_area_frac=0.001), "off": None}, progress=False)
+    summary = summarise(rows)
+    for gate in ("on", "off"):
+        assert summary[gate]["validation"]["found"] == 8  # the oracle finds every drawn nerve
+        assert summary[gate]["nerve-removed"]["reported"] == 0  # and nothing once it is removed
+        assert summary[gate]["off-nerve"]["reported"] == 0
+        assert summary[gate]["lifted-probe"]["reported"] == 0
+    assert summary["off"]["all-negatives"]["frames"] == len(items) - 8
+    assert "| on | validation | 8 | 8 (100.0 %) | 8 (100.0 %) | 0 |" in format_table(summary)
+
+
+@pytest.mark.slow
+def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
+    from engines.random_model import random_checkpoint
+
+    data = make_dataset(tmp_path / "d", n_patients=3, per_patient=1, size=(128, 96))
+    ckpt = random_checkpoint("lunet", (64, 64), cache_dir=tmp_path / "cache")
+    out = tmp_path / "p.json"
+    code = main(["--model", str(ckpt), "--backend", "torch", "--data", str(data), "--split", "none",
+                 "--phantom", "2", "--json", str(out), "-q"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["summary"]["on"]["validation"]["frames"] == 3
+    assert result["summary"]["on"]["phantom"]["frames"] == 2
+    assert out.with_suffix(".md").read_text().startswith("# Presence")
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.presence import cli
+
+    assert cli(["--data", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert cli(["--json", str(tmp_path / "no" / "dir" / "x.json"), "--phantom", "1"]) == 2
