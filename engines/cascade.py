@@ -5,11 +5,12 @@ cuts a fixed window around it and runs a *refiner* on the window
 (:class:`train.cascade.CascadeNet`). The centre is computed in numpy, so the cascade cannot be
 one ONNX graph or TensorRT plan; :class:`CascadeEngine` holds one engine per network (same
 backend, precision, device and threads) and does the glue with the very functions
-``CascadeNet`` uses (:func:`~train.cascade.find_centre`, :func:`~train.cascade.crop_box`,
-:func:`~train.cascade.paste`), so both place the same window.
+``CascadeNet`` uses (:mod:`train.window`, torch-free: :func:`~train.window.find_centre`,
+:func:`~train.window.crop_box`, :func:`~train.window.paste`), so both place the same window.
 
-How the parts are built (:func:`load_cascade`, called by :func:`engines.registry.load_engine`
-for a checkpoint whose ``config["model"]["name"]`` is ``"cascade"``): each network is written
+How the parts are built (:func:`load_cascade`, registered as the loader of the ``"cascade"``
+composite by ``engines/__init__.py`` and called by :func:`engines.registry.load_engine` for a
+checkpoint whose ``config["model"]["name"]`` is ``"cascade"``): each network is written
 as an ordinary checkpoint into the engine cache (:func:`part_checkpoints`: ``model`` = the part's
 spec, ``preprocessing.size`` = the frame for the localiser and the window for the refiner, the
 ``localiser.`` / ``refiner.`` weights without their prefix), named after the cascade file's
@@ -33,10 +34,11 @@ import numpy as np
 from engines.base import Engine, EngineError, EngineInfo
 from engines.cache import atomic_write_bytes
 from engines.cache import cache_dir as resolve_cache_dir
-from train.cascade import candidate_boxes, candidate_masses, choose_candidates, paste, window_boxes
+from engines.model_source import LoadOptions, ModelSource, checkpoint_architecture
+from train.window import candidate_boxes, candidate_masses, choose_candidates, paste, window_boxes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from engines.registry import Backend, LoadOptions
+    from engines.registry import Backend
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +160,7 @@ class CascadeEngine(Engine):
 def is_cascade(path: str | os.PathLike) -> bool:
     """Whether the checkpoint ``path`` holds a cascade; ``False`` for anything unreadable (the
     backend that loads it says what is wrong). Reads the config only (the weights are mmapped)."""
-    import torch
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a zip checkpoint, corrupt, pickled code...: not ours to report here
-        return False
-    config = payload.get("config") if isinstance(payload, dict) else None
-    model = config.get("model") if isinstance(config, dict) else None
-    return isinstance(model, dict) and model.get("name") == CASCADE_NAME
+    return checkpoint_architecture(path) == CASCADE_NAME
 
 
 def read_cascade(path: str | os.PathLike) -> tuple[str, dict]:
@@ -280,7 +274,7 @@ def part_checkpoints(path: str | os.PathLike, cache_dir: str | os.PathLike | Non
     return paths, config
 
 
-def load_cascade(source: Any, backend: "Backend", options: "LoadOptions") -> CascadeEngine:
+def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) -> CascadeEngine:
     """A :class:`CascadeEngine` for the cascade checkpoint ``source`` on ``backend``.
 
     Both parts get ``options`` (precision, device, threads, batch, dynamic batch, cache...) with
@@ -290,8 +284,6 @@ def load_cascade(source: Any, backend: "Backend", options: "LoadOptions") -> Cas
         EngineError: a ``size`` other than the cascade's frame size (the window geometry is tied
             to it), an unusable backend, or a malformed cascade.
     """
-    from engines.registry import ModelSource
-
     backend.require(options.precision)
     paths, config = part_checkpoints(source.path, options.cache_dir)
     geometry = cascade_geometry(config, source.path)

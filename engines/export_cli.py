@@ -103,9 +103,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _refuse_cascade(args: argparse.Namespace) -> None:
     """A cascade is two networks with numpy glue: it runs from its checkpoint (engines.cascade), not an export."""
-    from engines.cascade import is_cascade
+    from engines.cascade import CASCADE_NAME
 
-    if args.checkpoint is not None and Path(args.checkpoint).is_file() and is_cascade(args.checkpoint):
+    if (args.checkpoint is not None and Path(args.checkpoint).is_file()
+            and resolve_model(args.checkpoint).architecture == CASCADE_NAME):
         raise UserError(cascade_export_message(args.checkpoint))
 
 

@@ -20,21 +20,24 @@ import importlib
 import json
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from engines.base import Engine, EngineError
+from engines.model_source import (
+    CHECKPOINT_SUFFIXES,
+    ONNX_SUFFIXES,
+    PLAN_SUFFIXES,
+    LoadOptions,
+    ModelSource,
+    model_source,
+)
 
 log = logging.getLogger(__name__)
 
 TENSORRT_INSTALL_HINT = "pip install 'mn-seg[tensorrt]' on a machine with an NVIDIA GPU and its CUDA driver"
 """How to get the TensorRT backend; added to the error when it is requested and unavailable."""
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-ONNX_SUFFIXES = (".onnx",)
-PLAN_SUFFIXES = (".engine", ".plan", ".trt")
-
 
 # -- bundled models -----------------------------------------------------------------------------
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
@@ -119,31 +122,9 @@ load_bundled()
 
 
 # -- model sources ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelSource:
-    """What ``load_engine``'s ``model`` argument points at.
-
-    ``kind`` is how it was named (``checkpoint``, ``onnx``, ``plan`` or ``bundled``); ``format``
-    is what the file is (``checkpoint``, ``onnx`` or ``plan``; a bundled model is one of these).
-    """
-
-    kind: str
-    format: str
-    path: Path
-    name: str
-
-
-def _format_of(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    if suffix in PLAN_SUFFIXES:
-        return "plan"
-    return "checkpoint"
-
-
 def resolve_model(model: str | os.PathLike) -> ModelSource:
-    """Say what ``model`` is: an existing file (by suffix) or a bundled model's name.
+    """Say what ``model`` is: an existing file (by suffix) or a bundled model's name; for a checkpoint, also
+    the architecture its config names (:class:`ModelSource`), so a composite is known from here on.
 
     Raises:
         EngineError: a path that does not exist, or a name that is not bundled (the message lists
@@ -152,13 +133,12 @@ def resolve_model(model: str | os.PathLike) -> ModelSource:
     text = os.fspath(model)
     path = Path(text).expanduser()
     if path.is_file():
-        fmt = _format_of(path)
-        return ModelSource(kind=fmt, format=fmt, path=path, name=path.stem)
+        return model_source(path)
     if text in BUNDLED_MODELS:
         bundled = Path(BUNDLED_MODELS[text])
         if not bundled.is_file():
             raise EngineError(f"bundled model {text!r} is missing its file {bundled}; reinstall mn-seg")
-        return ModelSource(kind="bundled", format=_format_of(bundled), path=bundled, name=text)
+        return model_source(bundled, kind="bundled", name=text)
     if path.exists():
         raise EngineError(f"{path} is not a file; pass a checkpoint (.pt), an .onnx or a TensorRT plan (.engine)")
     looks_like_path = path.suffix.lower() in (*CHECKPOINT_SUFFIXES, *ONNX_SUFFIXES, *PLAN_SUFFIXES) or any(
@@ -173,25 +153,6 @@ def resolve_model(model: str | os.PathLike) -> ModelSource:
 
 
 # -- backends ------------------------------------------------------------------------------------
-@dataclass
-class LoadOptions:
-    """Everything :func:`load_engine` passes to a backend's loader (backends ignore what they do not use)."""
-
-    precision: str | None = None
-    device: str | None = None
-    threads: int | None = None
-    size: tuple[int, int] | None = None
-    batch: int = 1
-    dynamic_batch: bool = False
-    cuda_graph: bool = False
-    cache_dir: str | os.PathLike | None = None
-    channels_last: bool = True
-    io_binding: bool | None = None
-    max_batch: int | None = None
-    workspace_mb: int | None = None
-    notes: list[str] = field(default_factory=list)
-
-
 def _lazy(module: str, attr: str) -> Callable:
     """A function that imports ``module`` on first call and calls its ``attr``."""
 
@@ -330,6 +291,24 @@ BACKENDS: dict[str, Backend] = {
 """Registered backends by name; add one entry to add a backend."""
 
 
+Composite = Callable[[ModelSource, Backend, LoadOptions], Engine]
+"""A composite's loader: ``loader(source, backend, options) -> Engine`` (e.g. a cascade: one engine per part)."""
+
+COMPOSITES: dict[str, Composite] = {}
+"""Architectures that are not one network but several with glue between them, by the name a checkpoint's
+config gives (``config["model"]["name"]``). Registered from above (:func:`register_composite`, called by
+``engines/__init__.py``): this module never imports a composite."""
+
+
+def register_composite(name: str, loader: Composite | str) -> None:
+    """Load checkpoints of architecture ``name`` with ``loader`` instead of one backend call; ``loader`` may be
+    ``"module:function"``, imported on first use (so registering costs no import)."""
+    if isinstance(loader, str):
+        module, _, attr = loader.partition(":")
+        loader = _lazy(module, attr)
+    COMPOSITES[name] = loader
+
+
 def list_backends() -> list[str]:
     """Names accepted by :func:`get_backend` (and ``auto``, which picks one of them)."""
     return list(BACKENDS)
@@ -409,8 +388,9 @@ def load_engine(
 
     Args:
         model: checkpoint, ``.onnx``, TensorRT plan, or bundled model name (:func:`resolve_model`).
-            A cascade checkpoint (``train.cascade``) gives a :class:`engines.cascade.CascadeEngine`
-            (its two networks on ``backend``; ``size`` may only be its frame size).
+            A composite's checkpoint goes to its registered loader (:data:`COMPOSITES`): a cascade
+            (``train.cascade``) gives a :class:`engines.cascade.CascadeEngine` (its two networks on
+            ``backend``; ``size`` may only be its frame size).
         backend: ``auto`` or a name from :func:`list_backends`.
         precision: ``fp32``/``fp16``; default: ``auto``'s choice, fp32 for torch and onnxruntime,
             fp16 for tensorrt, or what an exported file was made with.
@@ -449,10 +429,9 @@ def load_engine(
                           batch=batch, dynamic_batch=dynamic_batch, cuda_graph=cuda_graph, cache_dir=cache_dir,
                           channels_last=channels_last, io_binding=io_binding, max_batch=max_batch,
                           workspace_mb=workspace_mb, notes=notes)
-    from engines.cascade import is_cascade, load_cascade  # lazy: engines.cascade imports this module
-
-    if source.format == "checkpoint" and is_cascade(source.path):  # two networks, numpy glue: one engine each
-        engine = load_cascade(source, chosen, options)
+    composite = COMPOSITES.get(source.architecture) if source.format == "checkpoint" else None
+    if composite is not None:  # e.g. a cascade: two networks, numpy glue, one engine each
+        engine = composite(source, chosen, options)
     else:
         engine = chosen.load(source, options)
     log.info("loaded %r", engine)

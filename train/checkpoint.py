@@ -107,6 +107,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network a checkpoint describes, load its weights, and return ``(model.eval(), config)``."""
+    import train.cascade_net  # noqa: F401  the composite models register themselves when imported
     from train.models import build_model
 
     payload = load_checkpoint(path)

@@ -19,7 +19,7 @@ from engines.base import Engine, EngineError, EngineInfo
 from engines.export import META_CONFIG, META_PRECISION, parse_metadata
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from engines.registry import LoadOptions, ModelSource
+    from engines.model_source import LoadOptions, ModelSource
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from torch import nn
 from engines.base import Engine, EngineError, EngineInfo
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from engines.registry import LoadOptions, ModelSource
+    from engines.model_source import LoadOptions, ModelSource
 
 log = logging.getLogger(__name__)
 

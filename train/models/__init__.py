@@ -67,30 +67,35 @@ _REGISTRY: dict[str, ModelEntry] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 """Registered architecture names, in registry order."""
 
-COMPOSITE_NAMES: tuple[str, ...] = ("cascade",)
-"""Models assembled from trained networks (``python -m train.cascade``): buildable from a
-checkpoint's config, but neither trainable by mn-train nor offered with random weights."""
+_COMPOSITES: dict[str, ModelEntry] = {}
+"""Models assembled from trained networks (e.g. ``cascade``, :mod:`train.cascade_net`): buildable from
+a checkpoint's config, but neither trainable by mn-train nor offered with random weights. They register
+themselves (:func:`register_model`); this registry never imports them (a composite sits above its parts)."""
 
 
-def _composite_entry(name: str) -> ModelEntry:
-    from train.cascade import CascadeNet  # imports train.models lazily: no import cycle
+def register_model(name: str, entry: ModelEntry, composite: bool = False) -> None:
+    """Add a model to the registry; ``composite``: assembled from other registered networks, and so left
+    out of :func:`list_models` (a composite's module calls this when it is imported).
 
-    return ModelEntry(CascadeNet, "localise-then-refine cascade: lunet-coarse localiser + L-UNet on a window "
-                                  "around the nerve (train.cascade)")
+    Raises:
+        ValueError: ``name`` is registered already with another entry.
+    """
+    known = _REGISTRY.get(name) or _COMPOSITES.get(name)
+    if known is not None and known != entry:
+        raise ValueError(f"model {name!r} is registered already")
+    (_COMPOSITES if composite else _REGISTRY)[name] = entry
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
-    return list(MODEL_NAMES)
+    """Names accepted by :func:`build_model` (composites aside), in registry order."""
+    return list(_REGISTRY)
 
 
 def _entry(name: str) -> ModelEntry:
-    if name in COMPOSITE_NAMES:
-        return _composite_entry(name)
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}") from None
+    entry = _REGISTRY.get(name) or _COMPOSITES.get(name)
+    if entry is None:
+        raise KeyError(f"unknown model {name!r}; valid models: {', '.join(_REGISTRY)}")
+    return entry
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -129,4 +134,5 @@ __all__ = [
     "describe_model",
     "list_models",
     "model_stride",
+    "register_model",
 ]
