@@ -16,13 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from train.errors import UserError
+from engines.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-
-class EngineError(UserError):
-    """An engine that cannot be loaded or run as asked (missing file, wrong GPU, bad input...)."""
+__all__ = ["Engine", "EngineError", "EngineInfo"]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from engines.base import EngineError
+from engines.errors import EngineError
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from engines.base import Engine, EngineError
+from engines.errors import EngineError
 from engines.model_source import (
     CHECKPOINT_SUFFIXES,
     ONNX_SUFFIXES,
@@ -33,6 +33,9 @@ from engines.model_source import (
     ModelSource,
     model_source,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - typing only (engines.base imports numpy)
+    from engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +294,7 @@ BACKENDS: dict[str, Backend] = {
 """Registered backends by name; add one entry to add a backend."""
 
 
-Composite = Callable[[ModelSource, Backend, LoadOptions], Engine]
+Composite = Callable[[ModelSource, Backend, LoadOptions], "Engine"]
 """A composite's loader: ``loader(source, backend, options) -> Engine`` (e.g. a cascade: one engine per part)."""
 
 COMPOSITES: dict[str, Composite] = {}

@@ -1,5 +1,10 @@
 """What ``mn-live`` and ``mn-segment`` share: engine, calibration, tracker and output flags, the
-signal handling that finalises every file, and the run metadata written into every output."""
+signal handling that finalises every file, and the run metadata written into every output.
+
+A light module: building the parsers imports neither numpy nor torch (``mn-live --help`` and a bad
+argument answer at once); what a run needs (the engine, the tracker) is imported by the function
+that makes it.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,23 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from engines import load_engine
-from engines.base import Engine
-from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
+from common.errors import UserError
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
-from engines.versions import library_versions
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
-from realtime.presence import PRESENCE_MODES, make_presence_gate
-from realtime.tracker import SMOOTHING_METHODS, Tracker, parse_baseline_range
-from train.errors import UserError
-from train.preprocess import parse_size
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engines.base import Engine
+    from realtime.tracker import Tracker
 
 log = logging.getLogger(__name__)
+
+SMOOTHING_CHOICES: tuple[str, ...] = ("none", "ema", "median")
+"""``--smoothing``: :data:`realtime.tracker.SMOOTHING_METHODS` (a test pins that they agree; the
+tracker module imports numpy, which the parser does without)."""
+PRESENCE_CHOICES: tuple[str, ...] = ("on", "off")
+"""``--presence``: :data:`realtime.presence.PRESENCE_MODES` (a test pins that they agree)."""
 
 #: The model used when --model is not given: the shipped real-time model once one is bundled
 #: (the bundled manifest's "default" takes precedence: :func:`default_model`).
@@ -62,11 +70,11 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-area", type=int, default=100, help="drop components smaller than this (px, native)")
     p.add_argument("--baseline", default=None, metavar="START:END",
                    help="frames whose median is the baseline (default: the first second of ok frames)")
-    p.add_argument("--smoothing", choices=list(SMOOTHING_METHODS), default="none",
+    p.add_argument("--smoothing", choices=list(SMOOTHING_CHOICES), default="none",
                    help="extra smoothed columns (raw values are always kept)")
     p.add_argument("--gate-mm", type=float, default=8.0, help="tracking gate when calibrated (mm)")
     p.add_argument("--gate-px", type=float, default=60.0, help="tracking gate when uncalibrated (px)")
-    p.add_argument("--presence", choices=list(PRESENCE_MODES), default="on",
+    p.add_argument("--presence", choices=list(PRESENCE_CHOICES), default="on",
                    help="on: a detection is measured only when it is plausible as a median nerve (size relative to "
                         "the frame and in mm² when calibrated, flattening, circularity, confidence); otherwise the "
                         "frame is no_detection and the 'rejected' column says why. off: measure every detection")
@@ -76,6 +84,10 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
 
 def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
     """The engine the flags ask for; architecture names get random weights and a loud note."""
+    from engines import load_engine
+    from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
+    from train.preprocess import parse_size
+
     model = args.model
     if model is None:
         model = default_model()
@@ -105,6 +117,9 @@ def make_calibration(args: argparse.Namespace, image_height: int | None) -> Cali
 
 
 def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float) -> Tracker:
+    from realtime.presence import make_presence_gate
+    from realtime.tracker import Tracker, parse_baseline_range
+
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
                    presence=make_presence_gate(args.presence, args.min_confidence))
@@ -112,6 +127,8 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:
     """Written at the top of the CSV and into summary.json."""
+    from engines.versions import library_versions
+
     info = engine.describe()
     model = info.get("model") or {}
     meta = {

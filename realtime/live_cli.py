@@ -26,14 +26,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from common.cli import add_logging_args, setup_logging
+from common.errors import UserError, run_cli
 from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, ensure_writable, make_calibration,
                                  make_tracker, open_engine, output_paths, peek_first, run_metadata,
                                  stop_on_signals)
-from realtime.pipeline import Outputs, Pipeline, PipelineConfig
-from realtime.sinks.window import LiveWindow, display_available
-from realtime.sources import open_source
-from train.cli_util import add_logging_args, setup_logging
-from train.errors import UserError, run_cli
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths.update({k: Path(v) for k, v in (("csv", args.log), ("video", args.record), ("summary", args.summary),
                                           ("plot", args.plot)) if v})
     ensure_writable(folder)
+    # a run's modules load once the arguments are known good (--help and usage errors stay instant)
+    from realtime.pipeline import Outputs, Pipeline, PipelineConfig
+    from realtime.sinks.window import LiveWindow, display_available
+    from realtime.sources import open_source
+
     capture_size = None
     if args.capture_size:
         from train.preprocess import parse_size

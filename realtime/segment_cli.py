@@ -17,20 +17,19 @@ import itertools
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-import numpy as np
-from tqdm import tqdm
-
+from common.cli import add_logging_args, setup_logging
+from common.errors import EXIT_OK, UserError, run_cli
 from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, ensure_writable, make_calibration,
                                  make_tracker, open_engine, output_paths, peek_first, run_metadata,
                                  stop_on_signals)
-from realtime.frame import Frame
 from realtime.live_cli import report
-from realtime.pipeline import EXIT_OK, Outputs, Pipeline, PipelineConfig
-from realtime.sources import open_source
-from train.cli_util import add_logging_args, setup_logging
-from train.errors import UserError, run_cli
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+
+    from realtime.frame import Frame
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +74,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
 
 
 def load_truth(path: str) -> np.ndarray:
+    import numpy as np
+
     try:
         with np.load(path) as npz:
             masks = npz["masks"]
@@ -87,6 +88,8 @@ def load_truth(path: str) -> np.ndarray:
 
 def with_truth(frames: Iterator[Frame], masks: np.ndarray) -> Iterator[Frame]:
     """Attach the truth mask of each frame (by index); a size mismatch is an input error."""
+    import numpy as np
+
     for frame in frames:
         if frame.index < len(masks):
             truth = masks[frame.index]
@@ -124,6 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
                 truth: np.ndarray | None) -> tuple[int, bool]:
     """Segment one video into ``folder``; returns (exit code, whether the user stopped the run)."""
+    from tqdm import tqdm
+
+    from realtime.pipeline import Outputs, Pipeline, PipelineConfig
+    from realtime.sources import open_source
+
     ensure_writable(folder)
     paths = output_paths(folder, args.no_video)
     source = open_source(str(path), realtime=False, roi=args.roi)

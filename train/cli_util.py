@@ -1,33 +1,21 @@
-"""Small pieces shared by the command-line entry points of every package."""
+"""Command-line helpers that need torch (devices, threads) or the preprocessing (sizes).
+
+The torch-free ones (logging set-up and flags) live in :mod:`common.cli` and are re-exported here.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 import torch
 
+from common.cli import NOISY_LIBRARIES, add_logging_args, setup_logging
 from train.errors import UserError
 from train.preprocess import DEFAULT_SIZE, parse_size
 
 
-#: Third-party loggers kept at WARNING unless -vv.
-NOISY_LIBRARIES = ("onnx_ir", "onnxscript", "torch.onnx", "torch._dynamo", "torch.export")
-
-
-def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    """Log to stderr: INFO by default, DEBUG with -v, WARNING with -q."""
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in NOISY_LIBRARIES:  # their INFO lines (ONNX graph passes) drown ours; -vv shows them
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
-
-
-def add_logging_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-v debug, -vv also the libraries' own)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+__all__ = ["NOISY_LIBRARIES", "add_logging_args", "add_size_arg", "resolve_device", "set_threads", "setup_logging"]
 
 
 def add_size_arg(parser: argparse.ArgumentParser, default: tuple[int, int] | None = DEFAULT_SIZE) -> None:

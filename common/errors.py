@@ -1,0 +1,60 @@
+"""Errors meant for the person at the keyboard, and the CLI wrapper that shows them.
+
+Library code raises :class:`UserError` (or a subclass) for anything caused by input:
+a missing folder, a malformed checkpoint, a size the network cannot take. The
+message must say what was wrong *and how to fix it*. Command-line entry points run
+through :func:`run_cli`, which turns a ``UserError`` into one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_SOURCE_FAILED = 3
+"""mn-live / mn-segment: the source failed mid-run (the frames before it are measured and kept)."""
+EXIT_ENGINE_FAILED = 4
+"""mn-live / mn-segment: the engine failed mid-run."""
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """Bad input: the message is shown as is, and the command exits with code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(UserError):
+    """A dataset folder or file that cannot be used (names the files concerned)."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, corrupt, or not an mn-seg checkpoint."""
+
+
+def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` and map errors to exit codes.
+
+    ``UserError`` -> one line ``prog: error: message`` and its exit code (2); an ``OSError``
+    (a folder that cannot be created, a file that cannot be written) -> the same with its path;
+    ``KeyboardInterrupt`` -> 130 (the command itself is responsible for saving its state
+    before re-raising).
+    """
+    try:
+        return int(main(argv) or 0)
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # a path that cannot be read or written: the message names it
+        print(f"{prog}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
