@@ -94,6 +94,9 @@ def crop_around_truth(images: np.ndarray, masks: np.ndarray, crop_wh: tuple[int,
     out_i, out_m = [], []
     h, w = images.shape[-2:]
     cw, ch = crop_wh
+    if len(images) == 0:  # no validation images (mn-train --split none)
+        empty = np.zeros((0, 1, ch, cw), np.float32)
+        return empty, empty.copy()
     for image, mask in zip(images, masks):
         centre = mask_centre(mask[0]) or (w / 2.0, h / 2.0)
         x0, y0 = crop_box(centre, crop_wh, (w, h))

@@ -35,9 +35,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,6 +58,26 @@ class TrainingFailed(UserError):
     """An ``mn-train`` run failed; its log is named."""
 
     exit_code = 1
+
+
+def run_forwarding_sigterm(args: Sequence[str], log_file: Any) -> int:
+    """Run ``args`` with output to ``log_file``; a SIGTERM to this process is passed on to it (a Ctrl-C
+    reaches it directly, from the terminal) and its own exit code is returned once it has saved."""
+    proc = subprocess.Popen(list(args), stdout=log_file, stderr=subprocess.STDOUT)
+
+    def forward(signum: int, frame: Any) -> None:
+        proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward) if threading.current_thread() is threading.main_thread() else None
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # the child got the same Ctrl-C: let it save and exit
+                continue
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _atomic_json(path: Path, data: Any) -> None:
@@ -125,7 +147,7 @@ class CrossValidation:
                  " ".join(args[3:]))
         started = time.monotonic()
         with open(log_path, "a") as fh:
-            code = subprocess.call(args, stdout=fh, stderr=subprocess.STDOUT)
+            code = run_forwarding_sigterm(args, fh)
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
         if code != 0:

@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the optimiser, schedule and epochs start afresh")
     p.add_argument("--init-part", choices=["localiser", "refiner"], default=None,
                    help="with --init of a cascade checkpoint: which of its two networks to start from")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="time budget of this invocation: finish the epoch in progress once M minutes have passed, "
+                        "then end normally (exit 0) with best.pt and last.pt saved; the run's config records the "
+                        "epochs actually run")
     p.add_argument("--workers", type=int, default=0,
                    help="processes that augment batches in parallel (0: in the training process; results do not "
                         "depend on it)")
@@ -165,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
         save_every_min=args.save_every_min, extra_train=args.extra_train,
         crop=tuple(args.crop) if args.crop else None, crop_jitter=args.crop_jitter, workers=args.workers,
-        crop_negatives=args.crop_negatives, init=args.init, init_part=args.init_part,
+        crop_negatives=args.crop_negatives, init=args.init, init_part=args.init_part, max_minutes=args.max_minutes,
         amp_dtype=args.amp_dtype,
     )
     summary = Trainer(cfg, device).fit()

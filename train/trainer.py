@@ -100,6 +100,7 @@ class TrainConfig:
     crop_negatives: float = 0.0
     init: str | None = None
     init_part: str | None = None
+    max_minutes: float | None = None
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -323,6 +324,8 @@ class Trainer:
             "world_size": self.dist.world,
             "code_version": code_version(),
             "metrics": {"best_epoch": self.best_epoch + 1, "val_loss": _finite(self.best_val),
+                        "epochs_run": len(self.history),
+                        "stopped_by_time_budget": bool(getattr(self, "stopped_by_budget", False)),
                         **({"val_dsc": self.history[self.best_epoch]["val_dsc"]}
                            if 0 <= self.best_epoch < len(self.history) else {})},
         }
@@ -470,6 +473,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self._write_config()
         self._stop_signal: int | None = None
+        self.stopped_by_budget = False
 
         def request_stop(signum: int, frame: Any) -> None:
             if self._stop_signal is not None and signum == signal.SIGINT:
@@ -505,10 +509,16 @@ class Trainer:
     def _loop(self) -> bool:
         """Run the remaining epochs; True when a stop was requested."""
         cfg = self.cfg
-        last_save = time.monotonic()
+        last_save = started = time.monotonic()
         while self.epoch < cfg.epochs:
             if self.es_wait >= cfg.early_stop:
                 log.info("early stop: no improvement of the monitored loss for %d epochs", self.es_wait)
+                break
+            if cfg.max_minutes and self._over_budget(time.monotonic() - started > 60 * cfg.max_minutes):
+                log.warning("time budget of %g minutes reached after epoch %d of %d: stopping here (best.pt and "
+                            "last.pt are current; --resume --epochs N continues)", cfg.max_minutes, self.epoch,
+                            cfg.epochs)
+                self.stopped_by_budget = True
                 break
             t0 = time.perf_counter()
             self.train_set.set_epoch(self.epoch)
@@ -534,6 +544,14 @@ class Trainer:
             if self._should_stop():
                 return True
         return False
+
+    def _over_budget(self, over: bool) -> bool:
+        """Rank 0's view of the time budget, shared by every rank (they stop after the same epoch)."""
+        if self.dist.world > 1:
+            t = torch.tensor([int(over)], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.broadcast(t, src=0)
+            over = bool(t.item())
+        return over
 
     def _should_stop(self) -> bool:
         """A stop request on any rank stops all of them at the same batch."""

@@ -1,0 +1,129 @@
+"""mn-cv: recipes, the aggregation's arithmetic on hand-made fold results, resumption, refusals, and one
+real (tiny) cross-validation of a cascade recipe end to end."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import make_dataset
+from train.checkpoint import save_checkpoint
+from train.crossval import CrossValidation, cli, format_summary
+from train.errors import UserError
+from train.models import build_model
+from train.recipes import RECIPES, get_recipe, part_args
+from train.trainer import load_init_weights
+
+
+def test_recipes_and_part_args() -> None:
+    assert {"cascade-strong-ph", "cascade-acq", "dlunet-paper"} <= set(RECIPES)
+    r = get_recipe("cascade-acq")
+    assert r.is_cascade and r.needs_extra
+    args = part_args(r, "refiner", extra=["ph1", "ph2"], epochs=7)
+    assert args[-2:] == ["--epochs", "7"] and "--crop-negatives" in args and args.count("ph1") == 1
+    assert args[args.index("--augment") + 1] == "acquisition"
+    assert not get_recipe("dlunet-paper").is_cascade
+    with pytest.raises(UserError, match="extra-train"):
+        part_args(r, "localiser", extra=[], epochs=1)
+    with pytest.raises(UserError, match="cascade-acq"):
+        get_recipe("nope")
+
+
+def _fake_eval(folder: Path, protocol: str, dscs: list[float], areas: list[tuple[int, int]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"stem": f"s{i}", "dsc": d, "iou": d, "area_true_px": t, "area_pred_px": p,
+             "csa_rel_error": abs(p - t) / t} for i, (d, (t, p)) in enumerate(zip(dscs, areas))]
+    result = {"n": len(rows), "dsc": {"mean": statistics.fmean(dscs)}, "iou": {"mean": statistics.fmean(dscs)},
+              "precision": {"mean": 0.9}, "recall": {"mean": 0.8},
+              "csa_rel_error": {"median": statistics.median(r["csa_rel_error"] for r in rows)},
+              "csa_agreement": {"bias_rel": statistics.fmean((p - t) / t for t, p in areas), "missed": 0},
+              "per_image": rows}
+    (folder / f"eval-{protocol}.json").write_text(json.dumps(result))
+
+
+def test_summary_mean_sd_across_folds_and_pooled(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d", n_patients=3, per_patient=1)
+    cv = CrossValidation(get_recipe("dlunet-paper"), str(data), str(tmp_path / "cv"), folds=2)
+    _fake_eval(cv.fold_dir(0), "paper", [0.9, 0.8], [(100, 110), (200, 180)])
+    _fake_eval(cv.fold_dir(1), "paper", [0.7, 0.3], [(100, 100), (100, 50)])
+    result = cv.write_summary()
+    paper = result["protocols"]["paper"]
+    assert paper["dsc"]["mean"] == pytest.approx((0.85 + 0.5) / 2)
+    assert paper["dsc"]["sd"] == pytest.approx(statistics.stdev([0.85, 0.5]))
+    assert paper["n_images"] == 4 and paper["folds_evaluated"] == [0, 1]
+    pooled = paper["pooled"]["csa_agreement"]
+    assert pooled["bias_rel"] == pytest.approx((0.1 - 0.1 + 0.0 - 0.5) / 4)
+    assert pooled["missed"] == 1 and pooled["missed_stems"] == ["s1"]
+    assert result["protocols"]["native"]["n_images"] == 0
+    assert json.loads((tmp_path / "cv" / "cv-summary.json").read_text())["folds_done"] == [0, 1]
+    table = format_summary(result)
+    assert "| paper | 4 | 0.6750 ± 0.2475 |" in table
+
+
+def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = make_dataset(tmp_path / "d", n_patients=3, per_patient=1)
+    assert cli(["--recipe", "cascade-acq", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "--extra-train" in capsys.readouterr().err
+    assert cli(["--recipe", "dlunet-paper", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert cli(["--recipe", "dlunet-paper", "--data", str(data), "--out", str(tmp_path / "o"), "--folds", "1"]) == 2
+    assert cli(["--recipe", "dlunet-paper", "--data", str(data), "--out", str(tmp_path / "o"), "--final"]) == 2
+    assert "every fold trained first" in capsys.readouterr().err
+    assert cli(["--list-recipes"]) == 0 and "cascade-acq" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
+    extra = make_dataset(tmp_path / "ph", n_patients=1, per_patient=2, seed=5)
+    out = tmp_path / "cv"
+    argv = ["--recipe", "cascade-acq", "--data", str(data), "--extra-train", str(extra), "--out", str(out),
+            "--folds", "2", "--epochs", "1", "--size", "128x96", "--crop", "64x32", "--train-args",
+            "--threads 1 --width 0.25", "-q"]
+    assert cli(argv) == 0
+    for fold in (0, 1):
+        for part in ("localiser", "refiner"):
+            assert (out / f"fold-{fold}" / part / ".done").is_file()
+        assert (out / f"fold-{fold}" / "model.pt").is_file()
+        assert json.loads((out / f"fold-{fold}" / "eval-native.json").read_text())["n"] == 2
+    summary = json.loads((out / "cv-summary.json").read_text())
+    assert summary["folds_done"] == [0, 1] and summary["protocols"]["native"]["n_images"] == 4
+    assert summary["best_epochs"] == {"localiser": [1, 1], "refiner": [1, 1]}
+    stamp = (out / "fold-0" / "model.pt").stat().st_mtime_ns
+    assert cli(argv) == 0  # everything done: nothing retrained or rebuilt
+    assert (out / "fold-0" / "model.pt").stat().st_mtime_ns == stamp
+    assert cli([*argv, "--final"]) == 0
+    assert (out / "final" / "model.pt").is_file()
+    cfg = json.loads((out / "final" / "refiner" / "config.json").read_text())
+    assert cfg["train"]["split"] == "none" and cfg["train"]["epochs"] == 1
+
+
+def test_init_weights_from_a_cascade_part(tmp_path: Path) -> None:
+    src = build_model("lunet", width=0.25)
+    torch.nn.init.constant_(next(src.parameters()), 0.5)
+    save_checkpoint(tmp_path / "c.pt", torch.nn.ModuleDict({"refiner": src}),
+                    {"model": {"name": "cascade", "kwargs": {}}})
+    dst = build_model("lunet", width=0.25)
+    load_init_weights(dst, str(tmp_path / "c.pt"), "refiner")
+    for a, b in zip(src.state_dict().values(), dst.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(UserError, match="no 'localiser'"):
+        load_init_weights(dst, str(tmp_path / "c.pt"), "localiser")
+    with pytest.raises(UserError, match="does not fit"):
+        load_init_weights(build_model("lunet", width=0.5), str(tmp_path / "c.pt"), "refiner")
+
+
+def test_time_budget_ends_the_run_normally(tmp_path: Path) -> None:
+    from train.train_cli import cli as train_cli
+
+    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
+    out = tmp_path / "run"
+    code = train_cli(["--data", str(data), "--model", "lunet", "--width", "0.25", "--size", "64x64", "--epochs", "5",
+                      "--folds", "2", "--fold", "0", "--max-minutes", "0.0001", "--out", str(out), "-q"])
+    assert code == 0
+    metrics = json.loads((out / "config.json").read_text())["metrics"]
+    assert metrics["epochs_run"] == 1 and metrics["stopped_by_time_budget"] is True
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
