@@ -97,7 +97,7 @@ $PY - "$RUNS" <<'EOF'
 import json, sys
 from pathlib import Path
 import torch
-from engines.bundle import half_state_dict
+from tools.bundle import half_state_dict
 runs = Path(sys.argv[1])
 def dsc(name):
     try:

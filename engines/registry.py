@@ -6,7 +6,8 @@
         prob = engine.infer(preprocess_batch(frames, engine.size))
 
 ``model`` is a checkpoint (``.pt``), an ``.onnx`` export, a TensorRT plan (``.engine``/``.plan``)
-or the name of a bundled model (:data:`BUNDLED_MODELS`). Backends are registered by name in
+or the name of a bundled model (:func:`bundled`: the package's :class:`~engines.catalogue.Catalogue`,
+read on first use, never at import). Backends are registered by name in
 :data:`BACKENDS`; each is a small :class:`Backend` record whose availability probe and loader
 live in its own module under :mod:`engines.backends` and are imported only when used, so
 ``import engines`` needs neither onnxruntime nor TensorRT (TensorRT's loader, which chains the
@@ -17,13 +18,15 @@ cached ONNX export and :func:`~engines.backends.tensorrt_backend.build_plan`, is
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Callable
 
+from engines.catalogue import BUNDLED_DIR, MANIFEST_FORMAT, MANIFEST_NAME, Catalogue  # noqa: F401 (re-exported)
+from engines.catalogue import read_manifest as _read_manifest
 from engines.errors import EngineError
 from engines.model_source import (
     CHECKPOINT_SUFFIXES,
@@ -43,89 +46,85 @@ TENSORRT_INSTALL_HINT = "pip install 'mn-seg[tensorrt]' on a machine with an NVI
 """How to get the TensorRT backend; added to the error when it is requested and unavailable."""
 
 # -- bundled models -----------------------------------------------------------------------------
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
-"""The package data folder of the shipped models: ``manifest.json`` and one ``NAME.pt`` per model."""
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
-"""The manifest layout this mn-seg reads and writes (:mod:`engines.bundle` documents it)."""
+# The catalogue is data (engines.catalogue); the registry only remembers which folder's catalogue is
+# the active one, read on first use (never at import).
+_active: list[Catalogue] = []
 
-BUNDLED_MODELS: dict[str, Path] = {}
-"""Named models shipped with the package (name -> checkpoint file), filled from the manifest at import
-(:func:`load_bundled`; refilled in place, so ``from engines.registry import BUNDLED_MODELS`` stays valid)."""
-_bundled: dict[str, object] = {"folder": BUNDLED_DIR, "default": None, "error": None}
+
+def bundled() -> Catalogue:
+    """The active catalogue of bundled models: the package's (:data:`BUNDLED_DIR`), read on first use,
+    unless :func:`load_bundled` made another folder's the active one."""
+    if not _active:
+        _active.append(Catalogue.load(BUNDLED_DIR))
+        if _active[0].error:
+            log.debug("no bundled models: %s", _active[0].error)
+    return _active[0]
+
+
+def load_bundled(folder: str | os.PathLike | None = None) -> "MutableMapping[str, Path]":
+    """(Re)read ``folder``'s manifest (default :data:`BUNDLED_DIR`) and make it the active catalogue; returns
+    :data:`BUNDLED_MODELS`. Never raises: a broken manifest leaves no bundled models, and its error is
+    repeated wherever a bundled model is asked for (:func:`bundled_error`)."""
+    catalogue = Catalogue.load(Path(folder) if folder is not None else BUNDLED_DIR)
+    _active[:] = [catalogue]
+    if catalogue.error:
+        log.debug("no bundled models: %s", catalogue.error)
+    return BUNDLED_MODELS
 
 
 def read_manifest(folder: str | os.PathLike | None = None) -> dict:
-    """The checked manifest of the bundled models in ``folder`` (default: the active folder, see
-    :func:`load_bundled`).
+    """The checked manifest of ``folder`` (default: the active catalogue's folder).
 
     Raises:
         EngineError: the manifest is missing, not JSON, newer than this mn-seg, or malformed.
     """
-    path = Path(folder if folder is not None else _bundled["folder"]) / MANIFEST_NAME
-    fix = "reinstall mn-seg, or repair it with python -m engines.bundle"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EngineError(f"the bundled-model manifest {path} is missing; {fix}") from None
-    except (OSError, ValueError) as exc:
-        raise EngineError(f"the bundled-model manifest {path} cannot be read ({exc}); {fix}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("format"), int):
-        raise EngineError(f"the bundled-model manifest {path} has no integer 'format'; {fix}")
-    if manifest["format"] > MANIFEST_FORMAT:
-        raise EngineError(f"the bundled-model manifest {path} has format {manifest['format']}, newer than this "
-                          f"mn-seg reads ({MANIFEST_FORMAT}); upgrade mn-seg")
-    models = manifest.get("models")
-    if not isinstance(models, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("file"), str) for m in models):
-        raise EngineError(f"the bundled-model manifest {path} needs 'models': a list of entries with 'name' and "
-                          f"'file'; {fix}")
-    names = [m["name"] for m in models]
-    if len(set(names)) != len(names):
-        raise EngineError(f"the bundled-model manifest {path} names a model twice ({', '.join(names)}); {fix}")
-    if manifest.get("default") is not None and not isinstance(manifest["default"], str):
-        raise EngineError(f"the bundled-model manifest {path}: 'default' must be a model name; {fix}")
-    return manifest
-
-
-def load_bundled(folder: str | os.PathLike | None = None) -> dict[str, Path]:
-    """(Re)fill :data:`BUNDLED_MODELS` from ``folder``'s manifest (default :data:`BUNDLED_DIR`) and make
-    ``folder`` the active one. Never raises: a broken manifest leaves no bundled models, and its error
-    is repeated wherever a bundled model is asked for (:func:`bundled_error`)."""
-    folder = Path(folder) if folder is not None else BUNDLED_DIR
-    _bundled.update(folder=folder, default=None, error=None)
-    BUNDLED_MODELS.clear()
-    try:
-        manifest = read_manifest(folder)
-    except EngineError as exc:
-        _bundled["error"] = str(exc)
-        log.debug("no bundled models: %s", exc)
-        return BUNDLED_MODELS
-    BUNDLED_MODELS.update({m["name"]: folder / m["file"] for m in manifest["models"]})
-    _bundled["default"] = manifest.get("default") if manifest.get("default") in BUNDLED_MODELS else None
-    return BUNDLED_MODELS
+    return _read_manifest(folder if folder is not None else bundled().folder)
 
 
 def bundled_dir() -> Path:
-    """The folder the bundled models were last loaded from (:data:`BUNDLED_DIR` unless overridden)."""
-    return Path(_bundled["folder"])
+    """The folder of the active catalogue (:data:`BUNDLED_DIR` unless :func:`load_bundled` chose another)."""
+    return bundled().folder
 
 
 def bundled_default() -> str | None:
     """The manifest's default model when it is bundled, else ``None``."""
-    return _bundled["default"]  # type: ignore[return-value]
+    return bundled().default
 
 
 def bundled_error() -> str | None:
-    """Why the manifest could not be read (``None`` when it was)."""
-    return _bundled["error"]  # type: ignore[return-value]
+    """Why the active manifest could not be read (``None`` when it was)."""
+    return bundled().error
 
 
-load_bundled()
+class _BundledModels(MutableMapping):
+    """A live view of the active catalogue's models (name -> file): what ``BUNDLED_MODELS`` always shows."""
+
+    def __getitem__(self, name: str) -> Path:
+        return bundled().models[name]
+
+    def __setitem__(self, name: str, path: Path) -> None:
+        bundled().models[name] = path
+
+    def __delitem__(self, name: str) -> None:
+        del bundled().models[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(bundled().models)
+
+    def __len__(self) -> int:
+        return len(bundled().models)
+
+    def __repr__(self) -> str:
+        return repr(bundled().models)
+
+
+BUNDLED_MODELS: MutableMapping[str, Path] = _BundledModels()
+"""Named models shipped with the package (name -> checkpoint file): a view of :func:`bundled`'s catalogue,
+read on first use."""
 
 
 # -- model sources ------------------------------------------------------------------------------
-def resolve_model(model: str | os.PathLike) -> ModelSource:
+def resolve_model(model: str | os.PathLike, catalogue: Catalogue | None = None) -> ModelSource:
     """Say what ``model`` is: an existing file (by suffix) or a bundled model's name; for a checkpoint, also
     the architecture its config names (:class:`ModelSource`), so a composite is known from here on.
 
@@ -133,15 +132,16 @@ def resolve_model(model: str | os.PathLike) -> ModelSource:
         EngineError: a path that does not exist, or a name that is not bundled (the message lists
             the bundled names and says a path is accepted too).
     """
+    catalogue = catalogue if catalogue is not None else bundled()
     text = os.fspath(model)
     path = Path(text).expanduser()
     if path.is_file():
         return model_source(path)
-    if text in BUNDLED_MODELS:
-        bundled = Path(BUNDLED_MODELS[text])
-        if not bundled.is_file():
-            raise EngineError(f"bundled model {text!r} is missing its file {bundled}; reinstall mn-seg")
-        return model_source(bundled, kind="bundled", name=text)
+    if text in catalogue.models:
+        file = Path(catalogue.models[text])
+        if not file.is_file():
+            raise EngineError(f"bundled model {text!r} is missing its file {file}; reinstall mn-seg")
+        return model_source(file, kind="bundled", name=text)
     if path.exists():
         raise EngineError(f"{path} is not a file; pass a checkpoint (.pt), an .onnx or a TensorRT plan (.engine)")
     looks_like_path = path.suffix.lower() in (*CHECKPOINT_SUFFIXES, *ONNX_SUFFIXES, *PLAN_SUFFIXES) or any(
@@ -149,8 +149,8 @@ def resolve_model(model: str | os.PathLike) -> ModelSource:
     if looks_like_path:
         raise EngineError(f"model file {path} does not exist (mn-train writes RUN_DIR/best.pt; mn-export writes "
                           ".onnx / .engine files)")
-    names = ", ".join(sorted(BUNDLED_MODELS)) or "none yet"
-    broken = f" ({bundled_error()})" if bundled_error() else ""
+    names = ", ".join(sorted(catalogue.models)) or "none yet"
+    broken = f" ({catalogue.error})" if catalogue.error else ""
     raise EngineError(f"unknown model {text!r}: not a file and not a bundled model (bundled: {names}){broken}; "
                       "pass a checkpoint (.pt), an .onnx or a TensorRT plan (.engine) path instead")
 

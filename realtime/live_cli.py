@@ -68,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     if args.list_models:
-        from engines.bundle import models_table, no_models_text
+        from engines.catalogue import models_table, no_models_text
+        from engines.registry import read_manifest
 
-        print(models_table() or no_models_text())
+        print(models_table(read_manifest()) or no_models_text())
         return 0
     for name in ("frames", "duration"):
         value = getattr(args, name)

@@ -1,7 +1,8 @@
 """The architecture, pinned: which package may import which, and no import cycles inside them.
 
-Imports flow one way (DESIGN.md, README "Architecture"): ``benchmarks -> realtime -> engines ->
-train -> common``; a package may import itself and any package below it, never one above. Inside
+Imports flow one way (DESIGN.md, README "Architecture"): ``tools -> benchmarks -> realtime ->
+engines -> train -> common``; a package may import itself and any package below it, never one above
+(``tools``: the maintainers' tools, kept out of the installed package). Inside
 the packages no two modules import each other, directly or through others, not even inside a
 function or under ``TYPE_CHECKING``: every ``import`` statement anywhere in a module counts. A
 composite (the cascade) registers itself from above its parts instead.
@@ -23,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 #: Top-level packages, bottom first: each may import itself and those before it.
-LAYERS: tuple[str, ...] = ("common", "train", "engines", "realtime", "benchmarks")
+LAYERS: tuple[str, ...] = ("common", "train", "engines", "realtime", "benchmarks", "tools")
 
 #: Import cycles known to exist and still to be removed (each entry: the modules of one strongly
 #: connected component).

@@ -16,6 +16,6 @@ def test_ruff_pyflakes_clean() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (it comes with the dev extra: pip install -e '.[dev]')")
-    proc = subprocess.run([ruff, "check", "--select", "F,E9", "--no-cache", "train", "engines", "realtime",
-                           "benchmarks", "tests"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run([ruff, "check", "--select", "F,E9", "--no-cache", "common", "train", "engines",
+                           "realtime", "benchmarks", "tools", "tests"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

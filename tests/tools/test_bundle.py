@@ -1,29 +1,25 @@
-"""Bundled models: the manifest, ``python -m engines.bundle`` (add / list / check / remove), loading by
-name, the package data in the wheel, and the CI smoke test of every model actually shipped."""
+"""``python -m tools.bundle`` (add / list / check / remove), the maintainer's tool for the bundled
+models, and the CI smoke test of every model actually shipped (on the real data)."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from engines import bundle, load_engine, registry
-from engines.base import EngineError
+from engines import load_engine, registry
 from engines.cache import file_sha256
 from tests.conftest import make_dataset
 from tests.engines._helpers import make_checkpoint, min_dice, random_batch, torch_prob
+from tests.engines.test_catalogue import _shipped
+from tools import bundle
 from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from train.errors import UserError
 from train.evaluate import main as mn_eval
 
-REPO = Path(__file__).resolve().parents[2]
 SIZE = (64, 48)
 
 
@@ -87,35 +83,7 @@ def _bench_json(path: Path, size: str = "64x48") -> Path:
     return path
 
 
-# -- the manifest and the registry -----------------------------------------------------------------
-def test_package_manifest_is_valid() -> None:
-    manifest = registry.read_manifest(registry.BUNDLED_DIR)
-    assert manifest["format"] == registry.MANIFEST_FORMAT == 1
-    assert set(registry.BUNDLED_MODELS) == {m["name"] for m in manifest["models"]}
-    assert sum(p.stat().st_size for p in registry.BUNDLED_DIR.glob("*.pt")) <= bundle.MAX_BUNDLE_BYTES
-
-
-@pytest.mark.parametrize(("text", "needle"), [
-    (None, "is missing; reinstall mn-seg"),
-    ("{not json", "cannot be read"),
-    ('{"format": 2, "models": []}', "newer than this mn-seg reads"),
-    ('{"format": 1, "models": [{"name": "x"}]}', "'name' and 'file'"),
-])
-def test_broken_manifest_is_a_clear_error_when_used(tmp_path: Path, text: str | None, needle: str) -> None:
-    if text is not None:
-        (tmp_path / registry.MANIFEST_NAME).write_text(text)
-    try:
-        assert registry.load_bundled(tmp_path) == {}  # no exception at load (import) time
-        assert needle in registry.bundled_error()
-        with pytest.raises(EngineError, match=needle):
-            registry.read_manifest()
-        with pytest.raises(EngineError, match=f"not a bundled model.*{needle}"):
-            registry.resolve_model("mn-realtime")
-        assert bundle.cli(["list"]) == 2
-    finally:
-        registry.load_bundled()
-
-
+# -- the weights file -----------------------------------------------------------------------------
 def test_half_state_dict() -> None:
     sd = {"w": torch.randn(3, dtype=torch.float32), "n": torch.tensor(7), "d": torch.randn(2, dtype=torch.float64)}
     half = bundle.half_state_dict(sd)
@@ -123,7 +91,6 @@ def test_half_state_dict() -> None:
     assert half["n"].dtype == torch.int64 and int(half["n"]) == 7
 
 
-# -- add ------------------------------------------------------------------------------------------
 def test_add_writes_float16_copy_and_manifest_entry(bundled: Path, evaluated: dict[str, Path]) -> None:
     paper = json.loads(evaluated["paper"].read_text())
     native = json.loads(evaluated["native"].read_text())
@@ -217,7 +184,6 @@ def test_add_refuses_a_copy_that_does_not_reproduce_the_smoke_dsc(bundled: Path,
     assert not (bundled / "mn-test.pt").exists() and registry.read_manifest()["models"] == []
 
 
-# -- loading by name --------------------------------------------------------------------------------
 def test_bundled_model_loads_by_name_on_every_cpu_backend(bundled: Path, evaluated: dict[str, Path],
                                                          tmp_path: Path) -> None:
     original = make_checkpoint(tmp_path / "fp32.pt", "lunet", SIZE, seed=3)  # weights not float16-exact
@@ -232,7 +198,6 @@ def test_bundled_model_loads_by_name_on_every_cpu_backend(bundled: Path, evaluat
         assert min_dice(prob, reference) > 0.98, backend
 
 
-# -- list / check / remove -------------------------------------------------------------------------
 def test_list(bundled: Path, evaluated: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert bundle.cli(["list", "--dir", str(bundled)]) == 0
     assert "no trained model is bundled" in capsys.readouterr().out
@@ -300,66 +265,7 @@ def test_remove(bundled: Path, evaluated: dict[str, Path]) -> None:
     assert bundle.cli(["remove", "mn-test", "--dir", str(bundled)]) == 2
 
 
-# -- the package data ---------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_wheel_carries_the_bundled_models(tmp_path: Path) -> None:
-    """A normal (non-editable) build: the wheel holds the manifest and every listed model file, and the
-    registry of the unpacked wheel finds them."""
-    if subprocess.run([sys.executable, "-c", "import setuptools"], capture_output=True, check=False).returncode:
-        pytest.skip("setuptools is not installed in this environment (pip wheel --no-build-isolation needs it)")
-    src = tmp_path / "src"  # a copy: the build must not touch the checkout's egg-info or build/
-    src.mkdir()
-    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
-        shutil.copy2(REPO / name, src / name)
-    for package in ("train", "engines", "realtime", "benchmarks"):
-        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.tmp"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-                           "--no-index", "-w", str(tmp_path / "dist")], cwd=src, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    (wheel,) = (tmp_path / "dist").glob("mn_seg-*.whl")
-    manifest = registry.read_manifest(registry.BUNDLED_DIR)
-    with zipfile.ZipFile(wheel) as z:
-        names = set(z.namelist())
-        assert "engines/bundled/manifest.json" in names
-        assert json.loads(z.read("engines/bundled/manifest.json")) == manifest
-        assert {f"engines/bundled/{m['file']}" for m in manifest["models"]} <= names
-        z.extractall(tmp_path / "installed")
-    code = ("import json, engines.registry as r; "
-            "print(json.dumps([r.__file__, sorted(r.BUNDLED_MODELS), r.bundled_error()]))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(tmp_path / "installed"), "PATH": "/usr/bin:/bin"}, check=False)
-    assert proc.returncode == 0, proc.stderr
-    where, names, error = json.loads(proc.stdout)
-    assert where.startswith(str(tmp_path / "installed")) and error is None
-    assert names == sorted(m["name"] for m in manifest["models"])
-
-
 # -- the models actually shipped (the CI smoke test) ------------------------------------------------
-def _shipped() -> list:
-    try:
-        models = registry.read_manifest(registry.BUNDLED_DIR)["models"]
-    except EngineError as exc:  # reported by test_package_manifest_is_valid
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"manifest unreadable: {exc}"))]
-    if not models:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="no model is bundled yet "
-                                                                 "(engines/bundled/manifest.json lists none)"))]
-    return [pytest.param(m, id=m["name"]) for m in models]
-
-
-@pytest.mark.parametrize("entry", _shipped())
-def test_shipped_model_loads_by_name(entry: dict, tmp_path: Path) -> None:
-    registry.load_bundled()
-    path = registry.BUNDLED_DIR / entry["file"]
-    assert registry.BUNDLED_MODELS[entry["name"]] == path
-    assert file_sha256(path) == entry["sha256"] and path.stat().st_size == entry["file_bytes"]
-    with load_engine(entry["name"], backend="torch", device="cpu") as engine:
-        assert list(engine.size) == entry["input_size"]
-        assert engine.info.config["model"] == entry["architecture"]
-        prob = engine.infer(random_batch(tuple(entry["input_size"])))
-    assert np.isfinite(prob).all()
-
-
 @pytest.mark.data
 @pytest.mark.parametrize("entry", _shipped())
 def test_shipped_model_reproduces_its_smoke_dsc(entry: dict, real_data: Path) -> None:

@@ -1,7 +1,9 @@
-"""``python -m engines.bundle``: the trained models shipped inside the package ("bundled models").
+"""``python -m tools.bundle``: the maintainer's tool for the trained models shipped inside the package
+("bundled models"). It lives apart from the runtime: it uses train's data and evaluation code, which
+the installed package never needs to load a model.
 
 The package data folder ``engines/bundled/`` holds ``manifest.json`` and one ``NAME.pt`` per model;
-:data:`engines.registry.BUNDLED_MODELS` (name -> file) is filled from the manifest at import, so
+the runtime reads it as data (:class:`engines.catalogue.Catalogue`, on first use), so
 ``load_engine("mn-realtime")`` and ``mn-live --model mn-realtime`` find a model by name. The
 manifest (``"format": 1``)::
 
@@ -25,19 +27,19 @@ float32 network loads them through ``load_state_dict``'s copy, so every backend 
 
 Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad input)::
 
-    python -m engines.bundle add NAME --checkpoint RUN/best.pt --description TEXT --eval-json paper.json \\
+    python -m tools.bundle add NAME --checkpoint RUN/best.pt --description TEXT --eval-json paper.json \\
         [--native-json native.json] [--bench-json bench.json] [--train-command TEXT] \\
         [--results-file PATH ...] [--notes TEXT] [--default] [--data DIR | --no-verify]
-    python -m engines.bundle list
-    python -m engines.bundle check [--data DIR] [--full] [--json OUT] [--model NAME ...]
-    python -m engines.bundle remove NAME
+    python -m tools.bundle list
+    python -m tools.bundle check [--data DIR] [--full] [--json OUT] [--model NAME ...]
+    python -m tools.bundle remove NAME
 
 ``--dir DIR`` works on another bundled folder than the package's (a staging copy, the tests).
 ``add`` reads the accuracy from ``mn-eval --split paper --subset val --json`` files (paper protocol,
 and optionally native), the smoke subset (the first 4 validation images by stem) and its per-image
 DSC from the paper one, and the CPU latency from an ``mn-bench --json`` file (the realtime-mode
-onnxruntime row); it then checks the float16 copy reproduces the smoke DSC on the data (``--data``,
-default ``../shared/data/median-nerve``) within 0.005. ``check`` re-evaluates every bundled model,
+onnxruntime row); it then checks the float16 copy reproduces the smoke DSC on the data (``--data DIR``,
+or the environment variable ``MN_SEG_DATA``) within 0.005. ``check`` re-evaluates every bundled model,
 loaded by name, through :func:`train.evaluate.evaluate` (the code behind mn-eval): the smoke images
 (per-image DSC), or with ``--full`` the paper's validation split (mean DSC against ``val.dsc``,
 results written to ``benchmarks/results/bundled-check-HOST-DATE.json``).
@@ -58,10 +60,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.cli import add_logging_args, setup_logging
+from common.errors import EXIT_FAILURE, EXIT_OK, UserError, run_cli
 from engines import registry
 from engines.cache import file_sha256
-from train.cli_util import add_logging_args, setup_logging
-from train.errors import EXIT_FAILURE, EXIT_OK, UserError, run_cli
+from engines.catalogue import models_table as _table
+from engines.catalogue import no_models_text
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +80,10 @@ VAL_SPLIT = "paper:val"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "median-nerve"
-PROG = "python -m engines.bundle"
+DATA_ENV = "MN_SEG_DATA"
+"""The environment variable naming the median-nerve dataset (the folder holding Images/ and Masks/) when
+``--data`` is not given."""
+PROG = "python -m tools.bundle"
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -103,8 +109,13 @@ def _read_json(path: str | os.PathLike, what: str) -> dict:
 
 
 def default_data() -> Path | None:
-    """``../shared/data/median-nerve`` next to the repository, when it is there."""
-    return DEFAULT_DATA if (DEFAULT_DATA / "Images").is_dir() else None
+    """The dataset named by ``$MN_SEG_DATA``, if set (a folder that does not exist is an error)."""
+    value = os.environ.get(DATA_ENV)
+    if not value:
+        return None
+    if not (Path(value) / "Images").is_dir():
+        raise UserError(f"${DATA_ENV}={value} is not the median-nerve dataset (no Images/ folder in it)")
+    return Path(value)
 
 
 def _data_dir(data: str | os.PathLike | None) -> Path:
@@ -112,7 +123,8 @@ def _data_dir(data: str | os.PathLike | None) -> Path:
         return Path(data)
     found = default_data()
     if found is None:
-        raise UserError(f"no dataset at {DEFAULT_DATA}; pass --data DIR (the folder holding Images/ and Masks/)")
+        raise UserError(f"no dataset given: pass --data DIR or set {DATA_ENV} (the folder holding Images/ and "
+                        "Masks/)")
     return found
 
 
@@ -247,8 +259,8 @@ def add_model(
     """Copy ``checkpoint`` into the bundled folder as ``NAME.pt`` (float16 weights) and write its manifest
     entry (replacing one of the same name). Returns the entry.
 
-    With ``verify`` and a dataset (``data``, else ``../shared/data/median-nerve`` when present), the
-    float16 copy must reproduce the smoke images' DSC of ``eval_json`` within :data:`TOLERANCE`.
+    With ``verify`` and a dataset (``data``, else ``$MN_SEG_DATA`` when set), the float16 copy must
+    reproduce the smoke images' DSC of ``eval_json`` within :data:`TOLERANCE`.
 
     Raises:
         UserError: a bad name, unreadable inputs, results of another split or network, bundled files
@@ -296,7 +308,7 @@ def add_model(
         if others + file_bytes > MAX_BUNDLE_BYTES:
             raise UserError(f"{name}.pt would weigh {file_bytes / 1e6:.1f} MB and the other bundled models "
                             f"{others / 1e6:.1f} MB: more than the {MAX_BUNDLE_BYTES / 1e6:.0f} MB the package may "
-                            f"carry; remove a model (python -m engines.bundle remove NAME) or bundle a smaller one")
+                            f"carry; remove a model (python -m tools.bundle remove NAME) or bundle a smaller one")
         model, _ = model_from_checkpoint(tmp, "cpu")  # the float16 copy loads into the float32 network
         parameters = sum(p.numel() for p in model.parameters())
         if verify:
@@ -409,8 +421,8 @@ def verify_smoke(checkpoint: Path, smoke: dict, data: str | os.PathLike | None =
     """Check ``checkpoint`` reproduces ``smoke``'s per-image DSC; ``None`` (with a warning) without data."""
     folder = Path(data) if data is not None else default_data()
     if folder is None:
-        log.warning("not verified: no dataset at %s (pass --data DIR); run python -m engines.bundle check later",
-                    DEFAULT_DATA)
+        log.warning("not verified: no dataset (pass --data DIR or set %s); run python -m tools.bundle check later",
+                    DATA_ENV)
         return None
     report = _compare_smoke(smoke, _evaluate_paper(checkpoint, _smoke_samples(folder, smoke["stems"])), tolerance)
     if not report["ok"]:
@@ -489,42 +501,10 @@ def default_check_output() -> Path:
 
 
 # -- the table ------------------------------------------------------------------------------------
-def _fmt(x: Any, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def models_table(manifest: dict | None = None) -> str:
-    """The bundled models as a table (``mn-live --list-models``, ``python -m engines.bundle list``);
-    ``""`` when the manifest lists none."""
-    manifest = manifest if manifest is not None else registry.read_manifest()
-    if not manifest["models"]:
-        return ""
-    default = manifest.get("default")
-    header = ["", "name", "MB", "input", "val DSC", "CSA err", "CPU p95", "CPU fps", "measured on", "description"]
-    rows = [header]
-    for m in manifest["models"]:
-        val, lat = m.get("val") or {}, m.get("cpu_latency_ms") or {}
-        csa, p95 = val.get("csa_median_rel_error"), lat.get("p95")
-        rows.append(["*" if m["name"] == default else "", m["name"], _fmt((m.get("file_bytes") or 0) / 1e6, ".1f"),
-                     "x".join(map(str, m.get("input_size") or [])) or "-", _fmt(val.get("dsc"), ".3f"),
-                     "-" if csa is None else f"{100 * csa:.1f} %", "-" if p95 is None else f"{p95:.1f} ms",
-                     _fmt(lat.get("fps"), ".1f"), lat.get("machine") or "-", m.get("description", "")])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    right = {2, 4, 5, 6, 7}
-    lines = ["  ".join((c.rjust(w) if i in right else c.ljust(w)) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-             for r in rows]
-    lines.append("* default (used without --model). val DSC: paper protocol, paper validation split; CSA err: "
-                 "median relative cross-sectional-area error; CPU p95 / fps: end-to-end latency and rate of "
-                 "mn-bench's realtime mode (onnxruntime) on the machine shown.")
-    return "\n".join(lines)
-
-
-def no_models_text() -> str:
-    from train.models import list_models
-
-    return ("no trained model is bundled with this version of mn-seg yet. Pass --model with a checkpoint from "
-            "mn-train (RUN_DIR/best.pt), an .onnx or a TensorRT plan, or an architecture name "
-            f"({', '.join(list_models())}) for random weights (speed measurements only, meaningless masks).")
+    """The bundled models of ``manifest`` (default: the active folder's) as a table; ``""`` when it lists none
+    (:func:`engines.catalogue.models_table`, what ``mn-live --list-models`` prints)."""
+    return _table(manifest if manifest is not None else registry.read_manifest())
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -532,13 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Manage the trained models bundled with mn-seg "
                                 "(engines/bundled/: manifest.json and NAME.pt files). Exit codes: 0 done / "
                                 "check passed, 1 check found a mismatch, 2 bad input.")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", default=None,
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--dir", default=None,
                         help=f"bundled folder to work on (default: the package's, {registry.BUNDLED_DIR})")
-    add_logging_args(common)
+    add_logging_args(shared)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    a = sub.add_parser("add", parents=[common],
+    a = sub.add_parser("add", parents=[shared],
                        help="bundle a trained checkpoint (float16 copy) and write its manifest entry")
     a.add_argument("name", help="the bundled name (e.g. mn-realtime); an entry of the same name is replaced")
     a.add_argument("--checkpoint", required=True, help="the checkpoint to ship, e.g. RUN_DIR/best.pt")
@@ -556,14 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--notes", default=None, help="anything a user of the model must know")
     a.add_argument("--default", action="store_true", help="make it the default model (mn-live without --model)")
     a.add_argument("--data", default=None, metavar="DIR",
-                   help=f"dataset to verify the float16 copy on (default {DEFAULT_DATA} when present)")
+                   help=f"dataset to verify the float16 copy on (default ${DATA_ENV} when set; without either "
+                        "the copy is not verified)")
     a.add_argument("--no-verify", action="store_true", help="do not re-evaluate the smoke images")
 
-    sub.add_parser("list", parents=[common], help="table of the bundled models")
+    sub.add_parser("list", parents=[shared], help="table of the bundled models")
 
-    c = sub.add_parser("check", parents=[common], help="re-evaluate every bundled model (loaded by name) against its manifest")
+    c = sub.add_parser("check", parents=[shared], help="re-evaluate every bundled model (loaded by name) against its manifest")
     c.add_argument("--data", default=None, metavar="DIR",
-                   help=f"the median-nerve dataset (default {DEFAULT_DATA} when present)")
+                   help=f"the median-nerve dataset (default ${DATA_ENV})")
     c.add_argument("--full", action="store_true",
                    help="the whole paper validation split (mean DSC vs val.dsc) instead of the smoke images")
     c.add_argument("--json", default=None, metavar="FILE",
@@ -574,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest accepted DSC difference")
     c.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
 
-    r = sub.add_parser("remove", parents=[common], help="drop a bundled model (manifest entry and file)")
+    r = sub.add_parser("remove", parents=[shared], help="drop a bundled model (manifest entry and file)")
     r.add_argument("name", help="the bundled name")
     return p
 

@@ -1,0 +1,123 @@
+"""The bundled models as data: the manifest of ``engines/bundled/`` read into a :class:`Catalogue`.
+
+The package data folder ``engines/bundled/`` holds ``manifest.json`` and one ``NAME.pt`` per model
+(the maintainer's tool ``python -m tools.bundle`` writes them and documents the manifest's fields).
+Nothing is read when this module is imported: :func:`engines.registry.bundled` reads the package's
+catalogue on first use, and any other folder can be read with :meth:`Catalogue.load`. JSON only (no
+numpy, no torch): ``mn-live --help`` and ``--list-models`` stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engines.errors import EngineError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+"""The package data folder of the shipped models: ``manifest.json`` and one ``NAME.pt`` per model."""
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+"""The manifest layout this mn-seg reads and writes (``tools.bundle`` documents it)."""
+REPAIR_HINT = "reinstall mn-seg, or repair it with python -m tools.bundle (in a checkout)"
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The checked manifest of the bundled models in ``folder``.
+
+    Raises:
+        EngineError: the manifest is missing, not JSON, newer than this mn-seg, or malformed.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    fix = REPAIR_HINT
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EngineError(f"the bundled-model manifest {path} is missing; {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"the bundled-model manifest {path} cannot be read ({exc}); {fix}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("format"), int):
+        raise EngineError(f"the bundled-model manifest {path} has no integer 'format'; {fix}")
+    if manifest["format"] > MANIFEST_FORMAT:
+        raise EngineError(f"the bundled-model manifest {path} has format {manifest['format']}, newer than this "
+                          f"mn-seg reads ({MANIFEST_FORMAT}); upgrade mn-seg")
+    models = manifest.get("models")
+    if not isinstance(models, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("file"), str) for m in models):
+        raise EngineError(f"the bundled-model manifest {path} needs 'models': a list of entries with 'name' and "
+                          f"'file'; {fix}")
+    names = [m["name"] for m in models]
+    if len(set(names)) != len(names):
+        raise EngineError(f"the bundled-model manifest {path} names a model twice ({', '.join(names)}); {fix}")
+    if manifest.get("default") is not None and not isinstance(manifest["default"], str):
+        raise EngineError(f"the bundled-model manifest {path}: 'default' must be a model name; {fix}")
+    return manifest
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The bundled models of one folder: ``models`` (name -> file), the manifest's ``default`` when it is
+    one of them, and ``error``: why the manifest could not be read (then there are no models; the error
+    is repeated wherever a bundled model is asked for)."""
+
+    folder: Path
+    models: dict[str, Path] = field(default_factory=dict)
+    default: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike = BUNDLED_DIR) -> "Catalogue":
+        """Read ``folder``'s manifest; never raises (a broken manifest gives an empty catalogue with its error)."""
+        folder = Path(folder)
+        try:
+            manifest = read_manifest(folder)
+        except EngineError as exc:
+            return cls(folder=folder, error=str(exc))
+        models = {m["name"]: folder / m["file"] for m in manifest["models"]}
+        default = manifest.get("default") if manifest.get("default") in models else None
+        return cls(folder=folder, models=models, default=default)
+
+    def manifest(self) -> dict:
+        """The folder's manifest, read again (:func:`read_manifest`; raises its :class:`EngineError`)."""
+        return read_manifest(self.folder)
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def models_table(manifest: dict) -> str:
+    """The bundled models of ``manifest`` as a table (``mn-live --list-models``, ``python -m tools.bundle
+    list``); ``""`` when it lists none."""
+    if not manifest["models"]:
+        return ""
+    default = manifest.get("default")
+    header = ["", "name", "MB", "input", "val DSC", "CSA err", "CPU p95", "CPU fps", "measured on", "description"]
+    rows = [header]
+    for m in manifest["models"]:
+        val, lat = m.get("val") or {}, m.get("cpu_latency_ms") or {}
+        csa, p95 = val.get("csa_median_rel_error"), lat.get("p95")
+        rows.append(["*" if m["name"] == default else "", m["name"], _fmt((m.get("file_bytes") or 0) / 1e6, ".1f"),
+                     "x".join(map(str, m.get("input_size") or [])) or "-", _fmt(val.get("dsc"), ".3f"),
+                     "-" if csa is None else f"{100 * csa:.1f} %", "-" if p95 is None else f"{p95:.1f} ms",
+                     _fmt(lat.get("fps"), ".1f"), lat.get("machine") or "-", m.get("description", "")])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    right = {2, 4, 5, 6, 7}
+    lines = ["  ".join((c.rjust(w) if i in right else c.ljust(w)) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in rows]
+    lines.append("* default (used without --model). val DSC: paper protocol, paper validation split; CSA err: "
+                 "median relative cross-sectional-area error; CPU p95 / fps: end-to-end latency and rate of "
+                 "mn-bench's realtime mode (onnxruntime) on the machine shown.")
+    return "\n".join(lines)
+
+
+def no_models_text() -> str:
+    """What to pass to --model when no model is bundled."""
+    from train.models import list_models
+
+    return ("no trained model is bundled with this version of mn-seg yet. Pass --model with a checkpoint from "
+            "mn-train (RUN_DIR/best.pt), an .onnx or a TensorRT plan, or an architecture name "
+            f"({', '.join(list_models())}) for random weights (speed measurements only, meaningless masks).")
