@@ -94,7 +94,7 @@ class CrossValidation:
 
     def __init__(self, recipe: Recipe, data: str, out: str, *, folds: int = 5, seed: int = 42,
                  extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
-                 device: str = "cpu", size: str | None = None, crop: str | None = None,
+                 device: str = "cpu", size: str | None = None, crop: str | None = None, candidates: int = 1,
                  python: str = sys.executable) -> None:
         if folds < 2:
             raise UserError(f"--folds must be at least 2, got {folds}")
@@ -116,6 +116,9 @@ class CrossValidation:
         self.device = device
         self.size = size
         self.crop = crop
+        if candidates < 1:
+            raise UserError(f"--candidates must be at least 1, got {candidates}")
+        self.candidates = int(candidates)
         self.python = python
         if recipe.needs_extra and not self.extra:
             part_args(recipe, next(iter(recipe.parts)), extra=[], epochs=1)  # raises the explanation
@@ -164,7 +167,7 @@ class CrossValidation:
 
             tmp = folder / "model.pt.tmp"
             build_cascade_checkpoint(str(folder / "localiser" / checkpoint), str(folder / "refiner" / checkpoint),
-                                     str(tmp))
+                                     str(tmp), candidates=self.candidates)
             os.replace(tmp, model)
         else:
             shutil.copyfile(folder / "model" / checkpoint, folder / "model.pt.tmp")
@@ -229,6 +232,7 @@ class CrossValidation:
         from train.metrics import csa_agreement
 
         result: dict[str, Any] = {"recipe": self.recipe.name, "description": self.recipe.description,
+                                  "candidates": self.candidates,
                                   "data": self.data, "folds": self.folds, "seed": self.seed,
                                   "folds_done": [], "best_epochs": self.best_epochs(), "protocols": {}}
         for protocol in PROTOCOLS:
@@ -329,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra mn-train arguments for every part, quoted, e.g. '--workers 3 --threads 1'")
     p.add_argument("--size", default=None, metavar="WxH", help="override the frame size of every part")
     p.add_argument("--crop", default=None, metavar="WxH", help="override a cascade refiner's window")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="cascades: windows refined per frame in the joined models (see python -m train.cascade)")
     p.add_argument("--aggregate", action="store_true", help="only aggregate the folds evaluated so far")
     p.add_argument("--final", action="store_true",
                    help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt)")
@@ -351,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")
     cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
                          extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
-                         device=args.device, size=args.size, crop=args.crop)
+                         device=args.device, size=args.size, crop=args.crop,
+                         candidates=args.candidates)
     if not args.aggregate:
         if args.final:
             model = cv.run_final()
