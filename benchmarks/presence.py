@@ -57,28 +57,10 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 
 def remove_nerve(grey: np.ndarray, mask: np.ndarray, margin: int = REMOVE_MARGIN) -> np.ndarray | None:
-    """``grey`` with the nerve (``mask > 0`` dilated by ``margin``) replaced by tissue from beside it.
+    """``grey`` (uint8) without its nerve: :func:`train.perturb.remove_nerve` with ``margin`` px."""
+    from train.perturb import remove_nerve as paint_over
 
-    The fill is the same region shifted sideways by 1.2x the region's width (to the side with room),
-    blended with a feathered edge; None when neither side has room.
-    """
-    region = cv2.dilate((mask > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
-                                                                               (2 * margin + 1, 2 * margin + 1)))
-    ys, xs = np.nonzero(region)
-    if len(xs) == 0:
-        return None
-    h, w = grey.shape
-    width = int(xs.max() - xs.min() + 1)
-    for shift in (int(1.2 * width), -int(1.2 * width)):
-        if xs.min() + shift >= 0 and xs.max() + shift < w:
-            break
-    else:
-        return None
-    donor = np.roll(grey, -shift, axis=1).astype(np.float32)  # donor[y, x] = grey[y, x + shift]
-    alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigmaX=margin / 2.0)
-    alpha = np.maximum(alpha, region.astype(np.float32) * 0.999)
-    out = grey.astype(np.float32) * (1 - alpha) + donor * alpha
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return paint_over(grey, (np.asarray(mask) > 0).astype(np.float32), margin)
 
 
 def off_nerve(grey: np.ndarray, mask: np.ndarray, min_fraction: float = 0.35) -> np.ndarray | None:

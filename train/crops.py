@@ -29,10 +29,15 @@ class CropDataset(torch.utils.data.Dataset):
     refiner learns to answer "nothing here" for a window the localiser put on another structure
     (a tendon, a vessel, another body part), which is what the presence decision reads. An item
     for which no such window is found in :data:`NEGATIVE_TRIES` draws stays a positive.
+
+    With ``removed`` > 0, that share of the items has the nerve removed from the frame
+    (:func:`train.perturb.remove_nerve`: the tissue beside it painted over it) and keeps the window
+    where the nerve was, with an empty target: the hardest negative, the right place without a
+    nerve. Drawn from a separate stream, so the other items are those of ``removed=0``.
     """
 
     def __init__(self, base: Any, crop_wh: tuple[int, int], jitter: float = 0.25, seed: int = 0,
-                 negatives: float = 0.0) -> None:
+                 negatives: float = 0.0, removed: float = 0.0) -> None:
         if not 0.0 <= jitter <= 1.0:
             raise UserError(f"--crop-jitter must be in [0, 1], got {jitter}")
         if not 0.0 <= negatives < 1.0:
@@ -42,6 +47,10 @@ class CropDataset(torch.utils.data.Dataset):
         self.jitter = float(jitter)
         self.seed = int(seed)
         self.negatives = float(negatives)
+        if not 0.0 <= removed < 1.0 or negatives + removed >= 1.0:
+            raise UserError(f"--nerve-removed is a share of the windows in [0, 1) and, with --crop-negatives, "
+                            f"below 1 in all; got {removed} and {negatives}")
+        self.removed = float(removed)
 
     def set_epoch(self, epoch: int) -> None:
         self.base.set_epoch(epoch)
@@ -63,6 +72,14 @@ class CropDataset(torch.utils.data.Dataset):
             centre = (rng.uniform(cw / 2, w - cw / 2), rng.uniform(ch / 2, h - ch / 2))
         dx, dy = rng.uniform(-1.0, 1.0, size=2) * self.jitter * np.array([cw / 2.0, ch / 2.0])
         x0, y0 = crop_box((centre[0] + dx, centre[1] + dy), self.crop, (w, h))
+        if self.removed > 0 and np.random.default_rng([self.seed, self.epoch, int(index) % len(self), 11]).random() \
+                < self.removed:
+            from train.perturb import remove_nerve
+
+            removed = remove_nerve(image[0].numpy(), mask[0].numpy())
+            if removed is not None:
+                window = torch.from_numpy(removed[y0:y0 + ch, x0:x0 + cw].copy())[None]
+                return window, torch.zeros((mask.shape[0], ch, cw), dtype=mask.dtype)
         if self.negatives > 0 and rng.random() < self.negatives:
             box = negative_box(mask[0].numpy(), self.crop, rng)
             if box is not None:

@@ -444,3 +444,41 @@ class SegmentationDataset(Dataset):
         image_t = torch.from_numpy(np.array(image, dtype=np.float32, copy=True).reshape(1, *image.shape[-2:]))
         mask_t = torch.from_numpy(np.array(mask, dtype=np.float32, copy=True).reshape(1, *mask.shape[-2:]))
         return image_t, mask_t
+
+
+class RemovedNerveDataset(Dataset):
+    """A share of the items of ``base`` with the nerve removed and an empty mask (``mn-train --nerve-removed``).
+
+    Item ``i`` of epoch ``e`` is a negative when ``default_rng([seed, e, i, 11]).random() < share``:
+    :func:`train.perturb.remove_nerve` paints the tissue beside the nerve over it (after ``base``'s
+    augmentation), so the network learns that the same anatomy without a median nerve holds none.
+    Other items are exactly ``base``'s. An item whose nerve cannot be removed (no room beside it)
+    stays a positive.
+    """
+
+    def __init__(self, base: Any, share: float, seed: int = 0) -> None:
+        if not 0.0 <= share < 1.0:
+            raise UserError(f"--nerve-removed is a share of the training items in [0, 1), got {share}")
+        self.base = base
+        self.share = float(share)
+        self.seed = int(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.base.epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.base[index]
+        if np.random.default_rng([self.seed, self.epoch, int(index) % len(self), 11]).random() < self.share:
+            from train.perturb import remove_nerve
+
+            removed = remove_nerve(image[0].numpy(), mask[0].numpy())
+            if removed is not None:
+                return torch.from_numpy(removed)[None], torch.zeros_like(mask)
+        return image, mask

@@ -250,6 +250,39 @@ def h264(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Gener
     return out.astype(np.float32), mask
 
 
+def remove_nerve(image: np.ndarray, mask: np.ndarray, margin: int | None = None) -> np.ndarray | None:
+    """``image`` with the nerve (``mask > 0.5`` dilated by ``margin`` px, default 2 % of the width)
+    replaced by the tissue beside it, or None when neither side has room.
+
+    The fill is the same region shifted sideways by 1.2x its width (to the side with room), blended
+    in with a feathered edge: a frame of the same anatomy without a median nerve, for negatives in
+    training (``mn-train --nerve-removed``) and in the presence report (``mn-presence``). Works on
+    any float or integer image; returns the input's dtype.
+    """
+    image = np.asarray(image)
+    h, w = image.shape[:2]
+    margin = int(margin if margin is not None else max(2, round(0.02 * w)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    region = cv2.dilate((np.asarray(mask) > 0.5).astype(np.uint8), kernel)
+    xs = np.nonzero(region.any(axis=0))[0]
+    if len(xs) == 0:
+        return None
+    width = int(xs.max() - xs.min() + 1)
+    for offset in (int(1.2 * width), -int(1.2 * width)):
+        if xs.min() + offset >= 0 and xs.max() + offset < w:
+            break
+    else:
+        return None
+    donor = np.roll(image.astype(np.float32), -offset, axis=1)  # donor[y, x] = image[y, x + offset]
+    alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigmaX=max(margin / 2.0, 0.5))
+    alpha = np.maximum(alpha, region.astype(np.float32) * 0.999)
+    out = image.astype(np.float32) * (1 - alpha) + donor * alpha
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
+    return out.astype(image.dtype)
+
+
 def _check_positive(name: str, level: float) -> None:
     if not (math.isfinite(level) and level > 0):
         raise UserError(f"{name} level must be a positive number, got {level}")

@@ -46,21 +46,25 @@ class Recipe:
         return any(EXTRA in args for args in self.parts.values())
 
 
-def _cascade(name: str, description: str, augment: str, *, negatives: float = 0.0, refiner_lr: str = "1e-3",
-             phantom: bool = True, epochs: int = 150) -> Recipe:
+def _cascade(name: str, description: str, augment: str, *, negatives: float = 0.0, removed: float = 0.0,
+             refiner_lr: str = "1e-3", phantom: bool = True, epochs: int = 150) -> Recipe:
     extra = ("--extra-train", EXTRA) if phantom else ()
     loc = ("--model", "lunet-coarse", "--lr", "1e-2", "--augment", augment, *extra)
     ref = ("--model", "lunet", "--crop", "128x96", "--lr", refiner_lr, "--augment", augment, *extra)
     if negatives:
         ref = (*ref, "--crop-negatives", str(negatives))
+    if removed:
+        loc = (*loc, "--nerve-removed", str(removed))
+        ref = (*ref, "--nerve-removed", str(removed))
     return Recipe(name, description, {"localiser": loc, "refiner": ref}, {"localiser": epochs, "refiner": epochs})
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _cascade("cascade-strong-ph", "mn-realtime's recipe: lunet-coarse + L-UNet 128x96 refiner (lr 1e-3), strong "
              "augmentation, phantom frames, 150 epochs", "strong"),
-    _cascade("cascade-acq", "the cascade with acquisition augmentation (zoom, field of view, aspect, gain, codec) and "
-             "25 % negative refiner windows, phantom frames, 150 epochs", "acquisition", negatives=0.25),
+    _cascade("cascade-acq", "the cascade with acquisition augmentation (zoom, field of view, aspect, gain, codec), "
+             "15 % frames / windows with the nerve painted over and 15 % refiner windows away from the nerve (empty "
+             "targets), phantom frames, 150 epochs", "acquisition", negatives=0.15, removed=0.15),
     Recipe("dlunet-paper", "mn-accurate's recipe: DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
     Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-negatives", type=float, default=0.0, metavar="SHARE",
                    help="with --crop: this share of the training windows is placed where there is no nerve, with an "
                         "empty target (teaches the refiner to say 'no nerve here')")
+    p.add_argument("--nerve-removed", type=float, default=0.0, metavar="SHARE",
+                   help="this share of the training items has the nerve painted over by the tissue beside it and an "
+                        "empty target (with --crop: the window stays where the nerve was); teaches 'no nerve here'")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")
@@ -169,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
         save_every_min=args.save_every_min, extra_train=args.extra_train,
         crop=tuple(args.crop) if args.crop else None, crop_jitter=args.crop_jitter, workers=args.workers,
-        crop_negatives=args.crop_negatives, init=args.init, init_part=args.init_part, max_minutes=args.max_minutes,
+        crop_negatives=args.crop_negatives, nerve_removed=args.nerve_removed, init=args.init, init_part=args.init_part,
+        max_minutes=args.max_minutes,
         amp_dtype=args.amp_dtype,
     )
     summary = Trainer(cfg, device).fit()

@@ -98,6 +98,7 @@ class TrainConfig:
     crop: tuple[int, int] | None = None
     crop_jitter: float = 0.25
     crop_negatives: float = 0.0
+    nerve_removed: float = 0.0
     init: str | None = None
     init_part: str | None = None
     max_minutes: float | None = None
@@ -246,11 +247,17 @@ class Trainer:
             from train.cascade import CropDataset, crop_around_truth
 
             self.train_set = CropDataset(self.train_set, cfg.crop, cfg.crop_jitter, seed=cfg.seed,
-                                         negatives=cfg.crop_negatives)
+                                         negatives=cfg.crop_negatives, removed=cfg.nerve_removed)
             val_images, val_masks = crop_around_truth(val_images, val_masks, cfg.crop)
             log.info("refiner windows: %dx%d of the %dx%d frame, centred on the true nerve and shifted by up to "
                      "%.0f%% of half the window (validation: not shifted); %.0f%% negative windows (no nerve)",
                      *cfg.crop, *cfg.size, 100 * cfg.crop_jitter, 100 * cfg.crop_negatives)
+        elif cfg.nerve_removed:
+            from train.data import RemovedNerveDataset
+
+            self.train_set = RemovedNerveDataset(self.train_set, cfg.nerve_removed, seed=cfg.seed)
+        if cfg.nerve_removed:
+            log.info("%.0f%% of the training items with the nerve removed (empty target)", 100 * cfg.nerve_removed)
         self.val_images = torch.from_numpy(val_images)
         self.val_masks = torch.from_numpy(val_masks)
         self.n_images = len(samples)

@@ -197,3 +197,50 @@ def test_crop_negatives_share_and_empty_targets() -> None:
     assert all(torch.equal(again[i][0], mixed[i][0]) for i in range(len(base)))
     with pytest.raises(UserError):
         CropDataset(base, CROP, negatives=1.0)
+
+
+def _dark_nerve_dataset(n: int) -> SegmentationDataset:
+    rng = np.random.default_rng(0)
+    images = rng.normal(0, 0.2, (n, 1, FRAME[1], FRAME[0])).astype(np.float32)
+    masks = np.zeros_like(images)
+    masks[:, :, 40:56, 20:36] = 1.0
+    images[masks > 0] = -3.0  # a dark nerve with room beside it
+    return SegmentationDataset(images, masks)
+
+
+def test_crop_removed_keeps_the_window_and_paints_the_nerve_over() -> None:
+    base = _dark_nerve_dataset(40)
+    plain = CropDataset(base, CROP, seed=3)
+    mixed = CropDataset(base, CROP, seed=3, removed=0.5)
+    removed = 0
+    for i in range(len(base)):
+        image, mask = mixed[i]
+        ref_image, ref_mask = plain[i]
+        if float(mask.max()) == 0.0:
+            removed += 1
+            assert float(image.min()) > -2.0  # no dark nerve left in the same window
+            assert float(ref_image.min()) == -3.0
+        else:
+            assert torch.equal(image, ref_image) and torch.equal(mask, ref_mask)
+    assert 10 <= removed <= 30
+    with pytest.raises(UserError):
+        CropDataset(base, CROP, negatives=0.5, removed=0.5)
+
+
+def test_removed_nerve_dataset_full_frames() -> None:
+    from train.data import RemovedNerveDataset
+
+    base = _dark_nerve_dataset(30)
+    data = RemovedNerveDataset(base, 0.5, seed=1)
+    data.set_epoch(2)
+    assert base.epoch == 2 and data.epoch == 2
+    flags = [float(data[i][1].max()) == 0.0 for i in range(len(data))]
+    assert 5 <= sum(flags) <= 25
+    for i, flag in enumerate(flags):
+        image, mask = data[i]
+        if flag:
+            assert float(image.min()) > -2.0
+        else:
+            assert torch.equal(image, base[i][0])
+    with pytest.raises(UserError):
+        RemovedNerveDataset(base, 1.0)

@@ -111,3 +111,20 @@ def test_registry_levels_and_errors() -> None:
     for name, level in (("zoom", 0.0), ("crop", 0.6), ("jpeg", 0), ("h264", 60), ("gain", -1)):
         with pytest.raises(UserError):
             perturb(name, image, mask, level)
+
+
+def test_remove_nerve_float_and_uint8() -> None:
+    from train.perturb import remove_nerve
+
+    image, mask = _pair(300, 200, r=15, centre=(80, 100))
+    image[mask > 0] = 10.0  # a dark nerve
+    out = remove_nerve(image, mask)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert float(out[mask > 0].mean()) > 90  # painted over with the tissue beside it
+    np.testing.assert_array_equal(out[:, 200:], image[:, 200:])
+    out8 = remove_nerve(image.astype(np.uint8), mask)
+    assert out8.dtype == np.uint8 and float(out8[mask > 0].mean()) > 90
+    assert remove_nerve(image, np.zeros_like(mask)) is None
+    wide = np.zeros_like(mask)
+    wide[90:110, 5:295] = 1.0
+    assert remove_nerve(image, wide) is None
