@@ -46,8 +46,10 @@ from engines.base import Engine
 from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
 from engines.registry import BUNDLED_MODELS, resolve_model
 from realtime.cli_common import default_model as cli_default_model
-from realtime.pipeline import EXIT_OK, Outputs, Pipeline, PipelineConfig
+from realtime.pipeline import EXIT_OK, Pipeline, PipelineConfig
 from realtime.record import STAGES, FrameRecord, format_cell
+from realtime.sinks.base import Callback
+from realtime.sinks.overlay import RenderSink
 from realtime.sinks.summary import latency_stats
 from realtime.sources import open_source
 from realtime.tracker import Tracker
@@ -333,8 +335,9 @@ class Runner:
             return None
         fps = source.fps or s.fps or DEFAULT_SOURCE_FPS
         config = PipelineConfig(batch=combo.batch, prefetch=s.prefetch and not realtime and not combo.baseline,
-                                max_frames=total, warmup=s.warmup, fps_hint=fps, render=True)
-        pipe = Pipeline(engine, Tracker(None, fps), Outputs(), config, on_record=on_record)
+                                max_frames=total, fps_hint=fps)
+        # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled
+        pipe = Pipeline(engine, Tracker(None, fps), [RenderSink(), Callback(on_record)], config)
         self._pipe = pipe
         if self.stop_reason:
             pipe.request_stop(self.stop_reason)

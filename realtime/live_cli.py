@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           ("plot", args.plot)) if v})
     ensure_writable(folder)
     # a run's modules load once the arguments are known good (--help and usage errors stay instant)
-    from realtime.pipeline import Outputs, Pipeline, PipelineConfig
+    from realtime.outputs import Outputs, output_sinks
+    from realtime.pipeline import Pipeline, PipelineConfig
     from realtime.sinks.window import LiveWindow, display_available
     from realtime.sources import open_source
 
@@ -112,12 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 window = LiveWindow(f"mn-live {args.source}", snapshot_dir=folder)
             else:
                 log.info("no display: running headless")
-        pipe = Pipeline(engine, make_tracker(args, calibration, fps),
-                        Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"], plot=paths["plot"]),
+        sinks = output_sinks(Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"],
+                                     plot=paths["plot"]), window=window, csv_header=csv_metadata(meta), warmup=5)
+        pipe = Pipeline(engine, make_tracker(args, calibration, fps), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, max_frames=args.frames,
-                                       duration_s=args.duration, fps_hint=fps, warmup=5, metadata=meta,
-                                       csv_header=csv_metadata(meta)),
-                        window=window, calibrated=calibration is not None)
+                                       duration_s=args.duration, fps_hint=fps, metadata=meta))
         with stop_on_signals(pipe.request_stop):
             result = pipe.run(source, frames=itertools.chain([first], frames))
     report(result.summary, paths, result.reason)

@@ -1,17 +1,28 @@
-"""``FrameRecord``: everything known about one processed frame. Sinks only read it.
+"""``FrameRecord``: everything known about one processed frame, typed; and the one place that turns it
+into the per-frame CSV's columns and cells.
 
 The per-frame CSV is a contract other tools read; its columns are :data:`CSV_COLUMNS`, in this
-order, followed by the per-stage timings :data:`STAGE_COLUMNS` (milliseconds). Empty cells mean
-"not available": mm columns without calibration, measurements on frames with no detection.
+order, followed by the per-stage timings :data:`STAGE_COLUMNS` (milliseconds), then the tracker's
+other fields (:func:`extra_columns`). Empty cells mean "not available": mm columns without
+calibration, measurements on frames with no detection. Sinks read the record's typed fields; only
+:func:`csv_values` flattens it (the CSV sink and the benchmark's rows are its callers).
+
+:class:`timed` is the stage timer (in the manner of ultralytics' ``Profile``): ``with timed(record
+.timings_ms, "render"): ...`` adds the block's ``perf_counter_ns`` time to a stage.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from realtime.morphometry import Measurement
+    from realtime.tracker import TrackedMeasurement
 
 CSV_COLUMNS = [
     "frame", "t_s", "status", "area_px", "area_mm2", "perimeter_px", "perimeter_mm", "flattening_ratio",
@@ -19,7 +30,9 @@ CSV_COLUMNS = [
     "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before",
 ]
 
-#: Pipeline stages timed per frame (perf_counter_ns), in the order a frame meets them.
+#: Pipeline stages timed per frame (perf_counter_ns), in the order a frame meets them. ``render``:
+#: drawing the overlay; ``write``: handing the frame's pixels to the outputs that store or show them
+#: (overlay video, window, mask files).
 STAGES = ["capture_wait", "preprocess", "infer", "postprocess", "track", "render", "write"]
 STAGE_COLUMNS = [f"{s}_ms" for s in STAGES]
 
@@ -45,31 +58,100 @@ COLUMN_UNITS = {
 }
 
 
-@dataclass
+class timed:  # noqa: N801 - used like a function: ``with timed(timings, "infer"):``
+    """Adds the time the ``with`` block takes to ``timings[stage]`` (milliseconds, ``perf_counter_ns``)."""
+
+    __slots__ = ("timings", "stage", "_t0")
+
+    def __init__(self, timings: dict[str, float], stage: str) -> None:
+        self.timings = timings
+        self.stage = stage
+
+    def __enter__(self) -> "timed":
+        self._t0 = time.perf_counter_ns()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + (time.perf_counter_ns() - self._t0) / 1e6
+
+
+@dataclass(eq=False)
 class FrameRecord:
-    """One processed frame: its measurements (``values``: CSV column -> value), timings, and the
-    images the renderers need (``image``: native frame, ``mask``: nerve mask at native size)."""
+    """One processed frame.
+
+    ``tracked``: the tracker's result (status, the nerve's :class:`~realtime.morphometry.Measurement`,
+    change from baseline, smoothing). ``calibrated``: whether the run has a pixel spacing (so the mm
+    fields are set; nothing downstream guesses it from them). ``contours``: the outer contours of the
+    nerve's components at native resolution (OpenCV's int32 ``[n, 1, 2]``, from post-processing;
+    empty when not measured). ``timings_ms``: per-stage times (:data:`STAGES`); the sinks that draw
+    and store the frame add their ``render`` and ``write`` times, so the sinks after them (the CSV,
+    the summary) see every stage. ``image`` (the native frame), ``mask`` (the nerve's mask, uint8
+    0/1) and ``truth`` (a known true mask) are released once every sink has had the record.
+    """
 
     frame: int
     t_s: float
-    status: str
-    values: dict[str, Any]
+    tracked: TrackedMeasurement
+    calibrated: bool = False
     latency_ms: float = math.nan
     dropped_before: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    contours: tuple[np.ndarray, ...] = field(default=(), repr=False)
     image: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)
     truth: np.ndarray | None = field(default=None, repr=False)
 
-    def row(self, extra_columns: list[str] | None = None) -> dict[str, Any]:
-        """The CSV row: contract columns, stage timings, then any ``extra_columns`` from ``values``."""
-        base = {"frame": self.frame, "t_s": self.t_s, "status": self.status, "latency_ms": self.latency_ms,
-                "dropped_before": self.dropped_before}
-        row = {c: base[c] if c in base else self.values.get(c) for c in CSV_COLUMNS}
-        row.update({f"{s}_ms": self.timings_ms.get(s) for s in STAGES})
-        for c in extra_columns or []:
-            row[c] = self.values.get(c)
-        return row
+    @property
+    def status(self) -> str:
+        """``ok``, ``no_detection``, ``lost`` or ``reacquired``."""
+        return self.tracked.status.value
+
+    @property
+    def measured(self) -> bool:
+        return self.tracked.measured
+
+    @property
+    def measurement(self) -> Measurement | None:
+        """The nerve's morphometry (raw, unsmoothed), ``None`` when not measured."""
+        return self.tracked.measurement
+
+    @property
+    def area(self) -> float | None:
+        """The nerve's area in the run's unit: mm² when calibrated, else px."""
+        m = self.tracked.measurement
+        if m is None:
+            return None
+        return m.area_mm2 if self.calibrated else float(m.area_px)
+
+    def release(self) -> None:
+        """Drop the frame's pixels (called once every sink has had the record)."""
+        self.image = self.mask = self.truth = None
+
+
+def extra_columns(tracker_columns: Iterable[str]) -> list[str]:
+    """The tracker's fields that are not contract columns, in its order (bounding box, displacement_px,
+    baseline, smoothed values, the presence gate's ``rejected``...)."""
+    return [c for c in tracker_columns if c not in CSV_COLUMNS]
+
+
+def csv_columns(extra: Iterable[str] = ()) -> list[str]:
+    """Every column of a CSV: the contract, the stage timings, then ``extra``."""
+    return CSV_COLUMNS + STAGE_COLUMNS + list(extra)
+
+
+def csv_values(record: FrameRecord) -> dict[str, Any]:
+    """The record as ``{column: value}``: the tracker's fields, the frame's, and the stage times."""
+    values = record.tracked.to_row()
+    values.update(frame=record.frame, t_s=record.t_s, status=record.status, latency_ms=record.latency_ms,
+                  dropped_before=record.dropped_before)
+    values.update({f"{s}_ms": record.timings_ms.get(s) for s in STAGES})
+    return values
+
+
+def csv_row(record: FrameRecord, columns: Iterable[str]) -> list[str]:
+    """The CSV cells of ``record`` for ``columns`` (:func:`format_cell`)."""
+    values = csv_values(record)
+    return [format_cell(values.get(c)) for c in columns]
 
 
 def format_cell(value: Any) -> str:

@@ -129,7 +129,9 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
     """Segment one video into ``folder``; returns (exit code, whether the user stopped the run)."""
     from tqdm import tqdm
 
-    from realtime.pipeline import Outputs, Pipeline, PipelineConfig
+    from realtime.outputs import Outputs, output_sinks
+    from realtime.pipeline import Pipeline, PipelineConfig
+    from realtime.sinks.base import Callback
     from realtime.sources import open_source
 
     ensure_writable(folder)
@@ -145,13 +147,12 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
         if args.frames:
             total = min(total, args.frames) if total else args.frames
         bar = tqdm(total=total, desc=path.name, unit="frame", disable=not log.isEnabledFor(logging.INFO))
-        pipe = Pipeline(engine, make_tracker(args, calibration, fps),
-                        Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"],
-                                plot=paths["plot"], masks=folder / "masks" if args.masks else None),
+        sinks = output_sinks(Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"],
+                                     plot=paths["plot"], masks=folder / "masks" if args.masks else None),
+                             csv_header=csv_metadata(meta), warmup=args.batch, extra=[Callback(lambda r: bar.update(1))])
+        pipe = Pipeline(engine, make_tracker(args, calibration, fps), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
-                                       max_frames=args.frames, fps_hint=fps, warmup=args.batch, metadata=meta,
-                                       csv_header=csv_metadata(meta)),
-                        calibrated=calibration is not None, on_record=lambda r: bar.update(1))
+                                       max_frames=args.frames, fps_hint=fps, metadata=meta))
         frames = itertools.chain([first], frames)
         if truth is not None:
             frames = with_truth(frames, truth)

@@ -203,11 +203,10 @@ class TrackedMeasurement:
         return getattr(self, name)
 
     def to_row(self) -> dict[str, Any]:
-        """Flat dict for one CSV row; keys as :meth:`Tracker.columns` (smooth columns only when smoothing is on)."""
+        """The measured fields, flat (the CSV's cells: :func:`realtime.record.csv_values` adds the frame's own
+        ``frame``, ``t_s``, ``status`` and timings); keys as :meth:`Tracker.columns` (smooth columns only when
+        smoothing is on, ``rejected`` only with a presence gate)."""
         row: dict[str, Any] = {
-            "frame_index": self.frame_index,
-            "t_s": self.t_s,
-            "status": self.status.value,
             "n_detections": self.n_detections,
             "frames_since_seen": self.frames_since_seen,
         }
@@ -433,7 +432,7 @@ class Tracker:
 
     def columns(self) -> list[str]:
         """The keys of :meth:`TrackedMeasurement.to_row` for this tracker's settings, in order."""
-        cols = ["frame_index", "t_s", "status", "n_detections", "frames_since_seen"]
+        cols = ["n_detections", "frames_since_seen"]
         cols += Measurement.columns()
         cols += list(_OWN_FIELDS) + ["baseline_area_px", "baseline_area_mm2"]
         if self._smoothers:

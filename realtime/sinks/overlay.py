@@ -1,15 +1,19 @@
 """The overlay drawn on each frame: nerve contour and translucent fill, a text panel, and a short
-scrolling CSA trace. Shared by the overlay video and the live window."""
+scrolling CSA trace. :class:`OverlayRenderer` draws a record once however many outputs show it (the
+overlay video, the live window: :meth:`OverlayRenderer.draw`); :class:`RenderSink` draws and shows
+it to no one (mn-bench times the render stage that way)."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 
 import cv2
 import numpy as np
 
-from realtime.record import FrameRecord
+from realtime.record import FrameRecord, timed
+from realtime.sinks.base import Sink
 
 STATUS_COLOURS = {  # BGR
     "ok": (80, 220, 80),
@@ -32,12 +36,48 @@ def to_bgr8(image: np.ndarray) -> np.ndarray:
     return img.copy()
 
 
-class OverlayRenderer:
-    """Draws records onto their frames; keeps the last ``trace_len`` areas for the CSA trace."""
+def _every_pixel(contour: np.ndarray) -> np.ndarray:
+    """A chain-compressed contour (``CHAIN_APPROX_SIMPLE``: straight runs kept as their end points) with
+    every boundary pixel back (``CHAIN_APPROX_NONE``'s points), so the anti-aliased outline is drawn
+    pixel by pixel, exactly as a contour traced on the mask would be."""
+    p = contour.reshape(-1, 2).astype(np.int64)
+    d = np.roll(p, -1, axis=0) - p
+    n = np.maximum(np.abs(d).max(axis=1), 1)
+    start = np.repeat(np.arange(len(p)), n)
+    k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    return (p[start] + np.sign(d)[start] * k[:, None]).reshape(-1, 1, 2).astype(np.int32)
 
-    def __init__(self, calibrated: bool, trace_len: int = 120) -> None:
+
+class OverlayRenderer:
+    """Draws records onto their frames; keeps the last ``trace_len`` areas for the CSA trace.
+
+    ``calibrated``: the unit of the CSA shown (mm² or px); ``None`` reads it from each record.
+    """
+
+    def __init__(self, calibrated: bool | None = None, trace_len: int = 120) -> None:
         self.calibrated = calibrated
         self.trace: deque[float] = deque(maxlen=trace_len)
+        self._times: list[float] = []
+        self._last: tuple[FrameRecord, np.ndarray] | None = None
+
+    def fps(self) -> float | None:
+        """Records drawn per second over the last second (``None`` before the second one)."""
+        now = time.monotonic()
+        self._times = [t for t in self._times if now - t < 1.0] + [now]
+        if len(self._times) < 2:
+            return None
+        return len(self._times) / max(now - self._times[0], 1e-3)
+
+    def draw(self, record: FrameRecord) -> np.ndarray:
+        """The overlay of ``record``, drawn on the first call for it (timed as its ``render`` stage) and
+        the same picture for every later call (each output that shows it)."""
+        if self._last is not None and self._last[0] is record:
+            return self._last[1]
+        fps = self.fps()
+        with timed(record.timings_ms, "render"):
+            out = self.render(record, fps)
+        self._last = (record, out)
+        return out
 
     def render(self, record: FrameRecord, fps: float | None = None) -> np.ndarray:
         if record.image is None:
@@ -49,25 +89,25 @@ class OverlayRenderer:
             fill = out.copy()
             fill[mask] = colour
             cv2.addWeighted(fill, 0.25, out, 0.75, 0, dst=out)
-            contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(out, contours, -1, colour, 1, cv2.LINE_AA)
-        area = record.values.get("area_mm2") if self.calibrated else record.values.get("area_px")
+            cv2.drawContours(out, [_every_pixel(c) for c in record.contours], -1, colour, 1, cv2.LINE_AA)
+        calibrated = record.calibrated if self.calibrated is None else self.calibrated
+        area = _area(record, calibrated)
         self.trace.append(float(area) if area is not None else math.nan)
-        self._panel(out, record, fps, colour)
+        self._panel(out, record, fps, colour, calibrated)
         self._trace(out)
         return out
 
-    def _panel(self, img: np.ndarray, r: FrameRecord, fps: float | None, colour) -> None:
-        v = r.values
-        unit = "mm2" if self.calibrated else "px"
-        area = v.get("area_mm2") if self.calibrated else v.get("area_px")
+    def _panel(self, img: np.ndarray, r: FrameRecord, fps: float | None, colour, calibrated: bool) -> None:
+        m = r.measurement
+        unit = "mm2" if calibrated else "px"
+        area = _area(r, calibrated)
         lines = [
-            f"CSA {_fmt(area, 2 if self.calibrated else 0)} {unit}" + ("" if self.calibrated else " (uncalibrated)"),
-            f"FR {_fmt(v.get('flattening_ratio'), 2)}   circ {_fmt(v.get('circularity'), 2)}",
+            f"CSA {_fmt(area, 2 if calibrated else 0)} {unit}" + ("" if calibrated else " (uncalibrated)"),
+            f"FR {_fmt(m and m.flattening_ratio, 2)}   circ {_fmt(m and m.circularity, 2)}",
             f"{r.status}   {_fmt(fps, 1)} fps   {_fmt(r.latency_ms, 0)} ms",
         ]
-        if v.get("csa_change_pct") is not None:
-            lines.insert(1, f"dCSA {_fmt(v.get('csa_change_pct'), 1)} %")
+        if r.tracked.csa_change_pct is not None:
+            lines.insert(1, f"dCSA {_fmt(r.tracked.csa_change_pct, 1)} %")
         x0, y0, lh = 6, 6, 17
         box_w = 8 + max(cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] for s in lines)
         sub = img[y0:y0 + lh * len(lines) + 6, x0:x0 + box_w]
@@ -92,6 +132,27 @@ class OverlayRenderer:
         pts = [(int(x), int(y)) for x, y in zip(xs, ys) if math.isfinite(y)]
         cv2.polylines(img, [np.array(pts, np.int32)], False, (0, 220, 255), 1, cv2.LINE_AA)
         cv2.putText(img, "CSA", (x0 + 3, y0 + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def _area(record: FrameRecord, calibrated: bool) -> float | None:
+    m = record.measurement
+    if m is None:
+        return None
+    return m.area_mm2 if calibrated else float(m.area_px)
+
+
+class RenderSink(Sink):
+    """Draws every record's overlay and shows it to no one: mn-bench times the render stage of a loop
+    without outputs (the write stage is then 0 ms: nothing is written)."""
+
+    name = "overlay (not shown)"
+
+    def __init__(self, renderer: OverlayRenderer | None = None) -> None:
+        self.renderer = renderer or OverlayRenderer()
+
+    def write(self, record: FrameRecord) -> None:
+        self.renderer.draw(record)
+        record.timings_ms.setdefault("write", 0.0)
 
 
 def _fmt(value, digits: int) -> str:

@@ -1,4 +1,5 @@
-"""``summary.json`` and ``plot.png``: what a run measured, at a glance."""
+"""``summary.json`` and ``plot.png``: what a run measured, at a glance (:class:`SummarySink`: the
+numbers accumulated by :class:`SummaryBuilder`, written when the run ends)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from realtime.record import STAGES, FrameRecord
+from realtime.sinks.base import RunInfo, Sink
 
 log = logging.getLogger(__name__)
 
@@ -42,34 +44,46 @@ class SummaryBuilder:
     """Accumulates records (the numbers only, not the images) into the run summary.
 
     ``warmup``: the first frames left out of the latency statistics (engine and cache warm-up),
-    when the run has at least twice as many frames.
+    when the run has at least twice as many frames. ``calibrated``: the unit of areas and
+    displacements (mm when calibrated); ``None`` takes it from the records.
     """
 
-    def __init__(self, warmup: int = 0) -> None:
+    SERIES = ("frame", "t_s", "status", "area_px", "area_mm2", "flattening_ratio", "circularity",
+              "displacement_mm", "displacement_px", "csa_change_pct")
+
+    def __init__(self, warmup: int = 0, calibrated: bool | None = None) -> None:
         self.warmup = warmup
+        self.calibrated = calibrated
         self.processed = 0
         self.dropped = 0
         self.last_frame = -1
         self.status = Counter()
-        self.series: dict[str, list[Any]] = {k: [] for k in (
-            "frame", "t_s", "status", "area_px", "area_mm2", "flattening_ratio", "circularity",
-            "displacement_mm", "displacement_px", "csa_change_pct")}
+        self.series: dict[str, list[Any]] = {k: [] for k in self.SERIES}
         self.latency: list[float] = []
         self.stages: dict[str, list[float]] = {s: [] for s in STAGES}
 
     def add(self, r: FrameRecord) -> None:
+        if self.calibrated is None:
+            self.calibrated = r.calibrated
         self.processed += 1
         self.dropped += r.dropped_before
         self.last_frame = max(self.last_frame, r.frame)
         self.status[r.status] += 1
-        for key in self.series:
-            if key in ("frame", "t_s", "status"):
-                self.series[key].append(getattr(r, key))
-            else:
-                self.series[key].append(r.values.get(key))
+        m, t = r.measurement, r.tracked
+        s = self.series
+        s["frame"].append(r.frame)
+        s["t_s"].append(r.t_s)
+        s["status"].append(r.status)
+        s["area_px"].append(None if m is None else m.area_px)
+        s["area_mm2"].append(None if m is None else m.area_mm2)
+        s["flattening_ratio"].append(None if m is None else m.flattening_ratio)
+        s["circularity"].append(None if m is None else m.circularity)
+        s["displacement_mm"].append(t.displacement_mm)
+        s["displacement_px"].append(t.displacement_px)
+        s["csa_change_pct"].append(t.csa_change_pct)
         self.latency.append(r.latency_ms)
-        for s in STAGES:
-            self.stages[s].append(r.timings_ms.get(s, math.nan))
+        for stage in STAGES:
+            self.stages[stage].append(r.timings_ms.get(stage, math.nan))
 
     def to_dict(self, **meta: Any) -> dict[str, Any]:
         s = self.series
@@ -77,7 +91,7 @@ class SummaryBuilder:
         skip = self.warmup if self.processed >= 2 * self.warmup else 0
         measured = [i for i, st in enumerate(s["status"]) if st in MEASURED_STATUSES]
         pick = lambda key: [s[key][i] for i in measured]  # noqa: E731
-        calibrated = any(v is not None for v in pick("area_mm2"))
+        calibrated = bool(self.calibrated)
         area_key = "area_mm2" if calibrated else "area_px"
         areas = [a for a in pick(area_key) if a is not None]
         frs = [f for f in pick("flattening_ratio") if f is not None]
@@ -105,6 +119,68 @@ class SummaryBuilder:
         }
         out.update(meta)
         return out
+
+
+#: The order of the output files in the summary's ``outputs``.
+OUTPUT_ORDER = ("csv", "video", "summary", "plot", "masks")
+
+
+class SummarySink(Sink):
+    """The run summary: accumulates every record and, when the run ends, puts the summary into
+    ``run.summary`` (what the command prints) and writes it to ``path`` (atomically) and the plot to
+    ``plot`` (either may be ``None``). The summary holds the run's metadata, how it ended, the source,
+    engine and tracker descriptions, the output files and the sections earlier sinks left in
+    ``run.extras`` (the truth score): list it last."""
+
+    def __init__(self, path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
+                 warmup: int = 0) -> None:
+        self.path = Path(path) if path is not None else None
+        self.plot = Path(plot) if plot is not None else None
+        self.paths = {k: v for k, v in (("summary", self.path), ("plot", self.plot)) if v is not None}
+        self.name = f"summary {self.path}" if self.path else "summary"
+        self.builder = SummaryBuilder(warmup=warmup)
+        self._run: RunInfo | None = None
+
+    def open(self, run: RunInfo) -> None:
+        self._run = run
+        self.builder.calibrated = run.calibrated
+
+    def write(self, record: FrameRecord) -> None:
+        self.builder.add(record)
+
+    def close(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        meta: dict[str, Any] = dict(run.metadata)
+        meta.update(
+            exit_code=run.exit_code,
+            ended_because=run.reason,
+            wall_time_s=round(run.wall_s, 3),
+            processing_fps=(self.builder.processed / run.wall_s) if run.wall_s > 0 else None,
+            source_info=_describe(run.source),
+            source_error=getattr(run.source, "error", None),
+            engine=run.engine.describe(),
+            tracker=run.tracker.describe(),
+            outputs={k: str(run.outputs[k]) for k in sorted(run.outputs, key=_output_rank)},
+        )
+        meta.update(run.extras)
+        run.summary = self.builder.to_dict(**meta)
+        if self.path:
+            write_json(self.path, run.summary)
+        if self.plot and self.builder.processed:
+            plot_series(self.plot, self.builder, title=str(run.metadata.get("source", "")))
+
+
+def _output_rank(kind: str) -> tuple[int, str]:
+    return (OUTPUT_ORDER.index(kind) if kind in OUTPUT_ORDER else len(OUTPUT_ORDER), kind)
+
+
+def _describe(source: Any) -> dict[str, Any] | None:
+    try:
+        return source.describe()
+    except Exception:  # a source without describe() (tests, plain iterables)
+        return None
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:
@@ -137,7 +213,7 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
 
     s = summary.series
     t = np.asarray(s["t_s"], dtype=np.float64)
-    calibrated = any(v is not None for v in s["area_mm2"])
+    calibrated = bool(summary.calibrated)
     area = s["area_mm2"] if calibrated else s["area_px"]
     panels = [(area, "CSA (mm²)" if calibrated else "CSA (px, uncalibrated)"),
               (s["flattening_ratio"], "flattening ratio"), (s["circularity"], "circularity")]

@@ -1,4 +1,5 @@
-"""The overlay video: H.264 .mp4 through PyAV, written on a thread behind a bounded queue."""
+"""The overlay video: H.264 .mp4 through PyAV, written on a thread behind a bounded queue
+(:class:`VideoSink`; :class:`VideoWriter` and :class:`ThreadedWriter` are its parts)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from train.errors import UserError
+from common.errors import UserError
+from realtime.record import FrameRecord, timed
+from realtime.sinks.base import RunInfo, Sink
+from realtime.sinks.overlay import OverlayRenderer
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +126,33 @@ class ThreadedWriter:
         self.sink.close()
         if self.error is not None:
             raise self.error
+
+
+class VideoSink(Sink):
+    """The overlay video of a run at the source's frame rate (``fps`` overrides it): each record drawn by
+    ``renderer`` (shared with the window: drawn once) and encoded on a writer thread. :meth:`close`
+    drains the queue and finalises the file so it plays."""
+
+    def __init__(self, path: str | os.PathLike, renderer: OverlayRenderer, fps: float | None = None,
+                 maxsize: int = 32) -> None:
+        self.path = Path(path)
+        self.paths = {"video": self.path}
+        self.name = f"overlay video {self.path}"
+        self.renderer = renderer
+        self.fps = fps
+        self.maxsize = maxsize
+        self._writer: ThreadedWriter | None = None
+
+    def open(self, run: RunInfo) -> None:
+        self._writer = ThreadedWriter(VideoWriter(self.path, fps=self.fps or run.fps), maxsize=self.maxsize,
+                                      name="video-writer")
+
+    def write(self, record: FrameRecord) -> None:
+        bgr = self.renderer.draw(record)
+        with timed(record.timings_ms, "write"):
+            self._writer.put(bgr)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()

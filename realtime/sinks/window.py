@@ -1,5 +1,6 @@
 """The live window (OpenCV HighGUI): shows the overlay; keys q/Esc quit, space pause, b baseline
-now, s snapshot PNG."""
+now, s snapshot PNG. :class:`WindowSink` hands the keys to the run's
+:class:`~realtime.sinks.base.RunControl`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from realtime.record import FrameRecord, timed
+from realtime.sinks.base import RunControl, RunInfo, Sink
+from realtime.sinks.overlay import OverlayRenderer
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +58,27 @@ class LiveWindow:
             self._cv2.destroyWindow(self.title)
         except Exception:  # the window may already be gone (closed by the user)
             pass
+
+
+class WindowSink(Sink):
+    """Shows each record's overlay (drawn by ``renderer``, shared with the video) in ``window`` and passes
+    the key pressed to the run's control: stop, pause, baseline now (the window saves snapshots itself)."""
+
+    def __init__(self, window: LiveWindow, renderer: OverlayRenderer) -> None:
+        self.window = window
+        self.renderer = renderer
+        self.name = f"window {window.title}"
+        self.control: RunControl | None = None
+
+    def open(self, run: RunInfo) -> None:
+        self.control = run.control
+
+    def write(self, record: FrameRecord) -> None:
+        bgr = self.renderer.draw(record)
+        with timed(record.timings_ms, "write"):
+            action = self.window.show(bgr)
+        if action is not None and self.control is not None:
+            self.control.key(action, lambda: self.window.wait_key(50))
+
+    def close(self) -> None:
+        self.window.close()

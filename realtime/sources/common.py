@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -293,6 +293,42 @@ class ClosableQueue(Generic[T]):
             if drain:
                 self._items.clear()
             self._cond.notify_all()
+
+
+class Prefetcher(Generic[T]):
+    """Iterates ``items`` on a thread into a :class:`ClosableQueue`, so producing them (decoding a
+    generated frame) overlaps their consumption; an exception raised by ``items`` is re-raised by
+    the consumer after the items before it. :meth:`close` stops the thread. (A video file's
+    reader already decodes ahead this way; this is for any other iterable of frames.)"""
+
+    def __init__(self, items: Iterable[T], maxsize: int = 8) -> None:
+        self._queue: ClosableQueue[T] = ClosableQueue(maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(iter(items),), name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self, it: Iterator[T]) -> None:
+        try:
+            for item in it:
+                if not self._queue.put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            self._error = exc
+        finally:
+            self._queue.close()
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield item
+
+    def close(self) -> None:
+        self._queue.close(drain=True)
+        self._thread.join(timeout=5)
 
 
 class Pacer:

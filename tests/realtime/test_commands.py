@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from realtime.live_cli import cli as live_cli
-from realtime.pipeline import Outputs, Pipeline, PipelineConfig
+from realtime.outputs import Outputs, output_sinks
+from realtime.pipeline import Pipeline, PipelineConfig
+from realtime.sinks.base import Callback
 from realtime.segment_cli import cli as segment_cli
 from realtime.sinks.csv_sink import read_csv
 from realtime.sources import open_source
@@ -66,8 +68,9 @@ def test_live_policy_slow_engine_drops_and_stays_bounded(tmp_path: Path) -> None
     counted, no frame is processed twice, and latency stays bounded instead of growing."""
     source = open_source("synthetic", realtime=True)
     records = []
-    pipe = Pipeline(TruthEngine(delay_s=0.1), Tracker(None, fps=24.0), Outputs(csv=tmp_path / "m.csv"),
-                    PipelineConfig(max_frames=15), on_record=records.append)
+    pipe = Pipeline(TruthEngine(delay_s=0.1), Tracker(None, fps=24.0),
+                    output_sinks(Outputs(csv=tmp_path / "m.csv"), extra=[Callback(records.append)]),
+                    PipelineConfig(max_frames=15))
     result = pipe.run(source)
     frames = [r.frame for r in records]
     assert frames == sorted(set(frames)), "a frame was processed twice or out of order"

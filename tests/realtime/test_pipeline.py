@@ -12,7 +12,9 @@ import pytest
 
 from engines.base import Engine, EngineInfo
 from realtime.frame import Frame
-from realtime.pipeline import (EXIT_ENGINE_FAILED, EXIT_OK, Outputs, Pipeline, PipelineConfig, Prefetcher)
+from realtime.outputs import Outputs, output_sinks
+from realtime.pipeline import EXIT_ENGINE_FAILED, EXIT_OK, Pipeline, PipelineConfig, Prefetcher
+from realtime.sinks.base import Callback
 from realtime.sinks.csv_sink import read_csv
 from realtime.tracker import Tracker
 
@@ -61,7 +63,7 @@ def frames(n: int, fps: float = 24.0) -> list[Frame]:
 def run(tmp_path: Path, source, engine=None, **cfg) -> tuple:
     outputs = Outputs(csv=tmp_path / "m.csv", video=tmp_path / "o.mp4", summary=tmp_path / "s.json",
                       plot=tmp_path / "p.png")
-    pipe = Pipeline(engine or TruthEngine(), Tracker(None, fps=24.0), outputs, PipelineConfig(**cfg))
+    pipe = Pipeline(engine or TruthEngine(), Tracker(None, fps=24.0), output_sinks(outputs), PipelineConfig(**cfg))
     return pipe, pipe.run(source)
 
 
@@ -108,9 +110,9 @@ def test_stop_request_finishes_the_frame_and_finalises(tmp_path: Path) -> None:
             yield Frame(index=i, t_capture=time.monotonic(), pts=i / 24, image=mask)
             i += 1
 
-    pipe = Pipeline(TruthEngine(), Tracker(None, fps=24.0), Outputs(csv=tmp_path / "m.csv",
-                    summary=tmp_path / "s.json"), PipelineConfig(),
-                    on_record=lambda r: pipe.request_stop("test") if r.frame == 6 else None)
+    stop_at_6 = Callback(lambda r: pipe.request_stop("test") if r.frame == 6 else None)
+    pipe = Pipeline(TruthEngine(), Tracker(None, fps=24.0), output_sinks(Outputs(csv=tmp_path / "m.csv",
+                    summary=tmp_path / "s.json"), extra=[stop_at_6]), PipelineConfig())
     result = pipe.run(endless())
     assert result.exit_code == EXIT_OK and result.reason == "test"
     assert len(read_csv(tmp_path / "m.csv")) == 7
