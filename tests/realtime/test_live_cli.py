@@ -1,9 +1,15 @@
-"""``mn-live --list-models`` and the default model taken from the bundled manifest."""
+"""``mn-live``: the phantom headless with every output, calibration, SIGINT finalising every file, bad input
+in one line with exit 2; ``--list-models`` and the default model taken from the bundled manifest."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,9 +17,12 @@ import pytest
 from engines import registry
 from realtime.cli_common import DEFAULT_MODEL, default_model, open_engine
 from realtime.live_cli import cli as live_cli
+from realtime.sinks.csv_sink import read_csv
 from tests.engines._helpers import make_checkpoint
+from tests.realtime._helpers import FAST, decoded_frames
 from train.errors import UserError
 
+REPO = Path(__file__).resolve().parents[2]
 ENTRY = {
     "name": "mn-small", "file": "mn-small.pt", "description": "small real-time L-UNet",
     "architecture": {"name": "lunet", "kwargs": {}}, "input_size": [64, 48], "parameters": 1949669,
@@ -89,3 +98,63 @@ def test_default_model_comes_from_the_manifest(bundled, tmp_path: Path) -> None:
         assert engine.info.source == str(folder / "mn-small.pt") and engine.size == (64, 48)
     bundled({"format": 1, "default": "not-bundled", "models": [ENTRY]})
     assert default_model() == DEFAULT_MODEL  # a default that is not bundled is ignored
+
+
+def test_live_synthetic_headless_writes_all_outputs(tmp_path: Path, cache: str) -> None:
+    out = tmp_path / "live"
+    assert live_cli(["--source", "synthetic:1", "--headless", "--frames", "12", "--out", str(out), *FAST]) == 0
+    rows = read_csv(out / "measurements.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(rows) == summary["frames_processed"] == 12
+    assert decoded_frames(out / "overlay.mp4") == 12
+    assert (out / "plot.png").stat().st_size > 0
+    assert summary["calibration"] == "uncalibrated" and summary["backend"] == "onnxruntime"
+    assert "random weights" in summary["engine_notes"] and "truth" in summary
+
+
+def test_live_calibrated_depth(tmp_path: Path, cache: str) -> None:
+    out = tmp_path / "live"
+    assert live_cli(["--source", "synthetic", "--headless", "--frames", "5", "--depth-mm", "46.8", "--no-video",
+                     "--out", str(out), *FAST]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["calibration_detail"]["mm_per_px_y"] == pytest.approx(0.1)  # 46.8 mm over 468 rows
+    assert summary["units"]["area"] == "mm2" and summary["latency_ms"]["n"] == 5
+    assert not (out / "overlay.mp4").exists()
+
+
+def test_sigint_leaves_csv_playable_mp4_and_summary(tmp_path: Path, cache: str) -> None:
+    out = tmp_path / "live"
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.live_cli", "--source", "synthetic", "--headless",
+                             "--out", str(out), *FAST], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO), "MN_SEG_CACHE": cache})
+    csv_path = out / "measurements.csv"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not csv_path.exists() or len(read_csv(csv_path)) < 10):
+        time.sleep(0.25)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    rows = read_csv(csv_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(rows) >= 10 and summary["frames_processed"] == len(rows)
+    assert decoded_frames(out / "overlay.mp4") == len(rows)
+    assert "SIGINT" in summary["ended_because"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--source", "/dev/video97"], "/dev/video97"),
+    (["--source", "no-such-file.mp4"], "no-such-file.mp4"),
+    (["--source", "synthetic", "--roi", "0,0,9999,10"], "roi"),
+    (["--source", "synthetic", "--mm-per-px", "-1"], "mm-per-px"),
+    (["--source", "synthetic", "--model", "nope.pt"], "nope.pt"),
+])
+def test_live_bad_input_one_line_exit_2(argv: list[str], needle: str, tmp_path: Path, cache: str,
+                                        capsys: pytest.CaptureFixture) -> None:
+    base = ["--headless", "--frames", "3", "--out", str(tmp_path / "o"), "-q"]
+    if "--model" not in argv:
+        base += ["--model", "lunet", "--size", "64x48"]
+    code = live_cli([*argv, *base])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert needle.lower() in err.lower() and "Traceback" not in err and err.count("\n") == 1

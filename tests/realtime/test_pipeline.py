@@ -6,58 +6,16 @@ import json
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from engines.base import Engine, EngineInfo
 from realtime.frame import Frame
 from realtime.outputs import Outputs, output_sinks
 from realtime.pipeline import EXIT_ENGINE_FAILED, EXIT_OK, Pipeline, PipelineConfig, Prefetcher
 from realtime.sinks.base import Callback
 from realtime.sinks.csv_sink import read_csv
+from realtime.sources import open_source
 from realtime.tracker import Tracker
-
-NATIVE = (606, 468)  # W, H
-MODEL = (384, 288)
-
-
-def ellipse_mask(cx: float, cy: float, ax: float = 45, ay: float = 28, angle: float = 20) -> np.ndarray:
-    m = np.zeros((NATIVE[1], NATIVE[0]), np.uint8)
-    cv2.ellipse(m, (int(cx), int(cy)), (int(ax), int(ay)), angle, 0, 360, 255, -1)
-    return m
-
-
-class TruthEngine(Engine):
-    """Returns each frame's true mask resized to the model size, as a perfect network would.
-
-    The frame's image *is* its mask here (bright nerve on black), so the engine sees only the
-    preprocessed input: it un-z-scores nothing, it thresholds the z-scored input at its midpoint.
-    """
-
-    def __init__(self, delay_s: float = 0.0, fail_at: int | None = None) -> None:
-        super().__init__(EngineInfo(name="truth", backend="fake", precision="fp32", device="cpu",
-                                    input_shape=(-1, 1, MODEL[1], MODEL[0])))
-        self.delay_s = delay_s
-        self.fail_at = fail_at
-        self.calls = 0
-
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        if self.fail_at is not None and self.calls > self.fail_at:
-            raise RuntimeError("GPU fell off the bus")
-        time.sleep(self.delay_s)
-        lo = batch.min(axis=(1, 2, 3), keepdims=True)
-        hi = batch.max(axis=(1, 2, 3), keepdims=True)
-        return ((batch - lo) / np.maximum(hi - lo, 1e-6)).astype(np.float32)
-
-
-def frames(n: int, fps: float = 24.0) -> list[Frame]:
-    out = []
-    for i in range(n):
-        mask = ellipse_mask(200 + 3 * i, 90 + i)
-        out.append(Frame(index=i, t_capture=time.monotonic(), pts=i / fps, image=mask.copy(), truth=mask))
-    return out
+from tests.realtime._helpers import TruthEngine, ellipse_mask, frames
 
 
 def run(tmp_path: Path, source, engine=None, **cfg) -> tuple:
@@ -128,3 +86,20 @@ def test_max_frames_and_prefetch_error_propagates(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="decoder exploded"):
         list(Prefetcher(broken()))
+
+
+def test_live_policy_slow_engine_drops_and_stays_bounded(tmp_path: Path) -> None:
+    """A paced 24 fps phantom and an engine taking 100 ms a frame: stale frames are dropped and
+    counted, no frame is processed twice, and latency stays bounded instead of growing."""
+    source = open_source("synthetic", realtime=True)
+    records = []
+    pipe = Pipeline(TruthEngine(delay_s=0.1), Tracker(None, fps=24.0),
+                    output_sinks(Outputs(csv=tmp_path / "m.csv"), extra=[Callback(records.append)]),
+                    PipelineConfig(max_frames=15))
+    result = pipe.run(source)
+    frames = [r.frame for r in records]
+    assert frames == sorted(set(frames)), "a frame was processed twice or out of order"
+    assert result.summary["frames_dropped"] > 15  # ~2 of every 3 frames at 100 ms vs 41.7 ms
+    assert sum(r.dropped_before for r in records) == result.summary["frames_dropped"]
+    assert max(r.latency_ms for r in records[3:]) < 300  # ~ one frame period + inference, not growing
+    assert frames[-1] >= 2 * len(frames)

@@ -1,0 +1,99 @@
+"""realtime.sources.common: the shared ROI / format / size guard and the thread hand-off buffers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from realtime.sources import (
+    RoiError,
+    SourceError,
+    open_source,
+)
+from realtime.sources.common import ClosableQueue, LatestSlot
+from tests.realtime.sources._helpers import ListSource
+
+
+def test_roi_crop_and_bad_roi() -> None:
+    img = np.arange(48 * 64, dtype=np.uint16).reshape(48, 64)
+    with ListSource([img, img], roi="4,2,10,6") as src:
+        frames = list(src)
+    assert frames[0].image.shape == (6, 10)
+    np.testing.assert_array_equal(frames[0].image, img[2:8, 4:14])
+    assert src.frame_size == (10, 6) and src.native_size == (64, 48)
+    assert src.describe()["roi"] == [4, 2, 10, 6]
+    with ListSource([img], roi=(60, 0, 10, 10)) as src, pytest.raises(RoiError, match="64x48"):
+        list(src)
+
+
+def test_roi_applies_to_truth_too() -> None:
+    with open_source("synthetic:1", realtime=False, frames=2, roi=(100, 20, 400, 200)) as src:
+        frames = list(src)
+    assert frames[0].image.shape == (200, 400) and frames[0].truth.shape == (200, 400)
+    with open_source("synthetic", realtime=False, frames=1, roi=(500, 0, 200, 100)) as src:
+        with pytest.raises(RoiError, match="606x468"):
+            next(iter(src))
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((12, 16, 3), np.uint8),
+    np.zeros((12, 16), np.uint8),
+    np.full((12, 16), 40000, np.uint16),
+    np.zeros((12, 16, 1), np.uint8),
+])
+def test_formats_pass_through(image: np.ndarray) -> None:
+    with ListSource([image]) as src:
+        (frame,) = list(src)
+    assert frame.image.dtype == image.dtype
+    assert frame.image.shape[:2] == (12, 16)
+    assert frame.image.ndim == (3 if image.ndim == 3 and image.shape[2] == 3 else 2)
+    assert frame.image.max() == image.max()
+
+
+def test_frame_size_change_is_an_error() -> None:
+    imgs = [np.zeros((48, 64), np.uint8)] * 3 + [np.zeros((60, 80), np.uint8)]
+    src = ListSource(imgs)
+    got = []
+    with pytest.raises(SourceError, match=r"from 64x48 to 80x60 at frame 3"):
+        for f in src:
+            got.append(f)
+    assert len(got) == 3 and src.failed
+    src.close()
+
+
+def test_one_pass_only() -> None:
+    src = ListSource([np.zeros((4, 4), np.uint8)])
+    list(src)
+    with pytest.raises(SourceError, match="already iterated"):
+        iter(src)
+
+
+def test_latest_slot_keeps_newest_and_counts() -> None:
+    slot: LatestSlot[int] = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get() == (4, 4)
+    slot.put(5)
+    slot.close()
+    assert slot.get() == (5, 0)
+    assert slot.get() is None
+
+
+def test_closable_queue_backpressure_and_close() -> None:
+    q: ClosableQueue[int] = ClosableQueue(2)
+    assert q.put(1) and q.put(2)
+    blocked = threading.Event()
+
+    def producer() -> None:
+        blocked.set()
+        assert q.put(3) is False  # woken by close, not by space
+
+    t = threading.Thread(target=producer, daemon=True)
+    t.start()
+    blocked.wait(1)
+    q.close(drain=True)
+    t.join(2)
+    assert not t.is_alive()
+    assert q.get() is None
