@@ -1,0 +1,32 @@
+"""common.errors: user errors as one line and exit 2, OS errors with their path, Ctrl-C as 130; the same
+classes under train.errors and engines.errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errors import EXIT_INTERRUPTED, EXIT_USAGE, CheckpointError, DataError, UserError, run_cli
+
+
+def _raises(exc: BaseException):  # type: ignore[no-untyped-def]
+    def main(argv):  # type: ignore[no-untyped-def]
+        raise exc
+
+    return main
+
+
+def test_exit_codes_and_messages(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli("mn-x", lambda argv: 0) == 0
+    assert run_cli("mn-x", _raises(DataError("folder X has no Images/"))) == EXIT_USAGE
+    assert capsys.readouterr().err == "mn-x: error: folder X has no Images/\n"
+    assert run_cli("mn-x", _raises(FileNotFoundError(2, "No such file or directory", "/no/such"))) == EXIT_USAGE
+    assert "/no/such" in capsys.readouterr().err
+    assert run_cli("mn-x", _raises(KeyboardInterrupt())) == EXIT_INTERRUPTED
+
+
+def test_one_set_of_classes() -> None:
+    import engines.errors
+    import train.errors
+
+    assert train.errors.UserError is UserError and train.errors.CheckpointError is CheckpointError
+    assert issubclass(engines.errors.EngineError, UserError)
