@@ -382,9 +382,11 @@ class AcquisitionAugment:
     1. the paper's joint affine;
     2. the image mapped to the 8-bit range (min-max), so that black is black;
     3. with probability ``fov_p`` a changed field of view (:func:`train.perturb.warp_box`): the
-       content zoomed by a log-uniform factor in ``zoom``, stretched horizontally by one in
-       ``aspect``, the window's centre moved by up to ``offset`` of the side; what falls outside the
-       original frame is black, as outside a scanner's sector;
+       content zoomed by a log-uniform factor in ``zoom`` about the top edge (the transducer face,
+       where a depth change scales from), stretched horizontally by one in ``aspect``, the window
+       moved sideways and its top up or down by up to ``offset`` of the side (a standoff, a
+       cropped band of the video); what falls outside the original frame is black, as outside a
+       scanner's sector;
     4. with probability ``elastic_p`` the strong elastic deformation;
     5. image only: depth-dependent brightness (``tgc``), gain with saturation (``gain``), then the
        strong intensity transforms (gamma, contrast, speckle, blur) and, with probability
@@ -417,9 +419,9 @@ class AcquisitionAugment:
         z = math.exp(rng.uniform(math.log(cfg.zoom[0]), math.log(cfg.zoom[1])))
         a = math.exp(rng.uniform(math.log(cfg.aspect[0]), math.log(cfg.aspect[1])))
         cx = w / 2.0 + rng.uniform(-cfg.offset, cfg.offset) * w
-        cy = h / 2.0 + rng.uniform(-cfg.offset, cfg.offset) * h
-        half_w, half_h = w / (2.0 * z * a), h / (2.0 * z)
-        return warp_box(image, mask, (cx - half_w, cy - half_h, cx + half_w, cy + half_h))
+        top = rng.uniform(-cfg.offset, cfg.offset) * h
+        half_w = w / (2.0 * z * a)
+        return warp_box(image, mask, (cx - half_w, top, cx + half_w, top + h / z))
 
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator

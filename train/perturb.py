@@ -17,13 +17,15 @@ field of view the picture is black (0), as outside an ultrasound sector.
 Perturbations and their level:
 
 =========== ===================================================================================
-``zoom``     content scaled by the level about the centre, frame size kept (a different depth /
-             pixel size: 0.8 = the nerve 20 % smaller in pixels); zoom-out pads black
+``zoom``     content scaled by the level about the middle of the top edge (the transducer face),
+             frame size kept (a different depth / pixel size: 0.8 = the nerve 20 % smaller in
+             pixels); zoom-out pads black
 ``aspect``   horizontal scale only (a frame grabber with a different pixel aspect)
 ``crop``     a border of ``level`` x the side cut away on all four sides (a smaller field of
              view; the output is smaller, as a cropped video would be)
 ``pad``      a black border of ``level`` x the side added on all four sides
-``shift``    the content moved right and down by ``level`` x the side, black fill
+``shift``    the content moved sideways by ``level`` x the width, black fill
+``depth``    the content moved down by ``level`` x the height, black above (a standoff)
 ``rotate``   rotation by ``level`` degrees about the centre (probe tilt in the image plane)
 ``gain``     intensities x level, clipped to 255 (overall gain)
 ``gamma``    ``255 (x/255)^level`` (contrast curve / dynamic range)
@@ -89,11 +91,12 @@ def warp_box(image: np.ndarray, mask: np.ndarray, box: tuple[float, float, float
 
 def zoom(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
          ) -> tuple[np.ndarray, np.ndarray]:
-    """Content scaled by ``level`` about the centre; the frame keeps its size."""
+    """Content scaled by ``level`` about the middle of the top edge (the transducer face, where a
+    scanner's depth setting scales from); the frame keeps its size."""
     _check_positive("zoom", level)
     h, w = np.shape(image)
-    half_w, half_h = w / (2.0 * level), h / (2.0 * level)
-    return warp_box(image, mask, (w / 2.0 - half_w, h / 2.0 - half_h, w / 2.0 + half_w, h / 2.0 + half_h))
+    half_w = w / (2.0 * level)
+    return warp_box(image, mask, (w / 2.0 - half_w, 0.0, w / 2.0 + half_w, h / level))
 
 
 def aspect(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
@@ -130,10 +133,22 @@ def pad(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Genera
 
 def shift(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
           ) -> tuple[np.ndarray, np.ndarray]:
-    """Content moved right and down by ``level`` x the side; black fill."""
+    """Content moved sideways by ``level`` x the width (the probe placed elsewhere along the wrist, or
+    the image placed elsewhere in the video frame); black fill."""
     h, w = np.shape(image)
-    dx, dy = level * w, level * h
-    return warp_box(image, mask, (-dx, -dy, w - dx, h - dy))
+    dx = level * w
+    return warp_box(image, mask, (-dx, 0.0, w - dx, float(h)))
+
+
+def depth(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Content moved down by ``level`` x the height, black above (a gel standoff, or a scanner that
+    starts the image lower in its frame). Upward moves are not offered: nothing lies above the skin."""
+    if level < 0:
+        raise UserError(f"depth level moves the content down, a fraction of the height >= 0; got {level}")
+    h, w = np.shape(image)
+    dy = level * h
+    return warp_box(image, mask, (0.0, -dy, float(w), h - dy))
 
 
 def rotate(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
@@ -289,7 +304,7 @@ def _check_positive(name: str, level: float) -> None:
 
 
 PERTURBATIONS: Mapping[str, PerturbFn] = {
-    "zoom": zoom, "aspect": aspect, "crop": crop, "pad": pad, "shift": shift, "rotate": rotate,
+    "zoom": zoom, "aspect": aspect, "crop": crop, "pad": pad, "shift": shift, "depth": depth, "rotate": rotate,
     "gain": gain, "gamma": gamma, "tgc": tgc, "speckle": speckle, "blur": blur, "jpeg": jpeg, "h264": h264,
 }
 """Every perturbation by name (the robustness report's rows)."""
@@ -300,6 +315,7 @@ REPORT_LEVELS: Mapping[str, tuple[float, ...]] = {
     "crop": (0.04, 0.08),
     "pad": (0.05, 0.1),
     "shift": (-0.1, 0.1),
+    "depth": (0.05, 0.1),
     "rotate": (-10.0, -5.0, 5.0, 10.0),
     "gain": (0.6, 1.5),
     "gamma": (0.7, 1.4),
@@ -314,7 +330,7 @@ brings (zoom / pixel size +-20 %, a field of view 4-8 % smaller or 5-10 % larger
 rotation up to 10 degrees, gain x0.6-1.5, ...)."""
 
 IDENTITY_LEVELS: Mapping[str, float] = {
-    "zoom": 1.0, "aspect": 1.0, "crop": 0.0, "pad": 0.0, "shift": 0.0, "rotate": 0.0, "gain": 1.0, "gamma": 1.0,
+    "zoom": 1.0, "aspect": 1.0, "crop": 0.0, "pad": 0.0, "shift": 0.0, "depth": 0.0, "rotate": 0.0, "gain": 1.0, "gamma": 1.0,
     "tgc": 0.0, "speckle": 0.0, "blur": 0.0,
 }
 """Levels that leave the image as it is (the codecs have none)."""

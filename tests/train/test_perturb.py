@@ -48,11 +48,24 @@ def test_crop_and_pad_change_the_size_and_keep_the_nerve() -> None:
     assert pi.shape == (180, 240) and pm.sum() == mask.sum() and float(pi[0].max()) == 0.0
 
 
-def test_shift_moves_the_centroid() -> None:
+def test_shift_moves_sideways_and_depth_moves_down() -> None:
     image, mask = _pair()
     _, out = perturb("shift", image, mask, 0.1)
     ys, xs = np.nonzero(out > 0.5)
-    assert xs.mean() == pytest.approx(100 + 20, abs=0.6) and ys.mean() == pytest.approx(75 + 15, abs=0.6)
+    assert xs.mean() == pytest.approx(100 + 20, abs=0.6) and ys.mean() == pytest.approx(75, abs=0.6)
+    out_i, out = perturb("depth", image, mask, 0.1)
+    ys, xs = np.nonzero(out > 0.5)
+    assert xs.mean() == pytest.approx(100, abs=0.6) and ys.mean() == pytest.approx(75 + 15, abs=0.6)
+    assert float(out_i[:14].max()) == 0.0  # black above the skin line
+    with pytest.raises(UserError):
+        perturb("depth", image, mask, -0.1)
+
+
+def test_zoom_scales_about_the_transducer_face() -> None:
+    image, mask = _pair(centre=(100, 40))
+    _, out = perturb("zoom", image, mask, 1.2)
+    ys, xs = np.nonzero(out > 0.5)
+    assert xs.mean() == pytest.approx(100, abs=0.6) and ys.mean() == pytest.approx(40 * 1.2, abs=0.8)
 
 
 def test_rotation_keeps_a_centred_disc() -> None:
