@@ -85,18 +85,23 @@ def evaluate(model: nn.Module, data: LoadedData, protocol: str, device: torch.de
     double network the predictions also hold output 1 and the multiply layer, and the result the
     DSC of output 1 alone (``output1_dsc``)."""
     preds = predict(model, data.images, device, batch_size, details=True, progress=progress)
-    if protocol == "paper":
-        result = evaluate_paper(preds["prob"], data.masks[:, 0], native_masks=data.native_masks, stems=data.stems,
-                                mm2_per_px=mm2_per_px)
-    elif protocol == "native":
-        probs_native = [upsample(p, m.shape[:2]) for p, m in zip(preds["prob"], data.native_masks)]
-        result = evaluate_native(probs_native, data.native_masks, stems=data.stems, mm2_per_px=mm2_per_px)
-    else:
-        raise UserError(f"unknown protocol {protocol!r}; use paper or native")
+    result = score(preds["prob"], data, protocol, mm2_per_px)
     if "output1" in preds:
         gt = data.masks[:, 0] > 0
         result["output1_dsc"] = summary([dice_hard(o >= 0.5, g) for o, g in zip(preds["output1"], gt)])
     return result, preds
+
+
+def score(prob: np.ndarray, data: LoadedData, protocol: str, mm2_per_px: float | None = None) -> dict:
+    """The protocol's metrics for model-resolution probabilities ``prob`` ``[N, H, W]`` of ``data``'s images, however
+    they were computed (this module's PyTorch model, or an engine: ``engines.evaluate_cli``)."""
+    if protocol == "paper":
+        return evaluate_paper(prob, data.masks[:, 0], native_masks=data.native_masks, stems=data.stems,
+                              mm2_per_px=mm2_per_px)
+    if protocol == "native":
+        probs_native = [upsample(p, m.shape[:2]) for p, m in zip(prob, data.native_masks)]
+        return evaluate_native(probs_native, data.native_masks, stems=data.stems, mm2_per_px=mm2_per_px)
+    raise UserError(f"unknown protocol {protocol!r}; use paper or native")
 
 
 def save_overlays(folder: Path, samples: list, data: LoadedData, preds: dict[str, np.ndarray],
@@ -263,14 +268,16 @@ def save_bland_altman(folder: str | os.PathLike, result: dict[str, Any]) -> list
     return written
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(require_checkpoint: bool = True) -> argparse.ArgumentParser:
+    """mn-eval's flags; ``require_checkpoint=False`` for a command that offers another way to name the model
+    (``engines.evaluate_cli``'s ``--model``), which adds its own flags to this parser."""
     p = argparse.ArgumentParser(
         prog="mn-eval",
         description="Evaluate a checkpoint: DSC, IoU, precision, recall and CSA error, by the paper's protocol or "
                     "at native resolution.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="a best.pt / last.pt written by mn-train")
+    p.add_argument("--checkpoint", required=require_checkpoint, help="a best.pt / last.pt written by mn-train")
     p.add_argument("--data", required=True, help="dataset folder holding Images/ and Masks/")
     p.add_argument("--protocol", choices=["paper", "native"], default="paper",
                    help="paper: Table II's computation at the network's size; native: at the original image size")
@@ -303,12 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    mm2_per_px = parse_mm_per_px(args.mm_per_px)  # check the cheap flags before the slow part
-    plots = prepare_plot_folder(args.plots) if args.plots else None
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    model, config = model_from_checkpoint(args.checkpoint, device)
-    size = tuple(config["preprocessing"]["size"])
+    return run(args)
+
+
+def select_samples(args: argparse.Namespace) -> list:
+    """The samples of ``args.data`` that ``--split``/``--subset`` (``--folds``, ``--fold``, ...) choose."""
     samples = scan_dataset(args.data, patient_regex=args.patient_regex)
     if args.split != "none":
         if args.split == "kfold" and args.fold is None:
@@ -322,12 +328,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(chosen) == 0:
             raise UserError(f"split {args.split} has no {args.subset} images in {args.data}")
         samples = [samples[i] for i in chosen]
+    return samples
+
+
+def run(args: argparse.Namespace) -> int:
+    """mn-eval on parsed arguments (:func:`build_parser`): the PyTorch model of ``args.checkpoint``."""
+    mm2_per_px = parse_mm_per_px(args.mm_per_px)  # check the cheap flags before the slow part
+    plots = prepare_plot_folder(args.plots) if args.plots else None
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    model, config = model_from_checkpoint(args.checkpoint, device)
+    size = tuple(config["preprocessing"]["size"])
+    samples = select_samples(args)
     progress = log.isEnabledFor(logging.INFO)
     data = load_samples(samples, size, progress=progress)
     result, preds = evaluate(model, data, args.protocol, device, args.batch_size, progress=progress,
                              mm2_per_px=mm2_per_px)
     result["checkpoint"] = str(args.checkpoint)
     result["model"] = config["model"]["name"]
+    write_outputs(args, result, samples, data, preds, plots)
+    return 0
+
+
+def write_outputs(args: argparse.Namespace, result: dict, samples: list, data: LoadedData,
+                  preds: dict[str, np.ndarray], plots: Path | None) -> None:
+    """Add ``data`` and ``split`` to ``result``, print its summary and write what the flags ask for (``--json``,
+    ``--per-image``, ``--save-overlays``, ``--plots``)."""
+    progress = log.isEnabledFor(logging.INFO)
     result["data"] = str(args.data)
     result["split"] = args.split if args.split == "none" else f"{args.split}:{args.subset}"
     report = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON with --json -
@@ -354,7 +381,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if plots is not None:
         for path in save_bland_altman(plots, result):
             log.info("wrote %s", path)
-    return 0
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
