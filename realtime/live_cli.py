@@ -145,6 +145,10 @@ def report(summary: dict, paths: dict, reason: str) -> None:
                      f"|CSA error| median {_f(pct(t['csa_rel_error_median']), 1)} % p95 "
                      f"{_f(pct(t['csa_rel_error_p95']), 1)} %; |FR error| median {_f(t['fr_abs_error_median'], 2)}; "
                      f"centroid error median {_f(t['centroid_error_px_median'], 1)} px")
+        j, tj = (t.get("jitter") or {}).get("area_rel") or {}, (t.get("truth_jitter") or {}).get("area_rel") or {}
+        if j.get("n"):
+            lines.append(f"area frame to frame: median {_f(pct(j['median']), 1)} % p95 {_f(pct(j['p95']), 1)} % "
+                         f"(truth: median {_f(pct(tj.get('median')), 1)} % p95 {_f(pct(tj.get('p95')), 1)} %)")
     if "random weights" in (summary.get("engine_notes") or ""):
         lines.append("note: the model has random weights (an architecture name was given): the timings are real, "
                      "the masks are not; pass --model with a trained checkpoint")

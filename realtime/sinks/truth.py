@@ -1,6 +1,8 @@
 """Agreement with a known truth, frame by frame (the phantom, an animated still, ``mn-segment --truth``):
 Dice of the nerve mask, and the errors of CSA, flattening ratio and centroid against the truth mask
-measured by the same morphometry. Its result is the run summary's ``truth`` section."""
+measured by the same morphometry; and how steady the raw values are from frame to frame next to the
+truth's own changes (``jitter`` / ``truth_jitter``, :mod:`realtime.temporal`). Its result is the run
+summary's ``truth`` section."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 from realtime.morphometry import Measurement, measure_mask
 from realtime.record import FrameRecord
 from realtime.sinks.base import RunInfo, Sink
+from realtime.temporal import jitter
 from train.metrics import dice_hard
 
 
@@ -23,12 +26,22 @@ class TruthScore:
         self.csa_rel: list[float] = []
         self.fr_abs: list[float] = []
         self.centroid_px: list[float] = []
+        # per frame, for the frame-to-frame jitter (None where not measured)
+        self.series: dict[str, list] = {k: [] for k in ("area", "fr", "centroid", "true_area", "true_fr",
+                                                          "true_centroid")}
 
     def add(self, pred_mask: np.ndarray | None, truth: np.ndarray, pred: Measurement | None) -> None:
         truth_b = truth > 0
         pred_b = pred_mask > 0 if pred_mask is not None else np.zeros_like(truth_b)
         self.dice.append(dice_hard(pred_b, truth_b))
         t = measure_mask(truth_b.astype(np.uint8))
+        measured = pred is not None and pred.area_px > 0
+        self.series["area"].append(float(pred.area_px) if measured else None)
+        self.series["fr"].append(pred.flattening_ratio if measured else None)
+        self.series["centroid"].append((pred.centroid_x_px, pred.centroid_y_px) if measured else None)
+        self.series["true_area"].append(float(t.area_px) if t.area_px > 0 else None)
+        self.series["true_fr"].append(t.flattening_ratio if t.area_px > 0 else None)
+        self.series["true_centroid"].append((t.centroid_x_px, t.centroid_y_px) if t.area_px > 0 else None)
         if t.area_px > 0:
             area = (pred.area_px if pred is not None else 0) or 0.0
             self.csa_rel.append(abs(area - t.area_px) / t.area_px)
@@ -48,6 +61,8 @@ class TruthScore:
             "csa_rel_error_p95": float(np.percentile(self.csa_rel, 95)) if self.csa_rel else None,
             "fr_abs_error_median": med(self.fr_abs),
             "centroid_error_px_median": med(self.centroid_px),
+            "jitter": jitter(self.series["area"], self.series["fr"], self.series["centroid"]),
+            "truth_jitter": jitter(self.series["true_area"], self.series["true_fr"], self.series["true_centroid"]),
         }
 
 
