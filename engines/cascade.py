@@ -17,6 +17,11 @@ spec, ``preprocessing.size`` = the frame for the localiser and the window for th
 sha256 so an edited cascade never gets stale parts, and written atomically; each part is then
 loaded by the backend like any checkpoint, so the ONNX export cache and the TensorRT plan cache
 work unchanged. Outside the window the probability is 0.0.
+
+int8 (onnxruntime only, :mod:`engines.quantize`): each part is an int8 ONNX, either shipped with a
+bundled cascade (``LoadOptions.int8_files``) or quantised here from a calibration folder
+(:func:`int8_part_files`): the localiser on the calibration frames, the refiner on the windows the
+cascade cuts from them, placed by the fp32 localiser with the cascade's own rule.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engines.base import Engine, EngineError, EngineInfo
-from engines.cache import atomic_write_bytes
+from engines.cache import atomic_write_bytes, file_sha256
 from engines.cache import cache_dir as resolve_cache_dir
 from engines.model_source import LoadOptions, ModelSource, checkpoint_architecture
+from engines.quantize import INT8
 from train.window import candidate_boxes, candidate_masses, choose_candidates, paste, window_boxes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engines.quantize import CalibrationSet
     from engines.registry import Backend
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,8 @@ log = logging.getLogger(__name__)
 CASCADE_NAME = "cascade"
 """``config["model"]["name"]`` of a cascade checkpoint (``train.cascade.CascadeNet.name``)."""
 PARTS: tuple[str, ...] = ("localiser", "refiner")
+WINDOW_THRESHOLD = 0.5
+"""The localiser probability that counts as nerve when the window is placed (:class:`CascadeEngine`'s default)."""
 REBUILD_HINT = "rebuild it with python -m train.cascade --localiser LOC.pt --refiner REF.pt --out CASCADE.pt"
 
 
@@ -74,7 +83,7 @@ class CascadeEngine(Engine):
     """
 
     def __init__(self, localiser: Engine, refiner: Engine, info: EngineInfo | None = None, *,
-                 threshold: float = 0.5, candidates: int = 1) -> None:
+                 threshold: float = WINDOW_THRESHOLD, candidates: int = 1) -> None:
         n, _, h, w = localiser.input_shape
         rn, _, ch, cw = refiner.input_shape
         if cw > w or ch > h:
@@ -292,11 +301,15 @@ def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) 
         raise EngineError(f"{source.path} is a cascade made for {frame[0]}x{frame[1]} frames (its {crop[0]}x"
                           f"{crop[1]} window was trained at that scale), not {options.size[0]}x{options.size[1]}; "
                           f"drop --size or pass --size {frame[0]}x{frame[1]}")
+    int8 = int8_part_files(source, paths, geometry, backend, options) if options.precision == INT8 else None
     parts: dict[str, Engine] = {}
     try:
         for part, size in (("localiser", frame), ("refiner", crop)):
-            part_source = ModelSource(kind="checkpoint", format="checkpoint", path=paths[part],
-                                      name=f"{source.name}-{part}")
+            if int8 is not None:
+                part_source = ModelSource(kind="onnx", format="onnx", path=int8[part], name=f"{source.name}-{part}")
+            else:
+                part_source = ModelSource(kind="checkpoint", format="checkpoint", path=paths[part],
+                                          name=f"{source.name}-{part}")
             parts[part] = backend.load(part_source, replace(options, size=size, notes=[]))
     except BaseException:
         for engine in parts.values():
@@ -305,7 +318,8 @@ def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) 
     loc, ref = parts["localiser"], parts["refiner"]
     notes = list(options.notes) + [
         f"cascade: {part} {geometry[part]['name']} on {size[0]}x{size[1]} ({e.backend} {e.precision}, {e.device}) "
-        f"from {paths[part]}" for part, size, e in (("localiser", frame, loc), ("refiner", crop, ref))]
+        f"from {int8[part] if int8 else paths[part]}" for part, size, e in (("localiser", frame, loc),
+                                                                            ("refiner", crop, ref))]
     info = EngineInfo(name=CASCADE_NAME, backend=loc.backend, precision=loc.precision, device=loc.device,
                       input_shape=loc.input_shape, source=os.fspath(source.path), config=config, notes=notes,
                       max_batch=loc.info.max_batch)
@@ -315,3 +329,73 @@ def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) 
         loc.close()
         ref.close()
         raise
+
+
+def int8_part_files(source: ModelSource, paths: dict[str, Path], geometry: dict[str, Any], backend: "Backend",
+                    options: LoadOptions) -> dict[str, Path]:
+    """The int8 ONNX of each part: quantised (and cached) from the images of ``options.calibrate``, else the files
+    shipped with a bundled cascade (``options.int8_files``).
+
+    With a calibration folder, the localiser is calibrated on its frames (preprocessed at the cascade's frame
+    size) and the refiner on the windows the cascade would cut from them: the fp32 localiser (on ``backend``)
+    places up to ``candidates`` windows per frame with :func:`train.window.candidate_boxes` (the first is
+    :func:`~train.window.window_boxes`'). The refiner's calibration identity records that rule and the
+    localiser's sha256, so a changed localiser re-calibrates the refiner.
+
+    Raises:
+        EngineError: neither a calibration folder nor shipped int8 parts (says how to get them).
+    """
+    from engines.quantize import calibration_set
+
+    if options.calibrate is None:
+        files = options.int8_files or {}
+        if not files:
+            raise EngineError(f"int8 needs a calibration for the cascade {source.path}: pass --calibrate DIR (a "
+                              "dataset folder with Images/ or a folder of frames like those the model will see; "
+                              "calibrate=DIR in load_engine); bundled cascades may ship int8 parts instead (python "
+                              "-m tools.bundle int8 NAME --data DIR makes them)")
+        missing = [p for p in PARTS if p not in files]
+        if missing:
+            raise EngineError(f"the int8 files shipped with {source.name} lack the {' and '.join(missing)}; pass "
+                              "--calibrate DIR to quantise the cascade here, or reinstall mn-seg")
+        return {p: Path(files[p]) for p in PARTS}
+    return quantize_parts(source, paths, geometry, backend, options,
+                          calibration_set(options.calibrate, options.calibrate_images))
+
+
+def quantize_parts(source: ModelSource, paths: dict[str, Path], geometry: dict[str, Any], backend: "Backend",
+                   options: LoadOptions, calibration: "CalibrationSet") -> dict[str, Path]:
+    """The int8 ONNX of each part (:func:`int8_part_files`) calibrated on ``calibration``, from the engine cache,
+    quantised on first use (``options``: batch, dynamic batch, threads and cache of the exports)."""
+    from engines.quantize import cached_int8_onnx, preprocessed
+
+    frame, crop, candidates = geometry["frame"], geometry["crop"], int(geometry.get("candidates", 1))
+    memo: dict[str, np.ndarray] = {}
+
+    def frames(size: tuple[int, int]) -> np.ndarray:
+        if "frames" not in memo:
+            memo["frames"] = preprocessed(calibration.read(), frame)
+        return memo["frames"]
+
+    def windows(size: tuple[int, int]) -> np.ndarray:
+        from train.window import candidate_boxes
+
+        x = frames(frame)
+        fp32 = ModelSource(kind="checkpoint", format="checkpoint", path=paths["localiser"],
+                           name=f"{source.name}-localiser")
+        with backend.load(fp32, replace(options, precision="fp32", size=frame, batch=1, dynamic_batch=False,
+                                        notes=[])) as localiser:
+            prob = np.concatenate([localiser.infer(x[i:i + 1]) for i in range(len(x))])
+        cw, ch = crop
+        boxes = candidate_boxes(prob, crop, candidates, WINDOW_THRESHOLD)
+        log.info("calibrating the refiner on %d windows cut by the fp32 localiser from %d frames",
+                 sum(len(b) for b in boxes), len(x))
+        return np.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, per in enumerate(boxes) for (x0, y0) in per])
+
+    common = {"batch": options.batch, "dynamic_batch": options.dynamic_batch, "cache_dir": options.cache_dir}
+    localiser, _ = cached_int8_onnx(paths["localiser"], calibration, frames, size=frame, **common)
+    placement = {"localiser_sha256": file_sha256(paths["localiser"]), "frame": list(frame), "crop": list(crop),
+                 "threshold": WINDOW_THRESHOLD, "candidates": candidates,
+                 "rule": "fp32 localiser, train.window.candidate_boxes"}
+    refiner, _ = cached_int8_onnx(paths["refiner"], calibration, windows, size=crop, windows=placement, **common)
+    return {"localiser": localiser, "refiner": refiner}

@@ -52,6 +52,13 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     names = [m["name"] for m in models]
     if len(set(names)) != len(names):
         raise EngineError(f"the bundled-model manifest {path} names a model twice ({', '.join(names)}); {fix}")
+    for m in models:
+        int8 = m.get("int8")
+        if int8 is not None and not (isinstance(int8, dict) and isinstance(int8.get("files"), dict) and int8["files"]
+                                     and all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in int8["files"].items())):
+            raise EngineError(f"the bundled-model manifest {path}: {m['name']}'s 'int8' needs 'files': a mapping of "
+                              f"part ('model', or 'localiser' and 'refiner') to .onnx file; {fix}")
     if manifest.get("default") is not None and not isinstance(manifest["default"], str):
         raise EngineError(f"the bundled-model manifest {path}: 'default' must be a model name; {fix}")
     return manifest
@@ -67,6 +74,10 @@ class Catalogue:
     models: dict[str, Path] = field(default_factory=dict)
     default: str | None = None
     error: str | None = None
+    int8: dict[str, dict[str, Path]] = field(default_factory=dict)
+    """name -> the int8 ONNX files shipped for it (``{"model": path}``, or one per cascade part), for the models
+    whose manifest entry has an ``int8`` record made from the very file shipped (``int8.model_sha256`` equal to
+    its ``sha256``); a stale record (the model was replaced since) is left out."""
 
     @classmethod
     def load(cls, folder: str | os.PathLike = BUNDLED_DIR) -> "Catalogue":
@@ -78,7 +89,29 @@ class Catalogue:
             return cls(folder=folder, error=str(exc))
         models = {m["name"]: folder / m["file"] for m in manifest["models"]}
         default = manifest.get("default") if manifest.get("default") in models else None
-        return cls(folder=folder, models=models, default=default)
+        int8 = {m["name"]: {part: folder / file for part, file in m["int8"]["files"].items()}
+                for m in manifest["models"]
+                if m.get("int8") and m["int8"].get("model_sha256") == m.get("sha256")}
+        return cls(folder=folder, models=models, default=default, int8=int8)
+
+    def int8_files(self, name: str | None = None, path: str | os.PathLike | None = None) -> dict[str, Path] | None:
+        """The shipped int8 files of the bundled model ``name``, or of the bundled model whose file is ``path``;
+        ``None`` when it ships none.
+
+        Raises:
+            EngineError: the manifest lists int8 files that are missing (a broken installation).
+        """
+        if name is None and path is not None:
+            target = Path(path).resolve()
+            name = next((n for n, f in self.models.items() if Path(f).resolve() == target), None)
+        files = self.int8.get(name) if name is not None else None
+        if files is None:
+            return None
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise EngineError(f"bundled model {name!r} lists int8 files that are missing ({', '.join(missing)}); "
+                              f"{REPAIR_HINT}")
+        return dict(files)
 
     def manifest(self) -> dict:
         """The folder's manifest, read again (:func:`read_manifest`; raises its :class:`EngineError`)."""

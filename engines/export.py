@@ -48,6 +48,8 @@ META_PRECISION = "precision"
 META_INPUT_SHAPE = "input_shape"
 META_CHECKPOINT_SHA = "checkpoint_sha256"
 META_VERSION = "mn_seg_version"
+JSON_METADATA: tuple[str, ...] = (META_CONFIG, META_INPUT_SHAPE, "int8_calibration", "int8_quantisation")
+"""Metadata entries stored as JSON (the int8 ones are written by :mod:`engines.quantize`)."""
 
 
 def check_precision(precision: str) -> str:
@@ -169,7 +171,7 @@ def parse_metadata(props: Mapping[str, str]) -> dict[str, Any]:
     """Decode the mn-seg metadata entries of an ONNX file (JSON where it is JSON)."""
     out: dict[str, Any] = {}
     for key, text in props.items():
-        if key in (META_CONFIG, META_INPUT_SHAPE):
+        if key in JSON_METADATA:
             try:
                 out[key] = json.loads(text)
             except json.JSONDecodeError:

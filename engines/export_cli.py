@@ -4,6 +4,7 @@ Examples::
 
     mn-export --checkpoint runs/lunet/best.pt --format onnx --verify data/median-nerve --json export.json
     mn-export --checkpoint runs/lunet/best.pt --format engine --precision fp16 --verify clip.mp4
+    mn-export --checkpoint runs/lunet/best.pt --precision int8 --calibrate data/median-nerve --verify clip.mp4
 
 Exit codes: 0 exported (and verified, with ``--verify``); 1 the verification failed (the exported
 file is deleted: no engine that computes other masks is kept); 2 bad input (one line on stderr).
@@ -22,6 +23,7 @@ from typing import Any, Sequence
 
 from engines.base import Engine, EngineError
 from engines.export import PRECISIONS, cascade_export_message, export_onnx
+from engines.quantize import DEFAULT_CALIBRATION_IMAGES, INT8
 from engines.registry import DEFAULT_MAX_BATCH, LoadOptions, get_backend, load_engine, resolve_model, tensorrt_plan
 from engines.verify import DEFAULT_FRAMES, format_report, load_frames, verify_engine
 from train.cli_util import add_logging_args, add_size_arg, setup_logging
@@ -49,9 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="onnx",
                    help="onnx: a single self-contained .onnx; engine: a TensorRT plan (needs an NVIDIA GPU and "
                         "pip install 'mn-seg[tensorrt]')")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="fp32 or fp16 (half precision inside, float32 input/output); default fp32 for onnx, "
+    p.add_argument("--precision", choices=[*PRECISIONS, INT8], default=None,
+                   help="fp32, fp16 (half precision inside, float32 input/output) or int8 (--format onnx only: static "
+                        "int8 quantisation for onnxruntime on the CPU, needs --calibrate); default fp32 for onnx, "
                         "fp16 for engine")
+    p.add_argument("--calibrate", default=None, metavar="DIR",
+                   help="--precision int8: images to calibrate the quantisation on, a dataset folder (its Images/) "
+                        "or a folder of frames like those the model will see")
+    p.add_argument("--calibrate-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
+                   help="--precision int8: how many images of --calibrate, spread evenly over the sorted names")
     add_size_arg(p, default=None)
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="static batch size (default 1); with --dynamic-batch and --format engine, the largest "
@@ -93,6 +101,16 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     if args.verify_frames < 1:
         raise UserError(f"--verify-frames must be at least 1, got {args.verify_frames}")
+    if args.precision == INT8 and args.format != "onnx":
+        raise UserError("int8 is an onnxruntime-only precision: use --format onnx --precision int8 (a TensorRT "
+                        "plan is built from --precision fp16 or fp32)")
+    if args.precision == INT8 and args.calibrate is None:
+        raise UserError("--precision int8 needs --calibrate DIR: a dataset folder (its Images/) or a folder of "
+                        "frames like those the model will see, to measure the activation ranges on")
+    if args.calibrate is not None and args.precision != INT8:
+        raise UserError("--calibrate is for --precision int8 only")
+    if args.calibrate_images < 1:
+        raise UserError(f"--calibrate-images must be at least 1, got {args.calibrate_images}")
     args.bundled = False
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
         source = resolve_model(args.checkpoint)  # a bundled name, or an error that lists them
@@ -133,6 +151,9 @@ def _export(args: argparse.Namespace, precision: str) -> Exported:
         beside = Path.cwd() / checkpoint.name if args.bundled else checkpoint  # never into the installed package
         out = Path(args.out) if args.out else _default_onnx_path(beside, config, size, batch,
                                                                  args.dynamic_batch, precision)
+        if precision == INT8:
+            _quantize(args, checkpoint, out, size, batch)
+            return Exported([out], out, out, config["model"]["name"])
         export_onnx(checkpoint, out, precision=precision, size=size, batch=batch, dynamic_batch=args.dynamic_batch,
                     config=config)
         return Exported([out], out, out, config["model"]["name"])
@@ -161,6 +182,18 @@ def _export(args: argparse.Namespace, precision: str) -> Exported:
         plan = out
     onnx_path = sidecar.get("onnx_path")
     return Exported(files, Path(onnx_path) if onnx_path else None, plan, sidecar.get("model_name"))
+
+
+def _quantize(args: argparse.Namespace, checkpoint: Path, out: Path, size: tuple[int, int], batch: int) -> None:
+    """Write the int8 ONNX of ``checkpoint`` to ``out``: the fp32 export from the engine cache, quantised with the
+    images of ``--calibrate`` (:mod:`engines.quantize`)."""
+    from engines.export import cached_onnx
+    from engines.quantize import calibration_set, preprocessed, quantize_onnx
+
+    calibration = calibration_set(args.calibrate, args.calibrate_images)
+    fp32, _ = cached_onnx(checkpoint, precision="fp32", size=size, batch=batch, dynamic_batch=args.dynamic_batch,
+                          cache_dir=args.cache_dir)
+    quantize_onnx(fp32, out, preprocessed(calibration.read(), size), identity=calibration.identity())
 
 
 def _open_engine(path: Path, fmt: str, threads: int | None, cache_dir: str | None) -> Engine:

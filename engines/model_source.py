@@ -51,6 +51,13 @@ class LoadOptions:
     max_batch: int | None = None
     workspace_mb: int | None = None
     notes: list[str] = field(default_factory=list)
+    calibrate: str | os.PathLike | None = None
+    """int8: the folder whose images calibrate the quantisation (:func:`engines.quantize.calibration_set`)."""
+    calibrate_images: int | None = None
+    """int8: how many of its images (default :data:`engines.quantize.DEFAULT_CALIBRATION_IMAGES`)."""
+    int8_files: dict[str, Path] | None = None
+    """int8: ready int8 ONNX files of a bundled model (``{"model": path}``, or one per cascade part), used when
+    no ``calibrate`` folder is given."""
 
 
 def format_of(path: Path) -> str:

@@ -42,6 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only (engines.base imports numpy)
 
 log = logging.getLogger(__name__)
 
+INT8 = "int8"
+"""The CPU-only precision of statically quantised ONNX files (:mod:`engines.quantize`)."""
+
 TENSORRT_INSTALL_HINT = "pip install 'mn-seg[tensorrt]' on a machine with an NVIDIA GPU and its CUDA driver"
 """How to get the TensorRT backend; added to the error when it is requested and unavailable."""
 
@@ -191,6 +194,10 @@ class Backend:
 
     def require(self, precision: str | None = None) -> None:
         """Raise :class:`EngineError` (saying how to fix it) unless the backend is usable at ``precision``."""
+        if precision == INT8 and INT8 not in self.precisions:
+            raise EngineError(f"int8 is an onnxruntime-only precision (static int8 quantisation for the CPU); the "
+                              f"{self.name} backend runs {', '.join(self.precisions)}. Use --backend onnxruntime "
+                              f"--precision int8, or --precision {self.precisions[0]} on {self.name}")
         if precision is not None and precision not in self.precisions:
             raise EngineError(f"backend {self.name} runs precisions {', '.join(self.precisions)}, not {precision!r}")
         ok, reason = self.available()
@@ -240,6 +247,10 @@ def tensorrt_plan(source: ModelSource, options: LoadOptions) -> Path:
         n, _, height, width = onnx_input_shape(onnx_path)
         dynamic, config = n < 0, meta.get(META_CONFIG) or {}
         precision = meta.get(META_PRECISION, "fp32")  # a strongly typed network keeps the ONNX's precision
+        if precision == INT8:
+            raise EngineError(f"{onnx_path} is an int8 (QDQ) ONNX for onnxruntime on the CPU; int8 is an "
+                              "onnxruntime-only precision. Run it with --backend onnxruntime, or build a TensorRT "
+                              "plan from the checkpoint (mn-export --format engine --precision fp16)")
         if options.precision not in (None, precision):
             raise EngineError(f"{onnx_path} is a {precision} export, not {options.precision}; re-export it "
                               f"with mn-export --precision {options.precision}")
@@ -284,8 +295,8 @@ BACKENDS: dict[str, Backend] = {
     ),
     "onnxruntime": Backend(
         name="onnxruntime",
-        precisions=("fp32", "fp16"),
-        description="ONNX Runtime on the CPU (the fastest CPU option)",
+        precisions=("fp32", "fp16", INT8),
+        description="ONNX Runtime on the CPU (the fastest CPU option; int8 with a calibration)",
         probe=_lazy("engines.backends.onnxruntime_backend", "available"),
         loader=_lazy("engines.backends.onnxruntime_backend", "load"),
         install_hint="pip install onnxruntime",
@@ -340,19 +351,23 @@ def _cuda_probe() -> tuple[bool, str]:
 
 @dataclass(frozen=True)
 class Probes:
-    """The availability checks ``auto`` relies on (injectable for tests): each returns ``(ok, reason)``."""
+    """The availability checks ``auto`` relies on (injectable for tests): each returns ``(ok, reason)``.
+    ``vnni``: whether the CPU has int8 dot products (:func:`engines.quantize.cpu_vnni`)."""
 
     tensorrt: Callable[[], tuple[bool, str]] = _tensorrt_probe
     cuda: Callable[[], tuple[bool, str]] = _cuda_probe
+    vnni: Callable[[], tuple[bool, str]] = _lazy("engines.quantize", "cpu_vnni")
 
 
-def choose_auto(probes: Probes | None = None, source_format: str = "checkpoint") -> tuple[str, str, str]:
+def choose_auto(probes: Probes | None = None, source_format: str = "checkpoint",
+                int8_model: str | None = None) -> tuple[str, str, str]:
     """Pick ``(backend, precision, reason)`` for ``backend="auto"``.
 
     TensorRT FP16 when TensorRT and a CUDA GPU are present, else torch on CUDA in FP16, else
-    onnxruntime FP32 on the CPU. A TensorRT plan can only run on TensorRT; an ``.onnx`` cannot run
-    on torch, so it goes to TensorRT or onnxruntime. ``reason`` says what was found, for the log and
-    for :attr:`EngineInfo.notes`.
+    onnxruntime on the CPU: int8 when the CPU has VNNI (``probes.vnni``) and an int8 model exists for a
+    checkpoint (``int8_model`` says which: the bundled model's int8 parts, or a calibration folder), else
+    fp32. A TensorRT plan can only run on TensorRT; an ``.onnx`` cannot run on torch, so it goes to
+    TensorRT or onnxruntime. ``reason`` says what was found, for the log and for :attr:`EngineInfo.notes`.
     """
     probes = probes or Probes()
     cuda_ok, cuda_why = probes.cuda()
@@ -365,7 +380,25 @@ def choose_auto(probes: Probes | None = None, source_format: str = "checkpoint")
     if cuda_ok and source_format == "checkpoint":
         return "torch", "fp16", f"auto chose torch fp16 on CUDA (TensorRT unavailable). {found}"
     why = "no CUDA GPU" if not cuda_ok else "TensorRT unavailable and torch cannot run an .onnx"
-    return "onnxruntime", "fp32", f"auto fell back to onnxruntime fp32 on the CPU ({why}). {found}"
+    fallback = f"auto fell back to onnxruntime fp32 on the CPU ({why})."
+    if source_format != "checkpoint":
+        return "onnxruntime", "fp32", f"{fallback} {found}"
+    if int8_model is None:
+        return "onnxruntime", "fp32", (f"{fallback} int8 not considered: no int8 model (a bundled model's int8 files, "
+                                       f"or --calibrate DIR). {found}")
+    vnni_ok, vnni_why = probes.vnni()
+    if vnni_ok:
+        return "onnxruntime", INT8, (f"auto chose onnxruntime int8 on the CPU ({why}): {vnni_why} and {int8_model} "
+                                     f"gives an int8 model; --precision fp32 forces float. {found}")
+    return "onnxruntime", "fp32", (f"{fallback} int8 not chosen although {int8_model} gives an int8 model: "
+                                   f"{vnni_why} (int8 is chosen only with VNNI; --precision int8 forces it). {found}")
+
+
+def _onnx_precision(path: Path) -> str:
+    """The precision an mn-seg ``.onnx`` records (fp32 when it records none)."""
+    from engines.export import META_PRECISION, read_onnx_metadata
+
+    return str(read_onnx_metadata(path).get(META_PRECISION, "fp32"))
 
 
 # -- the entry point ------------------------------------------------------------------------------
@@ -385,6 +418,8 @@ def load_engine(
     io_binding: bool | None = None,
     max_batch: int | None = None,
     workspace_mb: int | None = None,
+    calibrate: str | os.PathLike | None = None,
+    calibrate_images: int | None = None,
     probes: Probes | None = None,
 ) -> Engine:
     """Load ``model`` on ``backend`` and return a ready :class:`Engine`.
@@ -395,8 +430,10 @@ def load_engine(
             (``train.cascade``) gives a :class:`engines.cascade.CascadeEngine` (its two networks on
             ``backend``; ``size`` may only be its frame size).
         backend: ``auto`` or a name from :func:`list_backends`.
-        precision: ``fp32``/``fp16``; default: ``auto``'s choice, fp32 for torch and onnxruntime,
-            fp16 for tensorrt, or what an exported file was made with.
+        precision: ``fp32``/``fp16``/``int8``; default: ``auto``'s choice, fp32 for torch and onnxruntime,
+            fp16 for tensorrt, or what an exported file was made with. ``int8`` is onnxruntime only (static
+            quantisation, :mod:`engines.quantize`): it needs ``calibrate`` or a bundled model that ships int8
+            files; with ``backend="auto"`` it selects onnxruntime.
         device: ``cpu`` / ``cuda[:N]`` for torch (default: CUDA if present); onnxruntime is CPU only.
         threads: CPU intra-op threads (default: all cores for onnxruntime, PyTorch's for torch).
         size: ``(W, H)``; default the checkpoint's. An exported file made for another size is refused.
@@ -408,6 +445,10 @@ def load_engine(
             measured, it does not help these networks on a CPU).
         max_batch: tensorrt with ``dynamic_batch``: the profile's largest batch (default 8).
         workspace_mb: tensorrt: the builder's workspace memory limit in MiB.
+        calibrate: int8: a folder of frames (a dataset's ``Images/``, or images) to calibrate the quantisation on;
+            without it a bundled model's shipped int8 files are used.
+        calibrate_images: int8: how many of its images, spread evenly (default
+            :data:`engines.quantize.DEFAULT_CALIBRATION_IMAGES`).
         probes: ``auto``'s availability checks (tests inject them).
 
     Raises:
@@ -416,13 +457,20 @@ def load_engine(
     """
     source = resolve_model(model)
     notes: list[str] = []
+    int8_files = bundled().int8_files(source.name if source.kind == "bundled" else None,
+                                      source.path if source.format == "checkpoint" else None)
     if backend == "auto":
         probes = probes or Probes()
         if device is not None and device.startswith("cpu"):
-            probes = Probes(tensorrt=probes.tensorrt, cuda=lambda: (False, "device cpu was requested"))
-        backend, auto_precision, reason = choose_auto(probes, source.format)
-        if source.format == "checkpoint":  # an exported file keeps the precision it was made with
-            precision = precision or auto_precision
+            probes = Probes(tensorrt=probes.tensorrt, cuda=lambda: (False, "device cpu was requested"), vnni=probes.vnni)
+        if precision == INT8 or (source.format == "onnx" and _onnx_precision(source.path) == INT8):
+            backend, reason = "onnxruntime", "auto chose onnxruntime: int8 runs on onnxruntime only"
+        else:
+            int8_model = (f"calibration folder {calibrate}" if calibrate is not None else
+                          "the int8 files shipped with this bundled model" if int8_files else None)
+            backend, auto_precision, reason = choose_auto(probes, source.format, int8_model)
+            if source.format == "checkpoint":  # an exported file keeps the precision it was made with
+                precision = precision or auto_precision
         if backend == "torch" and device is None:
             device = "cuda"
         log.info("%s", reason)
@@ -431,7 +479,10 @@ def load_engine(
     options = LoadOptions(precision=precision, device=device, threads=threads, size=tuple(size) if size else None,
                           batch=batch, dynamic_batch=dynamic_batch, cuda_graph=cuda_graph, cache_dir=cache_dir,
                           channels_last=channels_last, io_binding=io_binding, max_batch=max_batch,
-                          workspace_mb=workspace_mb, notes=notes)
+                          workspace_mb=workspace_mb, notes=notes, calibrate=calibrate,
+                          calibrate_images=calibrate_images, int8_files=int8_files)
+    if calibrate is not None and precision != INT8:
+        log.warning("calibration folder %s ignored: it is for precision int8, not %s", calibrate, precision or "the default")
     composite = COMPOSITES.get(source.architecture) if source.format == "checkpoint" else None
     if composite is not None:  # e.g. a cascade: two networks, numpy glue, one engine each
         engine = composite(source, chosen, options)

@@ -17,14 +17,16 @@ import numpy as np
 
 from engines.base import Engine, EngineError, EngineInfo
 from engines.export import META_CONFIG, META_PRECISION, parse_metadata
+from engines.quantize import INT8, describe_calibration
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.model_source import LoadOptions, ModelSource
 
 log = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
-"""Precisions of the ONNX files this backend runs (fp16 exports keep float32 I/O)."""
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+"""Precisions of the ONNX files this backend runs (fp16 exports keep float32 I/O; int8 is a static QDQ
+quantisation of the fp32 export, :mod:`engines.quantize`)."""
 PROVIDER = "CPUExecutionProvider"
 
 
@@ -105,6 +107,9 @@ class OnnxRuntimeEngine(Engine):
                               f"{expected_size[1]} asked for; it was exported for another model or size. "
                               "Re-export with mn-export --size WxH")
         precision = meta.get(META_PRECISION, "fp32")
+        calibration = describe_calibration(meta)
+        if calibration is not None:
+            notes.append(calibration)
         if expected_precision is not None and precision != expected_precision:
             raise EngineError(f"{path} is a {precision} export, not {expected_precision}; re-export it with "
                               f"mn-export --precision {expected_precision}, or leave the precision unset")
@@ -176,7 +181,10 @@ def load(source: "ModelSource", options: "LoadOptions") -> OnnxRuntimeEngine:
         raise EngineError(f"the onnxruntime backend runs on the CPU only, not {options.device!r}; "
                           "use backend torch or tensorrt for a GPU")
     notes = list(options.notes)
-    if source.format == "checkpoint":
+    if source.format == "checkpoint" and options.precision == INT8:
+        onnx_path = int8_onnx(source, options)
+        notes.append(f"int8 ONNX of {source.path}: {onnx_path}")
+    elif source.format == "checkpoint":
         onnx_path, _ = cached_onnx(source.path, precision=options.precision or "fp32", size=options.size,
                                    batch=options.batch, dynamic_batch=options.dynamic_batch,
                                    cache_dir=options.cache_dir)
@@ -190,3 +198,26 @@ def load(source: "ModelSource", options: "LoadOptions") -> OnnxRuntimeEngine:
                              expected_size=options.size, expected_precision=options.precision,
                              source=os.fspath(source.path), notes=notes)
 
+
+
+def int8_onnx(source: "ModelSource", options: "LoadOptions") -> Path:
+    """The int8 ONNX for the checkpoint ``source``: quantised (and cached) with the images of ``options.calibrate``,
+    else the bundled model's ready int8 file (``options.int8_files["model"]``).
+
+    Raises:
+        EngineError: neither a calibration folder nor a bundled int8 file (says how to get one).
+    """
+    from engines.quantize import calibration_set, cached_int8_onnx, preprocessed
+
+    if options.calibrate is not None:
+        calibration = calibration_set(options.calibrate, options.calibrate_images)
+        path, _ = cached_int8_onnx(source.path, calibration, lambda size: preprocessed(calibration.read(), size),
+                                   size=options.size, batch=options.batch, dynamic_batch=options.dynamic_batch,
+                                   cache_dir=options.cache_dir)
+        return path
+    ready = (options.int8_files or {}).get("model")
+    if ready is not None:
+        return Path(ready)
+    raise EngineError(f"int8 needs a calibration for {source.path}: pass --calibrate DIR (a dataset folder with "
+                      "Images/ or a folder of frames like those the model will see; calibrate=DIR in load_engine), "
+                      "or export one with mn-export --precision int8 --calibrate DIR and load that .onnx")

@@ -60,8 +60,8 @@ def test_unknown_backend_key_error_lists_names(ckpt: Path) -> None:
 
 
 def test_unsupported_precision(ckpt: Path) -> None:
-    with pytest.raises(EngineError, match="runs precisions fp32, fp16, not 'int8'"):
-        load_engine(ckpt, backend="torch", precision="int8")
+    with pytest.raises(EngineError, match="runs precisions fp32, fp16, not 'bf16'"):
+        load_engine(ckpt, backend="torch", precision="bf16")
 
 
 # -- model sources ------------------------------------------------------------------------------
