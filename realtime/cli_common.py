@@ -51,7 +51,11 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", *list_backends()],
                    help="inference backend; auto = TensorRT FP16 with a GPU, else torch CUDA FP16, else "
                         "onnxruntime on the CPU (the choice is logged and recorded in every output)")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default=None, help="default: the backend's choice")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+                   help="default: the backend's choice; int8 runs on onnxruntime only (a bundled model's int8 files, "
+                        "or --calibrate DIR)")
+    p.add_argument("--calibrate", default=None, metavar="DIR",
+                   help="int8: frames to calibrate the quantisation on (a dataset folder's Images/ or a folder of images)")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="network input size for architecture names (default 384x288); checkpoints use theirs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
@@ -104,7 +108,8 @@ def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
         notes.append(RANDOM_WEIGHTS_NOTE)
         size = None
     engine = load_engine(model, backend=args.backend, precision=args.precision, threads=args.threads, size=size,
-                         batch=batch, dynamic_batch=batch > 1, cache_dir=args.cache_dir)
+                         batch=batch, dynamic_batch=batch > 1, cache_dir=args.cache_dir,
+                         calibrate=getattr(args, "calibrate", None))
     engine.info.notes.extend(notes)
     log.info("engine: %s", engine)
     for note in engine.info.notes:
