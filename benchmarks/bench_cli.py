@@ -66,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", nargs="+", default=None, choices=["auto", *list_backends()], metavar="BACKEND",
                    help=f"inference backends ({', '.join(['auto', *list_backends()])}); default auto (the pipeline) or "
                         f"{' '.join(engine_defaults.get_default('backends'))} (--engines-only)")
-    p.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "fp16"], metavar="PRECISION",
-                   help="fp32 and/or fp16; default the backend's own choice (the pipeline) or fp32 fp16 "
-                        "(--engines-only)")
+    p.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "fp16", "int8"], metavar="PRECISION",
+                   help="fp32, fp16 and/or int8 (onnxruntime only: a bundled model's shipped int8 files); default the "
+                        "backend's own choice (the pipeline) or fp32 fp16 (--engines-only)")
     p.add_argument("--sizes", nargs="+", type=_size, default=None, metavar="WxH",
                    help=f"network input sizes; default a checkpoint's own, {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} for "
                         "architecture names (an exported .onnx or plan runs only at the size it was made for)")

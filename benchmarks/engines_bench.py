@@ -58,7 +58,7 @@ def time_engine(engine, batch: int, repeats: int, warmup: int, rng: np.random.Ge
 
 def run(models: Sequence[str], backends: Sequence[str], precisions: Sequence[str], batches: Sequence[int],
         size: tuple[int, int], repeats: int, warmup: int, threads: int | None, cache_dir: str | None,
-        naive: bool = True) -> list[dict]:
+        naive: bool = True, calibrate: str | None = None) -> list[dict]:
     rng = np.random.default_rng(0)
     combos = [(m, b, p, n) for m in models for b in backends for p in precisions for n in batches]
     if naive:
@@ -73,7 +73,8 @@ def run(models: Sequence[str], backends: Sequence[str], precisions: Sequence[str
             is_naive = backend == NAIVE[0]
             with load_engine(ckpt, backend="torch" if is_naive else backend, precision=precision,
                              device="cpu" if backend != "tensorrt" else None, threads=threads, batch=batch,
-                             cache_dir=cache_dir, channels_last=not is_naive) as engine:
+                             cache_dir=cache_dir, channels_last=not is_naive,
+                             calibrate=calibrate if precision == "int8" else None) as engine:
                 row["device"] = engine.device
                 times = time_engine(engine, batch, repeats, warmup, rng)
             row.update(median_ms=float(np.median(times)), p95_ms=float(np.percentile(times, 95)),
@@ -112,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["lunet", "unet", "dlunet", "dbunet"], choices=list_models())
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=list_backends())
-    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16", "int8"],
+                   help="int8 (onnxruntime only) needs --calibrate; other backends skip it with the reason")
+    p.add_argument("--calibrate", default=None, metavar="DIR",
+                   help="int8: frames to calibrate the quantisation on (a dataset folder's Images/ or images)")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     add_size_arg(p)
     p.add_argument("--repeats", type=int, default=10, help="timed calls per combination")
@@ -131,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     system = system_info()
     rows = run(args.models, args.backends, args.precisions, args.batches, tuple(args.size), args.repeats,
-               args.warmup, args.threads, args.cache_dir, naive=args.naive)
+               args.warmup, args.threads, args.cache_dir, naive=args.naive, calibrate=args.calibrate)
     result = {
         "benchmark": "engines",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
