@@ -320,6 +320,11 @@ def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) 
         f"cascade: {part} {geometry[part]['name']} on {size[0]}x{size[1]} ({e.backend} {e.precision}, {e.device}) "
         f"from {int8[part] if int8 else paths[part]}" for part, size, e in (("localiser", frame, loc),
                                                                             ("refiner", crop, ref))]
+    if int8 is not None:
+        origin = f"calibrated on {options.calibrate}" if options.calibrate is not None else f"shipped with {source.name}"
+        notes.append(f"cascade int8 parts {origin}")
+        notes.extend(f"{part}: {n}" for part, e in (("localiser", loc), ("refiner", ref))
+                     for n in e.info.notes if n.startswith("int8 ("))
     info = EngineInfo(name=CASCADE_NAME, backend=loc.backend, precision=loc.precision, device=loc.device,
                       input_shape=loc.input_shape, source=os.fspath(source.path), config=config, notes=notes,
                       max_batch=loc.info.max_batch)
@@ -364,9 +369,10 @@ def int8_part_files(source: ModelSource, paths: dict[str, Path], geometry: dict[
 
 
 def quantize_parts(source: ModelSource, paths: dict[str, Path], geometry: dict[str, Any], backend: "Backend",
-                   options: LoadOptions, calibration: "CalibrationSet") -> dict[str, Path]:
+                   options: LoadOptions, calibration: "CalibrationSet", **settings: str) -> dict[str, Path]:
     """The int8 ONNX of each part (:func:`int8_part_files`) calibrated on ``calibration``, from the engine cache,
-    quantised on first use (``options``: batch, dynamic batch, threads and cache of the exports)."""
+    quantised on first use (``options``: batch, dynamic batch, threads and cache of the exports; ``settings``:
+    ``method`` and ``float_nodes`` of :func:`engines.quantize.cached_int8_onnx`, its defaults otherwise)."""
     from engines.quantize import cached_int8_onnx, preprocessed
 
     frame, crop, candidates = geometry["frame"], geometry["crop"], int(geometry.get("candidates", 1))
@@ -392,7 +398,8 @@ def quantize_parts(source: ModelSource, paths: dict[str, Path], geometry: dict[s
                  sum(len(b) for b in boxes), len(x))
         return np.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, per in enumerate(boxes) for (x0, y0) in per])
 
-    common = {"batch": options.batch, "dynamic_batch": options.dynamic_batch, "cache_dir": options.cache_dir}
+    common = {"batch": options.batch, "dynamic_batch": options.dynamic_batch, "cache_dir": options.cache_dir,
+              **settings}
     localiser, _ = cached_int8_onnx(paths["localiser"], calibration, frames, size=frame, **common)
     placement = {"localiser_sha256": file_sha256(paths["localiser"]), "frame": list(frame), "crop": list(crop),
                  "threshold": WINDOW_THRESHOLD, "candidates": candidates,

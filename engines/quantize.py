@@ -349,7 +349,7 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, out: str | os.PathLike, inputs: 
         extra["CalibPercentile"] = PERCENTILE
     else:
         calibrate_method = CalibrationMethod.MinMax
-    log.info("quantising %s to int8 (%s calibration on %d frames, float nodes: %s)", src.name, method, len(inputs),
+    log.info("quantising %s to int8 (%s calibration on %d inputs, float nodes: %s)", src.name, method, len(inputs),
              float_nodes)
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=out.parent) as tmp:
         pre, quantised = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"

@@ -19,7 +19,8 @@ manifest (``"format": 1``)::
         "cpu_latency_ms": {"p50": .., "p95": .., "fps": .., "machine": "...",
                            "results_file": "benchmarks/results/..."} | null,
         "train_command": "...", "results_files": [...], "notes": "...",
-        "source_checkpoint": {"path": "...", "sha256": "..."}, "added": "YYYY-MM-DD"}]}
+        "source_checkpoint": {"path": "...", "sha256": "..."}, "added": "YYYY-MM-DD",
+        "int8": {...} | absent}]}                 # the shipped int8 ONNX files (``int8`` below)
 
 File paths are relative to the manifest. A model file is an mn-seg checkpoint (``train.checkpoint``)
 whose floating-point weights are stored as float16 and without training state (half the size; a
@@ -33,6 +34,7 @@ Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad i
     python -m tools.bundle list
     python -m tools.bundle check [--data DIR] [--full] [--json OUT] [--model NAME ...]
     python -m tools.bundle remove NAME
+    python -m tools.bundle int8 NAME [--data DIR] [--images 64] [--threads N]
 
 ``--dir DIR`` works on another bundled folder than the package's (a staging copy, the tests).
 ``add`` reads the accuracy from ``mn-eval --split paper --subset val --json`` files (paper protocol,
@@ -43,6 +45,17 @@ or the environment variable ``MN_SEG_DATA``) within 0.005. ``check`` re-evaluate
 loaded by name, through :func:`train.evaluate.evaluate` (the code behind mn-eval): the smoke images
 (per-image DSC), or with ``--full`` the paper's validation split (mean DSC against ``val.dsc``,
 results written to ``benchmarks/results/bundled-check-HOST-DATE.json``).
+
+``int8`` makes the int8 ONNX files a bundled model ships (:mod:`engines.quantize`; one per network of a cascade,
+``NAME-localiser-int8.onnx`` and ``NAME-refiner-int8.onnx``, else ``NAME-model-int8.onnx``), so that ``--precision
+int8`` (and ``auto`` on a CPU with VNNI) needs no dataset: calibrated on the first ``--images`` (64) of the paper
+split's *training* images spread evenly (a cascade's refiner on the windows the fp32 localiser cuts from them), with
+a dynamic batch. They are kept only when they pass the int8 verification on the paper's validation images (every
+frame's mask Dice against the fp32 PyTorch model >= :data:`engines.verify.INT8_ACCEPTANCE_DICE`) and their mean DSC
+is within :data:`TOLERANCE` of the fp32 engine's; the manifest entry's ``int8`` records the files (bytes, sha256),
+the ``model_sha256`` they were made from (a replaced model's int8 record is ignored), the calibration (images,
+selection, names and content hashes, settings, per-part digests), the verification, both engines' validation scores,
+the command and the machine. No image or crop is stored: only file names and hashes.
 """
 
 from __future__ import annotations
@@ -347,6 +360,7 @@ def add_model(
     if not train_command:
         log.warning("no --train-command given: the manifest will not say how %s was trained", name)
     models = [m for m in manifest["models"] if m["name"] != name]
+    _drop_int8_files(next((m for m in manifest["models"] if m["name"] == name), None), folder)  # made from the old file
     manifest["models"] = [*models, entry]
     if make_default:
         manifest["default"] = name
@@ -357,8 +371,14 @@ def add_model(
     return entry
 
 
+def _drop_int8_files(entry: dict | None, folder: Path) -> None:
+    """Delete the int8 ONNX files an (old) manifest entry lists."""
+    for file in ((entry or {}).get("int8") or {}).get("files", {}).values():
+        (folder / file).unlink(missing_ok=True)
+
+
 def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
-    """Drop ``name`` from the manifest and delete its file."""
+    """Drop ``name`` from the manifest and delete its file (and its int8 files)."""
     folder = Path(folder if folder is not None else registry.bundled_dir())
     manifest = registry.read_manifest(folder)
     entry = next((m for m in manifest["models"] if m["name"] == name), None)
@@ -368,6 +388,7 @@ def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
     manifest["models"] = [m for m in manifest["models"] if m["name"] != name]
     write_manifest(manifest, folder)
     (folder / entry["file"]).unlink(missing_ok=True)
+    _drop_int8_files(entry, folder)
     _reload_if_active(folder)
     log.info("removed %s", name)
 
@@ -500,6 +521,168 @@ def default_check_output() -> Path:
     return results / name if results.is_dir() else Path(name)
 
 
+# -- int8 ------------------------------------------------------------------------------------------
+def int8_file_name(name: str, part: str) -> str:
+    """``mn-realtime-refiner-int8.onnx``: the bundled int8 file of one part (``model`` for a single network)."""
+    return f"{name}-{part}-int8.onnx"
+
+
+def _machine_line() -> str:
+    from engines.quantize import cpu_vnni
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{socket.gethostname()}: {cpu}, {os.cpu_count()} cores; {cpu_vnni()[1]}"
+
+
+def _int8_engines(model_file: Path, made: dict[str, Path], threads: int | None, cache_dir: str | None) -> tuple:
+    """``(int8 engine, fp32 engine)`` of ``model_file`` on onnxruntime, the int8 one from the files ``made``."""
+    from engines.model_source import LoadOptions
+
+    backend = registry.get_backend("onnxruntime")
+    source = registry.resolve_model(model_file)
+    options = LoadOptions(precision="int8", threads=threads, cache_dir=cache_dir, int8_files=dict(made))
+    composite = registry.COMPOSITES.get(source.architecture)
+    int8 = composite(source, backend, options) if composite is not None else backend.load(source, options)
+    fp32 = registry.load_engine(model_file, backend="onnxruntime", precision="fp32", threads=threads,
+                                cache_dir=cache_dir)
+    return int8, fp32
+
+
+def make_int8(name: str, data: str | os.PathLike | None = None, *, images: int | None = None,
+              folder: str | os.PathLike | None = None, threads: int | None = None, cache_dir: str | None = None,
+              command: str | None = None, progress: bool = False) -> tuple[dict, bool]:
+    """Quantise the bundled model ``name`` to int8 (module docstring, ``int8``), verify it and, when it passes,
+    ship its int8 files and record them in the manifest. Returns ``(report, passed)``; nothing is written when it
+    does not pass.
+
+    Raises:
+        UserError: an unknown name, a model file that is not the manifest's, no dataset, or files over
+            :data:`MAX_BUNDLE_BYTES`.
+    """
+    import shutil
+
+    from engines.cascade import cascade_geometry, part_checkpoints, quantize_parts
+    from engines.export import read_onnx_metadata
+    from engines.model_source import LoadOptions
+    from engines.quantize import (DEFAULT_CALIBRATION_IMAGES, META_CALIBRATION, QUANTISATION, cached_int8_onnx,
+                                  calibration_from_files, preprocessed)
+    from engines.verify import INT8_ACCEPTANCE_DICE, VerifyFrame, run_engine, verify_engine
+    from train.data import load_samples, read_image, read_mask, scan_dataset
+    from train.evaluate import score
+    from train.splits import make_split
+
+    import onnxruntime
+
+    folder = Path(folder if folder is not None else registry.bundled_dir())
+    manifest = registry.read_manifest(folder)
+    entry = next((m for m in manifest["models"] if m["name"] == name), None)
+    if entry is None:
+        raise UserError(f"no bundled model {name!r} (bundled: {', '.join(m['name'] for m in manifest['models']) or 'none'})")
+    model_file = folder / entry["file"]
+    if not model_file.is_file() or file_sha256(model_file) != entry.get("sha256"):
+        raise UserError(f"{model_file} is missing or not the file the manifest lists (sha256 differs); repair the "
+                        "bundle first (python -m tools.bundle check)")
+    data_dir = _data_dir(data)
+    samples = scan_dataset(data_dir)
+    patients = [s.patient for s in samples]
+    split = make_split("paper", patients)
+    train_idx, val_idx = split.indices(patients)
+    calibration = calibration_from_files(
+        [samples[i].image_path for i in train_idx], count=images or DEFAULT_CALIBRATION_IMAGES,
+        source=f"{data_dir.name}: the paper split's training images ({len(train_idx)} images of "
+               f"{len(split.train)} patients)")
+
+    # the int8 files, in the engine cache; dynamic batch, so every caller's batch runs them
+    backend = registry.get_backend("onnxruntime")
+    backend.require("int8")
+    source = registry.resolve_model(model_file)
+    options = LoadOptions(precision="int8", threads=threads, batch=1, dynamic_batch=True, cache_dir=cache_dir)
+    if source.architecture == "cascade":
+        paths, config = part_checkpoints(model_file, cache_dir)
+        made = quantize_parts(source, paths, cascade_geometry(config, model_file), backend, options, calibration)
+    else:
+        path, _ = cached_int8_onnx(model_file, calibration, lambda size: preprocessed(calibration.read(), size),
+                                   batch=1, dynamic_batch=True, cache_dir=cache_dir)
+        made = {"model": path}
+
+    # verify and score on the validation images, never calibrated on
+    val = [samples[i] for i in val_idx]
+    int8, fp32 = _int8_engines(model_file, made, threads, cache_dir)
+    with int8, fp32:
+        frames = [VerifyFrame(s.stem, read_image(s.image_path), read_mask(s.mask_path)) for s in val]
+        verified = verify_engine(int8, model_file, frames, threshold=INT8_ACCEPTANCE_DICE, progress=progress)
+        loaded = load_samples(val, int8.size, progress=progress)
+        scores = {}
+        for label, engine in (("int8", int8), ("fp32", fp32)):
+            prob = run_engine(engine, loaded.images, progress=progress, desc=label)[:, 0]
+            scores[label] = {protocol: score(prob, loaded, protocol) for protocol in ("paper", "native")}
+    dsc = {k: v["paper"]["dsc"]["mean"] for k, v in scores.items()}
+    passed = bool(verified["passed"]) and abs(dsc["int8"] - dsc["fp32"]) <= TOLERANCE
+    report = {
+        "name": name, "files": {part: str(p) for part, p in made.items()},
+        "verify": {k: verified[k] for k in ("threshold", "dice_vs_torch", "max_abs_prob_diff", "area_diff_px",
+                                             "frames", "failed_frames", "passed")},
+        "val": {label: {"dsc": v["paper"]["dsc"]["mean"], "native_dsc": v["native"]["dsc"]["mean"],
+                        "csa_median_rel_error": v["paper"]["csa_rel_error"]["median"],
+                        "native_csa_median_rel_error": v["native"]["csa_rel_error"]["median"]}
+                for label, v in scores.items()},
+        "passed": passed,
+    }
+    if not passed:
+        log.error("int8 %s not shipped: verification %s, val DSC int8 %.4f vs fp32 %.4f (tolerance %.3f)", name,
+                  "passed" if verified["passed"] else f"failed on {len(verified['failed_frames'])} frame(s)",
+                  dsc["int8"], dsc["fp32"], TOLERANCE)
+        return report, False
+
+    others = sum(p.stat().st_size for p in (*folder.glob("*.pt"), *folder.glob("*.onnx"))
+                 if not p.name.startswith(f"{name}-") or not p.name.endswith("-int8.onnx"))
+    new_bytes = sum(p.stat().st_size for p in made.values())
+    if others + new_bytes > MAX_BUNDLE_BYTES:
+        raise UserError(f"the int8 files of {name} ({new_bytes / 1e6:.1f} MB) and the other bundled files "
+                        f"({others / 1e6:.1f} MB) exceed the {MAX_BUNDLE_BYTES / 1e6:.0f} MB the package may carry")
+    _drop_int8_files(entry, folder)
+    files, meta = {}, {}
+    for part, path in made.items():
+        file = int8_file_name(name, part)
+        tmp = folder / f".{file}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, folder / file)
+        files[part] = file
+        meta[part] = read_onnx_metadata(folder / file).get(META_CALIBRATION) or {}
+    first = next(iter(meta.values()))
+    entry["int8"] = {
+        "files": files,
+        "file_bytes": {part: (folder / f).stat().st_size for part, f in files.items()},
+        "sha256": {part: file_sha256(folder / f) for part, f in files.items()},
+        "model_sha256": entry["sha256"],
+        "batch": "dynamic",
+        "calibration": {
+            **{k: first.get(k) for k in ("source", "images", "available", "selection", "names_sha256",
+                                         "contents_sha256", "method", "float_nodes")},
+            "split": "paper:train",
+            "digest": {part: m.get("digest") for part, m in meta.items()},
+            "windows": next((m["windows"] for m in meta.values() if "windows" in m), None),
+        },
+        "quantisation": {**QUANTISATION, "onnxruntime": onnxruntime.__version__},
+        "verify": {"split": VAL_SPLIT, **report["verify"]},
+        "val": {"protocol": "paper", "split": VAL_SPLIT, "images": len(val), **report["val"]},
+        "command": command,
+        "machine": _machine_line(),
+        "added": dt.date.today().isoformat(),
+    }
+    write_manifest(manifest, folder)
+    _reload_if_active(folder)
+    log.info("bundled the int8 files of %s: %s", name, ", ".join(files.values()))
+    return report, True
+
+
 # -- the table ------------------------------------------------------------------------------------
 def models_table(manifest: dict | None = None) -> str:
     """The bundled models of ``manifest`` (default: the active folder's) as a table; ``""`` when it lists none
@@ -557,6 +740,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("remove", parents=[shared], help="drop a bundled model (manifest entry and file)")
     r.add_argument("name", help="the bundled name")
+
+    q = sub.add_parser("int8", parents=[shared],
+                       help="quantise a bundled model to int8 on the paper split's training images, verify it on the "
+                            "validation images and ship its int8 ONNX files")
+    q.add_argument("name", help="the bundled name (e.g. mn-realtime)")
+    q.add_argument("--data", default=None, metavar="DIR", help=f"the median-nerve dataset (default ${DATA_ENV})")
+    q.add_argument("--images", type=int, default=None, metavar="N",
+                   help="calibration images of the training side, spread evenly (default 64)")
+    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    q.add_argument("--cache-dir", default=None, metavar="DIR", help="engine cache for the exports")
+    q.add_argument("--json", default=None, metavar="FILE", help="write the verification and scores as JSON")
     return p
 
 
@@ -578,6 +772,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(models_table() or no_models_text())
     elif args.command == "remove":
         remove_model(args.name)
+    elif args.command == "int8":
+        command = " ".join([PROG, *(argv if argv is not None else sys.argv[1:])])
+        report, passed = make_int8(args.name, args.data, images=args.images, threads=args.threads,
+                                   cache_dir=args.cache_dir, command=command, progress=log.isEnabledFor(logging.INFO))
+        report["command"] = command
+        for label, v in report["val"].items():
+            print(f"{label}: val DSC {v['dsc']:.4f} (native {v['native_dsc']:.4f}), CSA error median "
+                  f"{100 * v['csa_median_rel_error']:.1f} %")
+        d = report["verify"]["dice_vs_torch"]
+        print(f"int8 vs fp32 torch: per-frame Dice min {d['min']:.4f} mean {d['mean']:.4f} (need >= "
+              f"{report['verify']['threshold']:.2f}): {'shipped' if passed else 'NOT shipped'}")
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        return EXIT_OK if passed else EXIT_FAILURE
     else:
         from train.cli_util import resolve_device
 
