@@ -89,8 +89,6 @@ QUANTISATION: dict[str, Any] = {
     "tool": "onnxruntime.quantization.quantize_static",
 }
 """The fixed part of the quantisation settings (recorded with the calibration's identity)."""
-CALIB_FLUSH = 16
-"""Calibration batches collected before their ranges are merged (bounds the calibrator's memory)."""
 
 META_CALIBRATION = "int8_calibration"
 """ONNX metadata key: the calibration's identity (JSON, :meth:`CalibrationSet.identity`)."""
@@ -343,7 +341,10 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, out: str | os.PathLike, inputs: 
     if not np.isfinite(inputs).all():
         raise EngineError("calibration inputs hold NaN or infinity; check the calibration images")
     out.parent.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {"CalibMaxIntermediateOutputs": CALIB_FLUSH}
+    # Not CalibMaxIntermediateOutputs: onnxruntime 1.32's min-max calibrator drops (does not merge) the batches it
+    # flushes, and the histogram calibrator ignores it. Both hold every calibration input's activations in memory
+    # (a few hundred MB for the bundled cascade's 64 inputs; pass fewer images for a large network at full size).
+    extra: dict[str, Any] = {}
     if method == "percentile":
         calibrate_method = CalibrationMethod.Percentile
         extra["CalibPercentile"] = PERCENTILE

@@ -457,8 +457,14 @@ def load_engine(
     """
     source = resolve_model(model)
     notes: list[str] = []
-    int8_files = bundled().int8_files(source.name if source.kind == "bundled" else None,
-                                      source.path if source.format == "checkpoint" else None)
+    try:  # a bundled model's shipped int8 files: needed for int8, and for auto to know int8 is there
+        int8_files = bundled().int8_files(source.name if source.kind == "bundled" else None,
+                                          source.path if source.format == "checkpoint" else None)
+    except EngineError as exc:  # listed but missing: an error only when int8 is asked for
+        if precision == INT8:
+            raise
+        log.warning("%s", exc)
+        int8_files = None
     if backend == "auto":
         probes = probes or Probes()
         if device is not None and device.startswith("cpu"):

@@ -269,6 +269,7 @@ def test_a_stale_int8_record_is_ignored(bundled_int8: Path, monkeypatch: pytest.
 
 
 # -- cascades -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # exports both parts of a cascade: ~20 s on two busy cores
 def test_cascade_int8_calibrates_the_refiner_on_its_windows(root: Path, data: Path, cache: Path) -> None:
     cascade = make_cascade(root / "cascade.pt")
     with load_engine(cascade, "onnxruntime", INT8, threads=1, cache_dir=cache, calibrate=data,
