@@ -4,8 +4,9 @@ An int8 engine is an ONNX file in QDQ format (``QuantizeLinear`` / ``DequantizeL
 around the convolutions, which ONNX Runtime's CPU provider fuses into integer kernels): weights
 int8 per output channel, activations uint8 per tensor, their ranges measured by running the fp32
 network on calibration frames (:data:`QUANTISATION`). It is an onnxruntime-only precision: the
-torch and TensorRT backends refuse it. On a CPU with VNNI (AVX-512 VNNI or AVX-VNNI) the integer
-convolutions run in one instruction per 4 multiply-adds; ``backend="auto"`` picks int8 only there
+torch and TensorRT backends refuse it. On a CPU with VNNI (AVX-512 VNNI or AVX-VNNI) one instruction
+(``vpdpbusd``) does the uint8 x int8 multiply-accumulate that takes three without it (and saturates in int16 on
+AVX2), which is where int8 beats fp32; ``backend="auto"`` picks int8 only there
 (:func:`cpu_vnni`) and only when an int8 model exists (a bundled model's int8 parts, or a
 calibration folder).
 
@@ -15,28 +16,40 @@ preprocessed exactly as at run time (:func:`train.preprocess.preprocess_image` a
 size). A cascade's refiner is calibrated on the windows the cascade would cut: the fp32 localiser
 places them (:mod:`engines.cascade`). Use frames of the scanner and settings the model will see.
 
-What stays float (``float_nodes``): measured on the bundled ``mn-realtime`` cascade (its
-lunet-coarse localiser and L-UNet refiner, 64 training images of the paper split for calibration,
-the paper's 38 validation images for the scores; fp32: val DSC 0.9047, CSA error 4.85 %):
+What stays float (``float_nodes``) and how activation ranges are calibrated: measured on the bundled
+``mn-realtime`` cascade (lunet-coarse localiser + L-UNet refiner; calibration: 64 of the paper split's 164 training
+images spread evenly, the refiner on the fp32 localiser's windows; scores: the paper's 38 validation images,
+paper protocol; fp32: val DSC 0.9047, CSA error median 4.85 %), on this project's 2-core AMD EPYC without VNNI
+(``benchmarks/results/int8-ablation-vm-2026-12-01.json``, ``python -m benchmarks.int8_bench --ablation``):
 
-=================================  ========  ==============  ======================================
-calibration, float nodes           val DSC   min frame Dice  min part Dice (localiser / refiner)
-=================================  ========  ==============  ======================================
-min-max, none                      0.9023    0.927           0.851 / 0.971
-min-max, first conv                0.9023    0.939           0.984 / 0.994
-min-max, last conv + sigmoid       0.9017    0.908           0.852 / 0.973
-min-max, first and last            0.9026    0.941           0.985 / 0.995
-percentile 99.999, first and last  0.9052    0.992           0.990 / 0.992
-=================================  ========  ==============  ======================================
+==========  ===================  =======  ========  ===============  ===========================
+calibration float nodes          val DSC  CSA err   frame Dice min   part Dice min (loc / ref)
+==========  ===================  =======  ========  ===============  ===========================
+min-max     none                 0.9023   5.50 %    0.927            0.851 / 0.971
+min-max     first conv           0.9023   5.36 %    0.939            0.984 / 0.994
+min-max     last conv + sigmoid  0.9017   5.50 %    0.908            0.852 / 0.973
+min-max     first and last       0.9026   5.33 %    0.941            0.985 / 0.995
+percentile  none                 0.9021   5.40 %    0.904            0.712 / 0.970
+percentile  first conv           0.9026   5.35 %    0.943            0.987 / 0.993
+percentile  last conv + sigmoid  0.9026   5.47 %    0.904            0.707 / 0.973
+percentile  first and last       0.9052   4.89 %    0.992            0.990 / 0.992
+==========  ===================  =======  ========  ===============  ===========================
 
-(min frame Dice: the int8 cascade's mask against the fp32 cascade's, worst of 38 frames; part Dice:
-each int8 network against its fp32 self on the same input.) The first convolution sees the
-z-scored image itself, whose long tails a uint8 range cut by min-max spends on a few pixels: keeping
-it float is what preserves the localiser's mask. Min-max ranges let rare activation peaks set the
-scale of the whole tensor; the 99.999th-percentile range of a histogram keeps the resolution where
-the activations are, and with it the localiser's window lands where the fp32 one does on every
-frame. Hence the defaults: percentile calibration, first and last convolution float
-(:data:`DEFAULT_FLOAT_NODES`). The numbers are in ``benchmarks/results/int8-vm-2026-12-01.json``.
+(frame Dice: the int8 cascade's mask against the fp32 cascade's, worst of 38 frames; part Dice: each int8 network
+against its fp32 self on the same input.) Keeping the first convolution float is what preserves the localiser
+(0.71-0.85 -> 0.98-0.99): it sees the z-scored image itself, whose long tails a uint8 range spends its levels on.
+Keeping the last convolution float as well matters once the ranges are good: it writes the logits, and with them
+rounded to 256 levels the localiser's mask near 0.5 moves, the window lands elsewhere on a few frames and the
+cascade's worst frame drops to 0.90-0.94. Percentile ranges (the 99.999th percentile of each activation's
+histogram) keep the resolution where the activations are, where min-max ranges let rare peaks set the scale; only
+the two together bring every frame within 0.97 of fp32 (worst 0.992) and the validation DSC within 0.001
+(0.9052). Hence the defaults: percentile calibration, first and last convolution float
+(:data:`DEFAULT_CALIBRATION_METHOD`, :data:`DEFAULT_FLOAT_NODES`). Both kept-float convolutions are the cheapest of
+the network (one input or one output channel), so they cost little time.
+
+Speed needs VNNI: on this project's VM (AMD EPYC without AVX-512, AVX2 only) the int8 networks run no faster than
+fp32 (0.94-0.97x, ``benchmarks/results/int8-vm-2026-12-01.json``); ONNX Runtime's int8 convolutions gain on CPUs
+with ``avx512_vnni`` / ``avx_vnni``, which is why ``auto`` requires them.
 
 The calibration's identity (:meth:`CalibrationSet.identity`: the names and content hashes of its
 images, how they were chosen, the quantisation settings and, for a refiner, how its windows were
