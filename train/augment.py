@@ -167,8 +167,50 @@ class JointAugment:
         return self.apply(image, mask, params)
 
 
+def _validate_ranges(config: Any, probabilities: tuple[str, ...], non_negative: tuple[str, ...],
+                     pairs: tuple[str, ...]) -> None:
+    """Check and normalise the fields of an augmentation config in place: probabilities in [0, 1],
+    non-negative finite numbers, and ``(low, high)`` pairs with ``0 < low <= high``."""
+    for name in probabilities:
+        value = float(getattr(config, name))
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"augmentation {name} is a probability in [0, 1], got {value}")
+        setattr(config, name, value)
+    for name in non_negative:
+        value = float(getattr(config, name))
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"augmentation {name} must be a non-negative number, got {value}")
+        setattr(config, name, value)
+    for name in pairs:
+        try:
+            low, high = (float(v) for v in getattr(config, name))
+        except (TypeError, ValueError):
+            raise UserError(f"augmentation {name} must be a (low, high) pair, got {getattr(config, name)!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+            raise UserError(f"augmentation {name} must satisfy 0 < low <= high, got ({low}, {high})")
+        setattr(config, name, (low, high))
+
+
+class _RangesConfig:
+    """Shared behaviour of the range configs: a JSON record and its inverse."""
+
+    record_name = "augmentation"
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able record of the ranges (pairs as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Any:
+        """Rebuild from :meth:`to_config` output."""
+        try:
+            return cls(**dict(config))
+        except TypeError as exc:
+            raise UserError(f"malformed {cls.record_name} record: {exc}") from None
+
+
 @dataclass
-class StrongAugmentConfig:
+class StrongAugmentConfig(_RangesConfig):
     """Extra ranges of :class:`StrongAugment` (on top of the paper's affine, :class:`AugmentConfig`).
 
     Attributes:
@@ -195,38 +237,12 @@ class StrongAugmentConfig:
     blur_p: float = 0.3
     blur_sigma: tuple[float, float] = (0.5, 1.2)
 
+    record_name = "strong augmentation"
+
     def __post_init__(self) -> None:
-        for name in ("elastic_p", "blur_p"):
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise UserError(f"augmentation {name} is a probability in [0, 1], got {value}")
-            setattr(self, name, value)
-        for name in ("elastic_alpha", "elastic_sigma", "brightness", "speckle", "speckle_sigma"):
-            value = float(getattr(self, name))
-            if not math.isfinite(value) or value < 0:
-                raise UserError(f"augmentation {name} must be a non-negative number, got {value}")
-            setattr(self, name, value)
-        for name in ("gamma", "contrast", "blur_sigma"):
-            try:
-                low, high = (float(v) for v in getattr(self, name))
-            except (TypeError, ValueError):
-                raise UserError(
-                    f"augmentation {name} must be a (low, high) pair, got {getattr(self, name)!r}") from None
-            if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
-                raise UserError(f"augmentation {name} must satisfy 0 < low <= high, got ({low}, {high})")
-            setattr(self, name, (low, high))
-
-    def to_config(self) -> dict[str, Any]:
-        """JSON-able record of the ranges (pairs as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> StrongAugmentConfig:
-        """Rebuild from :meth:`to_config` output."""
-        try:
-            return cls(**dict(config))
-        except TypeError as exc:
-            raise UserError(f"malformed strong augmentation record: {exc}") from None
+        _validate_ranges(self, ("elastic_p", "blur_p"),
+                         ("elastic_alpha", "elastic_sigma", "brightness", "speckle", "speckle_sigma"),
+                         ("gamma", "contrast", "blur_sigma"))
 
 
 class StrongAugment:
@@ -312,7 +328,7 @@ class StrongAugment:
 
 
 @dataclass
-class AcquisitionAugmentConfig:
+class AcquisitionAugmentConfig(_RangesConfig):
     """Ranges of :class:`AcquisitionAugment`: how another scanner, setting or video path changes a frame.
 
     Attributes:
@@ -337,40 +353,13 @@ class AcquisitionAugmentConfig:
     codec_p: float = 0.3
     jpeg_quality: tuple[float, float] = (15.0, 90.0)
 
+    record_name = "acquisition augmentation"
+
     def __post_init__(self) -> None:
-        for name in ("fov_p", "tgc_p", "gain_p", "codec_p"):
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise UserError(f"augmentation {name} is a probability in [0, 1], got {value}")
-            setattr(self, name, value)
-        for name in ("offset", "tgc"):
-            value = float(getattr(self, name))
-            if not math.isfinite(value) or value < 0:
-                raise UserError(f"augmentation {name} must be a non-negative number, got {value}")
-            setattr(self, name, value)
-        for name in ("zoom", "aspect", "gain", "jpeg_quality"):
-            try:
-                low, high = (float(v) for v in getattr(self, name))
-            except (TypeError, ValueError):
-                raise UserError(
-                    f"augmentation {name} must be a (low, high) pair, got {getattr(self, name)!r}") from None
-            if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
-                raise UserError(f"augmentation {name} must satisfy 0 < low <= high, got ({low}, {high})")
-            setattr(self, name, (low, high))
+        _validate_ranges(self, ("fov_p", "tgc_p", "gain_p", "codec_p"), ("offset", "tgc"),
+                         ("zoom", "aspect", "gain", "jpeg_quality"))
         if self.jpeg_quality[1] > 100:
             raise UserError(f"augmentation jpeg_quality is at most 100, got {self.jpeg_quality}")
-
-    def to_config(self) -> dict[str, Any]:
-        """JSON-able record of the ranges (pairs as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> AcquisitionAugmentConfig:
-        """Rebuild from :meth:`to_config` output."""
-        try:
-            return cls(**dict(config))
-        except TypeError as exc:
-            raise UserError(f"malformed acquisition augmentation record: {exc}") from None
 
 
 class AcquisitionAugment:

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from train.data import DatasetWrapper
 from train.errors import UserError
 from train.window import crop_box, mask_centre
 
 
-class CropDataset(torch.utils.data.Dataset):
+class CropDataset(DatasetWrapper):
     """Windows of ``crop_wh`` around the (augmented) true nerve of a full-frame dataset.
 
     Each item takes the full-frame ``(image, mask)`` of ``base`` (augmented there), centres the
@@ -42,7 +43,7 @@ class CropDataset(torch.utils.data.Dataset):
             raise UserError(f"--crop-jitter must be in [0, 1], got {jitter}")
         if not 0.0 <= negatives < 1.0:
             raise UserError(f"--crop-negatives is a share of the windows in [0, 1), got {negatives}")
-        self.base = base
+        super().__init__(base)
         self.crop = (int(crop_wh[0]), int(crop_wh[1]))
         self.jitter = float(jitter)
         self.seed = int(seed)
@@ -51,16 +52,6 @@ class CropDataset(torch.utils.data.Dataset):
             raise UserError(f"--nerve-removed is a share of the windows in [0, 1) and, with --crop-negatives, "
                             f"below 1 in all; got {removed} and {negatives}")
         self.removed = float(removed)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.base.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return int(self.base.epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image, mask = self.base[index]

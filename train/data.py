@@ -446,7 +446,24 @@ class SegmentationDataset(Dataset):
         return image_t, mask_t
 
 
-class RemovedNerveDataset(Dataset):
+class DatasetWrapper(Dataset):
+    """A dataset made from another one's items: the epoch passes through to ``base``, the length is its."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.base.epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+
+class RemovedNerveDataset(DatasetWrapper):
     """A share of the items of ``base`` with the nerve removed and an empty mask (``mn-train --nerve-removed``).
 
     Item ``i`` of epoch ``e`` is a negative when ``default_rng([seed, e, i, 11]).random() < share``:
@@ -459,19 +476,9 @@ class RemovedNerveDataset(Dataset):
     def __init__(self, base: Any, share: float, seed: int = 0) -> None:
         if not 0.0 <= share < 1.0:
             raise UserError(f"--nerve-removed is a share of the training items in [0, 1), got {share}")
-        self.base = base
+        super().__init__(base)
         self.share = float(share)
         self.seed = int(seed)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.base.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return int(self.base.epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.base[index]
