@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from common.errors import UserError
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
+from realtime.presence import PRESENCE_MODES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.base import Engine
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 SMOOTHING_CHOICES: tuple[str, ...] = ("none", "ema", "median")
 """``--smoothing``: :data:`realtime.tracker.SMOOTHING_METHODS` (a test pins that they agree; the
 tracker module imports numpy, which the parser does without)."""
-PRESENCE_CHOICES: tuple[str, ...] = ("on", "off")
-"""``--presence``: :data:`realtime.presence.PRESENCE_MODES` (a test pins that they agree)."""
+PRESENCE_CHOICES: tuple[str, ...] = PRESENCE_MODES
+"""``--presence``: :data:`realtime.presence.PRESENCE_MODES` (the module is light: no numpy, no OpenCV)."""
 
 #: The model used when --model is not given: the shipped real-time model once one is bundled
 #: (the bundled manifest's "default" takes precedence: :func:`default_model`).

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from realtime.calibration import Calibration
-from realtime.morphometry import Measurement
-from train.errors import UserError
+from common.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: this module stays light for the command line's --help
+    from realtime.calibration import Calibration
+    from realtime.morphometry import Measurement
 
 PRESENCE_MODES = ("on", "off")
 
