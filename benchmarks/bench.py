@@ -131,6 +131,7 @@ class Settings:
     cache_dir: str | None = None
     prefetch: bool = False
     roi: str | None = None
+    cuda_graph: bool = False
 
     def check(self) -> None:
         """Raise :class:`UserError` for counts that cannot make a benchmark."""
@@ -213,7 +214,7 @@ def load_bench_engine(combo: Combo, settings: Settings) -> Engine:
     else:
         engine = load_engine(model, backend=combo.backend, precision=combo.precision, threads=settings.threads,
                              size=size, batch=combo.batch, dynamic_batch=combo.batch > 1,
-                             cache_dir=settings.cache_dir)
+                             cache_dir=settings.cache_dir, cuda_graph=settings.cuda_graph)
     engine.info.notes.extend(notes)
     return engine
 

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"rate of the phantom / requested device rate (default the source's own, "
                         f"{bench.DEFAULT_SOURCE_FPS:g} for the phantom); the realtime mode is paced at it")
     p.add_argument("--roi", default=None, metavar="x,y,w,h", help="crop the scanner's image area first")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="replay each engine's inference as a CUDA graph (torch on CUDA, TensorRT); not the baseline")
     p.add_argument("--prefetch", action="store_true",
                    help="offline mode: decode/render the source on a thread ahead of inference (never for the "
                         "baseline or the realtime mode)")
@@ -124,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         source=args.source, frames=args.frames,
         warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
-        fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi)
+        fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
+        cuda_graph=args.cuda_graph)
     settings.check()
     batches = args.batch or [1]
     if min(batches) < 1:

@@ -123,6 +123,16 @@ def test_failing_combination_keeps_its_row(tmp_path: Path, cache: Path) -> None:
     assert fp16["status"] == "failed" and "fp16" in fp16["reason"] and fp16["speedup_vs_baseline"] is None
 
 
+def test_cuda_graph_reaches_the_engine_and_not_the_baseline(tmp_path: Path, cache: Path) -> None:
+    out = tmp_path / "b.json"
+    assert bench_cli.main(["--models", "lunet", "--sizes", "64x48", "--frames", "3", "--warmup", "1", "--mode",
+                           "offline", "--backends", "torch", "--precisions", "fp32", "--cuda-graph", "--cache-dir",
+                           str(cache), "--json", str(out), "--no-plot", "-q"]) == 0
+    base, graph = json.loads(out.read_text())["runs"]
+    assert base["baseline"] and base["status"] == "ok"  # the baseline never replays a graph
+    assert graph["status"] == "failed" and "cuda_graph needs a CUDA device" in graph["reason"]  # on this CPU
+
+
 def test_slow_engine_drops_frames_in_the_realtime_mode(cache: Path) -> None:
     def slow(combo: bench.Combo, settings: bench.Settings):
         engine = bench.load_bench_engine(combo, settings)
