@@ -2,8 +2,8 @@
 
 Frames without a median nerve are made from the project's own data only (no outside images):
 
-- ``nerve-removed``: a validation image whose nerve region (dilated by :data:`REMOVE_MARGIN` px)
-  is filled with tissue texture from beside the nerve, with a feathered edge;
+- ``nerve-removed``: a validation image whose nerve region (dilated by 2 % of the width) is filled
+  with tissue texture from beside the nerve, with a feathered edge (:func:`train.perturb.remove_nerve`);
 - ``off-nerve``: the largest part of a validation image left or right of the nerve that holds no
   nerve pixel, scaled up to the frame size (other wrist anatomy at another zoom);
 - ``lifted-probe``: a probe in air: black, faint horizontal reverberation bands, noise;
@@ -37,11 +37,10 @@ import cv2
 import numpy as np
 
 from train.errors import UserError, run_cli
+from train.perturb import remove_nerve
 
 log = logging.getLogger(__name__)
 
-REMOVE_MARGIN = 12
-"""Pixels around the nerve's mask that ``nerve-removed`` fills too (the nerve's bright rim)."""
 NEGATIVE_KINDS = ("nerve-removed", "off-nerve", "lifted-probe", "phantom-no-nerve")
 POSITIVE_KINDS = ("validation", "phantom")
 FOUND_DSC = 0.5
@@ -54,13 +53,6 @@ FOUND_DSC = 0.5
 
 def _grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-
-
-def remove_nerve(grey: np.ndarray, mask: np.ndarray, margin: int = REMOVE_MARGIN) -> np.ndarray | None:
-    """``grey`` (uint8) without its nerve: :func:`train.perturb.remove_nerve` with ``margin`` px."""
-    from train.perturb import remove_nerve as paint_over
-
-    return paint_over(grey, (np.asarray(mask) > 0).astype(np.float32), margin)
 
 
 def off_nerve(grey: np.ndarray, mask: np.ndarray, min_fraction: float = 0.35) -> np.ndarray | None:

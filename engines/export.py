@@ -19,7 +19,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from engines.base import EngineError
 from engines.cache import cache_dir as resolve_cache_dir
@@ -312,6 +312,23 @@ def export_onnx(
     return out
 
 
+def reuse_cached(path: Path, matches: Callable[[dict], bool], what: str, source: Any) -> bool:
+    """Whether the cached ONNX file ``path`` can be used: it exists, its metadata reads and ``matches``
+    (e.g. the checkpoint's sha256). Logs which, and why a file that is there is made again."""
+    if not path.is_file():
+        return False
+    try:
+        meta = read_onnx_metadata(path)
+    except EngineError as exc:
+        log.warning("making the unreadable cached %s %s again: %s", what, path, exc)
+        return False
+    if matches(meta):
+        log.info("using the cached %s %s", what, path)
+        return True
+    log.warning("cached %s %s does not match %s; making it again", what, path, source)
+    return False
+
+
 def cached_onnx(
     checkpoint: str | os.PathLike,
     *,
@@ -338,16 +355,8 @@ def cached_onnx(
     batch_key = "dyn" if dynamic_batch else f"b{batch}"
     name = f"{config['model']['name']}-{digest[:16]}-{width}x{height}-{batch_key}-{precision}-op{OPSET}.onnx"
     path = resolve_cache_dir(cache_dir) / name
-    if path.is_file():
-        try:
-            meta = read_onnx_metadata(path)
-        except EngineError as exc:
-            log.warning("re-exporting the unreadable cached ONNX %s: %s", path, exc)
-        else:
-            if meta.get(META_CHECKPOINT_SHA) == digest:
-                log.info("using the cached ONNX export %s", path)
-                return path, config
-            log.warning("cached ONNX %s does not match %s; re-exporting", path, checkpoint)
+    if reuse_cached(path, lambda meta: meta.get(META_CHECKPOINT_SHA) == digest, "ONNX export", checkpoint):
+        return path, config
     export_onnx(checkpoint, path, precision=precision, size=(width, height), batch=batch,
                 dynamic_batch=dynamic_batch, config=config)
     return path, config

@@ -425,23 +425,20 @@ def cached_int8_onnx(
     is called only when the file has to be made. Returns ``(path, checkpoint config)``.
     """
     from engines.cache import file_sha256
-    from engines.export import META_CHECKPOINT_SHA, cached_onnx, read_onnx_metadata
+    from engines.export import META_CHECKPOINT_SHA, cached_onnx, reuse_cached
 
     fp32, config = cached_onnx(checkpoint, precision="fp32", size=size, batch=batch, dynamic_batch=dynamic_batch,
                                cache_dir=cache_dir)
     identity = calibration.identity(method=method, float_nodes=float_nodes, windows=windows)
     path = fp32.with_name(int8_cache_name(fp32.name, identity["digest"]))
-    if path.is_file():
-        try:
-            meta = read_onnx_metadata(path)
-        except EngineError as exc:
-            log.warning("re-quantising the unreadable cached int8 ONNX %s: %s", path, exc)
-        else:
-            calib = meta.get(META_CALIBRATION) or {}
-            if calib.get("digest") == identity["digest"] and meta.get(META_CHECKPOINT_SHA) == file_sha256(checkpoint):
-                log.info("using the cached int8 ONNX %s", path)
-                return path, config
-            log.warning("cached int8 ONNX %s does not match %s and its calibration; re-quantising", path, checkpoint)
+    checkpoint_sha = file_sha256(checkpoint)
+
+    def matches(meta: dict) -> bool:
+        return ((meta.get(META_CALIBRATION) or {}).get("digest") == identity["digest"]
+                and meta.get(META_CHECKPOINT_SHA) == checkpoint_sha)
+
+    if reuse_cached(path, matches, "int8 ONNX", f"{checkpoint} and its calibration"):
+        return path, config
     width, height = size or tuple(config["preprocessing"]["size"])
     quantize_onnx(fp32, path, inputs((int(width), int(height))), identity=identity, method=method,
                   float_nodes=float_nodes)
