@@ -7,13 +7,13 @@
 #   benchmarks/gpu_pipeline.sh OUT
 #
 # OUT: folder for what comes back (bench-*.json/.png/.csv, device-check.json, log.txt).
-# Environment: MODELS ("mn-realtime mn-accurate"), FRAMES (1000), QUICK=1 (a CPU rehearsal: torch
+# Environment: MODELS ("mn-realtime mn-dlunet"), FRAMES (1000), QUICK=1 (a CPU rehearsal: torch
 #   fp32 on the CPU, no CUDA graph, 30 frames), PY (python3).
-# Targets (issue 11): e2e p99 <= 5 ms for mn-realtime and <= 10 ms for mn-accurate, pre- and
+# Targets (issue 11): e2e p99 <= 5 ms for mn-realtime and <= 10 ms for mn-dlunet, pre- and
 #   post-processing inside the budget.
 set -u
 OUT=${1:?OUT folder}; PY=${PY:-python3}; QUICK=${QUICK:-0}
-MODELS=${MODELS:-"mn-realtime mn-accurate"}; FRAMES=${FRAMES:-1000}
+MODELS=${MODELS:-"mn-realtime mn-dlunet"}; FRAMES=${FRAMES:-1000}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"

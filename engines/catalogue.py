@@ -59,6 +59,11 @@ def read_manifest(folder: str | os.PathLike) -> dict:
                                              for k, v in int8["files"].items())):
             raise EngineError(f"the bundled-model manifest {path}: {m['name']}'s 'int8' needs 'files': a mapping of "
                               f"part ('model', or 'localiser' and 'refiner') to .onnx file; {fix}")
+    renamed = manifest.get("renamed", {})
+    if not (isinstance(renamed, dict) and all(isinstance(k, str) and isinstance(v, dict) and v.get("name") in names
+                                               for k, v in renamed.items())):
+        raise EngineError(f"the bundled-model manifest {path}: 'renamed' must map an old name to "
+                          f"{{'name': a bundled model, 'why': text}}; {fix}")
     if manifest.get("default") is not None and not isinstance(manifest["default"], str):
         raise EngineError(f"the bundled-model manifest {path}: 'default' must be a model name; {fix}")
     return manifest
@@ -75,6 +80,9 @@ class Catalogue:
     default: str | None = None
     error: str | None = None
     int8: dict[str, dict[str, Path]] = field(default_factory=dict)
+    renamed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """old name -> (current name, why it was renamed): names that earlier versions shipped, still accepted
+    with a warning so scripts keep working."""
     """name -> the int8 ONNX files shipped for it (``{"model": path}``, or one per cascade part), for the models
     whose manifest entry has an ``int8`` record made from the very file shipped (``int8.model_sha256`` equal to
     its ``sha256``); a stale record (the model was replaced since) is left out."""
@@ -92,7 +100,8 @@ class Catalogue:
         int8 = {m["name"]: {part: folder / file for part, file in m["int8"]["files"].items()}
                 for m in manifest["models"]
                 if m.get("int8") and m["int8"].get("model_sha256") == m.get("sha256")}
-        return cls(folder=folder, models=models, default=default, int8=int8)
+        renamed = {old: (new["name"], str(new.get("why", ""))) for old, new in manifest.get("renamed", {}).items()}
+        return cls(folder=folder, models=models, default=default, int8=int8, renamed=renamed)
 
     def int8_files(self, name: str | None = None, path: str | os.PathLike | None = None) -> dict[str, Path] | None:
         """The shipped int8 files of the bundled model ``name``, or of the bundled model whose file is ``path``;

@@ -140,6 +140,10 @@ def resolve_model(model: str | os.PathLike, catalogue: Catalogue | None = None) 
     path = Path(text).expanduser()
     if path.is_file():
         return model_source(path)
+    if text in catalogue.renamed and text not in catalogue.models:
+        new, why = catalogue.renamed[text]
+        log.warning("bundled model %r is now called %r%s; use --model %s", text, new, f" ({why})" if why else "", new)
+        text = new
     if text in catalogue.models:
         file = Path(catalogue.models[text])
         if not file.is_file():

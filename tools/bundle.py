@@ -20,7 +20,8 @@ manifest (``"format": 1``)::
                            "results_file": "benchmarks/results/..."} | null,
         "train_command": "...", "results_files": [...], "notes": "...",
         "source_checkpoint": {"path": "...", "sha256": "..."}, "added": "YYYY-MM-DD",
-        "int8": {...} | absent}]}                 # the shipped int8 ONNX files (``int8`` below)
+        "int8": {...} | absent}],                 # the shipped int8 ONNX files (``int8`` below)
+     "renamed": {"OLD": {"name": "NEW", "why": "..."}}}   # old names still accepted, with a warning
 
 File paths are relative to the manifest. A model file is an mn-seg checkpoint (``train.checkpoint``)
 whose floating-point weights are stored as float16 and without training state (half the size; a
@@ -34,6 +35,7 @@ Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad i
     python -m tools.bundle list
     python -m tools.bundle check [--data DIR] [--full] [--json OUT] [--model NAME ...]
     python -m tools.bundle remove NAME
+    python -m tools.bundle rename OLD NEW --why TEXT [--description TEXT]
     python -m tools.bundle int8 NAME [--data DIR] [--images 64] [--threads N]
 
 ``--dir DIR`` works on another bundled folder than the package's (a staging copy, the tests).
@@ -377,6 +379,40 @@ def _drop_int8_files(entry: dict | None, folder: Path) -> None:
         (folder / file).unlink(missing_ok=True)
 
 
+def rename_model(old: str, new: str, *, why: str, description: str | None = None,
+                 folder: str | os.PathLike | None = None) -> dict:
+    """Rename the bundled model ``old`` to ``new``: its entry, its file (``NEW.pt``), the default if it was
+    one; ``old`` goes into the manifest's ``renamed`` record with ``why``, so the runtime still accepts it
+    with a warning. Returns the renamed entry.
+
+    Raises:
+        UserError: ``old`` is not bundled, or ``new`` is already a bundled or a retired name.
+    """
+    folder = Path(folder if folder is not None else registry.bundled_dir())
+    manifest = registry.read_manifest(folder)
+    entry = next((m for m in manifest["models"] if m["name"] == old), None)
+    if entry is None:
+        names = ", ".join(m["name"] for m in manifest["models"]) or "none"
+        raise UserError(f"no bundled model {old!r} (bundled: {names})")
+    renamed = dict(manifest.get("renamed", {}))
+    if any(m["name"] == new for m in manifest["models"]) or new in renamed:
+        raise UserError(f"{new!r} is already a bundled model's name, or an old one; choose another")
+    file = f"{new}{Path(entry['file']).suffix}"
+    if (folder / file).exists():
+        raise UserError(f"{folder / file} already exists; remove it or choose another name")
+    (folder / entry["file"]).rename(folder / file)
+    entry.update(name=new, file=file, **({"description": description} if description else {}))
+    renamed = {o: ({**n, "name": new} if n["name"] == old else n) for o, n in renamed.items()}
+    renamed[old] = {"name": new, "why": why}
+    manifest["renamed"] = renamed
+    if manifest.get("default") == old:
+        manifest["default"] = new
+    write_manifest(manifest, folder)
+    _reload_if_active(folder)
+    log.info("renamed %s -> %s (%s); commit %s and the manifest", old, new, folder / file, folder / file)
+    return entry
+
+
 def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
     """Drop ``name`` from the manifest and delete its file (and its int8 files)."""
     folder = Path(folder if folder is not None else registry.bundled_dir())
@@ -386,6 +422,11 @@ def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
         names = ", ".join(m["name"] for m in manifest["models"]) or "none"
         raise UserError(f"no bundled model {name!r} (bundled: {names})")
     manifest["models"] = [m for m in manifest["models"] if m["name"] != name]
+    renamed = {old: new for old, new in manifest.get("renamed", {}).items() if new["name"] != name}
+    if renamed:
+        manifest["renamed"] = renamed
+    else:
+        manifest.pop("renamed", None)
     write_manifest(manifest, folder)
     (folder / entry["file"]).unlink(missing_ok=True)
     _drop_int8_files(entry, folder)
@@ -741,6 +782,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("remove", parents=[shared], help="drop a bundled model (manifest entry and file)")
     r.add_argument("name", help="the bundled name")
 
+    n = sub.add_parser("rename", parents=[shared],
+                       help="give a bundled model a new name (its file follows); the old name stays accepted with a "
+                            "warning that says why")
+    n.add_argument("old", help="the bundled name now")
+    n.add_argument("new", help="the new name")
+    n.add_argument("--why", required=True, help="why, shown to whoever still uses the old name")
+    n.add_argument("--description", default=None, help="a new description for the manifest entry")
+
     q = sub.add_parser("int8", parents=[shared],
                        help="quantise a bundled model to int8 on the paper split's training images, verify it on the "
                             "validation images and ship its int8 ONNX files")
@@ -772,6 +821,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(models_table() or no_models_text())
     elif args.command == "remove":
         remove_model(args.name)
+    elif args.command == "rename":
+        rename_model(args.old, args.new, why=args.why, description=args.description)
+        print(models_table())
     elif args.command == "int8":
         command = " ".join([PROG, *(argv if argv is not None else sys.argv[1:])])
         report, passed = make_int8(args.name, args.data, images=args.images, threads=args.threads,

@@ -65,7 +65,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _cascade("cascade-acq", "the cascade with acquisition augmentation (zoom, field of view, aspect, gain, codec), "
              "15 % frames / windows with the nerve painted over and 15 % refiner windows away from the nerve (empty "
              "targets), phantom frames, 150 epochs", "acquisition", negatives=0.15, removed=0.15),
-    Recipe("dlunet-paper", "mn-accurate's recipe: DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
+    Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
     Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "acquisition")}, {"model": 100}),

@@ -4,6 +4,7 @@ models, and the CI smoke test of every model actually shipped (on the real data)
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from engines import load_engine, registry
+from engines.base import EngineError
 from engines.cache import file_sha256
 from tests.conftest import make_dataset
 from tests.engines._helpers import make_checkpoint, min_dice, random_batch, torch_prob
@@ -263,6 +265,38 @@ def test_remove(bundled: Path, evaluated: dict[str, Path]) -> None:
     assert registry.read_manifest()["models"] == [] and registry.BUNDLED_MODELS == {}
     assert not (bundled / "mn-test.pt").exists()
     assert bundle.cli(["remove", "mn-test", "--dir", str(bundled)]) == 2
+
+
+def test_rename_keeps_the_old_name_working_with_a_warning(bundled: Path, evaluated: dict[str, Path],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    _add(evaluated, verify=False)
+    before = (bundled / "mn-test.pt").read_bytes()
+    assert bundle.cli(["rename", "mn-test", "mn-renamed", "--why", "it was misnamed", "--dir", str(bundled)]) == 0
+    manifest = registry.read_manifest()
+    assert [m["name"] for m in manifest["models"]] == ["mn-renamed"]
+    assert manifest["renamed"] == {"mn-test": {"name": "mn-renamed", "why": "it was misnamed"}}
+    assert not (bundled / "mn-test.pt").exists() and (bundled / "mn-renamed.pt").read_bytes() == before
+    with caplog.at_level(logging.WARNING, logger="engines.registry"):
+        source = registry.resolve_model("mn-test")
+    assert source.name == "mn-renamed" and source.path == bundled / "mn-renamed.pt"
+    assert "now called 'mn-renamed' (it was misnamed)" in caplog.text
+    # a second rename follows the chain; reusing a taken or retired name is refused
+    assert bundle.cli(["rename", "mn-renamed", "mn-third", "--why", "again", "--dir", str(bundled)]) == 0
+    assert registry.resolve_model("mn-test").name == "mn-third"
+    assert bundle.cli(["rename", "mn-third", "mn-test", "--why", "back", "--dir", str(bundled)]) == 2
+    # removing the model drops the old names that led to it, and the manifest stays readable
+    assert bundle.cli(["remove", "mn-third", "--dir", str(bundled)]) == 0
+    assert "renamed" not in registry.read_manifest()
+    with pytest.raises(EngineError, match="unknown model 'mn-test'"):
+        registry.resolve_model("mn-test")
+
+
+def test_a_renamed_record_pointing_nowhere_is_a_broken_manifest(bundled: Path) -> None:
+    manifest = registry.read_manifest(bundled)
+    manifest["renamed"] = {"old": {"name": "not-bundled", "why": ""}}
+    (bundled / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="'renamed' must map"):
+        registry.read_manifest(bundled)
 
 
 # -- the models actually shipped (the CI smoke test) ------------------------------------------------
