@@ -185,7 +185,8 @@ class Pipeline:
                            latency_ms=(time.monotonic() - frame.t_capture) * 1000.0,
                            dropped_before=frame.dropped_before, timings_ms=timings,
                            contours=tuple(post.component(label).contour for label in tracked.nerve_labels),
-                           image=frame.image, mask=tracked.nerve_mask, truth=frame.truth)
+                           image=frame.image, mask=tracked.nerve_mask, truth=frame.truth,
+                           t_wall=frame.t_wall, t_source=frame.t_source)
 
     def _emit(self, record: FrameRecord, sinks: list[Sink]) -> None:
         """Hand the record to every sink, in order; a sink that fails is closed and dropped (the others go on)."""

@@ -13,6 +13,7 @@ calibration, measurements on frames with no detection. Sinks read the record's t
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 CSV_COLUMNS = [
     "frame", "t_s", "status", "area_px", "area_mm2", "perimeter_px", "perimeter_mm", "flattening_ratio",
     "circularity", "centroid_x_px", "centroid_y_px", "centroid_x_mm", "centroid_y_mm", "n_components",
-    "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before",
+    "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before", "wall_time_utc",
+    "source_time_s",
 ]
 
 #: Pipeline stages timed per frame (perf_counter_ns), in the order a frame meets them. ``render``:
@@ -55,6 +57,11 @@ COLUMN_UNITS = {
                        "see displacement_px)",
     "latency_ms": "capture to measurement, ms",
     "dropped_before": "frames dropped by the live policy just before this one",
+    "wall_time_utc": "wall-clock time of the frame's capture, UTC, ISO 8601 with ms (to synchronise with other "
+                     "instruments)",
+    "source_time_s": "the source's own timestamp of the frame, s, as the source counts it (OpenIGTLink: the IMAGE "
+                     "message's header timestamp; DICOM: acquisition time + frame offset, s since 1970); empty when "
+                     "the source has none",
 }
 
 
@@ -87,6 +94,8 @@ class FrameRecord:
     and store the frame add their ``render`` and ``write`` times, so the sinks after them (the CSV,
     the summary) see every stage. ``image`` (the native frame), ``mask`` (the nerve's mask, uint8
     0/1) and ``truth`` (a known true mask) are released once every sink has had the record.
+    ``t_wall``: the wall-clock time of the capture (UTC seconds since the epoch); ``t_source``: the
+    source's own timestamp of the frame (:class:`~realtime.frame.Frame`), ``None`` when it has none.
     """
 
     frame: int
@@ -100,6 +109,8 @@ class FrameRecord:
     image: np.ndarray | None = field(default=None, repr=False)
     mask: np.ndarray | None = field(default=None, repr=False)
     truth: np.ndarray | None = field(default=None, repr=False)
+    t_wall: float | None = None
+    t_source: float | None = None
 
     @property
     def status(self) -> str:
@@ -143,9 +154,18 @@ def csv_values(record: FrameRecord) -> dict[str, Any]:
     """The record as ``{column: value}``: the tracker's fields, the frame's, and the stage times."""
     values = record.tracked.to_row()
     values.update(frame=record.frame, t_s=record.t_s, status=record.status, latency_ms=record.latency_ms,
-                  dropped_before=record.dropped_before)
+                  dropped_before=record.dropped_before, wall_time_utc=utc_iso(record.t_wall),
+                  source_time_s=record.t_source)
     values.update({f"{s}_ms": record.timings_ms.get(s) for s in STAGES})
     return values
+
+
+def utc_iso(t: float | None) -> str | None:
+    """``time.time()`` seconds -> ``2024-05-06T07:08:09.123Z`` (UTC, ISO 8601, milliseconds); ``None`` stays ``None``."""
+    if t is None or not math.isfinite(t):
+        return None
+    stamp = dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 def csv_row(record: FrameRecord, columns: Iterable[str]) -> list[str]:

@@ -24,6 +24,7 @@ How a source reports a failure (the choice documented here, relied on by the liv
 from __future__ import annotations
 
 import abc
+import dataclasses
 import logging
 import re
 import threading
@@ -200,7 +201,7 @@ class FrameGuard:
             if truth is not None:
                 truth = np.ascontiguousarray(truth[y:y + h, x:x + w])
         if image is not frame.image or truth is not frame.truth:
-            frame = Frame(frame.index, frame.t_capture, frame.pts, image, frame.dropped_before, truth)
+            frame = dataclasses.replace(frame, image=image, truth=truth)
         return frame
 
 

@@ -12,6 +12,7 @@ from realtime.record import (
     csv_values,
     extra_columns,
     timed,
+    utc_iso,
 )
 from realtime.tracker import Tracker
 from tests.realtime.sinks._helpers import record
@@ -44,3 +45,26 @@ def test_timed_adds_up() -> None:
     with timed(t, "write"):
         pass
     assert 1.5 <= t["write"] < 100
+
+
+def test_time_columns_wall_clock_utc_and_the_sources_own_timestamp() -> None:
+    assert CSV_COLUMNS[-2:] == ["wall_time_utc", "source_time_s"]
+    assert utc_iso(0.0) == "1970-01-01T00:00:00.000Z"
+    assert utc_iso(1715000000.1234) == "2024-05-06T12:53:20.123Z" and utc_iso(None) is None
+    r = record(3)
+    r.t_wall, r.t_source = 1715000000.5, 12.3456789
+    row = dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))
+    assert row["wall_time_utc"] == "2024-05-06T12:53:20.500Z" and row["source_time_s"] == "12.3457"
+    r.t_source = None
+    assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["source_time_s"] == ""
+
+
+def test_a_frames_wall_time_follows_its_capture_time() -> None:
+    import numpy as np
+
+    from realtime.frame import Frame
+
+    now = time.time()
+    f = Frame(0, time.monotonic() - 2.0, 0.0, np.zeros((2, 2), np.uint8))
+    assert abs(f.t_wall - (now - 2.0)) < 0.5 and f.t_source is None
+    assert Frame(0, 0.0, 0.0, np.zeros((2, 2), np.uint8), t_wall=5.0, t_source=7.0).t_wall == 5.0

@@ -20,6 +20,7 @@ def test_csv_contract_units_and_flush(tmp_path: Path) -> None:
     sink.close()
     text = path.read_text()
     assert "# calibration: uncalibrated" in text and "# area_mm2:" in text
+    assert "# wall_time_utc: wall-clock time" in text and "# source_time_s: the source's own timestamp" in text
     rows = read_csv(path)
     assert rows[0]["area_px"] == "1000" and rows[0]["area_mm2"] == "" and rows[0]["infer_ms"] == "10"
     assert rows[1]["status"] == "no_detection" and rows[1]["area_px"] == ""
