@@ -118,8 +118,19 @@ def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
     return engine
 
 
-def make_calibration(args: argparse.Namespace, image_height: int | None) -> Calibration | None:
-    return parse_calibration(args.mm_per_px, args.depth_mm, image_height)
+def make_calibration(args: argparse.Namespace, image_height: int | None, source: Any = None) -> Calibration | None:
+    """The run's pixel spacing: ``--mm-per-px`` / ``--depth-mm`` when given, else the one the source carries
+    (``source.calibration``: an OpenIGTLink image's matrix, a DICOM object's ultrasound region), else
+    ``None`` (uncalibrated). A flag that overrides the source's own spacing is logged with both values."""
+    from_source = getattr(source, "calibration", None)
+    if args.mm_per_px is None and args.depth_mm is None and from_source is not None:
+        log.info("pixel spacing %s", from_source.text())
+        return from_source
+    given = parse_calibration(args.mm_per_px, args.depth_mm, image_height)
+    if given is not None and from_source is not None:
+        log.warning("the source gives the pixel spacing %s; the command line's %s is used instead",
+                    from_source.text(), given.text())
+    return given
 
 
 def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float) -> Tracker:

@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with engine, source:
         frames = iter(source)
         first = peek_first(source, frames)  # the frame size (for --depth-mm) is known once a frame came
-        calibration = make_calibration(args, first.height)
+        calibration = make_calibration(args, first.height, source)
         fps = source.fps or args.fps or 24.0
         meta = run_metadata(engine, calibration, str(args.source), mode="every frame" if args.no_drop else "live")
         window = None

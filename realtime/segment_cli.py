@@ -140,7 +140,7 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
     with source:
         frames = iter(source)
         first = peek_first(source, frames)
-        calibration = make_calibration(args, first.height)
+        calibration = make_calibration(args, first.height, source)
         fps = source.fps or 24.0
         meta = run_metadata(engine, calibration, str(path), mode="offline, every frame", batch=args.batch)
         total = source.describe().get("frames_declared")

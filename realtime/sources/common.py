@@ -35,6 +35,7 @@ from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Sequenc
 
 import numpy as np
 
+from realtime.calibration import Calibration, describe_calibration
 from realtime.frame import Frame
 from train.errors import UserError
 
@@ -382,7 +383,10 @@ class Source(abc.ABC):
     (nominal frames per second, ``None`` if unknown), ``frame_size`` (``(W, H)`` of the delivered
     images, after the ROI, once the first frame is known), ``native_size`` (before the ROI),
     ``frames_delivered``, ``frames_dropped`` (skipped by the live policy), ``error`` (``None`` or
-    the reason the stream ended early), ``failed`` (``True`` when it ended because of a failure).
+    the reason the stream ended early), ``failed`` (``True`` when it ended because of a failure),
+    ``calibration`` (the pixel spacing the source itself carries, e.g. an OpenIGTLink image's matrix
+    or a DICOM object's ultrasound region, as a :class:`~realtime.calibration.Calibration` of the
+    delivered frames; ``None`` when it has none; known at the latest once the first frame came).
     Use it as a context manager so threads and handles are released on every way out.
     """
 
@@ -415,6 +419,7 @@ class Source(abc.ABC):
         self.frames_dropped = 0
         self.error: str | None = None
         self.failed = False
+        self.calibration: Calibration | None = None
         self._iterated = False
         self._closed = False
         self._stop = threading.Event()
@@ -511,6 +516,8 @@ class Source(abc.ABC):
             "failed": self.failed,
             "error": self.error,
         }
+        if self.calibration is not None:
+            info["calibration"] = describe_calibration(self.calibration)
         info.update(self._describe_extra())
         return info
 
