@@ -39,7 +39,9 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mn-segment", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or folders of videos")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, DICOM files (ultrasound images or cine loops), or folders of them (a folder "
+                        "of single-frame DICOM images is one input)")
     p.add_argument("--out", default="mn-segment-output", help="output folder (one subfolder per input)")
     add_engine_args(p)
     p.add_argument("--batch", type=int, default=4, help="frames per inference batch")
@@ -58,9 +60,13 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
+            from realtime.sources.dicom import segment_inputs
+
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            found += segment_inputs(path)  # DICOM: each cine loop, or the folder as one series of images
             if not found:
-                raise UserError(f"folder {path} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+                raise UserError(f"folder {path} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) and no "
+                                "DICOM files")
             paths.extend(found)
         elif path.is_file():
             paths.append(path)

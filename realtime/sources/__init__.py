@@ -9,6 +9,7 @@ Every source yields :class:`~realtime.frame.Frame` objects and is chosen by a sp
     0, /dev/video0       a capture device (OpenCV, V4L2 on Linux)
     igtl://HOST[:PORT][/DEVICE]
                          IMAGE messages from an OpenIGTLink server (PlusServer, Slicer); port 18944
+    PATH.dcm, DICOM dir  DICOM ultrasound images / cine loops (pydicom), a file or a folder of them
     PATH                 a video file PyAV opens (.mp4, .avi, .mov, ...)
     KIND:ARG             any registered kind explicitly (``device:1``, ``file:synthetic.mp4``)
 
@@ -44,6 +45,7 @@ from realtime.sources import file as _file  # noqa: F401,E402
 from realtime.sources import phantom as _phantom  # noqa: F401,E402
 from realtime.sources import animate as _animate  # noqa: F401,E402
 from realtime.sources import igtl as _igtl  # noqa: F401,E402
+from realtime.sources import dicom as _dicom  # noqa: F401,E402
 from train.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -31,14 +31,16 @@ from train.errors import UserError
     ("clip.mp4", "file", "clip.mp4"),
     ("dir/synthetic.mp4", "file", "dir/synthetic.mp4"),
     ("file:synthetic", "file", "synthetic"),
+    ("igtl://127.0.0.1:18944/Image_Reference", "igtl", "//127.0.0.1:18944/Image_Reference"),
+    ("dicom:exports/loop", "dicom", "exports/loop"),
 ])
 def test_parse_spec(spec: Any, kind: str, arg: str) -> None:
     assert parse_spec(spec) == (kind, arg)
 
 
 def test_registry_lists_kinds() -> None:
-    assert {"device", "file", "synthetic", "animate"} <= set(SOURCE_KINDS)
-    with pytest.raises(KeyError, match="animate, device, file, synthetic"):
+    assert {"device", "file", "synthetic", "animate", "igtl", "dicom"} <= set(SOURCE_KINDS)
+    with pytest.raises(KeyError, match="animate, device, dicom, file, igtl, synthetic"):
         source_class("webcam")
 
 
