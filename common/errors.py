@@ -22,6 +22,12 @@ EXIT_SOURCE_FAILED = 3
 """mn-live / mn-segment: the source failed mid-run (the frames before it are measured and kept)."""
 EXIT_ENGINE_FAILED = 4
 """mn-live / mn-segment: the engine failed mid-run."""
+EXIT_OUTPUT_FAILED = 5
+"""mn-live / mn-segment: an output file could not be written mid-run (disk full, permission lost, the folder
+removed); the run stops and what was written is finalised; the message names the file."""
+EXIT_BATCH_INCOMPLETE = 6
+"""mn-segment with several inputs: at least one input failed and the others were processed (each failure is
+named as it happens, in the final table and in the batch summary)."""
 EXIT_INTERRUPTED = 130
 
 
@@ -29,6 +35,12 @@ class UserError(Exception):
     """Bad input: the message is shown as is, and the command exits with code 2."""
 
     exit_code = EXIT_USAGE
+
+
+class OutputError(UserError):
+    """An output that cannot be written (names the file); the command exits with code 5."""
+
+    exit_code = EXIT_OUTPUT_FAILED
 
 
 class DataError(UserError):

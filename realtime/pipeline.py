@@ -16,8 +16,11 @@ measurement (tracking).
 Nothing is lost on the way out: :meth:`Pipeline.run` closes every sink (CSV flushed, MP4 closed so
 it plays, summary and plot written) whether the source ended, the user stopped the run
 (:meth:`Pipeline.request_stop`, e.g. from a SIGINT handler, or the window's keys through
-:class:`~realtime.sinks.base.RunControl`), the source failed (exit code 3) or the engine failed
-(exit code 4). A sink that fails is reported (which output, why) and dropped; the others go on.
+:class:`~realtime.sinks.base.RunControl`), the source failed (exit code 3), the engine failed
+(exit code 4) or an output failed (exit code 5). An output that fails (disk full, permission lost,
+the folder removed) is reported with its file and why, dropped, and stops the run after the frame in
+flight: the other outputs are finalised with the same frames (CSV rows = summary frames = video
+frames), and the summary, closed last, carries the exit code and reason the command returns.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from common.errors import EXIT_ENGINE_FAILED, EXIT_OK, EXIT_SOURCE_FAILED, EXIT_USAGE
+from common.errors import EXIT_ENGINE_FAILED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_FAILED, EXIT_USAGE, OutputError
 from realtime.frame import Frame
 from realtime.postprocess import postprocess
 from realtime.record import FrameRecord, timed
@@ -40,8 +43,8 @@ from train.preprocess import preprocess_image
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXIT_ENGINE_FAILED", "EXIT_OK", "EXIT_SOURCE_FAILED", "EXIT_USAGE", "Pipeline", "PipelineConfig",
-           "Prefetcher", "RunResult"]
+__all__ = ["EXIT_ENGINE_FAILED", "EXIT_OK", "EXIT_OUTPUT_FAILED", "EXIT_SOURCE_FAILED", "EXIT_USAGE", "Pipeline",
+           "PipelineConfig", "Prefetcher", "RunResult"]
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.control = RunControl(tracker)
         self.processed = 0
+        self.output_failure: str | None = None  # "<output> <file>: <why>" of the first output that failed
+        self._failed: list[Sink] = []
 
     def request_stop(self, reason: str = "stopped by the user") -> None:
         """Finish the frame in flight, then finalise everything (safe from a signal handler)."""
@@ -109,18 +114,39 @@ class Pipeline:
             if getattr(source, "failed", False) and exit_code == EXIT_OK:
                 exit_code = EXIT_SOURCE_FAILED
                 reason = f"source failed: {getattr(source, 'error', None) or 'stopped delivering frames'}"
+            if self.output_failure and exit_code == EXIT_OK:
+                exit_code, reason = EXIT_OUTPUT_FAILED, f"output failed: {self.output_failure}"
             run.exit_code, run.reason, run.wall_s = exit_code, reason, time.monotonic() - t_start
-            for sink in self.sinks:  # in order: the summary, last, reads what the others left
-                _close_quietly(sink, sink.name)
-        return RunResult(exit_code, run.summary, reason)
+            self._close_sinks(run)
+        return RunResult(run.exit_code, run.summary, run.reason)
+
+    def _close_sinks(self, run: RunInfo) -> None:
+        """Close every sink in order (the summary, last, reads what the others left, the exit code too); one
+        that cannot be finalised makes the run an output failure (exit code 5) unless it already failed."""
+        for sink in self.sinks:
+            if sink in self._failed:  # already reported; close what it holds, its error again is no news
+                try:
+                    sink.close()
+                except Exception as exc:
+                    log.debug("%s (failed earlier) on close: %s", sink.name, exc)
+                continue
+            try:
+                sink.close()
+            except Exception as exc:
+                log.error("%s could not be finalised: %s", sink.name, exc)
+                if run.exit_code == EXIT_OK:
+                    run.exit_code, run.reason = EXIT_OUTPUT_FAILED, f"output failed: {sink.name}: {exc}"
 
     def _open(self, run: RunInfo) -> list[Sink]:
         opened: list[Sink] = []
         try:
             for sink in self.sinks:
-                sink.open(run)
+                try:
+                    sink.open(run)
+                except OSError as exc:  # e.g. an output file that cannot be created: name it
+                    raise OutputError(f"cannot write {sink.name}: {exc.strerror or exc}") from None
                 opened.append(sink)
-        except BaseException:  # e.g. an output file that cannot be created: close what was opened
+        except BaseException:  # close what was opened
             for sink in opened:
                 _close_quietly(sink, sink.name)
             raise
@@ -189,15 +215,22 @@ class Pipeline:
                            t_wall=frame.t_wall, t_source=frame.t_source)
 
     def _emit(self, record: FrameRecord, sinks: list[Sink]) -> None:
-        """Hand the record to every sink, in order; a sink that fails is closed and dropped (the others go on)."""
+        """Hand the record to every sink, in order; a sink that fails is dropped and stops the run after
+        this frame (the others still get it, and are finalised)."""
         self.processed += 1
         for sink in list(sinks):
             try:
                 sink.write(record)
             except Exception as exc:
-                log.error("%s failed at frame %d and stops here (the other outputs go on): %s", sink.name,
-                          record.frame, exc)
                 sinks.remove(sink)
+                self._failed.append(sink)
+                if self.output_failure is None:
+                    self.output_failure = f"{sink.name}: {exc}"
+                    log.error("output failed at frame %d: %s: %s; the run stops and the files written so far are "
+                              "finalised", record.frame, sink.name, exc)
+                    self.control.stop(f"output failed: {self.output_failure}")
+                else:
+                    log.error("%s failed too at frame %d: %s", sink.name, record.frame, exc)
         record.release()  # the frame's pixels are not kept
 
 

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from realtime.distribution import Distribution
+
 
 def _summary(changes: list[float]) -> dict[str, float | int | None]:
     if not changes:
@@ -59,3 +61,26 @@ def jitter(area: Sequence[float | None], flattening: Sequence[float | None] | No
     if centroid is not None:
         out["centroid_px"] = _summary(position_changes(centroid))
     return out
+
+
+class RunningJitter:
+    """:func:`jitter` of a series fed one frame at a time, in bounded memory (each change goes into a
+    :class:`~realtime.distribution.Distribution`; only the previous frame's values are kept).
+    ``add(area, flattening, centroid)`` per processed frame (``None`` where not measured: the chain
+    breaks there); :meth:`to_dict` gives what :func:`jitter` gives for the whole series."""
+
+    def __init__(self) -> None:
+        self.area_rel, self.flattening_abs, self.centroid_px = Distribution(), Distribution(), Distribution()
+        self._prev: tuple[float | None, float | None, tuple[float, float] | None] = (None, None, None)
+
+    def add(self, area: float | None, flattening: float | None = None,
+            centroid: tuple[float, float] | None = None) -> None:
+        prev_area, prev_fr, prev_c = self._prev
+        self.area_rel.extend(relative_changes([prev_area, area]))
+        self.flattening_abs.extend(absolute_changes([prev_fr, flattening]))
+        self.centroid_px.extend(position_changes([prev_c, centroid]))
+        self._prev = (area, flattening, centroid)
+
+    def to_dict(self) -> dict[str, dict]:
+        return {"area_rel": self.area_rel.median_p95_max(), "flattening_abs": self.flattening_abs.median_p95_max(),
+                "centroid_px": self.centroid_px.median_p95_max()}

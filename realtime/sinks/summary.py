@@ -1,5 +1,10 @@
 """``summary.json`` and ``plot.png``: what a run measured, at a glance (:class:`SummarySink`: the
-numbers accumulated by :class:`SummaryBuilder`, written when the run ends)."""
+numbers accumulated by :class:`SummaryBuilder`, written when the run ends, and a partial summary kept
+current while it runs).
+
+Memory stays flat however long the run: the builder keeps running statistics
+(:class:`~realtime.distribution.Distribution`) and a decimated series for the plot
+(:class:`~realtime.distribution.DecimatedSeries`), not every frame's numbers."""
 
 from __future__ import annotations
 
@@ -7,60 +12,54 @@ import json
 import logging
 import math
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from realtime.distribution import PERCENTILES, DecimatedSeries, Distribution, latency_stats
 from realtime.record import STAGES, FrameRecord
 from realtime.sinks.base import RunInfo, Sink
 
 log = logging.getLogger(__name__)
 
+__all__ = ["MEASURED_STATUSES", "PERCENTILES", "SummaryBuilder", "SummarySink", "latency_stats", "plot_series",
+           "write_json"]
+
 MEASURED_STATUSES = ("ok", "reacquired")
-PERCENTILES = (50, 90, 95, 99)
-
-
-def latency_stats(values_ms: list[float] | np.ndarray) -> dict[str, float | None]:
-    """p50/p90/p95/p99/max/mean/std of a list of milliseconds (NaNs ignored; None when empty)."""
-    v = np.asarray(values_ms, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return {**{f"p{p}": None for p in PERCENTILES}, "max": None, "mean": None, "std": None, "n": 0}
-    out = {f"p{p}": float(np.percentile(v, p)) for p in PERCENTILES}
-    out.update(max=float(v.max()), mean=float(v.mean()), std=float(v.std()), n=int(v.size))
-    return out
-
-
-def _stats(values: list[float]) -> dict[str, float | None]:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
-        return {"min": None, "median": None, "max": None}
-    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+#: Status codes of the plot series (its status column holds the index).
+STATUS_CODES = ("ok", "no_detection", "lost", "reacquired")
 
 
 class SummaryBuilder:
-    """Accumulates records (the numbers only, not the images) into the run summary.
+    """Accumulates records (the numbers only, not the images) into the run summary, in bounded memory.
 
     ``warmup``: the first frames left out of the latency statistics (engine and cache warm-up),
     when the run has at least twice as many frames. ``calibrated``: the unit of areas and
-    displacements (mm when calibrated); ``None`` takes it from the records.
+    displacements (mm when calibrated); ``None`` takes it from the records. ``exact``: values per
+    statistic kept exactly before percentiles come from a histogram (within 0.5 %); ``plot_points``:
+    the most points the plot's series keeps.
     """
 
-    SERIES = ("frame", "t_s", "status", "area_px", "area_mm2", "flattening_ratio", "circularity",
-              "displacement_mm", "displacement_px", "csa_change_pct")
+    SERIES = ("t_s", "status", "area_px", "area_mm2", "flattening_ratio", "circularity")
 
-    def __init__(self, warmup: int = 0, calibrated: bool | None = None) -> None:
+    def __init__(self, warmup: int = 0, calibrated: bool | None = None, exact: int = 4096,
+                 plot_points: int = 4096) -> None:
         self.warmup = warmup
         self.calibrated = calibrated
         self.processed = 0
         self.dropped = 0
         self.last_frame = -1
         self.status = Counter()
-        self.series: dict[str, list[Any]] = {k: [] for k in self.SERIES}
-        self.latency: list[float] = []
-        self.stages: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.series = DecimatedSeries(self.SERIES, capacity=plot_points)
+        dist = lambda: Distribution(exact=exact)  # noqa: E731
+        self.latency = dist()
+        self.stages = {s: dist() for s in STAGES}
+        self._warm: list[tuple[float, dict[str, float]]] = []  # the warm-up frames' latency and stage times
+        self.measured = {k: dist() for k in ("area_px", "area_mm2", "flattening_ratio", "circularity")}
+        self.max_displacement = {"mm": -math.inf, "px": -math.inf}
 
     def add(self, r: FrameRecord) -> None:
         if self.calibrated is None:
@@ -70,53 +69,68 @@ class SummaryBuilder:
         self.last_frame = max(self.last_frame, r.frame)
         self.status[r.status] += 1
         m, t = r.measurement, r.tracked
-        s = self.series
-        s["frame"].append(r.frame)
-        s["t_s"].append(r.t_s)
-        s["status"].append(r.status)
-        s["area_px"].append(None if m is None else m.area_px)
-        s["area_mm2"].append(None if m is None else m.area_mm2)
-        s["flattening_ratio"].append(None if m is None else m.flattening_ratio)
-        s["circularity"].append(None if m is None else m.circularity)
-        s["displacement_mm"].append(t.displacement_mm)
-        s["displacement_px"].append(t.displacement_px)
-        s["csa_change_pct"].append(t.csa_change_pct)
-        self.latency.append(r.latency_ms)
+        self.series.add(r.t_s, STATUS_CODES.index(r.status) if r.status in STATUS_CODES else None,
+                        None if m is None else m.area_px, None if m is None else m.area_mm2,
+                        None if m is None else m.flattening_ratio, None if m is None else m.circularity)
+        if r.status in MEASURED_STATUSES and m is not None:
+            self.measured["area_px"].add(m.area_px)
+            self.measured["area_mm2"].add(m.area_mm2)
+            self.measured["flattening_ratio"].add(m.flattening_ratio)
+            self.measured["circularity"].add(m.circularity)
+            for unit, d in (("mm", t.displacement_mm), ("px", t.displacement_px)):
+                if d is not None and math.isfinite(d):
+                    self.max_displacement[unit] = max(self.max_displacement[unit], d)
+        if self.processed <= self.warmup:
+            self._warm.append((r.latency_ms, dict(r.timings_ms)))
+            return
+        self.latency.add(r.latency_ms)
         for stage in STAGES:
-            self.stages[stage].append(r.timings_ms.get(stage, math.nan))
+            self.stages[stage].add(r.timings_ms.get(stage))
+
+    def _timing(self, skip: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Latency and stage statistics, the warm-up frames left out when ``skip``."""
+        if skip or not self._warm:
+            lat, stages = self.latency.stats(), {k: d.stats() for k, d in self.stages.items() if d.n}
+            return lat, stages
+        # a run too short to leave its warm-up out: every value is still kept (fewer than 2 x warmup)
+        lat = latency_stats([w[0] for w in self._warm] + list(self.latency.values()))
+        stages = {}
+        for k, d in self.stages.items():
+            v = [w[1].get(k, math.nan) for w in self._warm] + list(d.values())
+            if any(math.isfinite(x) for x in v):
+                stages[k] = latency_stats(v)
+        return lat, stages
 
     def to_dict(self, **meta: Any) -> dict[str, Any]:
-        s = self.series
         # leave the warm-up frames out of the timing statistics, unless the run is too short for that
         skip = self.warmup if self.processed >= 2 * self.warmup else 0
-        measured = [i for i, st in enumerate(s["status"]) if st in MEASURED_STATUSES]
-        pick = lambda key: [s[key][i] for i in measured]  # noqa: E731
         calibrated = bool(self.calibrated)
-        area_key = "area_mm2" if calibrated else "area_px"
-        areas = [a for a in pick(area_key) if a is not None]
-        frs = [f for f in pick("flattening_ratio") if f is not None]
-        disp_key = "displacement_mm" if calibrated else "displacement_px"
-        disps = [d for d in pick(disp_key) if d is not None and math.isfinite(d)]
+        areas = self.measured["area_mm2" if calibrated else "area_px"]
+        frs = self.measured["flattening_ratio"]
+        disp = self.max_displacement["mm" if calibrated else "px"]
+        latency, stages = self._timing(skip)
         out: dict[str, Any] = {
             "frames_seen": self.processed + self.dropped,
             "frames_processed": self.processed,
             "frames_dropped": self.dropped,
             "status_counts": dict(self.status),
             "units": {"area": "mm2" if calibrated else "px", "displacement": "mm" if calibrated else "px"},
-            "csa": _stats(areas),
-            "csa_px": _stats(pick("area_px")),
-            "flattening_ratio": _stats(frs),
-            "circularity": _stats(pick("circularity")),
-            "max_displacement": max(disps) if disps else None,
+            "csa": areas.min_median_max(),
+            "csa_px": self.measured["area_px"].min_median_max(),
+            "flattening_ratio": frs.min_median_max(),
+            "circularity": self.measured["circularity"].min_median_max(),
+            "max_displacement": disp if math.isfinite(disp) else None,
             "deformation": {
-                "csa_max_over_min": (max(areas) / min(areas)) if areas and min(areas) > 0 else None,
-                "fr_range": (max(frs) - min(frs)) if frs else None,
+                "csa_max_over_min": (areas.max / areas.min) if areas.n and areas.min > 0 else None,
+                "fr_range": (frs.max - frs.min) if frs.n else None,
             },
-            "latency_ms": latency_stats(self.latency[skip:]),
-            "stage_ms": {k: latency_stats(v[skip:]) for k, v in self.stages.items()
-                         if any(math.isfinite(x) for x in v[skip:])},
+            "latency_ms": latency,
+            "stage_ms": stages,
             "latency_warmup_frames_excluded": skip,
         }
+        if not all(d.is_exact for d in (self.latency, *self.measured.values())):
+            out["percentiles"] = (f"exact over the first {self.latency.exact} values of each statistic, then from a "
+                                  f"histogram within {100 * self.latency.relative_accuracy:g} %")
         out.update(meta)
         return out
 
@@ -127,41 +141,73 @@ OUTPUT_ORDER = ("csv", "video", "summary", "plot", "masks")
 
 class SummarySink(Sink):
     """The run summary: accumulates every record and, when the run ends, puts the summary into
-    ``run.summary`` (what the command prints) and writes it to ``path`` (atomically) and the plot to
-    ``plot`` (either may be ``None``). The summary holds the run's metadata, how it ended, the source,
-    engine and tracker descriptions, the output files and the sections earlier sinks left in
-    ``run.extras`` (the truth score): list it last."""
+    ``run.summary`` (what the command prints) and writes it to ``path`` and the plot to ``plot``
+    (either may be ``None``). The summary holds the run's metadata, how it ended (``exit_code``,
+    ``ended_because``: the process's own), the source, engine and tracker descriptions, the output
+    files and the sections earlier sinks left in ``run.extras`` (the truth score): list it last.
+
+    While the run goes on, ``path`` holds a partial summary (``"partial": true``, the frames so far;
+    no truth section), written when the run opens and every ``partial_every_s`` seconds, so a run that
+    is killed leaves numbers behind. Every write is atomic (:func:`write_json`).
+    """
 
     def __init__(self, path: str | os.PathLike | None = None, plot: str | os.PathLike | None = None,
-                 warmup: int = 0) -> None:
+                 warmup: int = 0, partial_every_s: float = 10.0) -> None:
         self.path = Path(path) if path is not None else None
         self.plot = Path(plot) if plot is not None else None
         self.paths = {k: v for k, v in (("summary", self.path), ("plot", self.plot)) if v is not None}
         self.name = f"summary {self.path}" if self.path else "summary"
         self.builder = SummaryBuilder(warmup=warmup)
+        self.partial_every_s = partial_every_s
         self._run: RunInfo | None = None
+        self._t_open = 0.0
+        self._next_partial = math.inf
 
     def open(self, run: RunInfo) -> None:
         self._run = run
         self.builder.calibrated = run.calibrated
+        self._t_open = time.monotonic()
+        if self.path:
+            self._write_partial()
 
     def write(self, record: FrameRecord) -> None:
         self.builder.add(record)
+        if time.monotonic() >= self._next_partial:
+            self._write_partial()
+
+    def _write_partial(self) -> None:
+        run = self._run
+        elapsed = time.monotonic() - self._t_open
+        meta: dict[str, Any] = dict(run.metadata)
+        meta.update(partial=True, exit_code=None,
+                    ended_because=f"still running after {elapsed:.0f} s (a partial summary, rewritten every "
+                                  f"{self.partial_every_s:g} s; the run is going on, or was killed)",
+                    wall_time_s=round(elapsed, 3),
+                    processing_fps=(self.builder.processed / elapsed) if elapsed > 0 else None,
+                    outputs=self._outputs())
+        write_json(self.path, self.builder.to_dict(**meta), sync=False)
+        self._next_partial = time.monotonic() + self.partial_every_s
+
+    def _outputs(self) -> dict[str, str]:
+        outputs = self._run.outputs
+        return {k: str(outputs[k]) for k in sorted(outputs, key=_output_rank)}
 
     def close(self) -> None:
-        run = self._run
+        run, self._run = self._run, None
         if run is None:
             return
+        self._next_partial = math.inf
         meta: dict[str, Any] = dict(run.metadata)
         meta.update(
+            partial=False,
             exit_code=run.exit_code,
             ended_because=run.reason,
             wall_time_s=round(run.wall_s, 3),
             processing_fps=(self.builder.processed / run.wall_s) if run.wall_s > 0 else None,
             source_info=_describe(run.source),
             source_error=getattr(run.source, "error", None),
-            engine=run.engine.describe(),
-            tracker=run.tracker.describe(),
+            engine=_describe(run.engine),
+            tracker=_describe(run.tracker),
             outputs={k: str(run.outputs[k]) for k in sorted(run.outputs, key=_output_rank)},
         )
         meta.update(run.extras)
@@ -176,20 +222,32 @@ def _output_rank(kind: str) -> tuple[int, str]:
     return (OUTPUT_ORDER.index(kind) if kind in OUTPUT_ORDER else len(OUTPUT_ORDER), kind)
 
 
-def _describe(source: Any) -> dict[str, Any] | None:
+def _describe(part: Any) -> dict[str, Any] | None:
     try:
-        return source.describe()
-    except Exception:  # a source without describe() (tests, plain iterables)
+        return part.describe()
+    except Exception:  # a part without describe() (tests, plain iterables)
         return None
 
 
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Atomic JSON write (a stop mid-write never leaves half a file)."""
+def write_json(path: str | os.PathLike, data: dict, sync: bool = True) -> None:
+    """Atomic JSON write: the text goes to a temporary file in the same folder, which then replaces
+    ``path`` (``os.replace``), so ``path`` always holds a whole file, the old one or the new one, however
+    the process ends. ``sync``: fsync the temporary file first (survives a power cut too). The
+    temporary file never stays behind, even when the write fails (disk full)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            if sync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(o: Any) -> Any:
@@ -205,30 +263,28 @@ def _json_default(o: Any) -> Any:
 
 
 def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "") -> None:
-    """CSA, flattening ratio and circularity over time, with status bands behind them."""
+    """CSA, flattening ratio and circularity over time, with status bands behind them; written
+    atomically (a temporary file beside ``path``, with its extension, that never stays behind)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = summary.series
-    t = np.asarray(s["t_s"], dtype=np.float64)
+    t = s.column("t_s")
     calibrated = bool(summary.calibrated)
-    area = s["area_mm2"] if calibrated else s["area_px"]
-    panels = [(area, "CSA (mm²)" if calibrated else "CSA (px, uncalibrated)"),
-              (s["flattening_ratio"], "flattening ratio"), (s["circularity"], "circularity")]
+    panels = [(s.column("area_mm2" if calibrated else "area_px"), "CSA (mm²)" if calibrated else "CSA (px, uncalibrated)"),
+              (s.column("flattening_ratio"), "flattening ratio"), (s.column("circularity"), "circularity")]
     fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
     band = {"no_detection": "0.85", "lost": "#f4b6b6", "reacquired": "#f7e3a1"}
-    for ax, (vals, label) in zip(axes, panels):
-        y = np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
+    spans = _status_spans(t, s.column("status"))
+    for ax, (y, label) in zip(axes, panels):
         ax.plot(t, y, lw=1.2, color="#1f77b4")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        for i, st in enumerate(s["status"]):
-            if st in band:
-                t0 = t[i]
-                t1 = t[i + 1] if i + 1 < len(t) else t0 + (t[1] - t[0] if len(t) > 1 else 0.04)
-                ax.axvspan(t0, t1, color=band[st], lw=0, alpha=0.6)
+        for status, t0, t1 in spans:
+            if status in band:
+                ax.axvspan(t0, t1, color=band[status], lw=0, alpha=0.6)
     axes[-1].set_xlabel("time (s)")
     from matplotlib.patches import Patch
 
@@ -237,7 +293,26 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
         axes[0].set_title(title)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def _status_spans(t: np.ndarray, codes: np.ndarray) -> list[tuple[str, float, float]]:
+    """``(status, start, end)`` of each run of equal statuses (a point lasts until the next one)."""
+    spans: list[tuple[str, float, float]] = []
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 0.04
+    i = 0
+    while i < len(t):
+        j = i
+        while j + 1 < len(t) and codes[j + 1] == codes[i]:
+            j += 1
+        end = t[j + 1] if j + 1 < len(t) else t[j] + step
+        if np.isfinite(codes[i]):
+            spans.append((STATUS_CODES[int(codes[i])], float(t[i]), float(end)))
+        i = j + 1
+    return spans

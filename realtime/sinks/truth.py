@@ -11,58 +11,57 @@ from typing import Any
 
 import numpy as np
 
+from realtime.distribution import Distribution
 from realtime.morphometry import Measurement, measure_mask
 from realtime.record import FrameRecord
 from realtime.sinks.base import RunInfo, Sink
-from realtime.temporal import jitter
+from realtime.temporal import RunningJitter
 from train.metrics import dice_hard
 
 
 class TruthScore:
-    """Per-frame agreement with a known truth."""
+    """Per-frame agreement with a known truth, accumulated in bounded memory (running statistics and
+    :class:`~realtime.temporal.RunningJitter`, not every frame's numbers)."""
 
     def __init__(self) -> None:
-        self.dice: list[float] = []
-        self.csa_rel: list[float] = []
-        self.fr_abs: list[float] = []
-        self.centroid_px: list[float] = []
-        # per frame, for the frame-to-frame jitter (None where not measured)
-        self.series: dict[str, list] = {k: [] for k in ("area", "fr", "centroid", "true_area", "true_fr",
-                                                          "true_centroid")}
+        self.dice = Distribution()
+        self.csa_rel = Distribution()
+        self.fr_abs = Distribution()
+        self.centroid_px = Distribution()
+        self.jitter = RunningJitter()
+        self.truth_jitter = RunningJitter()
 
     def add(self, pred_mask: np.ndarray | None, truth: np.ndarray, pred: Measurement | None) -> None:
         truth_b = truth > 0
         pred_b = pred_mask > 0 if pred_mask is not None else np.zeros_like(truth_b)
-        self.dice.append(dice_hard(pred_b, truth_b))
+        self.dice.add(dice_hard(pred_b, truth_b))
         t = measure_mask(truth_b.astype(np.uint8))
         measured = pred is not None and pred.area_px > 0
-        self.series["area"].append(float(pred.area_px) if measured else None)
-        self.series["fr"].append(pred.flattening_ratio if measured else None)
-        self.series["centroid"].append((pred.centroid_x_px, pred.centroid_y_px) if measured else None)
-        self.series["true_area"].append(float(t.area_px) if t.area_px > 0 else None)
-        self.series["true_fr"].append(t.flattening_ratio if t.area_px > 0 else None)
-        self.series["true_centroid"].append((t.centroid_x_px, t.centroid_y_px) if t.area_px > 0 else None)
-        if t.area_px > 0:
+        self.jitter.add(float(pred.area_px) if measured else None, pred.flattening_ratio if measured else None,
+                        (pred.centroid_x_px, pred.centroid_y_px) if measured else None)
+        true = t.area_px > 0
+        self.truth_jitter.add(float(t.area_px) if true else None, t.flattening_ratio if true else None,
+                              (t.centroid_x_px, t.centroid_y_px) if true else None)
+        if true:
             area = (pred.area_px if pred is not None else 0) or 0.0
-            self.csa_rel.append(abs(area - t.area_px) / t.area_px)
+            self.csa_rel.add(abs(area - t.area_px) / t.area_px)
             if pred is not None and pred.flattening_ratio is not None and t.flattening_ratio is not None:
-                self.fr_abs.append(abs(pred.flattening_ratio - t.flattening_ratio))
+                self.fr_abs.add(abs(pred.flattening_ratio - t.flattening_ratio))
             if pred is not None and pred.centroid_x_px is not None:
-                self.centroid_px.append(math.hypot(pred.centroid_x_px - t.centroid_x_px,
-                                                   pred.centroid_y_px - t.centroid_y_px))
+                self.centroid_px.add(math.hypot(pred.centroid_x_px - t.centroid_x_px,
+                                                pred.centroid_y_px - t.centroid_y_px))
 
     def to_dict(self) -> dict[str, Any]:
-        med = lambda v: float(np.median(v)) if v else None  # noqa: E731
         return {
-            "frames": len(self.dice),
-            "dice_mean": float(np.mean(self.dice)) if self.dice else None,
-            "dice_min": float(np.min(self.dice)) if self.dice else None,
-            "csa_rel_error_median": med(self.csa_rel),
-            "csa_rel_error_p95": float(np.percentile(self.csa_rel, 95)) if self.csa_rel else None,
-            "fr_abs_error_median": med(self.fr_abs),
-            "centroid_error_px_median": med(self.centroid_px),
-            "jitter": jitter(self.series["area"], self.series["fr"], self.series["centroid"]),
-            "truth_jitter": jitter(self.series["true_area"], self.series["true_fr"], self.series["true_centroid"]),
+            "frames": self.dice.n,
+            "dice_mean": self.dice.mean,
+            "dice_min": self.dice.min if self.dice.n else None,
+            "csa_rel_error_median": self.csa_rel.percentile(50),
+            "csa_rel_error_p95": self.csa_rel.percentile(95),
+            "fr_abs_error_median": self.fr_abs.percentile(50),
+            "centroid_error_px_median": self.centroid_px.percentile(50),
+            "jitter": self.jitter.to_dict(),
+            "truth_jitter": self.truth_jitter.to_dict(),
         }
 
 

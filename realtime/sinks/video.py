@@ -1,5 +1,12 @@
-"""The overlay video: H.264 .mp4 through PyAV, written on a thread behind a bounded queue
-(:class:`VideoSink`; :class:`VideoWriter` and :class:`ThreadedWriter` are its parts)."""
+"""The overlay video: H.264 through PyAV, written on a thread behind a bounded queue
+(:class:`VideoSink`; :class:`VideoWriter` and :class:`ThreadedWriter` are its parts).
+
+Crash-safe: an .mp4 / .m4v / .mov is a *fragmented* MP4 (``movflags frag_keyframe+empty_moov+
+default_base_moof``: the index is written up front and each fragment carries its own), with a keyframe
+every second and each fragment handed to the OS as it is muxed (``flush_packets``), so a SIGKILL or a
+power cut leaves a file that plays up to the last whole fragment (at most about a second plus the
+frames still queued or inside the encoder are lost). An .mkv is Matroska, playable as written.
+"""
 
 from __future__ import annotations
 
@@ -20,24 +27,36 @@ from realtime.sinks.overlay import OverlayRenderer
 log = logging.getLogger(__name__)
 
 
-class VideoWriter:
-    """Encode BGR frames to an H.264 (libx264, yuv420p) .mp4 at a constant frame rate.
+#: Container options of the MP4 family: fragmented, index first, every packet handed to the OS.
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+#: Matroska: a cluster (written whole) every second at most.
+MATROSKA = {"cluster_time_limit": "1000", "flush_packets": "1"}
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 
-    Odd frame sizes are padded by one pixel (yuv420p needs even sizes). :meth:`close` flushes
-    the encoder and writes the index, so the file plays; it is called on every way out of a run.
+
+class VideoWriter:
+    """Encode BGR frames to H.264 (libx264, yuv420p) at a constant frame rate: a fragmented MP4 for .mp4,
+    .m4v and .mov, Matroska for .mkv (the module docstring says why).
+
+    Odd frame sizes are padded by one pixel (yuv420p needs even sizes). A keyframe starts every
+    ``keyframe_s`` seconds (and with it a fragment). :meth:`close` flushes the encoder and the last
+    fragment; it is called on every way out of a run, but the file plays without it.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20, keyframe_s: float = 1.0) -> None:
         import av
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.frames = 0
+        self._gop = max(1, round(float(self.fps) * keyframe_s))
+        options = dict(FRAGMENTED_MP4 if self.path.suffix.lower() in MP4_SUFFIXES else MATROSKA)
         try:
-            self._container = av.open(str(self.path), mode="w")
+            self._container = av.open(str(self.path), mode="w", options=options)
         except av.error.FFmpegError as exc:
-            raise UserError(f"cannot write video {self.path}: {exc}") from None
+            raise UserError(f"cannot write video {self.path}: {exc} (the overlay video must be .mp4, .m4v, .mov "
+                            "or .mkv in a writable folder)") from None
         self._stream = None
         self._crf = crf
         self._size: tuple[int, int] | None = None
@@ -47,7 +66,7 @@ class VideoWriter:
         self._stream = self._container.add_stream("libx264", rate=self.fps)
         self._stream.width, self._stream.height = self._size
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(self._crf), "preset": "veryfast"}
+        self._stream.options = {"crf": str(self._crf), "preset": "veryfast", "g": str(self._gop)}
 
     def write(self, bgr: np.ndarray) -> None:
         import av
@@ -66,13 +85,13 @@ class VideoWriter:
     def close(self) -> None:
         if self._container is None:
             return
+        container, self._container = self._container, None
         try:
             if self._stream is not None:
                 for packet in self._stream.encode():
-                    self._container.mux(packet)
+                    container.mux(packet)
         finally:
-            self._container.close()
-            self._container = None
+            container.close()
             log.info("wrote %d frames to %s", self.frames, self.path)
 
 

@@ -103,3 +103,54 @@ def test_live_policy_slow_engine_drops_and_stays_bounded(tmp_path: Path) -> None
     assert sum(r.dropped_before for r in records) == result.summary["frames_dropped"]
     assert max(r.latency_ms for r in records[3:]) < 300  # ~ one frame period + inference, not growing
     assert frames[-1] >= 2 * len(frames)
+
+
+def test_disk_full_stops_the_run_with_exit_5_and_finalises_the_rest(tmp_path: Path, monkeypatch) -> None:
+    """The CSV's write hits ENOSPC at the 5th row: the run stops after that frame with exit code 5 and
+    a reason naming the file; the video and the summary are finalised with the same frames, and the
+    summary carries the exit code and reason the command returns."""
+    import errno
+    import os
+
+    import realtime.sinks.csv_sink as csv_sink
+
+    calls = {"n": 0}
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 6:  # the header, then 4 rows, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(csv_sink.os, "write", write)
+    _, result = run(tmp_path, frames(12))
+    monkeypatch.undo()
+    from common.errors import EXIT_OUTPUT_FAILED
+
+    assert result.exit_code == EXIT_OUTPUT_FAILED == 5
+    assert "m.csv" in result.reason and "No space left on device" in result.reason
+    assert len(read_csv(tmp_path / "m.csv")) == 4
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["exit_code"] == 5 and summary["ended_because"] == result.reason
+    assert summary["frames_processed"] == 5 and summary["partial"] is False  # the frame in flight is finished
+    from tests.realtime._helpers import decoded_frames
+
+    assert decoded_frames(tmp_path / "o.mp4") == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "o.mp4", "p.png", "s.json"]  # no .tmp
+
+
+def test_a_sink_that_cannot_be_finalised_makes_exit_5_in_the_summary(tmp_path: Path) -> None:
+    class Unfinalisable(Callback):
+        name = "recording /mnt/gone/x.mp4"
+
+        def close(self) -> None:
+            raise OSError(5, "Input/output error")
+
+    pipe = Pipeline(TruthEngine(), Tracker(None, fps=24.0),
+                    output_sinks(Outputs(summary=tmp_path / "s.json"), extra=[Unfinalisable(lambda r: None)]),
+                    PipelineConfig())
+    result = pipe.run(frames(3))
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert result.exit_code == summary["exit_code"] == 5
+    assert "/mnt/gone/x.mp4" in summary["ended_because"] == result.reason

@@ -51,3 +51,18 @@ def test_truth_score_reports_jitter_next_to_the_truth() -> None:
     assert d["jitter"]["area_rel"]["max"] == pytest.approx(max(abs(a[1] - a[0]) / a[0], abs(a[2] - a[1]) / a[1]))
     assert d["truth_jitter"]["area_rel"]["n"] == 3
     assert d["jitter"]["centroid_px"]["median"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_running_jitter_equals_the_whole_series() -> None:
+    import numpy as np
+
+    from realtime.temporal import RunningJitter, jitter
+
+    rng = np.random.default_rng(1)
+    area = [None if rng.random() < 0.1 else float(rng.uniform(800, 1200)) for _ in range(300)]
+    fr = [None if a is None else float(rng.uniform(1.2, 2.0)) for a in area]
+    cen = [None if a is None else (float(rng.uniform(0, 50)), float(rng.uniform(0, 50))) for a in area]
+    running = RunningJitter()
+    for a, f, c in zip(area, fr, cen):
+        running.add(a, f, c)
+    assert running.to_dict() == jitter(area, fr, cen)

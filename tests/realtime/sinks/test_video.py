@@ -56,3 +56,24 @@ def test_threaded_writer_drop_when_full_never_blocks() -> None:
     assert time.perf_counter() - t0 < 0.5
     w.close()
     assert w.dropped > 0
+
+
+@pytest.mark.parametrize("name", ["o.mp4", "o.mkv"])
+def test_video_plays_before_it_is_closed(tmp_path: Path, name: str) -> None:
+    """What a crash leaves: a copy of the file taken before close() decodes every frame of its whole
+    fragments (a keyframe and a fragment every second: fragmented MP4, Matroska clusters); a plain MP4 decodes
+    none until finalised."""
+    import shutil
+
+    import av
+
+    path, copy = tmp_path / name, tmp_path / f"copy-{name}"
+    writer = VideoWriter(path, fps=24)
+    for i in range(60):
+        writer.write(np.full((48, 64, 3), 4 * i, np.uint8))
+    shutil.copy(path, copy)  # the process "dies" here
+    writer.close()
+    with av.open(str(copy)) as c:
+        frames = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    assert len(frames) >= 24  # the whole one-second fragments (clusters) that left the encoder
+    assert [round(float(np.median(f)) / 4) for f in frames[:24:4]] == [0, 4, 8, 12, 16, 20]  # the right ones, in order
