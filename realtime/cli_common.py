@@ -69,8 +69,10 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                      help="pixel spacing in mm (one value, or x,y); without calibration mm columns stay empty")
     cal.add_argument("--depth-mm", type=float, default=None,
                      help="imaging depth in mm shown over the image height (pixel spacing = depth / height)")
-    p.add_argument("--roi", default=None, metavar="x,y,w,h",
-                   help="crop the scanner's image area (exclude its UI text) before anything else")
+    p.add_argument("--roi", default=None, metavar="x,y,w,h|auto",
+                   help="crop the scanner's image area (exclude its UI text) before anything else; 'auto' finds it in "
+                        "the first frame of a whole-screen grab (again with r in the window), logged and written "
+                        "into summary.json; a DICOM file's ultrasound region is used when --roi is not given")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the nerve mask")
     p.add_argument("--min-area", type=int, default=100, help="drop components smaller than this (px, native)")
     p.add_argument("--baseline", default=None, metavar="START:END",

@@ -92,6 +92,7 @@ class Pipeline:
         """Process ``frames`` (default: iterate ``source``) until the end, a stop or a failure; the
         source and every sink are closed before returning."""
         cfg = self.config
+        self.control.source = source
         run = RunInfo(source=source, engine=self.engine, tracker=self.tracker, control=self.control,
                       fps=getattr(source, "fps", None) or cfg.fps_hint, calibrated=self.tracker.calibration is not None,
                       metadata=dict(cfg.metadata))

@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 
 
 class RunControl:
-    """Stop, pause and re-baseline a running pipeline; safe to call from a signal handler or another thread."""
+    """Stop, pause and re-baseline a running pipeline, and have an automatic ROI found again; safe to call
+    from a signal handler or another thread."""
 
-    def __init__(self, tracker: Any = None) -> None:
+    def __init__(self, tracker: Any = None, source: Any = None) -> None:
         self.tracker = tracker
+        self.source = source
         self.reason = ""
         self._stop = threading.Event()
 
@@ -42,6 +44,12 @@ class RunControl:
         if self.tracker is not None:
             self.tracker.set_baseline_now()
 
+    def find_roi_again(self) -> None:
+        """With ``--roi auto``, find the image area again in the next frame (:meth:`realtime.sources.Source.redetect_roi`)."""
+        redetect = getattr(self.source, "redetect_roi", None)
+        if redetect is not None:
+            redetect()
+
     def pause(self, next_key: Callable[[], str | None]) -> None:
         """Hold the run until ``next_key()`` (polled, e.g. the window's keys) says ``pause`` again, or ``quit``."""
         log.info("paused: press space to resume, q to quit")
@@ -58,6 +66,8 @@ class RunControl:
             self.stop("quit from the window")
         elif action == "baseline":
             self.baseline_now()
+        elif action == "roi":
+            self.find_roi_again()
         elif action == "pause":
             self.pause(next_key)
 

@@ -1,5 +1,5 @@
 """The live window (OpenCV HighGUI): shows the overlay; keys q/Esc quit, space pause, b baseline
-now, s snapshot PNG. :class:`WindowSink` hands the keys to the run's
+now, r find the image area again (``--roi auto``), s snapshot PNG. :class:`WindowSink` hands the keys to the run's
 :class:`~realtime.sinks.base.RunControl`."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from realtime.sinks.overlay import OverlayRenderer
 
 log = logging.getLogger(__name__)
 
-KEY_ACTIONS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("b"): "baseline", ord("s"): "snapshot"}
+KEY_ACTIONS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("b"): "baseline", ord("r"): "roi",
+               ord("s"): "snapshot"}
 
 
 def display_available() -> bool:

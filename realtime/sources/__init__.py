@@ -27,6 +27,7 @@ import math
 from typing import Any, Sequence
 
 from realtime.sources.common import (
+    AUTO_ROI,
     EXIT_SOURCE_LOST,
     SOURCE_KINDS,
     RoiError,
@@ -51,7 +52,7 @@ from train.errors import UserError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "EXIT_SOURCE_LOST", "SOURCE_KINDS", "RoiError", "Source", "SourceError", "SourceLost", "SourceOptions",
+    "AUTO_ROI", "EXIT_SOURCE_LOST", "SOURCE_KINDS", "RoiError", "Source", "SourceError", "SourceLost", "SourceOptions",
     "open_source", "parse_roi", "parse_spec", "register_source", "source_class",
 ]
 
@@ -92,7 +93,7 @@ def open_source(
 
     ``realtime``: live semantics (newest frame only, native pace) rather than every frame as fast as
     possible. ``roi``: ``(x, y, w, h)`` or ``"x,y,w,h"``, the scanner's image area, applied the same
-    way by every source. ``fps`` / ``size``: requested from a device; ``fps`` also sets the rate of
+    way by every source; ``"auto"`` finds it in the first frame (a grab of the whole scanner screen). ``fps`` / ``size``: requested from a device; ``fps`` also sets the rate of
     the generated sources. ``reconnect_s``: how long a device may stop delivering before the stream
     ends as failed. ``seed`` / ``frames``: generated sources' seed, and a frame limit for any
     source. ``kind_options`` go to the kind's constructor (e.g. ``capture_factory`` for a device).
@@ -118,5 +119,5 @@ def open_source(
     cls = source_class(kind)
     source = cls.from_spec(arg, spec=str(spec), options=options, **kind_options)
     log.info("opened %s source %s (fps %s%s)", kind, source.name,
-             "?" if source.fps is None else f"{source.fps:g}", f", roi {options.roi}" if options.roi else "")
+             "?" if source.fps is None else f"{source.fps:g}", f", roi {source.roi}" if source.roi else "")
     return source

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 EXIT_SOURCE_LOST = 3
 """Exit code of a command whose source failed mid-stream (see :class:`SourceLost`)."""
+AUTO_ROI = "auto"
+"""``--roi auto``: the ROI is the scanner's image area found in the first frame
+(:func:`realtime.sources.screen_roi.find_image_area`)."""
 
 T = TypeVar("T")
 
@@ -72,7 +75,8 @@ class SourceOptions:
     """The options :func:`realtime.sources.open_source` passes to every source kind.
 
     ``realtime``: live semantics (keep only the newest frame, pace at the native rate) rather than
-    every frame as fast as possible. ``roi``: ``(x, y, w, h)`` crop in native pixels. ``fps``:
+    every frame as fast as possible. ``roi``: ``(x, y, w, h)`` crop in native pixels, or
+    :data:`AUTO_ROI` (found in the first frame). ``fps``:
     requested rate (device) or generated rate (synthetic, animate). ``size``: requested
     ``(width, height)`` (device only). ``reconnect_s``: how long a device may be silent before the
     stream ends as failed. ``seed``: generated sources. ``frames``: stop after this many frames
@@ -80,7 +84,7 @@ class SourceOptions:
     """
 
     realtime: bool = False
-    roi: tuple[int, int, int, int] | None = None
+    roi: tuple[int, int, int, int] | str | None = None
     fps: float | None = None
     size: tuple[int, int] | None = None
     reconnect_s: float = 5.0
@@ -119,17 +123,20 @@ def source_class(kind: str) -> type["Source"]:
 _ROI_RE = re.compile(r"^\s*(-?\d+)\s*[, ]\s*(-?\d+)\s*[, ]\s*(-?\d+)\s*[, ]\s*(-?\d+)\s*$")
 
 
-def parse_roi(text: str | Sequence[int] | None) -> tuple[int, int, int, int] | None:
-    """``"x,y,w,h"`` (or a 4-sequence) -> ``(x, y, w, h)`` ints; ``None`` stays ``None``.
+def parse_roi(text: str | Sequence[int] | None) -> tuple[int, int, int, int] | str | None:
+    """``"x,y,w,h"`` (or a 4-sequence) -> ``(x, y, w, h)`` ints; ``"auto"`` -> :data:`AUTO_ROI`; ``None``
+    stays ``None``.
 
     Only the form is checked here; whether it fits the frames is checked at the first frame.
     """
     if text is None:
         return None
+    if isinstance(text, str) and text.strip().lower() == AUTO_ROI:
+        return AUTO_ROI
     if isinstance(text, str):
         m = _ROI_RE.match(text)
         if not m:
-            raise RoiError(f"ROI {text!r} is not of the form x,y,w,h (pixels, e.g. 40,30,520,400)")
+            raise RoiError(f"ROI {text!r} is not of the form x,y,w,h (pixels, e.g. 40,30,520,400) or auto")
         values = tuple(int(g) for g in m.groups())
     else:
         try:
@@ -165,13 +172,44 @@ class FrameGuard:
 
     The ROI is validated against the first frame (:class:`RoiError` naming the frame size); a later
     frame of another native size raises :class:`SourceError` naming both sizes and the frame index.
-    The truth mask, when there is one, is cropped with the image.
+    The truth mask, when there is one, is cropped with the image. With :data:`AUTO_ROI` the ROI is
+    found in the first frame (:func:`realtime.sources.screen_roi.find_image_area`), and again in the
+    next frame after :attr:`redetect` is set (the window's ``r``): a new area of the same size
+    replaces the old one; one of another size is logged and not used (a run keeps one frame size).
+    Every detection is kept in :attr:`detections`.
     """
 
-    def __init__(self, roi: tuple[int, int, int, int] | None, source_name: str) -> None:
-        self.roi = roi
+    def __init__(self, roi: tuple[int, int, int, int] | str | None, source_name: str) -> None:
+        self.auto = roi == AUTO_ROI
+        self.roi: tuple[int, int, int, int] | None = None if self.auto else roi  # type: ignore[assignment]
         self.source_name = source_name
         self.native_size: tuple[int, int] | None = None
+        self.detections: list[dict[str, Any]] = []
+        self.redetect = False
+
+    def detect(self, image: np.ndarray, index: int) -> None:
+        """Find the image area in ``image`` (frame ``index``) and use it as the ROI (see the class docstring)."""
+        from realtime.sources.screen_roi import find_image_area
+
+        self.redetect = False
+        area = find_image_area(image)
+        entry = {"frame": int(index), **area.describe()}
+        if self.roi is None:
+            self.roi = area.roi
+            entry["used"] = True
+            log.info("%s: --roi auto: the image area is %s; check it once (summary.json source_info.roi_auto), or give "
+                     "it with --roi %s", self.source_name, area.text(), ",".join(str(v) for v in area.roi))
+        elif area.roi[2:] == self.roi[2:]:
+            entry["used"] = True
+            log.info("%s: image area found again at frame %d: %s", self.source_name, index, area.text())
+            self.roi = area.roi
+        else:
+            entry["used"] = False
+            log.warning("%s: image area found again at frame %d: %s, of another size than the %dx%d in use; a run "
+                        "keeps one frame size, so it is not used: restart with --roi auto (or --roi %s)",
+                        self.source_name, index, area.text(), self.roi[2], self.roi[3],
+                        ",".join(str(v) for v in area.roi))
+        self.detections.append(entry)
 
     def check_roi(self, size: tuple[int, int]) -> None:
         """Raise :class:`RoiError` if the ROI does not fit a frame of ``size`` (W, H)."""
@@ -188,8 +226,12 @@ class FrameGuard:
         image = normalise_image(frame.image)
         size = image_size(image)
         if self.native_size is None:
+            if self.auto:
+                self.detect(image, frame.index)
             self.check_roi(size)
             self.native_size = size
+        elif self.redetect and size == self.native_size:
+            self.detect(image, frame.index)
         elif size != self.native_size:
             ow, oh = self.native_size
             raise SourceError(
@@ -423,6 +465,17 @@ class Source(abc.ABC):
         self._iterated = False
         self._closed = False
         self._stop = threading.Event()
+        self._guard: FrameGuard | None = None
+
+    def redetect_roi(self) -> bool:
+        """With ``--roi auto``: find the image area again in the next frame (the window's ``r`` key).
+        Returns ``False`` (and does nothing) when the ROI is not automatic."""
+        guard = self._guard
+        if guard is None or not guard.auto:
+            log.info("%s: the image area is found again only with --roi auto", self.name)
+            return False
+        guard.redetect = True
+        return True
 
     # -- to implement
 
@@ -448,7 +501,7 @@ class Source(abc.ABC):
         return self._guarded()
 
     def _guarded(self) -> Iterator[Frame]:
-        guard = FrameGuard(self.roi, self.name)
+        guard = self._guard = FrameGuard(self.roi, self.name)
         limit = self.options.frames
         if limit is not None and limit <= 0:
             return
@@ -456,6 +509,8 @@ class Source(abc.ABC):
         try:
             for frame in frames:
                 frame = guard(frame)
+                if guard.auto:
+                    self.roi = guard.roi
                 if self.native_size is None:
                     self.native_size = guard.native_size
                     self.frame_size = image_size(frame.image)
@@ -509,7 +564,7 @@ class Source(abc.ABC):
             "fps": None if self.fps is None else float(self.fps),
             "size": None if self.frame_size is None else list(self.frame_size),
             "native_size": None if self.native_size is None else list(self.native_size),
-            "roi": None if self.roi is None else list(self.roi),
+            "roi": list(self.roi) if isinstance(self.roi, tuple) else self.roi,
             "realtime": bool(self.realtime),
             "frames_delivered": self.frames_delivered,
             "frames_dropped": self.frames_dropped,
@@ -518,6 +573,8 @@ class Source(abc.ABC):
         }
         if self.calibration is not None:
             info["calibration"] = describe_calibration(self.calibration)
+        if self._guard is not None and self._guard.auto:
+            info["roi_auto"] = list(self._guard.detections)
         info.update(self._describe_extra())
         return info
 
