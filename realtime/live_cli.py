@@ -39,15 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mn-live", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="synthetic",
-                   help="/dev/videoN or a device index, a video file, 'synthetic[:SEED]' (the built-in phantom) "
-                        "or 'animate:IMAGE[:MASK]'")
+                   help="/dev/videoN or a device index (a frame grabber); a video file; a DICOM file or a folder of "
+                        "them (ultrasound image or cine loop; spacing and image area from the file); "
+                        "igtl://HOST[:PORT][/DEVICE_NAME] (an OpenIGTLink server such as PlusServer, default port "
+                        "18944; spacing from the image matrix); 'synthetic[:SEED]' (the built-in phantom); or "
+                        "'animate:IMAGE[:MASK]'")
     p.add_argument("--list-models", action="store_true", help="list the bundled models and exit")
     add_engine_args(p)
     add_measure_args(p)
     p.add_argument("--fps", type=float, default=None, help="requested device frame rate / phantom rate (default 24)")
     p.add_argument("--capture-size", default=None, metavar="WxH", help="requested device frame size")
     p.add_argument("--reconnect-s", type=float, default=5.0,
-                   help="how long to retry a device that stops delivering before ending the run (exit 3)")
+                   help="how long to retry a device or an OpenIGTLink server that stops delivering before ending "
+                        "the run (exit 3)")
     p.add_argument("--out", default=None, help="output folder (default mn-live-YYYYmmdd-HHMMSS)")
     p.add_argument("--log", default=None, metavar="CSV", help="per-frame CSV (default OUT/measurements.csv)")
     p.add_argument("--record", default=None, metavar="MP4", help="overlay video (default OUT/overlay.mp4)")

@@ -63,3 +63,15 @@ def test_bad_options() -> None:
     with pytest.raises(RoiError, match="w and h > 0"):
         parse_roi((0, 0, 0, 10))
     assert parse_roi("10, 20, 300, 200") == (10, 20, 300, 200)
+
+
+def test_mn_live_help_names_every_source_form() -> None:
+    from realtime.live_cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    forms = {"device": "/dev/videoN", "file": "a video file", "dicom": "a DICOM file or a folder",
+             "igtl": "igtl://HOST[:PORT][/DEVICE_NAME]", "synthetic": "synthetic[:SEED]",
+             "animate": "animate:IMAGE[:MASK]"}
+    assert set(forms) == set(SOURCE_KINDS)  # a new kind needs its form in --source's help
+    for form in forms.values():
+        assert form in text, form
