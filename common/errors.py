@@ -57,7 +57,8 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
     ``UserError`` -> one line ``prog: error: message`` and its exit code (2); an ``OSError``
     (a folder that cannot be created, a file that cannot be written) -> the same with its path;
     ``KeyboardInterrupt`` -> 130 (the command itself is responsible for saving its state
-    before re-raising).
+    before re-raising); anything else (a bug) -> one line naming it and exit code 1, the traceback
+    only with ``-v`` (logged at DEBUG).
     """
     try:
         return int(main(argv) or 0)
@@ -70,3 +71,8 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line, not a traceback (the traceback is in the -v log)
+        log.debug("%s failed", prog, exc_info=True)
+        print(f"{prog}: error: unexpected {type(exc).__name__}: {exc} (please report this with the command line; "
+              "-v shows where it happened)", file=sys.stderr)
+        return EXIT_FAILURE

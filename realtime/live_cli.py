@@ -10,9 +10,14 @@ Live semantics: the newest frame is processed and stale ones are dropped (counte
 
 Outputs (``--out DIR``, default ``mn-live-YYYYmmdd-HHMMSS``): measurements.csv, overlay.mp4,
 summary.json, plot.png; ``--log``, ``--record``, ``--summary``, ``--plot`` choose paths one by one.
+The folder belongs to the run: a second run into it is refused while this one goes on, and results
+of an earlier run are not replaced without ``--overwrite``. Every output path is checked before the
+first frame. The files survive a crash: CSV rows written whole, a video playable up to the last
+second, summary.json rewritten (atomically) every 10 s while the run goes on.
 
 Exit codes: 0 done or stopped by the user (q, Ctrl-C, SIGTERM), 2 bad arguments or input,
-3 the source failed mid-run, 4 the engine failed. Every file is finalised in each case.
+3 the source failed mid-run, 4 the engine failed, 5 an output could not be written (disk full,
+permission lost, folder removed: the message names the file). Every file is finalised in each case.
 """
 
 from __future__ import annotations
@@ -28,15 +33,19 @@ from typing import Sequence
 
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
-from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, ensure_writable, make_calibration,
-                                 make_tracker, open_engine, output_paths, peek_first, run_metadata,
-                                 stop_on_signals)
+from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, make_calibration, make_tracker,
+                                 open_engine, output_paths, peek_first, run_metadata, stop_on_signals)
+from realtime.run_folder import check_outputs, claim_folder
 
 log = logging.getLogger(__name__)
+
+#: The flag that names each output (for the messages of :func:`realtime.run_folder.check_outputs`).
+OUTPUT_FLAGS = {"csv": "--log", "video": "--record", "summary": "--summary", "plot": "--plot"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mn-live", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                epilog=__doc__.split("\n\n")[-1].strip(),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--source", default="synthetic",
                    help="/dev/videoN or a device index (a frame grabber); a video file; a DICOM file or a folder of "
@@ -58,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", default=None, metavar="JSON", help="run summary (default OUT/summary.json)")
     p.add_argument("--plot", default=None, metavar="PNG", help="CSA/FR/circularity plot (default OUT/plot.png)")
     p.add_argument("--no-video", action="store_true", help="do not record the overlay video")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in the output folder (refused without it)")
     p.add_argument("--headless", action="store_true", help="no window (automatic when there is no display)")
     p.add_argument("--frames", type=int, default=None, help="stop after this many processed frames")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after this many seconds")
@@ -85,7 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = output_paths(folder, args.no_video)
     paths.update({k: Path(v) for k, v in (("csv", args.log), ("video", args.record), ("summary", args.summary),
                                           ("plot", args.plot)) if v})
-    ensure_writable(folder)
+    check_outputs(paths, OUTPUT_FLAGS)  # every output path checked before the engine loads and the first frame
+    with claim_folder(folder, paths.values(), overwrite=args.overwrite):  # one run per folder, no silent overwrite
+        return run(args, folder, paths)
+
+
+def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -> int:
+    """The run, once the output folder is held: source, engine, pipeline; returns the exit code."""
     # a run's modules load once the arguments are known good (--help and usage errors stay instant)
     from realtime.outputs import Outputs, output_sinks
     from realtime.pipeline import Pipeline, PipelineConfig

@@ -4,15 +4,25 @@
     mn-segment clip.mp4 --model best.pt --truth clip-truth.npz      # score against known truth
 
 For each input writes ``OUT/<input stem>/``: measurements.csv, overlay.mp4 (unless --no-video),
-summary.json, plot.png (and masks/ with --masks). A folder input takes every video in it.
+summary.json, plot.png (and masks/ with --masks); and ``OUT/batch-summary.json``: every input, its
+exit code, frames and how it ended. A folder input takes every video in it. ``--out`` defaults to
+``mn-segment-YYYYmmdd-HHMMSS``; the folder belongs to the run (a second run into it is refused while
+this one goes on) and earlier results in it are not replaced without ``--overwrite``.
+
+Every input that can be processed is: one that fails (unreadable, broken mid-way, an output that
+cannot be written) is reported in one line as it happens, the next one goes on, and the final table
+and the batch summary list them all.
 
 Exit codes: 0 done or stopped by the user, 2 bad arguments or input, 3 a file could not be
-decoded to its end (the frames before are measured and kept), 4 the engine failed.
+decoded to its end (the frames before are measured and kept), 4 the engine failed, 5 an output
+could not be written (disk full, permission lost: the message names the file); with several
+inputs, 6 when any of them failed (the others are done).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import itertools
 import logging
 import sys
@@ -20,29 +30,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from common.cli import add_logging_args, setup_logging
-from common.errors import EXIT_OK, UserError, run_cli
+from common.errors import EXIT_BATCH_INCOMPLETE, EXIT_FAILURE, EXIT_OK, UserError, run_cli
 from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, ensure_writable, make_calibration,
                                  make_tracker, open_engine, output_paths, peek_first, run_metadata,
                                  stop_on_signals)
 from realtime.live_cli import report
+from realtime.run_folder import claim_folder
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
 
     from realtime.frame import Frame
+    from realtime.pipeline import RunResult
 
 log = logging.getLogger(__name__)
 
+BATCH_SUMMARY = "batch-summary.json"
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mn-segment", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                epilog=__doc__.split("\n\n")[-1].strip(),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, DICOM files (ultrasound images or cine loops), or folders of them (a folder "
                         "of single-frame DICOM images is one input)")
-    p.add_argument("--out", default="mn-segment-output", help="output folder (one subfolder per input)")
+    p.add_argument("--out", default=None,
+                   help="output folder, one subfolder per input (default mn-segment-YYYYmmdd-HHMMSS)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in the output folder (refused without it)")
     add_engine_args(p)
     p.add_argument("--batch", type=int, default=4, help="frames per inference batch")
     add_measure_args(p)
@@ -113,26 +130,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     if args.batch < 1:
         raise UserError("--batch must be at least 1")
+    if args.frames is not None and args.frames <= 0:
+        raise UserError("--frames must be positive")
     inputs = expand_inputs(args.inputs)
     truth = load_truth(args.truth) if args.truth else None
     if truth is not None and len(inputs) != 1:
         raise UserError("--truth goes with exactly one input video")
-    out = Path(args.out)
-    ensure_writable(out)
+    out = Path(args.out or f"mn-segment-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    results = [out / BATCH_SUMMARY]
+    for path in inputs:
+        results += [*output_paths(out / path.stem, no_video=False).values(), out / path.stem / "masks"]
+    with claim_folder(out, results, overwrite=args.overwrite):  # one run per folder, no silent overwrite
+        return segment_all(args, inputs, out, truth)
+
+
+def segment_all(args: argparse.Namespace, inputs: list[Path], out: Path, truth: np.ndarray | None) -> int:
+    """Segment every input into ``OUT/<stem>/``: a failure is logged in one line as it happens and the
+    next input goes on (a single input's bad-input error is raised as is); then the final table and
+    ``OUT/batch-summary.json``. Returns the exit code (the module docstring)."""
     engine = open_engine(args, batch=args.batch)
-    worst = EXIT_OK
-    with engine:
-        for path in inputs:
-            code, stopped = segment_one(args, engine, path, out / path.stem, truth)
-            worst = max(worst, code)
-            if stopped:
-                break
-    return worst
+    rows: list[dict] = []
+    try:
+        with engine:
+            for path in inputs:
+                row = {"input": str(path), "folder": str(out / path.stem), "exit_code": None, "frames_processed": 0,
+                       "ended_because": "interrupted"}
+                rows.append(row)
+                try:
+                    result, stopped = segment_one(args, engine, path, out / path.stem, truth)
+                except Exception as exc:  # this input fails; the next one goes on
+                    code = exc.exit_code if isinstance(exc, UserError) else EXIT_FAILURE
+                    text = str(exc) if isinstance(exc, UserError) else f"unexpected {type(exc).__name__}: {exc}"
+                    row.update(exit_code=code, ended_because=text)
+                    if len(inputs) == 1:
+                        raise
+                    log.error("%s failed (exit code %d): %s", path, code, text, exc_info=log.isEnabledFor(logging.DEBUG))
+                    continue
+                row.update(exit_code=result.exit_code, frames_processed=result.summary.get("frames_processed"),
+                           ended_because=result.reason)
+                if result.exit_code != EXIT_OK:
+                    log.error("%s failed (exit code %d): %s", path, result.exit_code, result.reason)
+                if stopped:
+                    break
+    finally:
+        for path in inputs[len(rows):]:
+            rows.append({"input": str(path), "folder": None, "exit_code": None, "frames_processed": 0,
+                         "ended_because": "not processed: the run was stopped before it"})
+        failed = [r for r in rows if r["exit_code"] not in (EXIT_OK, None)]
+        code = (rows[0]["exit_code"] or EXIT_OK) if len(inputs) == 1 else (EXIT_BATCH_INCOMPLETE if failed else EXIT_OK)
+        write_batch_summary(out / BATCH_SUMMARY, rows, code)
+        if len(inputs) > 1:
+            print(batch_table(rows))
+    return code
+
+
+def batch_table(rows: list[dict]) -> str:
+    """The final table of a batch: each input, its exit code, frames and how it ended."""
+    width = max(len(Path(r["input"]).name) for r in rows)
+    lines = [f"{'input':<{width}}  exit  frames  ended because"]
+    for r in rows:
+        code = "-" if r["exit_code"] is None else str(r["exit_code"])
+        lines.append(f"{Path(r['input']).name:<{width}}  {code:>4}  {r['frames_processed'] or 0:>6}  "
+                     f"{r['ended_because']}")
+    failed = sum(1 for r in rows if r["exit_code"] not in (EXIT_OK, None))
+    lines.append(f"{len(rows) - failed} of {len(rows)} inputs done" + (f", {failed} failed" if failed else ""))
+    return "\n".join(lines)
+
+
+def write_batch_summary(path: Path, rows: list[dict], exit_code: int) -> None:
+    from realtime.sinks.summary import write_json
+
+    write_json(path, {"exit_code": exit_code, "inputs": len(rows),
+                      "failed": sum(1 for r in rows if r["exit_code"] not in (EXIT_OK, None)),
+                      "finished": dt.datetime.now().isoformat(timespec="seconds"), "results": rows})
 
 
 def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
-                truth: np.ndarray | None) -> tuple[int, bool]:
-    """Segment one video into ``folder``; returns (exit code, whether the user stopped the run)."""
+                truth: np.ndarray | None) -> tuple[RunResult, bool]:
+    """Segment one video into ``folder``; returns (the run's result, whether the user stopped the run)."""
     from tqdm import tqdm
 
     from realtime.outputs import Outputs, output_sinks
@@ -165,7 +240,7 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
         with bar, stop_on_signals(pipe.request_stop) as stopped:
             result = pipe.run(source, frames=frames)
     report(result.summary, paths, result.reason)
-    return result.exit_code, stopped.is_set()
+    return result, stopped.is_set()
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -30,3 +30,13 @@ def test_one_set_of_classes() -> None:
 
     assert train.errors.UserError is UserError and train.errors.CheckpointError is CheckpointError
     assert issubclass(engines.errors.EngineError, UserError)
+
+
+def test_output_errors_exit_5_and_bugs_one_line_exit_1(capsys: pytest.CaptureFixture) -> None:
+    from common.errors import EXIT_FAILURE, EXIT_OUTPUT_FAILED, OutputError
+
+    assert run_cli("mn-x", _raises(OutputError("cannot write CSV o/m.csv: No space left on device"))) == 5
+    assert EXIT_OUTPUT_FAILED == 5 and "o/m.csv" in capsys.readouterr().err
+    assert run_cli("mn-x", _raises(ValueError("Could not determine output format"))) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ValueError: Could not determine output format" in err and "Traceback" not in err

@@ -158,3 +158,96 @@ def test_live_bad_input_one_line_exit_2(argv: list[str], needle: str, tmp_path: 
     err = capsys.readouterr().err
     assert code == 2, err
     assert needle.lower() in err.lower() and "Traceback" not in err and err.count("\n") == 1
+
+
+LIGHT = [*FAST, "--presence", "off"]
+
+
+def _live_process(out: Path, cache: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "realtime.live_cli", "--source", "synthetic", "--headless",
+                             "--out", str(out), *LIGHT, *extra], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "MN_SEG_CACHE": cache})
+
+
+def _wait_rows(proc: subprocess.Popen, csv_path: Path, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not csv_path.exists() or len(read_csv(csv_path)) < n):
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.25)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tmp_path: Path, cache: str,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "same"
+    first = _live_process(out, cache)
+    try:
+        _wait_rows(first, out / "measurements.csv", 3)
+        code = live_cli(["--source", "synthetic", "--headless", "--frames", "5", "--out", str(out), *LIGHT])
+        err = capsys.readouterr().err
+        assert code == 2 and str(out) in err and f"PID {first.pid}" in err and err.count("\n") == 1
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stderr
+    rows = read_csv(out / "measurements.csv")  # the first run's alone, not interleaved with a second
+    assert [int(r["frame"]) for r in rows] == sorted({int(r["frame"]) for r in rows})
+    assert json.loads((out / "summary.json").read_text())["frames_processed"] == len(rows)
+    assert decoded_frames(out / "overlay.mp4") == len(rows)
+
+
+def test_earlier_results_are_kept_unless_overwrite(tmp_path: Path, cache: str, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "o"
+    argv = ["--source", "synthetic", "--headless", "--frames", "3", "--no-video", "--out", str(out), *LIGHT]
+    assert live_cli(argv) == 0
+    before = (out / "measurements.csv").read_bytes()
+    assert live_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "measurements.csv" in err and "Traceback" not in err
+    assert (out / "measurements.csv").read_bytes() == before
+    assert live_cli([*argv, "--frames", "4", "--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["frames_processed"] == 4
+    assert sorted(p.name for p in out.iterdir()) == ["measurements.csv", "plot.png", "summary.json"]
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--record", "o/v.txt", "must end in .mp4"),
+    ("--record", "/proc/x.mp4", "/proc"),
+    ("--summary", "/proc/x.json", "/proc"),
+    ("--plot", "o", "must end in .png"),
+])
+def test_bad_output_paths_fail_before_the_first_frame(flag: str, value: str, needle: str, tmp_path: Path, cache: str,
+                                                      capsys: pytest.CaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = live_cli(["--source", "synthetic", "--headless", "--frames", "3", "--out", "run", flag, value, *LIGHT])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and flag in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "measurements.csv").exists()  # nothing ran
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []  # no probe or .tmp left
+
+
+def test_sigkill_leaves_whole_rows_a_playable_video_and_a_partial_summary(tmp_path: Path, cache: str) -> None:
+    """A power cut, as near as a test gets: SIGKILL mid-run. Every CSV row is whole, the overlay video
+    decodes (with PyAV) up to its last whole one-second fragment, summary.json is a whole partial summary,
+    and no temporary file stays behind."""
+    import av
+
+    out = tmp_path / "killed"
+    proc = _live_process(out, cache)
+    _wait_rows(proc, out / "measurements.csv", 60)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    rows = read_csv(out / "measurements.csv")
+    assert len(rows) >= 60 and all(None not in r.values() and r["status"] for r in rows)
+    decoded = 0
+    try:
+        with av.open(str(out / "overlay.mp4")) as container:
+            for _ in container.decode(video=0):
+                decoded += 1
+    except av.error.FFmpegError:
+        pass  # the fragment being written when the process died
+    assert 24 <= decoded <= len(rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partial"] is True and summary["exit_code"] is None
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]

@@ -45,3 +45,51 @@ def test_segment_unreadable_file_exit_2(tmp_path: Path, cache: str, capsys: pyte
     code = segment_cli([str(bad), "--out", str(tmp_path / "o"), *FAST])
     err = capsys.readouterr().err
     assert code == 2 and "bad.mp4" in err and "Traceback" not in err
+
+
+LIGHT = [*FAST, "--presence", "off"]
+
+
+def test_a_broken_file_in_a_batch_fails_alone(tmp_path: Path, cache: str, capsys: pytest.CaptureFixture,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """a.mp4 broken.mp4 c.mp4: the broken file is reported as it happens, c.mp4 is still processed, the
+    final table and batch-summary.json list all three, and the exit code says the batch is incomplete."""
+    for name in ("a", "c"):
+        assert synth_cli(["--phantom", "--frames", "4", "--out", str(tmp_path / f"{name}.mp4"), "--truth",
+                          str(tmp_path / f"{name}.npz"), "-q"]) == 0
+    (tmp_path / "broken.mp4").write_bytes(b"this is not a video")
+    out = tmp_path / "seg"
+    code = segment_cli([str(tmp_path / n) for n in ("a.mp4", "broken.mp4", "c.mp4")]
+                       + ["--out", str(out), "--no-video", *LIGHT])
+    captured = capsys.readouterr()
+    assert code == 6
+    assert len(read_csv(out / "c" / "measurements.csv")) == 4
+    assert "broken.mp4 failed (exit code 2): cannot open" in caplog.text and "Traceback" not in captured.err
+    table = captured.out[captured.out.index("input"):].splitlines()
+    assert table[1].split()[:3] == ["a.mp4", "0", "4"] and table[2].split()[:3] == ["broken.mp4", "2", "0"]
+    assert table[-1] == "2 of 3 inputs done, 1 failed"
+    batch = json.loads((out / "batch-summary.json").read_text())
+    assert batch["exit_code"] == 6 and batch["failed"] == 1
+    assert [(Path(r["input"]).name, r["exit_code"]) for r in batch["results"]] == [("a.mp4", 0), ("broken.mp4", 2),
+                                                                                  ("c.mp4", 0)]
+
+
+def test_default_folder_is_timestamped_and_results_need_overwrite(tmp_path: Path, cache: str,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    clip = tmp_path / "clip.mp4"
+    assert synth_cli(["--phantom", "--frames", "3", "--out", str(clip), "--truth", str(tmp_path / "t.npz"),
+                      "-q"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert segment_cli([str(clip), "--no-video", *LIGHT]) == 0
+    (folder,) = tmp_path.glob("mn-segment-*")
+    assert folder.name[len("mn-segment-"):].replace("-", "").isdigit()
+    assert json.loads((folder / "batch-summary.json").read_text())["results"][0]["frames_processed"] == 3
+    assert segment_cli([str(clip), "--out", folder.name, "--no-video", *LIGHT]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert segment_cli([str(clip), "--out", folder.name, "--no-video", "--overwrite", *LIGHT]) == 0
+
+
+def test_frames_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert segment_cli([str(tmp_path), "--frames=-1", "--out", str(tmp_path / "o")]) == 2
+    assert "--frames must be positive" in capsys.readouterr().err
