@@ -35,7 +35,7 @@ def test_segment_folder_input_takes_every_video(tmp_path: Path, cache: str) -> N
                           "--truth", str(tmp_path / f"t{seed}.npz"), "-q"]) == 0
     out = tmp_path / "seg"
     assert segment_cli([str(videos), "--out", str(out), "--no-video", *FAST]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["s1", "s2"]
+    assert sorted(p.name for p in out.iterdir()) == ["batch-summary.json", "s1", "s2"]
     assert len(read_csv(out / "s2" / "measurements.csv")) == 4
 
 
