@@ -3,6 +3,7 @@
     mn-bench --models lunet --sizes 384x288 192x144 --backends onnxruntime --precisions fp32 --mode both
     mn-bench --source recording.mp4 --mode offline --batch 1 4 --frames 500
     mn-bench --engines-only --models lunet unet --backends torch onnxruntime     # Engine.infer alone
+    mn-bench --soak 60 --models mn-realtime --source synthetic                   # a long live run: RSS, drops
 
 Every combination runs the real pipeline (source -> preprocess -> infer -> postprocess -> track ->
 render) over --warmup frames (left out) and then --frames measured frames, --repeats times, in the
@@ -13,6 +14,11 @@ speed-up over it. A combination that cannot run keeps its row, marked failed wit
 
 Outputs: the table on stdout; --json (default benchmarks/results/bench-HOST-DATE.json), a plot
 beside it (--plot, or --no-plot), --csv with every frame's stage times.
+
+--soak MINUTES (benchmarks.soak) is one live run of the first model instead, with every mn-live output
+written, recording RSS, latency percentiles per --window-s window and dropped frames over time, and
+checking them against the targets (RSS within 5 MB after the first minute, 5-minute p95 within 10 %,
+no drops): JSON and PNG (default benchmarks/results/soak-MODEL-HOST-DATE.json).
 
 Exit codes: 0 the run completed (failed rows included), 2 bad arguments or input, 130 stopped by
 Ctrl-C / SIGTERM (the rows measured so far are written).
@@ -31,6 +37,7 @@ from typing import Any, Sequence
 
 from benchmarks import bench
 from benchmarks import engines_bench
+from benchmarks import soak as soak_mode
 from engines.registry import list_backends
 from realtime.cli_common import stop_on_signals
 from realtime.sinks.summary import write_json
@@ -111,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="do not write the plot")
     p.add_argument("--engines-only", action="store_true",
                    help="time Engine.infer alone (benchmarks.engines_bench) at batch 1 and 8 instead of the pipeline")
+    soak_mode.add_soak_args(p)
     add_logging_args(p)
     return p
 
@@ -122,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = f"{PROG} {shlex.join(argv)}".strip()
     if args.engines_only:
         return engines_only(args, command)
+    if args.soak is not None:
+        return soak(args, command)
     settings = bench.Settings(
         source=args.source, frames=args.frames,
         warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
@@ -222,6 +232,28 @@ def engines_only(args: argparse.Namespace, command: str) -> int:
     print(engines_bench.table(rows))
     print(f"wrote {out}")
     return 0
+
+
+def soak(args: argparse.Namespace, command: str) -> int:
+    """``--soak MINUTES``: :func:`benchmarks.soak.run_soak` of the first model, its JSON and plot."""
+    if not (args.soak > 0 and args.window_s > 0):
+        raise UserError("--soak MINUTES and --window-s must be positive")
+    models = args.models or [bench.default_model()]
+    if len(models) > 1:
+        log.warning("--soak runs one model: %s (not %s)", models[0], ", ".join(models[1:]))
+    bench.check_models(models[:1], (args.sizes or [None])[:1])
+    host = bench.bench_system(args.threads)["host"]
+    name = Path(models[0]).stem
+    out = Path(args.json) if args.json else engines_bench.RESULTS / f"soak-{name}-{host}-{dt.date.today()}.json"
+    plot = None if args.no_plot else Path(args.plot) if args.plot else out.with_suffix(".png")
+    result = soak_mode.run_soak(args.soak, models[0], size=args.sizes[0] if args.sizes else None, source=args.source, fps=args.fps, window_s=args.window_s,
+                                threads=args.threads, cache_dir=args.cache_dir, out=args.soak_out, command=command)
+    write_json(out, result)
+    print(soak_mode.report(result))
+    print(f"wrote {out}")
+    if plot is not None:
+        print(f"wrote {soak_mode.plot_soak(plot, result)}")
+    return EXIT_INTERRUPTED if "stopped" in result["ended_because"] else 0
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
