@@ -27,8 +27,10 @@ from realtime.sinks.overlay import OverlayRenderer
 log = logging.getLogger(__name__)
 
 
-#: Container options of the MP4 family: fragmented, index first, every packet handed to the OS.
-FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+#: Container options of the MP4 family: fragmented, index first, every packet handed to the OS;
+#: ``negative_cts_offsets`` keeps the first frame at time 0 with B-frames (a fragmented file has no edit
+#: list to hide the encoder's reordering delay, which would shift every timestamp by two frames).
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets", "flush_packets": "1"}
 #: Matroska: a cluster (written whole) every second at most.
 MATROSKA = {"cluster_time_limit": "1000", "flush_packets": "1"}
 MP4_SUFFIXES = (".mp4", ".m4v", ".mov")

@@ -25,6 +25,7 @@ def test_video_plays_with_every_frame(tmp_path: Path) -> None:
     with av.open(str(path)) as c:
         frames = list(c.decode(video=0))
     assert len(frames) == 30 and (frames[0].width, frames[0].height) == (64, 48)
+    assert [f.time for f in frames] == pytest.approx([i / 24 for i in range(30)])  # fragmented, no shift
 
 
 def test_threaded_writer_reraises_sink_errors() -> None:
