@@ -209,7 +209,92 @@ def peek_first(source, frames: Iterator) -> Any:
 
 def output_paths(folder: Path, no_video: bool) -> dict[str, Path | None]:
     return {"csv": folder / "measurements.csv", "video": None if no_video else folder / "overlay.mp4",
-            "summary": folder / "summary.json", "plot": folder / "plot.png"}
+            "summary": folder / "summary.json", "plot": folder / "plot.png", "report": folder / "report.html"}
+
+
+MASK_FORMATS: tuple[str, ...] = ("png", "nrrd", "nifti")
+"""``--masks FORMAT``: PNG files (:mod:`realtime.sinks.masks`), or one 2-D + time volume with the pixel spacing
+(:data:`realtime.sinks.mask_volume.VOLUME_FORMATS`; a test pins that they agree)."""
+#: Where each mask format goes in the output folder.
+MASK_NAMES = {"png": "masks", "nrrd": "masks.seq.nrrd", "nifti": "masks.nii.gz"}
+
+
+def add_mask_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--masks", nargs="?", const="png", default=None, choices=list(MASK_FORMATS), metavar="FORMAT",
+                   help="also write each frame's nerve mask: png (OUT/masks/NNNNNN.png, measured frames; the "
+                        "default of a bare --masks), nrrd (OUT/masks.seq.nrrd, a 3D Slicer volume sequence with the "
+                        "pixel spacing) or nifti (OUT/masks.nii.gz, spacing in the header): "
+                        + ", ".join(MASK_FORMATS))
+
+
+def mask_path(folder: Path, fmt: str) -> Path:
+    """Where ``--masks fmt`` writes in ``folder``: a folder of PNGs, or one sequence file."""
+    return folder / MASK_NAMES[fmt]
+
+
+def port_number(text: str) -> int:
+    """``--igtl-out PORT``: a TCP port, 1 to 65535 (argparse type)."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535; OpenIGTLink's usual one is 18944)")
+    return int(text)
+
+
+def add_live_output_args(p: argparse.ArgumentParser) -> None:
+    """mn-live's raw recording and OpenIGTLink output flags."""
+    p.add_argument("--record-raw", default=None, metavar="MKV",
+                   help="also record every processed input frame losslessly (FFV1 in Matroska, grey or as received, "
+                        "after --roi), frame k = CSV row k; mn-segment MKV analyses it again")
+    p.add_argument("--igtl-out", type=port_number, default=None, metavar="PORT",
+                   help="serve each frame's mask (IMAGE, a labelmap with the pixel spacing) and measurements (STRING, "
+                        "JSON) over OpenIGTLink on this port (3D Slicer: OpenIGTLinkIF, client, localhost:PORT)")
+    p.add_argument("--igtl-bind", default="127.0.0.1", metavar="ADDR",
+                   help="the interface --igtl-out listens on; the default serves this machine only (another address "
+                        "sends patient images to whoever can reach it)")
+    p.add_argument("--igtl-device", default="NerveMask", metavar="NAME",
+                   help="OpenIGTLink device name of the mask IMAGE messages")
+    p.add_argument("--igtl-text-device", default="NerveMeasurements", metavar="NAME",
+                   help="OpenIGTLink device name of the measurement STRING messages")
+
+
+def live_output_paths(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
+    """The raw recording and mask outputs that mn-live's flags ask for (kind -> path)."""
+    out: dict[str, Path] = {}
+    if getattr(args, "record_raw", None):
+        out["raw"] = Path(args.record_raw)
+    if getattr(args, "masks", None):
+        out["masks"] = mask_path(folder, args.masks)
+    return out
+
+
+def check_live_outputs(args: argparse.Namespace, paths: dict[str, Path | None]) -> None:
+    """Before the engine loads and the first frame: the raw recording's name and folder, the OpenIGTLink
+    device names and port (free on its interface). A clear error (exit 2) otherwise."""
+    raw = paths.get("raw")
+    if raw is not None:
+        if raw.suffix.lower() != ".mkv":
+            raise UserError(f"--record-raw {raw}: the raw recording is FFV1 in Matroska, the file name must end in .mkv")
+        if raw.is_dir():
+            raise UserError(f"--record-raw {raw} is a folder: give a file name")
+        try:
+            raw.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--record-raw {raw}: cannot create {raw.parent}: {exc.strerror or exc}") from None
+        if not os.access(raw.parent, os.W_OK):
+            raise UserError(f"--record-raw {raw}: the folder {raw.parent} is not writable")
+    if getattr(args, "igtl_out", None) is not None:
+        from realtime.sinks.igtl_out import bind_server, check_device_name
+
+        check_device_name(args.igtl_device, "--igtl-device")
+        check_device_name(args.igtl_text_device, "--igtl-text-device")
+        bind_server(args.igtl_bind, args.igtl_out).close()  # in use, or not an address here: said now
+
+
+def igtl_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:class:`realtime.sinks.igtl_out.IgtlOutSink`'s arguments from the flags (empty: no OpenIGTLink output)."""
+    if getattr(args, "igtl_out", None) is None:
+        return {}
+    return {"port": args.igtl_out, "bind": args.igtl_bind, "device": args.igtl_device,
+            "text_device": args.igtl_text_device}
 
 
 def ensure_writable(folder: Path) -> None:

@@ -9,7 +9,10 @@ Live semantics: the newest frame is processed and stale ones are dropped (counte
 ``--no-drop`` processes every frame of a file or the phantom instead.
 
 Outputs (``--out DIR``, default ``mn-live-YYYYmmdd-HHMMSS``): measurements.csv, overlay.mp4,
-summary.json, plot.png; ``--log``, ``--record``, ``--summary``, ``--plot`` choose paths one by one.
+summary.json, plot.png, report.html; ``--log``, ``--record``, ``--summary``, ``--plot`` choose paths
+one by one. On request: ``--record-raw MKV`` (every processed frame, lossless), ``--masks FORMAT``
+(png, nrrd, nifti) and ``--igtl-out PORT`` (masks and measurements served live over OpenIGTLink,
+on 127.0.0.1 unless ``--igtl-bind``).
 The folder belongs to the run: a second run into it is refused while this one goes on, and results
 of an earlier run are not replaced without ``--overwrite``. Every output path is checked before the
 first frame. The files survive a crash: CSV rows written whole, a video playable up to the last
@@ -33,8 +36,9 @@ from typing import Sequence
 
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
-from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, make_calibration, make_tracker,
-                                 open_engine, output_paths, peek_first, run_metadata, stop_on_signals)
+from realtime.cli_common import (add_engine_args, add_live_output_args, add_mask_args, add_measure_args,
+                                 check_live_outputs, csv_metadata, igtl_options, live_output_paths, make_calibration,
+                                 make_tracker, open_engine, output_paths, peek_first, run_metadata, stop_on_signals)
 from realtime.run_folder import check_outputs, claim_folder
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-drop", action="store_true",
                    help="process every frame of a file or the phantom (no live dropping; devices always drop)")
     p.add_argument("--seed", type=int, default=None, help="phantom / animation seed")
+    add_mask_args(p)
+    add_live_output_args(p)
     add_logging_args(p)
     return p
 
@@ -96,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = output_paths(folder, args.no_video)
     paths.update({k: Path(v) for k, v in (("csv", args.log), ("video", args.record), ("summary", args.summary),
                                           ("plot", args.plot)) if v})
+    paths.update(live_output_paths(args, folder))
+    check_live_outputs(args, paths)  # the raw recording's name, the OpenIGTLink port free: before the engine loads
     check_outputs(paths, OUTPUT_FLAGS)  # every output path checked before the engine loads and the first frame
     with claim_folder(folder, paths.values(), overwrite=args.overwrite):  # one run per folder, no silent overwrite
         return run(args, folder, paths)
@@ -135,7 +143,10 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
             else:
                 log.info("no display: running headless")
         sinks = output_sinks(Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"],
-                                     plot=paths["plot"]), window=window, csv_header=csv_metadata(meta), warmup=5)
+                                     plot=paths["plot"], report=paths["report"], raw=paths.get("raw"),
+                                     masks=paths.get("masks"), masks_format=args.masks or "png",
+                                     igtl=igtl_options(args)),
+                             window=window, csv_header=csv_metadata(meta), warmup=5)
         pipe = Pipeline(engine, make_tracker(args, calibration, fps), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, max_frames=args.frames,
                                        duration_s=args.duration, fps_hint=fps, metadata=meta))

@@ -5,19 +5,25 @@ hands every record to.
 the order that matters: the sinks that draw and store the frame's pixels first (their render and
 write times then reach the CSV row), then the CSV, the truth score, any extra sinks (a progress
 bar), and the summary last (it reads the truth score and every output's path when the run ends).
-A new kind of output is a new sink module plus one line here.
+The OpenIGTLink output and the raw recording are there too (the sinks that send or store the frame);
+the report, written from the summary, comes after it. A new kind of output is a new sink module plus
+one line here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from realtime.sinks.base import Sink
 from realtime.sinks.csv_sink import CsvSink
+from realtime.sinks.igtl_out import IgtlOutSink
+from realtime.sinks.mask_volume import MaskVolumeSink
 from realtime.sinks.masks import MaskSink
 from realtime.sinks.overlay import OverlayRenderer
+from realtime.sinks.raw import RawSink
+from realtime.sinks.report import ReportSink
 from realtime.sinks.summary import SummarySink
 from realtime.sinks.truth import TruthSink
 from realtime.sinks.video import VideoSink
@@ -32,7 +38,11 @@ class Outputs:
     video: Path | None = None
     summary: Path | None = None
     plot: Path | None = None
-    masks: Path | None = None  # folder for per-frame nerve masks (PNG), mn-segment --masks
+    masks: Path | None = None  # per-frame nerve masks: a folder of PNGs, or one NRRD / NIfTI file (masks_format)
+    masks_format: str = "png"  # png | nrrd | nifti (--masks FORMAT)
+    raw: Path | None = None  # the raw recording (FFV1 .mkv), --record-raw
+    report: Path | None = None  # report.html
+    igtl: dict[str, Any] = field(default_factory=dict)  # --igtl-out: IgtlOutSink's arguments (port, bind, ...)
 
 
 def output_sinks(outputs: Outputs, *, window: LiveWindow | None = None, csv_header: dict[str, Any] | None = None,
@@ -49,11 +59,18 @@ def output_sinks(outputs: Outputs, *, window: LiveWindow | None = None, csv_head
         sinks.append(VideoSink(outputs.video, renderer))
     if window is not None:
         sinks.append(WindowSink(window, renderer))
+    if outputs.raw:
+        sinks.append(RawSink(outputs.raw))
     if outputs.masks:
-        sinks.append(MaskSink(outputs.masks))
+        sinks.append(MaskSink(outputs.masks) if outputs.masks_format == "png"
+                     else MaskVolumeSink(outputs.masks, outputs.masks_format))
+    if outputs.igtl:
+        sinks.append(IgtlOutSink(**outputs.igtl))
     if outputs.csv:
         sinks.append(CsvSink(outputs.csv, metadata=csv_header))
     sinks.append(TruthSink())
     sinks.extend(extra)
     sinks.append(SummarySink(outputs.summary, plot=outputs.plot, warmup=warmup))
+    if outputs.report:
+        sinks.append(ReportSink(outputs.report))
     return sinks

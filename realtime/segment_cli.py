@@ -4,7 +4,8 @@
     mn-segment clip.mp4 --model best.pt --truth clip-truth.npz      # score against known truth
 
 For each input writes ``OUT/<input stem>/``: measurements.csv, overlay.mp4 (unless --no-video),
-summary.json, plot.png (and masks/ with --masks); and ``OUT/batch-summary.json``: every input, its
+summary.json, plot.png, report.html (and the masks with --masks FORMAT: masks/, masks.seq.nrrd or
+masks.nii.gz); and ``OUT/batch-summary.json``: every input, its
 exit code, frames and how it ended. A folder input takes every video in it. ``--out`` defaults to
 ``mn-segment-YYYYmmdd-HHMMSS``; the folder belongs to the run (a second run into it is refused while
 this one goes on) and earlier results in it are not replaced without ``--overwrite``.
@@ -31,9 +32,9 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from common.cli import add_logging_args, setup_logging
 from common.errors import EXIT_BATCH_INCOMPLETE, EXIT_FAILURE, EXIT_OK, UserError, run_cli
-from realtime.cli_common import (add_engine_args, add_measure_args, csv_metadata, ensure_writable, make_calibration,
-                                 make_tracker, open_engine, output_paths, peek_first, run_metadata,
-                                 stop_on_signals)
+from realtime.cli_common import (add_engine_args, add_mask_args, add_measure_args, csv_metadata, ensure_writable,
+                                 make_calibration, make_tracker, mask_path, open_engine, output_paths, peek_first,
+                                 run_metadata, stop_on_signals)
 from realtime.live_cli import report
 from realtime.run_folder import claim_folder
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="frames per inference batch")
     add_measure_args(p)
     p.add_argument("--no-video", action="store_true", help="do not write the overlay video")
-    p.add_argument("--masks", action="store_true", help="also write each frame's nerve mask as a PNG")
+    add_mask_args(p)
     p.add_argument("--truth", default=None, metavar="NPZ",
                    help="truth written by mn-synth: adds per-frame Dice and CSA/FR/centroid errors to the summary")
     p.add_argument("--frames", type=int, default=None, help="process at most this many frames per input")
@@ -139,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out or f"mn-segment-{dt.datetime.now():%Y%m%d-%H%M%S}")
     results = [out / BATCH_SUMMARY]
     for path in inputs:
-        results += [*output_paths(out / path.stem, no_video=False).values(), out / path.stem / "masks"]
+        results += [*output_paths(out / path.stem, no_video=False).values(),
+                    mask_path(out / path.stem, args.masks or "png")]
     with claim_folder(out, results, overwrite=args.overwrite):  # one run per folder, no silent overwrite
         return segment_all(args, inputs, out, truth)
 
@@ -229,7 +231,9 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
             total = min(total, args.frames) if total else args.frames
         bar = tqdm(total=total, desc=path.name, unit="frame", disable=not log.isEnabledFor(logging.INFO))
         sinks = output_sinks(Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"],
-                                     plot=paths["plot"], masks=folder / "masks" if args.masks else None),
+                                     plot=paths["plot"], report=paths["report"],
+                                     masks=mask_path(folder, args.masks) if args.masks else None,
+                                     masks_format=args.masks or "png"),
                              csv_header=csv_metadata(meta), warmup=args.batch, extra=[Callback(lambda r: bar.update(1))])
         pipe = Pipeline(engine, make_tracker(args, calibration, fps), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,

@@ -15,7 +15,7 @@ from realtime.presence import PRESENCE_MODES
 from realtime.tracker import SMOOTHING_METHODS
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "numpy", "cv2", "av", "onnxruntime", "matplotlib")
+HEAVY = ("torch", "numpy", "cv2", "av", "onnxruntime", "matplotlib", "pyigtl", "nrrd", "nibabel")
 
 
 def test_choices_agree_with_the_modules() -> None:
@@ -35,9 +35,47 @@ def test_importing_a_command_loads_nothing_heavy(module: str) -> None:
     assert _loaded_after(f"import {module}") == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--frames", "x"], ["--frames", "-1"], ["--smoothing", "spline"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--frames", "x"], ["--frames", "-1"], ["--smoothing", "spline"],
+                                  ["--masks", "tiff"], ["--igtl-out", "0"]])
 def test_help_and_bad_arguments_load_nothing_heavy(argv: list[str]) -> None:
     code = ("import sys\nfrom realtime.live_cli import cli\n"
             f"try:\n    code = cli({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
             "assert code in (0, 2), code")
     assert _loaded_after(code) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--masks", "tiff"], "argument --masks: invalid choice: 'tiff'"),
+    (["--igtl-out", "70000"], "is not a TCP port"),
+    (["--record-raw", "raw.mp4"], "--record-raw raw.mp4: the raw recording is FFV1 in Matroska"),
+    (["--igtl-out", "18944", "--igtl-device", "A" * 21], "an OpenIGTLink device name has 1 to 20 characters"),
+])
+def test_bad_output_flags_exit_2_in_one_line(argv: list[str], message: str, tmp_path: Path, monkeypatch,
+                                             capsys: pytest.CaptureFixture) -> None:
+    from realtime.live_cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = cli(["--out", str(tmp_path / "out"), *argv])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "measurements.csv").exists()  # refused before the run
+
+
+def test_igtl_port_in_use_exit_2_before_the_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    from realtime.live_cli import cli
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        code = cli(["--out", str(tmp_path / "out"), "--igtl-out", str(taken.getsockname()[1]), "-q"])
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert code == 2 and "the port is in use" in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "measurements.csv").exists()

@@ -207,7 +207,7 @@ def test_earlier_results_are_kept_unless_overwrite(tmp_path: Path, cache: str, c
     assert (out / "measurements.csv").read_bytes() == before
     assert live_cli([*argv, "--frames", "4", "--overwrite"]) == 0
     assert json.loads((out / "summary.json").read_text())["frames_processed"] == 4
-    assert sorted(p.name for p in out.iterdir()) == ["measurements.csv", "plot.png", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["measurements.csv", "plot.png", "report.html", "summary.json"]
 
 
 @pytest.mark.parametrize("flag, value, needle", [
