@@ -67,12 +67,17 @@ class MaskVolumeSink(Sink):
         self.frames: list[int] = []  # the CSV's frame number of each item
         self.shape: tuple[int, int] | None = None  # (H, W)
         self._fd: int | None = None
+        self._template = None  # the partial header (NRRD text, NIfTI header) of 0 frames
 
     def open(self, run: RunInfo) -> None:
         calibration = getattr(run.tracker, "calibration", None)
         if calibration is not None:
             self.spacing, self.calibrated = (float(calibration.sx), float(calibration.sy)), True
         self.fps = float(run.fps or 24.0)
+        if self.fmt == "nrrd":  # the library's import (nibabel: most of a second) before the first frame, not in it
+            import nrrd  # noqa: F401
+        else:
+            import nibabel  # noqa: F401
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.partial_data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
@@ -98,12 +103,20 @@ class MaskVolumeSink(Sink):
 
     # ------------------------------------------------------------------ headers
     def _write_partial_header(self) -> None:
+        """The partial header for the frames written so far: made once, only the frame count changes."""
         n = len(self.frames)
+        if self._template is None:
+            if self.fmt == "nrrd":
+                self._template = nrrd_header(self.shape, 0, self.spacing, self.calibrated, None, encoding="raw",
+                                             data_file=self.partial_data.name)
+            else:
+                self._template = nifti_header(self.shape, 0, self.spacing, self.fps, self.calibrated, pair=True)
         if self.fmt == "nrrd":
-            data = nrrd_header(self.shape, n, self.spacing, self.calibrated, None, encoding="raw",
-                               data_file=self.partial_data.name).encode()
+            h, w = self.shape
+            data = self._template.replace(f"sizes: {w} {h} 1 0\n", f"sizes: {w} {h} 1 {n}\n", 1).encode()
         else:
-            data = nifti_header(self.shape, n, self.spacing, self.fps, self.calibrated, pair=True).binaryblock
+            self._template["dim"][4] = n
+            data = self._template.binaryblock
         _atomic_write(self.partial_header, data)
 
     def close(self) -> None:
@@ -141,7 +154,7 @@ class MaskVolumeSink(Sink):
 
         header = nrrd_header(self.shape, len(self.frames), self.spacing, self.calibrated, self.frames, encoding="gzip")
         data = self._frames_on_disk()
-        gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+        gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip stream; level 1: masks are mostly 0s
         with open(tmp, "wb") as fh:
             fh.write(header.encode() + b"\n")  # an attached header ends with a blank line
             for i in range(0, len(data), _CHUNK_FRAMES):
