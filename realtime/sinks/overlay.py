@@ -48,14 +48,23 @@ def _every_pixel(contour: np.ndarray) -> np.ndarray:
     return (p[start] + np.sign(d)[start] * k[:, None]).reshape(-1, 1, 2).astype(np.int32)
 
 
+def run_warning(metadata: dict) -> str | None:
+    """What every picture of the run must say: that the model has random weights (an architecture name
+    was given, the engine notes say so), or ``None``."""
+    return "RANDOM WEIGHTS: not a measurement" if "random weights" in str(metadata.get("engine_notes") or "") else None
+
+
 class OverlayRenderer:
     """Draws records onto their frames; keeps the last ``trace_len`` areas for the CSA trace.
 
     ``calibrated``: the unit of the CSA shown (mm² or px); ``None`` reads it from each record.
+    ``warning``: a line drawn in red on every frame (:func:`run_warning`; set by the sinks that show
+    the overlay when the run opens).
     """
 
     def __init__(self, calibrated: bool | None = None, trace_len: int = 120) -> None:
         self.calibrated = calibrated
+        self.warning: str | None = None
         self.trace: deque[float] = deque(maxlen=trace_len)
         self._times: list[float] = []
         self._last: tuple[FrameRecord, np.ndarray] | None = None
@@ -108,13 +117,15 @@ class OverlayRenderer:
         ]
         if r.tracked.csa_change_pct is not None:
             lines.insert(1, f"dCSA {_fmt(r.tracked.csa_change_pct, 1)} %")
+        if self.warning:
+            lines.insert(0, self.warning)
         x0, y0, lh = 6, 6, 17
         box_w = 8 + max(cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)[0][0] for s in lines)
         sub = img[y0:y0 + lh * len(lines) + 6, x0:x0 + box_w]
         sub[:] = (sub * 0.35).astype(np.uint8)
         for i, text in enumerate(lines):
-            cv2.putText(img, text, (x0 + 4, y0 + 14 + i * lh), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        colour if i == len(lines) - 1 else (255, 255, 255), 1, cv2.LINE_AA)
+            ink = colour if i == len(lines) - 1 else (60, 60, 255) if text == self.warning else (255, 255, 255)
+            cv2.putText(img, text, (x0 + 4, y0 + 14 + i * lh), cv2.FONT_HERSHEY_SIMPLEX, 0.45, ink, 1, cv2.LINE_AA)
 
     def _trace(self, img: np.ndarray) -> None:
         vals = np.array(self.trace, dtype=np.float64)

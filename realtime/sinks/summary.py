@@ -215,7 +215,10 @@ class SummarySink(Sink):
         if self.path:
             write_json(self.path, run.summary)
         if self.plot and self.builder.processed:
-            plot_series(self.plot, self.builder, title=str(run.metadata.get("source", "")))
+            title = str(run.metadata.get("source", ""))
+            if "random weights" in str(run.metadata.get("engine_notes") or ""):
+                title += "  (RANDOM WEIGHTS: speed only, the masks are meaningless)"
+            plot_series(self.plot, self.builder, title=title)
 
 
 def _output_rank(kind: str) -> tuple[int, str]:

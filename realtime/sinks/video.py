@@ -22,7 +22,7 @@ import numpy as np
 from common.errors import UserError
 from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunInfo, Sink
-from realtime.sinks.overlay import OverlayRenderer
+from realtime.sinks.overlay import OverlayRenderer, run_warning
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class VideoSink(Sink):
         self._writer: ThreadedWriter | None = None
 
     def open(self, run: RunInfo) -> None:
+        self.renderer.warning = run_warning(run.metadata)
         self._writer = ThreadedWriter(VideoWriter(self.path, fps=self.fps or run.fps), maxsize=self.maxsize,
                                       name="video-writer")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunControl, RunInfo, Sink
-from realtime.sinks.overlay import OverlayRenderer
+from realtime.sinks.overlay import OverlayRenderer, run_warning
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class WindowSink(Sink):
 
     def open(self, run: RunInfo) -> None:
         self.control = run.control
+        self.renderer.warning = run_warning(run.metadata)
 
     def write(self, record: FrameRecord) -> None:
         bgr = self.renderer.draw(record)

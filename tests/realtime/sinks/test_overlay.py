@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from realtime.sinks.overlay import STATUS_COLOURS, OverlayRenderer, to_bgr8
+from realtime.sinks.overlay import STATUS_COLOURS, OverlayRenderer, run_warning, to_bgr8
 from tests.realtime.sinks._helpers import record
 
 
@@ -43,3 +43,23 @@ def test_draw_once_per_record_and_the_contour_is_the_traced_outline() -> None:
     drawn = OverlayRenderer().render(big)
     assert (drawn[80:] == expected[80:]).all()  # below the text panel (a single frame draws no trace)
     assert (drawn[80:] != to_bgr8(big.image)[80:]).any()
+
+
+def test_random_weights_are_written_on_every_frame(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from realtime.sinks.base import RunControl, RunInfo
+    from realtime.sinks.video import VideoSink
+
+    assert run_warning({"engine_notes": "random weights (architecture name given): for speed only"})
+    assert run_warning({"engine_notes": "int8 parts"}) is None and run_warning({}) is None
+    renderer = OverlayRenderer()
+    sink = VideoSink(tmp_path / "o.mp4", renderer)
+    sink.open(RunInfo(source=None, engine=None, tracker=None, control=RunControl(), fps=24.0, calibrated=False,
+                      metadata={"engine_notes": "random weights (architecture name given)"}))
+    r = record(0, area=None)  # no nerve drawn: a wide frame for the text
+    r.image = np.full((120, 320), 80, np.uint8)
+    sink.write(r)
+    sink.close()
+    assert renderer.warning == "RANDOM WEIGHTS: not a measurement"
+    warned, plain = renderer.render(r), OverlayRenderer().render(r)
+    red = lambda img: (img[..., 2] > 200) & (img[..., 1] < 120) & (img[..., 0] < 120)  # noqa: E731
+    assert red(warned).sum() > 50 and not red(plain).any()
