@@ -11,8 +11,8 @@ Frames without a median nerve are made from the project's own data only (no outs
 
 and frames with one: the validation images themselves and frames of the built-in phantom.
 Each frame goes through exactly what runs live: preprocess, the engine, post-processing, a fresh
-:class:`~realtime.tracker.Tracker` with the presence gate (``--presence on``) and without it
-(``off``). A negative frame *reports a nerve* when its status is ``ok``; a positive is *found* when
+:class:`~realtime.tracker.Tracker` with the presence gate (``--presence on``: size, shape and
+appearance), with its size and shape checks only (``shape``) and without it (``off``). A negative frame *reports a nerve* when its status is ``ok``; a positive is *found* when
 ``ok`` with Dice >= 0.5 against the truth (``ok`` with a lower Dice is a *wrong structure*).
 
 Writes JSON and Markdown (``--json``, ``--md``) with, per kind and gate setting: frames,
@@ -149,7 +149,7 @@ def classify(engine: Any, items: Sequence[dict[str, Any]], gates: dict[str, Any]
         prob = engine.infer(preprocess_image(image, size)[None, None])[0, 0]
         post = postprocess(prob, (w, h))
         for name, gate in gates.items():
-            r = Tracker(None, 24.0, presence=gate).update(post, 0, 0.0)
+            r = Tracker(None, 24.0, presence=gate).update(post, 0, 0.0, image=image)
             row = {"kind": item["kind"], "id": item["id"], "gate": name, "positive": item["positive"],
                    "status": r.status.value, "reported": r.measured, "rejected": r.rejected,
                    "n_detections": r.n_detections, "dsc": None,
@@ -253,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in (out, md):
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise UserError(f"cannot write {path}: the folder {path.parent} does not exist or is not writable")
-    gates = {"on": make_presence_gate("on", args.min_confidence), "off": None}
+    gates = {"on": make_presence_gate("on", args.min_confidence), "shape": make_presence_gate("shape", args.min_confidence),
+             "off": None}
     engine = load_engine(model, backend=args.backend, threads=args.threads)
     try:
         items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)

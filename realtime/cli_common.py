@@ -83,8 +83,9 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-px", type=float, default=60.0, help="tracking gate when uncalibrated (px)")
     p.add_argument("--presence", choices=list(PRESENCE_CHOICES), default="on",
                    help="on: a detection is measured only when it is plausible as a median nerve (size relative to "
-                        "the frame and in mm² when calibrated, flattening, circularity, confidence); otherwise the "
-                        "frame is no_detection and the 'rejected' column says why. off: measure every detection")
+                        "the frame and in mm² when calibrated, flattening, circularity, confidence) and looks like "
+                        "one (a bright rim around it, a sharp outline); otherwise the frame is no_detection and the "
+                        "'rejected' column says why. shape: size and shape checks only. off: measure every detection")
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help="presence gate: least mean nerve probability inside the mask (default 0.5)")
 

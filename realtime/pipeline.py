@@ -206,7 +206,7 @@ class Pipeline:
             post = postprocess(prob, (frame.width, frame.height), threshold=self.config.threshold,
                                min_area_px=self.config.min_area_px)
         with timed(timings, "track"):
-            tracked = self.tracker.update(post, frame.index, frame.pts)
+            tracked = self.tracker.update(post, frame.index, frame.pts, image=frame.image)
         return FrameRecord(frame=frame.index, t_s=frame.pts, tracked=tracked,
                            calibrated=self.tracker.calibration is not None,
                            latency_ms=(time.monotonic() - frame.t_capture) * 1000.0,

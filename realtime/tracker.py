@@ -500,7 +500,8 @@ class Tracker:
 
     # ---------------------------------------------------------------- update
 
-    def update(self, post: PostprocessResult, frame_index: int, t_s: float) -> TrackedMeasurement:
+    def update(self, post: PostprocessResult, frame_index: int, t_s: float,
+               image: np.ndarray | None = None) -> TrackedMeasurement:
         """Process one frame: select the nerve, measure it, update the state, baseline and filters.
 
         Args:
@@ -508,6 +509,8 @@ class Tracker:
             frame_index: the frame's index in the stream; must increase from call to call (gaps
                 are frames the source dropped and count as misses).
             t_s: the frame's time in seconds (stream time), copied to the result.
+            image: the frame itself (native resolution, grey or BGR), for the presence gate's
+                appearance check; without it only size and shape are checked.
         """
         frame_index = int(frame_index)
         if self._last_index is not None and frame_index <= self._last_index:
@@ -527,7 +530,8 @@ class Tracker:
         rejected: str | None = None
         if measurement is not None and self.presence is not None:
             h, w = post.shape
-            rejected = self.presence.check(measurement, (w, h), self.calibration)
+            rejected = self.presence.check(measurement, (w, h), self.calibration, image=image, mask=nerve_mask,
+                                           prob=post.prob)
             if rejected is not None:
                 log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
                 measurement, nerve_mask, labels = None, None, ()

@@ -1,0 +1,135 @@
+"""Appearance features of drawn regions with known answers, the logistic score, its file, and the
+presence gate's appearance check (including the shipped model on drawn nerves and non-nerves)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime.appearance import (DEFAULT_MODEL_FILE, FEATURES, AppearanceModel, appearance_features,
+                                 load_appearance_model)
+from realtime.morphometry import measure_mask
+from realtime.postprocess import postprocess
+from realtime.presence import PresenceGate, make_presence_gate
+from realtime.tracker import TrackStatus, Tracker
+from train.errors import UserError
+
+W, H = 400, 300
+
+
+def scene(rim: int, rng_seed: int = 0, a: int = 40, b: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grey tissue (texture) with an ellipse of mid grey, ringed by a band of brightness ``rim`` (0: none)."""
+    rng = np.random.default_rng(rng_seed)
+    img = np.clip(rng.normal(90, 25, (H, W)), 0, 255).astype(np.float32)
+    centre = (W // 2, H // 2)
+    if rim:
+        cv2.ellipse(img, centre, (a + 6, b + 6), 0, 0, 360, float(rim), -1)
+    cv2.ellipse(img, centre, (a, b), 0, 0, 360, 70.0, -1)
+    mask = np.zeros((H, W), np.uint8)
+    cv2.ellipse(mask, centre, (a, b), 0, 0, 360, 1, -1)
+    return np.clip(img, 0, 255).astype(np.uint8), mask, mask.astype(np.float32)
+
+
+def test_a_bright_rim_and_a_sharp_outline_raise_ring_and_edge() -> None:
+    plain, mask, prob = scene(rim=0)
+    rimmed, _, _ = scene(rim=200)
+    f_plain, f_rim = appearance_features(plain, mask, prob), appearance_features(rimmed, mask, prob)
+    assert f_plain.shape == (len(FEATURES),)
+    assert f_rim[0] > f_plain[0] + 1.0 and f_rim[1] > f_plain[1]
+    # a hard 0/1 probability has no unsure pixel; log area is exact
+    assert f_plain[2] == 0.0
+    assert f_plain[3] == pytest.approx(math.log(mask.sum() / (W * H)))
+
+
+def test_features_do_not_change_with_gain_and_offset_or_colour() -> None:
+    img, mask, prob = scene(rim=160)
+    base = appearance_features(img, mask, prob)
+    brighter = np.clip(img.astype(np.float32) * 1.25 + 10, 0, 255).astype(np.uint8)
+    assert np.allclose(appearance_features(brighter, mask, prob)[:2], base[:2], rtol=0.06)
+    bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    assert np.allclose(appearance_features(bgr, mask, prob), base)
+
+
+def test_unsure_counts_the_hesitant_part_of_the_box() -> None:
+    img, mask, _ = scene(rim=0)
+    prob = np.zeros((H, W), np.float32)
+    ys, xs = np.nonzero(mask)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    prob[box] = 0.5
+    prob[ys.min():ys.min() + (ys.max() - ys.min() + 1) // 2, xs.min():xs.max() + 1] = 0.95
+    half = (ys.max() - ys.min() + 1 - (ys.max() - ys.min() + 1) // 2) / (ys.max() - ys.min() + 1)
+    assert appearance_features(img, mask, prob)[2] == pytest.approx(half)
+    assert appearance_features(img, np.zeros_like(mask), prob) is None
+
+
+def model(threshold: float = 0.5, weights: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0)) -> AppearanceModel:
+    return AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=weights, bias=0.0,
+                           threshold=threshold, provenance={"what": "test"})
+
+
+def test_score_is_the_logistic_of_the_standardised_features() -> None:
+    m = AppearanceModel(features=FEATURES, mean=(1.0, 0, 0, 0), scale=(2.0, 1, 1, 1), weights=(3.0, 0, 0, -1.0),
+                        bias=0.5, threshold=0.5)
+    # z = (5 - 1) / 2 = 2 -> logit 3 * 2 + (-1) * 1 + 0.5 = 5.5
+    assert m.score([5.0, 9.0, 9.0, 1.0]) == pytest.approx(1 / (1 + math.exp(-5.5)))
+    assert m.score([-1e9, 0, 0, 0]) == pytest.approx(0.0, abs=1e-20)
+
+
+def test_model_file_round_trip_and_bad_models(tmp_path: Path) -> None:
+    m = model(0.3)
+    assert load_appearance_model(m.save(tmp_path / "m.json")) == m
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(UserError, match="does not exist"):
+        load_appearance_model(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"features": ["ring"]}')
+    with pytest.raises(UserError, match="missing or malformed"):
+        load_appearance_model(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="not this mn-seg's"):
+        AppearanceModel(features=("other",), mean=(0.0,), scale=(1.0,), weights=(1.0,), bias=0.0, threshold=0.5)
+    with pytest.raises(UserError, match="threshold"):
+        model(threshold=1.5)
+
+
+def test_gate_rejects_by_appearance_only_when_it_sees_the_image() -> None:
+    img, mask, prob = scene(rim=0)
+    m = measure_mask(mask, None, prob)
+    strict = PresenceGate(appearance=model(threshold=0.999, weights=(1.0, 0, 0, 0)))
+    assert strict.check(m, (W, H)) is None  # no image: size and shape only
+    reason = strict.check(m, (W, H), image=img, mask=mask, prob=prob)
+    assert reason is not None and reason.startswith("appearance ") and reason.endswith("< 1.00")
+    rimmed, _, _ = scene(rim=220)
+    lenient = PresenceGate(appearance=model(threshold=0.5, weights=(1.0, 0, 0, 0)))
+    assert lenient.check(m, (W, H), image=rimmed, mask=mask, prob=prob) is None
+    assert lenient.describe()["appearance"]["threshold"] == 0.5
+
+
+def test_tracker_hands_the_frame_to_the_gate() -> None:
+    img, mask, prob = scene(rim=0)
+    gate = PresenceGate(appearance=model(threshold=0.999))
+    post = postprocess(prob, (W, H))
+    r = Tracker(None, 10.0, presence=gate).update(post, 0, 0.0, image=img)
+    assert r.status is TrackStatus.NO_DETECTION and r.rejected.startswith("appearance")
+    assert Tracker(None, 10.0, presence=gate).update(post, 0, 0.0).status is TrackStatus.OK
+
+
+def test_presence_modes() -> None:
+    on, shape = make_presence_gate("on"), make_presence_gate("shape")
+    assert on.appearance == load_appearance_model(DEFAULT_MODEL_FILE) and shape.appearance is None
+    assert make_presence_gate("on", 0.7).min_confidence == 0.7
+    assert make_presence_gate("off") is None
+
+
+def test_the_shipped_model_keeps_a_rimmed_nerve_and_drops_a_blurred_blob() -> None:
+    shipped = load_appearance_model()
+    assert shipped.features == FEATURES and 0.0 < shipped.threshold < 1.0
+    assert shipped.provenance["segmentation_model"] == "mn-realtime"
+    nerve, mask, prob = scene(rim=200)
+    assert shipped.score(appearance_features(nerve, mask, prob)) >= shipped.threshold
+    blob, _, _ = scene(rim=0)
+    soft = cv2.GaussianBlur(prob, (0, 0), 8)
+    soft_mask = (soft >= 0.5).astype(np.uint8)
+    assert shipped.score(appearance_features(blob, soft_mask, soft)) < shipped.threshold

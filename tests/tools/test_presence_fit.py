@@ -1,0 +1,66 @@
+"""The appearance fit's pieces: the logistic regression separates separable data, patients never
+straddle folds, out-of-fold scores come from models that did not see the row's patient, and the
+report counts frames per kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.presence_fit import fit_logistic, format_md, group_folds, out_of_fold, rates
+from train.errors import UserError
+
+
+def separable(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 3 == 0).astype(float)  # unbalanced: a third positive
+    X = rng.normal(0, 1, (n, 4))
+    X[:, 0] += 4 * y  # only feature 0 carries the class
+    return X, y
+
+
+def test_logistic_regression_learns_the_informative_feature() -> None:
+    X, y = separable()
+    mean, scale, w, b = fit_logistic(X, y)
+    p = 1 / (1 + np.exp(-(((X - mean) / scale) @ w + b)))
+    assert ((p >= 0.5) == (y == 1)).mean() > 0.95
+    assert abs(w[0]) > 3 * np.abs(w[1:]).max() and w[0] > 0
+    with pytest.raises(UserError, match="with and without"):
+        fit_logistic(X, np.ones(len(y)))
+
+
+def test_group_folds_deal_every_patient_to_one_fold() -> None:
+    groups = [f"P{i // 3}" for i in range(30)]  # 10 patients, 3 frames each
+    fold_of = group_folds(groups, 5, seed=1)
+    assert set(fold_of) == {f"P{i}" for i in range(10)}
+    assert sorted(np.bincount(list(fold_of.values()))) == [2, 2, 2, 2, 2]
+    assert group_folds(groups, 5, seed=1) == fold_of
+    with pytest.raises(UserError, match="at least as many patients"):
+        group_folds(groups, 11)
+
+
+def test_out_of_fold_scores_do_not_see_their_own_patient() -> None:
+    X, y = separable(120)
+    rows = [{"features": list(x), "positive": bool(t)} for x, t in zip(X, y)]
+    groups = [f"P{i % 12}" for i in range(120)]
+    scores = out_of_fold(rows, groups, 4)
+    assert scores.shape == (120,) and ((scores >= 0.5) == (y == 1)).mean() > 0.9
+    # poison one patient's labels: its own out-of-fold scores cannot follow the poison
+    poisoned = [dict(r, positive=not r["positive"]) if g == "P0" else r for r, g in zip(rows, groups)]
+    again = out_of_fold(poisoned, groups, 4)
+    own = np.array([g == "P0" for g in groups])
+    assert ((again[own] >= 0.5) == (y[own] == 1)).mean() > 0.9
+
+
+def test_rates_and_report_count_per_kind() -> None:
+    rows = [{"kind": "validation", "positive": True, "features": [0.0]},
+            {"kind": "validation", "positive": True, "features": None},
+            {"kind": "off-nerve", "positive": False, "features": [0.0]}]
+    r = rates(rows, [True, False, False])
+    assert r["validation"] == {"frames": 2, "detected": 1, "nerve_reported": 1, "positive": True, "rate": 0.5}
+    assert r["off-nerve"]["rate"] == 0.0
+    report = {"fit": {"images": "fit", "out_of_fold": r}, "check": {"images": "check", "rates": r,
+              "perturbed": {"zoom 0.8": {"frames": 2, "detected": 2, "kept": 1, "kept_of_detected": 0.5}}},
+              "command": "cmd", "keep": 0.01, "model": {"threshold": 0.25}}
+    md = format_md(report)
+    assert "| held out | validation | 2 | 1 | 1 (50.0 %) |" in md and "| zoom 0.8 | 2 | 2 | 1 (50.0 %) |" in md

@@ -1,0 +1,364 @@
+"""``python -m tools.presence_fit``: fit the presence gate's appearance model (:mod:`realtime.appearance`).
+
+The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes package data.
+
+1. **Frames.** From the *fit images* (default: the paper split's training side, 164 images of 69
+   patients, the images the bundled ``mn-realtime`` trained on) it makes what ``mn-presence`` makes
+   (:func:`benchmarks.presence.build_items`): each image with its nerve (positive), the nerve painted
+   over, the wrist beside the nerve, a lifted probe (negatives), and phantom frames with and without
+   a nerve (phantom seed 201; ``mn-presence`` uses seed 101, which this fit never sees). Every frame
+   also comes once more under a random acquisition change of :data:`train.perturb.REPORT_LEVELS`
+   (zoom, field of view, gain, speckle, codec, ...): a true nerve seen by another scanner must stay a
+   nerve, and the threshold below is chosen on those frames too.
+2. **Features.** Each frame goes through the segmentation model and post-processing exactly as
+   live; the tracker picks the nerve without a gate, and :func:`realtime.appearance.appearance_features`
+   describes it. Frames where the model finds nothing are left out (nothing to gate).
+3. **Cross-validation.** Patients (and the phantom, as one group) are dealt into ``--folds`` groups;
+   each group is scored by a logistic regression fit on the others. The threshold is the
+   ``--keep`` quantile from below of the out-of-fold scores of the real positives, as acquired and
+   changed (default 0.01: 99 % of real nerves kept), so it was never chosen on a frame it scores.
+4. **The model** is fit on every fit frame, with that threshold, and written (``--out``, default the
+   shipped :data:`realtime.appearance.DEFAULT_MODEL_FILE`).
+5. **Held-out check.** The *check images* (default: the paper validation split, 38 images of 18
+   patients, none used above) are scored as is and under every acquisition change of
+   :data:`train.perturb.REPORT_LEVELS`; the report gives the share kept (a true nerve must survive a
+   different scanner) and the false positives on their nerve-free frames.
+
+Writes ``--json`` and ``--md`` (default under benchmarks/results/). Exit codes: 0, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from common.cli import add_logging_args, setup_logging
+from train.errors import UserError, run_cli
+
+log = logging.getLogger("tools.presence_fit")
+
+PROG = "python -m tools.presence_fit"
+DATA_ENV = "MN_SEG_DATA"
+FIT_PHANTOM_SEED = 201
+L2 = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# frames -> features
+# ---------------------------------------------------------------------------------------------
+
+
+def _phantom_items(seed: int, count: int) -> list[dict[str, Any]]:
+    from benchmarks.presence import phantom_frames
+    from train.perturb import remove_nerve
+
+    items = []
+    for i, (grey, truth) in enumerate(phantom_frames(seed=seed, count=count)):
+        items.append({"kind": "phantom", "id": f"phantom{seed}-{i}", "image": grey, "mask": truth, "positive": True})
+        removed = remove_nerve(grey, truth)
+        if removed is not None:
+            items.append({"kind": "phantom-no-nerve", "id": f"phantom{seed}-{i}", "image": removed, "mask": None,
+                          "positive": False})
+    return items
+
+
+def changed_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """One copy of every item under a random acquisition change (kind suffixed ``+changed``)."""
+    from train.perturb import REPORT_LEVELS, perturb
+
+    jobs = [(name, level) for name, levels in REPORT_LEVELS.items() for level in levels]
+    rng = np.random.default_rng(seed)
+    out = []
+    for it in items:
+        name, level = jobs[int(rng.integers(len(jobs)))]
+        mask = it["mask"] if it["mask"] is not None else np.zeros(it["image"].shape[:2], np.uint8)
+        image, new_mask = perturb(name, it["image"].astype(np.float32), (mask > 0).astype(np.float32), level,
+                                  np.random.default_rng(int(rng.integers(2**31))))
+        out.append({**it, "kind": f"{it['kind']}+changed", "change": f"{name} {level:g}",
+                    "image": np.clip(image, 0, 255).astype(np.uint8),
+                    "mask": None if it["mask"] is None else (new_mask > 0.5).astype(np.uint8)})
+    return out
+
+
+def dataset_items(data: str, subset: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``mn-presence``'s frames of the paper split's ``subset`` (``train`` or ``val``) and each stem's patient."""
+    from benchmarks.presence import build_items
+    from train.data import scan_dataset
+    from train.splits import make_split
+
+    samples = scan_dataset(data)
+    patients = [s.patient for s in samples]
+    if subset == "val":
+        items = build_items(data, "paper", 0, None, None, phantom=0)
+    else:
+        split = make_split("paper", patients)
+        train = {samples[i].stem for i in split.indices(patients)[0]}
+        items = [it for it in build_items(data, "none", 0, None, None, phantom=0) if it["id"] in train]
+    return items, {s.stem: s.patient for s in samples}
+
+
+def describe(engine: Any, items: Sequence[dict[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
+    """Per frame: kind, id, positive, and the appearance features of what the model finds (None: nothing)."""
+    from tqdm import tqdm
+
+    from realtime.appearance import appearance_features
+    from realtime.postprocess import postprocess
+    from realtime.tracker import Tracker
+    from train.preprocess import preprocess_image
+
+    rows = []
+    for item in tqdm(items, desc="features", unit="frame", disable=not progress):
+        image = item["image"]
+        h, w = image.shape[:2]
+        post = postprocess(engine.infer(preprocess_image(image, engine.size)[None, None])[0, 0], (w, h))
+        r = Tracker(None, 24.0, presence=None).update(post, 0, 0.0)
+        features = None
+        if r.measured and r.nerve_mask is not None:
+            f = appearance_features(image, r.nerve_mask, post.prob)
+            features = None if f is None else [float(v) for v in f]
+        rows.append({"kind": item["kind"], "id": item["id"], "positive": bool(item["positive"]), "features": features,
+                     **({"change": item["change"]} if "change" in item else {})})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the logistic regression
+# ---------------------------------------------------------------------------------------------
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = L2, iters: int = 4000, lr: float = 0.2
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Class-balanced, L2-regularised logistic regression on standardised ``X`` by gradient descent.
+
+    Returns ``(mean, scale, weights, bias)`` with ``p = sigmoid(((x - mean) / scale) @ weights + bias)``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(np.unique(y)) != 2:
+        raise UserError("the appearance fit needs frames with and without a nerve")
+    mean, scale = X.mean(0), X.std(0) + 1e-9
+    Z = (X - mean) / scale
+    w, b = np.zeros(Z.shape[1]), 0.0
+    sample_w = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(Z @ w + b)))
+        g = (p - y) * sample_w
+        w -= lr * (Z.T @ g / len(y) + l2 * w / len(y))
+        b -= lr * float(g.mean())
+    return mean, scale, w, float(b)
+
+
+def _score(params: tuple[np.ndarray, np.ndarray, np.ndarray, float], X: np.ndarray) -> np.ndarray:
+    mean, scale, w, b = params
+    return 1.0 / (1.0 + np.exp(-(((np.asarray(X) - mean) / scale) @ w + b)))
+
+
+def group_folds(groups: Sequence[str], folds: int, seed: int = 0) -> dict[str, int]:
+    """Each group's fold: unique groups sorted, shuffled with ``seed``, dealt round-robin."""
+    unique = sorted(set(groups))
+    if len(unique) < folds:
+        raise UserError(f"--folds {folds} needs at least as many patients; the fit images have {len(unique)}")
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return {unique[j]: k % folds for k, j in enumerate(order)}
+
+
+def out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, seed: int = 0) -> np.ndarray:
+    """Each row's score by a model fit on the other folds' rows."""
+    fold_of = group_folds(groups, folds, seed)
+    fold = np.array([fold_of[g] for g in groups])
+    X = np.array([r["features"] for r in rows])
+    y = np.array([r["positive"] for r in rows], dtype=np.float64)
+    scores = np.empty(len(rows))
+    for k in range(folds):
+        test = fold == k
+        scores[test] = _score(fit_logistic(X[~test], y[~test]), X[test])
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+# ---------------------------------------------------------------------------------------------
+
+
+def rates(rows: Sequence[dict[str, Any]], accepted: Sequence[bool]) -> dict[str, dict[str, Any]]:
+    """Per kind: frames, frames with a detection, and frames that keep a nerve after the check."""
+    out: dict[str, dict[str, Any]] = {}
+    for row, ok in zip(rows, accepted):
+        d = out.setdefault(row["kind"], {"frames": 0, "detected": 0, "nerve_reported": 0, "positive": row["positive"]})
+        d["frames"] += 1
+        d["detected"] += row["features"] is not None
+        d["nerve_reported"] += bool(ok)
+    for d in out.values():
+        d["rate"] = d["nerve_reported"] / d["frames"] if d["frames"] else None
+    return out
+
+
+def perturbed_check(engine: Any, items: Sequence[dict[str, Any]], model: Any, progress: bool = True,
+                    rows: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Share of the true nerves kept under each acquisition change (found = detected, kept = also passing);
+    each frame's features are appended to ``rows`` when given."""
+    from tqdm import tqdm
+
+    from realtime.appearance import appearance_features
+    from realtime.postprocess import postprocess
+    from realtime.tracker import Tracker
+    from train.perturb import REPORT_LEVELS, perturb
+    from train.preprocess import preprocess_image
+
+    out: dict[str, dict[str, Any]] = {}
+    positives = [it for it in items if it["positive"]]
+    jobs = [(name, level) for name, levels in REPORT_LEVELS.items() for level in levels]
+    for name, level in tqdm(jobs, desc="perturbed", unit="level", disable=not progress):
+        found = kept = 0
+        for i, it in enumerate(positives):
+            image, _ = perturb(name, it["image"].astype(np.float32), (it["mask"] > 0).astype(np.float32), level,
+                               np.random.default_rng(i))
+            image = np.clip(image, 0, 255).astype(np.uint8)
+            h, w = image.shape[:2]
+            post = postprocess(engine.infer(preprocess_image(image, engine.size)[None, None])[0, 0], (w, h))
+            r = Tracker(None, 24.0, presence=None).update(post, 0, 0.0)
+            if not (r.measured and r.nerve_mask is not None):
+                continue
+            found += 1
+            f = appearance_features(image, r.nerve_mask, post.prob)
+            kept += f is not None and model.score(f) >= model.threshold
+            if rows is not None and f is not None:
+                rows.append({"kind": "validation+changed", "id": it["id"], "change": f"{name} {level:g}",
+                             "positive": True, "features": [float(v) for v in f], "score": model.score(f)})
+        out[f"{name} {level:g}"] = {"frames": len(positives), "detected": found, "kept": kept,
+                                    "kept_of_detected": kept / found if found else None}
+    return out
+
+
+def format_md(report: dict[str, Any]) -> str:
+    lines = [f"# Presence appearance model: fit on {report['fit']['images']}, checked on {report['check']['images']}",
+             "", f"Command: `{report['command']}`", "",
+             f"Threshold {report['model']['threshold']:.3f} (keeps {100 * (1 - report['keep']):.0f} % of the fit's "
+             "real nerves out of fold).", "",
+             "| set | kind | frames | model finds something | nerve reported after the check |", "|---|---|---|---|---|"]
+    for label, table in (("fit, out of fold", report["fit"]["out_of_fold"]), ("held out", report["check"]["rates"])):
+        for kind, d in table.items():
+            lines.append(f"| {label} | {kind} | {d['frames']} | {d['detected']} | {d['nerve_reported']} "
+                         f"({100 * d['rate']:.1f} %) |")
+    lines += ["", "Held-out true nerves under acquisition changes (`train.perturb.REPORT_LEVELS`):", "",
+              "| change | frames | detected | kept by the check |", "|---|---|---|---|"]
+    for name, d in report["check"]["perturbed"].items():
+        share = "-" if d["kept_of_detected"] is None else f"{100 * d['kept_of_detected']:.1f} %"
+        lines.append(f"| {name} | {d['frames']} | {d['detected']} | {d['kept']} ({share}) |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, metavar="DIR", help=f"the median-nerve dataset (default ${DATA_ENV})")
+    p.add_argument("--model", default="mn-realtime", help="the segmentation model whose detections are described")
+    p.add_argument("--folds", type=int, default=10, help="patient folds of the cross-validation (default 10)")
+    p.add_argument("--keep", type=float, default=0.01,
+                   help="share of the real nerves (out of fold) allowed below the threshold (default 0.01)")
+    p.add_argument("--phantom", type=int, default=60, help="phantom frames of seed 201 in the fit (default 60)")
+    p.add_argument("--no-perturbed", action="store_true", help="skip the held-out check under acquisition changes")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the model (default: all cores)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="where to write the model (default: the shipped realtime/appearance_model.json)")
+    p.add_argument("--json", default=None, metavar="FILE", help="the report (default benchmarks/results/...)")
+    p.add_argument("--md", default=None, metavar="FILE", help="the report as Markdown")
+    p.add_argument("--per-frame", default=None, metavar="FILE",
+                   help="also write every frame's features and score (JSON)")
+    add_logging_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from engines import load_engine
+    from realtime.appearance import DEFAULT_MODEL_FILE, FEATURES, AppearanceModel
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    data = args.data or os.environ.get(DATA_ENV)
+    if not data or not Path(data).is_dir():
+        raise UserError(f"give the median-nerve dataset with --data DIR or ${DATA_ENV} (got {data!r})")
+    if not 0.0 <= args.keep < 0.5:
+        raise UserError(f"--keep is a small share in [0, 0.5), got {args.keep}")
+    command = " ".join([PROG, *(argv if argv is not None else sys.argv[1:])])
+    progress = log.isEnabledFor(logging.INFO)
+    engine = load_engine(args.model, backend="onnxruntime", threads=args.threads)
+
+    fit_items, patient_of = dataset_items(data, "train")
+    fit_items += _phantom_items(FIT_PHANTOM_SEED, args.phantom)
+    fit_items += changed_copies(fit_items)
+    log.info("fit frames: %d (%d real images with their nerve)", len(fit_items),
+             sum(it["kind"] == "validation" for it in fit_items))
+    fit_rows = describe(engine, fit_items, progress)
+    usable = [r for r in fit_rows if r["features"] is not None]
+    groups = [patient_of.get(r["id"], "phantom") for r in usable]
+    oof = out_of_fold(usable, groups, args.folds)
+    real = np.array([r["kind"] in ("validation", "validation+changed") for r in usable])
+    threshold = float(np.quantile(oof[real], args.keep))
+    oof_by_id = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
+    oof_ok = [r["features"] is not None and oof_by_id[(r["kind"], r["id"])] >= threshold for r in fit_rows]
+
+    X = np.array([r["features"] for r in usable])
+    y = np.array([r["positive"] for r in usable], dtype=np.float64)
+    mean, scale, weights, bias = fit_logistic(X, y)
+    provenance = {"fit_by": command, "segmentation_model": args.model, "dataset": str(data),
+                  "fit_images": "paper split, training side", "phantom_seed": FIT_PHANTOM_SEED,
+                  "frames": len(usable), "folds": args.folds, "keep": args.keep, "date": date.today().isoformat()}
+    model = AppearanceModel(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(weights),
+                            bias=bias, threshold=threshold, provenance=provenance)
+
+    check_items, _ = dataset_items(data, "val")
+    check_rows = describe(engine, check_items, progress)
+    changed_rows: list[dict[str, Any]] = []
+    check_ok = [r["features"] is not None and model.score(r["features"]) >= threshold for r in check_rows]
+    report = {
+        "tool": "presence-fit", "date": date.today().isoformat(), "command": command,
+        "machine": {"host": platform.node(), "platform": platform.platform()},
+        "keep": args.keep, "model": model.to_dict(),
+        "fit": {"images": "paper split, training side (164 images, 69 patients) + phantom seed 201",
+                "out_of_fold": rates(fit_rows, oof_ok)},
+        "check": {"images": "paper validation split (38 images, 18 patients), unseen by this fit",
+                  "rates": rates(check_rows, check_ok),
+                  "perturbed": {} if args.no_perturbed else perturbed_check(engine, check_items, model, progress,
+                                                                             changed_rows)},
+    }
+    if args.per_frame:
+        for r in fit_rows:
+            r["score_out_of_fold"] = oof_by_id.get((r["kind"], r["id"]))
+        for r in check_rows:
+            r["score"] = None if r["features"] is None else model.score(r["features"])
+        Path(args.per_frame).write_text(json.dumps({"fit": fit_rows, "check": check_rows, "check_changed": changed_rows})
+                                        + "\n", encoding="utf-8")
+    out = model.save(args.out or DEFAULT_MODEL_FILE)
+    stamp = f"{platform.node() or 'host'}-{date.today().isoformat()}"
+    json_path = Path(args.json or f"benchmarks/results/presence-fit-{args.model}-{stamp}.json")
+    md_path = Path(args.md or json_path.with_suffix(".md"))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(format_md(report), encoding="utf-8")
+    print(format_md(report))
+    log.info("wrote %s, %s and %s", out, json_path, md_path)
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli(PROG, main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
