@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -98,6 +98,17 @@ class Engine(abc.ABC):
         return self.info.to_dict()
 
     # -- inference --------------------------------------------------------------------------
+    window_hints: bool = False
+    """Whether :meth:`infer_hinted` places a window where it is told (a cascade does; other engines have
+    no window and ignore hints)."""
+
+    def infer_hinted(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None]
+                     ) -> tuple[np.ndarray, list[str | None]]:
+        """Probabilities as :meth:`infer`, with a window centre per frame (network-input pixels ``(x, y)``, or
+        None to let the engine place it); also returns each frame's window source (``"tracked"``: the hint,
+        ``"localiser"``, or None for an engine without a window)."""
+        return self.infer(batch), [None] * len(batch)
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``float32 [N,1,H,W]`` for a preprocessed ``float32 [N,1,H,W]`` batch."""
         if self._closed:

@@ -32,7 +32,7 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from engines.cache import atomic_write_bytes, file_sha256
 from engines.cache import cache_dir as resolve_cache_dir
 from engines.model_source import LoadOptions, ModelSource, checkpoint_architecture
 from engines.quantize import INT8
-from train.window import candidate_boxes, candidate_masses, choose_candidates, paste, window_boxes
+from train.window import candidate_boxes, candidate_masses, choose_candidates, crop_box, paste, window_boxes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.quantize import CalibrationSet
@@ -104,16 +104,44 @@ class CascadeEngine(Engine):
             raise EngineError(f"a cascade needs at least one candidate window, got {candidates}")
         self.candidates = int(candidates)
 
+    window_hints = True
+
+    def infer_hinted(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None]
+                     ) -> tuple[np.ndarray, list[str | None]]:
+        """Full-frame probabilities with the window of frame ``i`` centred on ``centres[i]`` (network-input
+        pixels; clamped inside the frame as :func:`~train.window.crop_box` does) where given, placed by the
+        localiser elsewhere; the localiser does not run when every frame has a centre. Returns the
+        probabilities and each frame's window source, ``"tracked"`` or ``"localiser"``."""
+        if len(centres) != len(batch):
+            raise EngineError(f"{len(centres)} window centres for a batch of {len(batch)} frames")
+        parts = self.infer_parts(batch, centres)
+        return parts["prob"], parts["window_source"]
+
     def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
         """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]`` (as ``CascadeNet.boxes``)."""
         return window_boxes(loc_prob, self.crop, self.threshold)
 
-    def infer_parts(self, batch: np.ndarray) -> dict[str, Any]:
-        """``prob`` (full frame, as :meth:`infer`), the ``localiser`` probabilities and the window ``boxes``."""
+    def infer_parts(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None] | None = None
+                    ) -> dict[str, Any]:
+        """``prob`` (full frame, as :meth:`infer`), the ``localiser`` probabilities (None when it did not run),
+        the window ``boxes`` and each frame's ``window_source``; ``centres`` as in :meth:`infer_hinted`."""
         if self._closed:
             raise EngineError(f"engine {self.name} ({self.backend}) is closed")
         self.check_input(batch)
-        return self._run(np.ascontiguousarray(batch))
+        batch = np.ascontiguousarray(batch)
+        if centres is None or all(c is None for c in centres):
+            return self._run(batch)
+        h, w = batch.shape[-2:]
+        hinted = [None if c is None else crop_box((float(c[0]), float(c[1])), self.crop, (w, h)) for c in centres]
+        if all(b is not None for b in hinted):
+            boxes, loc, rest = list(hinted), None, {}
+        else:  # some frames without a centre: the localiser places theirs (its candidates included)
+            rest = self._run(batch)
+            boxes = [b if b is not None else own for b, own in zip(hinted, rest["boxes"])]
+            loc = rest["localiser"]
+        refined = self.refiner.infer(self._windows(batch, boxes))
+        return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
+                "window_source": ["localiser" if b is None else "tracked" for b in hinted]}
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch)["prob"]
@@ -130,7 +158,8 @@ class CascadeEngine(Engine):
         if self.candidates == 1:
             boxes = self.boxes(loc)
             refined = self.refiner.infer(self._windows(batch, boxes))
-            return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes}
+            return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
+                    "window_source": ["localiser"] * len(boxes)}
         cands = candidate_boxes(loc, self.crop, self.candidates, self.threshold)
         slots = max(len(c) for c in cands)
         per_slot = []  # refiner output of candidate j of every image (an image without one repeats its first)
@@ -143,7 +172,7 @@ class CascadeEngine(Engine):
         boxes = [cands[i][int(k)] for i, k in enumerate(chosen)]
         refined = np.stack([per_slot[int(k)][i] for i, k in enumerate(chosen)])
         return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
-                "candidates": cands, "masses": masses}
+                "candidates": cands, "masses": masses, "window_source": ["localiser"] * len(boxes)}
 
     def describe(self) -> dict[str, Any]:
         """The usual description plus ``cascade``: the window and both parts' own descriptions."""

@@ -21,6 +21,7 @@ from common.errors import UserError
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
 from realtime.presence import PRESENCE_MODES
+from realtime.window_policy import WINDOW_MODES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.base import Engine
@@ -88,6 +89,10 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "'rejected' column says why. shape: size and shape checks only. off: measure every detection")
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help="presence gate: least mean nerve probability inside the mask (default 0.5)")
+    p.add_argument("--window", choices=list(WINDOW_MODES), default="tracked",
+                   help="a cascade's window: tracked = centred on the tracked nerve while tracking is confident "
+                        "(the localiser is skipped, and places it again every 12 frames and after any miss; the "
+                        "CSV's window column says which), localiser = placed by the localiser on every frame")
 
 
 def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:

@@ -39,6 +39,7 @@ from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunControl, RunInfo, Sink
 from realtime.sources.common import Prefetcher
 from realtime.tracker import Tracker
+from realtime.window_policy import WindowPolicy
 from train.preprocess import preprocess_image
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class PipelineConfig:
     duration_s: float | None = None
     fps_hint: float = 24.0           # the frame rate when the source does not say (video files, the tracker)
     metadata: dict[str, Any] = field(default_factory=dict)   # the run's description, for the sinks
+    window: WindowPolicy | None = None  # --window tracked: the tracked nerve places a cascade's next window
 
 
 @dataclass
@@ -118,6 +120,8 @@ class Pipeline:
             if self.output_failure and exit_code == EXIT_OK:
                 exit_code, reason = EXIT_OUTPUT_FAILED, f"output failed: {self.output_failure}"
             run.exit_code, run.reason, run.wall_s = exit_code, reason, time.monotonic() - t_start
+            run.extras["window"] = (cfg.window.describe() if self._hinting else
+                                    {"mode": "localiser" if getattr(self.engine, "window_hints", False) else None})
             self._close_sinks(run)
         return RunResult(run.exit_code, run.summary, run.reason)
 
@@ -160,18 +164,21 @@ class Pipeline:
                 return EXIT_OK, f"{cfg.max_frames} frames processed"
             if cfg.duration_s is not None and time.monotonic() - t_start >= cfg.duration_s:
                 return EXIT_OK, f"duration {cfg.duration_s:g} s reached"
-            want = cfg.batch if cfg.max_frames is None else min(cfg.batch, cfg.max_frames - self.processed)
+            want = 1 if self._hinting else cfg.batch  # a tracked window needs the previous frame's result
+            want = want if cfg.max_frames is None else min(want, cfg.max_frames - self.processed)
             batch, waits = self._next_batch(it, max(want, 1))
             if not batch:
                 return EXIT_OK, "end of source"
             try:
-                probs, pre_ms, infer_ms = self._infer(batch)
+                probs, sources, pre_ms, infer_ms = self._infer(batch)
             except Exception as exc:
                 log.error("engine failed on frame %d: %s", batch[0].index, exc)
                 return EXIT_ENGINE_FAILED, f"engine failed: {exc}"
-            for frame, wait_ms, prob in zip(batch, waits, probs):
+            for frame, wait_ms, prob, window in zip(batch, waits, probs, sources):
                 record = self._measure(frame, prob, {"capture_wait": wait_ms, "preprocess": pre_ms,
-                                                     "infer": infer_ms})
+                                                     "infer": infer_ms}, window)
+                if self._hinting:
+                    cfg.window.observe(record.tracked, window)
                 self._emit(record, sinks)
                 if self.control.stopping:
                     break
@@ -192,16 +199,28 @@ class Pipeline:
                 break
         return batch, waits
 
-    def _infer(self, batch: list[Frame]) -> tuple[np.ndarray, float, float]:
-        """Probabilities for a batch; preprocess and inference times per frame (ms, batch time / n)."""
+    @property
+    def _hinting(self) -> bool:
+        """Whether the next windows come from the tracker (``--window tracked`` and an engine with a window)."""
+        return (self.config.window is not None and getattr(self.engine, "window_hints", False)
+                and self.engine.input_shape[0] in (-1, 1))  # frame by frame: a dynamic batch or one of 1
+
+    def _infer(self, batch: list[Frame]) -> tuple[np.ndarray, list[str | None], float, float]:
+        """Probabilities and window sources for a batch; preprocess and inference times per frame (ms, batch
+        time / n)."""
         t: dict[str, float] = {}
         with timed(t, "preprocess"):
             x = np.stack([preprocess_image(f.image, self.engine.size) for f in batch])[:, None]
         with timed(t, "infer"):
-            probs = self.engine.infer(x)[:, 0]
-        return probs, t["preprocess"] / len(batch), t["infer"] / len(batch)
+            if self._hinting:
+                centres = [self.config.window.next_centre((f.width, f.height), self.engine.size) for f in batch]
+                probs, sources = self.engine.infer_hinted(x, centres)
+            else:
+                probs, sources = self.engine.infer(x), [None] * len(batch)
+        return probs[:, 0], sources, t["preprocess"] / len(batch), t["infer"] / len(batch)
 
-    def _measure(self, frame: Frame, prob: np.ndarray, timings: dict[str, float]) -> FrameRecord:
+    def _measure(self, frame: Frame, prob: np.ndarray, timings: dict[str, float],
+                 window: str | None = None) -> FrameRecord:
         with timed(timings, "postprocess"):
             post = postprocess(prob, (frame.width, frame.height), threshold=self.config.threshold,
                                min_area_px=self.config.min_area_px)
@@ -212,7 +231,7 @@ class Pipeline:
                            latency_ms=(time.monotonic() - frame.t_capture) * 1000.0,
                            dropped_before=frame.dropped_before, timings_ms=timings,
                            contours=tuple(post.component(label).contour for label in tracked.nerve_labels),
-                           image=frame.image, mask=tracked.nerve_mask, truth=frame.truth,
+                           image=frame.image, mask=tracked.nerve_mask, truth=frame.truth, window=window,
                            t_wall=frame.t_wall, t_source=frame.t_source)
 
     def _emit(self, record: FrameRecord, sinks: list[Sink]) -> None:

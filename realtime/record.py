@@ -29,7 +29,7 @@ CSV_COLUMNS = [
     "frame", "t_s", "status", "area_px", "area_mm2", "perimeter_px", "perimeter_mm", "flattening_ratio",
     "circularity", "centroid_x_px", "centroid_y_px", "centroid_x_mm", "centroid_y_mm", "n_components",
     "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before", "wall_time_utc",
-    "source_time_s",
+    "source_time_s", "window",
 ]
 
 #: Pipeline stages timed per frame (perf_counter_ns), in the order a frame meets them. ``render``:
@@ -62,6 +62,8 @@ COLUMN_UNITS = {
     "source_time_s": "the source's own timestamp of the frame, s, as the source counts it (OpenIGTLink: the IMAGE "
                      "message's header timestamp; DICOM: acquisition time + frame offset, s since 1970); empty when "
                      "the source has none",
+    "window": "what placed the cascade's window: tracked (the tracked nerve, --window tracked) or localiser; "
+              "empty for a model without a window",
 }
 
 
@@ -96,6 +98,8 @@ class FrameRecord:
     0/1) and ``truth`` (a known true mask) are released once every sink has had the record.
     ``t_wall``: the wall-clock time of the capture (UTC seconds since the epoch); ``t_source``: the
     source's own timestamp of the frame (:class:`~realtime.frame.Frame`), ``None`` when it has none.
+    ``window``: what placed a cascade's window (``"tracked"`` or ``"localiser"``,
+    :mod:`realtime.window_policy`); ``None`` for a model without a window.
     """
 
     frame: int
@@ -111,6 +115,7 @@ class FrameRecord:
     truth: np.ndarray | None = field(default=None, repr=False)
     t_wall: float | None = None
     t_source: float | None = None
+    window: str | None = None
 
     @property
     def status(self) -> str:
@@ -155,7 +160,7 @@ def csv_values(record: FrameRecord) -> dict[str, Any]:
     values = record.tracked.to_row()
     values.update(frame=record.frame, t_s=record.t_s, status=record.status, latency_ms=record.latency_ms,
                   dropped_before=record.dropped_before, wall_time_utc=utc_iso(record.t_wall),
-                  source_time_s=record.t_source)
+                  source_time_s=record.t_source, window=record.window)
     values.update({f"{s}_ms": record.timings_ms.get(s) for s in STAGES})
     return values
 

@@ -37,6 +37,7 @@ from realtime.cli_common import (add_engine_args, add_mask_args, add_measure_arg
                                  run_metadata, stop_on_signals)
 from realtime.live_cli import report
 from realtime.run_folder import claim_folder
+from realtime.window_policy import make_window_policy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -237,7 +238,8 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
                              csv_header=csv_metadata(meta), warmup=args.batch, extra=[Callback(lambda r: bar.update(1))])
         pipe = Pipeline(engine, make_tracker(args, calibration, fps), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
-                                       max_frames=args.frames, fps_hint=fps, metadata=meta))
+                                       max_frames=args.frames, fps_hint=fps, metadata=meta,
+                                       window=make_window_policy(args.window)))
         frames = itertools.chain([first], frames)
         if truth is not None:
             frames = with_truth(frames, truth)

@@ -176,6 +176,47 @@ def test_onnxruntime_matches_cascadenet(ort_engine: CascadeEngine, cascade: Path
         np.testing.assert_allclose(ort_engine.infer(batch[i:i + 1]), prob[i:i + 1], atol=1e-5, rtol=0)
 
 
+def test_window_hints_place_the_window_and_skip_the_localiser(ort_engine: CascadeEngine, batch: np.ndarray,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = ort_engine.infer_parts(batch)
+    assert plain["window_source"] == ["localiser"] * 3
+    # no hint at all: exactly infer()
+    prob, sources = ort_engine.infer_hinted(batch, [None, None, None])
+    np.testing.assert_array_equal(prob, plain["prob"])
+    assert sources == ["localiser"] * 3
+    # a hint on every frame: the localiser does not run, each window is centred on its hint (clamped)
+    calls = []
+    real = ort_engine.localiser.infer
+    monkeypatch.setattr(ort_engine.localiser, "infer", lambda x: calls.append(len(x)) or real(x))
+    hints = [(60.0, 50.0), (100.0, 20.0), (0.0, 0.0)]
+    parts = ort_engine.infer_parts(batch, hints)
+    assert calls == [] and parts["localiser"] is None and parts["window_source"] == ["tracked"] * 3
+    assert parts["boxes"] == [expected_box((60, 50)), expected_box((100, 20)), (0, 0)]
+    assert np.all(parts["prob"][~inside(parts["boxes"])] == 0.0)
+    # the hint at the localiser's own window gives the localiser's result
+    own = [(x0 + CROP[0] / 2, y0 + CROP[1] / 2) for x0, y0 in plain["boxes"]]
+    np.testing.assert_allclose(ort_engine.infer_hinted(batch, own)[0], plain["prob"], atol=1e-6, rtol=0)
+    # mixed: the localiser places the frames without a hint, as it would alone
+    mixed = ort_engine.infer_parts(batch, [None, (100.0, 20.0), None])
+    assert calls == [3] and mixed["window_source"] == ["localiser", "tracked", "localiser"]
+    assert mixed["boxes"] == [plain["boxes"][0], expected_box((100, 20)), plain["boxes"][2]]
+    np.testing.assert_allclose(mixed["prob"][[0, 2]], plain["prob"][[0, 2]], atol=1e-6, rtol=0)
+    with pytest.raises(EngineError, match="2 window centres for a batch of 3"):
+        ort_engine.infer_hinted(batch, [None, None])
+
+
+def test_an_engine_without_a_window_ignores_hints(cascade: Path, cache: Path, batch: np.ndarray) -> None:
+    refiner = load_engine(cascade, "onnxruntime", cache_dir=cache, dynamic_batch=True).refiner
+    try:
+        assert not refiner.window_hints
+        x = batch[:, :, :CROP[1], :CROP[0]].copy()
+        prob, sources = refiner.infer_hinted(x, [(1.0, 1.0)] * 3)
+        np.testing.assert_array_equal(prob, refiner.infer(x))
+        assert sources == [None] * 3
+    finally:
+        refiner.close()
+
+
 def test_torch_backend_equals_cascadenet(cascade: Path, cache: Path, batch: np.ndarray) -> None:
     expected, expected_boxes = cascadenet(cascade, batch)
     with load_engine(cascade, "torch", device="cpu", cache_dir=cache, dynamic_batch=True) as engine:

@@ -48,7 +48,7 @@ def test_timed_adds_up() -> None:
 
 
 def test_time_columns_wall_clock_utc_and_the_sources_own_timestamp() -> None:
-    assert CSV_COLUMNS[-2:] == ["wall_time_utc", "source_time_s"]
+    assert CSV_COLUMNS[-3:-1] == ["wall_time_utc", "source_time_s"]
     assert utc_iso(0.0) == "1970-01-01T00:00:00.000Z"
     assert utc_iso(1715000000.1234) == "2024-05-06T12:53:20.123Z" and utc_iso(None) is None
     r = record(3)
@@ -57,6 +57,14 @@ def test_time_columns_wall_clock_utc_and_the_sources_own_timestamp() -> None:
     assert row["wall_time_utc"] == "2024-05-06T12:53:20.500Z" and row["source_time_s"] == "12.3457"
     r.t_source = None
     assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["source_time_s"] == ""
+
+
+def test_window_column_says_what_placed_the_window() -> None:
+    assert CSV_COLUMNS[-1] == "window"
+    r = record(4)
+    assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["window"] == ""  # a model without a window
+    r.window = "tracked"
+    assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["window"] == "tracked"
 
 
 def test_a_frames_wall_time_follows_its_capture_time() -> None:
