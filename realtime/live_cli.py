@@ -18,7 +18,11 @@ of an earlier run are not replaced without ``--overwrite``. Every output path is
 first frame. The files survive a crash: CSV rows written whole, a video playable up to the last
 second, summary.json rewritten (atomically) every 10 s while the run goes on.
 
-Exit codes: 0 done or stopped by the user (q, Ctrl-C, SIGTERM), 2 bad arguments or input,
+The window (unless ``--headless``) opens at the frame's size (``--window-size``); keys: q/Esc quit, space
+pause/resume, b baseline now, s snapshot PNG, r find the image area again (``--roi auto``); closing the
+window quits. Paused time is not data: see ``paused_s`` and ``paused_before`` in the CSV.
+
+Exit codes: 0 done or stopped by the user (q, closing the window, Ctrl-C, SIGTERM), 2 bad arguments or input,
 3 the source failed mid-run, 4 the engine failed, 5 an output could not be written (disk full,
 permission lost, folder removed: the message names the file). Every file is finalised in each case.
 """
@@ -75,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in the output folder (refused without it)")
     p.add_argument("--headless", action="store_true", help="no window (automatic when there is no display)")
+    p.add_argument("--window-size", type=window_size, default=None, metavar="WxH",
+                   help="the window's size in pixels (default: the frame's size, so the picture is shown pixel for "
+                        "pixel; the window keeps the size it is given until you resize it)")
     p.add_argument("--frames", type=int, default=None, help="stop after this many processed frames")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after this many seconds")
     p.add_argument("--no-drop", action="store_true",
@@ -84,6 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_live_output_args(p)
     add_logging_args(p)
     return p
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """``--window-size WxH`` (argparse type): two whole numbers of pixels, 1 to 16384."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, e.g. 1212x936, got {text!r}")
+    w, h = (int(p) for p in parts)
+    if not (1 <= w <= 16384 and 1 <= h <= 16384):
+        raise argparse.ArgumentTypeError(f"{text}: width and height must be 1 to 16384 pixels")
+    return w, h
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,7 +158,7 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
         window = None
         if not args.headless:
             if display_available():
-                window = LiveWindow(f"mn-live {args.source}", snapshot_dir=folder)
+                window = LiveWindow(f"mn-live {args.source}", snapshot_dir=folder, size=args.window_size)
             else:
                 log.info("no display: running headless")
         sinks = output_sinks(Outputs(csv=paths["csv"], video=paths["video"], summary=paths["summary"],

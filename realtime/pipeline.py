@@ -11,7 +11,10 @@ overlay video, window, masks, truth score, summary and plot...) are assembled by
 with ``prefetch``), inference and measurement run on the calling thread, sinks may keep their own
 writer threads. Every stage is timed per frame with ``perf_counter_ns``
 (:data:`realtime.record.STAGES`); ``latency_ms`` runs from the frame's capture to the end of its
-measurement (tracking).
+measurement (tracking). A pause (the window's space key, :meth:`~realtime.sinks.base.RunControl.request_pause`)
+holds the loop between frames (:meth:`~realtime.sinks.base.RunControl.hold`), outside every timed stage; the
+first record after it carries the pause (``paused_s``) and the frames the source produced meanwhile
+(``paused_before``, not counted as dropped), and ``--duration`` leaves paused time out.
 
 Nothing is lost on the way out: :meth:`Pipeline.run` closes every sink (CSV flushed, MP4 closed so
 it plays, summary and plot written) whether the source ended, the user stopped the run
@@ -79,6 +82,7 @@ class Pipeline:
         self.control = RunControl(tracker)
         self.processed = 0
         self.output_failure: str | None = None  # "<output> <file>: <why>" of the first output that failed
+        self._pause: tuple[float, dict[str, Any] | None] | None = None  # (seconds held, its event) until the next record
         self._failed: list[Sink] = []
 
     def request_stop(self, reason: str = "stopped by the user") -> None:
@@ -162,7 +166,7 @@ class Pipeline:
         while not self.control.stopping:
             if cfg.max_frames is not None and self.processed >= cfg.max_frames:
                 return EXIT_OK, f"{cfg.max_frames} frames processed"
-            if cfg.duration_s is not None and time.monotonic() - t_start >= cfg.duration_s:
+            if cfg.duration_s is not None and time.monotonic() - t_start - self.control.paused_s >= cfg.duration_s:
                 return EXIT_OK, f"duration {cfg.duration_s:g} s reached"
             want = 1 if self._hinting else cfg.batch  # a tracked window needs the previous frame's result
             want = want if cfg.max_frames is None else min(want, cfg.max_frames - self.processed)
@@ -179,10 +183,24 @@ class Pipeline:
                                                      "infer": infer_ms}, window)
                 if self._hinting:
                     cfg.window.observe(record.tracked, window)
+                self._after_pause(record)
                 self._emit(record, sinks)
                 if self.control.stopping:
                     break
+            if self.control.paused:  # the window's space key: hold between frames, the pause is not data
+                self._pause = (self.control.hold(), self.control.last_pause)
         return EXIT_OK, self.control.reason or "stopped"
+
+    def _after_pause(self, record: FrameRecord) -> None:
+        """Mark the first record after a pause: how long it was (``paused_s``) and the frames the source
+        produced meanwhile (``paused_before``: skipped, not dropped); complete the pause event."""
+        if self._pause is None:
+            return
+        held, event = self._pause
+        self._pause = None
+        record.paused_s, record.paused_before, record.dropped_before = held, record.dropped_before, 0
+        if event is not None and event.get("event") == "pause":
+            event.update(resumed_frame=record.frame, resumed_t_s=record.t_s, frames_skipped=record.paused_before)
 
     def _next_batch(self, it: Iterator[Frame], n: int) -> tuple[list[Frame], list[float]]:
         batch: list[Frame] = []

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 CSV_COLUMNS = [
     "frame", "t_s", "status", "area_px", "area_mm2", "perimeter_px", "perimeter_mm", "flattening_ratio",
     "circularity", "centroid_x_px", "centroid_y_px", "centroid_x_mm", "centroid_y_mm", "n_components",
-    "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before", "wall_time_utc",
+    "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before", "paused_before", "paused_s",
+    "wall_time_utc",
     "source_time_s", "window",
 ]
 
@@ -57,6 +58,10 @@ COLUMN_UNITS = {
                        "see displacement_px)",
     "latency_ms": "capture to measurement, ms",
     "dropped_before": "frames dropped by the live policy just before this one",
+    "paused_before": "frames the source produced while the run was paused just before this one (skipped, not "
+                     "dropped; 0 on every row but the first after a pause)",
+    "paused_s": "seconds the run was paused just before this frame (the window's space key); 0 on every row but "
+                "the first after a pause, which marks the gap",
     "wall_time_utc": "wall-clock time of the frame's capture, UTC, ISO 8601 with ms (to synchronise with other "
                      "instruments)",
     "source_time_s": "the source's own timestamp of the frame, s, as the source counts it (OpenIGTLink: the IMAGE "
@@ -98,6 +103,8 @@ class FrameRecord:
     0/1) and ``truth`` (a known true mask) are released once every sink has had the record.
     ``t_wall``: the wall-clock time of the capture (UTC seconds since the epoch); ``t_source``: the
     source's own timestamp of the frame (:class:`~realtime.frame.Frame`), ``None`` when it has none.
+    ``paused_s`` / ``paused_before``: on the first record after a pause, how long it was and how many
+    frames the source produced meanwhile (skipped; ``dropped_before`` counts only the live policy's).
     ``window``: what placed a cascade's window (``"tracked"`` or ``"localiser"``,
     :mod:`realtime.window_policy`); ``None`` for a model without a window.
     """
@@ -115,6 +122,8 @@ class FrameRecord:
     truth: np.ndarray | None = field(default=None, repr=False)
     t_wall: float | None = None
     t_source: float | None = None
+    paused_before: int = 0
+    paused_s: float = 0.0
     window: str | None = None
 
     @property
@@ -159,7 +168,8 @@ def csv_values(record: FrameRecord) -> dict[str, Any]:
     """The record as ``{column: value}``: the tracker's fields, the frame's, and the stage times."""
     values = record.tracked.to_row()
     values.update(frame=record.frame, t_s=record.t_s, status=record.status, latency_ms=record.latency_ms,
-                  dropped_before=record.dropped_before, wall_time_utc=utc_iso(record.t_wall),
+                  dropped_before=record.dropped_before, paused_before=record.paused_before,
+                  paused_s=record.paused_s, wall_time_utc=utc_iso(record.t_wall),
                   source_time_s=record.t_source, window=record.window)
     values.update({f"{s}_ms": record.timings_ms.get(s) for s in STAGES})
     return values

@@ -4,7 +4,15 @@ current while it runs).
 
 Memory stays flat however long the run: the builder keeps running statistics
 (:class:`~realtime.distribution.Distribution`) and a decimated series for the plot
-(:class:`~realtime.distribution.DecimatedSeries`), not every frame's numbers."""
+(:class:`~realtime.distribution.DecimatedSeries`), not every frame's numbers.
+
+Paused time is not data: the frames a source produced while the run was paused are counted apart
+(``frames_paused``, not ``frames_dropped``), ``processing_fps`` leaves the paused seconds
+(``paused_s``) out, and the plot leaves a gap. ``events`` lists what happened to the run, in frame
+order: ``pause`` (frame, seconds, frames skipped, the frame it resumed at), ``baseline_requested``
+(the b key), ``baseline_set`` (frame, how, the frames it is the median of, its area), ``snapshot``
+(frame, file), ``roi_requested``; ``baseline`` is the baseline in effect at the end. The plot marks
+them."""
 
 from __future__ import annotations
 
@@ -60,12 +68,29 @@ class SummaryBuilder:
         self._warm: list[tuple[float, dict[str, float]]] = []  # the warm-up frames' latency and stage times
         self.measured = {k: dist() for k in ("area_px", "area_mm2", "flattening_ratio", "circularity")}
         self.max_displacement = {"mm": -math.inf, "px": -math.inf}
+        self.paused = 0  # frames the source produced while the run was paused
+        self.paused_s = 0.0
+        self.gaps: list[tuple[float, float]] = []  # (t_s before, t_s after) of each pause, for the plot
+        self.events: list[dict[str, Any]] = []  # baseline_set (the others come from the run's control)
+        self._baseline: Any = None
+        self._last_t: float | None = None
 
     def add(self, r: FrameRecord) -> None:
         if self.calibrated is None:
             self.calibrated = r.calibrated
         self.processed += 1
         self.dropped += r.dropped_before
+        self.paused += r.paused_before
+        if r.paused_s or r.paused_before:
+            self.paused_s += r.paused_s
+            self.gaps.append((r.t_s if self._last_t is None else self._last_t, r.t_s))
+        self._last_t = r.t_s
+        b = r.tracked.baseline
+        if b is not None and b is not self._baseline:
+            self.events.append({"event": "baseline_set", "frame": r.frame, "t_s": r.t_s, "how": b.source,
+                                "frames": [b.first_frame, b.last_frame], "n_frames": b.n_frames,
+                                "area_px": b.area_px, "area_mm2": b.area_mm2})
+        self._baseline = b
         self.last_frame = max(self.last_frame, r.frame)
         self.status[r.status] += 1
         m, t = r.measurement, r.tracked
@@ -110,9 +135,11 @@ class SummaryBuilder:
         disp = self.max_displacement["mm" if calibrated else "px"]
         latency, stages = self._timing(skip)
         out: dict[str, Any] = {
-            "frames_seen": self.processed + self.dropped,
+            "frames_seen": self.processed + self.dropped + self.paused,
             "frames_processed": self.processed,
             "frames_dropped": self.dropped,
+            "frames_paused": self.paused,
+            "paused_s": round(self.paused_s, 3),
             "status_counts": dict(self.status),
             "units": {"area": "mm2" if calibrated else "px", "displacement": "mm" if calibrated else "px"},
             "csa": areas.min_median_max(),
@@ -179,12 +206,14 @@ class SummarySink(Sink):
         run = self._run
         elapsed = time.monotonic() - self._t_open
         meta: dict[str, Any] = dict(run.metadata)
+        paused = run.control.paused_s
         meta.update(partial=True, exit_code=None,
                     ended_because=f"still running after {elapsed:.0f} s (a partial summary, rewritten every "
                                   f"{self.partial_every_s:g} s; the run is going on, or was killed)",
                     wall_time_s=round(elapsed, 3),
-                    processing_fps=(self.builder.processed / elapsed) if elapsed > 0 else None,
+                    processing_fps=(self.builder.processed / (elapsed - paused)) if elapsed > paused else None,
                     outputs=self._outputs())
+        meta.update(self._events(run))
         write_json(self.path, self.builder.to_dict(**meta), sync=False)
         self._next_partial = time.monotonic() + self.partial_every_s
 
@@ -198,18 +227,23 @@ class SummarySink(Sink):
             return
         self._next_partial = math.inf
         meta: dict[str, Any] = dict(run.metadata)
+        active_s = run.wall_s - run.control.paused_s  # paused time is not the run's
         meta.update(
             partial=False,
             exit_code=run.exit_code,
             ended_because=run.reason,
             wall_time_s=round(run.wall_s, 3),
-            processing_fps=(self.builder.processed / run.wall_s) if run.wall_s > 0 else None,
+            processing_fps=(self.builder.processed / active_s) if active_s > 0 else None,
             source_info=_describe(run.source),
             source_error=getattr(run.source, "error", None),
             engine=_describe(run.engine),
             tracker=_describe(run.tracker),
             outputs={k: str(run.outputs[k]) for k in sorted(run.outputs, key=_output_rank)},
         )
+        meta.update(self._events(run))
+        if meta["tracker"] and any(e["event"] == "baseline_requested" for e in meta["events"]):
+            meta["tracker"]["baseline"] = f"{meta['tracker'].get('baseline')}; then set again with the b key " \
+                                          "(see baseline and events)"
         meta.update(run.extras)
         run.summary = self.builder.to_dict(**meta)
         if self.path:
@@ -218,7 +252,19 @@ class SummarySink(Sink):
             title = str(run.metadata.get("source", ""))
             if "random weights" in str(run.metadata.get("engine_notes") or ""):
                 title += "  (RANDOM WEIGHTS: speed only, the masks are meaningless)"
-            plot_series(self.plot, self.builder, title=title)
+            plot_series(self.plot, self.builder, title=title, events=run.summary["events"])
+
+    def _events(self, run: RunInfo) -> dict[str, Any]:
+        """``events`` (the run's control's and the baselines set, in frame order), ``baseline`` (the one in
+        effect at the end), ``paused_s`` (every pause, one that ended the run too)."""
+        events = sorted([dict(e) for e in run.control.events] + [dict(e) for e in self.builder.events],
+                        key=lambda e: (math.inf if e.get("frame") is None else e["frame"],
+                                       e["event"] == "baseline_set"))
+        baseline = None
+        if self.builder._baseline is not None:
+            baseline = next(e for e in reversed(events) if e["event"] == "baseline_set")
+            baseline = {k: v for k, v in baseline.items() if k != "event"}
+        return {"events": events, "baseline": baseline, "paused_s": round(run.control.paused_s, 3)}
 
 
 def _output_rank(kind: str) -> tuple[int, str]:
@@ -265,9 +311,12 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON-able: {type(o).__name__}")
 
 
-def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "") -> None:
-    """CSA, flattening ratio and circularity over time, with status bands behind them; written
-    atomically (a temporary file beside ``path``, with its extension, that never stays behind)."""
+def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "",
+                events: list[dict[str, Any]] | None = None) -> None:
+    """CSA, flattening ratio and circularity over time, with status bands behind them, a gap where the
+    run was paused and the ``events`` marked (baselines set: a line at their time and their value on
+    the CSA panel; baselines asked for and snapshots: a line at their time; pauses: a hatched span);
+    written atomically (a temporary file beside ``path``, with its extension, that never stays behind)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,9 +327,10 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
     calibrated = bool(summary.calibrated)
     panels = [(s.column("area_mm2" if calibrated else "area_px"), "CSA (mm²)" if calibrated else "CSA (px, uncalibrated)"),
               (s.column("flattening_ratio"), "flattening ratio"), (s.column("circularity"), "circularity")]
+    spans = _status_spans(t, s.column("status"))
+    t, panels = _with_gaps(t, panels, summary.gaps)
     fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
     band = {"no_detection": "0.85", "lost": "#f4b6b6", "reacquired": "#f7e3a1"}
-    spans = _status_spans(t, s.column("status"))
     for ax, (y, label) in zip(axes, panels):
         ax.plot(t, y, lw=1.2, color="#1f77b4")
         ax.set_ylabel(label)
@@ -291,7 +341,8 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
     axes[-1].set_xlabel("time (s)")
     from matplotlib.patches import Patch
 
-    axes[0].legend(handles=[Patch(color=c, label=k) for k, c in band.items()], loc="upper right", fontsize=8)
+    handles = [Patch(color=c, label=k) for k, c in band.items()] + _mark_events(axes, events or [], summary, calibrated)
+    axes[0].legend(handles=handles, loc="upper right", fontsize=8)
     if title:
         axes[0].set_title(title)
     fig.tight_layout()
@@ -303,6 +354,52 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)
+
+
+def _with_gaps(t: np.ndarray, panels: list, gaps: list[tuple[float, float]]) -> tuple[np.ndarray, list]:
+    """The series with a NaN point inside each pause (the lines break there instead of bridging it)."""
+    if not gaps or not len(t):
+        return t, panels
+    at = np.searchsorted(t, [after for _, after in gaps])
+    mid = [(before + after) / 2 for before, after in gaps]
+    return np.insert(t, at, mid), [(np.insert(y, at, np.nan), label) for y, label in panels]
+
+
+def _mark_events(axes, events: list[dict[str, Any]], summary: SummaryBuilder, calibrated: bool) -> list:  # type: ignore[no-untyped-def]
+    """Draw the run's events on the plot's panels; returns their legend entries."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles, seen = [], set()
+    t = summary.series.column("t_s")
+    t_end = float(t[-1]) if len(t) else 0.0
+    sets = [e for e in events if e["event"] == "baseline_set" and e.get("t_s") is not None]
+    style = {"baseline_set": ("#2ca02c", "--", "baseline set (its value: dotted)"),
+             "baseline_requested": ("#ff7f0e", ":", "baseline asked for (b)"),
+             "snapshot": ("#9467bd", "-.", "snapshot (s)")}
+    for e in events:
+        kind, t0 = e["event"], e.get("t_s")
+        if t0 is None:
+            continue
+        if kind == "pause":
+            t1 = e.get("resumed_t_s", t_end)
+            for ax in axes:
+                ax.axvspan(t0, t1, facecolor="none", edgecolor="0.5", hatch="//", lw=0)
+            if kind not in seen:
+                handles.append(Patch(facecolor="none", edgecolor="0.5", hatch="//", label="paused"))
+        elif kind in style:
+            colour, ls, label = style[kind]
+            for ax in axes:
+                ax.axvline(t0, color=colour, ls=ls, lw=1)
+            if kind not in seen:
+                handles.append(Line2D([], [], color=colour, ls=ls, label=label))
+        seen.add(kind)
+    for i, e in enumerate(sets):  # the baseline's value on the CSA panel while it was in effect
+        value = e.get("area_mm2") if calibrated else e.get("area_px")
+        if value is not None:
+            end = sets[i + 1]["t_s"] if i + 1 < len(sets) else t_end
+            axes[0].hlines(value, e["t_s"], max(end, e["t_s"]), colors="#2ca02c", linestyles=":", lw=1.2)
+    return handles
 
 
 def _status_spans(t: np.ndarray, codes: np.ndarray) -> list[tuple[str, float, float]]:

@@ -22,7 +22,7 @@ import numpy as np
 from common.errors import UserError
 from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunInfo, Sink
-from realtime.sinks.overlay import OverlayRenderer, run_warning
+from realtime.sinks.overlay import OverlayRenderer
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class VideoSink(Sink):
         self._writer: ThreadedWriter | None = None
 
     def open(self, run: RunInfo) -> None:
-        self.renderer.warning = run_warning(run.metadata)
+        self.renderer.set_run(run)  # the random-weights warning, the scale bar
         self._writer = ThreadedWriter(VideoWriter(self.path, fps=self.fps or run.fps), maxsize=self.maxsize,
                                       name="video-writer")
 

@@ -1,24 +1,37 @@
-"""The live window (OpenCV HighGUI): shows the overlay; keys q/Esc quit, space pause, b baseline
-now, r find the image area again (``--roi auto``), s snapshot PNG. :class:`WindowSink` hands the keys to the run's
-:class:`~realtime.sinks.base.RunControl`."""
+"""The live window (OpenCV HighGUI): shows the overlay at the frame's size; keys q/Esc quit, space pause
+and resume, b baseline now, r find the image area again (``--roi auto``), s snapshot PNG. Closing the
+window (its close button, or the window destroyed) is a quit: the run finalises every file and exits 0.
+
+:class:`LiveWindow` is the HighGUI window itself (any object with OpenCV's ``namedWindow``, ``imshow``,
+``waitKey``, ``getWindowProperty``... may stand in for ``cv2``); :class:`WindowSink` is what a person
+does with it: every key works whether the run goes on or is paused, each action is logged and shown
+for a moment in a banner over the picture (the window only: the overlay video does not show them),
+and pauses, baselines and snapshots go into the run's events (:class:`~realtime.sinks.base.RunControl`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunControl, RunInfo, Sink
-from realtime.sinks.overlay import OverlayRenderer, run_warning
+from realtime.sinks.overlay import OverlayRenderer, put_text, text_scale, text_width
 
 log = logging.getLogger(__name__)
 
 KEY_ACTIONS = {ord("q"): "quit", 27: "quit", ord(" "): "pause", ord("b"): "baseline", ord("r"): "roi",
                ord("s"): "snapshot"}
+#: How long a banner stays up, seconds.
+BANNER_S = 2.5
+#: How often the keys are read while paused, ms.
+PAUSED_POLL_MS = 50
 
 
 def display_available() -> bool:
@@ -29,58 +42,219 @@ def display_available() -> bool:
 
 
 class LiveWindow:
-    """A HighGUI window. :meth:`show` returns the action of a key pressed since the last frame."""
+    """A HighGUI window that opens at the size of the first frame shown (or ``size``, ``(W, H)``) and
+    keeps it: a resizable window (``WINDOW_NORMAL``, aspect ratio kept, no toolbar) sized once, so the
+    picture is shown pixel for pixel unless the person resizes it.
 
-    def __init__(self, title: str = "mn-seg", snapshot_dir: str | os.PathLike = ".") -> None:
-        import cv2
+    :meth:`show` and :meth:`poll` return the action of a key pressed (:data:`KEY_ACTIONS`), or
+    ``"closed"`` once the window is gone (closed by the window manager or destroyed:
+    ``getWindowProperty(WND_PROP_VISIBLE) < 1``, or an error asking for it); a closed window is never
+    shown again (``imshow`` would open a new one). ``gui``: the HighGUI module, ``cv2`` by default.
+    """
 
-        self._cv2 = cv2
+    def __init__(self, title: str = "mn-seg", snapshot_dir: str | os.PathLike = ".",
+                 size: tuple[int, int] | None = None, gui: Any = None) -> None:
+        if gui is None:
+            import cv2 as gui
+        self._gui = gui
         self.title = title
         self.snapshot_dir = Path(snapshot_dir)
+        self.size = size
         self.snapshots = 0
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        self.closed = False
+        self._sized = False
+        flags = gui.WINDOW_NORMAL | getattr(gui, "WINDOW_KEEPRATIO", 0) | getattr(gui, "WINDOW_GUI_NORMAL", 0)
+        gui.namedWindow(title, flags)
 
     def show(self, bgr: np.ndarray, wait_ms: int = 1) -> str | None:
-        self._cv2.imshow(self.title, bgr)
-        action = KEY_ACTIONS.get(self._cv2.waitKey(wait_ms) & 0xFF)
-        if action == "snapshot":
-            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-            path = self.snapshot_dir / f"snapshot-{self.snapshots:04d}.png"
-            self._cv2.imwrite(str(path), bgr)
-            self.snapshots += 1
-            log.info("saved %s", path)
-        return action
+        """Show ``bgr`` (the first time: size the window) and read the keys for ``wait_ms``."""
+        if self.closed or (self._sized and not self.is_open()):
+            self.closed = True
+            return "closed"
+        self._gui.imshow(self.title, bgr)
+        if not self._sized:
+            w, h = self.size or (bgr.shape[1], bgr.shape[0])
+            self._gui.resizeWindow(self.title, int(w), int(h))
+            self._sized = True
+            log.info("window %r opened at %dx%d", self.title, w, h)
+        return self.poll(wait_ms)
 
-    def wait_key(self, wait_ms: int = 50) -> str | None:
-        return KEY_ACTIONS.get(self._cv2.waitKey(wait_ms) & 0xFF)
+    def poll(self, wait_ms: int = 1) -> str | None:
+        """The action of a key pressed within ``wait_ms`` (``None``: none), ``"closed"`` when the window is gone."""
+        if self.closed:
+            return "closed"
+        key = self._gui.waitKey(wait_ms)
+        if not self.is_open():
+            self.closed = True
+            return "closed"
+        return None if key is None or key < 0 else KEY_ACTIONS.get(key & 0xFF)
+
+    def is_open(self) -> bool:
+        """Whether the window is still there and shown."""
+        try:
+            return self._gui.getWindowProperty(self.title, self._gui.WND_PROP_VISIBLE) >= 1
+        except Exception:  # Qt: "NULL guiReceiver" once the last window was closed
+            return False
+
+    def save(self, bgr: np.ndarray) -> Path:
+        """Write ``bgr`` as the next free ``snapshot-NNNN.png`` of ``snapshot_dir``; :class:`OSError` if it cannot."""
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        while (path := self.snapshot_dir / f"snapshot-{self.snapshots:04d}.png").exists():
+            self.snapshots += 1
+        if not self._gui.imwrite(str(path), bgr):
+            raise OSError(f"cannot write {path}")
+        self.snapshots += 1
+        return path
 
     def close(self) -> None:
         try:
-            self._cv2.destroyWindow(self.title)
+            self._gui.destroyWindow(self.title)
+            self._gui.waitKey(1)  # let the GUI take the window down now
         except Exception:  # the window may already be gone (closed by the user)
             pass
 
 
 class WindowSink(Sink):
-    """Shows each record's overlay (drawn by ``renderer``, shared with the video) in ``window`` and passes
-    the key pressed to the run's control: stop, pause, baseline now (the window saves snapshots itself)."""
+    """Shows each record's overlay (drawn by ``renderer``, shared with the video) in ``window`` and does
+    what its keys ask, in every state of the run:
 
-    def __init__(self, window: LiveWindow, renderer: OverlayRenderer) -> None:
+    * q / Esc, or closing the window: stop (every file is finalised, exit code 0);
+    * space: pause (the loop holds after this frame, :meth:`RunControl.hold`; the window keeps the
+      paused frame up with a PAUSED banner and reads the keys every 50 ms), space again: resume;
+    * b: a new baseline from the next frames (a banner until it is set, then its value);
+    * s: the picture on screen (the overlay without banners) as ``snapshot-NNNN.png``;
+    * r: find the image area again (``--roi auto``).
+
+    Each action is logged and shown for :data:`BANNER_S` seconds; pauses, baselines asked for and
+    snapshots (with their files) are noted in the run's events. ``clock``: seconds (``time.monotonic``).
+    """
+
+    def __init__(self, window: LiveWindow, renderer: OverlayRenderer,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
         self.renderer = renderer
         self.name = f"window {window.title}"
         self.control: RunControl | None = None
+        self.clock = clock
+        self.banners: list[tuple[str, float]] = []  # (text, until)
+        self._shown: tuple[int, float, np.ndarray] | None = None  # frame, t_s, the overlay on screen
+        self._baseline: Any = None
+        self._collecting = False
+        self._unit = "px"
 
     def open(self, run: RunInfo) -> None:
         self.control = run.control
-        self.renderer.warning = run_warning(run.metadata)
+        self.control.poll = self._poll_paused
+        self.renderer.set_run(run)
+        self._unit = "mm\u00b2" if run.calibrated else "px"
 
+    # ------------------------------------------------------------------------------------ showing
     def write(self, record: FrameRecord) -> None:
         bgr = self.renderer.draw(record)
+        self._shown = (record.frame, record.t_s, bgr)
+        self._watch_baseline(record)
         with timed(record.timings_ms, "write"):
-            action = self.window.show(bgr)
-        if action is not None and self.control is not None:
-            self.control.key(action, lambda: self.window.wait_key(50))
+            action = self.window.show(self.with_banners(bgr))
+        self.act(action)
+
+    def _poll_paused(self) -> None:
+        """While the run is paused: keep the paused frame up (with its banners) and do what the keys ask."""
+        if self._shown is None:
+            action = self.window.poll(PAUSED_POLL_MS)
+        else:
+            action = self.window.show(self.with_banners(self._shown[2]), wait_ms=PAUSED_POLL_MS)
+        self.act(action)
+
+    def banner(self, text: str) -> None:
+        """Show ``text`` over the picture for :data:`BANNER_S` seconds."""
+        self.banners = [b for b in self.banners if b[0] != text] + [(text, self.clock() + BANNER_S)]
+
+    def current_banners(self) -> list[str]:
+        """The lines shown over the picture now: PAUSED while paused, collecting the baseline, then the
+        last actions' banners (newest last)."""
+        now = self.clock()
+        self.banners = [b for b in self.banners if b[1] > now]
+        lines = []
+        if self.control is not None and self.control.paused:
+            lines.append("PAUSED: space resumes, q quits")
+        if self._collecting:
+            lines.append("collecting a new baseline...")
+        return lines + [text for text, _ in self.banners]
+
+    def with_banners(self, bgr: np.ndarray) -> np.ndarray:
+        """``bgr`` with the current banners drawn in a box above the bottom third (a copy; ``bgr`` unchanged)."""
+        lines = self.current_banners()
+        if not lines:
+            return bgr
+        out = bgr.copy()
+        h, w = out.shape[:2]
+        k = text_scale(out)
+        scale, lh = 0.55 * k, int(round(22 * k))
+        box_w = min(w, max(text_width(s, scale) for s in lines) + int(16 * k))
+        box_h = lh * len(lines) + int(8 * k)
+        x0 = max(0, (w - box_w) // 2)
+        y0 = max(0, int(h * 0.62) - box_h)
+        sub = out[y0:y0 + box_h, x0:x0 + box_w]
+        sub[:] = (sub * 0.25).astype(np.uint8)
+        for i, text in enumerate(lines):
+            put_text(out, text, (x0 + int(8 * k), y0 + int(18 * k) + i * lh), scale, (0, 235, 255))
+        return out
+
+    def _watch_baseline(self, record: FrameRecord) -> None:
+        b = record.tracked.baseline
+        if b is not None and b is not self._baseline:
+            area = b.area_mm2 if self._unit != "px" and b.area_mm2 is not None else b.area_px
+            self.banner(f"baseline set: {area:.{2 if self._unit != 'px' else 0}f} {self._unit} "
+                        f"(frames {b.first_frame}-{b.last_frame})")
+            self._collecting = False
+        self._baseline = b
+
+    # ------------------------------------------------------------------------------------ the keys
+    def act(self, action: str | None) -> None:
+        """Do what a key (or the window closing) asks; see the class docstring."""
+        control = self.control
+        if action is None or control is None:
+            return
+        frame, t_s = (self._shown[0], self._shown[1]) if self._shown is not None else (None, None)
+        if action == "closed":
+            log.info("the window was closed at frame %s: finishing the run", frame)
+            control.stop("window closed")
+        elif action == "quit":
+            log.info("q pressed at frame %s: finishing the run", frame)
+            control.stop("quit from the window")
+        elif action == "pause":
+            if control.paused:
+                control.resume()
+                self.banner("resumed")
+            else:
+                control.request_pause(frame, t_s)
+        elif action == "baseline":
+            log.info("b pressed at frame %s: a new baseline from the next frames", frame)
+            control.baseline_now(frame, t_s)
+            self._collecting = True
+            self._baseline = None
+        elif action == "roi":
+            log.info("r pressed at frame %s: finding the image area again", frame)
+            control.find_roi_again()
+            control.note("roi_requested", frame=frame, t_s=t_s)
+            self.banner("finding the image area again")
+        elif action == "snapshot":
+            self._snapshot(control, frame, t_s)
+
+    def _snapshot(self, control: RunControl, frame: int | None, t_s: float | None) -> None:
+        if self._shown is None:
+            return
+        try:
+            path = self.window.save(self._shown[2])
+        except OSError as exc:  # a snapshot that cannot be written does not stop the run
+            log.error("snapshot at frame %s not saved: %s", frame, exc)
+            self.banner("snapshot NOT saved (see the log)")
+            return
+        log.info("snapshot of frame %s saved: %s", frame, path)
+        control.note("snapshot", frame=frame, t_s=t_s, file=str(path))
+        self.banner(f"snapshot saved: {path.name}")
 
     def close(self) -> None:
+        if self.control is not None and self.control.poll == self._poll_paused:
+            self.control.poll = None
         self.window.close()

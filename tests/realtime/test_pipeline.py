@@ -154,3 +154,37 @@ def test_a_sink_that_cannot_be_finalised_makes_exit_5_in_the_summary(tmp_path: P
     summary = json.loads((tmp_path / "s.json").read_text())
     assert result.exit_code == summary["exit_code"] == 5
     assert "/mnt/gone/x.mp4" in summary["ended_because"] == result.reason
+
+
+def test_a_pause_is_not_data(tmp_path: Path) -> None:
+    """Space at frame 3 (the window, through a HighGUI stand-in); while paused, a snapshot; space again.
+    The 5 frames the source produced meanwhile are counted as paused, not dropped; the first row after the
+    pause marks the gap; the fps leaves the pause out; the summary lists the pause, the snapshot and the
+    baseline set at frame 3 (1 s at 4 fps)."""
+    from realtime.sinks.window import LiveWindow
+    from tests.realtime.sinks._helpers import FakeGUI
+
+    source = frames(8)
+    source[4].dropped_before = 5  # produced while paused
+    source[6].dropped_before = 2  # dropped by the live policy
+    gui = FakeGUI([None, None, None, "pause", None, "snapshot", "pause"], sleep=True)
+    outputs = Outputs(csv=tmp_path / "m.csv", summary=tmp_path / "s.json", plot=tmp_path / "p.png")
+    sinks = output_sinks(outputs, window=LiveWindow("t", snapshot_dir=tmp_path, gui=gui))
+    pipe = Pipeline(TruthEngine(), Tracker(None, fps=4.0), sinks, PipelineConfig())
+    result = pipe.run(source)
+    assert result.exit_code == EXIT_OK
+    rows = read_csv(tmp_path / "m.csv")
+    assert [r["paused_before"] for r in rows] == ["0", "0", "0", "0", "5", "0", "0", "0"]
+    assert [r["dropped_before"] for r in rows] == ["0", "0", "0", "0", "0", "0", "2", "0"]
+    assert float(rows[4]["paused_s"]) >= 0.1 and all(float(r["paused_s"]) == 0 for i, r in enumerate(rows) if i != 4)
+    s = result.summary
+    assert (s["frames_processed"], s["frames_dropped"], s["frames_paused"], s["frames_seen"]) == (8, 2, 5, 15)
+    assert s["paused_s"] == round(pipe.control.paused_s, 3) >= 0.1
+    assert s["processing_fps"] == pytest.approx(8 / (s["wall_time_s"] - pipe.control.paused_s), rel=1e-2)
+    pause, snapshot, baseline = s["events"]
+    assert (pause["event"], pause["frame"], pause["resumed_frame"], pause["frames_skipped"]) == ("pause", 3, 4, 5)
+    assert pause["duration_s"] == s["paused_s"]
+    assert (snapshot["event"], snapshot["frame"], snapshot["file"]) == ("snapshot", 3, str(tmp_path / "snapshot-0000.png"))
+    assert (baseline["event"], baseline["frame"], baseline["frames"]) == ("baseline_set", 3, [0, 3])
+    assert s["baseline"]["area_px"] == baseline["area_px"] and (tmp_path / "snapshot-0000.png").is_file()
+    assert json.loads((tmp_path / "s.json").read_text())["events"] == s["events"]

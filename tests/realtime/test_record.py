@@ -76,3 +76,16 @@ def test_a_frames_wall_time_follows_its_capture_time() -> None:
     f = Frame(0, time.monotonic() - 2.0, 0.0, np.zeros((2, 2), np.uint8))
     assert abs(f.t_wall - (now - 2.0)) < 0.5 and f.t_source is None
     assert Frame(0, 0.0, 0.0, np.zeros((2, 2), np.uint8), t_wall=5.0, t_source=7.0).t_wall == 5.0
+
+
+def test_paused_columns_mark_the_first_row_after_a_pause() -> None:
+    from realtime.record import COLUMN_UNITS
+
+    at = CSV_COLUMNS.index("dropped_before")
+    assert CSV_COLUMNS[at + 1:at + 3] == ["paused_before", "paused_s"]
+    r = record(3)
+    assert (r.paused_before, r.paused_s) == (0, 0.0)
+    r.paused_before, r.paused_s = 12, 4.5
+    row = dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))
+    assert (row["paused_before"], row["paused_s"], row["dropped_before"]) == ("12", "4.5", "1")
+    assert "not dropped" in COLUMN_UNITS["paused_before"] and "paused" in COLUMN_UNITS["paused_s"]

@@ -1,13 +1,18 @@
-"""A small typed FrameRecord for the sink tests."""
+"""A small typed FrameRecord for the sink tests, and a stand-in for OpenCV's HighGUI."""
 
 from __future__ import annotations
+
+import time
 
 import cv2
 import numpy as np
 
 from realtime.morphometry import Measurement
 from realtime.record import FrameRecord
+from realtime.sinks.window import KEY_ACTIONS
 from realtime.tracker import TrackedMeasurement, TrackStatus
+
+KEYS = {action: code for code, action in KEY_ACTIONS.items()}
 
 
 def record(i: int, status: str = "ok", area: float | None = 1000.0, latency: float = 20.0) -> FrameRecord:
@@ -25,3 +30,56 @@ def record(i: int, status: str = "ok", area: float | None = 1000.0, latency: flo
     return FrameRecord(frame=i, t_s=i / 24, tracked=tracked, latency_ms=latency, dropped_before=i % 2,
                        timings_ms={"infer": 10.0, "preprocess": 1.0}, contours=tuple(contours), image=img,
                        mask=mask if area else None)
+
+
+class FakeGUI:
+    """OpenCV's HighGUI as far as the live window (:class:`realtime.sinks.window.LiveWindow`) uses it. ``keys``: what ``waitKey`` returns call by call (a key
+    name of :data:`KEY_ACTIONS`, ``"close"`` to have the window closed by the window manager, or ``None``).
+    ``qt``: once closed, ``getWindowProperty`` raises (OpenCV's Qt backend) instead of returning -1."""
+
+    WINDOW_NORMAL, WINDOW_KEEPRATIO, WINDOW_GUI_NORMAL, WND_PROP_VISIBLE = 0, 0, 16, 4
+    error = cv2.error
+
+    def __init__(self, keys: list[str | None] | None = None, qt: bool = False, sleep: bool = False) -> None:
+        self.keys = list(keys or [])
+        self.qt = qt
+        self.sleep = sleep  # waitKey waits its milliseconds, as HighGUI does
+        self.windows: dict[str, bool] = {}
+        self.shown: list[np.ndarray] = []
+        self.resized: list[tuple[int, int]] = []
+        self.reopened = 0
+
+    def namedWindow(self, title: str, flags: int) -> None:  # noqa: N802 - OpenCV's names
+        self.windows[title] = True
+
+    def imshow(self, title: str, img: np.ndarray) -> None:
+        if not self.windows.get(title):
+            self.reopened += 1  # HighGUI opens a new (400x300) window for an imshow after a close
+        self.windows[title] = True
+        self.shown.append(img)
+
+    def resizeWindow(self, title: str, w: int, h: int) -> None:  # noqa: N802
+        self.resized.append((w, h))
+
+    def waitKey(self, ms: int) -> int:  # noqa: N802
+        if self.sleep:
+            time.sleep(ms / 1000)
+        key = self.keys.pop(0) if self.keys else None
+        if key == "close":
+            for title in self.windows:
+                self.windows[title] = False
+            return -1
+        return -1 if key is None else KEYS[key]
+
+    def getWindowProperty(self, title: str, prop: int) -> float:  # noqa: N802
+        if not self.windows.get(title):
+            if self.qt:
+                raise cv2.error("NULL guiReceiver (please create a window)")
+            return -1.0
+        return 1.0
+
+    def destroyWindow(self, title: str) -> None:  # noqa: N802
+        self.windows[title] = False
+
+    def imwrite(self, path: str, img: np.ndarray) -> bool:
+        return cv2.imwrite(path, img)

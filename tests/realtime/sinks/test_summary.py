@@ -126,3 +126,64 @@ def test_memory_stays_flat_over_a_long_run() -> None:
     assert d["frames_processed"] == 9000 and d["latency_ms"]["n"] == 8995 and d["latency_ms"]["max"] == 16.0
     assert d["latency_ms"]["p50"] == pytest.approx(13.0, rel=0.005) and d["csa"]["min"] == 1000.0
     assert len(b.series) <= 1000 and "histogram" in d["percentiles"]
+
+
+def test_events_baselines_and_pauses_in_the_summary(tmp_path: Path) -> None:
+    """Baselines set at frames 2 and 7 (b pressed at 5), a 2 s pause before frame 5 that skipped 3 frames:
+    the events in frame order, the baseline in effect at the end, the paused frames and seconds apart, and
+    the fps over the 8 s that were not paused."""
+    from realtime.sinks.base import RunControl, RunInfo
+    from realtime.sinks.summary import SummarySink
+    from realtime.tracker import Baseline
+
+    class Tracker:
+        def describe(self) -> dict:
+            return {"baseline": "auto: first 1 s (24 frames)"}
+
+    def baseline(first: int, area: float) -> Baseline:
+        return Baseline(area_px=area, area_mm2=None, centroid_x_px=0.0, centroid_y_px=0.0, centroid_x_mm=None,
+                        centroid_y_mm=None, n_frames=2, first_frame=first, last_frame=first + 1,
+                        source="auto: first 1 s" if first == 0 else "set at frame 5")
+
+    control = RunControl()
+    run = RunInfo(source=None, engine=None, tracker=Tracker(), control=control, fps=24.0, calibrated=False)
+    sink = SummarySink(tmp_path / "s.json", plot=tmp_path / "p.png")
+    sink.open(run)
+    first, second = baseline(0, 1000.0), baseline(5, 1100.0)
+    pause = control.note("pause", frame=4, t_s=4 / 24, duration_s=2.0)
+    for i in range(10):
+        r = record(i)
+        r.dropped_before = 0
+        r.tracked.baseline = None if i < 2 else first if i < 5 else None if i < 7 else second
+        if i == 5:
+            r.paused_s, r.paused_before = 2.0, 3
+            control.note("baseline_requested", frame=5, t_s=5 / 24)
+            pause.update(resumed_frame=5, resumed_t_s=5 / 24, frames_skipped=3)
+        sink.write(r)
+    control.paused_s = 2.0
+    run.wall_s = 10.0
+    sink.close()
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert [(e["event"], e["frame"]) for e in s["events"]] == [
+        ("baseline_set", 2), ("pause", 4), ("baseline_requested", 5), ("baseline_set", 7)]
+    assert s["events"][0]["area_px"] == 1000.0 and s["events"][3]["how"] == "set at frame 5"
+    assert s["baseline"] == {"frame": 7, "t_s": 7 / 24, "how": "set at frame 5", "frames": [5, 6], "n_frames": 2,
+                             "area_px": 1100.0, "area_mm2": None}
+    assert "then set again with the b key" in s["tracker"]["baseline"]
+    assert (s["frames_processed"], s["frames_dropped"], s["frames_paused"], s["frames_seen"]) == (10, 0, 3, 13)
+    assert s["paused_s"] == 2.0 and s["processing_fps"] == pytest.approx(10 / 8)
+    assert sink.builder.gaps == [(4 / 24, 5 / 24)]
+    assert cv2.imread(str(tmp_path / "p.png")) is not None
+
+
+def test_the_plot_breaks_its_lines_across_a_pause() -> None:
+    import numpy as np
+
+    from realtime.sinks.summary import _with_gaps
+
+    t = np.array([0.0, 1.0, 2.0, 5.0, 6.0])
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    t2, [(y2, label)] = _with_gaps(t, [(y, "CSA")], [(2.0, 5.0)])
+    assert t2.tolist() == [0.0, 1.0, 2.0, 3.5, 5.0, 6.0] and label == "CSA"
+    assert np.isnan(y2[3]) and y2[[0, 1, 2, 4, 5]].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert _with_gaps(t, [(y, "CSA")], [])[0] is t

@@ -1,46 +1,248 @@
-"""realtime.sinks.window: the window sink shows the shared overlay and hands its keys to the run's control
-(a stand-in window: no display needed)."""
+"""realtime.sinks.window: the window opens at the frame's size and keeps it, closing it is a quit (also
+while paused), every key works in every state with a banner and a log line, and pauses, baselines and
+snapshots become the run's events. Driven through a stand-in for OpenCV's HighGUI
+(:class:`tests.realtime.sinks._helpers.FakeGUI`, the same calls as ``cv2``); tests/realtime/test_live_window_x11.py drives the real one under Xvfb."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import cv2
 import numpy as np
+import pytest
 
 from realtime.sinks.base import RunControl, RunInfo
 from realtime.sinks.overlay import OverlayRenderer
-from realtime.sinks.window import WindowSink
-from tests.realtime.sinks._helpers import record
+from realtime.sinks.window import LiveWindow, WindowSink
+from realtime.tracker import Baseline
+from tests.realtime.sinks._helpers import FakeGUI, record
 
 
-class FakeWindow:
-    title = "test"
+class FakeTracker:
+    calibration = None
 
-    def __init__(self, keys: list[str | None]) -> None:
-        self.keys = list(keys)
-        self.shown: list[np.ndarray] = []
-        self.closed = False
+    def __init__(self) -> None:
+        self.baselines = 0
 
-    def show(self, bgr: np.ndarray) -> str | None:
-        self.shown.append(bgr)
-        return self.keys.pop(0) if self.keys else None
-
-    def wait_key(self, wait_ms: int = 50) -> str | None:
-        return self.keys.pop(0) if self.keys else "pause"
-
-    def close(self) -> None:
-        self.closed = True
+    def set_baseline_now(self) -> None:
+        self.baselines += 1
 
 
-def test_window_shows_the_overlay_and_quits_on_q() -> None:
-    control = RunControl()
-    window = FakeWindow([None, "quit"])
-    renderer = OverlayRenderer()
-    sink = WindowSink(window, renderer)  # type: ignore[arg-type]
-    sink.open(RunInfo(source=None, engine=None, tracker=None, control=control, fps=24.0, calibrated=False))
-    first = record(0)
+def _frame(i: int):  # type: ignore[no-untyped-def]
+    r = record(i)
+    r.image = np.full((468, 606), 70, np.uint8)
+    r.mask, r.contours = None, ()
+    return r
+
+
+def _sink(gui: FakeGUI, tmp_path: Path, size: tuple[int, int] | None = None, clock=None):  # type: ignore[no-untyped-def]
+    control = RunControl(FakeTracker())
+    window = LiveWindow("mn-live test", snapshot_dir=tmp_path, size=size, gui=gui)
+    sink = WindowSink(window, OverlayRenderer(), **({"clock": clock} if clock else {}))
+    sink.open(RunInfo(source=None, engine=None, tracker=control.tracker, control=control, fps=24.0,
+                      calibrated=False))
+    return sink, control
+
+
+def test_opens_at_the_frames_size_once_and_shows_the_overlay(tmp_path: Path) -> None:
+    gui = FakeGUI()
+    sink, control = _sink(gui, tmp_path)
+    first = _frame(0)
     sink.write(first)
-    assert window.shown[0] is renderer.draw(first)  # drawn once, shared with any other output
-    assert not control.stopping and first.timings_ms["render"] >= 0 and first.timings_ms["write"] >= 0
-    sink.write(record(1))
-    assert control.stopping and control.reason == "quit from the window"
+    assert gui.shown[0] is sink.renderer.draw(first)  # drawn once, shared with any other output
+    sink.write(_frame(1))
+    assert gui.resized == [(606, 468)]  # sized once, to the frame: never back to the backend's default
+    assert first.timings_ms["render"] >= 0 and first.timings_ms["write"] >= 0 and not control.stopping
     sink.close()
-    assert window.closed
+    assert gui.windows["mn-live test"] is False and control.poll is None
+
+
+def test_window_size_flag_wins(tmp_path: Path) -> None:
+    gui = FakeGUI()
+    sink, _ = _sink(gui, tmp_path, size=(1212, 936))
+    sink.write(_frame(0))
+    assert gui.resized == [(1212, 936)]
+
+
+@pytest.mark.parametrize("qt", [False, True])
+def test_closing_the_window_is_a_quit_and_it_does_not_come_back(tmp_path: Path, qt: bool) -> None:
+    gui = FakeGUI([None, "close"], qt=qt)
+    sink, control = _sink(gui, tmp_path)
+    sink.write(_frame(0))
+    assert not control.stopping
+    sink.write(_frame(1))  # closed by the window manager during this frame's waitKey
+    assert control.stopping and control.reason == "window closed"
+    shown = len(gui.shown)
+    sink.write(_frame(2))  # a frame still in flight: not shown in a new window
+    assert len(gui.shown) == shown and gui.reopened == 0
+
+
+def test_q_quits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink, control = _sink(FakeGUI(["quit"]), tmp_path)
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.window"):
+        sink.write(_frame(5))
+    assert control.stopping and control.reason == "quit from the window"
+    assert "q pressed at frame 5" in caplog.text
+
+
+def test_every_key_works_while_paused_then_closing_ends_the_run(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Space at frame 7; while paused: s (a snapshot of the paused frame), b (a new baseline), then the
+    window closed: the hold ends, the run stops, and the events say what happened at which frame."""
+    gui = FakeGUI(["pause", None, "snapshot", None, "baseline", None, "close"])
+    sink, control = _sink(gui, tmp_path)
+    paused = _frame(7)
+    with caplog.at_level(logging.INFO):
+        sink.write(paused)
+        assert control.paused and not control.stopping
+        control.hold()  # what the loop does between frames: the window's poll, until closed
+    assert control.stopping and control.reason == "window closed" and not control.paused
+    assert control.tracker.baselines == 1
+    overlay = sink.renderer.draw(paused)
+    snap = cv2.imread(str(tmp_path / "snapshot-0000.png"))
+    assert snap is not None and (snap == overlay).all()  # the overlay as drawn, without the banners
+    assert any((img != overlay).any() and img.shape == overlay.shape for img in gui.shown[1:])  # PAUSED banner
+    kinds = [(e["event"], e["frame"]) for e in control.events]
+    assert kinds == [("pause", 7), ("snapshot", 7), ("baseline_requested", 7)]
+    assert control.events[1]["file"] == str(tmp_path / "snapshot-0000.png")
+    assert control.events[0]["ended_run"] is True and control.events[0]["duration_s"] >= 0
+    for line in ("paused at frame 7", "snapshot of frame 7 saved", "b pressed at frame 7", "window was closed"):
+        assert line in caplog.text, line
+
+
+def test_space_resumes_and_banners_say_what_happened(tmp_path: Path) -> None:
+    now = [100.0]
+    gui = FakeGUI(["pause", None, "pause"])
+    sink, control = _sink(gui, tmp_path, clock=lambda: now[0])
+    sink.write(_frame(3))
+    assert sink.current_banners() == ["PAUSED: space resumes, q quits"]
+    control.hold()
+    assert not control.paused and not control.stopping and control.events[0]["duration_s"] == round(control.paused_s, 3)
+    assert sink.current_banners() == ["resumed"]
+    now[0] += 3.0  # banners are short
+    assert sink.current_banners() == []
+
+
+def test_baseline_banner_until_it_is_set_then_its_value(tmp_path: Path) -> None:
+    sink, control = _sink(FakeGUI([None, "baseline", None]), tmp_path)
+    sink.write(_frame(0))
+    sink.write(_frame(1))  # b
+    assert "collecting a new baseline..." in sink.current_banners()
+    r = _frame(2)
+    r.tracked.baseline = Baseline(area_px=1234.0, area_mm2=None, centroid_x_px=0.0, centroid_y_px=0.0,
+                                  centroid_x_mm=None, centroid_y_mm=None, n_frames=24, first_frame=2, last_frame=25,
+                                  source="set at frame 1")
+    sink.write(r)
+    banners = sink.current_banners()
+    assert "collecting a new baseline..." not in banners and "baseline set: 1234 px (frames 2-25)" in banners
+
+
+def test_a_snapshot_that_cannot_be_written_does_not_stop_the_run(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    gui = FakeGUI(["snapshot"])
+    control = RunControl()
+    sink = WindowSink(LiveWindow("t", snapshot_dir=blocked, gui=gui), OverlayRenderer())
+    sink.open(RunInfo(source=None, engine=None, tracker=None, control=control, fps=24.0, calibrated=False))
+    sink.write(_frame(0))
+    assert not control.stopping and control.events == []
+    assert "snapshot NOT saved (see the log)" in sink.current_banners()
+
+
+def test_snapshots_do_not_replace_earlier_files(tmp_path: Path) -> None:
+    (tmp_path / "snapshot-0000.png").write_bytes(b"an earlier run's")
+    sink, control = _sink(FakeGUI(["snapshot"]), tmp_path)
+    sink.write(_frame(0))
+    assert (tmp_path / "snapshot-0000.png").read_bytes() == b"an earlier run's"
+    assert control.events[0]["file"] == str(tmp_path / "snapshot-0001.png")
+
+
+# ---------------------------------------------------------------------------------------------- the real HighGUI
+def test_mn_live_window_under_xvfb(tmp_path: Path, cache: str) -> None:
+    """mn-live on the phantom in a real HighGUI window on a virtual display, as a person uses it: the window
+    is the frame's size and shows the panel pixel for pixel (a screenshot against the snapshot PNG); space
+    pauses (no rows while paused), s saves a snapshot and b asks for a baseline while paused, space resumes,
+    space pauses again, and the window manager's close ends the run with exit 0 and every file finalised
+    (CSV rows = summary frames = video frames), the events in summary.json."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from realtime.sinks.csv_sink import read_csv
+    from tests.realtime._helpers import decoded_frames
+    from tests.realtime.sinks import _x11
+
+    why = _x11.missing()
+    if why:
+        pytest.skip(f"no real HighGUI test: {why}")
+    repo = Path(__file__).resolve().parents[3]
+    out = tmp_path / "live"
+    with _x11.xvfb() as display:
+        env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "PYTHONPATH": str(repo),
+               "MN_SEG_CACHE": cache}
+        env.pop("WAYLAND_DISPLAY", None)
+        log_path = tmp_path / "stderr.txt"
+        with open(log_path, "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "realtime.live_cli", "--source", "synthetic:3", "--out",
+                                     str(out), "--model", "lunet", "--size", "64x48", "--presence", "off",
+                                     "--depth-mm", "46.8"], cwd=repo, env=env, stdout=subprocess.PIPE,
+                                    stderr=err, text=True)
+        try:
+            def wait_for(what, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+                deadline = time.monotonic() + timeout_s
+                while not what():
+                    assert proc.poll() is None, log_path.read_text()
+                    assert time.monotonic() < deadline, log_path.read_text()
+                    time.sleep(0.1)
+
+            def logged(text: str) -> bool:
+                return text in log_path.read_text()
+
+            window = _x11.find_window(display, "mn-live synthetic:3")
+            csv_path = out / "measurements.csv"
+            wait_for(lambda: csv_path.exists() and len(read_csv(csv_path)) >= 5, 120.0)
+            assert _x11.geometry(display, window) == (606, 468)  # the frame's size, not HighGUI's 400x300
+            _x11.key(display, window, "space")
+            wait_for(lambda: logged("paused at frame"))
+            rows = len(read_csv(csv_path))
+            _x11.key(display, window, "s")
+            wait_for(lambda: (out / "snapshot-0000.png").exists() and logged("snapshot of frame"))
+            snapshot = cv2.imread(str(out / "snapshot-0000.png"))
+            wait_for(lambda: (_x11.screenshot(display, window)[:90, :280] == snapshot[:90, :280]).all(), 10.0)
+            shot = _x11.screenshot(display, window)
+            assert shot.shape == snapshot.shape == (468, 606, 3)
+            panel = np.s_[:90, :280]  # the text panel, shown pixel for pixel at the frame's size
+            assert (shot[panel] == snapshot[panel]).all() and (shot[panel] > 200).any(axis=2).sum() > 300
+            assert (shot != snapshot).any()  # the PAUSED banner, in the window only
+            _x11.key(display, window, "b")
+            wait_for(lambda: logged("b pressed at frame"))
+            assert len(read_csv(csv_path)) == rows  # paused: no frame processed
+            _x11.key(display, window, "space")
+            wait_for(lambda: len(read_csv(csv_path)) > rows + 2)
+            _x11.key(display, window, "space")
+            wait_for(lambda: log_path.read_text().count("paused at frame") == 2)
+            _x11.wm_close(display, window)
+            stdout, _ = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    stderr = log_path.read_text()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "the window was closed" in stderr and "ended: window closed" in stdout
+    rows = read_csv(out / "measurements.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended_because"] == "window closed" and summary["exit_code"] == 0
+    assert len(rows) == summary["frames_processed"] == decoded_frames(out / "overlay.mp4")
+    kinds = [e["event"] for e in summary["events"] if e["event"] != "baseline_set"]
+    assert kinds == ["pause", "snapshot", "baseline_requested", "pause"]
+    first, snap, asked, last = (e for e in summary["events"] if e["event"] != "baseline_set")
+    assert snap["frame"] == asked["frame"] == first["frame"] and snap["file"] == str(out / "snapshot-0000.png")
+    assert first["resumed_frame"] > first["frame"] and last.get("ended_run") is True
+    resumed = next(r for r in rows if int(r["frame"]) == first["resumed_frame"])
+    assert float(resumed["paused_s"]) > 0 and int(resumed["paused_before"]) == first["frames_skipped"] > 0
+    assert summary["frames_paused"] == first["frames_skipped"]  # the second pause ended the run: no frame after it
+    assert summary["paused_s"] >= first["duration_s"] > 0

@@ -97,7 +97,7 @@ def test_r_finds_the_area_again_same_size_only() -> None:
     seen = []
     for frame in src:
         seen.append((src.roi, frame.image.shape))
-        control.key("roi", lambda: None)  # r pressed after every frame
+        control.find_roi_again()  # r pressed after every frame
     x, y, w, h = roi
     assert seen[0][0] == roi and seen[1][0] == (x - 5, y + 3, w, h)
     assert seen[2][0] == (x - 5, y + 3, w, h) and seen[2][1] == (h, w, 3)  # another size: not used
