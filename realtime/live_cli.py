@@ -184,7 +184,9 @@ def report(summary: dict, paths: dict, reason: str) -> None:
     lines = [
         f"ended: {reason}",
         f"frames processed {summary['frames_processed']}, dropped {summary['frames_dropped']}, "
-        f"status {json.dumps(summary['status_counts'])}",
+        + (f"paused {_f(summary.get('paused_s'), 1)} s ({summary.get('frames_paused', 0)} frames skipped), "
+           if summary.get("paused_s") else "")
+        + f"status {json.dumps(summary['status_counts'])}",
         f"CSA median {_f(csa.get('median'))} {unit} (min {_f(csa.get('min'))}, max {_f(csa.get('max'))}); "
         f"FR median {_f(summary.get('flattening_ratio', {}).get('median'), 2)}",
         f"latency p50 {_f(lat.get('p50'), 1)} ms, p95 {_f(lat.get('p95'), 1)} ms, max {_f(lat.get('max'), 1)} ms; "
