@@ -35,9 +35,37 @@ PAUSED_POLL_MS = 50
 
 
 def display_available() -> bool:
-    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere)."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere). An X display
+    that is named (``DISPLAY``) but cannot be reached is none (logged): HighGUI's Qt would abort the
+    process on it."""
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return False
+    if not x_display_reachable(display):
+        log.warning("the display %s cannot be opened (DISPLAY is set, but no X server answers there)", display)
+        return False
+    return True
+
+
+def x_display_reachable(display: str) -> bool:
+    """Whether the X server of ``display`` accepts a connection (``True`` when libX11 is not there to ask)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("X11")
+    if name is None:
+        return True
+    x = ctypes.cdll.LoadLibrary(name)
+    x.XOpenDisplay.restype, x.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    x.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    d = x.XOpenDisplay(display.encode())
+    if not d:
+        return False
+    x.XCloseDisplay(d)
     return True
 
 

@@ -247,3 +247,19 @@ def test_mn_live_window_under_xvfb(tmp_path: Path, cache: str) -> None:
     assert float(resumed["paused_s"]) > 0 and int(resumed["paused_before"]) == first["frames_skipped"] > 0
     assert summary["frames_paused"] == first["frames_skipped"]  # the second pause ended the run: no frame after it
     assert summary["paused_s"] >= first["duration_s"] > 0
+
+
+def test_an_unreachable_display_is_no_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DISPLAY names an X server that is not there: headless (Qt's HighGUI would abort the process)."""
+    import ctypes.util
+
+    from realtime.sinks import window as window_mod
+
+    if ctypes.util.find_library("X11") is None:
+        pytest.skip("libX11 is not installed: the display cannot be asked")
+    monkeypatch.setattr(window_mod.sys, "platform", "linux")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":8931")  # no X server there
+    assert not window_mod.display_available()
+    monkeypatch.delenv("DISPLAY")
+    assert not window_mod.display_available()
