@@ -47,12 +47,14 @@ from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, rand
 from engines.registry import BUNDLED_MODELS, resolve_model
 from realtime.cli_common import default_model as cli_default_model
 from realtime.pipeline import EXIT_OK, Pipeline, PipelineConfig
+from realtime.presence import make_presence_gate
 from realtime.record import STAGES, FrameRecord, format_cell
 from realtime.sinks.base import Callback
 from realtime.sinks.overlay import RenderSink
 from realtime.sinks.summary import latency_stats
 from realtime.sources import open_source
 from realtime.tracker import Tracker
+from realtime.window_policy import make_window_policy
 from train.errors import UserError
 from train.models import check_input_size
 from train.preprocess import DEFAULT_SIZE
@@ -132,6 +134,8 @@ class Settings:
     prefetch: bool = False
     roi: str | None = None
     cuda_graph: bool = False
+    window: str = "tracked"
+    presence: str = "on"
 
     def check(self) -> None:
         """Raise :class:`UserError` for counts that cannot make a benchmark."""
@@ -336,9 +340,11 @@ class Runner:
             return None
         fps = source.fps or s.fps or DEFAULT_SOURCE_FPS
         config = PipelineConfig(batch=combo.batch, prefetch=s.prefetch and not realtime and not combo.baseline,
-                                max_frames=total, fps_hint=fps)
-        # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled
-        pipe = Pipeline(engine, Tracker(None, fps), [RenderSink(), Callback(on_record)], config)
+                                max_frames=total, fps_hint=fps, window=make_window_policy(s.window))
+        # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled; the
+        # tracker gates presence and the cascade's window follows the nerve as live (--presence, --window)
+        pipe = Pipeline(engine, Tracker(None, fps, presence=make_presence_gate(s.presence)),
+                        [RenderSink(), Callback(on_record)], config)
         self._pipe = pipe
         if self.stop_reason:
             pipe.request_stop(self.stop_reason)

@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, metavar="x,y,w,h", help="crop the scanner's image area first")
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay each engine's inference as a CUDA graph (torch on CUDA, TensorRT); not the baseline")
+    p.add_argument("--window", choices=["tracked", "localiser"], default="tracked",
+                   help="a cascade's window as mn-live places it (default tracked: the localiser is skipped while "
+                        "the nerve is tracked) or by the localiser on every frame")
+    p.add_argument("--presence", choices=["on", "shape", "off"], default="on",
+                   help="the tracker's presence gate, as mn-live's --presence (default on)")
     p.add_argument("--prefetch", action="store_true",
                    help="offline mode: decode/render the source on a thread ahead of inference (never for the "
                         "baseline or the realtime mode)")
@@ -137,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
         fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
-        cuda_graph=args.cuda_graph)
+        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence)
     settings.check()
     batches = args.batch or [1]
     if min(batches) < 1:
@@ -170,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "speedup": bench.SPEEDUP,
         "settings": {"source": settings.source, "frames": settings.frames, "warmup": settings.warmup,
                      "repeats": settings.repeats, "fps": settings.fps, "threads": settings.threads,
-                     "prefetch": settings.prefetch, "roi": settings.roi, "modes": list(modes), "batches": batches},
+                     "prefetch": settings.prefetch, "roi": settings.roi, "modes": list(modes), "batches": batches,
+                     "window": settings.window, "presence": settings.presence},
         "system": system,
         "runs": [r.row for r in runs],
     }

@@ -1,0 +1,220 @@
+"""``python -m benchmarks.window_bench``: the tracked window (``--window tracked``) against the localiser's.
+
+Runs clips with known truth through exactly what runs live (:class:`realtime.pipeline.Pipeline`,
+batch 1, presence gate on, no pacing so no frame is dropped and both settings see the same frames)
+once with ``--window localiser`` and once with ``--window tracked``, and reports per clip and pooled:
+
+- **jitter**: median and p95 of the raw area's frame-to-frame relative change, next to the truth's
+  (the issue's target: median <= 1.5x the truth's, p95 <= 5 %);
+- **CSA error**: median |area - true area| / true area over measured frames;
+- **frames ok**: share of frames measured (``ok`` / ``reacquired``);
+- **jumps**: frames where the measured centroid moved more than ``JUMP_PX`` while the true centroid
+  moved less than 10 px (the nerve jumping to another structure);
+- **time**: median inference time a frame (localiser skipped on tracked frames).
+
+Clips: the built-in phantom (seeds 1-3 by default) and, with ``--data``, the paper validation
+images animated into 24 fps clips (``animate:``: glide, tilt, compression, fresh speckle; images
+the shipped model was not trained on). Writes ``--json`` and ``--md`` (default under
+benchmarks/results/). Exit codes: 0, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from common.cli import add_logging_args, setup_logging
+from common.errors import UserError, run_cli
+
+log = logging.getLogger("benchmarks.window_bench")
+
+PROG = "python -m benchmarks.window_bench"
+JUMP_PX = 20.0
+TRUE_STILL_PX = 10.0
+MODES = ("localiser", "tracked")
+
+
+def clip_specs(data: str | None, phantoms: int, images: int) -> list[tuple[str, str]]:
+    """``(name, source spec)`` of every clip: phantom seeds, then every ``len/images``-th validation image."""
+    specs = [(f"phantom-{s}", "synthetic") for s in range(1, phantoms + 1)]
+    if data:
+        from train.data import scan_dataset
+        from train.splits import make_split
+
+        samples = scan_dataset(data)
+        patients = [s.patient for s in samples]
+        val = make_split("paper", patients).indices(patients)[1]
+        step = max(1, len(val) // max(images, 1))
+        specs += [(samples[i].stem, f"animate:{samples[i].image_path}") for i in val[::step][:images]]
+    return specs
+
+
+def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str) -> dict[str, Any]:
+    """One clip through the pipeline; per-frame area, truth area, centroids, status, window, infer ms."""
+    from realtime.morphometry import measure_mask
+    from realtime.pipeline import Pipeline, PipelineConfig
+    from realtime.presence import make_presence_gate
+    from realtime.sinks.base import Callback
+    from realtime.sources import open_source
+    from realtime.tracker import Tracker
+    from realtime.window_policy import make_window_policy
+
+    rows: list[dict[str, Any]] = []
+
+    def collect(r: Any) -> None:
+        m = r.measurement
+        t = measure_mask((r.truth > 0).astype(np.uint8)) if r.truth is not None else None
+        rows.append({"measured": r.measured, "window": r.window, "infer_ms": r.timings_ms.get("infer"),
+                     "area": None if m is None else float(m.area_px),
+                     "centroid": None if m is None else (m.centroid_x_px, m.centroid_y_px),
+                     "true_area": None if t is None or t.empty else float(t.area_px),
+                     "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
+
+    source = open_source(spec, realtime=False, seed=seed, frames=frames)
+    tracker = Tracker(None, 24.0, presence=make_presence_gate("on"))
+    pipe = Pipeline(engine, tracker, [Callback(collect)], PipelineConfig(batch=1, window=make_window_policy(mode)))
+    result = pipe.run(source)
+    if result.exit_code != 0:
+        raise UserError(f"{spec}: the run failed ({result.reason})")
+    return score(rows)
+
+
+def _step(a: tuple | None, b: tuple | None) -> float | None:
+    return None if a is None or b is None else float(np.hypot(a[0] - b[0], a[1] - b[1]))
+
+
+def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A clip's numbers from its per-frame rows (see the module docstring)."""
+    from realtime.temporal import jitter
+
+    errors = [abs(r["area"] - r["true_area"]) / r["true_area"] for r in rows
+              if r["area"] is not None and r["true_area"]]
+    jumps = 0
+    for prev, cur in zip(rows, rows[1:]):
+        moved, true_moved = _step(prev["centroid"], cur["centroid"]), _step(prev["true_centroid"], cur["true_centroid"])
+        if moved is not None and true_moved is not None and moved > JUMP_PX and true_moved < TRUE_STILL_PX:
+            jumps += 1
+    infer = [r["infer_ms"] for r in rows if r["infer_ms"] is not None]
+    return {
+        "frames": len(rows),
+        "ok": sum(r["measured"] for r in rows),
+        "ok_rate": sum(r["measured"] for r in rows) / len(rows) if rows else None,
+        "tracked_windows": sum(r["window"] == "tracked" for r in rows),
+        "csa_abs_rel_median": statistics.median(errors) if errors else None,
+        "jitter": jitter([r["area"] for r in rows])["area_rel"],
+        "truth_jitter": jitter([r["true_area"] for r in rows])["area_rel"],
+        "jumps": jumps,
+        "infer_ms_median": statistics.median(infer) if infer else None,
+    }
+
+
+def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Medians over clips of each number, totals of frames, ok frames and jumps."""
+    def med(key: str, sub: str | None = None) -> float | None:
+        values = [(c[key][sub] if sub else c[key]) for c in clips.values()]
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    return {"clips": len(clips), "frames": sum(c["frames"] for c in clips.values()),
+            "ok_rate": sum(c["ok"] for c in clips.values()) / max(1, sum(c["frames"] for c in clips.values())),
+            "csa_abs_rel_median": med("csa_abs_rel_median"), "jitter_median": med("jitter", "median"),
+            "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
+            "jumps": sum(c["jumps"] for c in clips.values()), "infer_ms_median": med("infer_ms_median")}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def format_md(report: dict[str, Any]) -> str:
+    lines = [f"# Tracked window vs localiser: {report['model']}", "", f"Command: `{report['command']}`", "",
+             "| clip | window | frames | ok | CSA error median | area jitter median / p95 | truth's | jumps | "
+             "infer ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in report["clips"]:
+        for mode in MODES:
+            c = report["clips"][name][mode]
+            lines.append(f"| {name} | {mode} | {c['frames']} | {_pct(c['ok_rate'])} | {_pct(c['csa_abs_rel_median'])} | "
+                         f"{_pct(c['jitter']['median'])} / {_pct(c['jitter']['p95'])} | "
+                         f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | {c['jumps']} | "
+                         f"{c['infer_ms_median']:.1f} |")
+    lines += ["", "Pooled (medians over clips; frames, ok and jumps summed):", "",
+              "| window | clips | frames | ok | CSA error | jitter median / p95 | truth's median | jumps | infer ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for mode in MODES:
+        p = report["pooled"][mode]
+        lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | {_pct(p['csa_abs_rel_median'])} | "
+                     f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
+                     f"{p['jumps']} | {p['infer_ms_median']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="mn-realtime", help="a cascade (bundled name or checkpoint)")
+    p.add_argument("--data", default=None, metavar="DIR", help="the dataset, for animated validation images")
+    p.add_argument("--phantoms", type=int, default=3, help="phantom clips (seeds 1..N)")
+    p.add_argument("--images", type=int, default=8, help="animated validation images")
+    p.add_argument("--frames", type=int, default=96, help="frames per clip")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
+    p.add_argument("--json", default=None, metavar="FILE")
+    p.add_argument("--md", default=None, metavar="FILE")
+    add_logging_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    from engines import load_engine
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.data and not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data} is not a folder")
+    if args.frames < 3:
+        raise UserError("--frames must be at least 3")
+    stem = Path(str(args.model)).stem
+    out = Path(args.json or f"benchmarks/results/window-{stem}-{platform.node()}-{date.today()}.json")
+    md = Path(args.md) if args.md else out.with_suffix(".md")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist or is not writable")
+    engine = load_engine(args.model, backend="onnxruntime", threads=args.threads, dynamic_batch=True)
+    if not getattr(engine, "window_hints", False):
+        raise UserError(f"{args.model} has no window to place (not a cascade): nothing to compare")
+    specs = clip_specs(args.data, args.phantoms, args.images)
+    clips: dict[str, dict[str, Any]] = {}
+    try:
+        for i, (name, spec) in enumerate(tqdm(specs, desc="clips", unit="clip",
+                                               disable=not log.isEnabledFor(logging.INFO))):
+            seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
+            clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode) for mode in MODES}
+    finally:
+        engine.close()
+    report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
+              "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count()},
+              "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
+              "frames_per_clip": args.frames, "clips": clips,
+              "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in MODES}}
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    md.write_text(format_md(report), encoding="utf-8")
+    print(format_md(report))
+    log.info("wrote %s and %s", out, md)
+    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    return run_cli(PROG, main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,65 @@
+"""The tracked-window benchmark's scoring on scripted frames with known answers, and a tiny real run
+on the phantom with a stand-in cascade engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import window_bench
+from benchmarks.window_bench import clip_specs, pooled, score
+
+
+def row(area, true_area, c=(100.0, 50.0), tc=(100.0, 50.0), window="tracked", ms=2.0):
+    return {"measured": area is not None, "window": window, "infer_ms": ms, "area": area,
+            "centroid": None if area is None else c, "true_area": true_area, "true_centroid": tc}
+
+
+def test_score_counts_errors_jitter_ok_and_jumps() -> None:
+    rows = [row(1000, 1000, window="localiser"), row(1100, 1000), row(None, 1000),
+            row(1000, 1000, c=(150.0, 50.0)), row(1000, 1000, c=(150.0, 50.0), tc=(120.0, 50.0))]
+    s = score(rows)
+    assert (s["frames"], s["ok"], s["tracked_windows"]) == (5, 4, 4)
+    assert s["csa_abs_rel_median"] == pytest.approx(0.0)  # errors 0, 0.1, 0, 0
+    # area changes between consecutive measured frames: 1000->1100 (+10 %), and 1000->1000 (0)
+    assert s["jitter"]["median"] == pytest.approx(0.05) and s["truth_jitter"]["median"] == 0.0
+    # frame 3 -> 4: the measured centroid stays, the truth moves 20 px: no jump; 2 -> 3 has no measurement
+    assert s["jumps"] == 0
+    jump = score([row(1000, 1000), row(1000, 1000, c=(130.0, 50.0))])
+    assert jump["jumps"] == 1  # moved 30 px while the truth stood still
+
+
+def test_pooled_takes_medians_and_sums() -> None:
+    a = score([row(1000, 1000), row(1000, 1000)])
+    b = score([row(1200, 1000), row(None, 1000)])
+    p = pooled({"a": a, "b": b})
+    assert p["clips"] == 2 and p["frames"] == 4 and p["ok_rate"] == 0.75
+    assert p["csa_abs_rel_median"] == pytest.approx(0.1)
+
+
+def test_clip_specs_without_data_are_the_phantoms() -> None:
+    assert clip_specs(None, 2, 5) == [("phantom-1", "synthetic"), ("phantom-2", "synthetic")]
+
+
+def test_a_model_without_a_window_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.engines._helpers import make_checkpoint
+
+    monkeypatch.setenv("MN_SEG_CACHE", str(tmp_path / "cache"))
+    plain = make_checkpoint(tmp_path / "lunet.pt", "lunet", (64, 48))
+    code = window_bench.cli(["--model", str(plain), "--phantoms", "1", "--frames", "3",
+                             "--json", str(tmp_path / "w.json"), "-q"])
+    assert code == 2 and "not a cascade" in capsys.readouterr().err
+    assert not (tmp_path / "w.json").exists()
+
+
+@pytest.mark.slow
+def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
+    out = tmp_path / "w.json"
+    assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--json", str(out), "-q"]) == 0
+    report = json.loads(out.read_text())
+    loc, tracked = report["clips"]["phantom-1"]["localiser"], report["clips"]["phantom-1"]["tracked"]
+    assert loc["tracked_windows"] == 0 and tracked["tracked_windows"] >= 3  # from the 3rd frame on
+    assert loc["ok"] == tracked["ok"] == 6 and (tmp_path / "w.md").read_text().startswith("# Tracked window")
