@@ -8,8 +8,8 @@ OpenIGTLink source :mod:`realtime.sources.igtl` does):
   labelmap, uint8, 1 inside the nerve and 0 elsewhere (all 0 when the nerve was not measured), at the
   input frame's size (after ``--roi``); its IJK-to-RAS matrix carries the run's pixel spacing (i along
   the image columns, j along the rows, origin 0; uncalibrated: 1 x 1), or a source's own
-  ``frame_matrix`` (the IJK-to-RAS of its frames' columns, rows and slice) when it has one (none does
-  yet: the OpenIGTLink source's input matrix is not passed on).
+  ``frame_matrix`` (the IJK-to-RAS of its frames' columns, rows and slice) when it has one (the
+  OpenIGTLink source: its first image's matrix, moved to the ``--roi`` crop's corner).
 * a STRING message, device ``--igtl-text-device`` (default :data:`DEFAULT_TEXT_DEVICE`): JSON with the
   frame number, time, status, area (mm² and px), flattening ratio, circularity, centroid (px and mm),
   confidence and whether the run is calibrated (``null`` for what is not known).

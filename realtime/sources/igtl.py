@@ -77,6 +77,7 @@ class _Received:
     timestamp: float
     image: np.ndarray
     spacing: tuple[float, float] | None  # (mm per column step, mm per row step); None: not given
+    matrix: np.ndarray | None = None  # the plane's IJK-to-RAS: columns (i), rows (j), normal (k), origin
 
 
 def parse_igtl_spec(arg: str) -> tuple[str, int, str | None]:
@@ -129,6 +130,22 @@ def image_plane(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, tupl
     m = np.asarray(matrix, dtype=np.float64)
     step = {a: float(np.linalg.norm(m[:3, _AXES.index(a)])) for a in ("i", "j", "k")}
     return plane, (step[axes[1]], step[axes[0]])
+
+
+def plane_matrix(shape: tuple[int, ...], matrix: np.ndarray) -> np.ndarray:
+    """The IJK-to-RAS matrix of :func:`image_plane`'s picture of an image of ``shape`` (``k, j, i[, c]``):
+    column 0 steps along the picture's columns, column 1 along its rows, column 2 along the dropped axis,
+    the origin unchanged (pyigtl's matrices are about voxel 0)."""
+    k, j, i = (int(n) for n in shape[:3])
+    sizes = {"k": k, "j": j, "i": i}
+    flat = next(a for a in ("k", "i", "j") if sizes[a] == 1)
+    rows, cols = [a for a in ("k", "j", "i") if a != flat]
+    m = np.asarray(matrix, dtype=np.float64)
+    out = np.eye(4)
+    for dst, axis in enumerate((cols, rows, flat)):
+        out[:3, dst] = m[:3, _AXES.index(axis)]
+    out[:3, 3] = m[:3, 3]
+    return out
 
 
 def to_frame_image(plane: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -200,6 +217,7 @@ class IgtlSource(Source):
         self.image_format: dict[str, Any] | None = None
         self.spacing: tuple[float, float] | None = None
         self._spacing_seen = False
+        self._plane_matrix: np.ndarray | None = None
         self.first_timestamp: float | None = None
         self._slot: LatestSlot[_Received | SourceError] = LatestSlot()
         self._thread: threading.Thread | None = None
@@ -330,7 +348,8 @@ class IgtlSource(Source):
             spacing_or_none = None
         else:
             spacing_or_none = spacing
-        return _Received(index, t_capture, t_wall, float(message.timestamp), image, spacing_or_none)
+        geometry = plane_matrix(message.image.shape, message.ijk_to_world_matrix)
+        return _Received(index, t_capture, t_wall, float(message.timestamp), image, spacing_or_none, geometry)
 
     def _reconnect(self, sock: socket.socket) -> socket.socket | None:
         """Close ``sock`` and reconnect until the server is back or ``reconnect_s`` runs out."""
@@ -382,11 +401,25 @@ class IgtlSource(Source):
             yield Frame(item.index, item.t_capture, item.timestamp - self.first_timestamp, item.image, dropped,
                         t_wall=item.t_wall, t_source=item.timestamp)
 
+    @property
+    def frame_matrix(self) -> np.ndarray | None:
+        """The IJK-to-RAS matrix of the frames (the first image's, moved to the ``--roi`` crop's corner), so an
+        output that sends masks back (``--igtl-out``) places them on the sender's image; None before the first
+        image or when the sender's spacing was ignored (a unit matrix)."""
+        if self._plane_matrix is None or self.spacing is None:
+            return None
+        m = self._plane_matrix.copy()
+        roi = self._guard.roi if getattr(self, "_guard", None) is not None else None
+        if roi is not None:
+            m[:3, 3] += roi[0] * m[:3, 0] + roi[1] * m[:3, 1]
+        return m
+
     def _check_spacing(self, item: _Received) -> None:
         """Take the first image's spacing as the calibration; refuse a change of it later."""
         if not self._spacing_seen:
             self._spacing_seen = True
             self.spacing = item.spacing
+            self._plane_matrix = item.matrix
             if item.spacing is None:
                 log.warning("%s: the images' IJK-to-RAS matrix gives 1 x 1 mm per pixel, which is what a sender puts "
                             "when it does not know the spacing: ignored, the run stays uncalibrated unless "

@@ -20,7 +20,7 @@ pyigtl = pytest.importorskip("pyigtl")
 from realtime import live_cli  # noqa: E402
 from realtime.sinks.csv_sink import read_csv  # noqa: E402
 from realtime.sources import SourceError, SourceLost, open_source  # noqa: E402
-from realtime.sources.igtl import image_plane, parse_igtl_spec, to_frame_image  # noqa: E402
+from realtime.sources.igtl import image_plane, parse_igtl_spec, plane_matrix, to_frame_image  # noqa: E402
 from realtime.sources.phantom import PhantomSource  # noqa: E402
 from tests.realtime._helpers import TruthEngine  # noqa: E402
 
@@ -102,6 +102,29 @@ def test_spec_and_plane_conventions() -> None:
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[..., 0] = 200  # red
     assert to_frame_image(rgb)[0][0, 0].tolist() == [0, 0, 200]  # BGR
+
+
+def test_plane_matrix_follows_the_pictures_columns_and_rows() -> None:
+    m = np.array([[0.0, 0.2, 0.0, 5.0], [0.1, 0.0, 0.0, 6.0], [0.0, 0.0, 0.5, 7.0], [0, 0, 0, 1]])  # i->A, j->R
+    one_slice = plane_matrix((1, 4, 6), m)  # k flat: columns = i, rows = j
+    assert np.allclose(one_slice, m)
+    packed = plane_matrix((4, 6, 1), m)  # pyigtl's own packing of a 2-D array: i flat, rows = k, columns = j
+    assert np.allclose(packed[:3, 0], m[:3, 1]) and np.allclose(packed[:3, 1], m[:3, 2])
+    assert np.allclose(packed[:3, 2], m[:3, 0]) and np.allclose(packed[:3, 3], m[:3, 3])
+
+
+def test_frame_matrix_is_the_senders_geometry_moved_to_the_roi(server: Server) -> None:
+    grey = PhantomSource(seed=1).render(0)[0]
+    m = matrix()
+    with open_source(f"igtl://127.0.0.1:{server.server.port}", realtime=True, roi="10,20,300,200") as src:
+        it = iter(src)
+        server.wait_client()
+        assert server.image(grey[None], 5.0, ijk=m)
+        frame = next(it)
+        geometry = src.frame_matrix
+    assert frame.image.shape == (200, 300)
+    assert np.allclose(geometry[:3, :3], m[:3, :3])
+    assert np.allclose(geometry[:3, 3], m[:3, 3] + 10 * m[:3, 0] + 20 * m[:3, 1])  # voxel (10, 20) of the sender
 
 
 def test_images_formats_timestamp_spacing_and_device_filter(server: Server) -> None:
