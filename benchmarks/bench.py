@@ -136,6 +136,7 @@ class Settings:
     cuda_graph: bool = False
     window: str = "tracked"
     presence: str = "on"
+    calibrate: str | None = None  # int8 of a model that ships no int8 files: frames to calibrate on
 
     def check(self) -> None:
         """Raise :class:`UserError` for counts that cannot make a benchmark."""
@@ -218,7 +219,8 @@ def load_bench_engine(combo: Combo, settings: Settings) -> Engine:
     else:
         engine = load_engine(model, backend=combo.backend, precision=combo.precision, threads=settings.threads,
                              size=size, batch=combo.batch, dynamic_batch=combo.batch > 1,
-                             cache_dir=settings.cache_dir, cuda_graph=settings.cuda_graph)
+                             cache_dir=settings.cache_dir, cuda_graph=settings.cuda_graph,
+                             calibrate=settings.calibrate if combo.precision == "int8" else None)
     engine.info.notes.extend(notes)
     return engine
 

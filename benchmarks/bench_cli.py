@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"inference backends ({', '.join(['auto', *list_backends()])}); default auto (the pipeline) or "
                         f"{' '.join(engine_defaults.get_default('backends'))} (--engines-only)")
     p.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "fp16", "int8"], metavar="PRECISION",
-                   help="fp32, fp16 and/or int8 (onnxruntime only: a bundled model's shipped int8 files); default the "
-                        "backend's own choice (the pipeline) or fp32 fp16 (--engines-only)")
+                   help="fp32, fp16 and/or int8 (onnxruntime only: a bundled model's shipped int8 files, or "
+                        "--calibrate); default the backend's own choice (the pipeline) or fp32 fp16 (--engines-only)")
     p.add_argument("--sizes", nargs="+", type=_size, default=None, metavar="WxH",
                    help=f"network input sizes; default a checkpoint's own, {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]} for "
                         "architecture names (an exported .onnx or plan runs only at the size it was made for)")
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, metavar="x,y,w,h", help="crop the scanner's image area first")
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay each engine's inference as a CUDA graph (torch on CUDA, TensorRT); not the baseline")
+    p.add_argument("--calibrate", default=None, metavar="DIR",
+                   help="int8 of a model that ships no int8 files: frames to calibrate the quantisation on (a "
+                        "dataset folder or a folder of images; bundled models with int8 files need none)")
     p.add_argument("--window", choices=["tracked", "localiser"], default="tracked",
                    help="a cascade's window as mn-live places it (default tracked: the localiser is skipped while "
                         "the nerve is tracked) or by the localiser on every frame")
@@ -142,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
         fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
-        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence)
+        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, calibrate=args.calibrate)
     settings.check()
     batches = args.batch or [1]
     if min(batches) < 1:
@@ -176,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"source": settings.source, "frames": settings.frames, "warmup": settings.warmup,
                      "repeats": settings.repeats, "fps": settings.fps, "threads": settings.threads,
                      "prefetch": settings.prefetch, "roi": settings.roi, "modes": list(modes), "batches": batches,
-                     "window": settings.window, "presence": settings.presence},
+                     "window": settings.window, "presence": settings.presence, "calibrate": settings.calibrate},
         "system": system,
         "runs": [r.row for r in runs],
     }

@@ -133,6 +133,30 @@ def test_cuda_graph_reaches_the_engine_and_not_the_baseline(tmp_path: Path, cach
     assert graph["status"] == "failed" and "cuda_graph needs a CUDA device" in graph["reason"]  # on this CPU
 
 
+def test_int8_rows_calibrate_on_the_given_frames_and_fail_without_them(tmp_path: Path, cache: Path) -> None:
+    import cv2
+
+    from realtime.sources.phantom import PhantomSource
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    ph = PhantomSource(seed=2)
+    for i in range(4):
+        cv2.imwrite(str(frames / f"f{i}.png"), ph.render(i * 5)[0])
+    out = tmp_path / "b.json"
+    common = ["--models", "lunet", "--sizes", "64x48", "--frames", "3", "--warmup", "1", "--mode", "offline",
+              "--backends", "onnxruntime", "--precisions", "fp32", "int8", "--no-baseline", "--cache-dir", str(cache),
+              "--json", str(out), "--no-plot", "-q"]
+    assert bench_cli.main([*common, "--calibrate", str(frames)]) == 0
+    report = json.loads(out.read_text())
+    fp32, int8 = report["runs"]
+    assert (fp32["precision"], fp32["status"], int8["precision"], int8["status"]) == ("fp32", "ok", "int8", "ok")
+    assert int8["frames"] == 3 and report["settings"]["calibrate"] == str(frames)
+    assert bench_cli.main(common) == 0  # without frames to calibrate on: the int8 row fails and says why
+    fp32, int8 = json.loads(out.read_text())["runs"]
+    assert fp32["status"] == "ok" and int8["status"] == "failed" and "calibrat" in int8["reason"]
+
+
 def test_slow_engine_drops_frames_in_the_realtime_mode(cache: Path) -> None:
     def slow(combo: bench.Combo, settings: bench.Settings):
         engine = bench.load_bench_engine(combo, settings)
