@@ -21,3 +21,14 @@ def add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-v debug, -vv also the libraries' own)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with a flag's default only where it says something: not for ``None`` (the help says what
+    happens then) or ``False`` (a switch), nor when the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)

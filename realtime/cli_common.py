@@ -47,9 +47,8 @@ def default_model() -> str:
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help=f"a checkpoint (.pt), an .onnx, a TensorRT plan, a bundled model name (default "
-                        f"{default_model()} once shipped; see mn-live --list-models), or an architecture name "
-                        "(random weights: speed only)")
+                   help=f"a bundled model name (default {default_model()}; see mn-live --list-models), a checkpoint "
+                        "(.pt), an .onnx, a TensorRT plan, or an architecture name (random weights: speed only)")
     p.add_argument("--backend", default="auto", choices=["auto", *list_backends()],
                    help="inference backend; auto = TensorRT FP16 with a GPU, else torch CUDA FP16, else "
                         "onnxruntime on the CPU (the choice is logged and recorded in every output)")

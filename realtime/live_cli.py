@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common.cli import add_logging_args, setup_logging
+from common.cli import HelpFormatter, add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 from realtime.cli_common import (add_engine_args, add_live_output_args, add_mask_args, add_measure_args,
                                  check_live_outputs, csv_metadata, igtl_options, live_output_paths, make_calibration,
@@ -55,7 +55,7 @@ OUTPUT_FLAGS = {"csv": "--log", "video": "--record", "summary": "--summary", "pl
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mn-live", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 epilog=__doc__.split("\n\n")[-1].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--source", default="synthetic",
                    help="/dev/videoN or a device index (a frame grabber); a video file; a DICOM file or a folder of "
                         "them (ultrasound image or cine loop; spacing and image area from the file); "

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from common.cli import add_logging_args, setup_logging
+from common.cli import HelpFormatter, add_logging_args, setup_logging
 from common.errors import EXIT_BATCH_INCOMPLETE, EXIT_FAILURE, EXIT_OK, UserError, run_cli
 from realtime.cli_common import (add_engine_args, add_mask_args, add_measure_args, csv_metadata, ensure_writable,
                                  make_calibration, make_tracker, mask_path, open_engine, output_paths, peek_first,
@@ -54,7 +54,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpe
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mn-segment", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 epilog=__doc__.split("\n\n")[-1].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="video files, DICOM files (ultrasound images or cine loops), or folders of them (a folder "
                         "of single-frame DICOM images is one input)")

@@ -16,3 +16,19 @@ def test_logging_flags() -> None:
     assert logging.getLogger(NOISY_LIBRARIES[0]).level == logging.WARNING
     setup_logging(verbose=2)
     assert logging.getLogger(NOISY_LIBRARIES[0]).level == logging.DEBUG
+
+
+def test_help_shows_only_defaults_that_say_something() -> None:
+    import argparse
+
+    from common.cli import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="mn-x", formatter_class=HelpFormatter)
+    p.add_argument("--out", default=None, help="output folder (default a new one)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate")
+    p.add_argument("--flag", action="store_true", help="a switch")
+    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold")
+    p.add_argument("--batch", type=int, default=4, help="frames per batch (default 4)")
+    text = " ".join(p.format_help().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "mask threshold (default: 0.5)" in text and "(default 4) (default" not in text
