@@ -15,7 +15,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from common.errors import UserError
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
@@ -92,6 +92,29 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                    help="a cascade's window: tracked = centred on the tracked nerve while tracking is confident "
                         "(the localiser is skipped, and places it again every 12 frames and after any miss; the "
                         "CSV's window column says which), localiser = placed by the localiser on every frame")
+
+
+#: Flags whose value may start with a minus sign (``--roi -10,0,100,100``: its check then says what is wrong).
+SIGNED_VALUE_FLAGS = ("--roi", "--mm-per-px", "--depth-mm")
+
+
+def attach_signed_values(argv: Sequence[str] | None, flags: Sequence[str] = SIGNED_VALUE_FLAGS) -> list[str]:
+    """``argv`` (default ``sys.argv[1:]``) with ``FLAG -VALUE`` written ``FLAG=-VALUE`` for ``flags``: argparse
+    reads a value starting with ``-`` as the next flag and would say "expected one argument"."""
+    import re
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in flags and i + 1 < len(argv) and re.match(r"-[\d.]", argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:

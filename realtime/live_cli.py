@@ -40,6 +40,7 @@ from typing import Sequence
 
 from common.cli import HelpFormatter, add_logging_args, setup_logging
 from common.errors import UserError, run_cli
+from realtime.cli_common import attach_signed_values
 from realtime.cli_common import (add_engine_args, add_live_output_args, add_mask_args, add_measure_args,
                                  check_live_outputs, csv_metadata, igtl_options, live_output_paths, make_calibration,
                                  make_tracker, open_engine, output_paths, peek_first, run_metadata, stop_on_signals)
@@ -105,7 +106,7 @@ def window_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_signed_values(argv))
     setup_logging(args.verbose, args.quiet)
     if args.list_models:
         from engines.catalogue import models_table, no_models_text

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from common.cli import HelpFormatter, add_logging_args, setup_logging
 from common.errors import EXIT_BATCH_INCOMPLETE, EXIT_FAILURE, EXIT_OK, UserError, run_cli
+from realtime.cli_common import attach_signed_values
 from realtime.cli_common import (add_engine_args, add_mask_args, add_measure_args, csv_metadata, ensure_writable,
                                  make_calibration, make_tracker, mask_path, open_engine, output_paths, peek_first,
                                  run_metadata, stop_on_signals)
@@ -128,7 +129,7 @@ def with_truth(frames: Iterator[Frame], masks: np.ndarray) -> Iterator[Frame]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_signed_values(argv))
     setup_logging(args.verbose, args.quiet)
     if args.batch < 1:
         raise UserError("--batch must be at least 1")

@@ -79,3 +79,12 @@ def test_igtl_port_in_use_exit_2_before_the_run(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert code == 2 and "the port is in use" in err and err.count("\n") == 1
     assert not (tmp_path / "out" / "measurements.csv").exists()
+
+
+def test_a_negative_value_is_the_flags_value_not_a_missing_argument() -> None:
+    from realtime.cli_common import attach_signed_values
+
+    assert attach_signed_values(["--roi", "-10,0,100,100", "--frames", "-1"]) == ["--roi=-10,0,100,100", "--frames",
+                                                                                   "-1"]
+    assert attach_signed_values(["--roi", "--headless"]) == ["--roi", "--headless"]
+    assert attach_signed_values(["--mm-per-px", "-.1"]) == ["--mm-per-px=-.1"]

@@ -251,3 +251,9 @@ def test_sigkill_leaves_whole_rows_a_playable_video_and_a_partial_summary(tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["partial"] is True and summary["exit_code"] is None
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_a_negative_roi_is_named_not_a_missing_argument(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = live_cli(["--roi", "-10,0,100,100", "--headless", "--frames", "2", "--out", str(tmp_path / "o"), *LIGHT])
+    err = capsys.readouterr().err
+    assert code == 2 and "x=-10" in err and "expected one argument" not in err
