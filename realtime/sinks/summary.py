@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import EXIT_OK, EXIT_OUTPUT_FAILED
 from realtime.distribution import PERCENTILES, DecimatedSeries, Distribution, latency_stats
 from realtime.record import STAGES, FrameRecord
 from realtime.sinks.base import RunInfo, Sink
@@ -246,13 +247,22 @@ class SummarySink(Sink):
                                           "(see baseline and events)"
         meta.update(run.extras)
         run.summary = self.builder.to_dict(**meta)
-        if self.path:
-            write_json(self.path, run.summary)
-        if self.plot and self.builder.processed:
+        plot_error: Exception | None = None
+        if self.plot and self.builder.processed:  # before the JSON: a plot that fails is in the summary's exit code
             title = str(run.metadata.get("source", ""))
             if "random weights" in str(run.metadata.get("engine_notes") or ""):
                 title += "  (RANDOM WEIGHTS: speed only, the masks are meaningless)"
-            plot_series(self.plot, self.builder, title=title, events=run.summary["events"])
+            try:
+                plot_series(self.plot, self.builder, title=title, events=run.summary["events"])
+            except Exception as exc:
+                plot_error = exc
+                if run.exit_code == EXIT_OK:
+                    run.exit_code, run.reason = EXIT_OUTPUT_FAILED, f"output failed: plot {self.plot}: {exc}"
+                    run.summary.update(exit_code=run.exit_code, ended_because=run.reason)
+        if self.path:
+            write_json(self.path, run.summary)
+        if plot_error is not None:
+            raise plot_error
 
     def _events(self, run: RunInfo) -> dict[str, Any]:
         """``events`` (the run's control's and the baselines set, in frame order), ``baseline`` (the one in

@@ -188,3 +188,19 @@ def test_a_pause_is_not_data(tmp_path: Path) -> None:
     assert (baseline["event"], baseline["frame"], baseline["frames"]) == ("baseline_set", 3, [0, 3])
     assert s["baseline"]["area_px"] == baseline["area_px"] and (tmp_path / "snapshot-0000.png").is_file()
     assert json.loads((tmp_path / "s.json").read_text())["events"] == s["events"]
+
+
+def test_a_plot_that_cannot_be_written_is_exit_5_in_the_summary_too(tmp_path: Path) -> None:
+    """The plot's folder vanishes during the run: the command's exit code (5) and summary.json agree."""
+    import shutil
+
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    gone = Callback(lambda r: shutil.rmtree(plots, ignore_errors=True) if r.frame == 2 else None)
+    pipe = Pipeline(TruthEngine(), Tracker(None, fps=24.0),
+                    output_sinks(Outputs(summary=tmp_path / "s.json", plot=plots / "p.png"), extra=[gone]),
+                    PipelineConfig())
+    result = pipe.run(frames(4))
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert result.exit_code == summary["exit_code"] == 5
+    assert str(plots / "p.png") in summary["ended_because"] == result.reason
