@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -190,11 +191,14 @@ class SummarySink(Sink):
         self._run: RunInfo | None = None
         self._t_open = 0.0
         self._next_partial = math.inf
+        self._reserve: int | None = None
 
     def open(self, run: RunInfo) -> None:
         self._run = run
         self.builder.calibrated = run.calibrated
         self._t_open = time.monotonic()
+        folder = self.path.parent if self.path else self.plot.parent if self.plot else None
+        self._reserve = reserve_space(folder, RESERVE_BYTES) if folder is not None else None
         if self.path:
             self._write_partial()
 
@@ -226,6 +230,9 @@ class SummarySink(Sink):
         run, self._run = self._run, None
         if run is None:
             return
+        if self._reserve is not None:  # the space kept for this moment, should the disk have filled up
+            os.close(self._reserve)
+            self._reserve = None
         self._next_partial = math.inf
         meta: dict[str, Any] = dict(run.metadata)
         active_s = run.wall_s - run.control.paused_s  # paused time is not the run's
@@ -275,6 +282,30 @@ class SummarySink(Sink):
             baseline = next(e for e in reversed(events) if e["event"] == "baseline_set")
             baseline = {k: v for k, v in baseline.items() if k != "event"}
         return {"events": events, "baseline": baseline, "paused_s": round(run.control.paused_s, 3)}
+
+
+#: Disk space held from the start of a run for its final summary and plot (:func:`reserve_space`).
+RESERVE_BYTES = 512 * 1024
+
+
+def reserve_space(folder: str | os.PathLike, size: int) -> int | None:
+    """Hold ``size`` bytes of ``folder``'s disk: an anonymous file (created, unlinked at once, its blocks
+    allocated) whose descriptor is returned; closing it gives the space back. So when an output fills
+    the disk, the summary and the plot can still be written; a killed process leaves nothing behind
+    (the kernel frees the blocks). ``None`` when the space cannot be held (logged; the run goes on)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".mn-seg-reserve-", dir=folder)
+    except OSError as exc:
+        log.debug("no space reserved in %s: %s", folder, exc)
+        return None
+    os.unlink(name)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (OSError, AttributeError) as exc:
+        log.warning("could not keep %d kB free in %s for the final summary (%s)", size // 1024, folder, exc)
+        os.close(fd)
+        return None
+    return fd
 
 
 def _output_rank(kind: str) -> tuple[int, str]:

@@ -257,3 +257,48 @@ def test_a_negative_roi_is_named_not_a_missing_argument(tmp_path: Path, capsys: 
     code = live_cli(["--roi", "-10,0,100,100", "--headless", "--frames", "2", "--out", str(tmp_path / "o"), *LIGHT])
     err = capsys.readouterr().err
     assert code == 2 and "x=-10" in err and "expected one argument" not in err
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 2 MB tmpfs (needs root and a kernel that lets this process mount; skipped otherwise)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root, or not allowed); the ENOSPC tests with a "
+                    "monkeypatched writer cover the same paths")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_disk_full_exit_5_names_the_file_and_finalises_what_is_written(full_disk: Path, cache: str,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    """mn-live into a 2 MB tmpfs until it is full: exit code 5 and the file named; every CSV row whole;
+    the video plays up to its last whole fragment; summary.json is the final one (written in the space
+    held for it) with the same frames as the CSV and the process's exit code; no temporary file left."""
+    import av
+
+    out = full_disk / "run"
+    code = live_cli(["--source", "synthetic", "--headless", "--no-drop", "--frames", "5000", "--out", str(out),
+                     *LIGHT])
+    printed = capsys.readouterr().out
+    assert code == 5 and "ended: output failed" in printed and "No space left on device" in printed
+    assert str(out / "overlay.mp4") in printed or str(out / "measurements.csv") in printed
+    rows = read_csv(out / "measurements.csv")
+    assert rows and all(None not in r.values() for r in rows)
+    decoded = 0
+    try:
+        with av.open(str(out / "overlay.mp4")) as container:
+            for _ in container.decode(video=0):
+                decoded += 1
+    except av.error.FFmpegError:
+        pass  # the fragment the disk had no room for
+    assert 24 <= decoded <= len(rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["partial"] is False and summary["exit_code"] == 5
+    assert summary["frames_processed"] == len(rows) and "No space left on device" in summary["ended_because"]
+    assert {p.name for p in out.iterdir()} <= {"measurements.csv", "overlay.mp4", "plot.png", "report.html",
+                                               "summary.json"}
