@@ -204,6 +204,19 @@ def check_source(settings: Settings) -> None:
 EngineFactory = Callable[[Combo, Settings], Engine]
 
 
+def ships_int8(model: str) -> bool:
+    """Whether ``model`` is a bundled model (by name or file) that ships its int8 files (then ``--calibrate``
+    is not used for it: the shipped, verified files are what a user runs)."""
+    from engines.registry import bundled, resolve_model
+
+    try:
+        source = resolve_model(model)
+        return bool(bundled().int8_files(source.name if source.kind == "bundled" else None,
+                                         source.path if source.format == "checkpoint" else None))
+    except Exception:  # not resolvable here: load_engine says why
+        return False
+
+
 def load_bench_engine(combo: Combo, settings: Settings) -> Engine:
     """The engine of ``combo``: an architecture name gets random weights (and a note saying so); the
     baseline is torch fp32 on the CPU in the contiguous layout."""
@@ -220,7 +233,8 @@ def load_bench_engine(combo: Combo, settings: Settings) -> Engine:
         engine = load_engine(model, backend=combo.backend, precision=combo.precision, threads=settings.threads,
                              size=size, batch=combo.batch, dynamic_batch=combo.batch > 1,
                              cache_dir=settings.cache_dir, cuda_graph=settings.cuda_graph,
-                             calibrate=settings.calibrate if combo.precision == "int8" else None)
+                             calibrate=settings.calibrate if combo.precision == "int8" and not ships_int8(model)
+                             else None)
     engine.info.notes.extend(notes)
     return engine
 

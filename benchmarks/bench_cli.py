@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay each engine's inference as a CUDA graph (torch on CUDA, TensorRT); not the baseline")
     p.add_argument("--calibrate", default=None, metavar="DIR",
                    help="int8 of a model that ships no int8 files: frames to calibrate the quantisation on (a "
-                        "dataset folder or a folder of images; bundled models with int8 files need none)")
+                        "dataset folder or a folder of images); bundled models with int8 files always use those")
     p.add_argument("--window", choices=["tracked", "localiser"], default="tracked",
                    help="a cascade's window as mn-live places it (default tracked: the localiser is skipped while "
                         "the nerve is tracked) or by the localiser on every frame")
