@@ -74,6 +74,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict, tra
     os.replace(tmp, path)
 
 
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words (torch's own message is a page about ``weights_only``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        return err.strerror or str(err)
+    if not head.startswith(b"PK"):
+        return "not a PyTorch file (mn-train writes zip-based .pt files; this one is something else or empty)"
+    text = str(exc)
+    if "Weights only load failed" in text or "weights_only" in text:
+        return "it holds pickled Python objects, not only tensors (a whole pickled model?), which mn-seg does not load"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{first[:160]} (truncated or damaged?)"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read and validate a checkpoint; raise :class:`CheckpointError` with a fix for anything wrong."""
     path = Path(path)
@@ -82,11 +98,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt / foreign / pickled-code files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {first_line[:200]}. Is it a file written by mn-train "
-            "(not a pickled model, not truncated)?"
-        ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_failure(path, exc)}. Use a best.pt or "
+                              "last.pt written by mn-train") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an mn-seg checkpoint (no 'format': '{FORMAT}' entry). "
