@@ -137,6 +137,7 @@ class Settings:
     window: str = "tracked"
     presence: str = "on"
     calibrate: str | None = None  # int8 of a model that ships no int8 files: frames to calibrate on
+    calibrate_images: int | None = None  # how many of them (default: engines.quantize's)
 
     def check(self) -> None:
         """Raise :class:`UserError` for counts that cannot make a benchmark."""
@@ -234,7 +235,7 @@ def load_bench_engine(combo: Combo, settings: Settings) -> Engine:
                              size=size, batch=combo.batch, dynamic_batch=combo.batch > 1,
                              cache_dir=settings.cache_dir, cuda_graph=settings.cuda_graph,
                              calibrate=settings.calibrate if combo.precision == "int8" and not ships_int8(model)
-                             else None)
+                             else None, calibrate_images=settings.calibrate_images)
     engine.info.notes.extend(notes)
     return engine
 

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", default=None, metavar="DIR",
                    help="int8 of a model that ships no int8 files: frames to calibrate the quantisation on (a "
                         "dataset folder or a folder of images); bundled models with int8 files always use those")
+    p.add_argument("--calibrate-images", type=int, default=None, metavar="N",
+                   help="how many --calibrate frames (default 64; fewer for a large network when memory is short)")
     p.add_argument("--window", choices=["tracked", "localiser"], default="tracked",
                    help="a cascade's window as mn-live places it (default tracked: the localiser is skipped while "
                         "the nerve is tracked) or by the localiser on every frame")
@@ -145,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
         fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
-        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, calibrate=args.calibrate)
+        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, calibrate=args.calibrate,
+        calibrate_images=args.calibrate_images)
     settings.check()
     batches = args.batch or [1]
     if min(batches) < 1:

@@ -369,7 +369,9 @@ def quantize_onnx(fp32_onnx: str | os.PathLike, out: str | os.PathLike, inputs: 
         pre, quantised = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         try:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            excluded = float_node_names(onnx.load(str(pre)), float_nodes)
+            prepared = onnx.load(str(pre))
+            check_calibration_memory(prepared, len(inputs), src.name)
+            excluded = float_node_names(prepared, float_nodes)
             quantize_static(str(pre), str(quantised), _Batches(INPUT_NAME, inputs, n if n > 0 else 1),
                             quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                             activation_type=QuantType.QUInt8, nodes_to_exclude=excluded,
@@ -402,6 +404,58 @@ def int8_cache_name(fp32_name: str, calibration_digest: str) -> str:
     if "-fp32-" not in stem:
         raise EngineError(f"{fp32_name} is not an fp32 export of the engine cache")
     return stem.replace("-fp32-", f"-int8-c{calibration_digest[:12]}-", 1) + ".onnx"
+
+
+CALIBRATION_MEMORY_SHARE = 0.6
+"""Share of the machine's available memory a calibration may plan to hold (the calibrator keeps every
+calibration input's activations, about twice their size at its peak)."""
+
+
+def activation_bytes(model: Any) -> int:
+    """Bytes of every intermediate float tensor of one input of ``model`` (an ONNX graph with inferred shapes;
+    an unknown dimension, e.g. a dynamic batch, counts as 1)."""
+    total = 0
+    for info in list(model.graph.value_info) + list(model.graph.output):
+        t = info.type.tensor_type
+        if t.elem_type not in (1, 10, 16):  # float, float16, bfloat16: what the calibrator collects
+            continue
+        n = 1
+        for d in t.shape.dim:
+            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        total += 4 * n
+    return total
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of /proc/meminfo in bytes; None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_calibration_memory(model: Any, frames: int, name: str, available: int | None = None) -> None:
+    """Refuse a calibration that would exhaust the memory (onnxruntime's calibrator holds every input's
+    activations at once; a kernel OOM kill would end the whole command without a word).
+
+    Raises:
+        EngineError: the plan needs more than :data:`CALIBRATION_MEMORY_SHARE` of the available memory; says
+            how many frames fit (``--calibrate-images``).
+    """
+    available = available_memory() if available is None else available
+    per_frame = 2 * activation_bytes(model)
+    if not available or per_frame <= 0 or frames * per_frame <= CALIBRATION_MEMORY_SHARE * available:
+        return
+    fit = max(0, int(CALIBRATION_MEMORY_SHARE * available // per_frame))
+    hint = (f"calibrate on at most {fit} frames (--calibrate-images {fit})" if fit >= 1 else
+            "quantise it on a machine with more memory")
+    raise EngineError(f"calibrating {name} for int8 on {frames} frames needs about {frames * per_frame / 1e9:.1f} GB of "
+                      f"memory ({per_frame / 1e6:.0f} MB a frame: onnxruntime keeps every frame's activations), and "
+                      f"{available / 1e9:.1f} GB are available: {hint}")
 
 
 def cached_int8_onnx(

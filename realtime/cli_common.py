@@ -57,6 +57,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                         "or --calibrate DIR)")
     p.add_argument("--calibrate", default=None, metavar="DIR",
                    help="int8: frames to calibrate the quantisation on (a dataset folder's Images/ or a folder of images)")
+    p.add_argument("--calibrate-images", type=int, default=None, metavar="N",
+                   help="int8 with --calibrate: how many of its frames, spread evenly (default 64; fewer for a large "
+                        "network when memory is short: the quantiser holds every frame's activations)")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="network input size for architecture names (default 384x288); checkpoints use theirs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
@@ -140,7 +143,8 @@ def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
         size = None
     engine = load_engine(model, backend=args.backend, precision=args.precision, threads=args.threads, size=size,
                          batch=batch, dynamic_batch=batch > 1, cache_dir=args.cache_dir,
-                         calibrate=getattr(args, "calibrate", None))
+                         calibrate=getattr(args, "calibrate", None),
+                         calibrate_images=getattr(args, "calibrate_images", None))
     engine.info.notes.extend(notes)
     log.info("engine: %s", engine)
     for note in engine.info.notes:

@@ -318,3 +318,29 @@ def test_mn_export_int8_verify_fails_and_keeps_no_file(ckpt: Path, data: Path, c
     result = json.loads(report.read_text())
     assert result["passed"] is False and result["failed_frames"] and result["deleted"] == [str(out)]
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_a_calibration_that_would_exhaust_memory_is_refused_with_what_fits(ckpt: Path, data: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnx import TensorProto, helper
+
+    # a graph whose one intermediate tensor is 1 x 1000 float32 (4 kB) and output 1 x 1000 (4 kB): 16 kB a frame held
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1000])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])
+    mid = helper.make_tensor_value_info("mid", TensorProto.FLOAT, [1, 1000])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["mid"]), helper.make_node("Relu", ["mid"], ["y"])],
+                              "g", [x], [y], value_info=[mid])
+    model = helper.make_model(graph)
+    assert quantize.activation_bytes(model) == 8000
+    quantize.check_calibration_memory(model, 10, "g.onnx", available=1_000_000)  # 160 kB of 1 MB: fine
+    with pytest.raises(EngineError, match=r"on 100 frames needs about 0\.0 GB .*at most 37 frames "
+                                          r"\(--calibrate-images 37\)"):
+        quantize.check_calibration_memory(model, 100, "g.onnx", available=1_000_000)
+    with pytest.raises(EngineError, match="on a machine with more memory"):
+        quantize.check_calibration_memory(model, 5, "g.onnx", available=10_000)
+    # the real quantiser asks before it collects anything
+    monkeypatch.setattr(quantize, "available_memory", lambda: 1000)
+    with pytest.raises(EngineError, match="calibrating .* for int8 on 6 frames"):
+        load_engine(ckpt, "onnxruntime", INT8, threads=1, cache_dir=tmp_path / "cache", calibrate=data,
+                    calibrate_images=6)
+    assert not list((tmp_path / "cache").glob("*int8*.onnx"))
