@@ -105,25 +105,30 @@ def dataset_items(data: str, subset: str) -> tuple[list[dict[str, Any]], dict[st
     return items, {s.stem: s.patient for s in samples}
 
 
-def describe(engine: Any, items: Sequence[dict[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
-    """Per frame: kind, id, positive, and the appearance features of what the model finds (None: nothing)."""
-    from tqdm import tqdm
-
+def detected_features(engine: Any, image: np.ndarray) -> list[float] | None:
+    """The appearance features of the nerve the model finds in ``image`` as live (preprocess, engine,
+    post-processing, a fresh tracker without a gate); None when it finds nothing."""
     from realtime.appearance import appearance_features
     from realtime.postprocess import postprocess
     from realtime.tracker import Tracker
     from train.preprocess import preprocess_image
 
+    h, w = image.shape[:2]
+    post = postprocess(engine.infer(preprocess_image(image, engine.size)[None, None])[0, 0], (w, h))
+    r = Tracker(None, 24.0, presence=None).update(post, 0, 0.0)
+    if not (r.measured and r.nerve_mask is not None):
+        return None
+    f = appearance_features(image, r.nerve_mask, post.prob)
+    return None if f is None else [float(v) for v in f]
+
+
+def describe(engine: Any, items: Sequence[dict[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
+    """Per frame: kind, id, positive, and the appearance features of what the model finds (None: nothing)."""
+    from tqdm import tqdm
+
     rows = []
     for item in tqdm(items, desc="features", unit="frame", disable=not progress):
-        image = item["image"]
-        h, w = image.shape[:2]
-        post = postprocess(engine.infer(preprocess_image(image, engine.size)[None, None])[0, 0], (w, h))
-        r = Tracker(None, 24.0, presence=None).update(post, 0, 0.0)
-        features = None
-        if r.measured and r.nerve_mask is not None:
-            f = appearance_features(image, r.nerve_mask, post.prob)
-            features = None if f is None else [float(v) for v in f]
+        features = detected_features(engine, item["image"])
         rows.append({"kind": item["kind"], "id": item["id"], "positive": bool(item["positive"]), "features": features,
                      **({"change": item["change"]} if "change" in item else {})})
     return rows
@@ -207,11 +212,7 @@ def perturbed_check(engine: Any, items: Sequence[dict[str, Any]], model: Any, pr
     each frame's features are appended to ``rows`` when given."""
     from tqdm import tqdm
 
-    from realtime.appearance import appearance_features
-    from realtime.postprocess import postprocess
-    from realtime.tracker import Tracker
     from train.perturb import REPORT_LEVELS, perturb
-    from train.preprocess import preprocess_image
 
     out: dict[str, dict[str, Any]] = {}
     positives = [it for it in items if it["positive"]]
@@ -221,18 +222,14 @@ def perturbed_check(engine: Any, items: Sequence[dict[str, Any]], model: Any, pr
         for i, it in enumerate(positives):
             image, _ = perturb(name, it["image"].astype(np.float32), (it["mask"] > 0).astype(np.float32), level,
                                np.random.default_rng(i))
-            image = np.clip(image, 0, 255).astype(np.uint8)
-            h, w = image.shape[:2]
-            post = postprocess(engine.infer(preprocess_image(image, engine.size)[None, None])[0, 0], (w, h))
-            r = Tracker(None, 24.0, presence=None).update(post, 0, 0.0)
-            if not (r.measured and r.nerve_mask is not None):
+            f = detected_features(engine, np.clip(image, 0, 255).astype(np.uint8))
+            if f is None:
                 continue
             found += 1
-            f = appearance_features(image, r.nerve_mask, post.prob)
-            kept += f is not None and model.score(f) >= model.threshold
-            if rows is not None and f is not None:
+            kept += model.score(f) >= model.threshold
+            if rows is not None:
                 rows.append({"kind": "validation+changed", "id": it["id"], "change": f"{name} {level:g}",
-                             "positive": True, "features": [float(v) for v in f], "score": model.score(f)})
+                             "positive": True, "features": f, "score": model.score(f)})
         out[f"{name} {level:g}"] = {"frames": len(positives), "detected": found, "kept": kept,
                                     "kept_of_detected": kept / found if found else None}
     return out
