@@ -405,6 +405,24 @@ class Pacer:
         return not self._stop.is_set()
 
 
+def retry_until(attempt: Callable[[], T | None], stop: threading.Event, within_s: float, interval_s: float
+                ) -> tuple[T | None, int, float]:
+    """Call ``attempt`` until it returns something, ``within_s`` seconds pass or ``stop`` is set, waiting
+    ``interval_s`` between tries (a live source reconnecting). Returns ``(result or None, attempts, seconds)``."""
+    t0 = time.monotonic()
+    deadline = t0 + within_s
+    attempts = 0
+    while not stop.is_set():
+        attempts += 1
+        result = attempt()
+        if result is not None:
+            return result, attempts, time.monotonic() - t0
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stop.wait(min(interval_s, remaining)):
+            break
+    return None, attempts, time.monotonic() - t0
+
+
 def join_thread(thread: threading.Thread | None, timeout: float, what: str) -> None:
     """Join a worker thread, logging (not hanging) when it does not stop within ``timeout``."""
     if thread is None or thread is threading.current_thread():

@@ -33,6 +33,7 @@ from realtime.sources.common import (
     SourceOptions,
     join_thread,
     register_source,
+    retry_until,
 )
 
 log = logging.getLogger(__name__)
@@ -228,21 +229,12 @@ class DeviceSource(Source):
     def _reconnect(self, cap: CaptureLike) -> CaptureLike | None:
         """Release ``cap`` and reopen the device until it delivers again or ``reconnect_s`` runs out."""
         _safe_release(cap)
-        t0 = time.monotonic()
-        deadline = t0 + self.reconnect_s
-        attempts = 0
-        while not self._stop.is_set():
-            attempts += 1
-            new = self._open(first=False)
-            if new is not None:
-                self.reconnects += 1
-                log.info("%s: reopened after %.1f s (attempt %d)", self.name, time.monotonic() - t0, attempts)
-                return new
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if self._stop.wait(min(self.retry_interval_s, remaining)):
-                return None
+        new, attempts, waited = retry_until(lambda: self._open(first=False), self._stop, self.reconnect_s,
+                                            self.retry_interval_s)
+        if new is not None:
+            self.reconnects += 1
+            log.info("%s: reopened after %.1f s (attempt %d)", self.name, waited, attempts)
+            return new
         if not self._stop.is_set():
             self._lost_reason = (f"the device stopped delivering frames and could not be reopened within "
                                  f"{self.reconnect_s:g} s ({attempts} attempts); {_present_text()}")

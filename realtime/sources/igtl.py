@@ -47,7 +47,8 @@ import numpy as np
 
 from realtime.calibration import Calibration
 from realtime.frame import Frame
-from realtime.sources.common import LatestSlot, Source, SourceError, SourceOptions, join_thread, register_source
+from realtime.sources.common import (LatestSlot, Source, SourceError, SourceOptions, join_thread, register_source,
+                                     retry_until)
 
 log = logging.getLogger(__name__)
 
@@ -354,21 +355,12 @@ class IgtlSource(Source):
     def _reconnect(self, sock: socket.socket) -> socket.socket | None:
         """Close ``sock`` and reconnect until the server is back or ``reconnect_s`` runs out."""
         _close(sock)
-        t0 = time.monotonic()
-        deadline = t0 + self.reconnect_s
-        attempts = 0
-        while not self._stop.is_set():
-            attempts += 1
-            new = self._connect(first=False)
-            if new is not None:
-                self.reconnects += 1
-                log.info("%s: reconnected after %.1f s (attempt %d)", self.name, time.monotonic() - t0, attempts)
-                return new
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            if self._stop.wait(min(self.retry_interval_s, remaining)):
-                return None
+        new, attempts, waited = retry_until(lambda: self._connect(first=False), self._stop, self.reconnect_s,
+                                            self.retry_interval_s)
+        if new is not None:
+            self.reconnects += 1
+            log.info("%s: reconnected after %.1f s (attempt %d)", self.name, waited, attempts)
+            return new
         if not self._stop.is_set():
             self._lost_reason = (f"the server went away and could not be reconnected to within {self.reconnect_s:g} s "
                                  f"({attempts} attempts)")

@@ -12,7 +12,7 @@ from realtime.sources import (
     SourceError,
     open_source,
 )
-from realtime.sources.common import ClosableQueue, LatestSlot
+from realtime.sources.common import ClosableQueue, LatestSlot, retry_until
 from tests.realtime.sources._helpers import ListSource
 
 
@@ -97,3 +97,15 @@ def test_closable_queue_backpressure_and_close() -> None:
     t.join(2)
     assert not t.is_alive()
     assert q.get() is None
+
+
+def test_retry_until_returns_the_first_success_or_gives_up() -> None:
+    import threading
+
+    stop = threading.Event()
+    answers = iter([None, None, "link"])
+    assert retry_until(lambda: next(answers), stop, within_s=5.0, interval_s=0.001)[:2] == ("link", 3)
+    result, attempts, _ = retry_until(lambda: None, stop, within_s=0.0, interval_s=0.001)
+    assert (result, attempts) == (None, 1)  # no time left: one try, no wait
+    stop.set()
+    assert retry_until(lambda: "never asked", stop, within_s=5.0, interval_s=0.001)[:2] == (None, 0)
