@@ -569,10 +569,22 @@ class Trainer:
             flag = bool(t.item())
         return flag
 
+    def _sync_buffers(self) -> None:
+        """Every rank takes rank 0's BatchNorm running statistics (the ones best.pt / last.pt hold).
+
+        DistributedDataParallel broadcasts rank 0's buffers at the start of each forward, so after the
+        epoch's last batch every rank holds statistics updated by its own shard: validated as they were,
+        the ranks' validation losses differed and so could their scheduler and early-stopping decisions
+        (and a rank that stops early leaves the others waiting in the next all-reduce)."""
+        if self.dist.world > 1:
+            for buf in self.model.buffers():
+                dist.broadcast(buf, src=0)
+
     def _end_epoch(self, seconds: float) -> None:
         n = max(self.running["n"], 1)
         row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                                "train_loss": self.running["loss"] / n, "train_soft_dice": self.running["dice"] / n}
+        self._sync_buffers()
         row.update(self.validate())
         monitored = row["val_loss"] if len(self.val_idx) else row["train_loss"]
         improved = monitored < self.best_val  # Keras ModelCheckpoint(save_best_only): strictly better
