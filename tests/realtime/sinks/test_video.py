@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from pathlib import Path
 
 import cv2
@@ -43,20 +43,33 @@ def test_threaded_writer_reraises_sink_errors() -> None:
 
 
 def test_threaded_writer_drop_when_full_never_blocks() -> None:
-    class Slow:
+    """A sink stuck in write() (a stalled disk): put() returns at once for every item, the queue keeps the
+    first ones, the rest are counted as dropped; nothing waits on the clock."""
+    entered, release = threading.Event(), threading.Event()
+    written: list[int] = []
+
+    class Stuck:
         def write(self, item):
-            time.sleep(0.05)
+            entered.set()
+            release.wait()  # held until the test lets it go
+            written.append(item)
 
         def close(self):
             pass
 
-    w = ThreadedWriter(Slow(), maxsize=2, drop_when_full=True)
-    t0 = time.perf_counter()
-    for i in range(20):
-        w.put(i)
-    assert time.perf_counter() - t0 < 0.5
+    w = ThreadedWriter(Stuck(), maxsize=2, drop_when_full=True)
+    w.put(0)
+    assert entered.wait(30)  # item 0 is in write(), held there; the queue is empty
+    done: list[int] = []
+    putter = threading.Thread(target=lambda: [w.put(i) or done.append(i) for i in range(1, 20)], daemon=True)
+    putter.start()
+    putter.join(30)  # a guard against a hang: a blocking put() would never return while write() is held
+    blocked = putter.is_alive()
+    release.set()
+    assert not blocked, "put() blocked on a full queue with drop_when_full"
+    assert done == list(range(1, 20))
     w.close()
-    assert w.dropped > 0
+    assert written == [0, 1, 2] and w.dropped == 17  # the queue held two; the other 17 were dropped
 
 
 @pytest.mark.parametrize("name", ["o.mp4", "o.mkv"])

@@ -85,17 +85,20 @@ def test_closable_queue_backpressure_and_close() -> None:
     q: ClosableQueue[int] = ClosableQueue(2)
     assert q.put(1) and q.put(2)
     blocked = threading.Event()
+    returned: list[bool] = []  # what the producer's put returned, asserted here: pytest only warns about a
+    # failed assertion inside a thread
 
     def producer() -> None:
         blocked.set()
-        assert q.put(3) is False  # woken by close, not by space
+        returned.append(q.put(3))
 
     t = threading.Thread(target=producer, daemon=True)
     t.start()
-    blocked.wait(1)
+    assert blocked.wait(30)
     q.close(drain=True)
-    t.join(2)
-    assert not t.is_alive()
+    t.join(30)  # a guard against a hang, not a timing requirement
+    assert not t.is_alive(), "put() on a full queue was not woken by close()"
+    assert returned == [False]  # woken by close, not by space: the item was not queued
     assert q.get() is None
 
 
