@@ -92,8 +92,23 @@ class TestArchitecture:
             y = model(torch.randn(2, 1, *SMALL_HW))
         assert y.shape == (2, 1, *SMALL_HW)
         assert torch.isfinite(y).all()
-        # Logits, not probabilities: a random-init head gives values on both sides of 0.
-        assert (y < 0).any() or (y > 1).any() or y.std() > 0
+
+    def test_output_is_the_heads_raw_logits(self, model_cache, name, kwargs, total, trainable, stride, has_vgg):
+        """Logits, not probabilities: the output is the final 1x1 conv's output as it is (no sigmoid, clamp or
+        scaling after it), so adding c to that conv's bias adds exactly c to every output value."""
+        model = _cached(model_cache, name, kwargs)
+        modules = dict(model.named_modules())
+        final = modules["head2.out" if "head2.out" in modules else "head.out"]
+        x = torch.randn(1, 1, *SMALL_HW, generator=torch.Generator().manual_seed(4))
+        bias = final.bias.detach().clone()
+        with torch.no_grad():
+            y0 = model(x)
+            final.bias += 3.0
+            try:
+                y1 = model(x)
+            finally:
+                final.bias.copy_(bias)  # the cached model is shared with the other checks
+        torch.testing.assert_close(y1 - y0, torch.full_like(y0, 3.0), atol=1e-4, rtol=0)
 
     def test_train_backward(self, name, kwargs, total, trainable, stride, has_vgg):
         torch.manual_seed(1)
