@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import os
+from typing import Iterator
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An engine cache for the module's commands (random-weights checkpoints and ONNX exports)."""
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An engine cache for the module's commands (random-weights checkpoints and ONNX exports), in
+    ``MN_SEG_CACHE`` while the module's tests run and restored after them (the next module does not
+    inherit it)."""
     path = str(tmp_path_factory.mktemp("engine-cache"))
-    os.environ["MN_SEG_CACHE"] = path
-    return path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MN_SEG_CACHE", path)
+        yield path
