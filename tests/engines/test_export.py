@@ -15,7 +15,7 @@ from engines.export import (OPSET, cached_onnx, export_onnx, onnx_input_shape, r
                             write_onnx_metadata)
 from train.errors import UserError
 from train.models import build_model
-from tests.engines._helpers import make_checkpoint, min_dice, random_batch, torch_prob
+from tests.engines._helpers import load_fp16_or_skip, make_checkpoint, min_dice, random_batch, torch_prob
 
 SIZE = (64, 48)
 
@@ -80,10 +80,7 @@ def test_fp16_export_is_well_formed_with_float32_io(fp16_onnx: Path) -> None:
 
 
 def test_fp16_parity_on_onnxruntime_cpu(ckpt: Path, fp16_onnx: Path) -> None:
-    try:
-        engine = load_engine(fp16_onnx, "onnxruntime")
-    except EngineError as exc:  # pragma: no cover - depends on the onnxruntime build's kernels
-        pytest.skip(f"onnxruntime cannot run the fp16 export on this CPU: {exc}")
+    engine = load_fp16_or_skip(lambda: load_engine(fp16_onnx, "onnxruntime"))
     x = random_batch(SIZE, 3)
     prob = engine.infer(x)
     ref = torch_prob(ckpt, x)

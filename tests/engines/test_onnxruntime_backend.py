@@ -9,7 +9,7 @@ import pytest
 
 from engines import EngineError, load_engine
 from train.models import list_models
-from tests.engines._helpers import SMALL_SIZE, make_checkpoint, min_dice, random_batch, torch_prob
+from tests.engines._helpers import SMALL_SIZE, load_fp16_or_skip, make_checkpoint, min_dice, random_batch, torch_prob
 
 
 @pytest.mark.slow
@@ -69,10 +69,7 @@ def test_threads_and_session_options(lunet: tuple[Path, Path]) -> None:
 def test_fp16_onnx_runs_on_the_cpu(lunet: tuple[Path, Path]) -> None:
     """FP16 ONNX (float32 I/O) in onnxruntime's CPU provider: parity >= 0.98 Dice against fp32 torch."""
     ckpt, cache = lunet
-    try:
-        engine = load_engine(ckpt, "onnxruntime", "fp16", cache_dir=cache, batch=2)
-    except EngineError as exc:  # pragma: no cover - depends on the onnxruntime build's kernels
-        pytest.skip(f"onnxruntime cannot run the fp16 export on this CPU: {exc}")
+    engine = load_fp16_or_skip(lambda: load_engine(ckpt, "onnxruntime", "fp16", cache_dir=cache, batch=2))
     assert engine.precision == "fp16"
     x = random_batch((128, 96), 2)
     prob = engine.infer(x)
