@@ -12,7 +12,8 @@ from realtime.sources import (
     SourceError,
     open_source,
 )
-from realtime.sources.common import ClosableQueue, LatestSlot, retry_until
+import realtime.sources.common as common
+from realtime.sources.common import ClosableQueue, LatestSlot, Pacer, live_indices, retry_until
 from tests.realtime.sources._helpers import ListSource
 
 
@@ -112,3 +113,64 @@ def test_retry_until_returns_the_first_success_or_gives_up() -> None:
     assert (result, attempts) == (None, 1)  # no time left: one try, no wait
     stop.set()
     assert retry_until(lambda: "never asked", stop, within_s=5.0, interval_s=0.001)[:2] == (None, 0)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told: pacing checked by arithmetic, not by the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class FakeStop:
+    """A stop event whose ``wait`` advances the fake clock instead of sleeping."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.waits, self.stopped = clock, [], False
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        self.clock.now += timeout
+        return self.stopped
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(common, "time", type("FakeTime", (), {"monotonic": staticmethod(fake.monotonic)}))
+    return fake
+
+
+def test_live_indices_pace_a_fast_consumer_at_the_frame_rate(clock: FakeClock) -> None:
+    stop = FakeStop(clock)
+    got = [(index, dropped, due, clock.now - 100.0) for index, dropped, due in live_indices(4.0, stop, Pacer(stop),
+                                                                                           end=6)]
+    # every frame, none dropped, each handed over exactly when it is due (period 0.25 s), never before
+    assert got == [(i, 0, i * 0.25, i * 0.25) for i in range(6)]
+    assert stop.waits == [0.25] * 5
+
+
+def test_live_indices_skip_to_the_newest_due_frame_for_a_slow_consumer(clock: FakeClock) -> None:
+    stop = FakeStop(clock)
+    got = []
+    for index, dropped, _ in live_indices(4.0, stop, Pacer(stop), end=12):
+        got.append((index, dropped, clock.now - 100.0))
+        clock.now += 0.625  # the consumer takes 2.5 frame periods
+    # at 0.625 s frames 1 and 2 are due: 2 is taken and 1 counted; at 1.25 s frame 5 is due (3, 4 dropped); ...
+    # the last frame (end - 1) is always delivered
+    assert got == [(0, 0, 0.0), (2, 1, 0.625), (5, 2, 1.25), (7, 1, 1.875), (10, 2, 2.5), (11, 0, 3.125)]
+    assert stop.waits == []  # always behind: never waits
+
+
+def test_live_indices_stop_when_asked(clock: FakeClock) -> None:
+    stop = FakeStop(clock)
+    it = live_indices(4.0, stop, Pacer(stop))
+    assert next(it)[0] == 0 and next(it)[0] == 1
+    stop.stopped = True
+    assert list(it) == []

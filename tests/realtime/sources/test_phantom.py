@@ -1,6 +1,6 @@
 """The synthetic phantom: determinism, truth that matches the script, the scripted motion
 (compression flattens, gliding moves), real-data-like size and depth, a B-mode-like picture,
-live pacing, and its render time."""
+and frames played live delivered or counted as dropped."""
 
 from __future__ import annotations
 
@@ -161,32 +161,24 @@ def test_looks_like_b_mode(phantom: PhantomSource) -> None:
     assert np.abs(img2[200:260, 100:500] - img[200:260, 100:500]).mean() > 5
 
 
-def test_live_pacing_and_drops() -> None:
+def test_live_frames_are_delivered_or_counted_as_dropped() -> None:
+    """Played live, every frame index is either delivered, in order, or counted as dropped, however slow
+    this machine is (the pacing itself is checked on a fake clock in test_common's live_indices tests)."""
     fps = 50.0
-    t0 = time.monotonic()
     with open_source("synthetic", realtime=True, fps=fps, frames=10) as src:
         frames = list(src)
-    assert len(frames) == 10 and src.frames_dropped == 0
-    assert time.monotonic() - t0 >= 9 / fps * 0.9
+    idx = [f.index for f in frames]
+    assert idx == sorted(set(idx)) and idx[-1] == 9  # the last frame is always delivered
+    assert len(frames) + src.frames_dropped == 10 and sum(f.dropped_before for f in frames) == src.frames_dropped
+    assert [f.t_capture for f in frames] == sorted(f.t_capture for f in frames)
     with open_source("synthetic", realtime=True, fps=fps) as src:  # endless; a slow consumer
         frames = []
         for f in src:
             frames.append(f)
-            time.sleep(0.06)
+            time.sleep(0.06)  # 3 frame periods at least: frames become due meanwhile, whatever the load
             if len(frames) == 6:
                 break
     for a, b in zip(frames, frames[1:]):
-        assert b.index == a.index + b.dropped_before + 1
+        assert b.index == a.index + b.dropped_before + 1 and b.dropped_before >= 1
     assert src.frames_dropped >= 5
     np.testing.assert_allclose([f.pts for f in frames], [f.index / fps for f in frames])
-
-
-def test_render_time(phantom: PhantomSource) -> None:
-    phantom.render(0)
-    n = 20
-    t0 = time.perf_counter()
-    for i in range(n):
-        phantom.render(i)
-    ms = (time.perf_counter() - t0) / n * 1000
-    print(f"phantom render: {ms:.2f} ms per frame")
-    assert ms < 40  # target < 15 ms; generous here because the test machine is shared
