@@ -90,7 +90,9 @@ def test_max_frames_and_prefetch_error_propagates(tmp_path: Path) -> None:
 
 def test_live_policy_slow_engine_drops_and_stays_bounded(tmp_path: Path) -> None:
     """A paced 24 fps phantom and an engine taking 100 ms a frame: stale frames are dropped and
-    counted, no frame is processed twice, and latency stays bounded instead of growing."""
+    counted, no frame is processed twice, and no backlog builds up (latency bounded instead of growing):
+    each frame processed is the newest due when the loop asked, at least 2 frame periods (100 ms of
+    inference) after the previous one, however slow the machine."""
     source = open_source("synthetic", realtime=True)
     records = []
     pipe = Pipeline(TruthEngine(delay_s=0.1), Tracker(None, fps=24.0),
@@ -101,8 +103,8 @@ def test_live_policy_slow_engine_drops_and_stays_bounded(tmp_path: Path) -> None
     assert frames == sorted(set(frames)), "a frame was processed twice or out of order"
     assert result.summary["frames_dropped"] > 15  # ~2 of every 3 frames at 100 ms vs 41.7 ms
     assert sum(r.dropped_before for r in records) == result.summary["frames_dropped"]
-    assert max(r.latency_ms for r in records[3:]) < 300  # ~ one frame period + inference, not growing
-    assert frames[-1] >= 2 * len(frames)
+    assert all(b - a >= 2 for a, b in zip(frames, frames[1:]))  # fresh frames: queued ones would come 1 apart
+    assert frames[-1] + 1 == len(frames) + result.summary["frames_dropped"]  # every index processed or dropped
 
 
 def test_disk_full_stops_the_run_with_exit_5_and_finalises_the_rest(tmp_path: Path, monkeypatch) -> None:

@@ -50,7 +50,7 @@ def test_device_stops_delivering_then_gives_up() -> None:
     assert time.monotonic() - t0 >= 0.25
     assert 1 <= len(frames) <= 5 and frames[-1].index == 4  # the newest frame before the loss
     assert src.failed and "could not be reopened within 0.3 s" in src.error
-    assert len(factory.calls) >= 3  # reopen attempts
+    assert len(factory.calls) >= 2  # the first open and at least one reopen (how many fit in 0.3 s is the load's)
     with pytest.raises(SourceLost) as info:
         src.raise_if_failed()
     assert info.value.exit_code == 3
