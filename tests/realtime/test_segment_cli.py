@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from realtime.segment_cli import cli as segment_cli
 from realtime.sinks.csv_sink import read_csv
 from realtime.synth_cli import cli as synth_cli
+from train.metrics import dice_hard
 from tests.realtime._helpers import FAST, decoded_frames
 
 
@@ -18,13 +21,40 @@ def test_synth_then_segment_with_truth(tmp_path: Path, cache: str) -> None:
     assert synth_cli(["--phantom", "--frames", "10", "--seed", "2", "--out", str(clip), "--truth", str(truth),
                       "-q"]) == 0
     out = tmp_path / "seg"
-    assert segment_cli([str(clip), "--truth", str(truth), "--out", str(out), "--batch", "4", "--masks", *FAST]) == 0
+    # presence off: the random network's blob is measured on every frame, so every number below is non-trivial
+    assert segment_cli([str(clip), "--truth", str(truth), "--out", str(out), "--batch", "4", "--masks", *FAST,
+                        "--presence", "off"]) == 0
     folder = out / "clip"
     rows = read_csv(folder / "measurements.csv")
     assert [int(r["frame"]) for r in rows] == list(range(10))
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["truth"]["frames"] == 10 and 0.0 <= summary["truth"]["dice_mean"] <= 1.0
     assert decoded_frames(folder / "overlay.mp4") == 10
+    # the truth section is what the run's own outputs say against the truth file, whatever the random network
+    # found: Dice of each frame's written mask (none is written for a frame without a measurement: an empty
+    # mask), |CSA error| of the CSV's area (empty: 0), |FR error| where the CSV has a flattening ratio
+    known = np.load(truth)
+    dices, csa_errors, fr_errors, centroid_errors = [], [], [], []
+    for r in rows:
+        f = int(r["frame"])
+        png = folder / "masks" / f"{f:06d}.png"
+        assert png.exists() == (r["status"] in ("ok", "reacquired")), (f, r["status"])
+        pred = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE) > 0 if png.exists() else np.zeros((468, 606), bool)
+        dices.append(dice_hard(pred, known["masks"][f] > 0))
+        true_area = float(known["area_px"][f])
+        csa_errors.append(abs(float(r["area_px"] or 0) - true_area) / true_area)
+        if r["flattening_ratio"]:
+            fr_errors.append(abs(float(r["flattening_ratio"]) - float(known["flattening_ratio"][f])))
+        if r["centroid_x_px"]:
+            centroid_errors.append(np.hypot(float(r["centroid_x_px"]) - float(known["centroid_x_px"][f]),
+                                            float(r["centroid_y_px"]) - float(known["centroid_y_px"][f])))
+    t = summary["truth"]
+    assert t["frames"] == 10
+    assert t["dice_mean"] == pytest.approx(np.mean(dices)) and t["dice_min"] == pytest.approx(min(dices))
+    assert t["csa_rel_error_median"] == pytest.approx(np.median(csa_errors))
+    assert t["csa_rel_error_p95"] == pytest.approx(np.percentile(csa_errors, 95))
+    assert len(fr_errors) == len(centroid_errors) == 10  # every frame measured
+    assert t["fr_abs_error_median"] == pytest.approx(np.median(fr_errors), abs=1e-4)  # the CSV has 4 decimals
+    assert t["centroid_error_px_median"] == pytest.approx(np.median(centroid_errors), abs=1e-3)
 
 
 def test_segment_folder_input_takes_every_video(tmp_path: Path, cache: str) -> None:

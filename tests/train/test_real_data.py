@@ -27,5 +27,6 @@ def test_train_and_eval_16_real_images(real_data: Path, tmp_path: Path, capsys: 
                          "--protocol", protocol, "--json", str(js), "-q"]) == 0
         result = json.loads(js.read_text())
         assert result["n"] == 38  # the paper's validation patients
-        assert 0.0 <= result["dsc"]["mean"] <= 1.0
+        dscs = [r["dsc"] for r in result["per_image"]]
+        assert len(dscs) == 38 and result["dsc"]["mean"] == pytest.approx(sum(dscs) / 38)  # the mean of its images
         assert all(r["area_true_px"] > 0 for r in result["per_image"])  # native-resolution nerve areas

@@ -19,7 +19,7 @@ import torch
 from tests.conftest import make_dataset
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.errors import UserError
-from train.losses import bce_dice_loss
+from train.losses import bce_dice_loss, soft_dice
 from train.models import build_model, list_models
 from train.trainer import Trainer, TrainConfig, keras_plateau_scheduler
 
@@ -51,13 +51,30 @@ def test_one_step_lowers_loss_on_fixed_batch(name: str) -> None:
 
 
 def test_run_writes_checkpoints_history_and_curves(synthetic_dataset: Path, tmp_path: Path) -> None:
+    from train.metrics import dice_hard
+
     out = tmp_path / "run"
-    summary = Trainer(small_cfg(synthetic_dataset, out), torch.device("cpu")).fit()
+    trainer = Trainer(small_cfg(synthetic_dataset, out), torch.device("cpu"))
+    summary = trainer.fit()
     for name in ("best.pt", "last.pt", "config.json", "history.csv", "curves.png"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert all(0.0 <= float(r["val_dsc"]) <= 1.0 for r in rows)
+    # the last epoch's validation numbers are those of last.pt's weights on the validation images: loss and
+    # soft Dice averaged over batches weighted by their size, DSC the per-image hard Dice
+    model, _ = model_from_checkpoint(out / "last.pt")
+    images, masks, bs = trainer.val_images, trainer.val_masks, trainer.cfg.batch_size
+    with torch.no_grad():
+        logits = model(images)
+    prob = torch.sigmoid(logits)
+    chunks = [slice(i, i + bs) for i in range(0, len(images), bs)]
+    loss = sum(float(bce_dice_loss(logits[c], masks[c])) * len(images[c]) for c in chunks) / len(images)
+    soft = sum(float(soft_dice(prob[c], masks[c])) * len(images[c]) for c in chunks) / len(images)
+    dsc = np.mean([dice_hard(p[0].numpy() >= 0.5, m[0].numpy() > 0) for p, m in zip(prob, masks)])
+    last = rows[-1]
+    assert float(last["val_loss"]) == pytest.approx(loss, rel=1e-5)
+    assert float(last["val_soft_dice"]) == pytest.approx(soft, rel=1e-5, abs=1e-7)
+    assert float(last["val_dsc"]) == pytest.approx(dsc, abs=1e-6)
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == {"name": "lunet", "kwargs": {}}
     assert config["preprocessing"]["size"] == list(SMALL)
