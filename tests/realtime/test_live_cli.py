@@ -12,11 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import realtime.live_cli as live_cli_mod
 from engines import registry
+from engines.base import Engine, EngineInfo
 from realtime.cli_common import DEFAULT_MODEL, default_model, open_engine
 from realtime.live_cli import cli as live_cli
+from realtime.postprocess import postprocess
 from realtime.sinks.csv_sink import read_csv
 from tests.engines._helpers import make_checkpoint
 from tests.realtime._helpers import FAST, decoded_frames
@@ -302,3 +306,155 @@ def test_disk_full_exit_5_names_the_file_and_finalises_what_is_written(full_disk
     assert summary["frames_processed"] == len(rows) and "No space left on device" in summary["ended_because"]
     assert {p.name for p in out.iterdir()} <= {"measurements.csv", "overlay.mp4", "plot.png", "report.html",
                                                "summary.json"}
+
+
+# --- the flags a run is shaped by: each has its documented effect -----------------------------------------
+
+
+class DiscEngine(Engine):
+    """A stand-in network whose answer is known: call k outputs a disc whose probability falls linearly from 1
+    at its centre to 0 at radius ``8 + k / 4`` model pixels, whatever the frame (the disc grows from frame to
+    frame, so the smoothed and raw columns differ and each threshold gives another area)."""
+
+    SIZE = (64, 48)  # W, H
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(EngineInfo(name="disc", backend="fake", precision="fp32", device="cpu",
+                                    input_shape=(-1, 1, self.SIZE[1], self.SIZE[0])))
+        self.delay_s = delay_s
+        self.calls = 0
+
+    @classmethod
+    def prob(cls, k: int) -> np.ndarray:
+        yy, xx = np.mgrid[0:cls.SIZE[1], 0:cls.SIZE[0]]
+        return np.clip(1.0 - np.hypot(xx - 30.5, yy - 22.5) / (8.0 + k / 4), 0.0, 1.0).astype(np.float32)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        out = []
+        for _ in range(len(batch)):
+            out.append(self.prob(self.calls))
+            self.calls += 1
+        time.sleep(self.delay_s)  # a network this slow: frames keep coming meanwhile
+        return np.stack(out)[:, None]
+
+
+def expected_area(k: int, threshold: float = 0.5, min_area: int = 100) -> int | None:
+    """The nerve area of frame k (the disc engine's k-th answer) on the phantom's 606x468 frames, or None when
+    nothing is left."""
+    post = postprocess(DiscEngine.prob(k), (606, 468), threshold=threshold, min_area_px=min_area)
+    assert len(post.components) <= 1
+    return post.components[0].area_px if post.components else None
+
+
+class DiscRuns:
+    """The disc engines mn-live opened, in order; ``delay_s`` is the next one's time per call."""
+
+    def __init__(self) -> None:
+        self.made: list[DiscEngine] = []
+        self.delay_s = 0.0
+
+    def open(self, args, batch: int = 1) -> DiscEngine:  # type: ignore[no-untyped-def]
+        self.made.append(DiscEngine(self.delay_s))
+        return self.made[-1]
+
+
+@pytest.fixture
+def disc(monkeypatch: pytest.MonkeyPatch) -> DiscRuns:
+    """mn-live runs on :class:`DiscEngine` instead of a network."""
+    runs = DiscRuns()
+    monkeypatch.setattr(live_cli_mod, "open_engine", runs.open)
+    return runs
+
+
+PLAIN = ["--source", "synthetic", "--headless", "--presence", "off", "-q"]
+
+
+def test_no_drop_smoothing_and_output_paths_one_by_one(tmp_path: Path, disc: DiscRuns) -> None:
+    """--no-drop: every phantom frame, none dropped, though the engine is slower than the frame rate;
+    --smoothing ema: extra *_smooth columns, the EMA (span 5) of the raw ones, which are kept;
+    --log / --record / --summary: those files where named, not in --out (the plot and report stay there)."""
+    named, out = tmp_path / "named", tmp_path / "out"
+    disc.delay_s = 0.05  # slower than 24 fps: live, frames would be dropped
+    assert live_cli([*PLAIN, "--no-drop", "--frames", "24", "--smoothing", "ema", "--log", str(named / "m.csv"),
+                     "--record", str(named / "v.mp4"), "--summary", str(named / "s.json"), "--out", str(out)]) == 0
+    rows = read_csv(named / "m.csv")
+    summary = json.loads((named / "s.json").read_text())
+    assert [int(r["frame"]) for r in rows] == list(range(24)) and disc.made[0].calls == 24
+    assert {r["dropped_before"] for r in rows} == {"0"} and summary["frames_dropped"] == 0
+    assert summary["mode"] == "every frame"
+    areas = [int(r["area_px"]) for r in rows]
+    assert areas == [expected_area(k) for k in range(24)]  # the raw values, unsmoothed
+    ema, alpha = [], 2 / (5 + 1)
+    for a in areas:
+        ema.append(a if not ema else alpha * a + (1 - alpha) * ema[-1])
+    assert [float(r["area_px_smooth"]) for r in rows] == pytest.approx(ema, abs=1e-4)
+    assert summary["tracker"]["smoothing"] == "ema" and summary["tracker"]["smoothing_window"] == 5
+    assert decoded_frames(named / "v.mp4") == 24
+    assert sorted(p.name for p in named.iterdir()) == ["m.csv", "s.json", "v.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["plot.png", "report.html"]
+    assert (summary["outputs"]["csv"], summary["outputs"]["video"], summary["outputs"]["summary"]) == \
+        (str(named / "m.csv"), str(named / "v.mp4"), str(named / "s.json"))
+
+
+def test_threshold_and_min_area(tmp_path: Path, disc: DiscRuns) -> None:
+    """--threshold 0.3: the nerve is where the probability is >= 0.3 (a larger disc than at 0.5);
+    --min-area N: a frame whose only region has fewer than N pixels has no nerve."""
+    bigger = [expected_area(k, 0.3, 0) for k in range(24)]
+    assert all(b > expected_area(k) for k, b in enumerate(bigger)) and bigger == sorted(set(bigger))
+    min_area = bigger[12]  # frames 12.. keep their disc, 0..11 lose it
+    out = tmp_path / "out"
+    assert live_cli([*PLAIN, "--no-drop", "--frames", "24", "--threshold", "0.3", "--min-area", str(min_area),
+                     "--no-video", "--out", str(out)]) == 0
+    rows = read_csv(out / "measurements.csv")
+    assert [r["status"] for r in rows] == ["no_detection"] * 12 + ["ok"] * 12
+    assert [r["area_px"] for r in rows[:12]] == [""] * 12
+    assert [int(r["area_px"]) for r in rows[12:]] == bigger[12:]
+
+
+def test_live_drops_stale_frames_without_no_drop(tmp_path: Path, disc: DiscRuns) -> None:
+    """Without --no-drop the phantom plays live: an engine taking 100 ms (2.4 frame periods at 24 fps) gets the
+    newest frame each time, at least 2 indices after the last one, and the skipped frames are counted."""
+    disc.delay_s = 0.1
+    out = tmp_path / "out"
+    assert live_cli([*PLAIN, "--frames", "6", "--no-video", "--out", str(out)]) == 0
+    rows = read_csv(out / "measurements.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    frames = [int(r["frame"]) for r in rows]
+    assert len(frames) == 6 and all(b - a >= 2 for a, b in zip(frames, frames[1:]))
+    assert sum(int(r["dropped_before"]) for r in rows) == summary["frames_dropped"] == frames[-1] + 1 - 6
+    assert summary["mode"] == "live"
+
+
+def test_duration_ends_an_endless_run(tmp_path: Path, disc: DiscRuns) -> None:
+    """--duration S: the run stops once S seconds have passed, with exit code 0 and every file finalised.
+    (--frames 500 only guards against a hang: played live at 24 fps, 500 frames take 20 s.)"""
+    out = tmp_path / "out"
+    assert live_cli([*PLAIN, "--duration", "0.5", "--frames", "500", "--no-video", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended_because"] == "duration 0.5 s reached" and summary["exit_code"] == 0
+    assert summary["partial"] is False and summary["wall_time_s"] >= 0.5  # it did not stop before
+    assert len(read_csv(out / "measurements.csv")) == summary["frames_processed"] >= 1
+
+
+def test_reconnect_s_and_capture_size_reach_the_device(tmp_path: Path, disc: DiscRuns,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """--capture-size WxH and --fps are asked of the frame grabber; --reconnect-s S: a grabber that stops
+    delivering is reopened for S seconds, then the run ends with exit code 3 and the frames before it kept."""
+    import cv2
+
+    import realtime.sources.device as device_mod
+    from tests.realtime.sources._helpers import Factory, FakeCapture
+
+    cam = FakeCapture(period=0.002, fail_after=5, make=lambda k: np.full((48, 64), 100 + k, np.uint8))
+    factory = Factory(cam)  # then only captures that do not open
+    monkeypatch.setattr(device_mod, "opencv_capture", factory)
+    out = tmp_path / "out"
+    code = live_cli(["--source", "/dev/video0", "--headless", "--presence", "off", "-q", "--reconnect-s", "0.3",
+                     "--capture-size", "64x48", "--fps", "30", "--no-video", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 3 and summary["exit_code"] == 3
+    assert "could not be reopened within 0.3 s" in summary["ended_because"]
+    assert (cam.props[cv2.CAP_PROP_FRAME_WIDTH], cam.props[cv2.CAP_PROP_FRAME_HEIGHT]) == (64, 48)
+    assert cam.props[cv2.CAP_PROP_FPS] == 30
+    rows = read_csv(out / "measurements.csv")
+    assert 1 <= len(rows) <= 5 and len(rows) == summary["frames_processed"] and len(factory.calls) >= 2
