@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -173,6 +174,76 @@ def test_sigint_saves_last_and_exits_130(synthetic_dataset: Path, tmp_path: Path
     assert "Traceback" not in err
     state = load_checkpoint(out / "last.pt")["train_state"]
     assert state["epoch"] >= 1
+
+
+@pytest.fixture
+def torch_threads():  # type: ignore[no-untyped-def]
+    """Restores torch's thread count after a test whose in-process mn-train sets it (--threads)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_sigkill_then_resume_continues_exactly_from_the_last_saved_state(synthetic_dataset: Path, tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture,
+                                                                         torch_threads: None) -> None:
+    """A hard kill (SIGKILL: no handler runs, nothing is saved on the way out) during training, then --resume:
+    training goes on from the last last.pt written (saved after every batch here: killed once one was saved
+    within epoch 2, so usually mid-epoch),
+    the epochs before it are not trained again (their history rows are the killed run's own), and the run
+    ends with the weights and history of one never interrupted (README: --resume continues exactly)."""
+    from train.train_cli import cli as train_cli
+
+    common = ["--data", str(synthetic_dataset), "--model", "lunet", "--width", "0.25", "--size", "64x48",
+              "--batch-size", "4", "--folds", "4", "--fold", "0", "--threads", "1", "-q"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "train.train_cli", *common, "--out", str(out), "--epochs", "1000",
+                             "--save-every-min", "0.0001"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 180  # a guard against a hang, not a timing requirement
+        last, history_csv = out / "last.pt", out / "history.csv"
+
+        def saved_within_an_epoch() -> bool:  # epoch 1 is done (last.pt, then history.csv) and last.pt was
+            try:                               # saved again since: after a batch of the next epoch
+                return last.stat().st_mtime_ns > history_csv.stat().st_mtime_ns
+            except FileNotFoundError:
+                return False
+
+        while not saved_within_an_epoch():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no epoch finished"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_history = (out / "history.csv").read_text().splitlines()
+    state = load_checkpoint(out / "last.pt")["train_state"]
+    saved_epoch, saved_step = state["epoch"], state["step_in_epoch"]
+    assert saved_epoch >= 1 and len(killed_history) - 1 in (saved_epoch, saved_epoch - 1)
+    epochs = saved_epoch + 1  # the rest of the epoch it was killed in (all of it when saved at its start)
+
+    with caplog.at_level(logging.INFO, logger="train.trainer"):
+        assert train_cli([*common, "--out", str(out), "--epochs", str(epochs), "--resume"]) == 0
+    assert f"at epoch {saved_epoch + 1}, batch {saved_step}" in caplog.text  # from the saved state, not from 0
+    ref = tmp_path / "uninterrupted"
+    assert train_cli([*common, "--out", str(ref), "--epochs", str(epochs)]) == 0
+
+    history = (out / "history.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in history[1:]] == list(range(1, epochs + 1))  # each epoch once
+    assert history[:len(killed_history)] == killed_history  # the saved epochs' rows kept as they were, seconds too
+    strip = lambda lines: [",".join(x.split(",")[:-1]) for x in lines]  # noqa: E731 - the seconds column
+    assert strip(history) == strip((ref / "history.csv").read_text().splitlines())
+    for name in ("last.pt", "best.pt"):
+        a, b = _weights(ref / name), _weights(out / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]  # a file torn by the kill was replaced
 
 
 def test_extra_train_joins_training_side_only(synthetic_dataset: Path, tmp_path: Path) -> None:
