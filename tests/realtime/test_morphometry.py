@@ -272,3 +272,59 @@ def test_to_dict_matches_columns() -> None:
 def test_rejects_non_2d() -> None:
     with pytest.raises(ValueError, match="2-D"):
         measure_mask(np.zeros((3, 4, 5), np.uint8))
+
+
+# ----------------------------------------------- found by mutation testing (docs/mutation-testing.md)
+
+def test_confidence_ignores_the_bounding_box_outside_the_mask() -> None:
+    """Only pixels of the mask count: a disc's bounding-box corners hold another probability."""
+    mask = np.zeros((60, 60), np.uint8)
+    cv2.circle(mask, (30, 30), 15, 1, -1)
+    prob = np.where(mask > 0, 0.9, 0.2).astype(np.float32)
+    assert measure_mask(mask, prob=prob).confidence == pytest.approx(0.9)
+
+
+def test_confidence_of_half_precision_probabilities() -> None:
+    """An fp16 engine's probabilities (float16) give the float32 answer."""
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:20, 10:30] = 1
+    prob = np.full(mask.shape, 0.25, np.float32)
+    prob[10:15, 10:30] = 0.75
+    want = measure_mask(mask, prob=prob).confidence
+    assert want == pytest.approx(0.5)
+    assert measure_mask(mask, prob=prob.astype(np.float16)).confidence == pytest.approx(want)
+
+
+def test_shape_mismatch_message_names_both_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(10, 12\).*\(10, 11\)"):
+        measure_mask(np.ones((10, 11), np.uint8), prob=np.ones((10, 12), np.float32))
+
+
+def test_three_pixel_line_has_the_closed_polygon_length() -> None:
+    """A 3-pixel line: its contour is two points (the end pixels' centres), and the closed polygon
+    through them is 4 px long (there and back)."""
+    mask = np.zeros((10, 10), np.uint8)
+    mask[4, 4:7] = 1
+    assert measure_mask(mask).perimeter_px == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("sx, sy", [(1.0, 2.0), (2.0, 1.0), (1.0, 1.0), (0.5, 0.25)])
+def test_rectangle_perimeter_in_mm_with_one_axis_at_unit_spacing(sx: float, sy: float) -> None:
+    """A w x h box: the polygon through pixel centres is 2 (w-1) sx + 2 (h-1) sy mm, also when one
+    spacing is exactly 1 mm/px (the unscaled shortcut applies only when both are)."""
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:30, 20:60] = 1  # w = 40, h = 20
+    m = measure_mask(mask, Calibration(sx, sy, "test"))
+    assert m.perimeter_px == pytest.approx(2 * 39 + 2 * 19)
+    assert m.perimeter_mm == pytest.approx(2 * 39 * sx + 2 * 19 * sy)
+    assert m.area_mm2 == pytest.approx(800 * sx * sy)
+
+
+def test_flattening_ratio_from_moments_defaults_to_square_pixels() -> None:
+    """Without a spacing the covariance is taken as is: a 30 x 1 line of unit squares has FR 30."""
+    from realtime.morphometry import flattening_ratio_from_moments
+
+    n = 30
+    mu20 = sum((i - (n - 1) / 2) ** 2 for i in range(n))  # pixel-centre second moment along x
+    assert flattening_ratio_from_moments(mu20, 0.0, 0.0, float(n)) == pytest.approx(30.0)
+    assert flattening_ratio_from_moments(mu20, 0.0, 0.0, float(n), 1.0, 1.0) == pytest.approx(30.0)

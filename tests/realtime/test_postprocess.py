@@ -221,3 +221,77 @@ def test_matches_flood_fill_and_connected_components(seed: int) -> None:
                       for c in post.components)
         assert mine == ref_comps
         assert np.array_equal(post.labels != 0, ref_mask.astype(bool))
+
+
+# ----------------------------------------------- found by mutation testing (docs/mutation-testing.md)
+
+def _two_blobs(shape: tuple[int, int], boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    prob = np.zeros(shape, np.float32)
+    for x, y, w, h in boxes:
+        prob[y:y + h, x:x + w] = 1.0
+    return prob
+
+
+def test_masks_are_uint8_zero_one() -> None:
+    prob = _two_blobs((60, 80), [(5, 5, 20, 20), (40, 30, 15, 15)])
+    r = postprocess(prob, (80, 60), min_area_px=1)
+    assert r.mask.dtype == np.uint8 and set(np.unique(r.mask)) == {0, 1}
+    one = r.component_mask([2])
+    assert one.dtype == np.uint8 and int(one.sum()) == r.components[1].area_px
+    holes = np.zeros((30, 30), np.uint8)
+    holes[5:25, 5:25] = 1
+    holes[7:23, 7:23] = 0  # a 20 x 20 frame, two pixels thick
+    filled = fill_holes(holes)
+    assert filled.dtype == np.uint8 and int(filled.sum()) == 400
+
+
+def test_components_ordered_by_area_then_top_then_left() -> None:
+    # the smaller component is left of and above the larger: label 1 is still the larger
+    r = postprocess(_two_blobs((100, 120), [(2, 2, 10, 10), (60, 50, 30, 30)]), (120, 100), min_area_px=1)
+    assert [c.area_px for c in r.components] == [900, 100]
+    # equal areas: the upper first, even when it is wider (the tie is broken by y, not by width)
+    r = postprocess(_two_blobs((100, 120), [(60, 60, 10, 20), (10, 5, 20, 10)]), (120, 100), min_area_px=1)
+    assert [c.bbox for c in r.components] == [(10, 5, 20, 10), (60, 60, 10, 20)]
+    # equal areas on the same rows: the left first
+    r = postprocess(_two_blobs((100, 120), [(70, 40, 10, 10), (10, 40, 10, 10)]), (120, 100), min_area_px=1)
+    assert [c.bbox[0] for c in r.components] == [10, 70]
+
+
+def test_settings_are_kept_and_boundaries_accepted() -> None:
+    prob = _two_blobs((40, 40), [(5, 5, 10, 10)]) * 0.6
+    r = postprocess(prob, (40, 40), threshold=0.3, min_area_px=7)
+    assert (r.threshold, r.min_area_px) == (0.3, 7)
+    assert postprocess(prob, (40, 40), threshold=0.0, min_area_px=0).mask.all()  # 0.0: every pixel
+    assert not postprocess(prob, (40, 40), threshold=1.0).mask.any()  # 1.0: only certain pixels
+    for bad in (-0.01, 1.01):
+        with pytest.raises(ValueError, match="threshold"):
+            postprocess(prob, (40, 40), threshold=bad)
+    with pytest.raises(ValueError, match="min_area_px"):
+        postprocess(prob, (40, 40), min_area_px=-1)
+
+
+def test_upsample_sizes() -> None:
+    assert upsample(np.ones((4, 4), np.float32), (1, 1)).shape == (1, 1)
+    assert upsample(np.ones((1, 8), np.float32), (16, 2)).shape == (2, 16)  # a one-row map stays 2-D
+    for bad in ((0, 5), (5, 0), (-1, 5)):
+        with pytest.raises(ValueError, match="positive"):
+            upsample(np.ones((4, 4), np.float32), bad)
+
+
+def test_confidence_of_another_mask_and_of_any_dtype() -> None:
+    prob = np.zeros((20, 20), np.float32)
+    prob[:, :10] = 0.8
+    prob[:, 10:] = 0.6
+    r = postprocess(prob, (20, 20), threshold=0.5, min_area_px=1)
+    assert r.confidence() == pytest.approx(0.7)
+    right = np.zeros((20, 20), bool)
+    right[:, 10:] = True
+    assert r.confidence(right) == pytest.approx(0.6)  # a given mask, not the kept one
+    assert mean_inside(prob, right.astype(np.float32)) == pytest.approx(0.6)  # float 0/1 masks
+    assert mean_inside(prob.astype(np.float16), right) == pytest.approx(0.6, abs=1e-3)  # fp16 probabilities
+
+
+def test_component_mask_rejects_unknown_labels() -> None:
+    r = postprocess(_two_blobs((60, 80), [(5, 5, 20, 20), (40, 30, 15, 15)]), (80, 60), min_area_px=1)
+    with pytest.raises(KeyError, match=r"no component 5: labels are 1\.\.2"):
+        r.component_mask([1, 5])
