@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -40,6 +41,14 @@ def random_checkpoint(name: str, size: tuple[int, int] = DEFAULT_SIZE, cache_dir
         model = build_model(name)
         config = {"model": {"name": name, "kwargs": {}}, "preprocessing": preprocessing_config(size),
                   "random_weights": True, "seed": seed}
-        save_checkpoint(path, model, config)
+        # runs sharing the cache may write it at once (each the same bytes): each through its own
+        # temporary file, so no writer renames another's away or truncates it mid-write
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_checkpoint(tmp, model, config)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         log.info("wrote a random-weights %s checkpoint to %s", name, path)
     return path
