@@ -18,6 +18,8 @@ appearance), with its size and shape checks only (``shape``) and without it (``o
 Writes JSON and Markdown (``--json``, ``--md``) with, per kind and gate setting: frames,
 reported (false-positive rate on negatives), found and wrong structure (positives), and the
 gate's rejection reasons.
+
+Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -214,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     from train.cli_util import add_logging_args
 
     p = argparse.ArgumentParser(prog="mn-presence", description=__doc__.split("\n")[0],
+                                epilog=__doc__.rsplit("\n\n", 1)[1].strip(),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="bundled name, checkpoint or .onnx (default: the bundled default)")
     p.add_argument("--backend", default="auto", help="engine backend")

@@ -316,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mn-cv",
         description="Patient-level k-fold cross-validation of a training recipe: trains (or continues) every fold, "
                     "evaluates each on its validation patients by both protocols and aggregates mean ± SD across "
-                    "folds. Run the same command again to continue after a stop.")
+                    "folds. Run the same command again to continue after a stop.",
+        epilog="Exit codes: 0 done, 1 a training failed (its log is named), 2 bad input, 130 stopped by Ctrl-C / "
+               "SIGTERM after the training in flight saved (run the same command again to continue).")
     p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
     p.add_argument("--recipe", help="what to train (see --list-recipes)")
     p.add_argument("--data", help="dataset folder holding Images/ and Masks/")

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mn-train",
         description="Train a median-nerve segmentation network (U-Net, L-UNet, DoubleU-Net, DL-UNet) with the "
                     "DL-UNet paper's recipe. Writes RUN_DIR/best.pt, last.pt, config.json, history.csv, curves.png.",
+        epilog="Exit codes: 0 done, 2 bad input (one line on stderr), 130 stopped by Ctrl-C / SIGTERM after saving "
+               "RUN_DIR/last.pt (continue with --resume).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--list-models", action="store_true",
