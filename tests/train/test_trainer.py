@@ -93,8 +93,21 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["state_dict"]
 
 
-def test_resume_across_epochs_is_exact(synthetic_dataset: Path, tmp_path: Path) -> None:
-    torch.set_num_threads(1)  # bitwise reproducibility of CPU kernels
+@pytest.fixture
+def torch_threads():  # type: ignore[no-untyped-def]
+    """Restores torch's thread count after a test that changes it (or whose in-process mn-train does: --threads)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread(torch_threads: None) -> None:
+    """One CPU thread for the test (bitwise reproducibility of CPU kernels), the count restored after it."""
+    torch.set_num_threads(1)
+
+
+def test_resume_across_epochs_is_exact(synthetic_dataset: Path, tmp_path: Path, one_thread: None) -> None:
     Trainer(small_cfg(synthetic_dataset, tmp_path / "a", epochs=3), torch.device("cpu")).fit()
     Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2), torch.device("cpu")).fit()
     Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=3, resume=True), torch.device("cpu")).fit()
@@ -108,8 +121,7 @@ def test_resume_across_epochs_is_exact(synthetic_dataset: Path, tmp_path: Path) 
     assert strip(hist_a) == strip(hist_b)
 
 
-def test_stop_mid_epoch_then_resume_is_exact(synthetic_dataset: Path, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_stop_mid_epoch_then_resume_is_exact(synthetic_dataset: Path, tmp_path: Path, one_thread: None) -> None:
     Trainer(small_cfg(synthetic_dataset, tmp_path / "a", epochs=2, model="unet"), torch.device("cpu")).fit()
 
     trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2, model="unet"), torch.device("cpu"))
@@ -176,22 +188,14 @@ def test_sigint_saves_last_and_exits_130(synthetic_dataset: Path, tmp_path: Path
     assert state["epoch"] >= 1
 
 
-@pytest.fixture
-def torch_threads():  # type: ignore[no-untyped-def]
-    """Restores torch's thread count after a test whose in-process mn-train sets it (--threads)."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 def test_sigkill_then_resume_continues_exactly_from_the_last_saved_state(synthetic_dataset: Path, tmp_path: Path,
                                                                          caplog: pytest.LogCaptureFixture,
                                                                          torch_threads: None) -> None:
     """A hard kill (SIGKILL: no handler runs, nothing is saved on the way out) during training, then --resume:
     training goes on from the last last.pt written (saved after every batch here: killed once one was saved
-    within epoch 2, so usually mid-epoch),
-    the epochs before it are not trained again (their history rows are the killed run's own), and the run
-    ends with the weights and history of one never interrupted (README: --resume continues exactly)."""
+    within epoch 2, so usually mid-epoch), the epochs before it are not trained again (their history rows are
+    the killed run's own), and the run ends with the weights and history of one never interrupted (README:
+    --resume continues exactly)."""
     from train.train_cli import cli as train_cli
 
     common = ["--data", str(synthetic_dataset), "--model", "lunet", "--width", "0.25", "--size", "64x48",
@@ -292,9 +296,8 @@ def _no_worker_processes_left() -> bool:
 
 
 @pytest.mark.parametrize("crop", [None, (32, 24)], ids=["frames", "crop"])
-def test_workers_give_the_same_run(synthetic_dataset: Path, tmp_path: Path, crop) -> None:
+def test_workers_give_the_same_run(synthetic_dataset: Path, tmp_path: Path, crop, one_thread: None) -> None:
     """Augmentation in 2 worker processes (keyed by epoch and index) = augmentation in the trainer."""
-    torch.set_num_threads(1)
     runs = {}
     for workers in (0, 2):
         trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / f"w{workers}", epochs=2, augment="paper",
@@ -311,8 +314,8 @@ def test_workers_give_the_same_run(synthetic_dataset: Path, tmp_path: Path, crop
     assert json.loads((tmp_path / "w2" / "config.json").read_text())["train"]["workers"] == 2
 
 
-def test_stop_mid_epoch_with_workers_then_resume_is_exact(synthetic_dataset: Path, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
+def test_stop_mid_epoch_with_workers_then_resume_is_exact(synthetic_dataset: Path, tmp_path: Path,
+                                                          one_thread: None) -> None:
     Trainer(small_cfg(synthetic_dataset, tmp_path / "a", epochs=2), torch.device("cpu")).fit()
 
     trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / "b", epochs=2, workers=2), torch.device("cpu"))
