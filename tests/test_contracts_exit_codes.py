@@ -141,14 +141,14 @@ def test_every_code_is_produced_by_a_named_real_run(command: str, code: int, nod
 # --------------------------------------------------------------------------------------------- the runs
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Synthetic inputs: a 48-frame clip, the same cut in half (it ends after about 20 frames), a small
+    """Synthetic inputs: a 24-frame clip, the same cut in half (it ends after about 10 frames), a small
     annotated dataset and a random-weights checkpoint."""
     from tests.conftest import make_dataset
     from tests.engines._helpers import make_checkpoint
     from tests.realtime.sources._helpers import write_video
 
     root = tmp_path_factory.mktemp("exit-codes")
-    good = write_video(root / "good.mp4", n=48, size=(160, 120))
+    good = write_video(root / "good.mp4", n=24, size=(160, 120))
     cut = root / "cut.mp4"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     return {"root": root, "good": good, "cut": cut, "data": make_dataset(root / "data", n_patients=3, per_patient=1),

@@ -115,7 +115,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stop]:
         argv = [a.replace("{folder}", str(stop.folder)) for a in stop.argv]
         stop.log = open(root / f"{name}.err", "w")
         stop.proc = subprocess.Popen([sys.executable, "-m", stop.module, *argv], cwd=root, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=stop.log, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=stop.log, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and any(s.proc.poll() is None and not s.signalled for s in stops.values()):
@@ -129,9 +129,9 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stop]:
             stop.returncode = stop.proc.wait(timeout=180) if stop.signalled else stop.proc.poll()
             stop.stderr = (root / f"{name}.err").read_text()
     finally:
-        for stop in stops.values():  # only the processes started here, each by its own handle
+        for stop in stops.values():  # only what was started here: each process's own group (mn-cv's mn-train)
             if stop.proc.poll() is None:
-                stop.proc.kill()
+                os.killpg(stop.proc.pid, signal.SIGKILL)
                 stop.proc.wait()
             stop.log.close()
     return stops
