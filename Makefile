@@ -14,7 +14,7 @@ DEMO_MODEL ?= mn-realtime
 DEMO_FRAMES ?= 120
 DEMO_OUT ?= demo-output
 
-.PHONY: venv install test demo clean
+.PHONY: venv install test demo mutation clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,5 +30,15 @@ test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/mn-live --source synthetic --model $(DEMO_MODEL) --frames $(DEMO_FRAMES) --out $(DEMO_OUT)
 
+# Mutation testing of the measuring core (pyproject.toml [tool.mutmut]; docs/mutation-testing.md):
+# slow (minutes to an hour on two cores), so not part of `make test`. Prints every mutant that no
+# test killed; docs/mutation-testing.md lists the survivors reviewed and why each is equivalent.
+MUTMUT_VERSION ?= 3.8.1
+mutation: $(VENV)/.installed
+	$(PIP) install --quiet mutmut==$(MUTMUT_VERSION)
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2 > mutmut.log 2>&1 || (tail -c 2000 mutmut.log; exit 1)
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf $(VENV) *.egg-info build dist .pytest_cache
+	rm -rf $(VENV) *.egg-info build dist .pytest_cache mutants mutmut.log
