@@ -99,7 +99,7 @@ class TestArchitecture:
         model = _cached(model_cache, name, kwargs)
         modules = dict(model.named_modules())
         final = modules["head2.out" if "head2.out" in modules else "head.out"]
-        x = torch.randn(1, 1, *SMALL_HW, generator=torch.Generator().manual_seed(4))
+        x = torch.randn(1, 1, *TINY_HW, generator=torch.Generator().manual_seed(4))
         bias = final.bias.detach().clone()
         with torch.no_grad():
             y0 = model(x)
