@@ -189,12 +189,15 @@ class FileSource(Source):
             log.exception("%s: %s", self.name, self._decode_error)
         finally:
             self.frames_decoded = index
-            if not stopped and self._decode_error is None:
-                if index == 0:
+            if not stopped:
+                # a file cut short often ends in a partial packet: its decode error alone would not say that
+                # most of the file is missing, so the declared count comes first and the error after it
+                if index == 0 and self._decode_error is None:
                     self._decode_error = "no frame could be decoded (empty, truncated or corrupt file)"
-                elif self.frames_declared and index < self.frames_declared:
+                elif self.frames_declared and 0 < index < self.frames_declared:
+                    cause = f"; {self._decode_error}" if self._decode_error else ""
                     self._decode_error = (f"the file ended after {index} of the {self.frames_declared} frames its "
-                                          f"header declares (truncated?)")
+                                          f"header declares (truncated?){cause}")
             self._buffer.close()  # type: ignore[union-attr]
 
     # -- Source
