@@ -29,7 +29,8 @@ class CsvSink(Sink):
     Crash-safe: each row is formatted whole and handed to the OS in one ``write`` (no Python buffer),
     so a crash or SIGKILL leaves every row written so far and never half a row. When a write fails
     (disk full, the folder gone), the part of the row that did reach the file is cut off again
-    (``ftruncate`` to the last whole row) before the error is raised; :meth:`close` fsyncs.
+    (``ftruncate`` to the last whole row, and the write position with it, so a later row follows the last
+    whole one with no gap) before the error is raised; :meth:`close` fsyncs.
     """
 
     name = "CSV"
@@ -80,6 +81,7 @@ class CsvSink(Sink):
         except OSError as exc:
             try:
                 os.ftruncate(self._fd, self._size)
+                os.lseek(self._fd, self._size, os.SEEK_SET)  # the next row goes right after the last whole one
             except OSError:
                 pass
             if exc.filename is None:
