@@ -96,3 +96,21 @@ def test_paused_columns_mark_the_first_row_after_a_pause() -> None:
     row = dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))
     assert (row["paused_before"], row["paused_s"], row["dropped_before"]) == ("12", "4.5", "1")
     assert "not dropped" in COLUMN_UNITS["paused_before"] and "paused" in COLUMN_UNITS["paused_s"]
+
+
+# --- found by mutation testing (docs/mutation-testing.md)
+
+def test_format_cell_numbers() -> None:
+    import math
+
+    import numpy as np
+
+    from realtime.record import format_cell
+
+    assert format_cell(0.0) == "0" and format_cell(-0.0) == "0"  # zero is "0", never "-0" or empty
+    assert format_cell(1.0) == "1" and format_cell(-1.0) == "-1" and format_cell(2.5) == "2.5"
+    assert format_cell(12.345678) == "12.3457" and format_cell(100.0) == "100" and format_cell(0.00004) == "0"
+    assert format_cell(np.float32(0.25)) == "0.25" and format_cell(np.float64(1.0)) == "1"
+    assert format_cell(math.nan) == "" and format_cell(math.inf) == "" and format_cell(None) == ""
+    assert format_cell(True) == "1" and format_cell(np.bool_(False)) == "0"
+    assert format_cell(7) == "7" and format_cell("ok") == "ok"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import cv2
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 
 from realtime.calibration import Calibration
-from realtime.morphometry import measure_mask
+from realtime.morphometry import empty_measurement, measure_mask
 from realtime.postprocess import PostprocessResult, postprocess
+from realtime.presence import PresenceGate
 from realtime.tracker import (
     SMOOTHED_FIELDS,
     TrackedMeasurement,
@@ -337,3 +339,255 @@ def test_deterministic_and_reset() -> None:
     assert [r.to_row() for r in run(a, frames)] == rows_a
     b = Tracker(None, fps=5.0, lost_after_frames=2, smoothing="median")
     assert [r.to_row() for r in run(b, frames)] == rows_a
+
+
+# --- found by mutation testing (docs/mutation-testing.md)
+
+def test_describe_is_exactly_the_settings() -> None:
+    tracker = Tracker(Calibration(0.1, 0.1, "test"), fps=25.0, gate_mm=6.0, gate_px=45.0, lost_after_frames=4,
+                      baseline_s=2.0, bifid_gap=0.25, max_parts=3, smoothing="ema", smoothing_window=7,
+                      presence=PresenceGate())
+    assert tracker.describe() == {
+        "calibration": "0.1000 x 0.1000 mm/px (from test)", "fps": 25.0, "gate": 6.0, "gate_unit": "mm",
+        "lost_after_frames": 4, "baseline": "auto: first 2 s (50 frames)", "bifid_gap": 0.25, "max_parts": 3,
+        "smoothing": "ema", "smoothing_window": 7,
+        "presence_gate": {"min_area_frac": 0.002, "max_area_frac": 0.065, "min_area_mm2": 2.0, "max_area_mm2": 40.0,
+                          "max_flattening": 11.0, "min_circularity": 0.2, "min_confidence": 0.5, "appearance": None},
+    }
+    assert Tracker(None, fps=24.0).describe() == {
+        "calibration": "uncalibrated", "fps": 24.0, "gate": 60.0, "gate_unit": "px", "lost_after_frames": 12,
+        "baseline": "auto: first 1 s (24 frames)", "bifid_gap": 0.5, "max_parts": 2, "smoothing": "none",
+        "smoothing_window": None, "presence_gate": None,
+    }
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"fps": 0.0}, "the frame rate must be a positive number of frames per second, got 0.0"),
+    ({"gate_mm": 0.0}, "tracker gate_mm must be a positive number, got 0.0"),
+    ({"gate_px": -1.0}, "tracker gate_px must be a positive number, got -1.0"),
+    ({"baseline_s": float("inf")}, "tracker baseline_s must be a positive number, got inf"),
+    ({"bifid_gap": -0.1}, "tracker bifid_gap must be >= 0, got -0.1"),
+    ({"bifid_gap": float("inf")}, "tracker bifid_gap must be >= 0, got inf"),
+    ({"max_parts": 0}, "tracker max_parts must be >= 1, got 0"),
+    ({"smoothing_window": 0}, "the smoothing window must be at least 1 frame, got 0"),
+    ({"lost_after_frames": -1}, "lost_after_frames must be >= 0, got -1"),
+    ({"baseline_range": (5, 5)}, "baseline range 5:5: need 0 <= START < END (END exclusive)"),
+    ({"baseline_range": (-1, 3)}, "baseline range -1:3: need 0 <= START < END (END exclusive)"),
+])
+def test_bad_settings_messages(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserError) as err:
+        Tracker(None, **{"fps": 10.0, **kwargs})
+    assert str(err.value) == message
+
+
+def test_settings_at_their_lowest_accepted_values() -> None:
+    # below one frame per second is a frame rate; the derived frame counts never go below 1
+    slow = Tracker(None, fps=0.5)
+    assert (slow.fps, slow.lost_after_frames, slow.baseline_frames) == (0.5, 1, 1)
+    assert (Tracker(None, fps=1.0).lost_after_frames, Tracker(None, fps=1.0).baseline_frames) == (1, 1)
+    assert (Tracker(None, fps=2.0).lost_after_frames, Tracker(None, fps=2.0).baseline_frames) == (1, 2)
+    assert Tracker(None, fps=10.0, baseline_range=(0, 1)).baseline_range == (0, 1)
+    # K = 0: the first missed frame loses the track
+    nerve, empty = frame(("disc", 60, 70, 14)), frame()
+    rs = run(Tracker(None, fps=10.0, lost_after_frames=0), [nerve, empty, empty, nerve])
+    assert [r.status for r in rs] == [OK, LOST, LOST, REACQ]
+    # a window of 1 frame: the smoothed values are the raw ones, for both filters
+    rects = [frame(("rect", 50, 50, 10, h)) for h in (20, 40, 30)]
+    for method in ("median", "ema"):
+        rs = run(Tracker(None, fps=10.0, smoothing=method, smoothing_window=1), rects)
+        assert [r.smooth["area_px"] for r in rs] == [200.0, 400.0, 300.0]
+    # bifid_gap 0: parts whose equivalent discs overlap are still one nerve (two 4 x 40 bars 6 px apart)
+    bars = frame(("rect", 50, 50, 4, 40), ("rect", 56, 50, 4, 40))
+    r = Tracker(None, fps=10.0, bifid_gap=0.0).update(bars, 0, 0.0)
+    assert r.measurement is not None and r.measurement.n_components == 2 and r.nerve_labels == (1, 2)
+
+
+def test_one_frame_baseline_of_a_one_pixel_nerve() -> None:
+    # fps 1: the baseline is the first frame; a 1-pixel nerve is a valid (positive) baseline area
+    def dots(w: int) -> PostprocessResult:
+        mask = np.zeros((H, W), np.float32)
+        mask[50:50 + w, 60:60 + w] = 0.9
+        return postprocess(mask, (W, H), min_area_px=1)
+
+    tracker = Tracker(None, fps=1.0)
+    rs = run(tracker, [dots(1), dots(2)], fps=1.0)
+    assert tracker.baseline is not None and tracker.baseline.area_px == 1.0
+    assert rs[0].csa_change_pct == pytest.approx(0.0)
+    assert rs[1].csa_change_pct == pytest.approx(300.0)  # 4 px vs 1 px
+
+
+def test_median_smoothing_forgets_values_older_than_the_window() -> None:
+    tracker = Tracker(None, fps=10.0, smoothing="median", smoothing_window=3)
+    rs = run(tracker, [frame(("rect", 50, 50, 10, h)) for h in (20, 20, 20, 40, 40)])
+    # last 3 values: (200, 200, 400) -> 200, then (200, 400, 400) -> 400 (all five would still give 200)
+    assert [r.smooth["area_px"] for r in rs] == [200.0, 200.0, 200.0, 200.0, 400.0]
+
+
+def test_uncalibrated_gate_is_isotropic_and_inclusive() -> None:
+    tracker = Tracker(None, fps=10.0, gate_px=30.0)
+    rs = run(tracker, [frame(("rect", 90, 20, 20, 20)),   # centroid y 29.5
+                       frame(("rect", 90, 50, 20, 20)),   # 30 px down: exactly the gate, accepted
+                       frame(("rect", 90, 81, 20, 20))])  # 31 px down: outside
+    assert [r.status for r in rs] == [OK, OK, NO]
+    assert rs[1].measurement.centroid_y_px == pytest.approx(59.5)  # type: ignore[union-attr]
+
+
+def test_acquisition_tie_goes_to_the_lower_label() -> None:
+    # two identical components (same mass, same area), far apart: label 1 (the left one) wins
+    r = Tracker(None, fps=10.0).update(frame(("rect", 20, 60, 20, 20), ("rect", 150, 60, 20, 20)), 0, 0.0)
+    assert r.nerve_labels == (1,) and r.measurement.centroid_x_px == pytest.approx(29.5)  # type: ignore[union-attr]
+
+
+def test_partners_nearest_first_ties_by_label_and_at_most_max_parts() -> None:
+    # P 20x20 (label 1) with two identical 10x20 parts 25 px to its left (label 2) and right (label 3)
+    post = frame(("rect", 40, 60, 20, 20), ("rect", 20, 60, 10, 20), ("rect", 70, 60, 10, 20))
+    r = Tracker(None, fps=10.0).update(post, 0, 0.0)  # max_parts 2: P and the lower-labelled of the tie
+    assert r.nerve_labels == (1, 2) and r.measurement is not None and r.measurement.area_px == 600
+    assert r.measurement.centroid_x_px == pytest.approx((400 * 49.5 + 200 * 24.5) / 600)
+    r = Tracker(None, fps=10.0, max_parts=3).update(post, 0, 0.0)
+    assert r.nerve_labels == (1, 2, 3) and r.measurement.area_px == 800  # type: ignore[union-attr]
+    # nearest first, not lowest label: tracking P (20x20), a near small part N (label 3, gap 2.7 px) and a
+    # farther larger one F (20x30, label 1, gap 7.9 px), both within the bifid rule
+    tracker = Tracker(None, fps=10.0)
+    p, n, f = ("rect", 90, 60, 20, 20), ("rect", 73, 60, 10, 20), ("rect", 123, 55, 20, 30)
+    rs = run(tracker, [frame(p), frame(p, n, f)])
+    assert rs[1].nerve_labels == (2, 3) and rs[1].measurement.area_px == 600  # type: ignore[union-attr]
+
+
+def test_bifid_rule_is_inclusive_at_exactly_the_gap() -> None:
+    # two 20 x 20 squares 34 px apart: gap = 34 - 2 r, r = sqrt(400 / pi); merged when gap <= bifid_gap * 2 r
+    post = frame(("rect", 40, 60, 20, 20), ("rect", 74, 60, 20, 20))
+    r = math.sqrt(400 / math.pi)
+    gap = 34.0 - r - r
+    g = float(np.nextafter(np.nextafter(gap / (2.0 * r), 0.0), 0.0))
+    while g * 2.0 * r < gap:
+        g = float(np.nextafter(g, 1.0))
+    assert g * 2.0 * r == gap
+    below = float(np.nextafter(g, 0.0))
+    assert below * 2.0 * r < gap
+    at = Tracker(None, fps=10.0, bifid_gap=g).update(post, 0, 0.0)
+    assert at.nerve_labels == (1, 2) and at.measurement.n_components == 2  # type: ignore[union-attr]
+    under = Tracker(None, fps=10.0, bifid_gap=below).update(post, 0, 0.0)
+    assert under.nerve_labels == (1,) and under.measurement.n_components == 1  # type: ignore[union-attr]
+
+
+def test_baseline_window_end_is_exclusive_across_dropped_frames() -> None:
+    def rect(h: int) -> PostprocessResult:  # area 10 * h
+        return frame(("rect", 50, 50, 10, h))
+
+    # explicit 0:3, frame 2 dropped: frame 3 (past the window) closes it but is not in it
+    tracker = Tracker(None, fps=10.0, baseline_range=(0, 3))
+    rs = [tracker.update(rect(h), i, i / 10) for i, h in ((0, 10), (1, 20), (3, 90))]
+    b = tracker.baseline
+    assert b is not None and (b.first_frame, b.last_frame, b.n_frames, b.area_px) == (0, 1, 2, 150.0)
+    assert rs[2].csa_change_pct == pytest.approx(500.0)
+    # automatic, 2 frames at 2 fps: frame 1 dropped, frame 2 is past the window
+    tracker = Tracker(None, fps=2.0)
+    rs = [tracker.update(rect(h), i, i / 2) for i, h in ((0, 10), (2, 90))]
+    b = tracker.baseline
+    assert b is not None and (b.first_frame, b.last_frame, b.n_frames, b.area_px) == (0, 0, 1, 100.0)
+    assert [r.status for r in rs] == [OK, OK] and rs[1].csa_change_pct == pytest.approx(800.0)
+
+
+def test_set_baseline_before_the_first_frame() -> None:
+    tracker = Tracker(None, fps=2.0)
+    tracker.set_baseline_now()
+    rs = run(tracker, [frame(("rect", 50, 50, 20, 20))] * 3, fps=2.0)
+    b = tracker.baseline
+    assert b is not None and b.source == "set at start" and (b.first_frame, b.last_frame) == (0, 1)
+    assert [r.csa_change_pct for r in rs] == [None, 0.0, 0.0]
+
+
+def test_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="realtime.tracker")
+    tracker = Tracker(Calibration(0.1, 0.1, "test"), fps=5.0, lost_after_frames=1)
+    nerve, empty = frame(("rect", 50, 50, 20, 25)), frame()
+    run(tracker, [nerve] * 5 + [empty] * 2 + [nerve])
+    tracker.set_baseline_now()
+    run(tracker, [nerve] * 5, start=8)
+    uncal = Tracker(None, fps=2.0)
+    uncal.set_baseline_now()
+    run(uncal, [frame(("rect", 50, 50, 20, 20))] * 2)
+    run(Tracker(None, fps=10.0, baseline_range=(0, 3)), [empty] * 3)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.tracker"] == [
+        ("INFO", "baseline (auto: first 1 s): 5 frames 0..4, area 500.0 px = 5.00 mm2"),
+        ("INFO", "frame 6: nerve lost (no nerve for 2 frames)"),
+        ("INFO", "frame 7: nerve reacquired"),
+        ("INFO", "new baseline requested at frame 7: collecting the next 5 frames"),
+        ("INFO", "baseline (set at frame 7): 5 frames 8..12, area 500.0 px = 5.00 mm2"),
+        ("INFO", "new baseline requested at start: collecting the next 2 frames"),
+        ("INFO", "baseline (set at start): 2 frames 0..1, area 400.0 px"),
+        ("WARNING", ("baseline window --baseline 0:3 had no frame with a measured nerve: change from baseline "
+                     "stays empty")),
+    ]
+
+
+def test_result_fields_and_row_cells() -> None:
+    tracker = Tracker(Calibration(0.05, 0.2, "test"), fps=2.0)  # baseline: 2 frames
+    rs = run(tracker, [frame(("disc", 60, 60, 12))] * 2 + [frame(("disc", 63, 64, 12))], fps=2.0)
+    r = rs[-1]
+    assert (r.frame_index, r.t_s, r.rejected, r.presence_checked) == (2, 1.0, None, False)
+    row = r.to_row()
+    b = tracker.baseline
+    assert b is not None and row["baseline_area_px"] == b.area_px == r.measurement.area_px  # type: ignore[union-attr]
+    assert row["baseline_area_mm2"] == pytest.approx(b.area_px * 0.01)
+    assert row["csa_change_pct"] == pytest.approx(0.0)
+    assert (row["displacement_dx_px"], row["displacement_dy_px"], row["displacement_px"]) == pytest.approx((3, 4, 5))
+    assert (row["displacement_dx_mm"], row["displacement_dy_mm"]) == pytest.approx((0.15, 0.8))
+    assert row["displacement_mm"] == pytest.approx(math.hypot(0.15, 0.8))
+    # before the baseline: empty baseline cells; value() of a frame without a measurement
+    first = rs[0].to_row()
+    assert first["baseline_area_px"] is None and first["baseline_area_mm2"] is None
+    empty = tracker.update(frame(), 3, 1.5)
+    assert empty.value("area_px") is None and empty.value("centroid_x_mm") is None
+    assert empty.value("frames_since_seen") == 1 and r.value("displacement_px") == pytest.approx(5.0)
+
+
+def test_custom_measure_rejecting_the_mask() -> None:
+    # a measure function that returns an empty measurement (area 0): no nerve measured on the frame
+    tracker = Tracker(None, fps=10.0, measure=lambda mask, cal, prob: empty_measurement(cal))
+    r = tracker.update(frame(("rect", 50, 50, 20, 20)), 0, 0.0)
+    assert (r.status, r.measurement, r.nerve_mask, r.nerve_labels, r.n_detections) == (NO, None, None, (), 1)
+
+
+def test_presence_gate_rejects_a_detection_as_a_miss() -> None:
+    tracker = Tracker(None, fps=10.0, presence=PresenceGate())
+    good, huge = frame(("rect", 50, 50, 20, 20)), frame(("rect", 40, 40, 50, 50))  # 400 px: 1.3 %; 2500 px: 8.3 %
+    rs = run(tracker, [good, huge, good])
+    assert [r.status for r in rs] == [OK, NO, OK]
+    assert [r.rejected for r in rs] == [None, "area 8.33% of frame > 6.50%", None]
+    assert all(r.presence_checked for r in rs)
+    assert rs[1].measurement is None and rs[1].nerve_mask is None and rs[1].nerve_labels == ()
+    row = rs[1].to_row()
+    assert list(row) == tracker.columns() and row["rejected"] == "area 8.33% of frame > 6.50%"
+    assert row["area_px"] is None and rs[0].to_row()["rejected"] is None
+
+
+def test_presence_gate_gets_the_calibration_and_the_image(caplog: pytest.LogCaptureFixture) -> None:
+    from realtime.appearance import FEATURES, AppearanceModel
+
+    caplog.set_level(logging.DEBUG, logger="realtime.tracker")
+    # calibrated: 10 x 15 px at 0.1 mm/px is 1.5 mm2, below the gate's 2 mm2 (0.5 % of the frame passes)
+    small = frame(("rect", 50, 50, 10, 15))
+    r = Tracker(Calibration(0.1, 0.1, "test"), fps=10.0, presence=PresenceGate()).update(small, 0, 0.0)
+    assert (r.status, r.rejected) == (NO, "area 1.5 mm2 < 2 mm2")
+    assert Tracker(None, fps=10.0, presence=PresenceGate()).update(small, 0, 0.0).status is OK
+    # an appearance model that rejects everything: applied only when the frame's image is given
+    n = len(FEATURES)
+    never = AppearanceModel(features=FEATURES, mean=(0.0,) * n, scale=(1.0,) * n, weights=(0.0,) * n, bias=-60.0,
+                            threshold=0.5)
+    tracker = Tracker(None, fps=10.0, presence=PresenceGate(appearance=never))
+    good = frame(("rect", 50, 50, 20, 20))
+    image = np.zeros((H, W), np.uint8)
+    image[50:70, 50:70] = 200
+    assert tracker.update(good, 0, 0.0).status is OK  # no image: size and shape only
+    r = tracker.update(good, 1, 0.1, image=image)
+    assert (r.status, r.rejected) == (NO, "appearance 0.00 < 0.50")
+    assert [m.getMessage() for m in caplog.records if m.levelno == logging.DEBUG and m.name == "realtime.tracker"] == [
+        "frame 0: detection rejected (area 1.5 mm2 < 2 mm2)", "frame 1: detection rejected (appearance 0.00 < 0.50)"]
+
+
+def test_parse_baseline_range_rejects_a_non_string() -> None:
+    for bad in (None, 24, (0, 24)):
+        with pytest.raises(UserError, match="expected START:END"):
+            parse_baseline_range(bad)  # type: ignore[arg-type]
