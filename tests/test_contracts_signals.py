@@ -68,6 +68,13 @@ def _file(relative: str) -> Callable[[Path, str], bool]:
     return lambda folder, err: (folder / relative).is_file()
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, as in a terminal. A shell starts background jobs
+    (``pytest ... &`` in a script) with SIGINT ignored, which Python keeps, so the commands would never
+    see the test's SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stop]:
     from tests.conftest import make_dataset
@@ -115,7 +122,8 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stop]:
         argv = [a.replace("{folder}", str(stop.folder)) for a in stop.argv]
         stop.log = open(root / f"{name}.err", "w")
         stop.proc = subprocess.Popen([sys.executable, "-m", stop.module, *argv], cwd=root, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=stop.log, text=True, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=stop.log, text=True, start_new_session=True,
+                                     preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and any(s.proc.poll() is None and not s.signalled for s in stops.values()):

@@ -213,7 +213,8 @@ def test_reconnects_after_a_server_restart_then_gives_up_exit_3() -> None:
             second.wait_client()
             assert second.image(img, 2.0)
             f = next(it)
-            assert f.t_source == 2.0 and src.reconnects == 1 and f.index == 1
+            # at least one reconnect: on a loaded machine the client may first reach the closing server once more
+            assert f.t_source == 2.0 and src.reconnects >= 1 and f.index == 1
             src.reconnect_s = 0.3  # from now on nobody comes back
         finally:
             second.stop()
