@@ -538,3 +538,33 @@ def test_auto_roi_found_again_same_size_only() -> None:
     assert info["roi_auto"][0]["roi"] == list(roi) and info["roi"] == [x - 5, y + 3, w, h]
     assert info["native_size"] == [1280, 720] and info["size"] == [w, h]
     assert "roi_auto" not in OptionSource([first]).describe()
+
+
+def test_auto_roi_detections_are_logged_and_found_once_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
+    from realtime.sources.phantom import PhantomSource
+    from realtime.sources.screen_roi import find_image_area
+    from tests.realtime.sources._screens import scanner_screen
+
+    image = PhantomSource(seed=1).render(0)[0]
+    first, roi = scanner_screen(image, "grey-1280x720")
+    moved = np.roll(first, (3, -5), axis=(0, 1))
+    other, _ = scanner_screen(image[:400], "grey-1280x720")
+    a, b, c = find_image_area(first), find_image_area(moved), find_image_area(other)
+    guard = FrameGuard(AUTO_ROI, "cam")
+    with caplog.at_level(logging.INFO, logger="realtime.sources.common"):
+        guard(Frame(0, 0.0, 0.0, first))
+        guard(Frame(1, 0.0, 0.0, moved))  # not asked: not found again
+        assert guard.roi == roi and len(guard.detections) == 1 and guard.redetect is False
+        guard.redetect = True
+        guard(Frame(2, 0.0, 0.0, moved))
+        assert guard.redetect is False and guard.roi == b.roi
+        guard.redetect = True
+        guard(Frame(3, 0.0, 0.0, other))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, (f"cam: --roi auto: the image area is {a.text()}; check it once (summary.json "
+                        f"source_info.roi_auto), or give it with --roi {','.join(str(v) for v in a.roi)}")),
+        (logging.INFO, f"cam: image area found again at frame 2: {b.text()}"),
+        (logging.WARNING, (f"cam: image area found again at frame 3: {c.text()}, of another size than the "
+                           f"{roi[2]}x{roi[3]} in use; a run keeps one frame size, so it is not used: restart with "
+                           f"--roi auto (or --roi {','.join(str(v) for v in c.roi)})"))]
+    assert [d["frame"] for d in guard.detections] == [0, 2, 3]
