@@ -76,3 +76,18 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
         print(f"{prog}: error: unexpected {type(exc).__name__}: {exc} (please report this with the command line; "
               "-v shows where it happened)", file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        _forget_handled_keyboard_interrupt()
+
+
+def _forget_handled_keyboard_interrupt() -> None:
+    """Make the process's exit code the one returned, even after a Ctrl-C that was handled.
+
+    CPython marks a ``KeyboardInterrupt`` that leaves code run from a *string* (``exec``/``eval`` of source
+    text, as ``dataclasses`` and ``collections.namedtuple`` do when a class is defined during a lazy import)
+    as unhandled, and does not clear the mark when the exception is caught further up. A ``python -m``
+    process then kills itself with SIGINT at exit (return code -2) instead of exiting with the code the
+    command returned (130 after Ctrl-C; 0 when mn-live stopped and finalised its files). Running a string
+    clears the mark: Python/pythonrun.c ``run_eval_code_obj`` resets it before each run.
+    """
+    exec("None")  # a constant string, run only for the side effect described above

@@ -40,3 +40,32 @@ def test_output_errors_exit_5_and_bugs_one_line_exit_1(capsys: pytest.CaptureFix
     assert run_cli("mn-x", _raises(ValueError("Could not determine output format"))) == EXIT_FAILURE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ValueError: Could not determine output format" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("caught_by, code", [("run_cli", 130), ("command", 0)])
+def test_a_handled_ctrl_c_inside_exec_keeps_the_exit_code(tmp_path, caught_by: str, code: int) -> None:
+    """A Ctrl-C that lands while ``exec`` runs a string (a dataclass being defined on a lazy import) and is
+    handled, by run_cli (130) or by the command itself (mn-live finalising its files, 0), still gives the code
+    returned: CPython would otherwise end a ``python -m`` process with SIGINT (return code -2)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "ctrl_c_in_exec.py").write_text(f'''
+import os, signal, sys
+from common.errors import run_cli
+
+def main(argv):
+    try:
+        exec("os.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10): pass", globals())
+    except KeyboardInterrupt:
+        if {caught_by!r} == "run_cli":
+            raise
+    return 0
+
+sys.exit(run_cli("mn-x", main))
+''')
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == code, done.stderr
