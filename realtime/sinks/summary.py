@@ -358,6 +358,26 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
     run was paused and the ``events`` marked (baselines set: a line at their time and their value on
     the CSA panel; baselines asked for and snapshots: a line at their time; pauses: a hatched span);
     written atomically (a temporary file beside ``path``, with its extension, that never stays behind)."""
+    fig = plot_figure(summary, title, events)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+#: The colour of each status's band behind the plot's series (``ok`` has none).
+STATUS_BANDS = {"no_detection": "0.85", "lost": "#f4b6b6", "reacquired": "#f7e3a1"}
+
+
+def plot_figure(summary: SummaryBuilder, title: str = "", events: list[dict[str, Any]] | None = None):  # type: ignore[no-untyped-def]
+    """The figure :func:`plot_series` saves (a ``matplotlib.figure.Figure``; the caller closes it with
+    ``matplotlib.pyplot.close``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -371,7 +391,7 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
     spans = _status_spans(t, s.column("status"))
     t, panels = _with_gaps(t, panels, summary.gaps)
     fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
-    band = {"no_detection": "0.85", "lost": "#f4b6b6", "reacquired": "#f7e3a1"}
+    band = STATUS_BANDS
     for ax, (y, label) in zip(axes, panels):
         ax.plot(t, y, lw=1.2, color="#1f77b4")
         ax.set_ylabel(label)
@@ -387,14 +407,7 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
     if title:
         axes[0].set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    return fig
 
 
 def _with_gaps(t: np.ndarray, panels: list, gaps: list[tuple[float, float]]) -> tuple[np.ndarray, list]:

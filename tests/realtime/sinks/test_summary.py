@@ -187,3 +187,199 @@ def test_the_plot_breaks_its_lines_across_a_pause() -> None:
     assert t2.tolist() == [0.0, 1.0, 2.0, 3.5, 5.0, 6.0] and label == "CSA"
     assert np.isnan(y2[3]) and y2[[0, 1, 2, 4, 5]].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert _with_gaps(t, [(y, "CSA")], [])[0] is t
+
+
+# ---------------------------------------------------------------------------------------------
+# found by mutation testing (docs/mutation-testing.md)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_partial_summary_s_time_fps_and_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The partial summary a killed run leaves: its wall time (ms precision), the fps over the time not paused,
+    the output files in the summary's order; written without fsync (every 10 s), the final one with it."""
+    import os
+
+    import realtime.sinks.summary as summary_mod
+
+    clock, synced = {"t": 100.0}, []
+    monkeypatch.setattr(summary_mod.time, "monotonic", lambda: clock["t"])
+    real_fsync = os.fsync
+    monkeypatch.setattr(summary_mod.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = tmp_path / "s.json"
+    sink, run = summary_mod.SummarySink(path, partial_every_s=10.0), _run_info()
+    run.outputs.update(zeta=tmp_path / "z.bin", masks=tmp_path / "m", plot=tmp_path / "p.png", summary=path,
+                       video=tmp_path / "o.mp4", csv=tmp_path / "m.csv")
+    sink.open(run)
+    opened = json.loads(path.read_text())
+    assert opened["wall_time_s"] == 0.0 and opened["processing_fps"] is None  # no time yet: no fps
+    assert list(opened["outputs"]) == ["csv", "video", "summary", "plot", "masks", "zeta"]
+    assert opened["outputs"]["csv"] == str(tmp_path / "m.csv")
+    for i in range(4):
+        sink.write(record(i))
+    run.control.paused_s = 2.0
+    clock["t"] += 12.34567
+    sink.write(record(4))
+    partial = json.loads(path.read_text())
+    assert partial["wall_time_s"] == 12.346 and partial["paused_s"] == 2.0
+    assert partial["processing_fps"] == pytest.approx(5 / 10.34567)
+    assert synced == []  # partial summaries: no fsync
+    clock["t"] += 10.0
+    run.control.paused_s = clock["t"] - 100.0  # paused for all of its time so far: no time to divide by
+    sink.write(record(5))
+    assert json.loads(path.read_text())["processing_fps"] is None
+    run.wall_s = 30.0
+    sink.close()
+    final = json.loads(path.read_text())
+    assert len(synced) == 1 and list(final["outputs"]) == ["csv", "video", "summary", "plot", "masks", "zeta"]
+
+
+def test_write_json_makes_folders_keeps_numpy_values_and_its_layout(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = tmp_path / "a" / "b" / "s.json"
+    data = {"n": np.int64(3), "x": np.float32(0.5), "v": np.arange(3, dtype=np.uint8), "p": tmp_path / "q"}
+    write_json(path, data)
+    assert path.read_text() == json.dumps({"n": 3, "x": 0.5, "v": [0, 1, 2], "p": str(tmp_path / "q")},
+                                          indent=2) + "\n"
+    with pytest.raises(TypeError, match="not JSON-able: set"):
+        write_json(path, {"s": {1, 2}})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["s.json"]  # the old file, no tmp
+
+
+def test_write_json_reports_the_real_error_when_its_temporary_file_cannot_be_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    import realtime.sinks.summary as summary_mod
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(summary_mod, "open", full, raising=False)
+    with pytest.raises(OSError) as caught:
+        write_json(tmp_path / "s.json", {"run": 1})
+    assert caught.value.errno == errno.ENOSPC  # not the FileNotFoundError of removing a tmp never made
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reserve_space_holds_exactly_its_bytes_on_the_folder_s_disk_in_a_hidden_unlinked_file(tmp_path: Path) -> None:
+    import os
+
+    from realtime.sinks.summary import reserve_space
+
+    fd = reserve_space(tmp_path, 64 * 1024)
+    try:
+        held = os.fstat(fd)
+        assert held.st_size == 64 * 1024 and held.st_blocks * 512 >= 64 * 1024 and held.st_nlink == 0
+        assert held.st_dev == os.stat(tmp_path).st_dev  # the folder's disk, not /tmp's
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        assert name.startswith(str(tmp_path / ".mn-seg-reserve-")) and name.endswith(" (deleted)")
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        os.close(fd)
+    assert reserve_space(tmp_path / "missing", 1024) is None
+
+
+def _plotted(calibrated: bool, title: str = "a run", events: list | None = None):  # type: ignore[no-untyped-def]
+    """A summary of 8 frames (ok ok no_detection no_detection lost reacquired ok ok; areas 1000 + 10 i px,
+    i / 100 mm²) and its figure."""
+    import dataclasses
+
+    from realtime.sinks.summary import plot_figure
+
+    b = SummaryBuilder(calibrated=calibrated)
+    statuses = ["ok", "ok", "no_detection", "no_detection", "lost", "reacquired", "ok", "ok"]
+    for i, status in enumerate(statuses):
+        measured = status in ("ok", "reacquired")
+        r = record(i, status=status, area=1000.0 + 10 * i if measured else None)
+        if measured:
+            r.tracked.measurement = dataclasses.replace(r.tracked.measurement, area_mm2=i / 100,
+                                                        flattening_ratio=1.0 + i / 10, circularity=0.5 + i / 100)
+        b.add(r)
+    return b, plot_figure(b, title=title, events=events)
+
+
+def _r(x):  # type: ignore[no-untyped-def]
+    """``x`` with every float rounded to 9 decimals (lists and tuples as lists), to compare drawn coordinates."""
+    if isinstance(x, (list, tuple)):
+        return [_r(v) for v in x]
+    return round(float(x), 9) if isinstance(x, float) else x
+
+
+def _spans(ax) -> list:  # type: ignore[no-untyped-def]
+    """[x0, x1, face RGB, hatch] of the vertical spans drawn on ``ax``."""
+    return _r([(p.get_x(), p.get_x() + p.get_width(), tuple(float(c) for c in p.get_facecolor()[:3]), p.get_hatch())
+               for p in ax.patches])
+
+
+@pytest.mark.parametrize("calibrated", [True, False], ids=["calibrated", "uncalibrated"])
+def test_the_plot_s_panels_series_labels_and_status_bands(calibrated: bool) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    from realtime.sinks.summary import STATUS_BANDS
+
+    b, fig = _plotted(calibrated)
+    try:
+        axes = fig.axes
+        assert [ax.get_ylabel() for ax in axes] == ["CSA (mm²)" if calibrated else "CSA (px, uncalibrated)",
+                                                   "flattening ratio", "circularity"]
+        assert [ax.get_xlabel() for ax in axes] == ["", "", "time (s)"] and axes[0].get_title() == "a run"
+        assert axes[0].get_shared_x_axes().joined(axes[0], axes[2])
+        t = np.arange(8) / 24
+        measured = np.array([1, 1, 0, 0, 0, 1, 1, 1], bool)
+        expected = [np.where(measured, np.arange(8) / 100 if calibrated else 1000.0 + 10 * np.arange(8), np.nan),
+                    np.where(measured, 1.0 + np.arange(8) / 10, np.nan), np.where(measured, 0.5 + np.arange(8) / 100, np.nan)]
+        for ax, y in zip(axes, expected):
+            (line,) = ax.lines
+            np.testing.assert_allclose(line.get_xdata(), t)
+            np.testing.assert_allclose(line.get_ydata(), y)
+            assert _spans(ax) == _r([(2 / 24, 4 / 24, to_rgb(STATUS_BANDS["no_detection"]), None),
+                                     (4 / 24, 5 / 24, to_rgb(STATUS_BANDS["lost"]), None),
+                                     (5 / 24, 6 / 24, to_rgb(STATUS_BANDS["reacquired"]), None)])
+        legend = axes[0].get_legend()
+        assert [x.get_text() for x in legend.get_texts()] == ["no_detection", "lost", "reacquired"]
+        assert _r([tuple(float(c) for c in h.get_facecolor()[:3]) for h in legend.legend_handles]) == _r([
+            to_rgb(STATUS_BANDS[k]) for k in ("no_detection", "lost", "reacquired")])
+        assert len({to_rgb(c) for c in STATUS_BANDS.values()}) == 3  # three bands told apart
+        assert all(ax.get_legend() is None for ax in axes[1:])
+    finally:
+        plt.close(fig)
+    _, untitled = _plotted(calibrated, title="")
+    assert untitled.axes[0].get_title() == ""
+    plt.close(untitled)
+
+
+def test_the_plot_marks_baselines_requests_snapshots_and_pauses() -> None:
+    """Each event a vertical line (or, for a pause, a hatched span) on every panel at its time, one legend entry
+    per kind in the order they first happened; each baseline's value a dotted line on the CSA panel from when it
+    was set until the next one (the last until the end); events without a time are not drawn."""
+    import matplotlib.pyplot as plt
+
+    events = [{"event": "baseline_set", "t_s": 1 / 24, "area_px": 1005.0, "area_mm2": 0.05},
+              {"event": "pause", "t_s": 2 / 24, "resumed_t_s": 3 / 24},
+              {"event": "snapshot", "t_s": 3 / 24},
+              {"event": "roi_requested", "t_s": None},
+              {"event": "baseline_requested", "t_s": 5 / 24},
+              {"event": "baseline_set", "t_s": 6 / 24, "area_px": 1060.0, "area_mm2": 0.06},
+              {"event": "baseline_set", "t_s": None, "area_px": 1.0, "area_mm2": 1.0},
+              {"event": "pause", "t_s": 6.5 / 24}]  # a pause that ended the run: hatched to the end
+    for calibrated in (False, True):
+        _, fig = _plotted(calibrated, events=events)
+        try:
+            for ax in fig.axes:
+                vlines = [(float(line.get_xdata()[0]), line.get_linestyle()) for line in ax.lines[1:]]
+                assert _r(vlines) == _r([(1 / 24, "--"), (3 / 24, "-."), (5 / 24, ":"), (6 / 24, "--")])
+                assert [[x0, x1, hatch] for x0, x1, _, hatch in _spans(ax) if hatch] == _r(
+                    [(2 / 24, 3 / 24, "//"), (6.5 / 24, 7 / 24, "//")])
+            lines = [seg.tolist() for c in fig.axes[0].collections for seg in c.get_segments()]
+            value = 0.05 if calibrated else 1005.0
+            later = 0.06 if calibrated else 1060.0
+            assert _r(lines) == _r([[[1 / 24, value], [6 / 24, value]], [[6 / 24, later], [7 / 24, later]]])
+            assert not fig.axes[1].collections and not fig.axes[2].collections
+            assert [x.get_text() for x in fig.axes[0].get_legend().get_texts()][3:] == [
+                "baseline set (its value: dotted)", "paused", "snapshot (s)", "baseline asked for (b)"]
+        finally:
+            plt.close(fig)
