@@ -3,14 +3,17 @@ real (tiny) cross-validation of a cascade recipe end to end."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import make_dataset
+from train import crossval
 from train.checkpoint import save_checkpoint
 from train.crossval import CrossValidation, cli, format_summary
 from train.errors import UserError
@@ -75,8 +78,26 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli(["--list-recipes"]) == 0 and "cascade-acq" in capsys.readouterr().out
 
 
+def _train_in_process(args: list[str], log_file) -> int:  # type: ignore[no-untyped-def]
+    """``run_forwarding_sigterm`` without a new interpreter (six of them cost most of the test): the same
+    ``mn-train`` command line run by ``train.train_cli.cli`` in this process, its output to the part's log.
+    mn-cv's real subprocess (its command line, SIGTERM passed on to it) is run by
+    tests/test_contracts_signals.py (test_cv_sigterm_stops_the_training_in_flight_exit_130) and
+    tests/test_contracts_exit_codes.py (mn-cv exit 1: a training that fails)."""
+    from train.train_cli import cli as train_cli
+
+    assert args[:3] == [sys.executable, "-m", "train.train_cli"], args
+    threads = torch.get_num_threads()  # --threads N sets it for the whole process
+    try:
+        with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+            return train_cli(args[3:])
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path) -> None:
+def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crossval, "run_forwarding_sigterm", _train_in_process)
     data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
     extra = make_dataset(tmp_path / "ph", n_patients=1, per_patient=2, seed=5)
     out = tmp_path / "cv"
