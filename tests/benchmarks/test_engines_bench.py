@@ -8,11 +8,11 @@ from pathlib import Path
 from benchmarks.engines_bench import main
 
 
-def test_rows_speedups_and_skips(tmp_path: Path) -> None:
+def test_rows_speedups_and_skips(tmp_path: Path, engine_cache: Path) -> None:
     out = tmp_path / "e.json"
     assert main(["--models", "lunet", "--backends", "torch", "onnxruntime", "--precisions", "fp32", "fp16",
                  "--batches", "1", "2", "--size", "64x48", "--repeats", "2", "--warmup", "1",
-                 "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "-q"]) == 0
+                 "--cache-dir", str(engine_cache), "--out", str(out), "-q"]) == 0
     result = json.loads(out.read_text())
     rows = {(r["backend"], r["precision"], r["batch"]): r for r in result["runs"]}
     assert len(rows) == 10 and result["system"]["cores"] >= 1 and result["threads"] >= 1

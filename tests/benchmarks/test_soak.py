@@ -40,10 +40,11 @@ def test_windows_and_verdict_on_known_numbers(monkeypatch: pytest.MonkeyPatch) -
     assert v["p95_within_target"] is False and v["frames_dropped"] == 1 and v["no_drops"] is False
 
 
-def test_a_short_soak_through_mn_bench(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_short_soak_through_mn_bench(tmp_path: Path, engine_cache: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "soak.json"
     code = bench_cli.cli(["--soak", "0.1", "--window-s", "2", "--models", "lunet", "--sizes", "64x48",
-                          "--cache-dir", str(tmp_path / "cache"), "--json", str(out), "--soak-out",
+                          "--cache-dir", str(engine_cache), "--json", str(out), "--soak-out",
                           str(tmp_path / "run"), "-q"])
     assert code == 0
     result = json.loads(out.read_text())
@@ -59,7 +60,8 @@ def test_a_short_soak_through_mn_bench(tmp_path: Path, capsys: pytest.CaptureFix
     assert "targets" in capsys.readouterr().out
 
 
-def test_the_soak_places_windows_as_mn_live_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_soak_places_windows_as_mn_live_does(tmp_path: Path, engine_cache: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """mn-live's --window default (tracked) reaches the soak's pipeline: it skipped the localiser on no
     frame before, so it timed more work per frame than mn-live does."""
     import realtime.pipeline as pipeline
@@ -74,7 +76,7 @@ def test_the_soak_places_windows_as_mn_live_does(tmp_path: Path, monkeypatch: py
         return real(**kwargs)
 
     monkeypatch.setattr(pipeline, "PipelineConfig", config)
-    soak.run_soak(0.02, "lunet", size=(64, 48), window_s=1.0, cache_dir=str(tmp_path / "cache"),
+    soak.run_soak(0.02, "lunet", size=(64, 48), window_s=1.0, cache_dir=str(engine_cache),
                   out=str(tmp_path / "run"))
     assert build_parser().parse_args(["--source", "synthetic"]).window == "tracked"
     assert len(seen) == 1 and isinstance(seen[0], WindowPolicy)
