@@ -383,3 +383,112 @@ def test_the_plot_marks_baselines_requests_snapshots_and_pauses() -> None:
                 "baseline set (its value: dotted)", "paused", "snapshot (s)", "baseline asked for (b)"]
         finally:
             plt.close(fig)
+
+
+def _reserves() -> list[str]:
+    """The folders of this process's space reservations (reserve_space's unlinked files) that are open."""
+    import os
+
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "/.mn-seg-reserve-" in name:
+            names.append(name.rsplit("/.mn-seg-reserve-", 1)[0])
+    return names
+
+
+def test_the_sink_reserves_space_beside_its_files_until_it_closes(tmp_path: Path) -> None:
+    from realtime.sinks.summary import SummarySink
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for sink, folder in ((SummarySink(a / "s.json", plot=b / "p.png"), a), (SummarySink(plot=b / "p.png"), b),
+                         (SummarySink(), None)):
+        run = _run_info()
+        sink.open(run)
+        assert _reserves() == ([str(folder)] if folder else [])
+        run.wall_s = 1.0
+        sink.close()
+        assert _reserves() == []
+
+
+def test_the_final_summary_s_fields_from_the_run(tmp_path: Path) -> None:
+    """What the final summary takes from the run: its unit (the run's calibration, not the records'), wall time
+    (ms precision) and fps (none for a run that had no time), the source's description and error, the output files,
+    and the tracker's baseline noted as set again only when the b key asked for one."""
+    from realtime.sinks.summary import SummarySink
+
+    class Source:
+        error = "cable unplugged"
+
+        def describe(self) -> dict:
+            return {"kind": "device", "path": "/dev/video0"}
+
+    class Tracker:
+        def describe(self) -> dict:
+            return {"baseline": "auto: first 1 s"}
+
+    for calibrated, wall_s, asked in ((True, 2.34567, True), (False, 0.0, False)):
+        path = tmp_path / f"{calibrated}.json"
+        run = _run_info()
+        run.source, run.tracker, run.calibrated, run.wall_s = Source(), Tracker(), calibrated, wall_s
+        run.outputs.update(plot=tmp_path / "p.png", csv=tmp_path / "m.csv")
+        sink = SummarySink(path)
+        sink.open(run)
+        for i in range(3):
+            sink.write(record(i))  # records that do not say they are calibrated
+        if asked:
+            run.control.note("baseline_requested", frame=1, t_s=1 / 24)
+        sink.close()
+        s = json.loads(path.read_text())
+        assert s["units"]["area"] == ("mm2" if calibrated else "px")
+        assert s["wall_time_s"] == (2.346 if wall_s else 0.0)
+        assert s["processing_fps"] == (pytest.approx(3 / 2.34567) if wall_s else None)
+        assert s["source_info"] == {"kind": "device", "path": "/dev/video0"} and s["source_error"] == "cable unplugged"
+        assert s["outputs"] == {"csv": str(tmp_path / "m.csv"), "plot": str(tmp_path / "p.png")}
+        assert s["tracker"]["baseline"] == ("auto: first 1 s; then set again with the b key (see baseline and events)"
+                                            if asked else "auto: first 1 s")
+
+
+def test_the_plot_s_title_size_and_closed_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plot is titled with the run's source, with a warning when the model has random weights; it is 1000 x 700
+    pixels with the run's events on it, and its figure is closed once saved (a long session would leak them)."""
+    import matplotlib.pyplot as plt
+
+    import realtime.sinks.summary as summary_mod
+
+    figures = []
+    real = summary_mod.plot_figure
+    monkeypatch.setattr(summary_mod, "plot_figure", lambda *a, **k: figures.append(real(*a, **k)) or figures[-1])
+    for notes, title in ((None, "clip.mp4"), ("random weights (no checkpoint)",
+                                              "clip.mp4  (RANDOM WEIGHTS: speed only, the masks are meaningless)")):
+        run = _run_info()
+        run.metadata.update(source="clip.mp4", engine_notes=notes)
+        sink = summary_mod.SummarySink(tmp_path / "s.json", plot=tmp_path / "p.png")
+        sink.open(run)
+        for i in range(3):
+            sink.write(record(i))
+        run.control.note("snapshot", frame=1, t_s=1 / 24)
+        run.wall_s = 1.0
+        sink.close()
+        fig = figures[-1]
+        assert fig.axes[0].get_title() == title
+        assert "snapshot (s)" in [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
+        assert cv2.imread(str(tmp_path / "p.png")).shape == (700, 1000, 3)
+        assert plt.get_fignums() == []
+    summary_mod.plot_series(tmp_path / "q.png", SummaryBuilder(), title="kept")  # an empty run: still a figure
+    assert figures[-1].axes[0].get_title() == "kept" and plt.get_fignums() == []
+
+
+def test_reserve_space_says_why_it_could_not(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from realtime.sinks.summary import reserve_space
+
+    with caplog.at_level(logging.DEBUG, logger="realtime.sinks.summary"):
+        assert reserve_space(tmp_path / "missing", 1024) is None
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"no space reserved in {tmp_path / 'missing'}: [Errno 2] No such file or directory")
