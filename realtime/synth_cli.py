@@ -45,7 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from train.cli_util import add_logging_args, setup_logging
+from common.cli import add_logging_args, setup_logging
 from train.errors import EXIT_OK, UserError, run_cli
 
 log = logging.getLogger(__name__)
