@@ -492,3 +492,79 @@ def test_reserve_space_says_why_it_could_not(tmp_path: Path, caplog: pytest.LogC
         assert reserve_space(tmp_path / "missing", 1024) is None
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith(f"no space reserved in {tmp_path / 'missing'}: [Errno 2] No such file or directory")
+
+
+def test_status_spans_last_until_the_next_point() -> None:
+    """Runs of equal statuses as (status, start, end): each lasts until the next run's first point, the last one a
+    median frame step past its last point (0.04 s for a single point); unknown statuses (NaN) are left out."""
+    import numpy as np
+
+    from realtime.sinks.summary import _status_spans
+
+    ok, nd, lost = 0.0, 1.0, 2.0
+    t = np.array([0.0, 0.5, 1.0, 2.0, 2.5, 3.0])
+    assert _status_spans(t, np.array([nd, ok, ok, lost, lost, nd])) == [
+        ("no_detection", 0.0, 0.5), ("ok", 0.5, 2.0), ("lost", 2.0, 3.0), ("no_detection", 3.0, 3.5)]
+    assert _status_spans(t, np.array([nd, nd, np.nan, np.nan, ok, ok])) == [
+        ("no_detection", 0.0, 1.0), ("ok", 2.5, 3.5)]
+    assert _status_spans(np.array([7.0]), np.array([lost])) == [("lost", 7.0, 7.04)]
+    assert _status_spans(np.array([]), np.array([])) == []
+
+
+def test_the_plot_breaks_at_a_pause_and_marks_three_baselines_each_until_the_next() -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from realtime.sinks.summary import plot_figure
+
+    b = SummaryBuilder()
+    for i in range(6):
+        r = record(i, area=1000.0 + i)
+        if i == 3:
+            r.paused_s, r.paused_before = 5.0, 2  # a pause between frames 2 and 3
+        b.add(r)
+    sets = [{"event": "baseline_set", "t_s": k / 24, "area_px": 900.0 + k, "area_mm2": None} for k in (0, 2, 4)]
+    fig = plot_figure(b, events=sets)
+    try:
+        line = fig.axes[0].lines[0]
+        assert np.isnan(line.get_ydata()[3]) and line.get_xdata()[3] == pytest.approx(2.5 / 24)
+        segments = [seg.tolist() for c in fig.axes[0].collections for seg in c.get_segments()]
+        assert _r(segments) == _r([[[0.0, 900.0], [2 / 24, 900.0]], [[2 / 24, 902.0], [4 / 24, 902.0]],
+                                   [[4 / 24, 904.0], [5 / 24, 904.0]]])
+    finally:
+        plt.close(fig)
+    empty = plot_figure(SummaryBuilder(), events=[{"event": "pause", "t_s": 0.0}])  # nothing measured: ends at 0
+    try:
+        assert [[x0, x1] for x0, x1, _, hatch in _spans(empty.axes[0]) if hatch] == [[0.0, 0.0]]
+    finally:
+        plt.close(empty)
+
+
+def test_the_summary_sink_s_defaults_name_and_event_order(tmp_path: Path) -> None:
+    """A partial summary every 10 s and no warm-up by default; named by its file in error messages; events in frame
+    order, a baseline set after what else happened at its frame, events without a frame last."""
+    from realtime.sinks.summary import SummarySink
+
+    sink = SummarySink(tmp_path / "s.json")
+    assert sink.partial_every_s == 10.0 and sink.builder.warmup == 0
+    assert sink.name == f"summary {tmp_path / 's.json'}" and SummarySink().name == "summary"
+    from realtime.tracker import Baseline
+
+    run = _run_info()
+    sink.open(run)
+    run.control.note("roi_requested", frame=None, t_s=None)
+    baseline = Baseline(area_px=1000.0, area_mm2=None, centroid_x_px=0.0, centroid_y_px=0.0, centroid_x_mm=None,
+                        centroid_y_mm=None, n_frames=1, first_frame=2, last_frame=2, source="set at frame 2")
+    for i in range(4):
+        r = record(i)
+        r.tracked.baseline = baseline if i >= 2 else None
+        if i == 2:
+            run.control.note("snapshot", frame=2, t_s=2 / 24, file="s.png")
+        sink.write(r)
+    run.control.note("baseline_requested", frame=1, t_s=1 / 24)
+    run.wall_s = 1.0
+    sink.close()
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert [(e["event"], e["frame"]) for e in s["events"]] == [
+        ("baseline_requested", 1), ("snapshot", 2), ("baseline_set", 2), ("roi_requested", None)]
+    assert s["baseline"]["how"] == "set at frame 2"
