@@ -508,6 +508,10 @@ def test_status_spans_last_until_the_next_point() -> None:
     assert _status_spans(t, np.array([nd, nd, np.nan, np.nan, ok, ok])) == [
         ("no_detection", 0.0, 1.0), ("ok", 2.5, 3.5)]
     assert _status_spans(np.array([7.0]), np.array([lost])) == [("lost", 7.0, 7.04)]
+    assert _status_spans(np.array([0.0, 0.5]), np.array([ok, lost])) == [("ok", 0.0, 0.5), ("lost", 0.5, 1.0)]
+    uneven = np.array([0.0, 1.0, 1.5, 4.0])  # the next run's first point ends a run, not a step
+    assert _status_spans(uneven, np.array([ok, ok, nd, lost])) == [("ok", 0.0, 1.5), ("no_detection", 1.5, 4.0),
+                                                                   ("lost", 4.0, 5.0)]
     assert _status_spans(np.array([]), np.array([])) == []
 
 
@@ -568,3 +572,73 @@ def test_the_summary_sink_s_defaults_name_and_event_order(tmp_path: Path) -> Non
     assert [(e["event"], e["frame"]) for e in s["events"]] == [
         ("baseline_requested", 1), ("snapshot", 2), ("baseline_set", 2), ("roi_requested", None)]
     assert s["baseline"]["how"] == "set at frame 2"
+
+
+def test_short_runs_keep_their_warm_up_in_the_latency() -> None:
+    """The warm-up frames are left out of the latency only from twice as many frames on."""
+    for frames, n in ((3, 3), (4, 2), (5, 3)):
+        b = SummaryBuilder(warmup=2)
+        for i in range(frames):
+            b.add(record(i, latency=10.0 * (i + 1)))
+        d = b.to_dict()
+        assert d["latency_ms"]["n"] == n and d["latency_warmup_frames_excluded"] == frames - n
+        assert d["latency_ms"]["max"] == 10.0 * frames and d["stage_ms"]["infer"]["n"] == n
+
+
+def test_a_plot_that_fails_fails_the_run_after_the_summary_is_written(tmp_path: Path) -> None:
+    from common.errors import EXIT_OUTPUT_FAILED
+    from realtime.sinks.summary import SummarySink
+
+    run = _run_info()
+    sink = SummarySink(tmp_path / "s.json", plot=tmp_path / "p.notaformat")
+    sink.open(run)
+    sink.write(record(0))
+    run.wall_s = 1.0
+    with pytest.raises(ValueError, match="notaformat"):
+        sink.close()
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["exit_code"] == EXIT_OUTPUT_FAILED == run.exit_code
+    assert s["ended_because"].startswith(f"output failed: plot {tmp_path / 'p.notaformat'}: ")
+    assert s["baseline"] is None  # no baseline was set
+
+
+def test_the_plot_is_untitled_without_a_source_and_its_legend_matches_what_is_drawn(tmp_path: Path,
+                                                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    import realtime.sinks.summary as summary_mod
+
+    figures = []
+    real = summary_mod.plot_figure
+    monkeypatch.setattr(summary_mod, "plot_figure", lambda *a, **k: figures.append(real(*a, **k)) or figures[-1])
+    run = _run_info()  # metadata without a source
+    sink = summary_mod.SummarySink(plot=tmp_path / "p.png")
+    sink.open(run)
+    sink.write(record(0))
+    run.wall_s = 1.0
+    sink.close()
+    assert figures[-1].axes[0].get_title() == ""
+
+    events = [{"event": "baseline_set", "t_s": 1 / 24, "area_px": 1005.0},
+              {"event": "pause", "t_s": 2 / 24, "resumed_t_s": 3 / 24},
+              {"event": "snapshot", "t_s": 3 / 24}, {"event": "baseline_requested", "t_s": 5 / 24}]
+    _, fig = _plotted(False, events=events)
+    try:
+        ax = fig.axes[0]
+        handles = dict(zip([x.get_text() for x in ax.get_legend().get_texts()], ax.get_legend().legend_handles))
+        drawn = ax.lines[1:]
+        for line, label in zip(drawn, ["baseline set (its value: dotted)", "snapshot (s)", "baseline asked for (b)"]):
+            assert to_rgba(handles[label].get_color()) == to_rgba(line.get_color())
+            assert handles[label].get_linestyle() == line.get_linestyle()
+        assert len({to_rgba(line.get_color()) for line in drawn}) == 3  # told apart from each other...
+        assert to_rgba(drawn[0].get_color()) != to_rgba(ax.lines[0].get_color())  # ... and from the series
+        (value,) = ax.collections  # the baseline's value: dotted, in the baseline's colour
+        assert to_rgba(value.get_colors()[0]) == to_rgba(drawn[0].get_color()) and value.get_linestyle()[0][1]
+        (pause,) = [p for p in ax.patches if p.get_hatch()]
+        key = handles["paused"]
+        assert key.get_hatch() == pause.get_hatch() == "//"
+        assert tuple(key.get_facecolor()) == tuple(pause.get_facecolor()) and pause.get_facecolor()[3] == 0
+        assert tuple(key.get_edgecolor()) == tuple(pause.get_edgecolor())
+    finally:
+        plt.close(fig)
