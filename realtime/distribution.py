@@ -47,7 +47,7 @@ class Distribution:
         self.max = -math.inf
         self._mean = 0.0
         self._m2 = 0.0
-        self._buf: np.ndarray | None = np.empty(64, dtype=np.float64)
+        self._buf: np.ndarray | None = np.empty(min(64, exact), dtype=np.float64)
         self._pos: dict[int, int] = {}
         self._neg: dict[int, int] = {}
         self._zeros = 0
@@ -130,7 +130,7 @@ class Distribution:
     # ---------------------------------------------------------------------------------- histogram
     def _to_bins(self) -> None:
         values, self._buf = self._buf, None
-        for x in values:
+        for x in values[:self.n - 1]:  # the values kept (the one being added is binned by the caller)
             self._bin(float(x))
 
     def _bin(self, x: float) -> None:

@@ -47,3 +47,17 @@ def test_decimated_series_keeps_evenly_spread_points() -> None:
     assert len(s) <= 8 and s.stride == 4
     assert s.column("t").tolist() == [0, 4, 8, 12, 16]
     assert np.isnan(s.column("v")[1]) and s.column("v")[2] == 80
+
+
+@pytest.mark.parametrize("exact", [1, 2, 10, 63, 64, 100])
+def test_a_small_exact_part_bins_only_the_values_added(exact: int) -> None:
+    """Past ``exact`` values the kept ones go into the histogram: only those (a buffer larger than ``exact`` once
+    put its unset slots, NaN or garbage, into the histogram too)."""
+    d = Distribution(exact=exact)
+    values = [float(v) for v in range(1, 201)]
+    for v in values:
+        d.add(v)
+    assert not d.is_exact and d.n == 200
+    assert d.percentile(0) == pytest.approx(1.0, rel=0.01) and d.percentile(100) == pytest.approx(200.0, rel=0.01)
+    assert d.percentile(50) == pytest.approx(100.5, rel=0.01)
+    assert sum(d._pos.values()) + d._zeros + sum(d._neg.values()) == 200

@@ -642,3 +642,39 @@ def test_the_plot_is_untitled_without_a_source_and_its_legend_matches_what_is_dr
         assert tuple(key.get_edgecolor()) == tuple(pause.get_edgecolor())
     finally:
         plt.close(fig)
+
+
+def test_the_builder_s_whole_dict_calibrated() -> None:
+    """Every number of a calibrated summary from known frames: areas in mm² (and px apart), FR and circularity
+    from measured frames only, the largest finite displacement in mm, deformation, pauses, the warm-up left out."""
+    import dataclasses
+    import math
+
+    b = SummaryBuilder(warmup=1, calibrated=True, exact=2)
+    rows = [("ok", 2.0, 1.2, 0.8, 0.5), ("ok", 4.0, 1.5, 0.9, math.inf), ("no_detection", None, None, None, None),
+            ("reacquired", 3.0, 1.3, 0.85, 1.5), ("lost", None, None, None, None)]
+    for i, (status, mm2, fr, circ, disp_mm) in enumerate(rows):
+        r = record(i, status=status, area=100.0 * (i + 1) if mm2 else None, latency=float(i + 1))
+        if mm2:
+            r.tracked.measurement = dataclasses.replace(r.tracked.measurement, area_mm2=mm2, flattening_ratio=fr,
+                                                        circularity=circ)
+        r.tracked.displacement_mm = disp_mm
+        r.tracked.displacement_px = 99.0  # px is not the unit of a calibrated run
+        if i == 2:
+            r.paused_s, r.paused_before = 1.23456, 2
+        b.add(r)
+    d = b.to_dict()
+    assert d["units"] == {"area": "mm2", "displacement": "mm"}
+    near = lambda lo, mid, hi: {"min": lo, "median": pytest.approx(mid, rel=0.005), "max": hi}  # noqa: E731
+    assert d["csa"] == near(2.0, 3.0, 4.0)  # past exact=2 values: the median from the histogram
+    assert d["csa_px"] == near(100.0, 200.0, 400.0)
+    assert d["flattening_ratio"] == near(1.2, 1.3, 1.5)
+    assert d["circularity"] == near(0.8, 0.85, 0.9)
+    assert d["max_displacement"] == 1.5 and d["deformation"] == {"csa_max_over_min": 2.0, "fr_range": pytest.approx(0.3)}
+    assert d["paused_s"] == 1.235 and d["frames_paused"] == 2 and b.gaps == [(1 / 24, 2 / 24)]
+    assert d["latency_warmup_frames_excluded"] == 1 and d["latency_ms"]["n"] == 4
+    assert "percentiles" in d and d["percentiles"].endswith(f"within {100 * b.latency.relative_accuracy:g} %")
+    empty = SummaryBuilder(calibrated=False).to_dict()
+    assert empty["units"] == {"area": "px", "displacement": "px"} and empty["max_displacement"] is None
+    assert empty["deformation"] == {"csa_max_over_min": None, "fr_range": None} and "percentiles" not in empty
+    assert empty["paused_s"] == 0.0 and SummaryBuilder().last_frame == -1
