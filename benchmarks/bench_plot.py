@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from benchmarks.bench import BenchRun
+from common.figures import save_figure
 from realtime.record import STAGES
 
 STAGE_COLOURS = {"capture_wait": "#bbbbbb", "preprocess": "#9ecae1", "infer": "#3182bd", "postprocess": "#fd8d3c",
@@ -83,8 +84,7 @@ def plot_runs(path: str | os.PathLike, runs: Sequence[BenchRun], title: str = ""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)

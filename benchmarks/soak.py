@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from common.figures import save_figure
 from realtime.distribution import Distribution
 from realtime.record import FrameRecord
 from realtime.sinks.base import RunInfo, Sink
@@ -265,15 +266,10 @@ def plot_soak(path: str | os.PathLike, result: dict[str, Any]) -> Path:
                       f"1 min {_fmt(c['rss_growth_after_first_minute_mb'])} MB, dropped {c['frames_dropped']}",
                       fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def report(result: dict[str, Any]) -> str:

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.figures import save_figure
 from train.checkpoint import model_from_checkpoint
 from train.cli_util import add_logging_args, resolve_device, set_threads, setup_logging
 from train.data import LoadedData, load_samples, read_image, scan_dataset
@@ -186,19 +186,6 @@ def prepare_plot_folder(folder: str | os.PathLike) -> Path:
     return path
 
 
-def _save_figure_atomic(fig: Any, path: Path) -> None:
-    """Write ``fig`` as a PNG to ``path`` through a temporary file in the same folder (``os.replace``);
-    no temporary file is left behind if writing fails."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_bland_altman(folder: str | os.PathLike, result: dict[str, Any]) -> list[Path]:
     """Bland-Altman plots of the CSA of an ``evaluate_*`` result; returns the paths written.
 
@@ -261,7 +248,7 @@ def save_bland_altman(folder: str | os.PathLike, result: dict[str, Any]) -> list
             if keep.any():
                 ax.legend(fontsize=8, loc="upper left")
             fig.tight_layout()
-            _save_figure_atomic(fig, path)
+            save_figure(fig, path)
         finally:
             plt.close(fig)
         written.append(path)

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from common.figures import save_figure
 from train.augment import AUGMENT_NAMES, augment_record, make_augment
 from train.checkpoint import code_version, load_checkpoint, save_checkpoint
 from train.data import LoadedData, SegmentationDataset, dataset_hash, load_samples, scan_dataset
@@ -703,10 +704,10 @@ def plot_curves(path: Path, history: list[dict]) -> None:
     ax2.plot(ep, [r["val_dsc"] for r in history], label="val DSC (per image, hard)")
     ax2.set_xlabel("epoch"), ax2.set_ylabel("Dice"), ax2.set_ylim(0, 1), ax2.legend(), ax2.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def load_init_weights(model: nn.Module, path: str, part: str | None = None) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import EXIT_OK, EXIT_OUTPUT_FAILED
+from common.figures import save_figure
 from realtime.distribution import PERCENTILES, DecimatedSeries, Distribution, latency_stats
 from realtime.record import STAGES, FrameRecord
 from realtime.sinks.base import RunInfo, Sink
@@ -358,17 +359,13 @@ def plot_series(path: str | os.PathLike, summary: SummaryBuilder, title: str = "
     run was paused and the ``events`` marked (baselines set: a line at their time and their value on
     the CSA panel; baselines asked for and snapshots: a line at their time; pauses: a hatched span);
     written atomically (a temporary file beside ``path``, with its extension, that never stays behind)."""
-    fig = plot_figure(summary, title, events)
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
 
+    fig = plot_figure(summary, title, events)
+    try:
+        save_figure(fig, path)
+    finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 #: The colour of each status's band behind the plot's series (``ok`` has none).
