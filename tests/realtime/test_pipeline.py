@@ -10,7 +10,13 @@ import pytest
 
 from realtime.frame import Frame
 from realtime.outputs import Outputs, output_sinks
-from realtime.pipeline import EXIT_ENGINE_FAILED, EXIT_OK, Pipeline, PipelineConfig, Prefetcher
+from realtime.pipeline import (
+    EXIT_ENGINE_FAILED,
+    EXIT_OK,
+    Pipeline,
+    PipelineConfig,
+    Prefetcher,
+)
 from realtime.sinks.base import Callback
 from realtime.sinks.csv_sink import read_csv
 from realtime.sources import open_source
@@ -206,3 +212,257 @@ def test_a_plot_that_cannot_be_written_is_exit_5_in_the_summary_too(tmp_path: Pa
     summary = json.loads((tmp_path / "s.json").read_text())
     assert result.exit_code == summary["exit_code"] == 5
     assert str(plots / "p.png") in summary["ended_because"] == result.reason
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop's contracts, one at a time (pinned for mutation testing: docs/mutation-testing.md)
+# ---------------------------------------------------------------------------------------------
+
+
+class Recorder(Callback):
+    """A sink that keeps what it is told (``events``) and can fail on open, on the n-th write or on close."""
+
+    def __init__(self, name: str = "rec", events: list | None = None, fail_open: Exception | None = None,
+                 fail_write_at: int | None = None, fail_close: Exception | None = None) -> None:
+        super().__init__(lambda r: None)
+        self.name, self.events = name, events if events is not None else []
+        self.fail_open, self.fail_write_at, self.fail_close = fail_open, fail_write_at, fail_close
+        self.records: list = []
+        self.run_info = None
+
+    def open(self, run) -> None:
+        self.events.append((self.name, "open"))
+        if self.fail_open is not None:
+            raise self.fail_open
+        self.run_info = run
+
+    def write(self, record) -> None:
+        self.events.append((self.name, "write", record.frame))
+        if self.fail_write_at is not None and record.frame >= self.fail_write_at:
+            raise OSError(28, f"{self.name} is full")
+        self.records.append((record.frame, record.image is not None))
+
+    def close(self) -> None:
+        self.events.append((self.name, "close"))
+        if self.fail_close is not None:
+            raise self.fail_close
+
+
+class CountingEngine(TruthEngine):
+    """TruthEngine that keeps the size of every batch it is given."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.batches: list[int] = []
+
+    def _infer(self, batch):
+        self.batches.append(len(batch))
+        return super()._infer(batch)
+
+
+class FailingSource:
+    """A source object: its frames, then ``failed`` (with or without an error), and a ``close`` to count."""
+
+    def __init__(self, n: int, error: str | None, close_error: Exception | None = None, fails: bool = True) -> None:
+        self.frames, self.error, self.failed, self.closed = frames(n), error, False, 0
+        self.close_error, self.fails = close_error, fails
+
+    def __iter__(self):
+        yield from self.frames
+        self.failed = self.fails
+
+    def close(self) -> None:
+        self.closed += 1
+        if self.close_error is not None:
+            raise self.close_error
+
+
+def pipeline(*sinks, engine=None, **cfg) -> Pipeline:
+    return Pipeline(engine or TruthEngine(), Tracker(None, fps=24.0), list(sinks), PipelineConfig(**cfg))
+
+
+def test_ctrl_c_inside_the_loop_ends_the_run_cleanly() -> None:
+    def interrupted():
+        yield from frames(3)
+        raise KeyboardInterrupt
+
+    rec = Recorder()
+    result = pipeline(rec).run(interrupted())
+    assert (result.exit_code, result.reason) == (EXIT_OK, "stopped by the user (Ctrl-C)")
+    assert [f for f, _ in rec.records] == [0, 1, 2] and rec.events[-1] == ("rec", "close")
+    assert rec.run_info.exit_code == 0 and rec.run_info.reason == "stopped by the user (Ctrl-C)"
+
+
+@pytest.mark.parametrize("error, reason", [("cable pulled", "source failed: cable pulled"),
+                                           (None, "source failed: stopped delivering frames")])
+def test_a_source_that_failed_is_exit_3_with_its_error(error, reason) -> None:
+    from realtime.pipeline import EXIT_SOURCE_FAILED
+
+    source, rec = FailingSource(4, error), Recorder()
+    result = pipeline(rec).run(source)
+    assert (result.exit_code, result.reason) == (EXIT_SOURCE_FAILED, reason) and EXIT_SOURCE_FAILED == 3
+    assert source.closed == 1 and len(rec.records) == 4 and rec.run_info.exit_code == 3
+
+
+def test_an_engine_failure_outranks_the_source_and_a_source_that_cannot_close_is_only_logged(caplog) -> None:
+    source = FailingSource(6, "gone", close_error=OSError("device busy"))
+    result = pipeline(Recorder(), engine=TruthEngine(fail_at=2)).run(source)
+    assert result.exit_code == EXIT_ENGINE_FAILED and result.reason == "engine failed: GPU fell off the bus"
+    assert source.closed == 1 and "the source could not be finalised: device busy" in caplog.text
+
+    ok_source = FailingSource(2, None, close_error=OSError("device busy"), fails=False)
+    assert pipeline(Recorder()).run(ok_source).exit_code == EXIT_OK  # a close error alone is not a failure
+
+
+def test_an_output_that_cannot_open_is_named_and_the_ones_opened_are_closed() -> None:
+    from common.errors import OutputError
+
+    events: list = []
+    first, broken = Recorder("first", events), Recorder("csv /ro/m.csv", events,
+                                                        fail_open=PermissionError(13, "Permission denied"))
+    last = Recorder("last", events)
+    source = FailingSource(2, None)
+    with pytest.raises(OutputError) as err:
+        pipeline(first, broken, last).run(source)
+    assert str(err.value) == "cannot write csv /ro/m.csv: Permission denied" and err.value.exit_code == 5
+    assert events == [("first", "open"), ("csv /ro/m.csv", "open"), ("first", "close")]  # 'last' never opened
+    with pytest.raises(RuntimeError, match="not an OSError"):  # other errors pass through as they are
+        pipeline(Recorder("a", events), Recorder("b", fail_open=RuntimeError("not an OSError"))).run(frames(1))
+    assert events[-1] == ("a", "close")
+
+
+def test_failing_outputs_the_first_one_names_the_failure_the_others_get_the_frame_in_flight(caplog) -> None:
+    events: list = []
+    a, b, c = Recorder("a", events, fail_write_at=2), Recorder("b", events, fail_write_at=2), Recorder("c", events)
+    pipe = pipeline(a, b, c)
+    result = pipe.run(frames(6))
+    assert result.exit_code == 5 and result.reason == "output failed: a: [Errno 28] a is full"
+    assert pipe.output_failure == "a: [Errno 28] a is full" and pipe.processed == 3
+    assert [f for f, _ in c.records] == [0, 1, 2]  # the frame in flight reaches every output, then the run stops
+    assert [e for e in events if e[1] == "write"] == [(n, "write", f) for f in range(3) for n in "abc"]
+    assert [e for e in events if e[1] == "close"] == [("a", "close"), ("b", "close"), ("c", "close")]
+    assert "b failed too at frame 2" in caplog.text and caplog.text.count("output failed at frame 2") == 1
+    assert all(seen for _, seen in c.records)  # every sink sees the frame's pixels
+
+
+def test_the_pixels_are_released_once_every_sink_has_the_record() -> None:
+    kept = []
+    pipeline(Callback(kept.append), Recorder()).run(frames(2))
+    assert [r.frame for r in kept] == [0, 1]
+    assert all(r.image is None and r.mask is None and r.truth is None for r in kept)
+
+
+def test_closing_a_failed_output_again_is_quiet_and_a_close_failure_does_not_mask_another_exit_code() -> None:
+    a = Recorder("a", fail_write_at=1, fail_close=OSError("again"))
+    result = pipeline(a).run(frames(3))
+    assert result.reason == "output failed: a: [Errno 28] a is full"  # not the close's error
+
+    late = Recorder("late", fail_close=OSError(5, "Input/output error"))
+    result = pipeline(late, engine=TruthEngine(fail_at=1)).run(frames(3))
+    assert result.exit_code == EXIT_ENGINE_FAILED  # the engine failure stays the reason
+    result = pipeline(late).run(frames(2))
+    assert (result.exit_code, result.reason) == (5, "output failed: late: [Errno 5] Input/output error")
+
+
+def test_batches_are_filled_up_to_the_frame_limit() -> None:
+    engine = CountingEngine()
+    pipe = pipeline(Recorder(), engine=engine, batch=4, max_frames=6)
+    result = pipe.run(frames(20))
+    assert engine.batches == [4, 2] and pipe.processed == 6 and result.reason == "6 frames processed"
+    engine = CountingEngine()
+    result = pipeline(Recorder(), engine=engine, batch=4).run(frames(6))
+    assert engine.batches == [4, 2] and result.reason == "end of source"
+    engine = CountingEngine()
+    assert pipeline(Recorder(), engine=engine, max_frames=0).run(frames(3)).reason == "0 frames processed"
+    assert engine.batches == []
+
+
+def test_duration_ends_the_run_and_names_it() -> None:
+    rec = Recorder()
+    result = pipeline(rec, duration_s=0.0).run(frames(3))
+    assert result.reason == "duration 0 s reached" and rec.records == []
+    result = pipeline(Recorder(), duration_s=2.5).run(frames(3))
+    assert result.reason == "end of source"  # three frames take far less than 2.5 s
+    result = pipeline(Recorder(), duration_s=1e-9).run(iter(lambda: time.sleep(0.01) or frames(1)[0], None))
+    assert result.reason == "duration 1e-09 s reached"
+
+
+def test_a_stop_while_a_batch_is_captured_ends_it_there() -> None:
+    engine = CountingEngine()
+
+    def source():
+        for i, f in enumerate(frames(8)):
+            if i == 2:
+                pipe.request_stop("stop at capture")
+            yield f
+
+    rec = Recorder()
+    pipe = pipeline(rec, engine=engine, batch=4)
+    result = pipe.run(source())
+    assert engine.batches == [3] and result.reason == "stop at capture"
+    assert [f for f, _ in rec.records] == [0]  # the frame in flight is finished, the rest of the batch is not
+
+
+def test_per_frame_stage_times_are_the_batch_time_shared(monkeypatch) -> None:
+    """A clock that advances 8 ms on every reading: each timed block lasts 8 ms, shared by a batch of 4."""
+    import realtime.record as record
+
+    clock = {"t": 0}
+
+    def tick() -> int:
+        clock["t"] += 8_000_000
+        return clock["t"]
+
+    monkeypatch.setattr(record.time, "perf_counter_ns", tick)
+    rec = []
+    pipeline(Callback(rec.append), batch=4).run(frames(4))
+    assert [r.timings_ms["preprocess"] for r in rec] == [2.0] * 4
+    assert [r.timings_ms["infer"] for r in rec] == [2.0] * 4
+    assert all(r.timings_ms["postprocess"] == 8.0 and r.timings_ms["track"] == 8.0 for r in rec)
+
+
+def test_the_record_carries_the_frame_and_the_measurement() -> None:
+    from realtime.calibration import Calibration
+
+    source = frames(2)
+    source[1].dropped_before, source[1].t_source = 3, 12.5
+    rec = []
+    pipe = Pipeline(TruthEngine(), Tracker(Calibration(0.1, 0.1, "test"), fps=24.0), [Callback(rec.append)],
+                    PipelineConfig())
+    pipe.run(source)
+    r = rec[1]
+    assert (r.frame, r.t_s, r.dropped_before, r.t_source, r.t_wall) == (1, 1 / 24, 3, 12.5, source[1].t_wall)
+    assert r.calibrated is True and r.window is None and r.measured
+    assert len(r.contours) == 1 and r.contours[0].shape[1:] == (1, 2)
+    assert 0 <= r.latency_ms < 60_000
+    rec2 = []
+    pipeline(Callback(rec2.append)).run(frames(1))
+    assert rec2[0].calibrated is False
+
+
+def test_the_summary_says_how_windows_were_placed(tmp_path: Path) -> None:
+    from realtime.window_policy import WindowPolicy
+    from tests.realtime.test_window_policy import HintedEngine
+
+    def summary(engine, **cfg) -> dict:
+        pipe = pipeline(*output_sinks(Outputs(summary=tmp_path / "s.json")), engine=engine, **cfg)
+        pipe.run(iter([Frame(index=i, pts=i / 24, t_capture=0.0, image=frames(1)[0].image) for i in range(3)]))
+        return json.loads((tmp_path / "s.json").read_text())["window"]
+
+    assert summary(TruthEngine()) == {"mode": None}
+    assert summary(HintedEngine()) == {"mode": "localiser"}
+    got = summary(HintedEngine(), window=WindowPolicy(relocalise_every=5))
+    assert got["mode"] == "tracked" and sum(got["windows"].values()) == 3
+
+
+def test_hints_need_a_frame_by_frame_engine() -> None:
+    from realtime.window_policy import WindowPolicy
+    from tests.realtime.test_window_policy import HintedEngine
+
+    def hinting(n: int) -> bool:
+        engine = HintedEngine()
+        engine.input_shape = (n, *HintedEngine.input_shape[1:])
+        return pipeline(engine=engine, window=WindowPolicy())._hinting
+
+    assert hinting(-1) and hinting(1) and not hinting(4)
+    assert not pipeline(engine=HintedEngine())._hinting and not pipeline(window=WindowPolicy())._hinting
