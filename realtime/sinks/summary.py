@@ -62,7 +62,6 @@ class SummaryBuilder:
         self.calibrated = calibrated
         self.processed = 0
         self.dropped = 0
-        self.last_frame = -1
         self.status = Counter()
         self.series = DecimatedSeries(self.SERIES, capacity=plot_points)
         dist = lambda: Distribution(exact=exact)  # noqa: E731
@@ -94,7 +93,6 @@ class SummaryBuilder:
                                 "frames": [b.first_frame, b.last_frame], "n_frames": b.n_frames,
                                 "area_px": b.area_px, "area_mm2": b.area_mm2})
         self._baseline = b
-        self.last_frame = max(self.last_frame, r.frame)
         self.status[r.status] += 1
         m, t = r.measurement, r.tracked
         self.series.add(r.t_s, STATUS_CODES.index(r.status) if r.status in STATUS_CODES else None,

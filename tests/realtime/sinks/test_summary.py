@@ -677,4 +677,63 @@ def test_the_builder_s_whole_dict_calibrated() -> None:
     empty = SummaryBuilder(calibrated=False).to_dict()
     assert empty["units"] == {"area": "px", "displacement": "px"} and empty["max_displacement"] is None
     assert empty["deformation"] == {"csa_max_over_min": None, "fr_range": None} and "percentiles" not in empty
-    assert empty["paused_s"] == 0.0 and SummaryBuilder().last_frame == -1
+    assert empty["paused_s"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# found by mutation testing, second run (docs/mutation-testing.md, "The summary sink")
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pauses_add_up_and_each_leaves_a_gap_even_without_skipped_frames() -> None:
+    """A pause where the source produced nothing (a file waits) still counts and leaves a gap; two pauses
+    add up; a pause before the very first frame starts its gap at that frame."""
+    b = SummaryBuilder()
+    first = record(0)
+    first.paused_s = 0.25  # paused before the first frame (nothing before it)
+    b.add(first)
+    b.add(record(1))
+    second = record(2)
+    second.paused_s, second.paused_before = 1.5, 0
+    b.add(second)
+    third = record(3)
+    third.paused_s, third.paused_before = 0.0, 4  # frames skipped, no time measured
+    b.add(third)
+    assert b.paused_s == pytest.approx(1.75) and b.to_dict()["paused_s"] == 1.75
+    assert b.gaps == [(0.0, 0.0), (1 / 24, 2 / 24), (2 / 24, 3 / 24)]
+    assert b.to_dict()["frames_paused"] == 4
+
+
+def test_the_builder_takes_its_unit_from_the_first_record_and_leaves_no_warm_up_by_default() -> None:
+    import dataclasses
+
+    b = SummaryBuilder()  # calibrated=None: the first record says
+    for i, (mm2, latency) in enumerate(((0.8, 5.0), (1.6, 7.0), (1.2, 9.0))):
+        r = record(i, latency=latency)
+        r.calibrated = True
+        r.tracked.measurement = dataclasses.replace(r.tracked.measurement, area_mm2=mm2)
+        b.add(r)
+    d = b.to_dict()
+    assert d["units"] == {"area": "mm2", "displacement": "mm"} and d["csa"]["min"] == 0.8
+    assert d["deformation"]["csa_max_over_min"] == pytest.approx(2.0)  # areas under 1 mm² still divide
+    assert d["latency_ms"]["n"] == 3 and d["latency_warmup_frames_excluded"] == 0
+    assert SummaryBuilder().warmup == 0
+
+
+@pytest.mark.parametrize("title_kw", [{}, {"title": ""}])
+def test_a_plot_without_a_title_has_none(tmp_path: Path, title_kw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.pyplot as plt
+
+    import realtime.sinks.summary as summary_mod
+
+    b = SummaryBuilder()
+    for i in range(3):
+        b.add(record(i))
+    fig = summary_mod.plot_figure(b, **title_kw)
+    assert fig.axes[0].get_title() == ""
+    plt.close(fig)
+    drawn = []
+    real = summary_mod.plot_figure
+    monkeypatch.setattr(summary_mod, "plot_figure", lambda *a, **k: drawn.append(real(*a, **k)) or drawn[-1])
+    plot_series(tmp_path / "p.png", b, **title_kw)  # the saved figure is the untitled one
+    assert [f.axes[0].get_title() for f in drawn] == [""] and (tmp_path / "p.png").stat().st_size > 0
