@@ -54,6 +54,8 @@ from realtime.sinks.overlay import RenderSink
 from realtime.sinks.summary import latency_stats
 from realtime.sources import open_source
 from realtime.tracker import Tracker
+from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
+from realtime.fusion import make_fusion
 from realtime.window_policy import make_window_policy
 from train.errors import UserError
 from train.models import check_input_size
@@ -136,6 +138,7 @@ class Settings:
     cuda_graph: bool = False
     window: str = "tracked"
     presence: str = "on"
+    fusion: float = FUSION_DEFAULT  # --fusion: the current frame's weight (1: off)
     calibrate: str | None = None  # int8 of a model that ships no int8 files: frames to calibrate on
     calibrate_images: int | None = None  # how many of them (default: engines.quantize's)
 
@@ -357,7 +360,8 @@ class Runner:
             return None
         fps = source.fps or s.fps or DEFAULT_SOURCE_FPS
         config = PipelineConfig(batch=combo.batch, prefetch=s.prefetch and not realtime and not combo.baseline,
-                                max_frames=total, fps_hint=fps, window=make_window_policy(s.window))
+                                max_frames=total, fps_hint=fps, window=make_window_policy(s.window),
+                                fusion=make_fusion(s.fusion))
         # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled; the
         # tracker gates presence and the cascade's window follows the nerve as live (--presence, --window)
         pipe = Pipeline(engine, Tracker(None, fps, presence=make_presence_gate(s.presence)),

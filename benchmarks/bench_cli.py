@@ -40,6 +40,8 @@ from benchmarks import engines_bench
 from benchmarks import soak as soak_mode
 from engines.registry import list_backends
 from realtime.cli_common import stop_on_signals
+from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
+from realtime.fusion import fusion_weight
 from realtime.sinks.summary import write_json
 from train.cli_util import add_logging_args, setup_logging
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
@@ -110,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the nerve is tracked) or by the localiser on every frame")
     p.add_argument("--presence", choices=["on", "shape", "off"], default="on",
                    help="the tracker's presence gate, as mn-live's --presence (default on)")
+    p.add_argument("--fusion", type=fusion_weight, default=FUSION_DEFAULT, metavar="W",
+                   help="temporal fusion as mn-live's --fusion (default %(default)s; 1 turns it off)")
     p.add_argument("--prefetch", action="store_true",
                    help="offline mode: decode/render the source on a thread ahead of inference (never for the "
                         "baseline or the realtime mode)")
@@ -147,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
         fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
-        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, calibrate=args.calibrate,
+        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, fusion=args.fusion, calibrate=args.calibrate,
         calibrate_images=args.calibrate_images)
     settings.check()
     batches = args.batch or [1]
@@ -182,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"source": settings.source, "frames": settings.frames, "warmup": settings.warmup,
                      "repeats": settings.repeats, "fps": settings.fps, "threads": settings.threads,
                      "prefetch": settings.prefetch, "roi": settings.roi, "modes": list(modes), "batches": batches,
-                     "window": settings.window, "presence": settings.presence, "calibrate": settings.calibrate},
+                     "window": settings.window, "presence": settings.presence, "fusion": settings.fusion,
+                     "calibrate": settings.calibrate},
         "system": system,
         "runs": [r.row for r in runs],
     }

@@ -191,6 +191,7 @@ def run_soak(minutes: float, model: str, *, size: tuple[int, int] | None = None,
     from realtime.outputs import Outputs, output_sinks
     from realtime.pipeline import Pipeline, PipelineConfig
     from realtime.sources import open_source
+    from realtime.fusion import make_fusion
     from realtime.window_policy import make_window_policy
 
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="mn-soak-"))
@@ -208,7 +209,8 @@ def run_soak(minutes: float, model: str, *, size: tuple[int, int] | None = None,
                                  csv_header=csv_metadata(meta), warmup=5, extra=[watcher])
             pipe = Pipeline(engine, make_tracker(live_args, None, rate), sinks,
                             PipelineConfig(duration_s=minutes * 60.0, fps_hint=rate, metadata=meta,
-                                           window=make_window_policy(live_args.window)))  # mn-live's --window
+                                           window=make_window_policy(live_args.window),  # mn-live's --window
+                                           fusion=make_fusion(live_args.fusion)))  # and --fusion
             from realtime.cli_common import stop_on_signals
 
             log.info("soak: %g min of %s at %g fps through %s; outputs in %s", minutes, source, rate, engine, folder)

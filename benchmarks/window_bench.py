@@ -1,8 +1,10 @@
-"""``python -m benchmarks.window_bench``: the tracked window (``--window tracked``) against the localiser's.
+"""``python -m benchmarks.window_bench``: what the last frames know, used or not: the tracked window and fusion.
 
 Runs clips with known truth through exactly what runs live (:class:`realtime.pipeline.Pipeline`,
-batch 1, presence gate on, no pacing so no frame is dropped and both settings see the same frames)
-once with ``--window localiser`` and once with ``--window tracked``, and reports per clip and pooled:
+batch 1, presence gate on, no pacing so no frame is dropped and every setting sees the same frames)
+three times: ``--window localiser --fusion 1`` (each frame on its own), ``--window tracked --fusion 1``
+(the tracked window, :mod:`realtime.window_policy`) and ``--window tracked --fusion W`` (and temporal
+fusion, :mod:`realtime.fusion`), and reports per clip and pooled:
 
 - **jitter**: median and p95 of the raw area's frame-to-frame relative change, next to the truth's
   (the issue's target: median <= 1.5x the truth's, p95 <= 5 %);
@@ -35,13 +37,15 @@ import numpy as np
 
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
+from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 
 log = logging.getLogger("benchmarks.window_bench")
 
 PROG = "python -m benchmarks.window_bench"
 JUMP_PX = 20.0
 TRUE_STILL_PX = 10.0
-MODES = ("localiser", "tracked")
+MODES = ("localiser", "tracked", "tracked+fusion")
+"""The settings compared: the window's placement, then fusion (off in the first two)."""
 
 
 def clip_specs(data: str | None, phantoms: int, images: int) -> list[tuple[str, str]]:
@@ -59,8 +63,10 @@ def clip_specs(data: str | None, phantoms: int, images: int) -> list[tuple[str, 
     return specs
 
 
-def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str) -> dict[str, Any]:
-    """One clip through the pipeline; per-frame area, truth area, centroids, status, window, infer ms."""
+def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0) -> dict[str, Any]:
+    """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
+    ``tracked+fusion``); per-frame area, truth area, centroids, status, window, infer ms."""
+    from realtime.fusion import make_fusion
     from realtime.morphometry import measure_mask
     from realtime.pipeline import Pipeline, PipelineConfig
     from realtime.presence import make_presence_gate
@@ -74,7 +80,8 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str) -> dict[
     def collect(r: Any) -> None:
         m = r.measurement
         t = measure_mask((r.truth > 0).astype(np.uint8)) if r.truth is not None else None
-        rows.append({"measured": r.measured, "window": r.window, "infer_ms": r.timings_ms.get("infer"),
+        rows.append({"measured": r.measured, "window": r.window, "fused": bool(r.fused),
+                     "infer_ms": r.timings_ms.get("infer"), "post_ms": r.timings_ms.get("postprocess"),
                      "area": None if m is None else float(m.area_px),
                      "centroid": None if m is None else (m.centroid_x_px, m.centroid_y_px),
                      "true_area": None if t is None or t.empty else float(t.area_px),
@@ -82,7 +89,11 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str) -> dict[
 
     source = open_source(spec, realtime=False, seed=seed, frames=frames)
     tracker = Tracker(None, 24.0, presence=make_presence_gate("on"))
-    pipe = Pipeline(engine, tracker, [Callback(collect)], PipelineConfig(batch=1, window=make_window_policy(mode)))
+    if mode not in MODES:
+        raise UserError(f"unknown setting {mode!r}: one of {', '.join(MODES)}")
+    config = PipelineConfig(batch=1, window=make_window_policy(mode.split("+")[0]),
+                            fusion=make_fusion(fusion) if mode.endswith("+fusion") else None)
+    pipe = Pipeline(engine, tracker, [Callback(collect)], config)
     result = pipe.run(source)
     if result.exit_code != 0:
         raise UserError(f"{spec}: the run failed ({result.reason})")
@@ -105,16 +116,19 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if moved is not None and true_moved is not None and moved > JUMP_PX and true_moved < TRUE_STILL_PX:
             jumps += 1
     infer = [r["infer_ms"] for r in rows if r["infer_ms"] is not None]
+    post = [r["post_ms"] for r in rows if r.get("post_ms") is not None]
     return {
         "frames": len(rows),
         "ok": sum(r["measured"] for r in rows),
         "ok_rate": sum(r["measured"] for r in rows) / len(rows) if rows else None,
         "tracked_windows": sum(r["window"] == "tracked" for r in rows),
+        "fused": sum(bool(r.get("fused")) for r in rows),
         "csa_abs_rel_median": statistics.median(errors) if errors else None,
         "jitter": jitter([r["area"] for r in rows])["area_rel"],
         "truth_jitter": jitter([r["true_area"] for r in rows])["area_rel"],
         "jumps": jumps,
         "infer_ms_median": statistics.median(infer) if infer else None,
+        "postprocess_ms_median": statistics.median(post) if post else None,
     }
 
 
@@ -129,32 +143,42 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "ok_rate": sum(c["ok"] for c in clips.values()) / max(1, sum(c["frames"] for c in clips.values())),
             "csa_abs_rel_median": med("csa_abs_rel_median"), "jitter_median": med("jitter", "median"),
             "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
-            "jumps": sum(c["jumps"] for c in clips.values()), "infer_ms_median": med("infer_ms_median")}
+            "jumps": sum(c["jumps"] for c in clips.values()), "infer_ms_median": med("infer_ms_median"),
+            "postprocess_ms_median": med("postprocess_ms_median")}
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def format_md(report: dict[str, Any]) -> str:
-    lines = [f"# Tracked window vs localiser: {report['model']}", "", f"Command: `{report['command']}`", "",
-             "| clip | window | frames | ok | CSA error median | area jitter median / p95 | truth's | jumps | "
-             "infer ms |", "|---|---|---|---|---|---|---|---|---|"]
+    modes = [m for m in MODES if m in report["pooled"]]
+    lines = [f"# What the last frames know: {report['model']}", "", f"Command: `{report['command']}`", "",
+             f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
+             f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}). Jitter: the raw "
+             "area's frame-to-frame relative change; the truth's beside it.", "",
+             "| clip | setting | frames | ok | fused | CSA error median | area jitter median / p95 | truth's | jumps | "
+             "infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in report["clips"]:
-        for mode in MODES:
+        for mode in modes:
             c = report["clips"][name][mode]
-            lines.append(f"| {name} | {mode} | {c['frames']} | {_pct(c['ok_rate'])} | {_pct(c['csa_abs_rel_median'])} | "
+            lines.append(f"| {name} | {mode} | {c['frames']} | {_pct(c['ok_rate'])} | {c.get('fused', 0)} | "
+                         f"{_pct(c['csa_abs_rel_median'])} | "
                          f"{_pct(c['jitter']['median'])} / {_pct(c['jitter']['p95'])} | "
                          f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | {c['jumps']} | "
-                         f"{c['infer_ms_median']:.1f} |")
+                         f"{_ms(c['infer_ms_median'])} | {_ms(c.get('postprocess_ms_median'))} |")
     lines += ["", "Pooled (medians over clips; frames, ok and jumps summed):", "",
-              "| window | clips | frames | ok | CSA error | jitter median / p95 | truth's median | jumps | infer ms |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for mode in MODES:
+              "| setting | clips | frames | ok | CSA error | jitter median / p95 | truth's median | jumps | infer ms | "
+              "post ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for mode in modes:
         p = report["pooled"][mode]
         lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | {_pct(p['csa_abs_rel_median'])} | "
                      f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
-                     f"{p['jumps']} | {p['infer_ms_median']:.1f} |")
+                     f"{p['jumps']} | {_ms(p['infer_ms_median'])} | {_ms(p.get('postprocess_ms_median'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=8, help="animated validation images")
     p.add_argument("--frames", type=int, default=96, help="frames per clip")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
+    p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
+                   help="the current frame's weight in the tracked+fusion setting (default %(default)s)")
+    p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
+                   help=f"the settings to run, comma-separated (default {','.join(MODES)})")
     p.add_argument("--json", default=None, metavar="FILE")
     p.add_argument("--md", default=None, metavar="FILE")
     add_logging_args(p)
@@ -191,20 +219,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = load_engine(args.model, backend="onnxruntime", threads=args.threads, dynamic_batch=True)
     if not getattr(engine, "window_hints", False):
         raise UserError(f"{args.model} has no window to place (not a cascade): nothing to compare")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise UserError(f"--modes takes settings among {', '.join(MODES)}, got {args.modes!r}")
     specs = clip_specs(args.data, args.phantoms, args.images)
     clips: dict[str, dict[str, Any]] = {}
     try:
         for i, (name, spec) in enumerate(tqdm(specs, desc="clips", unit="clip",
                                                disable=not log.isEnabledFor(logging.INFO))):
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
-            clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode) for mode in MODES}
+            clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion) for mode in modes}
     finally:
         engine.close()
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
               "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
-              "frames_per_clip": args.frames, "clips": clips,
-              "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in MODES}}
+              "frames_per_clip": args.frames, "fusion": args.fusion, "clips": clips,
+              "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     md.write_text(format_md(report), encoding="utf-8")
     print(format_md(report))

@@ -21,6 +21,7 @@ from common.errors import UserError
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
 from realtime.presence import PRESENCE_MODES
+from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 from realtime.window_policy import WINDOW_MODES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -95,6 +96,11 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                    help="a cascade's window: tracked = centred on the tracked nerve while tracking is confident "
                         "(the localiser is skipped, and places it again every 12 frames and after any miss; the "
                         "CSV's window column says which), localiser = placed by the localiser on every frame")
+    p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
+                   help="temporal fusion: while the nerve is tracked, the mask is cut from W x this frame's "
+                        "probabilities + (1 - W) x the previous frames', moved by the nerve's motion (steadier "
+                        "outlines; a change of shape shows (1 - W) / W frames later on average; the CSV's fused "
+                        "column says which frames). 1 turns it off (default %(default)s)")
 
 
 #: Flags whose value may start with a minus sign (``--roi -10,0,100,100``: its check then says what is wrong).

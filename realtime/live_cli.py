@@ -45,6 +45,7 @@ from realtime.cli_common import (add_engine_args, add_live_output_args, add_mask
                                  check_live_outputs, csv_metadata, igtl_options, live_output_paths, make_calibration,
                                  make_tracker, open_engine, output_paths, peek_first, run_metadata, stop_on_signals)
 from realtime.run_folder import check_outputs, claim_folder
+from realtime.fusion import make_fusion
 from realtime.window_policy import make_window_policy
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
         pipe = Pipeline(engine, make_tracker(args, calibration, fps), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, max_frames=args.frames,
                                        duration_s=args.duration, fps_hint=fps, metadata=meta,
-                                       window=make_window_policy(args.window)))
+                                       window=make_window_policy(args.window),
+                                       fusion=make_fusion(args.fusion, args.threshold)))
         with stop_on_signals(pipe.request_stop):
             result = pipe.run(source, frames=itertools.chain([first], frames))
     report(result.summary, paths, result.reason)

@@ -2,7 +2,7 @@
 
 ::
 
-    Source --Frame--> preprocess --> Engine.infer --> postprocess --> Tracker --FrameRecord--> sinks
+    Source --Frame--> preprocess --> Engine.infer --> (fusion) --> postprocess --> Tracker --FrameRecord--> sinks
 
 ``Pipeline(engine, tracker, sinks, config).run(source)``. The sinks (:mod:`realtime.sinks`: CSV,
 overlay video, window, masks, truth score, summary and plot...) are assembled by the command line
@@ -10,7 +10,8 @@ overlay video, window, masks, truth score, summary and plot...) are assembled by
 (device grabber thread, a file's decoding thread, or :class:`~realtime.sources.common.Prefetcher`
 with ``prefetch``), inference and measurement run on the calling thread, sinks may keep their own
 writer threads. Every stage is timed per frame with ``perf_counter_ns``
-(:data:`realtime.record.STAGES`); ``latency_ms`` runs from the frame's capture to the end of its
+(:data:`realtime.record.STAGES`; temporal fusion, :mod:`realtime.fusion`, is timed with post-processing);
+``latency_ms`` runs from the frame's capture to the end of its
 measurement (tracking). A pause (the window's space key, :meth:`~realtime.sinks.base.RunControl.request_pause`)
 holds the loop between frames (:meth:`~realtime.sinks.base.RunControl.hold`), outside every timed stage; the
 first record after it carries the pause (``paused_s``) and the frames the source produced meanwhile
@@ -37,7 +38,8 @@ import numpy as np
 
 from common.errors import EXIT_ENGINE_FAILED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_FAILED, EXIT_USAGE, OutputError
 from realtime.frame import Frame
-from realtime.postprocess import postprocess
+from realtime.fusion import TemporalFusion
+from realtime.postprocess import postprocess, upsample
 from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunControl, RunInfo, Sink
 from realtime.sources.common import Prefetcher
@@ -62,6 +64,7 @@ class PipelineConfig:
     fps_hint: float = 24.0           # the frame rate when the source does not say (video files, the tracker)
     metadata: dict[str, Any] = field(default_factory=dict)   # the run's description, for the sinks
     window: WindowPolicy | None = None  # --window tracked: the tracked nerve places a cascade's next window
+    fusion: TemporalFusion | None = None  # --fusion W: each frame's probabilities fused with the previous frames'
 
 
 @dataclass
@@ -126,6 +129,7 @@ class Pipeline:
             run.exit_code, run.reason, run.wall_s = exit_code, reason, time.monotonic() - t_start
             run.extras["window"] = (cfg.window.describe() if self._hinting else
                                     {"mode": "localiser" if getattr(self.engine, "window_hints", False) else None})
+            run.extras["fusion"] = cfg.fusion.describe() if cfg.fusion is not None else None
             self._close_sinks(run)
         return RunResult(run.exit_code, run.summary, run.reason)
 
@@ -239,18 +243,32 @@ class Pipeline:
 
     def _measure(self, frame: Frame, prob: np.ndarray, timings: dict[str, float],
                  window: str | None = None) -> FrameRecord:
+        fusion, fused = self.config.fusion, None
         with timed(timings, "postprocess"):
+            own = prob
+            if fusion is not None:
+                prob, fused = fusion.apply(prob)
             post = postprocess(prob, (frame.width, frame.height), threshold=self.config.threshold,
                                min_area_px=self.config.min_area_px)
+            if fused:  # the confidence and the presence gate read the frame's own probabilities
+                post.prob = upsample(own, (frame.width, frame.height))
         with timed(timings, "track"):
             tracked = self.tracker.update(post, frame.index, frame.pts, image=frame.image)
+        if fusion is not None:
+            m = tracked.measurement
+            centre = None
+            if tracked.measured and m is not None:  # the nerve's centroid in the map's pixels (pixel centres align)
+                ph, pw = np.shape(own)[-2:]
+                centre = ((m.centroid_x_px + 0.5) * pw / frame.width - 0.5,
+                          (m.centroid_y_px + 0.5) * ph / frame.height - 0.5)
+            fusion.observe(tracked.measured, centre)
         return FrameRecord(frame=frame.index, t_s=frame.pts, tracked=tracked,
                            calibrated=self.tracker.calibration is not None,
                            latency_ms=(time.monotonic() - frame.t_capture) * 1000.0,
                            dropped_before=frame.dropped_before, timings_ms=timings,
                            contours=tuple(post.component(label).contour for label in tracked.nerve_labels),
                            image=frame.image, mask=tracked.nerve_mask, truth=frame.truth, window=window,
-                           t_wall=frame.t_wall, t_source=frame.t_source)
+                           t_wall=frame.t_wall, t_source=frame.t_source, fused=fused)
 
     def _emit(self, record: FrameRecord, sinks: list[Sink]) -> None:
         """Hand the record to every sink, in order; a sink that fails is dropped and stops the run after

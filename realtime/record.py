@@ -30,7 +30,7 @@ CSV_COLUMNS = [
     "circularity", "centroid_x_px", "centroid_y_px", "centroid_x_mm", "centroid_y_mm", "n_components",
     "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before", "paused_before", "paused_s",
     "wall_time_utc",
-    "source_time_s", "window",
+    "source_time_s", "window", "fused",
 ]
 
 #: Pipeline stages timed per frame (perf_counter_ns), in the order a frame meets them. ``render``:
@@ -69,6 +69,8 @@ COLUMN_UNITS = {
                      "the source has none",
     "window": "what placed the cascade's window: tracked (the tracked nerve, --window tracked) or localiser; "
               "empty for a model without a window",
+    "fused": "1 when the mask was cut from the frame's probabilities fused with the previous frames' (--fusion), "
+             "0 when from the frame's own; empty with fusion off",
 }
 
 
@@ -106,7 +108,9 @@ class FrameRecord:
     ``paused_s`` / ``paused_before``: on the first record after a pause, how long it was and how many
     frames the source produced meanwhile (skipped; ``dropped_before`` counts only the live policy's).
     ``window``: what placed a cascade's window (``"tracked"`` or ``"localiser"``,
-    :mod:`realtime.window_policy`); ``None`` for a model without a window.
+    :mod:`realtime.window_policy`); ``None`` for a model without a window. ``fused``: whether the mask
+    came from probabilities fused with the previous frames' (:mod:`realtime.fusion`); ``None`` with
+    fusion off.
     """
 
     frame: int
@@ -125,6 +129,7 @@ class FrameRecord:
     paused_before: int = 0
     paused_s: float = 0.0
     window: str | None = None
+    fused: bool | None = None
 
     @property
     def status(self) -> str:
@@ -170,7 +175,8 @@ def csv_values(record: FrameRecord) -> dict[str, Any]:
     values.update(frame=record.frame, t_s=record.t_s, status=record.status, latency_ms=record.latency_ms,
                   dropped_before=record.dropped_before, paused_before=record.paused_before,
                   paused_s=record.paused_s, wall_time_utc=utc_iso(record.t_wall),
-                  source_time_s=record.t_source, window=record.window)
+                  source_time_s=record.t_source, window=record.window,
+                  fused=None if record.fused is None else int(record.fused))
     values.update({f"{s}_ms": record.timings_ms.get(s) for s in STAGES})
     return values
 

@@ -38,6 +38,7 @@ from realtime.cli_common import (add_engine_args, add_mask_args, add_measure_arg
                                  run_metadata, stop_on_signals)
 from realtime.live_cli import report
 from realtime.run_folder import claim_folder
+from realtime.fusion import make_fusion
 from realtime.window_policy import make_window_policy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -240,7 +241,8 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
         pipe = Pipeline(engine, make_tracker(args, calibration, fps), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
                                        max_frames=args.frames, fps_hint=fps, metadata=meta,
-                                       window=make_window_policy(args.window)))
+                                       window=make_window_policy(args.window),
+                                       fusion=make_fusion(args.fusion, args.threshold)))
         frames = itertools.chain([first], frames)
         if truth is not None:
             frames = with_truth(frames, truth)

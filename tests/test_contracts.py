@@ -33,7 +33,7 @@ CSV_CONTRACT = [
     "frame", "t_s", "status", "area_px", "area_mm2", "perimeter_px", "perimeter_mm", "flattening_ratio",
     "circularity", "centroid_x_px", "centroid_y_px", "centroid_x_mm", "centroid_y_mm", "n_components",
     "confidence", "csa_change_pct", "displacement_mm", "latency_ms", "dropped_before", "paused_before",
-    "paused_s", "wall_time_utc", "source_time_s", "window",
+    "paused_s", "wall_time_utc", "source_time_s", "window", "fused",
 ]
 """README, *Per-frame CSV columns*: the contract, in this order."""
 CSV_STAGES = ["capture_wait_ms", "preprocess_ms", "infer_ms", "postprocess_ms", "track_ms", "render_ms", "write_ms"]
@@ -60,10 +60,12 @@ SUMMARY_KEYS = {
     "stage_ms", "latency_warmup_frames_excluded", "source", "model", "model_file", "backend", "precision", "device",
     "input_size", "calibration", "calibration_detail", "versions", "engine_notes", "mode", "partial", "exit_code",
     "ended_because", "wall_time_s", "processing_fps", "source_info", "source_error", "engine", "tracker", "outputs",
-    "events", "baseline", "window", "truth",
+    "events", "baseline", "window", "fusion", "truth",
 }
 """``summary.json`` of a finished mn-live run with a known truth (the phantom); mn-segment adds ``batch``."""
 SUMMARY_SEGMENT_EXTRA = {"batch"}
+FUSION_KEYS = {"weight", "max_shift", "max_area_change", "frames"}
+"""``summary.json``'s ``fusion`` (``null`` with ``--fusion 1``)."""
 MIN_MEDIAN_MAX = {"min", "median", "max"}
 PERCENTILES = {"p50", "p90", "p95", "p99", "max", "mean", "std", "n"}
 STAGES = {"capture_wait", "preprocess", "infer", "postprocess", "track", "render", "write"}
@@ -105,7 +107,7 @@ ENGINE_KEYS = {"name", "backend", "precision", "device", "input_shape", "max_bat
 BENCH_KEYS = {"benchmark", "command", "date", "timing", "speedup", "settings", "system", "runs"}
 """``mn-bench --json`` (pipeline); a stopped run adds ``interrupted``."""
 BENCH_SETTINGS_KEYS = {"source", "frames", "warmup", "repeats", "fps", "threads", "prefetch", "roi", "modes",
-                       "batches", "window", "presence", "calibrate"}
+                       "batches", "window", "presence", "fusion", "calibrate"}
 BENCH_SYSTEM_KEYS = {"host", "cpu", "cores", "gpu", "gpu_driver", "platform", "python", "threads", "torch_threads",
                      "versions"}
 BENCH_RUN_KEYS = {"model", "backend", "precision", "size", "mode", "batch", "baseline", "status", "reason", "repeats",
@@ -260,6 +262,7 @@ def test_rows_are_the_frames_in_order(live_uncalibrated: Path, live_calibrated: 
         assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", r["wall_time_utc"]) for r in got)
         assert all(r["paused_s"] == "0" and r["paused_before"] == "0" for r in got)
         assert all(r["window"] == "" for r in got)  # a model without a window
+        assert {r["fused"] for r in got} <= {"0", "1"} and got[0]["fused"] == "0"  # --fusion on by default
 
 
 def test_mm_columns_are_px_times_the_spacing(live_calibrated: Path) -> None:
@@ -320,6 +323,8 @@ def check_summary(s: dict, *, calibrated: bool, presence: bool, video: bool) -> 
     assert set(s["outputs"]) == (OUTPUTS_KEYS if video else OUTPUTS_KEYS - {"video"})
     assert set(ENGINE_KEYS) == set(s["engine"])
     assert s["window"] == {"mode": None}  # a model without a cascade window
+    assert set(s["fusion"]) == FUSION_KEYS and set(s["fusion"]["frames"]) == {"fused", "own"}
+    assert sum(s["fusion"]["frames"].values()) == s["frames_processed"] and s["fusion"]["weight"] == 0.5
     if s["baseline"] is not None:
         assert set(s["baseline"]) == BASELINE_KEYS
         (event,) = [e for e in s["events"] if e["event"] == "baseline_set"]

@@ -60,6 +60,9 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     out = tmp_path / "w.json"
     assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--json", str(out), "-q"]) == 0
     report = json.loads(out.read_text())
-    loc, tracked = report["clips"]["phantom-1"]["localiser"], report["clips"]["phantom-1"]["tracked"]
+    clip = report["clips"]["phantom-1"]
+    loc, tracked, fused = clip["localiser"], clip["tracked"], clip["tracked+fusion"]
     assert loc["tracked_windows"] == 0 and tracked["tracked_windows"] >= 3  # from the 3rd frame on
-    assert loc["ok"] == tracked["ok"] == 6 and (tmp_path / "w.md").read_text().startswith("# Tracked window")
+    assert loc["fused"] == tracked["fused"] == 0 and fused["fused"] == 5  # every frame after the first
+    assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == 0.5
+    assert (tmp_path / "w.md").read_text().startswith("# What the last frames know")

@@ -36,7 +36,7 @@ def test_importing_a_command_loads_nothing_heavy(module: str) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--frames", "x"], ["--frames", "-1"], ["--smoothing", "spline"],
-                                  ["--masks", "tiff"], ["--igtl-out", "0"]])
+                                  ["--masks", "tiff"], ["--igtl-out", "0"], ["--fusion", "0"]])
 def test_help_and_bad_arguments_load_nothing_heavy(argv: list[str]) -> None:
     code = ("import sys\nfrom realtime.live_cli import cli\n"
             f"try:\n    code = cli({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
@@ -47,6 +47,8 @@ def test_help_and_bad_arguments_load_nothing_heavy(argv: list[str]) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["--masks", "tiff"], "argument --masks: invalid choice: 'tiff'"),
     (["--igtl-out", "70000"], "is not a TCP port"),
+    (["--fusion", "0"], "argument --fusion: 0: the current frame's weight must be in (0, 1] (1 turns fusion off)"),
+    (["--fusion", "half"], "argument --fusion: expected the current frame's weight, a number in (0, 1], got 'half'"),
     (["--record-raw", "raw.mp4"], "--record-raw raw.mp4: the raw recording is FFV1 in Matroska"),
     (["--igtl-out", "18944", "--igtl-device", "A" * 21], "an OpenIGTLink device name has 1 to 20 characters"),
 ])

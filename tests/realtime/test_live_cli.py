@@ -303,7 +303,10 @@ def test_disk_full_exit_5_names_the_file_and_finalises_what_is_written(full_disk
     assert 24 <= decoded <= len(rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["partial"] is False and summary["exit_code"] == 5
-    assert summary["frames_processed"] == len(rows) and "No space left on device" in summary["ended_because"]
+    # the frame in flight when the disk filled up is in the summary, and in the CSV unless the CSV's own write of
+    # that frame failed too (then the CSV ends one frame earlier)
+    assert len(rows) <= summary["frames_processed"] <= len(rows) + 1
+    assert "No space left on device" in summary["ended_because"]
     assert {p.name for p in out.iterdir()} <= {"measurements.csv", "overlay.mp4", "plot.png", "report.html",
                                                "summary.json"}
 
@@ -366,7 +369,8 @@ def disc(monkeypatch: pytest.MonkeyPatch) -> DiscRuns:
     return runs
 
 
-PLAIN = ["--source", "synthetic", "--headless", "--presence", "off", "-q"]
+PLAIN = ["--source", "synthetic", "--headless", "--presence", "off", "--fusion", "1", "-q"]
+"""Each frame's own disc, measured exactly (no presence gate, no temporal fusion with the previous discs)."""
 
 
 def test_no_drop_smoothing_and_output_paths_one_by_one(tmp_path: Path, disc: DiscRuns) -> None:

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from realtime.frame import Frame
@@ -21,7 +22,7 @@ from realtime.sinks.base import Callback
 from realtime.sinks.csv_sink import read_csv
 from realtime.sources import open_source
 from realtime.tracker import Tracker
-from tests.realtime._helpers import TruthEngine, ellipse_mask, frames
+from tests.realtime._helpers import MODEL, TruthEngine, ellipse_mask, frames
 
 
 def run(tmp_path: Path, source, engine=None, **cfg) -> tuple:
@@ -466,3 +467,46 @@ def test_hints_need_a_frame_by_frame_engine() -> None:
 
     assert hinting(-1) and hinting(1) and not hinting(4)
     assert not pipeline(engine=HintedEngine())._hinting and not pipeline(window=WindowPolicy())._hinting
+
+
+class FlickerEngine(TruthEngine):
+    """A steady nerve and a flickering network: the nerve's disc at probability 1.0 on even calls and 0.55 on
+    odd ones, which also show a spurious blob at 0.55 far from it."""
+
+    def _infer(self, batch):
+        import cv2
+
+        out = np.zeros((len(batch), 1, MODEL[1], MODEL[0]), np.float32)
+        for i in range(len(batch)):
+            odd = (self.calls + i) % 2
+            cv2.circle(out[i, 0], (150, 120), 30, 0.55 if odd else 1.0, -1)
+            if odd:
+                cv2.circle(out[i, 0], (320, 40), 12, 0.55, -1)
+        self.calls += 1
+        return out
+
+
+def test_fusion_cuts_the_mask_from_the_fused_map_and_reads_confidence_from_the_frame(tmp_path: Path) -> None:
+    """The fused map on odd frames is 0.775 on the nerve and 0.275 on the blob: the blob is gone from the
+    mask (one detection), while the confidence is still the frame's own 0.55."""
+    from realtime.fusion import TemporalFusion
+
+    def source(n: int) -> list[Frame]:
+        return [Frame(index=i, t_capture=time.monotonic(), pts=i / 24, image=ellipse_mask(250, 150)) for i in range(n)]
+
+    rec = []
+    pipe = pipeline(Callback(rec.append), *output_sinks(Outputs(csv=tmp_path / "m.csv", summary=tmp_path / "s.json")),
+                    engine=FlickerEngine(), fusion=TemporalFusion(weight=0.5))
+    pipe.run(source(5))
+    assert [r.fused for r in rec] == [False, True, True, True, True]
+    assert [r.tracked.n_detections for r in rec] == [1] * 5
+    # the frame's own (the bilinear edge pulls it down a little; fused it would be 0.775)
+    assert [r.measurement.confidence for r in rec] == pytest.approx([1.0, 0.55, 1.0, 0.55, 1.0], abs=0.015)
+    assert [r["fused"] for r in read_csv(tmp_path / "m.csv")] == ["0", "1", "1", "1", "1"]
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["fusion"] == {"weight": 0.5, "max_shift": 0.1, "max_area_change": 0.5, "frames": {"fused": 4, "own": 1}}
+
+    rec.clear()  # without fusion the blob is a second detection on odd frames
+    pipeline(Callback(rec.append), engine=FlickerEngine()).run(source(4))
+    assert [r.tracked.n_detections for r in rec] == [1, 2, 1, 2] and all(r.fused is None for r in rec)
+    assert json.loads((tmp_path / "s.json").read_text())["fusion"] is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from realtime.record import (
+    COLUMN_UNITS,
     CSV_COLUMNS,
     STAGE_COLUMNS,
     csv_columns,
@@ -52,7 +53,7 @@ def test_timed_adds_up(monkeypatch) -> None:
 
 
 def test_time_columns_wall_clock_utc_and_the_sources_own_timestamp() -> None:
-    assert CSV_COLUMNS[-3:-1] == ["wall_time_utc", "source_time_s"]
+    assert CSV_COLUMNS[-4:-2] == ["wall_time_utc", "source_time_s"]
     assert utc_iso(0.0) == "1970-01-01T00:00:00.000Z"
     assert utc_iso(1715000000.1234) == "2024-05-06T12:53:20.123Z" and utc_iso(None) is None
     r = record(3)
@@ -64,11 +65,21 @@ def test_time_columns_wall_clock_utc_and_the_sources_own_timestamp() -> None:
 
 
 def test_window_column_says_what_placed_the_window() -> None:
-    assert CSV_COLUMNS[-1] == "window"
+    assert CSV_COLUMNS[-2] == "window"
     r = record(4)
     assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["window"] == ""  # a model without a window
     r.window = "tracked"
     assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["window"] == "tracked"
+
+
+def test_fused_column_says_whether_the_mask_came_from_fused_probabilities() -> None:
+    assert CSV_COLUMNS[-1] == "fused" and "--fusion" in COLUMN_UNITS["fused"]
+    r = record(4)
+    assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["fused"] == ""  # fusion off
+    r.fused = True
+    assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["fused"] == "1"
+    r.fused = False
+    assert dict(zip(CSV_COLUMNS, csv_row(r, CSV_COLUMNS)))["fused"] == "0"
 
 
 def test_a_frames_wall_time_follows_its_capture_time(monkeypatch) -> None:

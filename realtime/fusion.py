@@ -1,0 +1,163 @@
+"""Temporal fusion: a frame's probabilities averaged with the previous frames', aligned by their motion.
+
+A network segments every frame as if it were the first. The outline it draws moves a little with
+each frame's speckle and noise, so the area a user reads changes by a few percent from one frame to
+the next while the nerve hardly changed (``benchmarks.window_bench``: 2-6 % against the truth's
+0.2 %). While the nerve is tracked, the previous frames know where its outline was. With
+``--fusion W`` the map the mask is cut from is
+
+    fused[t] = W * prob[t] + (1 - W) * shift(fused[t-1], d[t])
+
+where ``d[t]`` is how far the probable region moved since the previous frame (the centroid of the
+region of ``prob >= threshold`` nearest the previous one, at the network's resolution). The outline
+is thus averaged over the last few frames *where the nerve is now*: a translation (probe glide) is
+followed at once; a change of shape (compression) reaches the mask with a mean delay of
+``(1 - W) / W`` frames (1 frame, 42 ms at 24 fps, for ``W = 0.5``). ``W = 1`` turns fusion off.
+
+The rules, deterministic given the frames (``mn-segment`` on a recording and ``mn-live`` on the same
+frames give the same rows):
+
+1. The region followed is the one nearest the tracked nerve (the largest before there is one). A
+   frame is fused only when the previous processed frame was measured (``ok`` / ``reacquired``,
+   past the presence gate), both frames have a probable region at the same resolution, and the
+   region moved by at most ``max_shift`` of the map's smaller side and kept its area within
+   ``max_area_change`` (relative); anything else (a miss, a jump to another structure, a new window)
+   starts again from the frame's own probabilities.
+2. The mask and its components come from the fused map; the confidence and the presence gate read
+   the frame's own probabilities (a fused map is less sharp at the edge by construction and would
+   look "unsure" to the appearance check).
+
+Each frame's CSV row says whether it was fused (``fused``: 1 or 0; empty with fusion off) and the
+summary counts them (``fusion``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from common.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the command line's --help imports this module (no numpy, no OpenCV)
+    import numpy as np
+
+DEFAULT_WEIGHT = 0.5
+"""``--fusion``'s default: the current frame's weight."""
+
+_MIN_REGION_PX = 4  # regions smaller than this at the network's resolution give no position
+
+
+@dataclass
+class Region:
+    """The probable region followed from frame to frame (network-input pixels)."""
+
+    x: float
+    y: float
+    area: float
+
+
+@dataclass
+class TemporalFusion:
+    """``fused, was_fused = fusion.apply(prob)`` per frame, then ``fusion.observe(measured)``; one per run."""
+
+    weight: float = DEFAULT_WEIGHT
+    threshold: float = 0.5
+    max_shift: float = 0.1
+    max_area_change: float = 0.5
+    counts: dict[str, int] = field(default_factory=lambda: {"fused": 0, "own": 0}, init=False)
+    _fused: np.ndarray | None = field(default=None, init=False, repr=False)
+    _region: Region | None = field(default=None, init=False)
+    _regions: list[Region] = field(default_factory=list, init=False, repr=False)
+    _measured: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.weight <= 1.0):
+            raise UserError(f"--fusion must be in (0, 1] (the current frame's weight; 1 turns fusion off), "
+                            f"got {self.weight:g}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise UserError(f"the fusion's threshold must be in [0, 1], got {self.threshold:g}")
+        if self.max_shift <= 0 or self.max_area_change <= 0:
+            raise UserError("the fusion's max_shift and max_area_change must be positive")
+
+    def reset(self) -> None:
+        """Forget the previous frames (the next frame starts from its own probabilities)."""
+        self._fused, self._region, self._regions, self._measured = None, None, [], False
+
+    def apply(self, prob: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The map to cut the mask from (float32 ``[h, w]``) and whether it was fused (rule 1)."""
+        import cv2
+        import numpy as np
+
+        p = np.asarray(prob, dtype=np.float32)
+        p = p.reshape(p.shape[-2:]) if p.ndim > 2 else p
+        region = self._follow(p)
+        prev, fused = self._fused, False
+        out = p
+        if self._measured and prev is not None and prev.shape == p.shape and region is not None \
+                and self._region is not None:
+            dx, dy = region.x - self._region.x, region.y - self._region.y
+            limit = self.max_shift * min(p.shape)
+            change = abs(region.area - self._region.area) / self._region.area
+            if math.hypot(dx, dy) <= limit and change <= self.max_area_change:
+                shift = np.float32([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+                moved = cv2.warpAffine(prev, shift, (p.shape[1], p.shape[0]), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+                out = cv2.addWeighted(p, self.weight, moved, 1.0 - self.weight, 0.0)
+                fused = True
+        self._fused, self._region, self._measured = out, region, False
+        self.counts["fused" if fused else "own"] += 1
+        return out, fused
+
+    def observe(self, measured: bool, centre: tuple[float, float] | None = None) -> None:
+        """Whether the frame just applied was measured (rule 1: only then is the next one fused) and, when it
+        was, where the tracker put the nerve (network-input pixels): the region followed is then the nerve's."""
+        self._measured = bool(measured)
+        if measured and centre is not None and self._regions:
+            cx, cy = centre
+            self._region = min(self._regions, key=lambda r: (math.hypot(r.x - cx, r.y - cy), -r.area))
+
+    def _follow(self, p: np.ndarray) -> Region | None:
+        """The region of ``p >= threshold`` nearest the previous one (the largest on a first frame)."""
+        import cv2
+        import numpy as np
+
+        binary = (p >= np.float32(self.threshold)).view(np.uint8)
+        contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        regions = []
+        for contour in contours:  # the outline's moments (Green's theorem): a few points, not every pixel
+            m = cv2.moments(contour)
+            if m["m00"] >= _MIN_REGION_PX:
+                regions.append(Region(m["m10"] / m["m00"], m["m01"] / m["m00"], float(m["m00"])))
+        self._regions = regions
+        if not regions:
+            return None
+        if self._region is None:
+            return max(regions, key=lambda r: (r.area, -r.y, -r.x))
+        prev = self._region
+        return min(regions, key=lambda r: (math.hypot(r.x - prev.x, r.y - prev.y), -r.area))
+
+    def describe(self) -> dict[str, Any]:
+        """Settings and how many frames were fused (for the summary)."""
+        return {"weight": self.weight, "max_shift": self.max_shift, "max_area_change": self.max_area_change,
+                "frames": dict(self.counts)}
+
+
+def make_fusion(weight: float, threshold: float = 0.5) -> TemporalFusion | None:
+    """The fusion for ``--fusion W`` (``W = 1``: None, every frame on its own)."""
+    fusion = TemporalFusion(weight=float(weight), threshold=threshold)
+    return None if fusion.weight == 1.0 else fusion
+
+
+def fusion_weight(text: str) -> float:
+    """``--fusion W`` (argparse type): the current frame's weight, in (0, 1]."""
+    import argparse
+
+    try:
+        weight = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected the current frame's weight, a number in (0, 1], got {text!r}") \
+            from None
+    if not (0.0 < weight <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text}: the current frame's weight must be in (0, 1] (1 turns fusion off)")
+    return weight

@@ -1,0 +1,149 @@
+"""Temporal fusion with known answers: motion followed exactly, noise averaged, every rule that starts again."""
+
+from __future__ import annotations
+
+import argparse
+
+import cv2
+import numpy as np
+import pytest
+
+from common.errors import UserError
+from realtime.fusion import DEFAULT_WEIGHT, TemporalFusion, fusion_weight, make_fusion
+
+H, W = 96, 128
+
+
+def disc(cx: float, cy: float, r: int = 12, value: float = 1.0, shape: tuple[int, int] = (H, W)) -> np.ndarray:
+    p = np.zeros(shape, np.float32)
+    cv2.circle(p, (int(cx), int(cy)), r, value, -1)
+    return p
+
+
+def test_the_first_frame_is_its_own_and_a_measured_one_is_fused_with_the_next() -> None:
+    f = TemporalFusion()
+    first = disc(40, 40)
+    out, fused = f.apply(first)
+    assert not fused and np.array_equal(out, first)
+    f.observe(True)
+    out, fused = f.apply(disc(40, 40, value=0.6))  # same place: 0.5 * 0.6 + 0.5 * 1.0
+    assert fused and out[40, 40] == pytest.approx(0.8) and out[0, 0] == 0.0
+    assert f.counts == {"fused": 1, "own": 1} and f.describe()["frames"] == {"fused": 1, "own": 1}
+
+
+def test_a_translation_is_followed_exactly() -> None:
+    """A disc gliding by whole pixels: the previous map moved by the same amount lands on the current one,
+    so the fused map is the current map (nothing smeared, nothing lagging)."""
+    f = TemporalFusion(weight=0.3)
+    for i in range(8):
+        cur = disc(30 + 3 * i, 40 + i)
+        out, fused = f.apply(cur)
+        assert fused == (i > 0)
+        np.testing.assert_allclose(out, cur, atol=1e-5)
+        f.observe(True)
+
+
+def test_independent_noise_is_averaged_down() -> None:
+    """Each frame the clean disc plus fresh noise: at weight W the fused noise's variance settles at
+    W / (2 - W) of a frame's (1/3 for W = 0.5), so its SD at about 0.58 of a frame's."""
+    rng = np.random.default_rng(0)
+    clean = disc(60, 48, r=20, value=0.9)
+    f = TemporalFusion(weight=0.5)
+    raw_sd, fused_sd = [], []
+    for i in range(60):
+        noise = rng.normal(0.0, 0.1, clean.shape).astype(np.float32)
+        out, _ = f.apply(clean + noise)
+        f.observe(True)
+        if i >= 10:
+            raw_sd.append(float(noise.std()))
+            fused_sd.append(float((out - clean).std()))
+    assert np.mean(fused_sd) / np.mean(raw_sd) == pytest.approx(np.sqrt(1 / 3), abs=0.05)
+
+
+def test_a_frame_after_one_not_measured_starts_again() -> None:
+    f = TemporalFusion()
+    f.apply(disc(40, 40))
+    f.observe(False)
+    cur = disc(40, 40, value=0.6)
+    out, fused = f.apply(cur)
+    assert not fused and np.array_equal(out, cur)
+    f.observe(True)
+    assert f.apply(disc(40, 40))[1]  # measured again: the next one is fused
+    f.observe(True)
+    f.reset()
+    assert not f.apply(disc(40, 40))[1]  # reset forgets everything
+
+
+@pytest.mark.parametrize("second, why", [
+    (disc(40 + 10, 40, r=12), "a shift over max_shift (0.1 x 96 = 9.6 px)"),
+    (disc(40, 40, r=18), "an area 2.25x the previous"),
+    (np.zeros((H, W), np.float32), "no region"),
+    (disc(40, 40, shape=(H // 2, W // 2)), "another resolution"),
+])
+def test_jumps_and_new_regions_start_again(second: np.ndarray, why: str) -> None:
+    f = TemporalFusion()
+    f.apply(disc(40, 40))
+    f.observe(True)
+    out, fused = f.apply(second)
+    assert not fused, why
+    assert np.array_equal(out, second)
+
+
+def test_within_the_limits_it_fuses() -> None:
+    f = TemporalFusion()
+    f.apply(disc(40, 40))
+    f.observe(True)
+    assert f.apply(disc(49, 40))[1]  # 9 px <= 9.6 px
+    f = TemporalFusion(max_area_change=0.7)
+    f.apply(disc(40, 40, r=12))
+    f.observe(True)
+    assert f.apply(disc(40, 40, r=15))[1]  # 1.63x the outline's area, within 0.7 (not the default 0.5)
+
+
+def test_the_region_followed_is_the_tracked_nerve() -> None:
+    """Two regions: a large one that stays and a small one that moves 4 px. With the tracker's nerve on the
+    small one, its motion is the one compensated: the fused small disc sits where the current one is."""
+    def frame(x: int) -> np.ndarray:
+        p = disc(30, 40, r=14)
+        cv2.circle(p, (x, 60), 8, 1.0, -1)
+        return p
+
+    f = TemporalFusion()
+    f.apply(frame(90))
+    f.observe(True, centre=(90.0, 60.0))
+    cur = frame(94)
+    out, fused = f.apply(cur)
+    assert fused
+    np.testing.assert_allclose(out[45:75, 80:110], cur[45:75, 80:110], atol=1e-5)  # the nerve: exact
+    assert out[40, 18] == pytest.approx(0.5)  # the big one (not followed) is smeared by the 4 px shift
+
+    g = TemporalFusion()  # without the tracker's centre the largest region is followed
+    g.apply(frame(90))
+    g.observe(True)
+    out, _ = g.apply(cur)
+    np.testing.assert_allclose(out[20:60, 10:50], cur[20:60, 10:50], atol=1e-5)
+
+
+def test_inputs_in_other_layouts_and_dtypes() -> None:
+    f = TemporalFusion()
+    out, _ = f.apply(disc(40, 40).astype(np.float16)[None, None])
+    assert out.dtype == np.float32 and out.shape == (H, W)
+    f.observe(True)
+    out, fused = f.apply(disc(40, 40)[None, None])
+    assert fused and out.shape == (H, W)
+
+
+def test_settings_are_checked() -> None:
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(UserError, match=r"\(0, 1\]"):
+            TemporalFusion(weight=bad)
+    with pytest.raises(UserError, match="threshold"):
+        TemporalFusion(threshold=1.5)
+    with pytest.raises(UserError, match="positive"):
+        TemporalFusion(max_shift=0)
+    assert make_fusion(1.0) is None and make_fusion(0.25).weight == 0.25 and DEFAULT_WEIGHT == 0.5
+    assert make_fusion(0.5, threshold=0.3).threshold == 0.3
+    assert fusion_weight("0.4") == 0.4 and fusion_weight("1") == 1.0
+    for text in ("0", "2", "abc", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            fusion_weight(text)
