@@ -80,6 +80,11 @@ class TemporalFusion:
         if self.max_shift <= 0 or self.max_area_change <= 0:
             raise UserError("the fusion's max_shift and max_area_change must be positive")
 
+    @property
+    def region(self) -> Region | None:
+        """The region followed (network-input pixels): the last frame's, nearest the tracked nerve."""
+        return self._region
+
     def reset(self) -> None:
         """Forget the previous frames (the next frame starts from its own probabilities)."""
         self._fused, self._region, self._regions, self._measured = None, None, [], False

@@ -21,7 +21,8 @@ Nothing is lost on the way out: :meth:`Pipeline.run` closes every sink (CSV flus
 it plays, summary and plot written) whether the source ended, the user stopped the run
 (:meth:`Pipeline.request_stop`, e.g. from a SIGINT handler, or the window's keys through
 :class:`~realtime.sinks.base.RunControl`), the source failed (exit code 3), the engine failed
-(exit code 4) or an output failed (exit code 5). An output that fails (disk full, permission lost,
+(exit code 4), an output failed (exit code 5) or something else raised (the exception goes on to the
+command, and the summary already carries the exit code and reason the command reports for it). An output that fails (disk full, permission lost,
 the folder removed) is reported with its file and why, dropped, and stops the run after the frame in
 flight: the other outputs are finalised with the same frames (CSV rows = summary frames = video
 frames), and the summary, closed last, carries the exit code and reason the command returns.
@@ -36,7 +37,16 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from common.errors import EXIT_ENGINE_FAILED, EXIT_OK, EXIT_OUTPUT_FAILED, EXIT_SOURCE_FAILED, EXIT_USAGE, OutputError
+from common.errors import (
+    EXIT_ENGINE_FAILED,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_OUTPUT_FAILED,
+    EXIT_SOURCE_FAILED,
+    EXIT_USAGE,
+    OutputError,
+    UserError,
+)
 from realtime.frame import Frame
 from realtime.fusion import TemporalFusion
 from realtime.postprocess import postprocess, upsample
@@ -117,6 +127,9 @@ class Pipeline:
             exit_code, reason = self._loop(iter(frames), active, t_start)
         except KeyboardInterrupt:
             reason = "stopped by the user (Ctrl-C)"
+        except Exception as exc:  # the command reports it and exits with this code: the summary says the same
+            exit_code, reason = _failure(exc)
+            raise
         finally:
             if isinstance(frames, Prefetcher):
                 frames.close()
@@ -288,6 +301,15 @@ class Pipeline:
                 else:
                     log.error("%s failed too at frame %d: %s", sink.name, record.frame, exc)
         record.release()  # the frame's pixels are not kept
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """The exit code and reason of a run that raised ``exc``, as :func:`common.errors.run_cli` reports it."""
+    if isinstance(exc, UserError):
+        return exc.exit_code, f"failed: {exc}"
+    if isinstance(exc, OSError):
+        return EXIT_USAGE, f"failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return EXIT_FAILURE, f"failed: unexpected {type(exc).__name__}: {exc}"
 
 
 def _close_quietly(thing: Any, what: str) -> None:

@@ -147,3 +147,114 @@ def test_settings_are_checked() -> None:
     for text in ("0", "2", "abc", "nan"):
         with pytest.raises(argparse.ArgumentTypeError):
             fusion_weight(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# found by mutation testing (docs/mutation-testing.md, "The streaming loop and temporal fusion")
+# ---------------------------------------------------------------------------------------------
+
+
+def square(p: np.ndarray, x: int, y: int, side: int, value: float = 1.0) -> np.ndarray:
+    p[y:y + side, x:x + side] = value
+    return p
+
+
+def test_a_frame_is_fused_only_after_observe_says_the_last_one_was_measured() -> None:
+    f = TemporalFusion()
+    f.apply(disc(40, 40))
+    assert not f.apply(disc(40, 40))[1]  # no observe(True) in between: not fused
+    f.observe(True)
+    assert f.apply(disc(40, 40))[1]
+    assert not f.apply(disc(40, 40))[1]  # applying again resets the "measured" mark
+
+
+def test_three_dimensional_input_and_the_exact_limits() -> None:
+    f = TemporalFusion()
+    out, _ = f.apply(disc(40, 40)[None])  # [1, h, w]
+    assert out.shape == (H, W)
+    f.observe(True)
+    assert f.apply(disc(40, 40)[None])[1]
+
+    g = TemporalFusion()  # a 100 x 100 map: the limit is exactly 10 px, which still fuses, vertically too
+    g.apply(disc(50, 30, shape=(100, 100)))
+    g.observe(True)
+    assert g.apply(disc(50, 40, shape=(100, 100)))[1]
+    g.observe(True)
+    assert not g.apply(disc(50, 51, shape=(100, 100)))[1]  # 11 px down
+
+    a, b = disc(40, 40, r=12), disc(40, 40, r=14)
+    probe = TemporalFusion()
+    small, large = probe._follow(a), TemporalFusion()._follow(b)
+    change = abs(large.area - small.area) / small.area
+    h = TemporalFusion(max_area_change=change)  # an area change exactly at the limit still fuses
+    h.apply(a)
+    h.observe(True)
+    assert h.apply(b)[1]
+
+
+def test_regions_at_the_threshold_and_the_smallest_region() -> None:
+    f = TemporalFusion()
+    f.apply(disc(40, 40, value=0.5))  # exactly the threshold counts
+    assert f.region is not None and f.region.area > 400
+    tiny = square(np.zeros((H, W), np.float32), 10, 10, 3)  # a 3 x 3 block: an outline of area exactly 4
+    g = TemporalFusion()
+    g.apply(tiny)
+    assert g.region is not None and g.region.area == 4.0
+    two = square(np.zeros((H, W), np.float32), 10, 10, 2)  # 2 x 2: area 1, no position
+    h = TemporalFusion()
+    h.apply(two)
+    assert h.region is None
+
+
+def test_the_region_chosen_first_and_the_one_nearest_the_tracked_nerve() -> None:
+    def squares(*boxes: tuple[int, int, int]) -> np.ndarray:
+        p = np.zeros((H, W), np.float32)
+        for x, y, side in boxes:
+            square(p, x, y, side)
+        return p
+
+    # a first frame: the largest; equal areas: the top one, then the left one
+    f = TemporalFusion()
+    f.apply(squares((60, 10, 10), (10, 50, 10)))
+    assert (f.region.x, f.region.y) == pytest.approx((64.5, 14.5))
+    g = TemporalFusion()
+    g.apply(squares((60, 10, 10), (10, 10, 10)))
+    assert (g.region.x, g.region.y) == pytest.approx((14.5, 14.5))
+
+    # the tracked nerve's centre picks the nearest region by true distance, not by x or y alone
+    two = squares((10, 40, 10), (70, 10, 10))  # centres A (14.5, 44.5), B (74.5, 14.5)
+    for centre, expected in (((40.0, 14.0), (74.5, 14.5)),   # by x alone A (25.5 vs 34.5); distance B (39.8 vs 34.5)
+                             ((25.0, 20.0), (14.5, 44.5))):  # by y alone B (24.5 vs 5.5); distance A (26.7 vs 49.8)
+        f.reset()
+        f.apply(two)
+        f.observe(True, centre=centre)
+        assert (f.region.x, f.region.y) == pytest.approx(expected), centre
+    f.reset()
+    f.apply(squares((10, 10, 10), (50, 8, 14)))  # centres (14.5, 14.5) area 81, (56.5, 14.5) area 169
+    f.observe(True, centre=(35.5, 14.5))  # 21 px from both: the larger
+    assert f.region.area == pytest.approx(169.0)
+
+    # from frame to frame without the tracker: the region nearest the last one, by true distance; a tie: the larger
+    for nxt, expected in ((squares((30, 60, 10), (60, 40, 10)), (34.5, 64.5)),  # y alone: the second (30 vs 10)
+                          (squares((60, 30, 10), (40, 66, 10)), (64.5, 34.5))):  # x alone: the second (30 vs 10)
+        h = TemporalFusion()
+        h.apply(squares((30, 30, 10)))  # (34.5, 34.5)
+        h.apply(nxt)
+        assert (h.region.x, h.region.y) == pytest.approx(expected)
+    h = TemporalFusion()
+    h.apply(squares((30, 30, 10)))
+    h.apply(squares((58, 30, 10), (0, 28, 14)))  # (62.5, 34.5) area 81 and (6.5, 34.5) area 169: 28 px each
+    assert h.region.area == pytest.approx(169.0)
+
+
+def test_messages_say_what_is_accepted() -> None:
+    TemporalFusion(threshold=0.0)
+    TemporalFusion(threshold=1.0)  # both ends are valid
+    with pytest.raises(UserError, match=r"^the fusion's max_shift and max_area_change must be positive$"):
+        TemporalFusion(max_area_change=0.0)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected the current frame's weight, a number in "
+                                                         r"\(0, 1\], got 'x'$"):
+        fusion_weight("x")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^2: the current frame's weight must be in \(0, 1\] "
+                                                         r"\(1 turns fusion off\)$"):
+        fusion_weight("2")

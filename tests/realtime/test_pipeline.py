@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.errors import UserError
 from realtime.frame import Frame
 from realtime.outputs import Outputs, output_sinks
 from realtime.pipeline import (
@@ -192,6 +193,7 @@ def test_a_pause_is_not_data(tmp_path: Path) -> None:
     assert s["processing_fps"] == pytest.approx(8 / (s["wall_time_s"] - pipe.control.paused_s), rel=1e-2)
     pause, snapshot, baseline = s["events"]
     assert (pause["event"], pause["frame"], pause["resumed_frame"], pause["frames_skipped"]) == ("pause", 3, 4, 5)
+    assert pause["resumed_t_s"] == pytest.approx(4 / 24)  # the time of the frame it resumed at
     assert pause["duration_s"] == s["paused_s"]
     assert (snapshot["event"], snapshot["frame"], snapshot["file"]) == ("snapshot", 3, str(tmp_path / "snapshot-0000.png"))
     assert (baseline["event"], baseline["frame"], baseline["frames"]) == ("baseline_set", 3, [0, 3])
@@ -510,3 +512,211 @@ def test_fusion_cuts_the_mask_from_the_fused_map_and_reads_confidence_from_the_f
     pipeline(Callback(rec.append), engine=FlickerEngine()).run(source(4))
     assert [r.tracked.n_detections for r in rec] == [1, 2, 1, 2] and all(r.fused is None for r in rec)
     assert json.loads((tmp_path / "s.json").read_text())["fusion"] is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# found by mutation testing (docs/mutation-testing.md, "The streaming loop and temporal fusion")
+# ---------------------------------------------------------------------------------------------
+
+
+def test_what_the_sinks_are_told_about_the_run() -> None:
+    from realtime.calibration import Calibration
+
+    source = FailingSource(2, None, fails=False)
+    source.fps = 30.0
+    rec = Recorder()
+    pipe = Pipeline(TruthEngine(), Tracker(Calibration(0.1, 0.1), fps=24.0), [rec], PipelineConfig(fps_hint=12.0))
+    pipe.run(source)
+    run = rec.run_info
+    assert run.source is source and pipe.control.source is source and run.engine is pipe.engine
+    assert run.fps == 30.0 and run.calibrated is True and run.tracker is pipe.tracker
+    rec = Recorder()
+    pipeline(rec, fps_hint=12.0).run(frames(1))  # a source without a frame rate: the hint
+    assert rec.run_info.fps == 12.0 and rec.run_info.calibrated is False
+
+
+def test_a_stop_without_a_reason_and_the_default_reason() -> None:
+    def endless():
+        i = 0
+        while True:
+            yield frames(1)[0]
+            i += 1
+
+    stop = Callback(lambda r: pipe.request_stop() if r.frame == 0 else None)
+    pipe = pipeline(stop)
+    assert pipe.run(endless()).reason == "stopped by the user"
+    stop = Callback(lambda r: pipe.request_stop("") if r.frame == 0 else None)
+    pipe = pipeline(stop)
+    assert pipe.run(endless()).reason == "stopped"
+
+
+def test_duration_leaves_paused_time_out() -> None:
+    """90 s already paused and a 60 s duration: the run is not over (the pause is not the run's time)."""
+    pipe = pipeline(Recorder(), duration_s=60.0)
+    pipe.control.paused_s = 90.0
+    assert pipe.run(frames(3)).reason == "end of source"
+
+
+def test_what_is_logged_when_things_fail(caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="realtime.pipeline")
+    a = Recorder("a", fail_write_at=1, fail_close=OSError("again"))
+    b = Recorder("b", fail_write_at=1)
+    pipe = pipeline(a, b)
+    pipe.run(frames(3))
+    assert pipe.control.reason == "output failed: a: [Errno 28] a is full"
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.pipeline"]
+    assert messages == [
+        ("ERROR", "output failed at frame 1: a: [Errno 28] a is full; the run stops and the files written so far "
+                  "are finalised"),
+        ("ERROR", "b failed too at frame 1: [Errno 28] b is full"),
+        ("DEBUG", "a (failed earlier) on close: again"),  # its close error again is no news
+    ]
+    caplog.clear()
+    pipeline(Recorder("late", fail_close=OSError(5, "Input/output error"))).run(frames(1))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.pipeline"] == [
+        ("ERROR", "late could not be finalised: [Errno 5] Input/output error")]
+    caplog.clear()
+    pipeline(Recorder(), engine=TruthEngine(fail_at=2)).run(frames(4))
+    assert ("ERROR", "engine failed on frame 2: GPU fell off the bus") in [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.pipeline"]
+
+
+def test_the_frame_goes_through_at_the_engines_size_threshold_and_minimum_area() -> None:
+    class SmallTruthEngine(TruthEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.info.input_shape = (-1, 1, 96, 128)
+
+    rec = []
+    pipeline(Callback(rec.append), engine=SmallTruthEngine()).run(frames(2))
+    assert [r.measured for r in rec] == [True, True]
+    truth = float((frames(1)[0].truth > 0).sum())
+    assert rec[0].measurement.area_px == pytest.approx(truth, rel=0.05)
+
+    class HalfEngine(TruthEngine):  # the nerve at probability 0.6
+        def _infer(self, batch):
+            return super()._infer(batch) * np.float32(0.6)
+
+    rec.clear()
+    pipeline(Callback(rec.append), engine=HalfEngine()).run(frames(1))
+    assert rec[0].measured  # 0.6 >= the default 0.5
+    rec.clear()
+    pipeline(Callback(rec.append), engine=HalfEngine(), threshold=0.7).run(frames(1))
+    assert not rec[0].measured
+    rec.clear()
+    pipeline(Callback(rec.append), min_area_px=int(truth * 2)).run(frames(1))
+    assert not rec[0].measured and rec[0].tracked.n_detections == 0
+
+
+def test_the_tracker_sees_the_frame_and_the_latency_runs_from_capture(monkeypatch) -> None:
+    import realtime.pipeline as pipeline_mod
+
+    seen = []
+
+    class SpyTracker(Tracker):
+        def update(self, post, frame_index, t_s, image=None):
+            seen.append(image)
+            return super().update(post, frame_index, t_s, image=image)
+
+    monkeypatch.setattr(pipeline_mod.time, "monotonic", lambda: 1000.0)
+    source = frames(2)
+    for f in source:
+        f.t_capture = 999.75
+    rec = []
+    Pipeline(TruthEngine(), SpyTracker(None, fps=24.0), [Callback(rec.append)], PipelineConfig()).run(source)
+    assert [id(i) for i in seen] == [id(f.image) for f in source]
+    assert [r.latency_ms for r in rec] == [250.0, 250.0]
+
+
+def test_the_fusion_is_told_where_the_tracked_nerve_is_in_the_maps_pixels() -> None:
+    from realtime.fusion import TemporalFusion
+
+    class SpyFusion(TemporalFusion):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list = []
+
+        def observe(self, measured, centre=None):
+            self.calls.append((measured, centre))
+            super().observe(measured, centre)
+
+    fusion, rec = SpyFusion(), []
+    source = frames(3)
+    source[1].image = np.zeros_like(source[1].image)  # nothing on the second frame
+    pipeline(Callback(rec.append), fusion=fusion).run(source)
+    assert [m for m, _ in fusion.calls] == [True, False, True] and fusion.calls[1][1] is None
+    for (_, centre), r in zip(fusion.calls[::2], rec[::2]):
+        m = r.measurement
+        expected = ((m.centroid_x_px + 0.5) * MODEL[0] / 606 - 0.5, (m.centroid_y_px + 0.5) * MODEL[1] / 468 - 0.5)
+        assert centre == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("error, code, reason", [
+    (ValueError("decoder exploded"), 1, "failed: unexpected ValueError: decoder exploded"),
+    (UserError("the clip ends in a 3-D volume"), 2, "failed: the clip ends in a 3-D volume"),
+    (PermissionError(13, "Permission denied", "/x/y.mp4"), 2, "failed: Permission denied: /x/y.mp4"),
+])
+def test_an_unexpected_error_goes_on_to_the_command_and_the_summary_says_so(tmp_path: Path, error, code, reason) -> None:
+    """The exception reaches the command (which reports it in one line and exits with ``code``, as
+    common.errors.run_cli does); the outputs are finalised first and the summary carries the same code."""
+    def broken():
+        yield from frames(3)
+        raise error
+
+    rec = Recorder()
+    pipe = pipeline(rec, *output_sinks(Outputs(csv=tmp_path / "m.csv", summary=tmp_path / "s.json")))
+    with pytest.raises(type(error)):
+        pipe.run(broken())
+    assert (rec.run_info.exit_code, rec.run_info.reason) == (code, reason)
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert (s["exit_code"], s["ended_because"], s["frames_processed"]) == (code, reason, 3)
+    assert len(read_csv(tmp_path / "m.csv")) == 3 and rec.events[-1] == ("rec", "close")
+
+
+def test_the_frames_given_are_the_ones_processed_and_the_wall_time() -> None:
+    source, rec = FailingSource(5, None, fails=False), Recorder()
+    pipe = pipeline(rec)
+    pipe.run(source, frames=iter(frames(2)))  # e.g. mn-live's first frame chained back in front
+    assert [f for f, _ in rec.records] == [0, 1] and source.closed == 1
+    assert 0.0 <= rec.run_info.wall_s < 600.0 and pipe.control.tracker is pipe.tracker
+
+
+def test_a_source_marked_failed_without_an_error_attribute() -> None:
+    class Bare:
+        failed = False
+
+        def __iter__(self):
+            yield from frames(2)
+            self.failed = True
+
+    assert pipeline(Recorder()).run(Bare()).reason == "source failed: stopped delivering frames"
+
+
+def test_the_window_section_of_an_engine_without_the_attribute(tmp_path: Path) -> None:
+    class Duck:  # an engine-like object that never heard of windows
+        size, input_shape = MODEL, (-1, 1, MODEL[1], MODEL[0])
+
+        def __init__(self) -> None:
+            self.inner = TruthEngine()
+
+        def infer(self, x):
+            return self.inner.infer(x)
+
+    rec = Recorder()
+    pipeline(rec, engine=Duck()).run(frames(1))
+    assert rec.run_info.extras["window"] == {"mode": None} and rec.run_info.extras["fusion"] is None
+
+
+def test_close_failures_while_opening_and_of_the_source_are_named(caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="realtime.pipeline")
+    first = Recorder("first", fail_close=OSError("stuck"))
+    with pytest.raises(RuntimeError):
+        pipeline(first, Recorder("second", fail_open=RuntimeError("no"))).run(frames(1))
+    source = FailingSource(1, None, close_error=OSError("device busy"), fails=False)
+    pipeline(Recorder()).run(source)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.pipeline"] == [
+        ("ERROR", "first could not be finalised: stuck"), ("ERROR", "the source could not be finalised: device busy")]
