@@ -422,6 +422,7 @@ def test_per_frame_stage_times_are_the_batch_time_shared(monkeypatch) -> None:
     assert [r.timings_ms["preprocess"] for r in rec] == [2.0] * 4
     assert [r.timings_ms["infer"] for r in rec] == [2.0] * 4
     assert all(r.timings_ms["postprocess"] == 8.0 and r.timings_ms["track"] == 8.0 for r in rec)
+    assert [r.timings_ms["capture_wait"] for r in rec] == [8.0] * 4  # each frame's own wait, not shared
 
 
 def test_the_record_carries_the_frame_and_the_measurement() -> None:
@@ -720,3 +721,10 @@ def test_close_failures_while_opening_and_of_the_source_are_named(caplog) -> Non
     pipeline(Recorder()).run(source)
     assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "realtime.pipeline"] == [
         ("ERROR", "first could not be finalised: stuck"), ("ERROR", "the source could not be finalised: device busy")]
+
+
+def test_an_os_error_without_a_file_name() -> None:
+    from realtime.pipeline import _failure
+
+    assert _failure(PermissionError(13, "Permission denied")) == (2, "failed: Permission denied")
+    assert _failure(OSError("no errno")) == (2, "failed: no errno")
