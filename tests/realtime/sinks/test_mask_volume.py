@@ -145,6 +145,8 @@ def test_the_nifti_headers_field_by_field(tmp_path: Path, calibrated: bool) -> N
     sx, sy = (SX, SY) if calibrated else (1.0, 1.0)
     sink, _ = write(tmp_path / "m.nii.gz", "nifti", calibration=calibration, close=False)
     partial = nib.load(str(sink.partial_header)).header
+    raw = sink.partial_header.read_bytes()  # as other readers see it (nibabel fixes the magic up on load)
+    assert raw[344:348] == b"ni1\0" and np.frombuffer(raw[108:112], "<f4")[0] == 0.0  # a pair; data at offset 0
     sink.close()
     final = nib.load(str(tmp_path / "m.nii.gz")).header
     assert partial["magic"] == b"ni1" and final["magic"] == b"n+1"  # a .hdr/.img pair, then one .nii.gz
