@@ -263,3 +263,105 @@ def test_an_unreachable_display_is_no_display(monkeypatch: pytest.MonkeyPatch) -
     assert not window_mod.display_available()
     monkeypatch.delenv("DISPLAY")
     assert not window_mod.display_available()
+
+
+# ---------------------------------------------------------------------------------------------
+# found by mutation testing (docs/mutation-testing.md, "The live window")
+# ---------------------------------------------------------------------------------------------
+
+
+def _baseline(area_px: float, area_mm2: float | None = None) -> Baseline:
+    return Baseline(area_px=area_px, area_mm2=area_mm2, centroid_x_px=0.0, centroid_y_px=0.0, centroid_x_mm=None,
+                    centroid_y_mm=None, n_frames=24, first_frame=2, last_frame=25, source="auto")
+
+
+def test_each_key_is_an_event_at_the_frame_and_time_shown_with_its_log_line(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    class Source:
+        redetected = 0
+
+        def redetect_roi(self) -> None:
+            self.redetected += 1
+
+    gui = FakeGUI(["roi", "baseline", "snapshot", "pause"])
+    sink, control = _sink(gui, tmp_path)
+    control.source = Source()
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.window"):
+        for i in range(4):
+            sink.write(_frame(10 + i))
+    assert control.source.redetected == 1 and control.tracker.baselines == 1
+    assert [(e["event"], e["frame"], e["t_s"]) for e in control.events] == [
+        ("roi_requested", 10, 10 / 24), ("baseline_requested", 11, 11 / 24), ("snapshot", 12, 12 / 24),
+        ("pause", 13, 13 / 24)]
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.window"] == [
+        "window 'mn-live test' opened at 606x468", "r pressed at frame 10: finding the image area again",
+        "b pressed at frame 11: a new baseline from the next frames",
+        f"snapshot of frame 12 saved: {tmp_path / 'snapshot-0000.png'}"]
+    assert "finding the image area again" in sink.current_banners()
+
+
+def test_quit_and_close_log_their_frame_and_keys_before_open_do_nothing(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    unopened = WindowSink(LiveWindow("t", snapshot_dir=tmp_path, gui=FakeGUI()), OverlayRenderer())
+    unopened.act("quit")  # no run yet: nothing to stop, no error
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.window"):
+        sink, control = _sink(FakeGUI(["quit"]), tmp_path)
+        sink.write(_frame(5))
+        closed, control2 = _sink(FakeGUI(["close"]), tmp_path)
+        closed.write(_frame(6))
+    messages = [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.window"]
+    assert "q pressed at frame 5: finishing the run" in messages
+    assert "the window was closed at frame 6: finishing the run" in messages
+    assert control2.reason == "window closed"
+
+
+def test_a_failed_snapshot_logs_its_frame_and_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    control = RunControl()
+    sink = WindowSink(LiveWindow("t", snapshot_dir=blocked, gui=FakeGUI(["snapshot"])), OverlayRenderer())
+    sink.open(RunInfo(source=None, engine=None, tracker=None, control=control, fps=24.0, calibrated=False))
+    with caplog.at_level(logging.ERROR, logger="realtime.sinks.window"):
+        sink.write(_frame(4))
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.window"]
+    assert message.startswith("snapshot at frame 4 not saved: ") and str(blocked) in message
+
+
+def test_banners_once_each_until_they_expire(tmp_path: Path) -> None:
+    now = [100.0]
+    sink, _ = _sink(FakeGUI(), tmp_path, clock=lambda: now[0])
+    sink.banner("a")
+    sink.banner("b")
+    now[0] = 101.0
+    sink.banner("a")  # again: once, moved last, shown 2.5 s from now
+    assert sink.current_banners() == ["b", "a"]
+    now[0] = 102.5  # b's time is up exactly now
+    assert sink.current_banners() == ["a"]
+    now[0] = 103.5
+    assert sink.current_banners() == []
+
+
+def test_a_baseline_banner_in_the_runs_unit_once_per_baseline(tmp_path: Path) -> None:
+    now = [100.0]
+    control = RunControl(FakeTracker())
+    sink = WindowSink(LiveWindow("t", snapshot_dir=tmp_path, gui=FakeGUI()), OverlayRenderer(), clock=lambda: now[0])
+    sink.open(RunInfo(source=None, engine=None, tracker=control.tracker, control=control, fps=24.0, calibrated=True))
+    b = _baseline(1234.0, 12.345)
+    for i in range(2):  # the same baseline on two frames: one banner, not renewed
+        r = _frame(i)
+        r.tracked.baseline = b
+        sink.write(r)
+        now[0] += 2.0
+    assert sink.current_banners() == []  # shown from 100 to 102.5 only
+    r = _frame(2)
+    r.tracked.baseline = None  # no baseline on a frame after one: nothing to show, nothing breaks
+    sink.write(r)
+    r = _frame(3)
+    r.tracked.baseline = _baseline(1234.0, 12.345)
+    sink.write(r)
+    assert sink.current_banners() == ["baseline set: 12.35 mm\u00b2 (frames 2-25)"]
+    sink2, _ = _sink(FakeGUI(), tmp_path)  # uncalibrated: px, no decimals, whatever mm² the baseline has
+    r = _frame(0)
+    r.tracked.baseline = _baseline(1234.4, 12.345)
+    sink2.write(r)
+    assert sink2.current_banners() == ["baseline set: 1234 px (frames 2-25)"]
