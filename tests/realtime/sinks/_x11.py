@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -52,10 +53,15 @@ def xvfb(size: str = "1280x1024x24") -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def find_window(display: str, name: str, timeout_s: float = 120.0) -> int:
-    """The id of the window called ``name`` on ``display``, once it is there."""
+def find_window(display: str, name: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None,
+                log_path: Path | None = None) -> int:
+    """The id of the window called ``name`` on ``display``, once it is there; fails at once, with the
+    process's stderr (``log_path``), when ``proc`` (the program that should open it) has exited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            err = log_path.read_text() if log_path is not None and log_path.exists() else ""
+            raise RuntimeError(f"the program exited with {proc.returncode} before its window {name!r} appeared:\n{err}")
         out = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", name], capture_output=True, text=True,
                              env={**os.environ, "DISPLAY": display}).stdout.split()
         if out:

@@ -201,7 +201,7 @@ def test_mn_live_window_under_xvfb(tmp_path: Path, cache: str) -> None:
             def logged(text: str) -> bool:
                 return text in log_path.read_text()
 
-            window = _x11.find_window(display, "mn-live synthetic:3")
+            window = _x11.find_window(display, "mn-live synthetic:3", proc=proc, log_path=log_path)
             csv_path = out / "measurements.csv"
             wait_for(lambda: csv_path.exists() and len(read_csv(csv_path)) >= 5, 120.0)
             assert _x11.geometry(display, window) == (606, 468)  # the frame's size, not HighGUI's 400x300
