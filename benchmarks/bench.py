@@ -46,6 +46,8 @@ from engines.base import Engine
 from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
 from engines.registry import BUNDLED_MODELS, resolve_model
 from realtime.cli_common import default_model as cli_default_model
+from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
+from realtime.fusion import make_fusion
 from realtime.pipeline import EXIT_OK, Pipeline, PipelineConfig
 from realtime.presence import make_presence_gate
 from realtime.record import STAGES, FrameRecord, format_cell
@@ -54,8 +56,6 @@ from realtime.sinks.overlay import RenderSink
 from realtime.sinks.summary import latency_stats
 from realtime.sources import open_source
 from realtime.tracker import Tracker
-from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
-from realtime.fusion import make_fusion
 from realtime.window_policy import make_window_policy
 from train.errors import UserError
 from train.models import check_input_size

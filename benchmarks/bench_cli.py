@@ -151,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=PIPELINE_DEFAULTS["warmup"] if args.warmup is None else args.warmup,
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
         fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
-        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, fusion=args.fusion, calibrate=args.calibrate,
-        calibrate_images=args.calibrate_images)
+        cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, fusion=args.fusion,
+        calibrate=args.calibrate, calibrate_images=args.calibrate_images)
     settings.check()
     batches = args.batch or [1]
     if min(batches) < 1:

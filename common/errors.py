@@ -51,6 +51,17 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or not an mn-seg checkpoint."""
 
 
+def error_outcome(exc: Exception) -> tuple[int, str]:
+    """The exit code and one-line message of a command that raised ``exc``: a ``UserError``'s own code and
+    message; an ``OSError`` (a path that cannot be read or written) 2 with its reason and path; anything
+    else (a bug) 1, named as unexpected."""
+    if isinstance(exc, UserError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, OSError):
+        return EXIT_USAGE, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc}"
+
+
 def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` and map errors to exit codes.
 
@@ -62,20 +73,16 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
     """
     try:
         return int(main(argv) or 0)
-    except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a path that cannot be read or written: the message names it
-        print(f"{prog}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: one line, not a traceback (the traceback is in the -v log)
-        log.debug("%s failed", prog, exc_info=True)
-        print(f"{prog}: error: unexpected {type(exc).__name__}: {exc} (please report this with the command line; "
-              "-v shows where it happened)", file=sys.stderr)
-        return EXIT_FAILURE
+    except Exception as exc:
+        code, message = error_outcome(exc)
+        if code == EXIT_FAILURE:  # a bug: one line, not a traceback (the traceback is in the -v log)
+            log.debug("%s failed", prog, exc_info=True)
+            message += " (please report this with the command line; -v shows where it happened)"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return code
     finally:
         _forget_handled_keyboard_interrupt()
 

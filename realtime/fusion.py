@@ -119,8 +119,7 @@ class TemporalFusion:
         was, where the tracker put the nerve (network-input pixels): the region followed is then the nerve's."""
         self._measured = bool(measured)
         if measured and centre is not None and self._regions:
-            cx, cy = centre
-            self._region = min(self._regions, key=lambda r: (math.hypot(r.x - cx, r.y - cy), -r.area))
+            self._region = _nearest(self._regions, centre)
 
     def _follow(self, p: np.ndarray) -> Region | None:
         """The region of ``p >= threshold`` nearest the previous one (the largest on a first frame)."""
@@ -139,13 +138,18 @@ class TemporalFusion:
             return None
         if self._region is None:
             return max(regions, key=lambda r: (r.area, -r.y, -r.x))
-        prev = self._region
-        return min(regions, key=lambda r: (math.hypot(r.x - prev.x, r.y - prev.y), -r.area))
+        return _nearest(regions, (self._region.x, self._region.y))
 
     def describe(self) -> dict[str, Any]:
         """Settings and how many frames were fused (for the summary)."""
         return {"weight": self.weight, "max_shift": self.max_shift, "max_area_change": self.max_area_change,
                 "frames": dict(self.counts)}
+
+
+def _nearest(regions: list[Region], point: tuple[float, float]) -> Region:
+    """The region whose centroid is nearest ``point``; of equally near ones, the larger."""
+    x, y = point
+    return min(regions, key=lambda r: (math.hypot(r.x - x, r.y - y), -r.area))
 
 
 def make_fusion(weight: float, threshold: float = 0.5) -> TemporalFusion | None:

@@ -39,13 +39,12 @@ import numpy as np
 
 from common.errors import (
     EXIT_ENGINE_FAILED,
-    EXIT_FAILURE,
     EXIT_OK,
     EXIT_OUTPUT_FAILED,
     EXIT_SOURCE_FAILED,
     EXIT_USAGE,
     OutputError,
-    UserError,
+    error_outcome,
 )
 from realtime.frame import Frame
 from realtime.fusion import TemporalFusion
@@ -54,7 +53,7 @@ from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunControl, RunInfo, Sink
 from realtime.sources.common import Prefetcher
 from realtime.tracker import Tracker
-from realtime.window_policy import WindowPolicy
+from realtime.window_policy import WindowPolicy, scale_point
 from train.preprocess import preprocess_image
 
 log = logging.getLogger(__name__)
@@ -270,10 +269,9 @@ class Pipeline:
         if fusion is not None:
             m = tracked.measurement
             centre = None
-            if tracked.measured and m is not None:  # the nerve's centroid in the map's pixels (pixel centres align)
+            if tracked.measured and m is not None:  # the nerve's centroid in the map's pixels
                 ph, pw = np.shape(own)[-2:]
-                centre = ((m.centroid_x_px + 0.5) * pw / frame.width - 0.5,
-                          (m.centroid_y_px + 0.5) * ph / frame.height - 0.5)
+                centre = scale_point((m.centroid_x_px, m.centroid_y_px), (frame.width, frame.height), (pw, ph))
             fusion.observe(tracked.measured, centre)
         return FrameRecord(frame=frame.index, t_s=frame.pts, tracked=tracked,
                            calibrated=self.tracker.calibration is not None,
@@ -305,11 +303,8 @@ class Pipeline:
 
 def _failure(exc: Exception) -> tuple[int, str]:
     """The exit code and reason of a run that raised ``exc``, as :func:`common.errors.run_cli` reports it."""
-    if isinstance(exc, UserError):
-        return exc.exit_code, f"failed: {exc}"
-    if isinstance(exc, OSError):
-        return EXIT_USAGE, f"failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-    return EXIT_FAILURE, f"failed: unexpected {type(exc).__name__}: {exc}"
+    code, message = error_outcome(exc)
+    return code, f"failed: {message}"
 
 
 def _close_quietly(thing: Any, what: str) -> None:

@@ -59,9 +59,7 @@ class WindowPolicy:
         if (self._centre is None or self._ok_run < self.min_ok or self._since_localised >= self.relocalise_every
                 or self._confidence is None or self._confidence < self.min_confidence):
             return None
-        (x, y), (w, h), (nw, nh) = self._centre, native_wh, net_wh
-        # pixel centres map onto pixel centres, as cv2.resize does (the engine's input is the resized frame)
-        return (x + 0.5) * nw / w - 0.5, (y + 0.5) * nh / h - 0.5
+        return scale_point(self._centre, native_wh, net_wh)
 
     def observe(self, tracked: TrackedMeasurement, source: str | None) -> None:
         """Take the frame's tracking result and the window source its probabilities came from."""
@@ -80,6 +78,13 @@ class WindowPolicy:
         """Settings and how many windows each source placed (for the summary)."""
         return {"mode": "tracked", "relocalise_every": self.relocalise_every, "min_ok": self.min_ok,
                 "min_confidence": self.min_confidence, "windows": dict(self.counts)}
+
+
+def scale_point(point: tuple[float, float], from_wh: tuple[int, int], to_wh: tuple[int, int]) -> tuple[float, float]:
+    """``point`` (x, y) in an image of ``from_wh`` pixels, in the same image resized to ``to_wh``: pixel centres
+    map onto pixel centres, as ``cv2.resize`` does (a native frame -> the engine's input, its probabilities)."""
+    (x, y), (w, h), (tw, th) = point, from_wh, to_wh
+    return (x + 0.5) * tw / w - 0.5, (y + 0.5) * th / h - 0.5
 
 
 def make_window_policy(mode: str) -> WindowPolicy | None:
