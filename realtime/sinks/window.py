@@ -37,7 +37,7 @@ PAUSED_POLL_MS = 50
 def display_available() -> bool:
     """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere). An X display
     that is named (``DISPLAY``) but cannot be reached is none (logged): HighGUI's Qt would abort the
-    process on it."""
+    process on it. One that answers keeps the connection open (:func:`x_display_reachable`)."""
     if not sys.platform.startswith("linux"):
         return True
     if os.environ.get("WAYLAND_DISPLAY"):
@@ -51,8 +51,18 @@ def display_available() -> bool:
     return True
 
 
-def x_display_reachable(display: str) -> bool:
-    """Whether the X server of ``display`` accepts a connection (``True`` when libX11 is not there to ask)."""
+#: X connections opened by :func:`x_display_reachable`, kept open for the rest of the process.
+_held_x_connections: list[tuple[Any, int]] = []
+
+
+def x_display_reachable(display: str, attempts: int = 5, wait_s: float = 0.1) -> bool:
+    """Whether the X server of ``display`` accepts a connection (``True`` when libX11 is not there to ask).
+
+    The connection that answered is kept open for the rest of the process (:func:`release_x_connections`
+    closes it): an X server that resets when its last client leaves (Xvfb's default, without
+    ``-noreset``) would otherwise reset just as HighGUI's Qt connects, and Qt aborts the process when its
+    connection fails. A server in the middle of such a reset (another client just left) refuses
+    connections for a moment, so a refusal is tried again, ``attempts`` times in all, ``wait_s`` apart."""
     import ctypes
     import ctypes.util
 
@@ -62,11 +72,22 @@ def x_display_reachable(display: str) -> bool:
     x = ctypes.cdll.LoadLibrary(name)
     x.XOpenDisplay.restype, x.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
     x.XCloseDisplay.argtypes = [ctypes.c_void_p]
-    d = x.XOpenDisplay(display.encode())
-    if not d:
-        return False
-    x.XCloseDisplay(d)
-    return True
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(wait_s)
+        d = x.XOpenDisplay(display.encode())
+        if d:
+            _held_x_connections.append((x, d))
+            return True
+    return False
+
+
+def release_x_connections() -> None:
+    """Close the connections :func:`x_display_reachable` kept open (only while their servers still run:
+    Xlib ends the process when a connection it closes is already broken)."""
+    while _held_x_connections:
+        x, d = _held_x_connections.pop()
+        x.XCloseDisplay(d)
 
 
 class LiveWindow:

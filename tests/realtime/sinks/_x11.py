@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import subprocess
@@ -102,6 +103,7 @@ class _XImage(ctypes.Structure):
                 ("depth", ctypes.c_int), ("bytes_per_line", ctypes.c_int), ("bits_per_pixel", ctypes.c_int)]
 
 
+@functools.lru_cache(maxsize=None)
 def _xlib():  # type: ignore[no-untyped-def]
     x = ctypes.cdll.LoadLibrary(ctypes.util.find_library("X11"))
     x.XOpenDisplay.restype, x.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
@@ -124,6 +126,15 @@ def _connection(display: str) -> Iterator[tuple]:
         yield x, d
     finally:
         x.XCloseDisplay(d)
+
+
+def connects(display: str) -> bool:
+    """Whether one new client connects to ``display`` (the connection is closed again at once)."""
+    x = _xlib()
+    d = x.XOpenDisplay(display.encode())
+    if d:
+        x.XCloseDisplay(d)
+    return bool(d)
 
 
 def wm_close(display: str, window: int) -> None:
