@@ -33,14 +33,18 @@ def record(i: int, status: str = "ok", area: float | None = 1000.0, latency: flo
 
 
 class FakeGUI:
-    """OpenCV's HighGUI as far as the live window (:class:`realtime.sinks.window.LiveWindow`) uses it. ``keys``: what ``waitKey`` returns call by call (a key
-    name of :data:`KEY_ACTIONS`, ``"close"`` to have the window closed by the window manager, or ``None``).
-    ``qt``: once closed, ``getWindowProperty`` raises (OpenCV's Qt backend) instead of returning -1."""
+    """OpenCV's HighGUI as far as the live window (:class:`realtime.sinks.window.LiveWindow`) uses it. ``keys``:
+    what ``waitKey`` returns call by call (a key name of :data:`KEY_ACTIONS`, a key code, ``"close"`` to have the
+    window closed by the window manager, or ``None``).
+    ``qt``: once closed, ``getWindowProperty`` raises (OpenCV's Qt backend) instead of returning -1.
+    It records what a person would notice: each window's flags as created (``flags``; OpenCV's values of the
+    flags), the milliseconds each ``waitKey`` waits (``waits``), the order of the calls (``calls``) and every
+    window title a call named (``titles``)."""
 
     WINDOW_NORMAL, WINDOW_KEEPRATIO, WINDOW_GUI_NORMAL, WND_PROP_VISIBLE = 0, 0, 16, 4
     error = cv2.error
 
-    def __init__(self, keys: list[str | None] | None = None, qt: bool = False, sleep: bool = False) -> None:
+    def __init__(self, keys: list[str | int | None] | None = None, qt: bool = False, sleep: bool = False) -> None:
         self.keys = list(keys or [])
         self.qt = qt
         self.sleep = sleep  # waitKey waits its milliseconds, as HighGUI does
@@ -48,20 +52,32 @@ class FakeGUI:
         self.shown: list[np.ndarray] = []
         self.resized: list[tuple[int, int]] = []
         self.reopened = 0
+        self.flags: dict[str, int] = {}
+        self.waits: list[int] = []
+        self.calls: list[str] = []
+        self.titles: set[str] = set()
 
     def namedWindow(self, title: str, flags: int) -> None:  # noqa: N802 - OpenCV's names
+        self.calls.append("namedWindow")
+        self.titles.add(title)
         self.windows[title] = True
+        self.flags[title] = flags
 
     def imshow(self, title: str, img: np.ndarray) -> None:
+        self.calls.append("imshow")
+        self.titles.add(title)
         if not self.windows.get(title):
             self.reopened += 1  # HighGUI opens a new (400x300) window for an imshow after a close
         self.windows[title] = True
         self.shown.append(img)
 
     def resizeWindow(self, title: str, w: int, h: int) -> None:  # noqa: N802
+        self.titles.add(title)
         self.resized.append((w, h))
 
     def waitKey(self, ms: int) -> int:  # noqa: N802
+        self.calls.append("waitKey")
+        self.waits.append(ms)
         if self.sleep:
             time.sleep(ms / 1000)
         key = self.keys.pop(0) if self.keys else None
@@ -69,9 +85,14 @@ class FakeGUI:
             for title in self.windows:
                 self.windows[title] = False
             return -1
+        if isinstance(key, int):  # a key code as HighGUI returns it, modifier bits included
+            return key
         return -1 if key is None else KEYS[key]
 
     def getWindowProperty(self, title: str, prop: int) -> float:  # noqa: N802
+        self.titles.add(title)
+        if prop != self.WND_PROP_VISIBLE:
+            raise cv2.error(f"property {prop} is not asked for by the live window")
         if not self.windows.get(title):
             if self.qt:
                 raise cv2.error("NULL guiReceiver (please create a window)")
@@ -79,6 +100,8 @@ class FakeGUI:
         return 1.0
 
     def destroyWindow(self, title: str) -> None:  # noqa: N802
+        self.calls.append("destroyWindow")
+        self.titles.add(title)
         self.windows[title] = False
 
     def imwrite(self, path: str, img: np.ndarray) -> bool:

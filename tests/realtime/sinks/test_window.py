@@ -409,3 +409,324 @@ def test_a_baseline_banner_in_the_runs_unit_once_per_baseline(tmp_path: Path) ->
     r.tracked.baseline = _baseline(1234.4, 12.345)
     sink2.write(r)
     assert sink2.current_banners() == ["baseline set: 1234 px (frames 2-25)"]
+
+
+# the window as HighGUI is asked for it: flags, wait times, titles ---------------------------------------------------
+def test_the_window_is_resizable_keeps_its_aspect_and_has_no_toolbar(tmp_path: Path) -> None:
+    gui = FakeGUI()
+    LiveWindow("mn-live test", snapshot_dir=tmp_path, gui=gui)
+    flags = gui.flags["mn-live test"]
+    assert flags == cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL == 16  # OpenCV's values
+    assert not flags & cv2.WINDOW_AUTOSIZE  # resizable (AUTOSIZE: fixed to the picture)
+    assert not flags & cv2.WINDOW_FREERATIO  # the aspect ratio kept
+    assert flags & cv2.WINDOW_GUI_NORMAL  # Qt's toolbar and status bar left out (GUI_EXPANDED is 0)
+
+    class PlainGUI:  # a HighGUI without the Qt-only flags: a plain resizable window, not an AUTOSIZE (1) one
+        WINDOW_NORMAL = 0
+
+        def namedWindow(self, title: str, flags: int) -> None:  # noqa: N802
+            self.flags = flags
+
+    plain = PlainGUI()
+    LiveWindow("t", gui=plain)
+    assert plain.flags == cv2.WINDOW_NORMAL == 0
+
+
+def test_frames_wait_1_ms_for_keys_paused_50_ms_and_close_lets_the_gui_take_the_window_down(tmp_path: Path) -> None:
+    gui = FakeGUI([None, "pause", None, None, "pause"])
+    sink, control = _sink(gui, tmp_path)
+    sink.write(_frame(0))
+    sink.write(_frame(1))  # space: paused after this frame
+    control.hold()  # the paused frame kept up, the keys read every 50 ms, until space again
+    sink.write(_frame(2))
+    sink.close()
+    assert gui.waits == [1, 1, 50, 50, 50, 1, 1]  # as short as possible while running: the source sets the pace
+    assert gui.calls[-2:] == ["destroyWindow", "waitKey"]
+    assert gui.titles == {"mn-live test"}  # every call about the one window
+
+
+def test_paused_before_any_frame_the_keys_are_read_every_50_ms(tmp_path: Path) -> None:
+    gui = FakeGUI([None, "quit"])
+    sink, control = _sink(gui, tmp_path)
+    control.request_pause(None, None)
+    control.hold()  # nothing shown yet: the keys only
+    assert gui.waits == [50, 50] and gui.shown == [] and control.stopping
+
+
+def test_a_window_used_directly_waits_1_ms_and_reads_keys_with_modifier_bits(tmp_path: Path) -> None:
+    numlock = 0x100000  # GTK reports the modifiers (NumLock on) above the key's own byte
+    gui = FakeGUI([None, numlock | ord("q"), numlock | ord("s"), -1])
+    window = LiveWindow("w", snapshot_dir=tmp_path, gui=gui)
+    frame = np.zeros((30, 40, 3), np.uint8)
+    assert window.show(frame) is None
+    assert window.show(frame) == "quit" and window.poll() == "snapshot" and window.poll() is None
+    assert gui.waits == [1, 1, 1, 1]
+
+
+def test_defaults_titled_mn_seg_snapshots_in_the_working_folder(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    gui = FakeGUI()
+    window = LiveWindow(gui=gui)
+    frame = np.full((30, 40, 3), 9, np.uint8)
+    window.show(frame)
+    assert gui.titles == {"mn-seg"} and gui.resized == [(40, 30)]
+    assert window.save(frame) == Path("snapshot-0000.png") and (tmp_path / "snapshot-0000.png").exists()
+
+
+def test_the_window_closed_before_close_is_no_error(tmp_path: Path) -> None:
+    class QtGUI(FakeGUI):
+        def destroyWindow(self, title: str) -> None:  # noqa: N802
+            raise cv2.error("NULL guiReceiver (please create a window)")  # Qt, the window already gone
+
+    gui = QtGUI(["close"], qt=True)
+    sink, control = _sink(gui, tmp_path)
+    sink.write(_frame(0))
+    sink.close()
+    assert control.stopping and control.reason == "window closed"
+
+
+def test_a_window_closed_between_frames_ends_the_run_and_is_not_opened_again(tmp_path: Path) -> None:
+    gui = FakeGUI()
+    sink, control = _sink(gui, tmp_path)
+    sink.write(_frame(0))
+    gui.windows["mn-live test"] = False  # the window manager closes it while the loop measures the next frame
+    sink.write(_frame(1))
+    assert control.stopping and control.reason == "window closed"
+    assert gui.reopened == 0 and len(gui.shown) == 1 and sink.name == "window mn-live test"
+
+
+def test_a_window_closed_while_paused_before_any_frame_is_not_opened_by_a_frame_in_flight(tmp_path: Path) -> None:
+    gui = FakeGUI(["close"])
+    sink, control = _sink(gui, tmp_path)
+    control.request_pause(None, None)
+    control.hold()  # nothing shown yet; the window manager closes the (empty) window
+    assert control.stopping and control.reason == "window closed"
+    sink.write(_frame(0))  # the frame the loop had in flight
+    assert gui.shown == [] and gui.reopened == 0
+
+
+def test_closing_leaves_another_poll_in_place(tmp_path: Path) -> None:
+    sink, control = _sink(FakeGUI(), tmp_path)
+    sink.write(_frame(0))
+
+    def other() -> None:
+        pass
+
+    control.poll = other
+    sink.close()
+    assert control.poll is other
+
+
+# snapshots ---------------------------------------------------------------------------------------------------------
+def test_snapshots_are_numbered_in_a_folder_made_for_them(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "b"
+    window = LiveWindow("t", snapshot_dir=folder, gui=FakeGUI())
+    frame = np.full((30, 40, 3), 9, np.uint8)
+    assert [window.save(frame).name for _ in range(3)] == ["snapshot-0000.png", "snapshot-0001.png",
+                                                           "snapshot-0002.png"]
+    assert (cv2.imread(str(folder / "snapshot-0002.png")) == frame).all()
+    again = LiveWindow("t", snapshot_dir=folder, gui=FakeGUI())  # the folder there already: the next free number
+    assert again.save(frame).name == "snapshot-0003.png"
+
+
+def test_a_snapshot_the_gui_cannot_write_is_an_oserror_and_keeps_its_number(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    class FullDisk(FakeGUI):
+        fail = True
+
+        def imwrite(self, path: str, img: np.ndarray) -> bool:
+            return False if self.fail else super().imwrite(path, img)
+
+    gui = FullDisk()
+    window = LiveWindow("t", snapshot_dir=tmp_path, gui=gui)
+    frame = np.full((30, 40, 3), 9, np.uint8)
+    with pytest.raises(OSError) as err:
+        window.save(frame)
+    assert str(err.value) == f"cannot write {tmp_path / 'snapshot-0000.png'}"
+    gui.fail = False
+    assert window.save(frame).name == "snapshot-0000.png"  # the number of the snapshot not written is free
+
+    gui = FullDisk(["snapshot"])
+    control = RunControl()
+    sink = WindowSink(LiveWindow("t", snapshot_dir=tmp_path / "s", gui=gui), OverlayRenderer())
+    sink.open(RunInfo(source=None, engine=None, tracker=None, control=control, fps=24.0, calibrated=False))
+    with caplog.at_level(logging.ERROR, logger="realtime.sinks.window"):
+        sink.write(_frame(4))
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.window"] == [
+        f"snapshot at frame 4 not saved: cannot write {tmp_path / 's' / 'snapshot-0000.png'}"]
+    assert control.events == [] and not control.stopping
+
+
+# the banners' box: where a person sees it --------------------------------------------------------------------------
+AMBER = (0, 235, 255)  # BGR
+
+
+def _by_hand(bgr: np.ndarray, lines: list[str], box: tuple[int, int, int, int], k: int = 1) -> np.ndarray:
+    """The banner as specified: the box darkened to a quarter, each line in amber at 0.55 x k, 8 k px from
+    the box's left, the first baseline 18 k px below its top, lines 22 k px apart."""
+    x0, y0, bw, bh = box
+    out = bgr.copy()
+    out[y0:y0 + bh, x0:x0 + bw] = (out[y0:y0 + bh, x0:x0 + bw] * 0.25).astype(np.uint8)
+    for i, text in enumerate(lines):
+        cv2.putText(out, text, (x0 + 8 * k, y0 + 18 * k + i * 22 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.55 * k, AMBER, 1,
+                    cv2.LINE_AA)
+    return out
+
+
+def _width(text: str, k: int = 1) -> int:
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.55 * k, 1)[0][0]
+
+
+def test_a_banner_is_a_dark_box_centred_above_the_bottom_third_in_amber(tmp_path: Path) -> None:
+    now = [100.0]
+    sink, _ = _sink(FakeGUI(), tmp_path, clock=lambda: now[0])
+    frame = np.full((468, 606, 3), 70, np.uint8)
+    assert sink.with_banners(frame) is frame  # nothing to say: the picture as it is
+    sink.banner("resumed")
+    shown = sink.with_banners(frame)
+    assert (frame == 70).all()  # drawn on a copy
+    bw = _width("resumed") + 16
+    box = ((606 - bw) // 2, 290 - 30, bw, 30)  # its bottom at 62 % of the height (290), one line: 22 + 8 px
+    assert (shown == _by_hand(frame, ["resumed"], box)).all()
+    changed = np.argwhere((shown != 70).any(axis=2))
+    assert changed.min(axis=0).tolist() == [260, box[0]] and changed.max(axis=0).tolist() == [289, box[0] + bw - 1]
+    inside = shown[260:290, box[0]:box[0] + bw].reshape(-1, 3)
+    assert (inside == 17).all(axis=1).sum() > 0.8 * len(inside)  # a quarter of 70, under the text
+    assert (inside == AMBER).all(axis=1).sum() > 10  # the text's full strokes in amber
+
+
+def test_two_banners_22_px_apart_and_twice_as_large_on_a_1600_px_frame(tmp_path: Path) -> None:
+    now = [100.0]
+    sink, control = _sink(FakeGUI(), tmp_path, clock=lambda: now[0])
+    frame = np.full((468, 606, 3), 70, np.uint8)
+    sink.banner("resumed")
+    sink.banner("snapshot saved: snapshot-0000.png")
+    lines = ["resumed", "snapshot saved: snapshot-0000.png"]
+    bw = _width(lines[1]) + 16
+    assert (sink.with_banners(frame) == _by_hand(frame, lines, ((606 - bw) // 2, 290 - 52, bw, 52))).all()
+    control.request_pause(3, 0.1)  # PAUSED first
+    lines = ["PAUSED: space resumes, q quits"] + lines
+    big = np.full((1000, 1600, 3), 70, np.uint8)  # k = 2: text and box twice as large
+    bw = _width(lines[2], 2) + 32
+    assert (sink.with_banners(big) == _by_hand(big, lines, ((1600 - bw) // 2, 620 - 148, bw, 148), 2)).all()
+
+
+def test_a_banner_wider_or_taller_than_the_picture_stays_inside_it(tmp_path: Path) -> None:
+    now = [100.0]
+    sink, _ = _sink(FakeGUI(), tmp_path, clock=lambda: now[0])
+    sink.banner("snapshot NOT saved (see the log)")
+    narrow = np.full((468, 120, 3), 70, np.uint8)  # the text is wider than the picture: the box is the width
+    by_hand = _by_hand(narrow, ["snapshot NOT saved (see the log)"], (0, 260, 120, 30))
+    assert (sink.with_banners(narrow) == by_hand).all()
+    short = np.full((40, 606, 3), 70, np.uint8)  # 62 % of 40 px is above the box's height: the box at the top
+    bw = _width("snapshot NOT saved (see the log)") + 16
+    assert (sink.with_banners(short) == _by_hand(short, ["snapshot NOT saved (see the log)"],
+                                                 ((606 - bw) // 2, 0, bw, 30))).all()
+
+
+# is there a display? (the environment, and libX11 asked through a stand-in) -----------------------------------------
+def test_a_display_on_linux_is_wayland_or_a_reachable_x_server(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from realtime.sinks import window as window_mod
+
+    asked: list[str] = []
+
+    def reachable(display: str) -> bool:
+        asked.append(display)
+        return display == ":1"
+
+    monkeypatch.setattr(window_mod, "x_display_reachable", reachable)
+    monkeypatch.setattr(window_mod.sys, "platform", "win32")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    assert window_mod.display_available()  # not Linux: assumed
+    monkeypatch.setattr(window_mod.sys, "platform", "linux")
+    assert not window_mod.display_available()  # neither variable
+    monkeypatch.setenv("DISPLAY", "")
+    assert not window_mod.display_available() and asked == []
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    assert window_mod.display_available() and asked == []  # Wayland: no X server to ask
+    monkeypatch.delenv("WAYLAND_DISPLAY")
+    monkeypatch.setenv("DISPLAY", ":1")
+    assert window_mod.display_available() and asked == [":1"]
+    monkeypatch.setenv("DISPLAY", ":7")
+    with caplog.at_level(logging.WARNING, logger="realtime.sinks.window"):
+        assert not window_mod.display_available()
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.window"] == [
+        "the display :7 cannot be opened (DISPLAY is set, but no X server answers there)"]
+
+
+class _FakeX11:
+    """libX11 as the probe uses it: XOpenDisplay refuses ``refusals`` times, then returns a connection."""
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.opened: list[bytes] = []
+        self.closed: list[int] = []
+
+        def open_display(name: bytes) -> int:
+            self.opened.append(name)
+            return 0 if len(self.opened) <= self.refusals else 0x7F0000001234  # a 64-bit pointer
+
+        def close_display(d: int) -> None:
+            self.closed.append(d)
+
+        self.XOpenDisplay, self.XCloseDisplay = open_display, close_display
+
+
+def _fake_libx11(monkeypatch: pytest.MonkeyPatch, refusals: int) -> tuple[_FakeX11, list[float]]:
+    import ctypes
+    import ctypes.util
+
+    from realtime.sinks import window as window_mod
+
+    lib = _FakeX11(refusals)
+    sleeps: list[float] = []
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libX11.so.6" if name == "X11" else None)
+    monkeypatch.setattr(ctypes.cdll, "LoadLibrary", lambda name: lib if name == "libX11.so.6" else None)
+    monkeypatch.setattr(window_mod.time, "sleep", sleeps.append)
+    return lib, sleeps
+
+
+def test_the_x_probe_tries_5_times_100_ms_apart_and_keeps_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from realtime.sinks import window as window_mod
+
+    lib, sleeps = _fake_libx11(monkeypatch, refusals=4)  # a server in a reset: refuses, then answers
+    try:
+        assert window_mod.x_display_reachable(":5")
+        assert lib.opened == [b":5"] * 5 and sleeps == [0.1] * 4  # no wait before the first try
+        # a 64-bit pointer back (not a C int), the display's name as a C string
+        assert lib.XOpenDisplay.restype is ctypes.c_void_p and lib.XOpenDisplay.argtypes == [ctypes.c_char_p]
+        assert lib.XCloseDisplay.argtypes == [ctypes.c_void_p]
+        assert lib.closed == []  # kept open: the server cannot reset as Qt connects
+        window_mod.release_x_connections()
+        assert lib.closed == [0x7F0000001234]
+        window_mod.release_x_connections()  # once only
+        assert lib.closed == [0x7F0000001234]
+    finally:
+        window_mod.release_x_connections()
+
+
+def test_the_x_probe_gives_up_after_its_attempts_and_holds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from realtime.sinks import window as window_mod
+
+    lib, sleeps = _fake_libx11(monkeypatch, refusals=5)
+    assert not window_mod.x_display_reachable(":5")
+    assert lib.opened == [b":5"] * 5 and sleeps == [0.1] * 4
+    lib, sleeps = _fake_libx11(monkeypatch, refusals=2)
+    assert not window_mod.x_display_reachable(":6", attempts=2, wait_s=0.5)
+    assert lib.opened == [b":6"] * 2 and sleeps == [0.5]
+    window_mod.release_x_connections()
+    assert lib.closed == []
+
+
+def test_without_libx11_the_display_is_assumed_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes.util
+
+    from realtime.sinks import window as window_mod
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert window_mod.x_display_reachable(":5")
