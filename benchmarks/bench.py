@@ -55,7 +55,7 @@ from realtime.sinks.base import Callback
 from realtime.sinks.overlay import RenderSink
 from realtime.sinks.summary import latency_stats
 from realtime.sources import open_source
-from realtime.tracker import Tracker
+from realtime.tracker import DEFAULT_CONFIRM_FRAMES, Tracker
 from realtime.window_policy import make_window_policy
 from train.errors import UserError
 from train.models import check_input_size
@@ -363,8 +363,10 @@ class Runner:
                                 max_frames=total, fps_hint=fps, window=make_window_policy(s.window),
                                 fusion=make_fusion(s.fusion))
         # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled; the
-        # tracker gates presence and the cascade's window follows the nerve as live (--presence, --window)
-        pipe = Pipeline(engine, Tracker(None, fps, presence=make_presence_gate(s.presence)),
+        # tracker gates presence and confirms new tracks, and the cascade's window follows the nerve as live
+        # (--presence, --window)
+        pipe = Pipeline(engine, Tracker(None, fps, presence=make_presence_gate(s.presence),
+                                        confirm_frames=DEFAULT_CONFIRM_FRAMES),
                         [RenderSink(), Callback(on_record)], config)
         self._pipe = pipe
         if self.stop_reason:

@@ -19,6 +19,12 @@ Writes JSON and Markdown (``--json``, ``--md``) with, per kind and gate setting:
 reported (false-positive rate on negatives), found and wrong structure (positives), and the
 gate's rejection reasons.
 
+``--clips N`` also turns every validation image and every frame without a nerve into an N-frame
+clip (``animate:``: glide, tilt, compression, fresh speckle each frame) and runs each through the
+streaming loop as ``mn-live`` does (:class:`~realtime.pipeline.Pipeline`: tracked window, fusion,
+presence gate ``on``), once per ``--confirm`` value: the share of frames that report a nerve,
+per kind, where a detection in a single frame counts as much as a steady one.
+
 Exit codes: 0 done, 2 bad input (one line on stderr), 130 interrupted.
 """
 
@@ -203,6 +209,117 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirms: Sequence[int],
+              progress: bool = True, gate: str = "on") -> list[dict[str, Any]]:
+    """One row per (item, confirm value): the item animated into a ``frames``-frame clip through the
+    streaming loop with ``confirm_frames`` = that value and the presence gate ``gate``; frames reported
+    (and, with truth, found)."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from realtime.fusion import make_fusion
+    from realtime.pipeline import Pipeline, PipelineConfig
+    from realtime.presence import make_presence_gate
+    from realtime.sinks.base import Callback
+    from realtime.sources import open_source
+    from realtime.tracker import Tracker
+    from realtime.window_policy import make_window_policy
+    from train.metrics import dice_hard
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mn-presence-") as tmp:
+        jobs = []
+        for n, item in enumerate(items):
+            path = Path(tmp) / "clips" / f"{n:04d}.png"  # no Masks/ beside it: the clip has no truth...
+            path.parent.mkdir(exist_ok=True)
+            cv2.imwrite(str(path), item["image"])
+            spec = f"animate:{path}"
+            if item["mask"] is not None:  # ...unless it has one
+                mask_path = Path(tmp) / "masks" / f"{n:04d}.png"
+                mask_path.parent.mkdir(exist_ok=True)
+                cv2.imwrite(str(mask_path), (item["mask"] > 0).astype(np.uint8) * 255)
+                spec += f":{mask_path}"
+            jobs += [(item, spec, c) for c in confirms]
+        for item, spec, confirm in tqdm(jobs, desc="clips", unit="clip", disable=not progress):
+            per_frame: list[tuple[bool, bool]] = []
+
+            def collect(r: Any) -> None:
+                found = False
+                if r.measured and r.truth is not None and r.mask is not None:
+                    found = dice_hard(r.mask > 0, r.truth > 0) >= FOUND_DSC
+                per_frame.append((bool(r.measured), found))
+
+            tracker = Tracker(None, 24.0, presence=make_presence_gate(gate), confirm_frames=confirm)
+            pipe = Pipeline(engine, tracker, [Callback(collect)],
+                            PipelineConfig(batch=1, window=make_window_policy("tracked"), fusion=make_fusion(0.5)))
+            result = pipe.run(open_source(spec, realtime=False, seed=0, frames=frames))
+            if result.exit_code != 0:
+                raise UserError(f"{item['kind']} {item['id']}: the clip failed ({result.reason})")
+            rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
+                         "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
+                         "found": sum(f for _, f in per_frame) if item["positive"] else None,
+                         "reported_runs": _runs([m for m, _ in per_frame])})
+    return rows
+
+
+def _runs(flags: Sequence[bool]) -> list[int]:
+    """Lengths of the runs of consecutive ``True``."""
+    runs, n = [], 0
+    for f in [*flags, False]:
+        if f:
+            n += 1
+        elif n:
+            runs.append(n)
+            n = 0
+    return runs
+
+
+def summarise_clips(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per confirm value and kind: clips, frames, frames reporting a nerve (and found, for positives),
+    and how many of the reported frames came in runs of one frame."""
+    out: dict[str, Any] = {}
+    for confirm in sorted({r["confirm"] for r in rows}):
+        per_kind: dict[str, Any] = {}
+        for kind in [*POSITIVE_KINDS, *NEGATIVE_KINDS, "all-negatives"]:
+            sel = [r for r in rows if r["confirm"] == confirm
+                   and (r["kind"] == kind or (kind == "all-negatives" and not r["positive"]))]
+            if not sel:
+                continue
+            n, reported = sum(r["frames"] for r in sel), sum(r["reported"] for r in sel)
+            entry: dict[str, Any] = {"clips": len(sel), "frames": n, "reported": reported,
+                                     "reported_rate": reported / n,
+                                     "single_frame_runs": sum(1 for r in sel for x in r["reported_runs"] if x == 1)}
+            if sel[0]["positive"]:
+                found = sum(r["found"] for r in sel)
+                entry.update(found=found, found_rate=found / n)
+            per_kind[kind] = entry
+        out[str(confirm)] = per_kind
+    return out
+
+
+def format_clip_table(summary: dict[str, Any], frames: int) -> str:
+    lines = [f"Clips of {frames} frames through the streaming loop (tracked window, fusion 0.5, presence gate on):",
+             "", "| --confirm | kind | clips | frames | nerve reported | found (Dice >= 0.5) | one-frame runs |",
+             "|---|---|---|---|---|---|---|"]
+    for confirm, kinds in summary.items():
+        for kind, e in kinds.items():
+            found = f"{e['found']} ({100 * e['found_rate']:.1f} %)" if "found" in e else ""
+            lines.append(f"| {confirm} | {kind} | {e['clips']} | {e['frames']} | {e['reported']} "
+                         f"({100 * e['reported_rate']:.1f} %) | {found} | {e['single_frame_runs']} |")
+    return "\n".join(lines)
+
+
+def _confirm_values(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"needs whole numbers >= 1, comma-separated (e.g. 1,2), got {text!r}")
+    return values
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     try:
@@ -229,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="split seed")
     p.add_argument("--phantom", type=int, default=24, help="phantom frames (with and without the nerve)")
     p.add_argument("--min-confidence", type=float, default=None, help="presence gate confidence bound")
+    p.add_argument("--clips", type=int, default=0, metavar="N",
+                   help="also run every validation image and nerve-free frame as an N-frame clip through the "
+                        "streaming loop (0: stills only)")
+    p.add_argument("--confirm", type=_confirm_values, default=[1, 2], metavar="LIST",
+                   help="with --clips: the tracker's confirm_frames values to compare (mn-live's --confirm)")
     p.add_argument("--json", default=None, help="results JSON (default benchmarks/results/presence-MODEL-HOST-DATE.json)")
     p.add_argument("--md", default=None, help="Markdown table (default: the JSON's path with .md)")
     p.add_argument("--per-frame", default=None, metavar="JSON", help="every frame's row")
@@ -245,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     if args.data and not Path(args.data).is_dir():
         raise UserError(f"--data {args.data} is not a folder; give the dataset folder holding Images/ and Masks/")
+    if args.clips < 0 or 0 < args.clips < 3:
+        raise UserError(f"--clips {args.clips}: give 0 (stills only) or at least 3 frames a clip")
     if args.split == "kfold" and args.fold is None:
         raise UserError("--split kfold needs --fold K")
     model = args.model or bundled_default()
@@ -262,14 +386,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)
         rows = classify(engine, items, gates, progress=log.isEnabledFor(logging.INFO))
+        clips = (clip_rows(engine, items, args.clips, args.confirm, progress=log.isEnabledFor(logging.INFO))
+                 if args.clips else [])
     finally:
         engine.close()
     summary = summarise(rows)
     result = {"model": str(model), "engine": engine.describe(), "data": args.data, "split": args.split,
               "gate": gates["on"].describe(), "summary": summary,
               "command": " ".join(["mn-presence", *(argv if argv is not None else sys.argv[1:])])}
-    _atomic_write(out, json.dumps(result, indent=2, default=str) + "\n")
     table = format_table(summary)
+    if clips:
+        result["clips"] = {"frames": args.clips, "summary": summarise_clips(clips), "per_clip": clips}
+        table += "\n\n" + format_clip_table(result["clips"]["summary"], args.clips)
+    _atomic_write(out, json.dumps(result, indent=2, default=str) + "\n")
     _atomic_write(md, f"# Presence: {model}\n\n{table}\n")
     if args.per_frame:
         _atomic_write(Path(args.per_frame), json.dumps(rows, indent=1, default=str) + "\n")

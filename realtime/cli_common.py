@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 SMOOTHING_CHOICES: tuple[str, ...] = ("none", "ema", "median")
 """``--smoothing``: :data:`realtime.tracker.SMOOTHING_METHODS` (a test pins that they agree; the
 tracker module imports numpy, which the parser does without)."""
+CONFIRM_DEFAULT = 2
+"""``--confirm``'s default: :data:`realtime.tracker.DEFAULT_CONFIRM_FRAMES` (a test pins that they agree)."""
 PRESENCE_CHOICES: tuple[str, ...] = PRESENCE_MODES
 """``--presence``: :data:`realtime.presence.PRESENCE_MODES` (the module is light: no numpy, no OpenCV)."""
 
@@ -92,6 +94,11 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "'rejected' column says why. shape: size and shape checks only. off: measure every detection")
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help="presence gate: least mean nerve probability inside the mask (default 0.5)")
+    p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
+                   help="a new track starts only when the nerve is found in N frames in a row, each near the last "
+                        "(a detection in one frame alone, as other anatomy gives now and then, is not measured; "
+                        "such frames are no_detection or lost, 'unconfirmed' in the rejected column). 1 measures "
+                        "from the first frame; a single image always is (default %(default)s)")
     p.add_argument("--window", choices=list(WINDOW_MODES), default="tracked",
                    help="a cascade's window: tracked = centred on the tracked nerve while tracking is confident "
                         "(the localiser is skipped, and places it again every 12 frames and after any miss; the "
@@ -173,13 +180,32 @@ def make_calibration(args: argparse.Namespace, image_height: int | None, source:
     return given
 
 
-def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float) -> Tracker:
+def confirm_frames(text: str) -> int:
+    """``--confirm``: a whole number of frames, at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs a whole number of frames >= 1 (1 = measure from the first frame), "
+                                         f"got {text!r}")
+    return value
+
+
+def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float,
+                 frames: int | None = None) -> Tracker:
+    """The run's tracker from the measuring flags; ``frames``: how many frames the input holds, when known
+    (a single image is measured without confirmation: there is no next frame to confirm it)."""
     from realtime.presence import make_presence_gate
     from realtime.tracker import Tracker, parse_baseline_range
 
+    confirm = args.confirm
+    if frames == 1 and confirm > 1:
+        log.info("a single image: measured without --confirm (no next frame to confirm a detection)")
+        confirm = 1
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
-                   presence=make_presence_gate(args.presence, args.min_confidence))
+                   presence=make_presence_gate(args.presence, args.min_confidence), confirm_frames=confirm)
 
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:

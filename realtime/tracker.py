@@ -24,13 +24,25 @@ State machine (``K`` = ``lost_after_frames``; "miss" = a frame where no componen
 gaps in ``frame_index``, frames the source dropped, count as misses)::
 
     state      event                                   -> state      frame status
-    SEARCHING  nerve accepted (no gate)                -> TRACKING   ok
+    SEARCHING  nerve accepted (no gate), confirmed     -> TRACKING   ok
+    SEARCHING  nerve accepted, not yet confirmed       -> SEARCHING  no_detection   (see Confirmation)
     SEARCHING  nothing above the minimum area          -> SEARCHING  no_detection
     TRACKING   a component within the gate             -> TRACKING   ok
     TRACKING   miss, <= K frames since the last ok     -> TRACKING   no_detection   (gate kept)
     TRACKING   miss, >  K frames since the last ok     -> LOST       lost
-    LOST       nerve accepted (no gate)                -> TRACKING   reacquired
+    LOST       nerve accepted (no gate), confirmed     -> TRACKING   reacquired
+    LOST       nerve accepted, not yet confirmed       -> LOST       lost           (see Confirmation)
     LOST       nothing above the minimum area          -> LOST       lost
+
+Confirmation (``confirm_frames``, ``C``; 1 = off, the default here; the commands default to
+:data:`DEFAULT_CONFIRM_FRAMES` for video and 1 for a single image): a new track starts only when an
+accepted nerve is found in ``C`` processed frames in a row, each within the gate of the one before.
+Until then (SEARCHING or LOST) each such frame is *unconfirmed*: not measured, its status is the one
+of a frame without a nerve (``no_detection`` / ``lost``), and the ``rejected`` column says
+``unconfirmed: k of C frames``. A detection in one frame only, as other anatomy gives now and then
+when no nerve is in view, so never becomes a measurement; a nerve in view is measured from its
+``C``-th frame on (one frame, 42 ms at 24 fps, later with ``C`` = 2). While TRACKING nothing
+changes: a track holds through misses as in the table above.
 
 Presence gate (``presence``, :class:`realtime.presence.PresenceGate`, on by default in the
 commands): the selected nerve is measured, then checked for plausibility as a median nerve (area
@@ -110,6 +122,8 @@ DEFAULT_BASELINE_S = 1.0
 DEFAULT_BIFID_GAP = 0.5
 DEFAULT_MAX_PARTS = 2
 DEFAULT_SMOOTHING_WINDOW = 5
+DEFAULT_CONFIRM_FRAMES = 2
+"""The commands' ``--confirm`` for video: a new track needs the nerve in two frames in a row."""
 
 
 class TrackStatus(str, enum.Enum):
@@ -170,6 +184,9 @@ class TrackedMeasurement:
     baseline exists or when not measured; ``*_mm`` ``None`` when uncalibrated).
     ``smooth``: ``{name: value}`` for :data:`SMOOTHED_FIELDS`, empty when smoothing is off.
     ``nerve_mask``: uint8 0/1 native-size mask of the nerve (for overlays), ``None`` when not measured.
+    ``rejected``: why a selected detection was not measured (the presence gate's reason, or
+    ``unconfirmed: ...``); ``presence_checked``: whether the tracker can reject one (a presence gate or
+    confirmation), so the row has a ``rejected`` column.
     """
 
     frame_index: int
@@ -205,7 +222,7 @@ class TrackedMeasurement:
     def to_row(self) -> dict[str, Any]:
         """The measured fields, flat (the CSV's cells: :func:`realtime.record.csv_values` adds the frame's own
         ``frame``, ``t_s``, ``status`` and timings); keys as :meth:`Tracker.columns` (smooth columns only when
-        smoothing is on, ``rejected`` only with a presence gate)."""
+        smoothing is on, ``rejected`` only when the tracker can reject a detection)."""
         row: dict[str, Any] = {
             "n_detections": self.n_detections,
             "frames_since_seen": self.frames_since_seen,
@@ -326,6 +343,8 @@ class Tracker:
         measure: the morphometry function (default :func:`measure_mask`).
         presence: the plausibility gate of a detection (:class:`realtime.presence.PresenceGate`);
             ``None`` measures every selected detection.
+        confirm_frames: ``C``: a new track (from SEARCHING or LOST) starts only after ``C`` frames in a
+            row with an accepted nerve, each within the gate of the one before (default 1: at once).
     """
 
     def __init__(self, calibration: Calibration | None, fps: float, *, gate_mm: float = DEFAULT_GATE_MM,
@@ -333,7 +352,8 @@ class Tracker:
                  baseline_s: float = DEFAULT_BASELINE_S, baseline_range: tuple[int, int] | None = None,
                  bifid_gap: float = DEFAULT_BIFID_GAP, max_parts: int = DEFAULT_MAX_PARTS,
                  smoothing: str = "none", smoothing_window: int = DEFAULT_SMOOTHING_WINDOW,
-                 measure: MeasureFn = measure_mask, presence: PresenceGate | None = None) -> None:
+                 measure: MeasureFn = measure_mask, presence: PresenceGate | None = None,
+                 confirm_frames: int = 1) -> None:
         if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
             raise UserError(f"the frame rate must be a positive number of frames per second, got {fps!r}")
         for name, value in (("gate_mm", gate_mm), ("gate_px", gate_px), ("baseline_s", baseline_s)):
@@ -347,6 +367,8 @@ class Tracker:
             raise UserError(f"unknown smoothing {smoothing!r}; choose one of: {', '.join(SMOOTHING_METHODS)}")
         if smoothing_window < 1:
             raise UserError(f"the smoothing window must be at least 1 frame, got {smoothing_window!r}")
+        if isinstance(confirm_frames, bool) or not isinstance(confirm_frames, numbers.Integral) or confirm_frames < 1:
+            raise UserError(f"confirm_frames must be a whole number of frames >= 1, got {confirm_frames!r}")
         if lost_after_frames is not None and lost_after_frames < 0:
             raise UserError(f"lost_after_frames must be >= 0, got {lost_after_frames!r}")
         if baseline_range is not None:
@@ -370,6 +392,7 @@ class Tracker:
         self.smoothing_window = int(smoothing_window)
         self._measure = measure
         self.presence = presence
+        self.confirm_frames = int(confirm_frames)
         self.reset()
 
     # ----------------------------------------------------------------- state
@@ -380,6 +403,7 @@ class Tracker:
         self._last_index: int | None = None
         self._last_seen_index: int | None = None
         self._last_centroid_px: tuple[float, float] | None = None
+        self._unconfirmed: tuple[int, tuple[float, float]] | None = None  # (frames in a row, last centroid)
         self._baseline: Baseline | None = None
         if self.baseline_range is not None:
             start, end = self.baseline_range
@@ -428,6 +452,7 @@ class Tracker:
             "smoothing": self.smoothing,
             "smoothing_window": self.smoothing_window if self.smoothing != "none" else None,
             "presence_gate": self.presence.describe() if self.presence is not None else None,
+            "confirm_frames": self.confirm_frames,
         }
 
     def columns(self) -> list[str]:
@@ -437,9 +462,15 @@ class Tracker:
         cols += list(_OWN_FIELDS) + ["baseline_area_px", "baseline_area_mm2"]
         if self._smoothers:
             cols += [f"{name}_smooth" for name in SMOOTHED_FIELDS]
-        if self.presence is not None:
+        if self.rejects:
             cols.append("rejected")
         return cols
+
+    @property
+    def rejects(self) -> bool:
+        """Whether a selected detection can go unmeasured (a presence gate, or confirmation): the rows
+        then have a ``rejected`` column."""
+        return self.presence is not None or self.confirm_frames > 1
 
     # ------------------------------------------------------------- selection
 
@@ -535,6 +566,16 @@ class Tracker:
             if rejected is not None:
                 log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
                 measurement, nerve_mask, labels = None, None, ()
+        if measurement is not None and self._state is not TrackState.TRACKING and self.confirm_frames > 1:
+            in_a_row = self._confirm(measurement)
+            if in_a_row < self.confirm_frames:
+                rejected = f"unconfirmed: {in_a_row} of {self.confirm_frames} frames"
+                log.debug("frame %d: detection %s", frame_index, rejected)
+                measurement, nerve_mask, labels = None, None, ()
+            else:
+                self._unconfirmed = None
+        else:
+            self._unconfirmed = None
 
         status = self._advance(frame_index, measurement)
         if not status.measured:
@@ -550,12 +591,21 @@ class Tracker:
                                     n_detections=post.n_components, nerve_labels=labels,
                                     frames_since_seen=frames_since_seen, baseline=self._baseline,
                                     nerve_mask=nerve_mask, rejected=rejected,
-                                    presence_checked=self.presence is not None)
+                                    presence_checked=self.rejects)
         if measurement is not None and self._baseline is not None:
             self._relate_to_baseline(result, measurement, self._baseline)
         if self._smoothers:
             result.smooth = self._smooth(result)
         return result
+
+    def _confirm(self, m: Measurement) -> int:
+        """How many processed frames in a row (this one included) have had an accepted nerve, each within
+        the gate of the one before (the count starts again at 1 after a jump)."""
+        centroid = (float(m.centroid_x_px), float(m.centroid_y_px))
+        prev = self._unconfirmed
+        in_a_row = prev[0] + 1 if prev is not None and self._distance(centroid, prev[1]) <= self.gate else 1
+        self._unconfirmed = (in_a_row, centroid)
+        return in_a_row
 
     def _advance(self, frame_index: int, measurement: Measurement | None) -> TrackStatus:
         """Apply the state machine; return the frame's status."""

@@ -5,7 +5,7 @@ column or key fails here even when the module's own constant moved with it. The 
 a contract that changes in the code and the tests but not in the documentation fails as well.
 
 Pinned here (each on real runs of the console scripts' entry points, tiny random-weights engine):
-- ``measurements.csv``: the header, in order, of ``mn-live`` uncalibrated (presence gate on: ``rejected``)
+- ``measurements.csv``: the header, in order, of ``mn-live`` uncalibrated (the defaults: ``rejected``)
   and calibrated (``--mm-per-px FX,FY``, ``--smoothing ema``: ``*_smooth``), and of ``mn-segment``; a ``#``
   unit line per column; mm columns filled exactly when calibrated, equal to px x spacing (known answer).
 - ``summary.json``: the top-level key set, the nested sections the README documents, ``truth`` (phantom and
@@ -49,7 +49,8 @@ CSV_SMOOTH = [f"{c}_smooth" for c in (
     "centroid_y_px", "centroid_x_mm", "centroid_y_mm", "csa_change_pct", "displacement_px", "displacement_mm")]
 """With ``--smoothing ema|median``."""
 CSV_REJECTED = ["rejected"]
-"""With the presence gate on (``--presence on|shape``, the default), last."""
+"""When a detection can go unmeasured: the presence gate on (``--presence on|shape``) or ``--confirm`` above 1
+(both the default), last."""
 MM_COLUMNS = ["area_mm2", "perimeter_mm", "centroid_x_mm", "centroid_y_mm", "displacement_mm",
               "displacement_dx_mm", "displacement_dy_mm", "baseline_area_mm2"]
 STATUSES = {"ok", "no_detection", "lost", "reacquired"}
@@ -75,7 +76,7 @@ UNITS_KEYS = {"area", "displacement"}
 DEFORMATION_KEYS = {"csa_max_over_min", "fr_range"}
 CALIBRATION_DETAIL_KEYS = {"calibrated", "mm_per_px_x", "mm_per_px_y", "source", "text"}
 TRACKER_KEYS = {"calibration", "fps", "gate", "gate_unit", "lost_after_frames", "baseline", "bifid_gap",
-                "max_parts", "smoothing", "smoothing_window", "presence_gate"}
+                "max_parts", "smoothing", "smoothing_window", "presence_gate", "confirm_frames"}
 PRESENCE_GATE_KEYS = {"min_area_frac", "max_area_frac", "min_area_mm2", "max_area_mm2", "max_flattening",
                       "min_circularity", "min_confidence", "appearance"}
 BASELINE_KEYS = {"frame", "t_s", "how", "frames", "n_frames", "area_px", "area_mm2"}
@@ -160,7 +161,8 @@ def live_calibrated(work: Path, cache: list[str]) -> Path:
 
     out = work / "live-cal"
     assert cli(["--source", "synthetic:1", "--headless", "--no-drop", "--frames", str(FRAMES), "--no-video",
-                "--mm-per-px", f"{SPACING[0]},{SPACING[1]}", "--presence", "off", "--smoothing", "ema",
+                "--mm-per-px", f"{SPACING[0]},{SPACING[1]}", "--presence", "off", "--confirm", "1",
+                "--smoothing", "ema",
                 "--out", str(out), *ENGINE, *cache]) == 0
     return out
 
@@ -182,7 +184,8 @@ def segmented(work: Path, cache: list[str], clip: tuple[Path, Path]) -> Path:
     from realtime.segment_cli import cli
 
     out = work / "seg"
-    assert cli([str(clip[0]), "--truth", str(clip[1]), "--presence", "off", "--no-video", "--out", str(out),
+    assert cli([str(clip[0]), "--truth", str(clip[1]), "--presence", "off", "--confirm", "1", "--no-video",
+                "--out", str(out),
                 *ENGINE, *cache]) == 0
     return out
 
@@ -315,6 +318,7 @@ def check_summary(s: dict, *, calibrated: bool, presence: bool, video: bool) -> 
     assert set(s["calibration_detail"]) == CALIBRATION_DETAIL_KEYS
     assert s["calibration_detail"]["calibrated"] is calibrated and (s["calibration"] == "uncalibrated") is not calibrated
     assert set(s["tracker"]) == TRACKER_KEYS
+    assert s["tracker"]["confirm_frames"] == (2 if presence else 1)  # the fixtures without a gate measure all
     if presence:
         assert set(s["tracker"]["presence_gate"]) == PRESENCE_GATE_KEYS
     else:

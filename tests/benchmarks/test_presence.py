@@ -13,12 +13,15 @@ import pytest
 from benchmarks.presence import (
     build_items,
     classify,
+    clip_rows,
+    format_clip_table,
     format_table,
     lifted_probe,
     main,
     off_nerve,
     remove_nerve,
     summarise,
+    summarise_clips,
 )
 from engines.base import Engine, EngineInfo
 from realtime.presence import PresenceGate
@@ -109,6 +112,51 @@ def test_oracle_counts(tmp_path: Path) -> None:
     assert "| on | validation | 8 | 8 (100.0 %) | 8 (100.0 %) | 0 |" in format_table(summary)
 
 
+class _Flicker(Engine):
+    """A nerve-like blob in the middle of every other frame it sees (0.9), nothing in between: what
+    other anatomy does now and then with no nerve in view."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(EngineInfo(name="flicker", backend="fake", precision="fp32", device="cpu",
+                                    input_shape=(1, 1, size[1], size[0])))
+        self.calls = 0
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        out = np.zeros(batch.shape, np.float32)
+        for i in range(batch.shape[0]):
+            if self.calls % 2 == 0:
+                h, w = batch.shape[-2:]
+                cv2.ellipse(out[i, 0], (w // 2, h // 2), (w // 10, h // 16), 0, 0, 360, 0.9, -1)
+            self.calls += 1
+        return out
+
+
+def test_clips_count_frames_through_the_loop_with_and_without_confirmation(tmp_path: Path) -> None:
+    """Known answers on 6-frame clips: the oracle finds every animated nerve in every frame (confirm 1)
+    and from the second frame on (confirm 2), and nothing where the nerve was removed; a detection
+    every other frame is reported 3 times in runs of one frame with confirm 1, never with confirm 2."""
+    data = _dark_nerve_dataset(tmp_path / "d", n=2)
+    items = [i for i in build_items(str(data), "none", 42, None, None, phantom=0)
+             if i["kind"] in ("validation", "nerve-removed")]
+    rows = clip_rows(_Oracle((160, 120)), items, 6, [1, 2], progress=False, gate="off")
+    s = summarise_clips(rows)
+    assert s["1"]["validation"] == {"clips": 2, "frames": 12, "reported": 12, "reported_rate": 1.0,
+                                    "single_frame_runs": 0, "found": 12, "found_rate": 1.0}
+    assert (s["2"]["validation"]["reported"], s["2"]["validation"]["found"]) == (10, 10)
+    assert s["1"]["nerve-removed"]["reported"] == s["2"]["nerve-removed"]["reported"] == 0
+    assert s["2"]["all-negatives"]["frames"] == 12
+    assert [r["reported_runs"] for r in rows if r["kind"] == "validation"] == [[6], [5], [6], [5]]
+
+    negatives = [i for i in items if i["kind"] == "nerve-removed"][:1]
+    flicker = summarise_clips(clip_rows(_Flicker((160, 120)), negatives, 6, [1], progress=False, gate="off"))
+    assert (flicker["1"]["nerve-removed"]["reported"], flicker["1"]["nerve-removed"]["single_frame_runs"]) == (3, 3)
+    flicker = summarise_clips(clip_rows(_Flicker((160, 120)), negatives, 6, [2], progress=False, gate="off"))
+    assert flicker["2"]["all-negatives"]["reported"] == 0
+    table = format_clip_table(s, 6)
+    assert "| 2 | validation | 2 | 12 | 10 (83.3 %) | 10 (83.3 %) | 0 |" in table
+    assert "| 1 | nerve-removed | 2 | 12 | 0 (0.0 %) |  | 0 |" in table
+
+
 @pytest.mark.slow
 def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
     from engines.random_model import random_checkpoint
@@ -132,3 +180,5 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert cli(["--data", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert cli(["--json", str(tmp_path / "no" / "dir" / "x.json"), "--phantom", "1"]) == 2
+    assert cli(["--clips", "2", "--phantom", "1"]) == 2
+    assert "--clips 2: give 0 (stills only) or at least 3 frames a clip" in capsys.readouterr().err

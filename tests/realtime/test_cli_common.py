@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from realtime.cli_common import PRESENCE_CHOICES, SMOOTHING_CHOICES
+from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, SMOOTHING_CHOICES
 from realtime.presence import PRESENCE_MODES
-from realtime.tracker import SMOOTHING_METHODS
+from realtime.tracker import DEFAULT_CONFIRM_FRAMES, SMOOTHING_METHODS
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "numpy", "cv2", "av", "onnxruntime", "matplotlib", "pyigtl", "nrrd", "nibabel")
@@ -21,6 +21,28 @@ HEAVY = ("torch", "numpy", "cv2", "av", "onnxruntime", "matplotlib", "pyigtl", "
 def test_choices_agree_with_the_modules() -> None:
     assert tuple(SMOOTHING_CHOICES) == tuple(SMOOTHING_METHODS)
     assert tuple(PRESENCE_CHOICES) == tuple(PRESENCE_MODES)
+    assert CONFIRM_DEFAULT == DEFAULT_CONFIRM_FRAMES == 2
+
+
+def test_confirm_flag_and_the_single_image_exception() -> None:
+    """--confirm N reaches the tracker; a one-frame input is measured without confirmation (nothing could
+    confirm it), any other length or an unknown one keeps N; N < 1 or not a whole number is refused."""
+    import argparse
+
+    from realtime.cli_common import add_measure_args, confirm_frames, make_tracker
+
+    p = argparse.ArgumentParser()
+    add_measure_args(p)
+    assert p.parse_args([]).confirm == 2
+    args = p.parse_args(["--confirm", "3"])
+    assert make_tracker(args, None, 24.0).confirm_frames == 3
+    assert make_tracker(args, None, 24.0, frames=2).confirm_frames == 3
+    assert make_tracker(args, None, 24.0, frames=1).confirm_frames == 1
+    assert make_tracker(p.parse_args(["--confirm", "1"]), None, 24.0).confirm_frames == 1
+    assert confirm_frames("4") == 4
+    for bad in ("0", "-2", "1.5", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match="whole number of frames >= 1"):
+            confirm_frames(bad)
 
 
 def _loaded_after(code: str) -> list[str]:

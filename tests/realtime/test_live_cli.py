@@ -369,8 +369,9 @@ def disc(monkeypatch: pytest.MonkeyPatch) -> DiscRuns:
     return runs
 
 
-PLAIN = ["--source", "synthetic", "--headless", "--presence", "off", "--fusion", "1", "-q"]
-"""Each frame's own disc, measured exactly (no presence gate, no temporal fusion with the previous discs)."""
+PLAIN = ["--source", "synthetic", "--headless", "--presence", "off", "--confirm", "1", "--fusion", "1", "-q"]
+"""Each frame's own disc, measured exactly from the first frame on (no presence gate, no confirmation, no
+temporal fusion with the previous discs)."""
 
 
 def test_no_drop_smoothing_and_output_paths_one_by_one(tmp_path: Path, disc: DiscRuns) -> None:

@@ -21,10 +21,10 @@ def test_synth_then_segment_with_truth(tmp_path: Path, cache: str) -> None:
     assert synth_cli(["--phantom", "--frames", "10", "--seed", "2", "--out", str(clip), "--truth", str(truth),
                       "-q"]) == 0
     out = tmp_path / "seg"
-    # presence and fusion off: the random network's blob is measured on every frame, so every number below is
+    # presence, confirmation and fusion off: the random network's blob is measured on every frame, so every number is
     # non-trivial (fused, a random network's near-0.5 map can fall under the threshold on a frame)
     assert segment_cli([str(clip), "--truth", str(truth), "--out", str(out), "--batch", "4", "--masks", *FAST,
-                        "--presence", "off", "--fusion", "1"]) == 0
+                        "--presence", "off", "--confirm", "1", "--fusion", "1"]) == 0
     folder = out / "clip"
     rows = read_csv(folder / "measurements.csv")
     assert [int(r["frame"]) for r in rows] == list(range(10))

@@ -346,18 +346,19 @@ def test_deterministic_and_reset() -> None:
 def test_describe_is_exactly_the_settings() -> None:
     tracker = Tracker(Calibration(0.1, 0.1, "test"), fps=25.0, gate_mm=6.0, gate_px=45.0, lost_after_frames=4,
                       baseline_s=2.0, bifid_gap=0.25, max_parts=3, smoothing="ema", smoothing_window=7,
-                      presence=PresenceGate())
+                      presence=PresenceGate(), confirm_frames=3)
     assert tracker.describe() == {
         "calibration": "0.1000 x 0.1000 mm/px (from test)", "fps": 25.0, "gate": 6.0, "gate_unit": "mm",
         "lost_after_frames": 4, "baseline": "auto: first 2 s (50 frames)", "bifid_gap": 0.25, "max_parts": 3,
         "smoothing": "ema", "smoothing_window": 7,
         "presence_gate": {"min_area_frac": 0.002, "max_area_frac": 0.065, "min_area_mm2": 2.0, "max_area_mm2": 40.0,
                           "max_flattening": 11.0, "min_circularity": 0.2, "min_confidence": 0.5, "appearance": None},
+        "confirm_frames": 3,
     }
     assert Tracker(None, fps=24.0).describe() == {
         "calibration": "uncalibrated", "fps": 24.0, "gate": 60.0, "gate_unit": "px", "lost_after_frames": 12,
         "baseline": "auto: first 1 s (24 frames)", "bifid_gap": 0.5, "max_parts": 2, "smoothing": "none",
-        "smoothing_window": None, "presence_gate": None,
+        "smoothing_window": None, "presence_gate": None, "confirm_frames": 1,
     }
 
 
@@ -591,3 +592,65 @@ def test_parse_baseline_range_rejects_a_non_string() -> None:
     for bad in (None, 24, (0, 24)):
         with pytest.raises(UserError, match="expected START:END"):
             parse_baseline_range(bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# confirmation: a new track needs the nerve in C frames in a row
+# ---------------------------------------------------------------------------------------------
+
+
+def test_confirmation_needs_c_frames_in_a_row_near_each_other() -> None:
+    """C = 2: a nerve alone in one frame is never measured (other anatomy's flicker), one in view is
+    measured from its second frame on; a jump beyond the gate starts the count again; a miss breaks it."""
+    tracker = Tracker(None, fps=10.0, gate_px=30.0, confirm_frames=2)
+    here, there, empty = frame(("disc", 50, 70, 12)), frame(("disc", 150, 70, 12)), frame()
+    rs = run(tracker, [here, empty, here, there, there, there])
+    assert [r.status for r in rs] == [NO, NO, NO, NO, OK, OK]
+    assert [r.rejected for r in rs] == ["unconfirmed: 1 of 2 frames", None, "unconfirmed: 1 of 2 frames",
+                                        "unconfirmed: 1 of 2 frames", None, None]
+    assert all(r.measurement is None and r.nerve_mask is None and r.nerve_labels == () for r in rs[:4])
+    assert rs[4].measurement.centroid_x_px == pytest.approx(150.0)  # type: ignore[union-attr]
+    assert rs[4].frames_since_seen == 0 and rs[3].frames_since_seen is None
+    row = rs[0].to_row()
+    assert list(row) == tracker.columns() and row["rejected"] == "unconfirmed: 1 of 2 frames"
+    assert row["area_px"] is None
+    # within the gate (30 px): 25 px apart still confirms
+    tracker = Tracker(None, fps=10.0, gate_px=30.0, confirm_frames=3)
+    rs = run(tracker, [frame(("disc", 50 + 25 * i, 70, 12)) for i in range(4)])
+    assert [r.status for r in rs] == [NO, NO, OK, OK]
+    assert [r.rejected for r in rs] == ["unconfirmed: 1 of 3 frames", "unconfirmed: 2 of 3 frames", None, None]
+
+
+def test_confirmation_applies_to_reacquiring_not_to_a_track_that_holds() -> None:
+    tracker = Tracker(None, fps=10.0, lost_after_frames=2, confirm_frames=2, baseline_s=0.2)
+    nerve, empty = frame(("disc", 60, 70, 14)), frame()
+    rs = run(tracker, [nerve, nerve, empty, nerve, empty, empty, empty, nerve, nerve, nerve])
+    # a miss while tracking does not need confirming again; after the track is lost it does
+    assert [r.status for r in rs] == [NO, OK, NO, OK, NO, NO, LOST, LOST, REACQ, OK]
+    assert rs[7].rejected == "unconfirmed: 1 of 2 frames" and rs[3].rejected is None
+    assert tracker.state is TrackState.TRACKING
+    # the baseline starts at the first measured frame, not at the unconfirmed one before it
+    assert tracker.baseline is not None and (tracker.baseline.first_frame, tracker.baseline.n_frames) == (1, 1)
+
+
+def test_confirmation_counts_only_accepted_detections() -> None:
+    """A detection the presence gate rejects breaks the count like an empty frame."""
+    tracker = Tracker(None, fps=10.0, presence=PresenceGate(), confirm_frames=2)
+    good, huge = frame(("rect", 50, 50, 20, 20)), frame(("rect", 40, 40, 50, 50))
+    rs = run(tracker, [good, huge, good, good])
+    assert [r.status for r in rs] == [NO, NO, NO, OK]
+    assert [r.rejected for r in rs] == ["unconfirmed: 1 of 2 frames", "area 8.33% of frame > 6.50%",
+                                        "unconfirmed: 1 of 2 frames", None]
+
+
+def test_confirmation_settings() -> None:
+    assert Tracker(None, fps=10.0).confirm_frames == 1  # the library measures at once; the commands ask for 2
+    t = Tracker(None, fps=10.0, confirm_frames=2)
+    assert t.describe()["confirm_frames"] == 2 and Tracker(None, fps=10.0).describe()["confirm_frames"] == 1
+    assert t.columns()[-1] == "rejected" and "rejected" not in Tracker(None, fps=10.0).columns()
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(UserError, match=r"confirm_frames must be a whole number of frames >= 1, got"):
+            Tracker(None, fps=10.0, confirm_frames=bad)  # type: ignore[arg-type]
+    t.update(frame(("disc", 60, 70, 14)), 0, 0.0)
+    t.reset()  # forgets the unconfirmed detection too
+    assert t.update(frame(("disc", 60, 70, 14)), 1, 0.1).status is NO

@@ -223,7 +223,8 @@ def test_mn_segment_dicom_mm2_within_1_percent(tmp_path: Path, monkeypatch: pyte
     write_dicom(folder / "loop1.dcm", [screen(m) for m in masks], RLELossless, region=(w, h))
     write_dicom(folder / "loop2.dcm", [screen(m) for m in masks[:2]], region=(w, h))
     out = tmp_path / "out"
-    code = segment_cli.cli([str(folder), "--out", str(out), "--no-video", "--presence", "off", "--batch", "2", "-q"])
+    code = segment_cli.cli([str(folder), "--out", str(out), "--no-video", "--presence", "off", "--confirm", "1",
+                            "--batch", "2", "-q"])
     assert code == 0
     for stem, n in (("loop1", 3), ("loop2", 2)):
         rows = read_csv(out / stem / "measurements.csv")
@@ -234,6 +235,29 @@ def test_mn_segment_dicom_mm2_within_1_percent(tmp_path: Path, monkeypatch: pyte
             truth = np.count_nonzero(masks[i]) * 0.07 * 0.085
             assert abs(float(row["area_mm2"]) - truth) / truth < 0.01
             assert float(row["source_time_s"]) == pytest.approx(T0 + 0.04 * i, abs=1e-3)
+
+
+def test_mn_segment_measures_a_single_image_without_confirmation(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """--confirm (2 by default) needs a next frame; a one-frame DICOM image has none and is measured
+    at once, while the first frame of a two-frame loop waits for the second."""
+    monkeypatch.setattr(segment_cli, "open_engine", lambda args, batch=1: TruthEngine())
+    _, masks = phantom(2, seed=5)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_dicom(folder / "still.dcm", masks[:1], pixel_spacing=(0.1, 0.1))
+    write_dicom(folder / "loop.dcm", masks, pixel_spacing=(0.1, 0.1))
+    out = tmp_path / "out"
+    assert segment_cli.cli([str(folder / "still.dcm"), str(folder / "loop.dcm"), "--out", str(out), "--no-video",
+                            "--presence", "off", "-q"]) == 0
+    (still,) = read_csv(out / "still" / "measurements.csv")
+    assert still["status"] == "ok" and "rejected" not in still  # nothing can reject it here
+    assert float(still["area_mm2"]) == pytest.approx(np.count_nonzero(masks[0]) * 0.01, rel=0.01)
+    first, second = read_csv(out / "loop" / "measurements.csv")
+    assert (first["status"], first["rejected"], first["area_mm2"]) == ("no_detection", "unconfirmed: 1 of 2 frames", "")
+    assert second["status"] == "ok"
+    assert json.loads((out / "still" / "summary.json").read_text())["tracker"]["confirm_frames"] == 1
+    assert json.loads((out / "loop" / "summary.json").read_text())["tracker"]["confirm_frames"] == 2
 
 
 def test_mn_live_plays_a_cine_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -178,7 +178,7 @@ def test_mn_live_mm2_within_1_percent_of_truth(server: Server, tmp_path: Path,
     sender.start()
     out = tmp_path / "live"
     code = live_cli.cli(["--source", f"igtl://127.0.0.1:{server.server.port}", "--headless", "--no-video",
-                         "--frames", "8", "--presence", "off", "--out", str(out), "-q"])
+                         "--frames", "8", "--presence", "off", "--confirm", "1", "--out", str(out), "-q"])
     done.set()
     assert code == 0
     rows = read_csv(out / "measurements.csv")
