@@ -156,3 +156,360 @@ def test_summary_section(sink: IgtlOutSink) -> None:
     s.write(record(0))
     s.close()
     assert run.extras["igtl_out"]["image_device"] == "Mask2" and run.extras["igtl_out"]["frames_published"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# found by mutation testing (docs/mutation-testing.md, "The OpenIGTLink output")
+# ---------------------------------------------------------------------------------------------
+import logging  # noqa: E402
+
+from realtime.sinks.igtl_out import mask_matrix  # noqa: E402
+
+
+def unpack_all(data: bytes) -> list:
+    """The OpenIGTLink messages in ``data``, read back by pyigtl: ``(header fields, message)`` each."""
+    out = []
+    while data:
+        fields = pyigtl.MessageBase.parse_header(data[:pyigtl.MessageBase.IGTL_HEADER_SIZE])
+        body = data[pyigtl.MessageBase.IGTL_HEADER_SIZE:pyigtl.MessageBase.IGTL_HEADER_SIZE + fields["body_size"]]
+        message = pyigtl.MessageBase.create_message(fields["message_type"])
+        message.unpack(fields, body)
+        out.append((fields, message))
+        data = data[pyigtl.MessageBase.IGTL_HEADER_SIZE + fields["body_size"]:]
+    return out
+
+
+def test_one_frame_packed_as_an_image_then_a_string_with_the_capture_time() -> None:
+    sink = IgtlOutSink(port=0, device="Mask2", text_device="Text2")
+    sink.spacing = (SX, SY)
+    mask = np.zeros((3, 4), np.uint8)
+    mask[1, 2], mask[2, 3] = 255, 7  # anything above 0 is the nerve: 1
+    (image_fields, image), (text_fields, text) = unpack_all(sink._pack((5, mask, (3, 4), '{"a":1}', 1700000000.25)))
+    assert (image_fields["message_type"], image_fields["device_name"]) == ("IMAGE", "Mask2")
+    assert (text_fields["message_type"], text_fields["device_name"]) == ("STRING", "Text2")
+    assert image_fields["timestamp"] == pytest.approx(1700000000.25, abs=1e-6) and text.timestamp == image.timestamp
+    assert image.image.dtype == np.uint8 and image.image.tolist() == [[[0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]]
+    assert image.world_coordinate_system == "ras"  # the header says RAS (pyigtl's default is LPS)
+    assert np.allclose(image.ijk_to_world_matrix, np.diag([SX, SY, 1.0, 1.0]))  # RAS: i the columns, j the rows
+    assert text.string == '{"a":1}'
+    (_, empty), _ = unpack_all(sink._pack((6, None, (3, 4), "{}", 1.0)))  # no mask: all 0 at the frame's size
+    assert empty.image.tolist() == [[[0] * 4] * 3] and empty.image.dtype == np.uint8
+
+
+def test_the_mask_in_the_sources_own_frame_when_it_has_one() -> None:
+    frame = np.array([[0.0, 0.3, 0, 10], [-0.3, 0, 0, 20], [0, 0, 1.5, 30], [0, 0, 0, 1]], np.float32)
+    assert mask_matrix((0.5, 0.25)).tolist() == [[0.5, 0, 0, 0], [0, 0.25, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    got = mask_matrix((0.5, 0.25), frame)
+    assert got.dtype == np.float64 and np.array_equal(got, frame)
+    sink = IgtlOutSink(port=0)
+    source = SimpleNamespace(frame_matrix=frame)
+    run = SimpleNamespace(tracker=SimpleNamespace(calibration=None), source=source, extras={}, fps=24.0)
+    sink.open(run)
+    try:
+        assert sink.spacing == (1.0, 1.0) and sink.input_matrix is frame
+        (_, image), _ = unpack_all(sink._pack((1, None, (2, 2), "{}", 1.0)))
+    finally:
+        sink.close()
+    assert np.allclose(image.ijk_to_world_matrix, frame)
+
+
+def test_the_json_of_a_calibrated_frame_word_for_word() -> None:
+    from realtime.morphometry import Measurement
+
+    r = record(12)
+    r.calibrated = True
+    r.tracked.measurement = Measurement(
+        area_px=1000.0, area_mm2=6.25, perimeter_px=60.0, perimeter_mm=4.8, flattening_ratio=1.5, circularity=0.9,
+        centroid_x_px=32.0, centroid_y_px=24.0, centroid_x_mm=2.5, centroid_y_mm=float("nan"), bbox=(22, 14, 21, 21),
+        n_components=1, confidence=np.float32(0.75))
+    r.tracked.csa_change_pct = float("inf")
+    assert measurement_json(r) == (
+        '{"frame":12,"t_s":0.5,"status":"ok","calibrated":true,"area_mm2":6.25,"area_px":1000.0,'
+        '"flattening_ratio":1.5,"circularity":0.9,"centroid_x_px":32.0,"centroid_y_px":24.0,"centroid_x_mm":2.5,'
+        '"centroid_y_mm":null,"confidence":0.75,"csa_change_pct":null}')
+    r.tracked.csa_change_pct = -12.5
+    assert json.loads(measurement_json(r))["csa_change_pct"] == -12.5
+
+
+def test_device_names_are_1_to_20_ascii_characters() -> None:
+    assert check_device_name("A" * 20, "--igtl-device") == "A" * 20 and check_device_name("B", "--x") == "B"
+    with pytest.raises(UserError) as err:
+        check_device_name("A" * 21, "--igtl-device")
+    assert str(err.value) == f"--igtl-device {'A' * 21!r}: an OpenIGTLink device name has 1 to 20 characters"
+    with pytest.raises(UserError) as err:
+        check_device_name("", "--igtl-text-device")
+    assert str(err.value) == "--igtl-text-device '': an OpenIGTLink device name has 1 to 20 characters"
+    with pytest.raises(UserError) as err:
+        check_device_name("Nerv\u00e9", "--igtl-device")
+    assert str(err.value) == "--igtl-device 'Nerv\u00e9': an OpenIGTLink device name is ASCII"
+    with pytest.raises(UserError, match="--igtl-device 'x' \\* 21|1 to 20"):
+        IgtlOutSink(port=0, device="x" * 21)
+    with pytest.raises(UserError, match="^--igtl-text-device "):
+        IgtlOutSink(port=0, text_device="")
+
+
+def test_binding_errors_say_what_to_do() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(UserError) as err:
+            bind_server("127.0.0.1", port)
+    finally:
+        taken.close()
+    assert str(err.value) == (f"--igtl-out {port}: the port is in use on 127.0.0.1 (another mn-live, Slicer or "
+                              "PlusServer listening there?): choose another port")
+    with pytest.raises(UserError) as err:
+        bind_server("192.0.2.1", 18944)  # TEST-NET-1: an address of no machine here
+    assert str(err.value) == ("--igtl-out 18944 on 192.0.2.1: cannot listen: Cannot assign requested address (ports "
+                              "below 1024 need privileges; --igtl-bind must be an address of this machine)")
+    with pytest.raises(UserError) as err:
+        bind_server("no-such-host.invalid", 18944)
+    assert str(err.value).startswith("--igtl-bind no-such-host.invalid: not an address of this machine (")
+    sock = bind_server("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1  # a restart finds its port again
+        assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
+        client = socket.create_connection(sock.getsockname())  # listening
+        client.close()
+    finally:
+        sock.close()
+
+
+def test_open_and_close_say_where_and_what_and_the_summary_has_it_all(caplog: pytest.LogCaptureFixture) -> None:
+    run = run_info()
+    sink = IgtlOutSink(port=0)
+    assert sink.name == "OpenIGTLink output 127.0.0.1:0" and sink.paths == {} and sink.stall_s == 5.0
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.igtl_out"):
+        sink.open(run)
+        assert sink.spacing == (SX, SY) and sink.port > 0
+        client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=sink.port)
+        try:
+            receive(client, "NerveMask", sink, frame=1)
+        finally:
+            client.stop()
+        wait_for(lambda: sink.connected == 0, "the client to be dropped")
+        sink.close()
+        sink.close()  # once only
+    port = sink.port
+    messages = [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.igtl_out"]
+    assert messages[0] == (f"OpenIGTLink output on 127.0.0.1:{port} (this machine only): IMAGE NerveMask, STRING "
+                           "NerveMeasurements")
+    assert messages[1].startswith("OpenIGTLink client 127.0.0.1:") and messages[1].endswith(" connected")
+    assert messages[2].startswith("OpenIGTLink client 127.0.0.1:") and " dropped: it disconnected (" in messages[2]
+    assert messages[-1] == f"OpenIGTLink output: {sink.published} frames published, 1 clients served"
+    summary = run.extras["igtl_out"]
+    assert summary == {"address": "127.0.0.1", "port": port, "image_device": "NerveMask",
+                       "text_device": "NerveMeasurements", "frames_published": sink.published, "clients_served": 1,
+                       "frames_sent": summary["frames_sent"], "frames_skipped_for_slow_clients":
+                           summary["frames_skipped_for_slow_clients"]}
+    assert summary["frames_sent"] >= 1 and summary["frames_sent"] + summary["frames_skipped_for_slow_clients"] <= \
+        sink.published
+
+
+def test_served_to_the_network_only_when_asked_and_then_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    sink = IgtlOutSink(port=0, bind="0.0.0.0")
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.igtl_out"):
+        sink.open(run_info())
+        sink.close()
+    records = [r for r in caplog.records if r.name == "realtime.sinks.igtl_out"]
+    assert records[0].getMessage().startswith(f"OpenIGTLink output on 0.0.0.0:{sink.port} (the network: anyone who "
+                                              "can reach it gets the masks): IMAGE")
+    assert (records[1].levelno, records[1].getMessage()) == (
+        logging.WARNING, "--igtl-bind 0.0.0.0: the masks and measurements of this run are served to the network: "
+        "anyone who can reach it gets the masks")
+    for loopback in ("::1", "localhost"):
+        caplog.clear()
+        quiet = IgtlOutSink(port=0, bind=loopback)
+        with caplog.at_level(logging.INFO, logger="realtime.sinks.igtl_out"):
+            quiet.open(run_info())
+            quiet.close()
+        assert "(this machine only)" in caplog.text and not any(r.levelno >= logging.WARNING for r in caplog.records)
+
+
+def test_a_frame_without_an_image_is_served_at_its_masks_size_or_empty() -> None:
+    sink = IgtlOutSink(port=0)
+    r = record(3)
+    r.image = None
+    sink._wake_w = socket.socketpair()[1]  # written to, never read: the loop's side alone
+    try:
+        sink.write(r)
+        assert sink._latest[2] == (48, 64) and sink._latest[0] == 1 and sink.published == 1
+        r.mask = None
+        sink.write(r)
+        assert sink._latest[2] == (0, 0) and sink._latest[0] == 2 and "write" in r.timings_ms
+        assert sink.published == 2
+        no_mask = record(4)
+        no_mask.image, no_mask.mask = np.zeros((30, 70), np.uint8), None  # not measured: all 0 at the image's size
+        sink.write(no_mask)
+        assert sink._latest[2] == (30, 70) and sink._latest[1] is None and sink.published == 3
+    finally:
+        sink._wake_w.close()
+
+
+def test_a_failed_server_fails_the_next_write() -> None:
+    sink = IgtlOutSink(port=0)
+    sink._error = "the OpenIGTLink server failed: RuntimeError: boom"
+    with pytest.raises(OSError) as err:
+        sink.write(record(0))
+    assert str(err.value) == "the OpenIGTLink server failed: RuntimeError: boom" and sink.published == 0
+
+
+def test_a_server_that_fails_says_why_and_the_next_write_fails(caplog: pytest.LogCaptureFixture) -> None:
+    sink = IgtlOutSink(port=0)
+
+    def broken(latest):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    sink._pack = broken
+    with caplog.at_level(logging.ERROR, logger="realtime.sinks.igtl_out"):
+        sink.open(run_info())
+        client = socket.create_connection(("127.0.0.1", sink.port))
+        try:
+            wait_for(lambda: sink.clients_served == 1, "the client to be accepted")
+            sink.write(record(0))  # packed for the client: the server thread fails
+            wait_for(lambda: sink._error is not None, "the server to fail")
+            with pytest.raises(OSError) as err:
+                sink.write(record(1))
+        finally:
+            client.close()
+            sink.close()
+    assert str(err.value) == "the OpenIGTLink server failed: RuntimeError: boom"
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.igtl_out"] == [str(err.value)]
+
+
+def _free_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def _read_messages(sock: socket.socket, count: int) -> list:
+    """``count`` whole messages read from a raw socket (two a frame; a guard of 20 s against a server that sends
+    nothing)."""
+    sock.settimeout(20.0)
+    data = b""
+    size = pyigtl.MessageBase.IGTL_HEADER_SIZE
+    while True:
+        messages, rest = [], data
+        while len(rest) >= size:
+            body = pyigtl.MessageBase.parse_header(rest[:size])["body_size"]
+            if len(rest) < size + body:
+                break
+            messages.append(rest[:size + body])
+            rest = rest[size + body:]
+        if len(messages) >= count:
+            return [m for chunk in messages[:count] for m in unpack_all(chunk)]
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the server closed the connection"
+        data += chunk
+
+
+def test_the_server_listens_on_this_machine_at_the_port_asked_for_on_a_daemon_thread() -> None:
+    port = _free_port()
+    sink = IgtlOutSink(port=port)
+    sink.open(SimpleNamespace(tracker=None, source=None, extras={}, fps=24.0))  # no tracker: 1 x 1 spacing
+    try:
+        assert sink.port == port and sink._sock.getsockname() == ("127.0.0.1", port)  # not every interface
+        assert sink.spacing == (1.0, 1.0) and sink.input_matrix is None
+        assert sink._thread.name == "igtl-out" and sink._thread.daemon  # never keeps the process alive
+    finally:
+        sink.close()
+    with pytest.raises(ConnectionRefusedError):  # closed: nothing listens there any more
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_a_client_early_gets_the_first_frame_a_late_one_the_next_and_the_run_end_closes_both(
+        caplog: pytest.LogCaptureFixture) -> None:
+    sink = IgtlOutSink(port=0)
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.igtl_out"):
+        sink.open(run_info())
+        early = socket.create_connection(("127.0.0.1", sink.port))
+        try:
+            wait_for(lambda: sink.clients_served == 1, "the early client to be accepted")
+            sink.write(record(1))  # the first frame of the run
+            first = _read_messages(early, 2)
+            assert json.loads(first[1][1].string)["frame"] == 1
+            late = socket.create_connection(("127.0.0.1", sink.port))
+            wait_for(lambda: sink.clients_served == 2, "the late client to be accepted")
+            sink.write(record(2))
+            assert json.loads(_read_messages(late, 2)[1][1].string)["frame"] == 2  # not frame 1 again
+            assert json.loads(_read_messages(early, 2)[1][1].string)["frame"] == 2
+            sink.close()
+            early.settimeout(20.0)
+            late.settimeout(20.0)
+            assert early.recv(1) == b"" and late.recv(1) == b""  # closed by the server when the run ended
+        finally:
+            early.close()
+            sink.close()
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 2 and all(m.endswith(" dropped: the run ended (2 frames sent, 0 skipped)")
+                                     or m.endswith(" dropped: the run ended (1 frames sent, 0 skipped)")
+                                     for m in dropped)
+    assert sink.describe()["frames_sent"] == 3 and sink.describe()["frames_skipped_for_slow_clients"] == 0
+
+
+def test_a_frame_larger_than_the_socket_buffers_arrives_whole() -> None:
+    sink = IgtlOutSink(port=0)
+    sink.open(run_info())
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", sink.port))
+    try:
+        wait_for(lambda: sink.clients_served == 1, "the client to be accepted")
+        big = record(3)
+        big.image = np.zeros((4000, 4000), np.uint8)
+        big.mask = np.zeros((4000, 4000), np.uint8)
+        big.mask[100:200, 300:500] = 1  # 16 MB: more than the socket buffers, sent in parts as the client reads
+        sink.write(big)
+        (_, image), (_, text) = _read_messages(client, 2)
+        assert image.image.shape == (1, 4000, 4000) and int(image.image.sum()) == 100 * 200
+        assert json.loads(text.string)["frame"] == 3
+    finally:
+        client.close()
+        sink.close()
+
+
+def test_a_dropped_client_counts_the_frames_it_never_got(caplog: pytest.LogCaptureFixture) -> None:
+    from realtime.sinks.igtl_out import _Client
+
+    sink = IgtlOutSink(port=0)
+    mine, theirs = socket.socketpair()
+    client = _Client(mine, "10.0.0.2:5000", sent_seq=3, frames_sent=2, frames_skipped=2)
+    sink._clients.append(client)
+    sink._latest = (7, None, (1, 1), "{}", None)
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.igtl_out"):
+        sink._drop(client, None, "it went away")
+        sink._drop(client, None, "again")  # once only
+    theirs.close()
+    assert client.frames_skipped == 2 + 4 and sink._clients == [] and sink._done == [client]  # frames 4 to 7
+    assert [r.getMessage() for r in caplog.records] == [
+        "OpenIGTLink client 10.0.0.2:5000 dropped: it went away (2 frames sent, 6 skipped)"]
+    with pytest.raises(OSError):
+        mine.send(b"x")  # its socket closed
+    early, other = socket.socketpair()
+    before = _Client(early, "10.0.0.3:5000", sent_seq=0)
+    fresh = IgtlOutSink(port=0)
+    fresh._clients.append(before)
+    fresh._drop(before, None, "it went away")  # before any frame: nothing skipped
+    other.close()
+    assert before.frames_skipped == 0
+
+
+def test_a_client_connecting_after_frames_nobody_received_starts_with_the_next_one() -> None:
+    sink = IgtlOutSink(port=0)
+    sink.open(run_info())
+    client = None
+    try:
+        sink.write(record(1))  # nobody connected: published, sent to no one
+        client = socket.create_connection(("127.0.0.1", sink.port))
+        wait_for(lambda: sink.clients_served == 1, "the client to be accepted")
+        sink.write(record(2))
+        assert json.loads(_read_messages(client, 2)[1][1].string)["frame"] == 2
+    finally:
+        if client is not None:
+            client.close()
+        sink.close()

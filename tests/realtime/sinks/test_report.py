@@ -115,3 +115,192 @@ def test_report_renders_in_headless_chromium(report_run: Path, tmp_path: Path) -
     assert image.std() > 20  # not blank: text, tables, the plot and the frames
     # the strip's frames are drawn: their black backgrounds are the only large dark areas of the light page
     assert (image.max(axis=2) < 30).sum() > 50_000
+
+
+# ---------------------------------------------------------------------------------------------
+# found by mutation testing (docs/mutation-testing.md, "The HTML report"): what a person reads
+# ---------------------------------------------------------------------------------------------
+import html as html_mod  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+
+from realtime.sinks.base import RunControl, RunInfo  # noqa: E402
+from realtime.sinks.report import _Shot, render_html  # noqa: E402
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """Each table row of the page: its heading -> its cells (unescaped, tags left out)."""
+    out = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", text):
+        cells = [html_mod.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+        if cells and cells[0]:
+            out[cells[0]] = cells[1:]
+    return out
+
+
+def _run(tmp_path: Path, **kw) -> RunInfo:  # type: ignore[no-untyped-def]
+    return RunInfo(source=None, engine=None, tracker=None, control=RunControl(), fps=24.0, calibrated=True, **kw)
+
+
+SUMMARY = {
+    "units": {"area": "mm2", "displacement": "mm"}, "exit_code": 0, "ended_because": "end of source",
+    "frames_processed": 120, "frames_dropped": 3, "wall_time_s": 5.04, "processing_fps": 23.81,
+    "source_info": {"size": [606, 468]}, "status_counts": {"ok": 110, "lost": 10},
+    "csa": {"min": 9.126, "median": 10.5, "max": 12.0}, "csa_px": {"min": 912.5, "median": 1050.0, "max": 1200.0},
+    "flattening_ratio": {"min": 1.234, "median": 1.5, "max": 2.0},
+    "circularity": {"min": 0.8125, "median": 0.9, "max": float("nan")},
+    "max_displacement": 1.26, "deformation": {"csa_max_over_min": 1.31507, "fr_range": 0.766},
+    "latency_ms": {"p50": 20.04, "p90": 25.0, "p95": 26.5, "p99": 30.0, "max": 41.26},
+    "stage_ms": {"write": {"p50": 1.5, "p90": 2.0, "p95": 2.0, "p99": 3.0, "max": 4.0},
+                 "infer": {"p50": 12.345, "p90": 13.0, "p95": 14.0, "p99": 15.0, "max": 16.0}},
+    "latency_warmup_frames_excluded": 5,
+}
+
+
+def test_the_numbers_a_person_reads_each_in_its_place(tmp_path: Path) -> None:
+    run = _run(tmp_path, metadata={"source": "clip <1>.mp4", "mode": "live", "batch": 1, "model": "lunet",
+                                   "model_file": "m.pt", "backend": "torch", "precision": "fp32", "device": "cpu",
+                                   "input_size": "128x96", "engine_notes": None, "versions": {"mn-seg": "0.9"},
+                                   "calibration": "0.1000 x 0.1000 mm/px",
+                                   "calibration_detail": {"sx": 0.1, "sy": 0.1, "text": "x", "calibrated": True,
+                                                          "source": "--mm-per-px", "note": None}})
+    text = render_html(run, SUMMARY, [], tmp_path)
+    rows = _rows(text)
+    assert rows["source"] == ["clip <1>.mp4"] and rows["mode"] == ["live"] and rows["batch"] == ["1"]
+    assert rows["frame size"] == ["606 x 468 px"] and rows["frames processed"] == ["120"]
+    assert rows["wall time"] == ["5.0 s"] and rows["processing rate"] == ["23.8 frames/s"]
+    assert rows["calibration"] == ["0.1000 x 0.1000 mm/px"] and rows["area unit"] == ["mm²"]
+    assert rows["detail"] == ["sx: 0.1, sy: 0.1, source: --mm-per-px"]  # its numbers, not the text again
+    assert [rows[k] for k in ("model", "model file", "backend", "precision", "device", "network input", "mn-seg")] == [
+        ["lunet"], ["m.pt"], ["torch"], ["fp32"], ["cpu"], ["128x96"], ["0.9"]]
+    assert "engine notes" not in rows  # nothing to say: no row
+    assert rows["CSA (mm²)"] == ["9.13", "10.50", "12.00"] and rows["CSA (px)"] == ["912", "1050", "1200"]
+    assert rows["flattening ratio"] == ["1.23", "1.50", "2.00"] and rows["circularity"] == ["0.812", "0.900", "–"]
+    assert rows["frames dropped (live policy)"] == ["3"] and rows["statuses"] == ["ok 110, lost 10"]
+    assert rows["largest displacement (mm)"] == ["1.26"] and rows["CSA max / min"] == ["1.315"]
+    assert rows["flattening ratio range"] == ["0.766"] and "truth: Dice mean" not in rows
+    assert rows["capture to measurement"] == ["20.0", "25.0", "26.5", "30.0", "41.3"]
+    assert rows["ms"] == ["p50", "p90", "p95", "p99", "max"]
+    assert rows["infer"] == ["12.35", "13.00", "14.00", "15.00", "16.00"] and rows["write"][0] == "1.50"
+    stages = [k for k in rows if k in ("infer", "write")]
+    assert stages == ["infer", "write"]  # in the loop's order
+    assert "<p class='note'>The first 5 frames (warm-up) are left out.</p>" in text
+    assert re.search(r"<h1>mn-seg run: clip &lt;1&gt;.mp4</h1><div class='ended'>ended: end of source "
+                     r"\(<span>exit code 0</span>\) · written \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d</div>", text)
+    assert "<title>mn-seg report: clip &lt;1&gt;.mp4</title>" in text and "did not end normally" not in text
+    for heading in ("Settings", "Calibration", "Model and engine", "Summary", "Latency", "Files",
+                    "CSA, flattening ratio and circularity over time", "Frames"):
+        assert f"<h2>{heading}</h2>" in text, heading
+
+
+def test_an_uncalibrated_run_with_truth_that_failed(tmp_path: Path) -> None:
+    summary = {"exit_code": 5, "ended_because": "cannot write overlay.mp4", "csa": {"min": 912.5},
+               "source_info": {"frame_size": "606x468"}, "max_displacement": 3.0,
+               "truth": {"frames": 40, "dice_mean": 0.91234, "csa_rel_error_median": 0.0456},
+               "latency_ms": {}, "stage_ms": {}}
+    run = _run(tmp_path, metadata={"source": "/data/a/clip.mp4"})
+    text = render_html(run, summary, [], tmp_path)
+    rows = _rows(text)
+    assert rows["CSA (px (uncalibrated))"] == ["912.50", "–", "–"] and rows["area unit"] == ["px (uncalibrated)"]
+    assert rows["largest displacement (px)"] == ["3.00"] and rows["frame size"] == ["606x468"]
+    assert rows["truth: frames scored"] == ["40"] and rows["truth: Dice mean"] == ["0.912"]
+    assert rows["truth: |CSA error| median"] == ["4.6 %"]
+    assert rows["capture to measurement"] == ["–"] * 5 and "wall time" in rows and rows["wall time"] == ["– s"]
+    assert ("<p class='bad'>The run did not end normally (exit code 5): cannot write overlay.mp4. The numbers "
+            "below cover the frames processed before it ended.</p>") in text
+    assert "<title>mn-seg report: clip.mp4</title>" in text and "warm-up" not in text
+    assert "<p class='note'>No frame with a measured nerve.</p>" in text
+    assert "<p class='note'>No other output files.</p>" in text
+    assert "<p class='note'>No plot (no frame was processed, or no plot file was asked for).</p>" in text
+    # without a summary: the run's own exit code and reason
+    bare = render_html(RunInfo(source=None, engine=None, tracker=None, control=RunControl(), fps=24.0,
+                               calibrated=False, exit_code=3, reason="source failed"), {}, [], tmp_path)
+    assert "ended: source failed (<span>exit code 3</span>)" in bare and "exit code 3): source failed." in bare
+
+
+def test_the_plot_embedded_by_its_kind_and_links_relative(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "plot.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    (out / "m.csv").write_text("x")
+    (out / "masks").mkdir()
+    (tmp_path / "elsewhere.mkv").write_bytes(b"x")
+    run = _run(tmp_path, outputs={"plot": out / "plot.svg", "csv": out / "m.csv", "masks": out / "masks",
+                                  "raw": tmp_path / "elsewhere.mkv", "video": out / "missing.mp4"})
+    text = render_html(run, {}, [], out)
+    svg = base64.b64encode((out / "plot.svg").read_bytes()).decode()
+    assert (f"<img class='plot' alt='CSA, flattening ratio and circularity over time' "
+            f"src='data:image/svg+xml;base64,{svg}'>") in text
+    assert re.findall(r"<li>(.*?)</li>", text) == [
+        "<a href='m.csv'>m.csv</a>: per-frame measurements (CSV)",
+        "<a href='../elsewhere.mkv'>../elsewhere.mkv</a>: raw recording (FFV1)", "<a href='masks/'>masks/</a>: masks",
+        "<a href='plot.svg'>plot.svg</a>: plot"]  # in order; the video that is not there left out
+    for suffix, mime in ((".png", "image/png"), (".JPG", "image/jpeg"), (".jpeg", "image/jpeg")):
+        (out / f"p{suffix}").write_bytes(b"\x89")
+        assert f"src='data:{mime};base64,iQ=='" in render_html(_run(tmp_path, outputs={"plot": out / f"p{suffix}"}),
+                                                                 {}, [], out)
+    (out / "p.pdf").write_bytes(b"%PDF")
+    assert "No plot" in render_html(_run(tmp_path, outputs={"plot": out / "p.pdf"}), {}, [], out)
+
+
+def test_the_strip_captions(tmp_path: Path) -> None:
+    shots = [("minimum CSA", _Shot(9.126, 12, 0.5), b"\xff\xd8"), ("maximum CSA", _Shot(12.0, 40, 1.666), b"\xff")]
+    text = render_html(_run(tmp_path), {"units": {"area": "mm2"}}, shots, tmp_path)
+    assert re.findall(r"<figcaption>(.*?)</figcaption>", text) == [
+        "<b>minimum CSA</b>: 9.13 mm², frame 12, t = 0.50 s", "<b>maximum CSA</b>: 12.00 mm², frame 40, t = 1.67 s"]
+    assert "<img alt='minimum CSA' src='data:image/jpeg;base64,/9g='>" in text
+
+
+def test_values_as_a_person_reads_them() -> None:
+    from realtime.sinks.report import _flat, _fmt, _frame_size
+
+    assert [_fmt(None), _fmt(True), _fmt(False), _fmt(3), _fmt(np.int64(4)), _fmt(2.345), _fmt(np.float32(0.5), 1),
+            _fmt(float("inf")), _fmt("x")] == ["–", "yes", "no", "3", "4", "2.35", "0.5", "–", "x"]
+    assert _frame_size({}) is None and _frame_size({"source_info": {"size": [1, 2, 3]}}) == "[1, 2, 3]"
+    assert _flat(None) is None and _flat(3) == "3" and _flat({"a": None, "b": 2}) == "b: 2"
+
+
+def test_the_sink_writes_atomically_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "a" / "report.html"
+    sink = ReportSink(path)
+    assert sink.name == f"report {path}" and sink.paths == {"report": path} and sink.samples_max == 64
+    sink.close()  # never opened: nothing written
+    assert not path.exists()
+    run = _run(tmp_path, metadata={"source": "s"})
+    sink.open(run)
+    assert path.parent.is_dir()
+    sink.write(record(0, area=5.0))
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.report"):
+        sink.close()
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.report"] == [f"wrote {path}"]
+    assert path.read_text().startswith("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>")
+    assert os.listdir(path.parent) == ["report.html"]  # no temporary file left
+    sink.close()  # once only
+
+
+def test_frames_that_cannot_be_in_the_strip_are_left_out() -> None:
+    sink = ReportSink("unused.html")
+    sink.open(SimpleNamespace(calibrated=False, metadata={}))
+    lost = record(0, status="lost", area=None)
+    nan = record(1, area=float("nan"))
+    no_image = record(2, area=3.0)
+    no_image.image = None
+    for r in (lost, nan, no_image):
+        sink.write(r)
+    assert sink.strip(3.0) == [] and sink._measured == 0
+    sink.write(record(3, area=4.0))
+    sink.write(record(4, area=4.0))  # a tie: the first kept as minimum and maximum
+    assert [(label, s.frame) for label, s in sink.strip(4.0)] == [("minimum CSA", 3), ("median CSA", 3),
+                                                                  ("maximum CSA", 3)]
+    assert [(label, s.frame) for label, s in sink.strip(None)] == [("minimum CSA", 3), ("maximum CSA", 3)]
+
+
+def test_thumbnails_480_px_wide_at_most() -> None:
+    sink = ReportSink("unused.html")
+    sink.open(SimpleNamespace(calibrated=False, metadata={}))
+    wide = record(0)
+    wide.image = np.full((300, 961), 80, np.uint8)
+    wide.mask, wide.contours = None, ()
+    small = record(1)
+    shapes = [cv2.imdecode(np.frombuffer(sink._thumb(r), np.uint8), cv2.IMREAD_COLOR).shape for r in (wide, small)]
+    assert shapes == [(150, 480, 3), (48, 64, 3)]  # 300 x 480 / 961 = 149.8
