@@ -87,6 +87,9 @@ class RawWriter:
             self._stream.width, self._stream.height = int(image.shape[1]), int(image.shape[0])
             self._stream.pix_fmt = self._formats[1]
             self._stream.time_base = Fraction(1, 1000)
+            # the encoder's clock in ms too: on its default 1/fps grid a frame's ms were rounded to it (two
+            # frames 1 ms apart could share a timestamp)
+            self._stream.codec_context.time_base = Fraction(1, 1000)
             # level 3: sliced, with a CRC per slice (a damaged slice is detected, not decoded as garbage)
             self._stream.options = {"level": "3", "slicecrc": "1", "g": "1"}
         elif image.shape != self._shape or ffv1_formats(image) != self._formats:
