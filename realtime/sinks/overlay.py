@@ -303,8 +303,9 @@ def _area(record: FrameRecord, calibrated: bool) -> float | None:
 
 def _shade(img: np.ndarray, x: int, y: int, w: int, h: int) -> None:
     """Darken a box (the background of text), clipped to the image."""
+    x1, y1 = max(0, x + max(0, w)), max(0, y + max(0, h))  # a box over the top or left edge: its part inside
     x, y = max(0, x), max(0, y)
-    sub = img[y:y + max(0, h), x:x + max(0, w)]
+    sub = img[y:y1, x:x1]
     sub[:] = (sub * 0.35).astype(np.uint8)
 
 
