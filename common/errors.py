@@ -55,11 +55,27 @@ def error_outcome(exc: Exception) -> tuple[int, str]:
     """The exit code and one-line message of a command that raised ``exc``: a ``UserError``'s own code and
     message; an ``OSError`` (a path that cannot be read or written) 2 with its reason and path; anything
     else (a bug) 1, named as unexpected."""
+    if interrupted(exc):
+        return EXIT_INTERRUPTED, "interrupted"
     if isinstance(exc, UserError):
         return exc.exit_code, str(exc)
     if isinstance(exc, OSError):
         return EXIT_USAGE, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
     return EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc}"
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was caused by, a Ctrl-C. CPython 3.11 wraps an exception raised while a class
+    is being created (a dataclass's fields' ``__set_name__``, on a lazy import) in a ``RuntimeError`` whose
+    cause is the original: a Ctrl-C landing there must still read as one, not as a bug."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
@@ -78,6 +94,9 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
         return EXIT_INTERRUPTED
     except Exception as exc:
         code, message = error_outcome(exc)
+        if code == EXIT_INTERRUPTED:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return code
         if code == EXIT_FAILURE:  # a bug: one line, not a traceback (the traceback is in the -v log)
             log.debug("%s failed", prog, exc_info=True)
             message += " (please report this with the command line; -v shows where it happened)"

@@ -42,6 +42,26 @@ def test_output_errors_exit_5_and_bugs_one_line_exit_1(capsys: pytest.CaptureFix
     assert err.count("\n") == 1 and "ValueError: Could not determine output format" in err and "Traceback" not in err
 
 
+def test_a_ctrl_c_wrapped_by_class_creation_is_an_interrupt(capsys: pytest.CaptureFixture) -> None:
+    """Python 3.11 wraps a Ctrl-C that lands while a dataclass is being created in a RuntimeError ("Error
+    calling __set_name__ ..."): it exits 130 as an interrupt, not 1 as a bug (seen once in CI, mn-presence)."""
+    from common.errors import error_outcome, interrupted
+
+    def main(argv):  # type: ignore[no-untyped-def]
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as ctrl_c:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'excluded' in 'Split'") from ctrl_c
+
+    assert run_cli("mn-x", main) == 130
+    assert capsys.readouterr().err == "mn-x: interrupted\n"
+    try:
+        main(None)
+    except RuntimeError as exc:
+        assert interrupted(exc) and error_outcome(exc) == (130, "interrupted")
+    assert not interrupted(RuntimeError("a bug")) and error_outcome(RuntimeError("a bug"))[0] == 1
+
+
 @pytest.mark.parametrize("caught_by, code", [("run_cli", 130), ("command", 0)])
 def test_a_handled_ctrl_c_inside_exec_keeps_the_exit_code(tmp_path, caught_by: str, code: int) -> None:
     """A Ctrl-C that lands while ``exec`` runs a string (a dataclass being defined on a lazy import) and is
@@ -57,7 +77,8 @@ from common.errors import run_cli
 
 def main(argv):
     try:
-        exec("os.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10): pass", globals())
+        exec("os.kill(os.getpid(), signal.SIGINT)\\nimport time\\nt = time.monotonic()\\n"
+             "while time.monotonic() - t < 5: pass", globals())
     except KeyboardInterrupt:
         if {caught_by!r} == "run_cli":
             raise
