@@ -75,6 +75,9 @@ def test_a_handled_ctrl_c_inside_exec_keeps_the_exit_code(tmp_path, caught_by: s
 import os, signal, sys
 from common.errors import run_cli
 
+# Python's own Ctrl-C handler, also when this test runs in the background (where SIGINT starts ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 def main(argv):
     try:
         exec("os.kill(os.getpid(), signal.SIGINT)\\nimport time\\nt = time.monotonic()\\n"
