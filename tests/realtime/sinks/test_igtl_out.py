@@ -35,6 +35,15 @@ def wait_for(predicate, what: str, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def small_buffer_client(sink: IgtlOutSink, what: str) -> socket.socket:
+    """A raw client with a 4 kB receive buffer, connected to ``sink`` and accepted by it."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", sink.port))
+    wait_for(lambda: sink.clients_served == 1, what)
+    return client
+
+
 @pytest.fixture
 def sink():
     s = IgtlOutSink(port=0)  # the system picks a free port
@@ -84,11 +93,8 @@ def test_a_client_that_stops_reading_neither_slows_nor_stops_the_run() -> None:
     connects afterwards gets frames."""
     sink = IgtlOutSink(port=0, stall_s=0.5)
     sink.open(run_info())
-    stuck = socket.socket()
-    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.connect(("127.0.0.1", sink.port))
+    stuck = small_buffer_client(sink, "the stuck client to be accepted")
     try:
-        wait_for(lambda: sink.clients_served == 1, "the stuck client to be accepted")
         big = record(0)
         big.image = np.zeros((1000, 1000), np.uint8)
         big.mask = np.ones((1000, 1000), np.uint8)  # 1 MB a frame: the stuck socket's buffers fill after a few
@@ -455,11 +461,8 @@ def test_a_client_early_gets_the_first_frame_a_late_one_the_next_and_the_run_end
 def test_a_frame_larger_than_the_socket_buffers_arrives_whole() -> None:
     sink = IgtlOutSink(port=0)
     sink.open(run_info())
-    client = socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    client.connect(("127.0.0.1", sink.port))
+    client = small_buffer_client(sink, "the client to be accepted")
     try:
-        wait_for(lambda: sink.clients_served == 1, "the client to be accepted")
         big = record(3)
         big.image = np.zeros((4000, 4000), np.uint8)
         big.mask = np.zeros((4000, 4000), np.uint8)
