@@ -202,7 +202,8 @@ def format_cell(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(float(value)):
             return ""
-        return f"{float(value):.4f}".rstrip("0").rstrip(".") if float(value) != 0 else "0"
+        text = f"{float(value):.4f}".rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text  # -0.00001 rounds to zero: "0", not "-0"
     if isinstance(value, (bool, np.bool_)):
         return str(int(value))
     return str(value)

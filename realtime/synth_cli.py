@@ -29,6 +29,10 @@ The truth file (``np.savez_compressed``) holds:
   for an animated still ``matrices`` (float64 ``[N, 2, 3]``, still -> frame);
 * ``source``: the source's :meth:`describe` as a JSON string, ``description``: this key list.
 
+The masks are held until the truth file is written: in memory, or, for a clip whose masks need more
+than half the available memory (:data:`MEMORY_FRACTION`), in a temporary memory-mapped file beside the
+truth file, removed afterwards; a clip that fits neither is refused at its first frame (exit 2).
+
 Exit codes: 0 written; 2 bad input (a missing image, no mask, a bad number) with one line on
 stderr; 130 interrupted.
 """
@@ -36,7 +40,11 @@ stderr; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import tempfile
 import logging
 import math
 import time
@@ -203,8 +211,68 @@ def _measure(masks: np.ndarray) -> dict[str, np.ndarray] | None:
     return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
+MEMORY_FRACTION = 0.5
+"""The truth masks stay in memory while they need at most this share of the available memory; a longer clip
+keeps them in a temporary file beside the truth file (memory-mapped) until the truth file is written."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def mask_store(shape: tuple[int, int, int], folder: Path):
+    """A zeroed uint8 array of ``shape`` (frames, height, width) for the truth masks: in memory when it fits in
+    :data:`MEMORY_FRACTION` of the available memory, else memory-mapped from a temporary file in ``folder`` (the
+    truth file's, removed on exit however the run ends).
+
+    Raises:
+        UserError: the masks fit neither in memory nor on the disk of ``folder`` (with the sizes and a way out).
+    """
+    need = int(np.prod(shape, dtype=np.int64))
+    memory = available_memory()
+    if memory is None or need <= MEMORY_FRACTION * memory:
+        yield np.zeros(shape, np.uint8)
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if need > free // 2:  # the masks and, beside them, the truth file being compressed
+        raise UserError(f"--frames {shape[0]} of {shape[2]}x{shape[1]}: the truth masks need {need / 1e9:.1f} GB, "
+                        f"more than half the memory available ({memory / 1e9:.1f} GB) and half the free disk of "
+                        f"{folder} ({free / 1e9:.1f} GB): write fewer frames per clip (several clips with different "
+                        "--seed), or free disk space there")
+    log.info("the truth masks (%.1f GB) are kept in a temporary file in %s until the truth file is written",
+             need / 1e9, folder)
+    fd, name = tempfile.mkstemp(prefix=".mn-synth-masks-", suffix=".u8", dir=folder)
+    try:
+        os.close(fd)
+        masks = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=shape)
+        try:
+            yield masks
+        finally:
+            del masks
+    finally:
+        try:
+            os.unlink(name)
+        except OSError as exc:  # pragma: no cover - the folder vanished
+            log.debug("could not remove %s: %s", name, exc)
+
+
 def synthesize(args: argparse.Namespace) -> dict[str, Any]:
     """Write the clip and the truth file; returns a summary."""
+    with contextlib.ExitStack() as stack:  # a memory-mapped mask store lives until the truth file is written
+        return _synthesize(args, stack)
+
+
+def _synthesize(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     from tqdm import tqdm
 
     from realtime.sinks.video import VideoWriter
@@ -225,7 +293,7 @@ def synthesize(args: argparse.Namespace) -> dict[str, Any]:
                 h, w = frame.truth.shape
                 hp, wp = h + h % 2, w + w % 2
                 if masks is None:
-                    masks = np.zeros((n, hp, wp), np.uint8)
+                    masks = stack.enter_context(mask_store((n, hp, wp), args.truth.parent))
                 mask = (frame.truth > 0).astype(np.uint8)
                 masks[k] = np.pad(mask, ((0, hp - h), (0, wp - w)), mode="edge") if (hp, wp) != (h, w) else mask
                 writer.write(_to_bgr8(frame.image))

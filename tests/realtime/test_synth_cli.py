@@ -93,6 +93,57 @@ def test_bad_input_exit_2_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_long_clip_keeps_its_masks_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """A clip whose masks would not fit in memory keeps them in a temporary file beside the truth file (the same
+    truth file comes out, the temporary file is gone); without disk for them either: one line, exit 2."""
+    import realtime.synth_cli as synth
+
+    args = ["--phantom", "--frames", "6", "--seed", "4", "-q"]
+    assert main([*args, "--out", str(tmp_path / "a.mp4"), "--truth", str(tmp_path / "a.npz")]) == 0
+    stores: list[np.ndarray] = []
+    real_store = synth.mask_store
+
+    def spy(shape, folder):  # type: ignore[no-untyped-def]
+        cm = real_store(shape, folder)
+        stores.append(cm)
+        return cm
+
+    monkeypatch.setattr(synth, "available_memory", lambda: 1000)  # 6 x 468 x 606 bytes > half of 1000
+    monkeypatch.setattr(synth, "mask_store", spy)
+    disk = tmp_path / "disk"
+    assert main([*args, "--out", str(disk / "b.mp4"), "--truth", str(disk / "b.npz")]) == 0
+    assert len(stores) == 1
+    a, b = np.load(tmp_path / "a.npz"), np.load(disk / "b.npz")
+    np.testing.assert_array_equal(a["masks"], b["masks"])
+    np.testing.assert_array_equal(a["area_px"], b["area_px"])
+    assert sorted(p.name for p in disk.iterdir()) == ["b.mp4", "b.npz"]  # no temporary file left
+
+    class Usage:
+        free = 10_000
+
+    monkeypatch.setattr(synth.shutil, "disk_usage", lambda _: Usage())
+    assert run_cli("mn-synth", main, [*args, "--out", str(tmp_path / "c.mp4"), "--truth", str(tmp_path / "c.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mn-synth: error: --frames 6 of 606x468") and "fewer frames" in err and "\n" not in err
+    assert not any(p.name.startswith(".mn-synth-masks-") for p in tmp_path.iterdir())
+    assert not (tmp_path / "c.mp4").exists() and not (tmp_path / "c.npz").exists()
+
+
+def test_mask_store_in_memory_or_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import realtime.synth_cli as synth
+
+    with synth.mask_store((2, 3, 4), tmp_path) as masks:
+        assert type(masks) is np.ndarray and masks.shape == (2, 3, 4) and not masks.any()
+    monkeypatch.setattr(synth, "available_memory", lambda: 10)
+    with synth.mask_store((2, 3, 4), tmp_path / "sub") as masks:
+        assert isinstance(masks, np.memmap) and masks.shape == (2, 3, 4) and masks.dtype == np.uint8
+        masks[1, 2, 3] = 1
+        assert len(list((tmp_path / "sub").iterdir())) == 1
+    assert list((tmp_path / "sub").iterdir()) == []
+    assert synth.available_memory() is None or synth.available_memory() > 0
+
+
 @pytest.mark.data
 def test_real_still(tmp_path: Path, real_data: Path) -> None:
     image = sorted((real_data / "Images").glob("*.png"))[0]
