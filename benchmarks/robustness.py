@@ -21,6 +21,12 @@ Per condition: ``n``, ``dsc_mean``, ``csa_abs_median`` (median |error|, fraction
 ``delta_csa_abs_median_pts`` (percentage points) and ``within_2pts``: the goal that the CSA
 |error| median stays within 2 points of the clean images' at every level.
 
+``--window-diagnosis`` (a cascade only) tells which part fails: per condition, ``window_off`` (images
+whose true nerve's centroid is further from the window's centre than :data:`WINDOW_JITTER` of the
+window's side, further than any training window of the refiner was shifted) and the accuracy with the
+window centred on the true nerve (``dsc_true_window``, ``csa_abs_median_true_window``,
+``csa_bias_true_window``): the refiner's own share of the error, what a perfect localiser would give.
+
 Noise is deterministic: the generator of image ``i`` (its index in the data folder's sorted list)
 under perturbation ``p`` (its index in :data:`train.perturb.PERTURBATIONS`) is
 ``default_rng([seed, i, p])``, so every level of a perturbation sees the same noise and a rerun gives
@@ -80,6 +86,15 @@ ROW_KEYS = ("perturbation", "level", "n", "n_with_truth", "dsc_mean", "dsc_std",
 """The keys of every row of the report (the clean row included)."""
 PER_IMAGE_FIELDS = ("stem", "fold", "perturbation", "level", "width", "height", "dsc", "area_true_px",
                     "area_pred_px", "csa_rel_error", "missed", "empty")
+WINDOW_JITTER = 0.25
+"""``--window-diagnosis``: a cascade's window is *off* when the true nerve's centroid is further from the window's
+centre than this share of the window's width or height, the most the refiner's training windows were shifted
+(``mn-train --crop-jitter``'s default): the refiner has never seen its nerve there."""
+WINDOW_ROW_KEYS = ("window_off", "dsc_true_window", "csa_abs_median_true_window", "csa_bias_true_window")
+"""The extra keys of every row with ``--window-diagnosis``."""
+WINDOW_FIELDS = ("window_off", "window_offset_x", "window_offset_y", "dsc_true_window", "csa_rel_error_true_window")
+"""The extra ``--per-image`` columns with ``--window-diagnosis`` (offsets: true centroid - window centre, in the
+engine's input pixels)."""
 """Columns of ``--per-image``; ``csa_rel_error`` is signed, (pred - true) / true, empty when true is 0."""
 
 
@@ -228,7 +243,20 @@ def summarise(scores: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "csa_bias": float(rel.mean()) if rel.size else None,
         "missed": int(sum(bool(s["missed"]) for s in scores)),
         "empty": int(sum(bool(s["empty"]) for s in scores)),
+        **(summarise_window(scores) if scores and "window_off" in scores[0] else {}),
     }
+
+
+def summarise_window(scores: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The :data:`WINDOW_ROW_KEYS` of scores that carry :data:`WINDOW_FIELDS`: how many windows were off, and the
+    DSC mean, CSA |error| median and bias with the window on the true nerve (images with a nerve)."""
+    dsc = [s["dsc_true_window"] for s in scores if s.get("dsc_true_window") is not None]
+    rel = np.array([s["csa_rel_error_true_window"] for s in scores
+                    if s.get("csa_rel_error_true_window") is not None], dtype=np.float64)
+    return {"window_off": int(sum(bool(s.get("window_off")) for s in scores)),
+            "dsc_true_window": float(np.mean(dsc)) if dsc else None,
+            "csa_abs_median_true_window": float(np.median(np.abs(rel))) if rel.size else None,
+            "csa_bias_true_window": float(rel.mean()) if rel.size else None}
 
 
 def add_deltas(rows: list[dict[str, Any]], within_pts: float = WITHIN_PTS) -> list[dict[str, Any]]:
@@ -270,7 +298,7 @@ def summarise_conditions(per_image: Sequence[Mapping[str, Any]], conditions: Seq
         row.update(summarise(groups[(cond.perturbation, cond.level)]))
         rows.append(row)
     add_deltas(rows, within_pts)
-    return [{k: r[k] for k in ROW_KEYS} for r in rows]
+    return [{k: r[k] for k in ROW_KEYS + (WINDOW_ROW_KEYS if "window_off" in r else ())} for r in rows]
 
 
 def all_within(rows: Sequence[Mapping[str, Any]]) -> bool:
@@ -283,15 +311,49 @@ def all_within(rows: Sequence[Mapping[str, Any]]) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def true_centre(mask: np.ndarray, size: tuple[int, int]) -> tuple[float, float] | None:
+    """The true nerve's centroid ``(x, y)`` in the engine's input pixels (``size = (W, H)``): the mask resized as
+    the frame is (``cv2.INTER_LINEAR``), then :func:`train.window.mask_centre`; None for an empty mask."""
+    from train.window import mask_centre
+
+    small = cv2.resize(np.asarray(mask, np.float32), (int(size[0]), int(size[1])), interpolation=cv2.INTER_LINEAR)
+    return mask_centre(small)
+
+
+def window_diagnosis(engine: Engine, x: np.ndarray, mask: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray,
+                                                                                                   dict[str, Any]]:
+    """One preprocessed frame ``x`` (``[1, 1, H, W]``) through a cascade twice: as it runs (the localiser places
+    the window) and with the window centred on the true nerve. Returns the first probability map (``[H, W]``, what
+    :func:`measure` scores) and the fields :data:`WINDOW_FIELDS` (native size ``hw`` for the second score)."""
+    parts = engine.infer_parts(x)
+    (x0, y0), (cw, ch) = parts["boxes"][0], engine.crop
+    centre = true_centre(mask, engine.size)
+    fields: dict[str, Any] = dict.fromkeys(WINDOW_FIELDS)
+    if centre is not None:
+        dx, dy = centre[0] - (x0 + cw / 2.0), centre[1] - (y0 + ch / 2.0)
+        fields.update(window_offset_x=dx, window_offset_y=dy,
+                      window_off=bool(abs(dx) > WINDOW_JITTER * cw or abs(dy) > WINDOW_JITTER * ch))
+        placed, _ = engine.infer_hinted(x, [centre])
+        truth_score = score(upsample(placed[0, 0], hw), mask)
+        fields.update(dsc_true_window=truth_score["dsc"], csa_rel_error_true_window=truth_score["csa_rel_error"])
+    return parts["prob"][0, 0], fields
+
+
 def measure(engine: Engine, items: Sequence[Item], conditions: Sequence[Condition], *, seed: int = DEFAULT_SEED,
-            batch: int = 1, progress: bool = False, bar: tqdm | None = None) -> list[dict[str, Any]]:
+            batch: int = 1, progress: bool = False, bar: tqdm | None = None,
+            diagnose_window: bool = False) -> list[dict[str, Any]]:
     """Per-image rows (:func:`score` plus ``stem``, ``fold``, ``perturbation``, ``level``, ``width``,
     ``height``) of every item under every condition, in item-major order.
 
     ``batch`` frames go through the engine together (the engine must accept that batch: load it
     with ``dynamic_batch=True``; a static-batch engine is padded, see
     :func:`engines.verify.run_engine`). ``bar``: an outer progress bar to advance instead of one's own.
+    ``diagnose_window`` (a cascade only): each frame also gets :data:`WINDOW_FIELDS`
+    (:func:`window_diagnosis`; frames go through one at a time).
     """
+    if diagnose_window and not getattr(engine, "window_hints", False):
+        raise UserError(f"--window-diagnosis needs a cascade (a localiser and a refiner); {engine.name} is one "
+                        "network")
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
     jobs = [(item, cond) for item in items for cond in conditions]
@@ -306,12 +368,19 @@ def measure(engine: Engine, items: Sequence[Item], conditions: Sequence[Conditio
             chunk = jobs[start:start + step]
             frames, masks = zip(*(apply_condition(item, cond, seed) for item, cond in chunk))
             x = np.stack([preprocess_image(frame, size) for frame in frames])[:, None]
-            probs = run_engine(engine, x, chunk=step)[:, 0]
-            for (item, cond), frame, mask, prob in zip(chunk, frames, masks, probs):
+            if diagnose_window:
+                diagnosed = [window_diagnosis(engine, x[i:i + 1], masks[i], frames[i].shape[:2])
+                             for i in range(len(chunk))]
+                probs = [prob for prob, _ in diagnosed]
+            else:
+                probs = run_engine(engine, x, chunk=step)[:, 0]
+            for i, ((item, cond), frame, mask, prob) in enumerate(zip(chunk, frames, masks, probs)):
                 row: dict[str, Any] = {"stem": item.stem, "fold": item.fold, "perturbation": cond.perturbation,
                                        "level": cond.level, "width": int(frame.shape[1]),
                                        "height": int(frame.shape[0])}
                 row.update(score(upsample(prob, frame.shape[:2]), mask))
+                if diagnose_window:
+                    row.update(diagnosed[i][1])
                 rows.append(row)
             bar.update(len(chunk))
     finally:
@@ -321,13 +390,15 @@ def measure(engine: Engine, items: Sequence[Item], conditions: Sequence[Conditio
 
 
 def run_report(engine: Engine, items: Sequence[Item], conditions: Sequence[Condition], *,
-               seed: int = DEFAULT_SEED, batch: int = 1, progress: bool = False) -> dict[str, Any]:
+               seed: int = DEFAULT_SEED, batch: int = 1, progress: bool = False,
+               diagnose_window: bool = False) -> dict[str, Any]:
     """Measure ``items`` under ``conditions`` with one engine and summarise.
 
     Returns ``n_images``, ``levels`` (``{perturbation: [levels]}``), ``rows`` (one per condition,
     keys :data:`ROW_KEYS`, the clean row first), ``all_within_2pts`` and ``per_image``.
     """
-    per_image = measure(engine, items, conditions, seed=seed, batch=batch, progress=progress)
+    per_image = measure(engine, items, conditions, seed=seed, batch=batch, progress=progress,
+                        diagnose_window=diagnose_window)
     return report_from(per_image, conditions, n_images=len(items))
 
 
@@ -354,6 +425,7 @@ def _num(x: float | None, fmt: str, scale: float = 1.0) -> str:
 def format_table(result: Mapping[str, Any]) -> str:
     """The report as Markdown: a heading, what was measured, one table row per condition, the verdict."""
     rows = result["rows"]
+    windows = bool(rows) and "window_off" in rows[0]
     title = f"# Robustness of {result.get('model', 'the model')}"
     engine = result.get("engine") or {}
     what = []
@@ -369,9 +441,13 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines = [title, "", "; ".join(what) + ".", "", *notes, *([""] if notes else []),
              f"CSA errors are relative to the true area at native resolution; goal: the CSA |error| median "
              f"within {result.get('within_pts', WITHIN_PTS):g} points of the clean images' at every level.", "",
+             *([f"Window diagnosis: *window off* counts the images whose true nerve's centroid is further from the "
+                f"cascade's window centre than {WINDOW_JITTER:g} of the window's width or height (the most the "
+                "refiner's training windows were shifted); *true window* is the same engine with the window centred "
+                "on the true nerve: what a perfect localiser would give.", ""] if windows else []),
              "| perturbation | level | n | DSC | ΔDSC | CSA \\|err\\| median | Δ (pts) | CSA bias | missed | empty "
-             "| within 2 pts |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| within 2 pts |" + (" window off | true window: DSC | CSA \\|err\\| median | CSA bias |" if windows else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if windows else "")]
     for r in rows:
         clean = r["perturbation"] == CLEAN
         within = "-" if clean else {True: "yes", False: "**no**", None: "?"}[r["within_2pts"]]
@@ -380,7 +456,10 @@ def format_table(result: Mapping[str, Any]) -> str:
             f"| {r['n']} | {_num(r['dsc_mean'], '.4f')} | {'-' if clean else _num(r['delta_dsc'], '+.4f')} "
             f"| {_num(r['csa_abs_median'], '.1f', 100)} % | "
             f"{'-' if clean else _num(r['delta_csa_abs_median_pts'], '+.1f')} "
-            f"| {_num(r['csa_bias'], '+.1f', 100)} % | {r['missed']} | {r['empty']} | {within} |")
+            f"| {_num(r['csa_bias'], '+.1f', 100)} % | {r['missed']} | {r['empty']} | {within} |"
+            + (f" {r['window_off']} | {_num(r['dsc_true_window'], '.4f')} | "
+               f"{_num(r['csa_abs_median_true_window'], '.1f', 100)} % | "
+               f"{_num(r['csa_bias_true_window'], '+.1f', 100)} % |" if windows else ""))
     outside = [f"{r['perturbation']} {r['level']:g}" for r in rows
                if r["perturbation"] != CLEAN and r["within_2pts"] is not True]
     perturbed = sum(1 for r in rows if r["perturbation"] != CLEAN)
@@ -405,12 +484,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def per_image_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The ``--per-image`` CSV text (columns :data:`PER_IMAGE_FIELDS`)."""
+    """The ``--per-image`` CSV text (columns :data:`PER_IMAGE_FIELDS`, then :data:`WINDOW_FIELDS` when the rows
+    have them)."""
+    fields = list(PER_IMAGE_FIELDS) + (list(WINDOW_FIELDS) if rows and "window_off" in rows[0] else [])
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(PER_IMAGE_FIELDS), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in PER_IMAGE_FIELDS})
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
     return buf.getvalue()
 
 
@@ -473,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results JSON (default benchmarks/results/robustness-MODEL-HOST-DATE.json)")
     p.add_argument("--md", default=None, metavar="FILE", help="Markdown table (default: the JSON's name, .md)")
     p.add_argument("--per-image", default=None, metavar="CSV", help="also write one row per image and condition")
+    p.add_argument("--window-diagnosis", action="store_true",
+                   help="a cascade only: also count the windows placed off the true nerve and score the refiner "
+                        "with its window on the true nerve (which part fails under each change)")
     add_logging_args(p)
     return p
 
@@ -614,7 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine = open_engine(args, batch=args.batch)
             try:
                 items = load_items([samples[i] for i in indices], indices, fold=fold)
-                per_image.extend(measure(engine, items, conditions, seed=seed, batch=args.batch, bar=bar))
+                per_image.extend(measure(engine, items, conditions, seed=seed, batch=args.batch, bar=bar,
+                                         diagnose_window=args.window_diagnosis))
                 desc = engine.describe()
                 engines.append({"fold": fold, "model": str(model), "images": len(items), "engine": desc})
             finally:
@@ -638,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threshold": THRESHOLD,
         "levels": report["levels"],
         "within_pts": WITHIN_PTS,
+        "window_diagnosis": {"window_jitter": WINDOW_JITTER} if args.window_diagnosis else None,
         "all_within_2pts": report["all_within_2pts"],
         "rows": report["rows"],
         "folds": engines if cv is not None else None,

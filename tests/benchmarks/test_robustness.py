@@ -279,3 +279,58 @@ def test_cli_end_to_end_with_a_small_real_engine(tmp_path: Path, capsys: pytest.
     assert result["n_images"] == 4 and len(result["rows"]) == 3 and result["rows"][0]["n"] == 4
     assert any("random weights" in n for n in result["engine"]["notes"])
     assert out.with_suffix(".md").read_text().startswith("# Robustness of lunet")
+
+
+# ------------------------------------------------------------------------------ --window-diagnosis
+class Corner(Engine):
+    """A localiser that always finds its nerve in the top-left corner (away from every test nerve)."""
+
+    def __init__(self, size: tuple[int, int] = SIZE) -> None:
+        super().__init__(EngineInfo(name="corner", backend="fake", precision="fp32", device="cpu",
+                                    input_shape=(-1, 1, size[1], size[0])))
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(batch)
+        out[:, :, 2:10, 2:14] = 1.0
+        return out
+
+
+def cascade(localiser: Engine, crop: tuple[int, int] = (48, 32)) -> Engine:
+    from engines.cascade import CascadeEngine
+
+    return CascadeEngine(localiser, Oracle(size=crop))
+
+
+def test_window_diagnosis_tells_the_localiser_from_the_refiner() -> None:
+    items = make_items(4)
+    conditions = rb.conditions_for({})
+    # a localiser that finds the nerve: no window off, and the true window changes nothing
+    good = rb.run_report(cascade(Oracle()), items, conditions, diagnose_window=True)
+    clean = row(good, rb.CLEAN)
+    assert clean["window_off"] == 0 and clean["dsc_mean"] == pytest.approx(1.0)
+    assert clean["dsc_true_window"] == pytest.approx(1.0) and clean["csa_bias_true_window"] == pytest.approx(0.0)
+    for r in good["per_image"]:
+        assert abs(r["window_offset_x"]) <= 2 and abs(r["window_offset_y"]) <= 2 and r["window_off"] is False
+    # a localiser that looks elsewhere: every window off, the refiner alone would have been exact
+    bad = rb.run_report(cascade(Corner()), items, conditions, diagnose_window=True)
+    clean = row(bad, rb.CLEAN)
+    assert clean["window_off"] == 4 and clean["missed"] == 4
+    assert clean["dsc_true_window"] == pytest.approx(1.0) and clean["csa_abs_median_true_window"] == pytest.approx(0.0)
+    for r, item in zip(bad["per_image"], items):
+        ys, xs = np.nonzero(item.mask > 0.5)
+        # the window's centre is that of the corner's blob's window (clamped at 0, 0): (24, 16)
+        assert r["window_offset_x"] == pytest.approx(xs.mean() - 24, abs=0.6)
+        assert r["window_offset_y"] == pytest.approx(ys.mean() - 16, abs=0.6)
+    table = rb.format_table({**bad, "model": "fake"})
+    assert "window off | true window: DSC" in table and "| 4 | 1.0000 | 0.0 % | +0.0 % |" in table
+    csv_text = rb.per_image_csv(bad["per_image"])
+    assert csv_text.splitlines()[0].endswith(",".join(rb.WINDOW_FIELDS))
+    # without the flag nothing changes: the same keys as before
+    plain = rb.run_report(cascade(Corner()), items, conditions)
+    assert set(plain["rows"][0]) == set(rb.ROW_KEYS) and "window_off" not in rb.per_image_csv(plain["per_image"])
+    assert row(plain, rb.CLEAN)["dsc_mean"] == pytest.approx(clean["dsc_mean"])
+
+
+def test_window_diagnosis_needs_a_cascade() -> None:
+    with pytest.raises(rb.UserError, match="needs a cascade"):
+        rb.measure(Oracle(), make_items(1), rb.conditions_for({}), diagnose_window=True)
