@@ -218,13 +218,8 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
 
     from tqdm import tqdm
 
-    from realtime.fusion import make_fusion
-    from realtime.pipeline import Pipeline, PipelineConfig
-    from realtime.presence import make_presence_gate
-    from realtime.sinks.base import Callback
-    from realtime.sources import open_source
-    from realtime.tracker import Tracker
-    from realtime.window_policy import make_window_policy
+    from benchmarks.clips import stream_clip
+    from realtime.fusion import DEFAULT_WEIGHT
     from train.metrics import dice_hard
 
     rows = []
@@ -250,12 +245,8 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
                     found = dice_hard(r.mask > 0, r.truth > 0) >= FOUND_DSC
                 per_frame.append((bool(r.measured), found))
 
-            tracker = Tracker(None, 24.0, presence=make_presence_gate(gate), confirm_frames=confirm)
-            pipe = Pipeline(engine, tracker, [Callback(collect)],
-                            PipelineConfig(batch=1, window=make_window_policy("tracked"), fusion=make_fusion(0.5)))
-            result = pipe.run(open_source(spec, realtime=False, seed=0, frames=frames))
-            if result.exit_code != 0:
-                raise UserError(f"{item['kind']} {item['id']}: the clip failed ({result.reason})")
+            stream_clip(engine, spec, frames, collect, window="tracked", fusion=DEFAULT_WEIGHT, presence=gate,
+                        confirm_frames=confirm, name=f"{item['kind']} {item['id']}")
             rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
                          "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
                          "found": sum(f for _, f in per_frame) if item["positive"] else None,

@@ -66,15 +66,11 @@ def clip_specs(data: str | None, phantoms: int, images: int) -> list[tuple[str, 
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``); per-frame area, truth area, centroids, status, window, infer ms."""
-    from realtime.fusion import make_fusion
+    from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
-    from realtime.pipeline import Pipeline, PipelineConfig
-    from realtime.presence import make_presence_gate
-    from realtime.sinks.base import Callback
-    from realtime.sources import open_source
-    from realtime.tracker import Tracker
-    from realtime.window_policy import make_window_policy
 
+    if mode not in MODES:
+        raise UserError(f"unknown setting {mode!r}: one of {', '.join(MODES)}")
     rows: list[dict[str, Any]] = []
 
     def collect(r: Any) -> None:
@@ -87,16 +83,8 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
                      "true_area": None if t is None or t.empty else float(t.area_px),
                      "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
 
-    source = open_source(spec, realtime=False, seed=seed, frames=frames)
-    tracker = Tracker(None, 24.0, presence=make_presence_gate("on"))
-    if mode not in MODES:
-        raise UserError(f"unknown setting {mode!r}: one of {', '.join(MODES)}")
-    config = PipelineConfig(batch=1, window=make_window_policy(mode.split("+")[0]),
-                            fusion=make_fusion(fusion) if mode.endswith("+fusion") else None)
-    pipe = Pipeline(engine, tracker, [Callback(collect)], config)
-    result = pipe.run(source)
-    if result.exit_code != 0:
-        raise UserError(f"{spec}: the run failed ({result.reason})")
+    stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
+                fusion=fusion if mode.endswith("+fusion") else None)
     return score(rows)
 
 

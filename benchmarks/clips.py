@@ -1,0 +1,45 @@
+"""One clip through the streaming loop exactly as it runs live, for the benchmarks that score clips.
+
+``mn-presence --clips`` (:mod:`benchmarks.presence`) and ``python -m benchmarks.window_bench`` both
+animate stills (``animate:``) or play the phantom through :class:`realtime.pipeline.Pipeline` with
+batch 1, no pacing (so no frame is dropped and every setting sees the same frames), a tracker with
+the presence gate and confirmation they choose, the window policy and the temporal fusion: this is
+that one set-up, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from common.errors import UserError
+
+DEFAULT_FPS = 24.0
+
+
+def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], None], *, seed: int = 0,
+                window: str = "tracked", fusion: float | None = None, presence: str = "on",
+                confirm_frames: int = 1, fps: float = DEFAULT_FPS, name: str | None = None) -> None:
+    """Run ``frames`` frames of the source ``spec`` (any ``open_source`` spec; generated sources use
+    ``seed``) through the pipeline, handing every :class:`~realtime.record.FrameRecord` to ``on_record``.
+
+    ``window``: ``--window`` (``tracked`` or ``localiser``); ``fusion``: ``--fusion``'s weight, or None for
+    none; ``presence``: ``--presence``; ``confirm_frames``: ``--confirm``; ``fps``: the tracker's rate.
+
+    Raises:
+        UserError: the run did not end well (named ``name``, default the spec, with the pipeline's reason).
+    """
+    from realtime.fusion import make_fusion
+    from realtime.pipeline import Pipeline, PipelineConfig
+    from realtime.presence import make_presence_gate
+    from realtime.sinks.base import Callback
+    from realtime.sources import open_source
+    from realtime.tracker import Tracker
+    from realtime.window_policy import make_window_policy
+
+    tracker = Tracker(None, fps, presence=make_presence_gate(presence), confirm_frames=confirm_frames)
+    config = PipelineConfig(batch=1, window=make_window_policy(window),
+                            fusion=make_fusion(fusion) if fusion is not None else None)
+    result = Pipeline(engine, tracker, [Callback(on_record)], config).run(
+        open_source(spec, realtime=False, seed=seed, frames=frames))
+    if result.exit_code != 0:
+        raise UserError(f"{name or spec}: the clip failed ({result.reason})")
