@@ -58,21 +58,46 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BACKGROUND_LOGIT", "CANDIDATE_OVERLAP", "CASCADE_NAME", "CENTRE_STEP", "NEGATIVE_MAX", "NEGATIVE_TRIES",
-    "CascadeNet", "CropDataset", "build_cascade_checkpoint", "candidate_boxes", "candidate_masses", "check_crop",
+    "CascadeNet", "CropDataset", "build_cascade_checkpoint", "part_payload", "candidate_boxes", "candidate_masses", "check_crop",
     "choose_candidates", "crop_around_truth", "crop_box", "find_centre", "find_centres", "main", "mask_centre",
     "negative_box", "paste", "window_boxes", "window_mass",
 ]
+
+
+def part_payload(path: str, part: str) -> dict:
+    """The checkpoint ``path`` (``{"config", "state_dict"}``), or, when it is a cascade, its ``part``
+    (``"localiser"`` or ``"refiner"``): that network's weights (float32) and the config it was trained with,
+    as recorded in the cascade's ``parts`` when it was built. So one part of a cascade can be swapped.
+
+    Raises:
+        UserError: a cascade without that record (one built before it was kept).
+    """
+    from train.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(path)
+    if payload["config"]["model"]["name"] != CASCADE_NAME:
+        return payload
+    record = (payload["config"].get("parts") or {}).get(part) or {}
+    if not isinstance(record.get("config"), dict):
+        raise UserError(f"{path} is a cascade without the training config of its {part}; give the {part}'s own "
+                        "checkpoint (mn-train's best.pt)")
+    prefix = part + "."
+    weights = {k[len(prefix):]: (v.float() if v.is_floating_point() else v)
+               for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    return {"config": record["config"], "state_dict": weights,
+            "source": f"the {part} of {path}" + (f" ({record['checkpoint']})" if record.get("checkpoint") else "")}
 
 
 def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, candidates: int = 1) -> dict:
     """Write one checkpoint holding a trained localiser and refiner; returns its config.
 
     The localiser must be a full-frame network and the refiner a ``mn-train --crop`` run at
-    the same frame size and preprocessing.
+    the same frame size and preprocessing. Either may be a cascade checkpoint, whose part of that
+    name is taken (:func:`part_payload`): a cascade with one part replaced.
     """
-    from train.checkpoint import code_version, load_checkpoint, save_checkpoint
+    from train.checkpoint import code_version, save_checkpoint
 
-    loc, ref = load_checkpoint(localiser_ckpt), load_checkpoint(refiner_ckpt)
+    loc, ref = part_payload(localiser_ckpt, "localiser"), part_payload(refiner_ckpt, "refiner")
     lc, rc = loc["config"], ref["config"]
     if lc.get("crop"):
         raise UserError(f"{localiser_ckpt} is a --crop (refiner) run; the localiser must see whole frames")
@@ -92,8 +117,8 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, c
                                                 "crop": list(rc["crop"]["size"]),
                                                 **({"candidates": int(candidates)} if candidates != 1 else {})}},
         "preprocessing": lc["preprocessing"],
-        "parts": {"localiser": {"checkpoint": str(localiser_ckpt), "config": lc},
-                  "refiner": {"checkpoint": str(refiner_ckpt), "config": rc}},
+        "parts": {"localiser": {"checkpoint": loc.get("source", str(localiser_ckpt)), "config": lc},
+                  "refiner": {"checkpoint": ref.get("source", str(refiner_ckpt)), "config": rc}},
         "code_version": code_version(),
         "metrics": {},
     }
@@ -107,8 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.cascade",
                                 description="Join a localiser checkpoint (whole frames) and a refiner checkpoint "
                                             "(mn-train --crop) into one cascade checkpoint.")
-    p.add_argument("--localiser", required=True, help="best.pt of the localiser (e.g. mn-train --model lunet-coarse)")
-    p.add_argument("--refiner", required=True, help="best.pt of the refiner (mn-train --crop WxH)")
+    p.add_argument("--localiser", required=True,
+                   help="best.pt of the localiser (e.g. mn-train --model lunet-coarse), or a cascade whose localiser "
+                        "to take")
+    p.add_argument("--refiner", required=True,
+                   help="best.pt of the refiner (mn-train --crop WxH), or a cascade whose refiner to take")
     p.add_argument("--out", required=True, help="cascade checkpoint to write (.pt)")
     p.add_argument("--candidates", type=int, default=1,
                    help="windows refined per frame: the K largest localiser components; the one with the largest "

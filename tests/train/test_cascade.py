@@ -57,6 +57,43 @@ def test_build_cascade_checkpoint_errors(tmp_path: Path) -> None:
     assert model_from_checkpoint(out)[1]["model"]["kwargs"]["crop"] == list(CROP)
 
 
+def test_one_part_of_a_cascade_swapped(tmp_path: Path) -> None:
+    """A cascade checkpoint given as --localiser or --refiner gives that part (its weights, as float32, and the
+    config it was trained with): a cascade with a new localiser and the old refiner, and the other way round."""
+    crop = {"size": list(CROP), "frame_size": list(FRAME), "jitter": 0.25}
+    loc_a = _fake_ckpt(tmp_path / "loc_a.pt", "lunet-coarse", {"width": 0.25})
+    loc_b = _fake_ckpt(tmp_path / "loc_b.pt", "lunet-coarse", {"width": 0.25})
+    ref = _fake_ckpt(tmp_path / "ref.pt", "lunet", {"width": 0.25}, crop=crop)
+    first = tmp_path / "first.pt"
+    build_cascade_checkpoint(str(loc_a), str(ref), str(first))
+    payload = load_checkpoint(first)  # as a bundled model ships: fp16 weights
+    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "half.pt")
+    swapped = tmp_path / "swapped.pt"
+    config = build_cascade_checkpoint(str(loc_b), str(tmp_path / "half.pt"), str(swapped))
+    assert config["parts"]["refiner"]["checkpoint"] == f"the refiner of {tmp_path / 'half.pt'} ({ref})"
+    assert config["parts"]["refiner"]["config"]["crop"] == crop
+    assert config["parts"]["localiser"]["checkpoint"] == str(loc_b)
+    state = load_checkpoint(swapped)["state_dict"]
+    for k, v in load_checkpoint(ref)["state_dict"].items():
+        if v.is_floating_point():
+            assert state["refiner." + k].dtype == torch.float32
+            assert torch.equal(state["refiner." + k], v.half().float()), k
+        else:  # counters (BatchNorm's num_batches_tracked) unchanged
+            assert torch.equal(state["refiner." + k], v), k
+    for k, v in load_checkpoint(loc_b)["state_dict"].items():
+        assert torch.equal(state["localiser." + k], v), k
+    # the cascade's localiser with another refiner
+    back = build_cascade_checkpoint(str(first), str(ref), str(tmp_path / "back.pt"))
+    assert back["parts"]["localiser"]["checkpoint"] == f"the localiser of {first} ({loc_a})"
+    # a cascade that kept no record of its parts' configs
+    del payload["config"]["parts"]
+    torch.save(payload, tmp_path / "bare.pt")
+    with pytest.raises(UserError, match="bare.pt is a cascade without the training config of its refiner"):
+        build_cascade_checkpoint(str(loc_b), str(tmp_path / "bare.pt"), str(tmp_path / "no.pt"))
+    assert not (tmp_path / "no.pt").exists()
+
+
 @pytest.fixture(scope="module")
 def trained_parts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A synthetic dataset, a lunet-coarse localiser and a lunet --crop refiner, each one short mn-train run."""
