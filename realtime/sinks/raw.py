@@ -116,7 +116,10 @@ class RawWriter:
                     container.mux(packet)
         finally:
             container.close()
-            log.info("wrote %d raw frames to %s", self.frames, self.path)
+            if self.frames:
+                log.info("wrote %d raw frames to %s", self.frames, self.path)
+            else:  # the container writes nothing before its first packet
+                log.warning("no frame reached the raw recording: %s was not written", self.path)
 
 
 class RawSink(Sink):

@@ -231,6 +231,11 @@ def test_every_frame_a_keyframe_in_matroska_whatever_the_name(tmp_path: Path) ->
     assert [f.key_frame for f in frames] == [True] * 5  # each frame decodes alone (a damaged one spoils no other)
 
 
-def test_a_writer_without_frames_closes_quietly(tmp_path: Path) -> None:
-    RawWriter(tmp_path / "raw.mkv", fps=24).close()
+def test_a_writer_without_frames_closes_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="realtime.sinks.raw"):
+        RawWriter(tmp_path / "raw.mkv", fps=24).close()
+    # nothing is written before the first frame, and the log says so rather than "wrote 0 raw frames"
+    assert not (tmp_path / "raw.mkv").exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"no frame reached the raw recording: {tmp_path / 'raw.mkv'} was not written"]
     RawSink(tmp_path / "raw.mkv").close()  # never opened
