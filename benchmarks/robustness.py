@@ -23,7 +23,7 @@ Per condition: ``n``, ``dsc_mean``, ``csa_abs_median`` (median |error|, fraction
 
 ``--window-diagnosis`` (a cascade only) tells which part fails: per condition, ``window_off`` (images
 whose true nerve's centroid is further from the window's centre than :data:`WINDOW_JITTER` of the
-window's side, further than any training window of the refiner was shifted) and the accuracy with the
+half-window's side, further than any training window of the refiner was shifted) and the accuracy with the
 window centred on the true nerve (``dsc_true_window``, ``csa_abs_median_true_window``,
 ``csa_bias_true_window``): the refiner's own share of the error, what a perfect localiser would give.
 
@@ -88,7 +88,7 @@ PER_IMAGE_FIELDS = ("stem", "fold", "perturbation", "level", "width", "height", 
                     "area_pred_px", "csa_rel_error", "missed", "empty")
 WINDOW_JITTER = 0.25
 """``--window-diagnosis``: a cascade's window is *off* when the true nerve's centroid is further from the window's
-centre than this share of the window's width or height, the most the refiner's training windows were shifted
+centre than this share of the half-window's width or height, the most the refiner's training windows were shifted
 (``mn-train --crop-jitter``'s default): the refiner has never seen its nerve there."""
 WINDOW_ROW_KEYS = ("window_off", "dsc_true_window", "csa_abs_median_true_window", "csa_bias_true_window")
 """The extra keys of every row with ``--window-diagnosis``."""
@@ -332,7 +332,7 @@ def window_diagnosis(engine: Engine, x: np.ndarray, mask: np.ndarray, hw: tuple[
     if centre is not None:
         dx, dy = centre[0] - (x0 + cw / 2.0), centre[1] - (y0 + ch / 2.0)
         fields.update(window_offset_x=dx, window_offset_y=dy,
-                      window_off=bool(abs(dx) > WINDOW_JITTER * cw or abs(dy) > WINDOW_JITTER * ch))
+                      window_off=bool(abs(dx) > WINDOW_JITTER * cw / 2.0 or abs(dy) > WINDOW_JITTER * ch / 2.0))
         placed, _ = engine.infer_hinted(x, [centre])
         truth_score = score(upsample(placed[0, 0], hw), mask)
         fields.update(dsc_true_window=truth_score["dsc"], csa_rel_error_true_window=truth_score["csa_rel_error"])
@@ -442,7 +442,7 @@ def format_table(result: Mapping[str, Any]) -> str:
              f"CSA errors are relative to the true area at native resolution; goal: the CSA |error| median "
              f"within {result.get('within_pts', WITHIN_PTS):g} points of the clean images' at every level.", "",
              *([f"Window diagnosis: *window off* counts the images whose true nerve's centroid is further from the "
-                f"cascade's window centre than {WINDOW_JITTER:g} of the window's width or height (the most the "
+                f"cascade's window centre than {WINDOW_JITTER:g} of the half-window's width or height (the most the "
                 "refiner's training windows were shifted); *true window* is the same engine with the window centred "
                 "on the true nerve: what a perfect localiser would give.", ""] if windows else []),
              "| perturbation | level | n | DSC | ΔDSC | CSA \\|err\\| median | Δ (pts) | CSA bias | missed | empty "
