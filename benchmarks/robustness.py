@@ -86,6 +86,7 @@ ROW_KEYS = ("perturbation", "level", "n", "n_with_truth", "dsc_mean", "dsc_std",
 """The keys of every row of the report (the clean row included)."""
 PER_IMAGE_FIELDS = ("stem", "fold", "perturbation", "level", "width", "height", "dsc", "area_true_px",
                     "area_pred_px", "csa_rel_error", "missed", "empty")
+"""Columns of ``--per-image``; ``csa_rel_error`` is signed, (pred - true) / true, empty when true is 0."""
 WINDOW_JITTER = 0.25
 """``--window-diagnosis``: a cascade's window is *off* when the true nerve's centroid is further from the window's
 centre than this share of the half-window's width or height, the most the refiner's training windows were shifted
@@ -95,7 +96,6 @@ WINDOW_ROW_KEYS = ("window_off", "dsc_true_window", "csa_abs_median_true_window"
 WINDOW_FIELDS = ("window_off", "window_offset_x", "window_offset_y", "dsc_true_window", "csa_rel_error_true_window")
 """The extra ``--per-image`` columns with ``--window-diagnosis`` (offsets: true centroid - window centre, in the
 engine's input pixels)."""
-"""Columns of ``--per-image``; ``csa_rel_error`` is signed, (pred - true) / true, empty when true is 0."""
 
 
 # ---------------------------------------------------------------------------------------------
