@@ -56,7 +56,8 @@ for recipe in $RECIPES; do
 done
 for recipe in $RECIPES; do
   [ -f "$RUNS/cv-$recipe/fold-0/model.pt" ] || continue
-  $PY -m benchmarks.robustness --cv-dir "$RUNS/cv-$recipe" --folds "$FOLDS" "${REPORT_ARGS[@]}" \
+  case $recipe in cascade-*) WINDOW=(--window-diagnosis) ;; *) WINDOW=() ;; esac  # which part fails, for a cascade
+  $PY -m benchmarks.robustness --cv-dir "$RUNS/cv-$recipe" --folds "$FOLDS" "${WINDOW[@]}" "${REPORT_ARGS[@]}" \
     --json "$RUNS/cv-$recipe/robustness.json" -q >"$RUNS/robustness-$recipe.log" 2>&1 &
   for fold in $(seq 0 $(( FOLDS - 1 ))); do
     [ -f "$RUNS/cv-$recipe/fold-$fold/model.pt" ] || continue
