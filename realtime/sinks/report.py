@@ -73,6 +73,7 @@ class ReportSink(Sink):
 
         self._run = run
         self._renderer = OverlayRenderer(calibrated=run.calibrated)
+        self._renderer.set_run(run)  # as the overlay video: the random-weights warning, the scale bar
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: FrameRecord) -> None:
