@@ -44,6 +44,7 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
+from common.cli import HelpFormatter
 from train.errors import UserError, run_cli
 from train.perturb import remove_nerve
 
@@ -325,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="mn-presence", description=__doc__.split("\n")[0],
                                 epilog=__doc__.rsplit("\n\n", 1)[1].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", default=None, help="bundled name, checkpoint or .onnx (default: the bundled default)")
     p.add_argument("--backend", default="auto", help="engine backend")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")

@@ -58,6 +58,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from common.cli import HelpFormatter
 from engines.base import Engine
 from engines.verify import run_engine
 from realtime.cli_common import add_engine_args, default_model, open_engine
@@ -525,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "each against the clean images.",
         epilog="Exit codes: 0 done, 2 bad input (unknown model or perturbation, bad level, missing data folder, "
                "unwritable output), 130 interrupted.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_engine_args(p)
     p.add_argument("--data", default=None,

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.cli import HelpFormatter
 from common.figures import save_figure
 from train.checkpoint import model_from_checkpoint
 from train.cli_util import add_logging_args, resolve_device, set_threads, setup_logging
@@ -262,7 +263,7 @@ def build_parser(require_checkpoint: bool = True) -> argparse.ArgumentParser:
         prog="mn-eval",
         description="Evaluate a checkpoint: DSC, IoU, precision, recall and CSA error, by the paper's protocol or "
                     "at native resolution.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--checkpoint", required=require_checkpoint, help="a best.pt / last.pt written by mn-train")
     p.add_argument("--data", required=True, help="dataset folder holding Images/ and Masks/")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from common.cli import HelpFormatter
 from train.augment import AUGMENT_NAMES
 from train.cli_util import _size_type, add_logging_args, add_size_arg, resolve_device, set_threads, setup_logging
 from train.errors import UserError, run_cli
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "DL-UNet paper's recipe. Writes RUN_DIR/best.pt, last.pt, config.json, history.csv, curves.png.",
         epilog="Exit codes: 0 done, 2 bad input (one line on stderr), 130 stopped by Ctrl-C / SIGTERM after saving "
                "RUN_DIR/last.pt (continue with --resume).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--list-models", action="store_true",
                    help="print the networks with their parameter counts and GFLOPs at 288x384, then exit")
