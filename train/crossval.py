@@ -13,6 +13,12 @@ done and continues a stopped training with ``mn-train --resume``. Ctrl-C / SIGTE
 training in flight after it saved ``last.pt`` (exit 130). ``--fold k`` runs one fold (several
 folds can run at once, e.g. on one GPU); ``--aggregate`` only writes the summary.
 
+``--share DIR ...``: a part whose training would be the very one a finished run in another mn-cv folder
+already did (same fold and part; the same mn-train settings, those that only say where it writes, on
+what device, how often it saves and whether it resumed aside: :func:`same_training`) is copied from
+there instead of trained again, e.g. the refiners of ``cascade-strong-ph`` for ``cascade-acqloc``,
+whose refiner is trained alike.
+
 ``--final`` trains the recipe on every image (``--split none``) for the median of the folds' best
 epochs: the model that ships, its epoch count chosen by cross-validation and not by any image
 it is evaluated on.
@@ -52,6 +58,32 @@ log = logging.getLogger(__name__)
 PROTOCOLS = ("paper", "native")
 SUMMARY_METRICS = ("dsc", "iou", "precision", "recall")
 AGREEMENT_METRICS = ("bias_rel", "sd_rel", "abs_rel_median", "abs_rel_mean", "mae_px", "missed")
+
+
+NOT_THE_TRAINING = ("out", "resume", "device", "workers", "save_every_min", "max_minutes")
+"""``mn-train`` settings that do not change what a run learns: where it writes, whether it resumed, the device
+(the same CPU or GPU kind is the user's call), data-loading workers and how often it saves; a run stopped by
+``--max-minutes`` has no ``.done``."""
+
+
+def same_training(recorded: dict, args: Sequence[str]) -> list[str]:
+    """The settings in which the mn-train arguments ``args`` differ from a run's recorded ``config.json``
+    ``train`` block (empty: the same training); paths compare resolved."""
+    from dataclasses import asdict
+
+    from train.train_cli import build_parser, training_config
+
+    wanted = json.loads(json.dumps(asdict(training_config(build_parser().parse_args(list(args)), "cpu"))))
+
+    def norm(key: str, value: Any) -> Any:
+        if key == "data" and value is not None:
+            return str(Path(value).resolve())
+        if key == "extra_train":
+            return sorted(str(Path(v).resolve()) for v in value or [])
+        return value
+
+    return sorted(k for k in set(wanted) | set(recorded) if k not in NOT_THE_TRAINING
+                  and norm(k, wanted.get(k)) != norm(k, recorded.get(k)))
 
 
 class TrainingFailed(UserError):
@@ -95,7 +127,7 @@ class CrossValidation:
     def __init__(self, recipe: Recipe, data: str, out: str, *, folds: int = 5, seed: int = 42,
                  extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
                  device: str = "cpu", size: str | None = None, crop: str | None = None, candidates: int = 1,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, share: Sequence[str] = ()) -> None:
         if folds < 2:
             raise UserError(f"--folds must be at least 2, got {folds}")
         if not Path(data).is_dir():
@@ -120,6 +152,12 @@ class CrossValidation:
             raise UserError(f"--candidates must be at least 1, got {candidates}")
         self.candidates = int(candidates)
         self.python = python
+        self.share = [Path(d) for d in share]
+        for folder in self.share:
+            if not folder.is_dir():
+                raise UserError(f"--share {folder} is not a folder; give another mn-cv run's --out")
+            if folder.resolve() == self.out.resolve():
+                raise UserError(f"--share {folder} is this run's own --out")
         if recipe.needs_extra and not self.extra:
             part_args(recipe, next(iter(recipe.parts)), extra=[], epochs=1)  # raises the explanation
 
@@ -142,6 +180,8 @@ class CrossValidation:
         args = [self.python, "-m", "train.train_cli", "--data", self.data, "--out", str(run), "--seed", str(self.seed),
                 "--device", self.device, *split_args, *recipe_args, *(["--size", self.size] if self.size else []),
                 *self.train_args]
+        if self.copy_shared(run, args[3:]):
+            return
         if (run / "last.pt").is_file():
             args.append("--resume")
         run.mkdir(parents=True, exist_ok=True)
@@ -156,6 +196,33 @@ class CrossValidation:
         if code != 0:
             raise TrainingFailed(f"training {run} failed (exit {code}); see {log_path}")
         (run / ".done").write_text(f"{time.monotonic() - started:.0f} s\n")
+
+    def copy_shared(self, run: Path, args: Sequence[str]) -> bool:
+        """Copy the same finished training from a ``--share`` folder into ``run`` (which must not have begun);
+        returns whether it did."""
+        if not self.share or (run.is_dir() and any(run.iterdir())):
+            return False
+        relative = run.relative_to(self.out)
+        for folder in self.share:
+            source = folder / relative
+            config = source / "config.json"
+            if not ((source / ".done").is_file() and config.is_file()):
+                continue
+            differ = same_training(json.loads(config.read_text()).get("train") or {}, args)
+            if differ:
+                log.info("%s: not the same training as %s (%s differ)", run, source, ", ".join(differ))
+                continue
+            tmp = run.with_name(run.name + ".sharing")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(source, tmp)
+            (tmp / ".done").write_text(f"copied from {source.resolve()}\n")
+            run.parent.mkdir(parents=True, exist_ok=True)
+            if run.is_dir():
+                run.rmdir()
+            os.replace(tmp, run)
+            log.info("%s: the same training finished in %s: copied", run, source)
+            return True
+        return False
 
     def build_model(self, folder: Path, checkpoint: str = "best.pt") -> Path:
         """The model of one fold (or ``final``): the single part's checkpoint or the joined cascade."""
@@ -337,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", default=None, metavar="WxH", help="override a cascade refiner's window")
     p.add_argument("--candidates", type=int, default=1,
                    help="cascades: windows refined per frame in the joined models (see python -m train.cascade)")
+    p.add_argument("--share", nargs="+", default=[], metavar="DIR",
+                   help="other mn-cv --out folders: a part trained there exactly as this recipe would train it "
+                        "(same fold, same mn-train settings) is copied instead of trained again")
     p.add_argument("--aggregate", action="store_true", help="only aggregate the folds evaluated so far")
     p.add_argument("--final", action="store_true",
                    help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt)")
@@ -360,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
                          extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                          device=args.device, size=args.size, crop=args.crop,
-                         candidates=args.candidates)
+                         candidates=args.candidates, share=args.share)
     if not args.aggregate:
         if args.final:
             model = cv.run_final()

@@ -59,12 +59,20 @@ def _cascade(name: str, description: str, augment: str, *, negatives: float = 0.
     return Recipe(name, description, {"localiser": loc, "refiner": ref}, {"localiser": epochs, "refiner": epochs})
 
 
+_STRONG = _cascade("cascade-strong-ph", "mn-realtime's recipe: lunet-coarse + L-UNet 128x96 refiner (lr 1e-3), "
+                   "strong augmentation, phantom frames, 150 epochs", "strong")
+_ACQ = _cascade("cascade-acq", "the cascade with acquisition augmentation (zoom, field of view, aspect, gain, codec), "
+                "15 % frames / windows with the nerve painted over and 15 % refiner windows away from the nerve "
+                "(empty targets), phantom frames, 150 epochs", "acquisition", negatives=0.15, removed=0.15)
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    _cascade("cascade-strong-ph", "mn-realtime's recipe: lunet-coarse + L-UNet 128x96 refiner (lr 1e-3), strong "
-             "augmentation, phantom frames, 150 epochs", "strong"),
-    _cascade("cascade-acq", "the cascade with acquisition augmentation (zoom, field of view, aspect, gain, codec), "
-             "15 % frames / windows with the nerve painted over and 15 % refiner windows away from the nerve (empty "
-             "targets), phantom frames, 150 epochs", "acquisition", negatives=0.15, removed=0.15),
+    _STRONG,
+    _ACQ,
+    Recipe("cascade-acqloc", "mn-realtime's recipe with cascade-acq's localiser (acquisition augmentation, 15 % "
+           "frames with the nerve painted over): the refiner is trained exactly as cascade-strong-ph's, so "
+           "mn-cv --share CV-STRONG-PH copies it instead of training it again",
+           {"localiser": _ACQ.parts["localiser"], "refiner": _STRONG.parts["refiner"]},
+           {"localiser": _ACQ.epochs["localiser"], "refiner": _STRONG.epochs["refiner"]}),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
     Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",

@@ -13,12 +13,15 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from common.cli import HelpFormatter
 from train.augment import AUGMENT_NAMES
 from train.cli_util import _size_type, add_logging_args, add_size_arg, resolve_device, set_threads, setup_logging
 from train.errors import UserError, run_cli
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from train.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +136,11 @@ def list_models_table() -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-    if args.list_models:
-        print(list_models_table())
-        return 0
-    from train.trainer import Trainer, TrainConfig
+def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
+    """The :class:`~train.trainer.TrainConfig` of parsed ``mn-train`` arguments (``device`` resolved); what the run
+    records in its ``config.json`` (``train``). Raises :class:`UserError` for arguments that do not go together."""
+    from train.trainer import TrainConfig
 
-    if not args.data or not args.out:
-        raise UserError("--data DIR and --out RUN_DIR are required (or use --list-models)")
     split = args.split or ("kfold" if args.folds is not None or args.fold is not None else "paper")
     if split == "kfold" and args.fold is None:
         raise UserError("--split kfold needs --fold K (0-based), e.g. --folds 5 --fold 0")
@@ -164,12 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    cfg = TrainConfig(
+    return TrainConfig(
         data=args.data, model=args.model, out=args.out, model_kwargs=model_kwargs, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, size=tuple(args.size), split=split, folds=args.folds,
-        fold=args.fold, val_fraction=args.val_fraction, seed=args.seed, device=str(device),
+        fold=args.fold, val_fraction=args.val_fraction, seed=args.seed, device=device,
         lr_factor=args.lr_factor, lr_patience=args.lr_patience, lr_min_delta=args.lr_min_delta,
         early_stop=args.early_stop, augment=args.augment, amp=args.amp, encoder_weights=args.encoder_weights,
         patient_regex=args.patient_regex, max_images=args.max_images, resume=args.resume,
@@ -179,6 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         amp_dtype=args.amp_dtype,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    if args.list_models:
+        print(list_models_table())
+        return 0
+    from train.trainer import Trainer
+
+    if not args.data or not args.out:
+        raise UserError("--data DIR and --out RUN_DIR are required (or use --list-models)")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    cfg = training_config(args, str(device))
     summary = Trainer(cfg, device).fit()
     print(json.dumps({"best_checkpoint": str(Path(args.out) / "best.pt"), **summary["metrics"]}))
     return 0

@@ -148,3 +148,53 @@ def test_time_budget_ends_the_run_normally(tmp_path: Path) -> None:
     metrics = json.loads((out / "config.json").read_text())["metrics"]
     assert metrics["epochs_run"] == 1 and metrics["stopped_by_time_budget"] is True
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+
+
+def test_share_copies_the_same_finished_training_and_trains_the_rest(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """cascade-acqloc's refiner is trained exactly as cascade-strong-ph's: with --share it is copied from that
+    cross-validation (bit for bit, marked as copied), while its localiser, trained otherwise, is trained here."""
+    trained: list[str] = []
+
+    def counting(args: list[str], log_file) -> int:  # type: ignore[no-untyped-def]
+        trained.append(args[args.index("--out") + 1])
+        return _train_in_process(args, log_file)
+
+    monkeypatch.setattr(crossval, "run_forwarding_sigterm", counting)
+    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
+    extra = make_dataset(tmp_path / "ph", n_patients=1, per_patient=2, seed=5)
+    common = ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
+              "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+    strong, acqloc = tmp_path / "cv-strong", tmp_path / "cv-acqloc"
+    assert cli(["--recipe", "cascade-strong-ph", "--out", str(strong), *common]) == 0
+    assert len(trained) == 2
+    assert cli(["--recipe", "cascade-acqloc", "--out", str(acqloc), "--share", str(strong), *common]) == 0
+    assert trained[2:] == [str(acqloc / "fold-0" / "localiser")]  # the refiner was not trained again
+    copied = acqloc / "fold-0" / "refiner"
+    assert (copied / "best.pt").read_bytes() == (strong / "fold-0" / "refiner" / "best.pt").read_bytes()
+    assert (copied / ".done").read_text().startswith("copied from ")
+    assert json.loads((acqloc / "fold-0" / "localiser" / "config.json").read_text())["train"]["augment"] == \
+        "acquisition"
+    assert (acqloc / "fold-0" / "model.pt").is_file() and not list(acqloc.glob("fold-0/*.sharing"))
+    # another fold count is another training: nothing is copied, and the folder shared is left as it was
+    assert crossval.same_training(json.loads((copied / "config.json").read_text())["train"],
+                                  ["--data", str(data), "--out", "x", "--folds", "3", "--fold", "0"]) != []
+    with pytest.raises(UserError, match="--share .* is this run's own --out"):
+        CrossValidation(get_recipe("cascade-acqloc"), str(data), str(acqloc), extra=[str(extra)], share=[str(acqloc)])
+    with pytest.raises(UserError, match="--share .*nope is not a folder"):
+        CrossValidation(get_recipe("cascade-acqloc"), str(data), str(acqloc), extra=[str(extra)],
+                        share=[str(tmp_path / "nope")])
+
+
+def test_same_training_ignores_where_and_how_a_run_was_kept(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from train.train_cli import build_parser, training_config
+
+    base = ["--data", str(tmp_path), "--model", "lunet", "--folds", "5", "--fold", "1", "--epochs", "3"]
+    recorded = json.loads(json.dumps(asdict(training_config(build_parser().parse_args(["--out", "a", *base]),
+                                                            "cuda"))))
+    assert crossval.same_training(recorded, ["--out", "elsewhere", "--resume", "--workers", "3",
+                                             "--save-every-min", "1", *base]) == []
+    assert crossval.same_training(recorded, ["--out", "a", *base, "--lr", "1e-2"]) == ["lr"]
+    assert crossval.same_training(recorded, ["--out", "a", *base[:-1], "4"]) == ["epochs"]
