@@ -447,7 +447,8 @@ def format_table(result: Mapping[str, Any]) -> str:
                 "refiner's training windows were shifted); *true window* is the same engine with the window centred "
                 "on the true nerve: what a perfect localiser would give.", ""] if windows else []),
              "| perturbation | level | n | DSC | ΔDSC | CSA \\|err\\| median | Δ (pts) | CSA bias | missed | empty "
-             "| within 2 pts |" + (" window off | true window: DSC | CSA \\|err\\| median | CSA bias |" if windows else ""),
+             "| within 2 pts |"
+             + (" window off | true window: DSC | CSA \\|err\\| median | CSA bias |" if windows else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if windows else "")]
     for r in rows:
         clean = r["perturbation"] == CLEAN

@@ -252,13 +252,9 @@ def mask_store(shape: tuple[int, int, int], folder: Path):
     log.info("the truth masks (%.1f GB) are kept in a temporary file in %s until the truth file is written",
              need / 1e9, folder)
     fd, name = tempfile.mkstemp(prefix=".mn-synth-masks-", suffix=".u8", dir=folder)
+    os.close(fd)
     try:
-        os.close(fd)
-        masks = np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=shape)
-        try:
-            yield masks
-        finally:
-            del masks
+        yield np.lib.format.open_memmap(name, mode="w+", dtype=np.uint8, shape=shape)
     finally:
         try:
             os.unlink(name)

@@ -58,9 +58,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BACKGROUND_LOGIT", "CANDIDATE_OVERLAP", "CASCADE_NAME", "CENTRE_STEP", "NEGATIVE_MAX", "NEGATIVE_TRIES",
-    "CascadeNet", "CropDataset", "build_cascade_checkpoint", "part_payload", "candidate_boxes", "candidate_masses", "check_crop",
+    "CascadeNet", "CropDataset", "build_cascade_checkpoint", "candidate_boxes", "candidate_masses", "check_crop",
     "choose_candidates", "crop_around_truth", "crop_box", "find_centre", "find_centres", "main", "mask_centre",
-    "negative_box", "paste", "window_boxes", "window_mass",
+    "negative_box", "part_payload", "paste", "window_boxes", "window_mass",
 ]
 
 

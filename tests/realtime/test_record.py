@@ -121,7 +121,8 @@ def test_format_cell_numbers() -> None:
     assert format_cell(0.0) == "0" and format_cell(-0.0) == "0"  # zero is "0", never "-0" or empty
     assert format_cell(1.0) == "1" and format_cell(-1.0) == "-1" and format_cell(2.5) == "2.5"
     assert format_cell(12.345678) == "12.3457" and format_cell(100.0) == "100" and format_cell(0.00004) == "0"
-    assert format_cell(-0.00001) == "0" and format_cell(np.float32(-0.00004)) == "0" and format_cell(-0.00005) == "-0.0001"
+    assert format_cell(-0.00001) == "0" and format_cell(np.float32(-0.00004)) == "0"
+    assert format_cell(-0.00005) == "-0.0001"
     assert format_cell(np.float32(0.25)) == "0.25" and format_cell(np.float64(1.0)) == "1"
     assert format_cell(math.nan) == "" and format_cell(math.inf) == "" and format_cell(None) == ""
     assert format_cell(True) == "1" and format_cell(np.bool_(False)) == "0"
