@@ -17,7 +17,8 @@ folds can run at once, e.g. on one GPU); ``--aggregate`` only writes the summary
 already did (same fold and part; the same mn-train settings, those that only say where it writes, on
 what device, how often it saves and whether it resumed aside: :func:`same_training`) is copied from
 there instead of trained again, e.g. the refiners of ``cascade-strong-ph`` for ``cascade-acqloc``,
-whose refiner is trained alike.
+whose refiner is trained alike. When that training has begun there and not finished, the run stops
+before it (exit 2, what came before it kept) rather than train a second copy of it.
 
 ``--final`` trains the recipe on every image (``--split none``) for the median of the folds' best
 epochs: the model that ships, its epoch count chosen by cross-validation and not by any image
@@ -206,12 +207,16 @@ class CrossValidation:
         for folder in self.share:
             source = folder / relative
             config = source / "config.json"
-            if not ((source / ".done").is_file() and config.is_file()):
+            if not config.is_file():
                 continue
             differ = same_training(json.loads(config.read_text()).get("train") or {}, args)
             if differ:
                 log.info("%s: not the same training as %s (%s differ)", run, source, ", ".join(differ))
                 continue
+            if not (source / ".done").is_file():
+                raise UserError(f"{run}: the same training is under way in {source} and not finished; finish it "
+                                f"there (run that mn-cv again) and then run this again, or leave out --share "
+                                f"{folder} to train a copy here")
             tmp = run.with_name(run.name + ".sharing")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(source, tmp)

@@ -176,6 +176,12 @@ def test_share_copies_the_same_finished_training_and_trains_the_rest(tmp_path: P
     assert json.loads((acqloc / "fold-0" / "localiser" / "config.json").read_text())["train"]["augment"] == \
         "acquisition"
     assert (acqloc / "fold-0" / "model.pt").is_file() and not list(acqloc.glob("fold-0/*.sharing"))
+    # the same training begun in the shared folder and not finished: stop before it instead of training a copy
+    other = tmp_path / "cv-acqloc-2"
+    (strong / "fold-0" / "refiner" / ".done").unlink()
+    assert cli(["--recipe", "cascade-acqloc", "--out", str(other), "--share", str(strong), *common]) == 2
+    assert trained[3:] == [str(other / "fold-0" / "localiser")] and (other / "fold-0" / "localiser" / ".done").is_file()
+    assert not (other / "fold-0" / "refiner").exists() and not (other / "fold-0" / "model.pt").exists()
     # another fold count is another training: nothing is copied, and the folder shared is left as it was
     assert crossval.same_training(json.loads((copied / "config.json").read_text())["train"],
                                   ["--data", str(data), "--out", "x", "--folds", "3", "--fold", "0"]) != []
