@@ -1,7 +1,8 @@
 """``python -m benchmarks.window_bench``: what the last frames know, used or not: the tracked window and fusion.
 
 Runs clips with known truth through exactly what runs live (:class:`realtime.pipeline.Pipeline`,
-batch 1, presence gate on, no pacing so no frame is dropped and every setting sees the same frames)
+batch 1, presence gate on, new tracks confirmed as ``--confirm`` says (default mn-live's), no pacing so no
+frame is dropped and every setting sees the same frames)
 three times: ``--window localiser --fusion 1`` (each frame on its own), ``--window tracked --fusion 1``
 (the tracked window, :mod:`realtime.window_policy`) and ``--window tracked --fusion W`` (and temporal
 fusion, :mod:`realtime.fusion`), and reports per clip and pooled:
@@ -37,6 +38,7 @@ import numpy as np
 
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
+from realtime.cli_common import CONFIRM_DEFAULT, confirm_frames
 from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 
 log = logging.getLogger("benchmarks.window_bench")
@@ -63,9 +65,11 @@ def clip_specs(data: str | None, phantoms: int, images: int) -> list[tuple[str, 
     return specs
 
 
-def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0) -> dict[str, Any]:
+def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
+             confirm: int | None = None) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
-    ``tracked+fusion``); per-frame area, truth area, centroids, status, window, infer ms."""
+    ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default); per-frame area, truth area,
+    centroids, status, window, infer ms."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
 
@@ -84,7 +88,7 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
                      "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
 
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
-                fusion=fusion if mode.endswith("+fusion") else None)
+                fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm)
     return score(rows)
 
 
@@ -147,7 +151,8 @@ def format_md(report: dict[str, Any]) -> str:
     modes = [m for m in MODES if m in report["pooled"]]
     lines = [f"# What the last frames know: {report['model']}", "", f"Command: `{report['command']}`", "",
              f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
-             f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}). Jitter: the raw "
+             f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting with "
+             f"--confirm {report.get('confirm', 1)}. Jitter: the raw "
              "area's frame-to-frame relative change; the truth's beside it.", "",
              "| clip | setting | frames | ok | fused | CSA error median | area jitter median / p95 | truth's | jumps | "
              "infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -180,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="the current frame's weight in the tracked+fusion setting (default %(default)s)")
+    p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
+                   help="frames a new track must be seen in before it is measured, as mn-live's --confirm "
+                        "(default %(default)s, mn-live's)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
                    help=f"the settings to run, comma-separated (default {','.join(MODES)})")
     p.add_argument("--json", default=None, metavar="FILE")
@@ -216,13 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i, (name, spec) in enumerate(tqdm(specs, desc="clips", unit="clip",
                                                disable=not log.isEnabledFor(logging.INFO))):
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
-            clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion) for mode in modes}
+            clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm)
+                           for mode in modes}
     finally:
         engine.close()
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
               "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
-              "frames_per_clip": args.frames, "fusion": args.fusion, "clips": clips,
+              "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     md.write_text(format_md(report), encoding="utf-8")

@@ -58,11 +58,18 @@ def test_a_model_without_a_window_is_refused(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.slow
 def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     out = tmp_path / "w.json"
-    assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--json", str(out), "-q"]) == 0
+    assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--confirm", "1", "--json",
+                             str(out), "-q"]) == 0
     report = json.loads(out.read_text())
     clip = report["clips"]["phantom-1"]
     loc, tracked, fused = clip["localiser"], clip["tracked"], clip["tracked+fusion"]
     assert loc["tracked_windows"] == 0 and tracked["tracked_windows"] >= 3  # from the 3rd frame on
     assert loc["fused"] == tracked["fused"] == 0 and fused["fused"] == 5  # every frame after the first
-    assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == 0.5
+    assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == 0.5 and report["confirm"] == 1
     assert (tmp_path / "w.md").read_text().startswith("# What the last frames know")
+    assert "every setting with --confirm 1." in (tmp_path / "w.md").read_text()
+    # by default a new track is confirmed as mn-live confirms it (2 frames): the first frame is not measured
+    assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--modes", "tracked+fusion",
+                             "--json", str(out), "-q"]) == 0
+    report = json.loads(out.read_text())
+    assert report["confirm"] == 2 and report["clips"]["phantom-1"]["tracked+fusion"]["ok"] == 5
