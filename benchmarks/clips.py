@@ -28,6 +28,8 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
 
     Raises:
         UserError: the run did not end well (named ``name``, default the spec, with the pipeline's reason).
+        KeyboardInterrupt: Ctrl-C ended the clip (the pipeline ends a run cleanly on it): the benchmark stops
+            instead of scoring a clip cut short and going on with the next.
     """
     from realtime.fusion import make_fusion
     from realtime.pipeline import Pipeline, PipelineConfig
@@ -43,5 +45,7 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
                             fusion=make_fusion(fusion) if fusion is not None else None)
     result = Pipeline(engine, tracker, [Callback(on_record)], config).run(
         open_source(spec, realtime=False, seed=seed, frames=frames))
+    if result.interrupted:
+        raise KeyboardInterrupt
     if result.exit_code != 0:
         raise UserError(f"{name or spec}: the clip failed ({result.reason})")

@@ -81,6 +81,8 @@ class RunResult:
     exit_code: int
     summary: dict[str, Any]
     reason: str = "end of source"
+    interrupted: bool = False
+    """Ctrl-C (``KeyboardInterrupt``) ended the run: for a command that runs several, a stop of them all."""
 
 
 class Pipeline:
@@ -120,12 +122,12 @@ class Pipeline:
         frames = source if frames is None else frames
         if cfg.prefetch:
             frames = Prefetcher(frames)
-        exit_code, reason = EXIT_OK, "end of source"
+        exit_code, reason, interrupted = EXIT_OK, "end of source", False
         t_start = time.monotonic()
         try:
             exit_code, reason = self._loop(iter(frames), active, t_start)
         except KeyboardInterrupt:
-            reason = "stopped by the user (Ctrl-C)"
+            reason, interrupted = "stopped by the user (Ctrl-C)", True
         except Exception as exc:  # the command reports it and exits with this code: the summary says the same
             exit_code, reason = _failure(exc)
             raise
@@ -143,7 +145,7 @@ class Pipeline:
                                     {"mode": "localiser" if getattr(self.engine, "window_hints", False) else None})
             run.extras["fusion"] = cfg.fusion.describe() if cfg.fusion is not None else None
             self._close_sinks(run)
-        return RunResult(run.exit_code, run.summary, run.reason)
+        return RunResult(run.exit_code, run.summary, run.reason, interrupted)
 
     def _close_sinks(self, run: RunInfo) -> None:
         """Close every sink in order (the summary, last, reads what the others left, the exit code too); one

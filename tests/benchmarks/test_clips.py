@@ -72,3 +72,22 @@ def test_a_failed_clip_is_a_user_error_with_its_name(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match=r"^clip 7: the clip failed \(.*the engine broke"):
         stream_clip(Broken(), still(tmp_path), 3, lambda r: None, name="clip 7")
+
+
+def test_ctrl_c_during_a_clip_stops_the_benchmark_instead_of_scoring_a_clip_cut_short(tmp_path: Path) -> None:
+    """The pipeline ends a run cleanly on Ctrl-C (exit 0 for mn-live); a benchmark of many clips must stop."""
+    class CtrlC(DarkNerve):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def _infer(self, batch: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return super()._infer(batch)
+
+    seen = Seen()
+    with pytest.raises(KeyboardInterrupt):
+        stream_clip(CtrlC(), still(tmp_path), 6, seen, presence="shape", confirm_frames=1)
+    assert [f for f, *_ in seen.rows] == [0, 1]  # the frames before it, then no more

@@ -291,8 +291,9 @@ def test_ctrl_c_inside_the_loop_ends_the_run_cleanly() -> None:
 
     rec = Recorder()
     result = pipeline(rec).run(interrupted())
-    assert (result.exit_code, result.reason) == (EXIT_OK, "stopped by the user (Ctrl-C)")
+    assert (result.exit_code, result.reason, result.interrupted) == (EXIT_OK, "stopped by the user (Ctrl-C)", True)
     assert [f for f, _ in rec.records] == [0, 1, 2] and rec.events[-1] == ("rec", "close")
+    assert pipeline(Recorder()).run(frames(2)).interrupted is False
     assert rec.run_info.exit_code == 0 and rec.run_info.reason == "stopped by the user (Ctrl-C)"
 
 
