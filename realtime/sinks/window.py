@@ -37,18 +37,54 @@ PAUSED_POLL_MS = 50
 def display_available() -> bool:
     """Whether a window can be opened (an X11/Wayland display on Linux; assumed elsewhere). An X display
     that is named (``DISPLAY``) but cannot be reached is none (logged): HighGUI's Qt would abort the
-    process on it. One that answers keeps the connection open (:func:`x_display_reachable`)."""
+    process on it. One that answers keeps the connection open (:func:`x_display_reachable`). Then a
+    window is opened and closed in a child process (:func:`highgui_opens`): where that fails (Qt's
+    platform plugin or a library it needs missing, an OpenCV built without a GUI), there is none either
+    (logged, with the reason)."""
     if not sys.platform.startswith("linux"):
         return True
-    if os.environ.get("WAYLAND_DISPLAY"):
-        return True
-    display = os.environ.get("DISPLAY")
+    display = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY")
     if not display:
         return False
-    if not x_display_reachable(display):
+    if not os.environ.get("WAYLAND_DISPLAY") and not x_display_reachable(display):
         log.warning("the display %s cannot be opened (DISPLAY is set, but no X server answers there)", display)
         return False
+    why = highgui_opens()
+    if why is not None:
+        log.warning("a window cannot be opened on the display %s: %s (QT_DEBUG_PLUGINS=1 shows what Qt misses; "
+                    "--headless skips the window and this check)", display, why)
+        return False
     return True
+
+
+#: What :func:`highgui_opens` runs in a child process: open a HighGUI window, let it draw, close it.
+HIGHGUI_CHECK = ("import cv2; cv2.namedWindow('mn-seg display check', cv2.WINDOW_NORMAL); cv2.waitKey(1); "
+                 "cv2.destroyAllWindows(); cv2.waitKey(1)")
+#: How long the child of :func:`highgui_opens` may take, seconds.
+HIGHGUI_CHECK_TIMEOUT_S = 30.0
+
+
+def highgui_opens(timeout_s: float = HIGHGUI_CHECK_TIMEOUT_S, python: str | None = None) -> str | None:
+    """``None`` when a HighGUI window opens and closes in a child process; else why not, in one line.
+
+    Qt, behind OpenCV's HighGUI, aborts the whole process when it cannot start (its platform plugin or a
+    library the plugin needs missing, a display it cannot use): asked in a child first, the run can go on
+    without a window instead of dying with what it measured."""
+    import subprocess
+
+    try:
+        done = subprocess.run([python or sys.executable, "-c", HIGHGUI_CHECK], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return f"opening a window did not finish within {timeout_s:g} s"
+    except OSError as e:
+        return f"could not start {python or sys.executable} to try opening a window: {e}"
+    if done.returncode == 0:
+        return None
+    lines = [line.strip() for line in (done.stderr or "").splitlines() if line.strip()]
+    told = next((line for line in lines if "plugin" in line.lower()), lines[-1] if lines else "")
+    how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit code {done.returncode}"
+    return f"{told} ({how})" if told else how
 
 
 #: X connections opened by :func:`x_display_reachable`, kept open for the rest of the process.

@@ -637,6 +637,7 @@ def test_a_display_on_linux_is_wayland_or_a_reachable_x_server(monkeypatch: pyte
         return display == ":1"
 
     monkeypatch.setattr(window_mod, "x_display_reachable", reachable)
+    monkeypatch.setattr(window_mod, "highgui_opens", lambda: None)  # a window opens wherever a display answers
     monkeypatch.setattr(window_mod.sys, "platform", "win32")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -730,3 +731,92 @@ def test_without_libx11_the_display_is_assumed_reachable(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     assert window_mod.x_display_reachable(":5")
+
+
+# ---------------------------------------------------------------------------------------------- the window check
+def test_a_window_that_cannot_open_in_a_child_is_no_display_with_the_reason(monkeypatch: pytest.MonkeyPatch,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Qt aborts the process when it cannot start: the child's failure, not mn-live's, says there is no display."""
+    from realtime.sinks import window as window_mod
+
+    reasons = iter([None, 'qt.qpa.plugin: Could not load the Qt platform plugin "xcb" (killed by signal 6)'])
+    asked: list[str] = []
+
+    def opens() -> str | None:
+        asked.append("opens")
+        return next(reasons)
+
+    monkeypatch.setattr(window_mod, "highgui_opens", opens)
+    monkeypatch.setattr(window_mod, "x_display_reachable", lambda display: True)
+    monkeypatch.setattr(window_mod.sys, "platform", "linux")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":3")
+    assert window_mod.display_available() and asked == ["opens"]
+    with caplog.at_level(logging.WARNING, logger="realtime.sinks.window"):
+        assert not window_mod.display_available()
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.sinks.window"] == [
+        'a window cannot be opened on the display :3: qt.qpa.plugin: Could not load the Qt platform plugin "xcb" '
+        "(killed by signal 6) (QT_DEBUG_PLUGINS=1 shows what Qt misses; --headless skips the window and this check)"]
+    monkeypatch.setattr(window_mod, "highgui_opens", lambda: "no")
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")  # Wayland is checked the same way
+    assert not window_mod.display_available()
+    monkeypatch.setattr(window_mod.sys, "platform", "darwin")
+    assert window_mod.display_available()  # elsewhere no check: HighGUI there does not abort the process
+
+
+def test_the_window_check_reports_a_child_that_fails_hangs_or_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from realtime.sinks import window as window_mod
+
+    monkeypatch.setattr(window_mod, "HIGHGUI_CHECK", "import sys; sys.exit(0)")
+    assert window_mod.highgui_opens() is None
+    monkeypatch.setattr(window_mod, "HIGHGUI_CHECK",
+                        "import sys; print('first', file=sys.stderr); print('  last line  ', file=sys.stderr); "
+                        "sys.exit(3)")
+    assert window_mod.highgui_opens() == "last line (exit code 3)"
+    monkeypatch.setattr(window_mod, "HIGHGUI_CHECK",
+                        "import os, sys; "
+                        "print('qt.qpa.plugin: Could not find the Qt platform plugin', file=sys.stderr); "
+                        "print('Available platform plugins are: xcb.', file=sys.stderr); sys.stderr.flush(); "
+                        "os.abort()")
+    assert window_mod.highgui_opens() == "qt.qpa.plugin: Could not find the Qt platform plugin (killed by signal 6)"
+    monkeypatch.setattr(window_mod, "HIGHGUI_CHECK", "import os; os._exit(4)")
+    assert window_mod.highgui_opens() == "exit code 4"
+    monkeypatch.setattr(window_mod, "HIGHGUI_CHECK", "import time; time.sleep(30)")
+    assert window_mod.highgui_opens(timeout_s=0.5) == "opening a window did not finish within 0.5 s"
+    why = window_mod.highgui_opens(python=str(Path(sys.executable).with_name("no-such-python")))
+    assert why is not None and why.startswith("could not start ") and "no-such-python" in why
+
+
+def test_mn_live_without_a_usable_qt_runs_headless_instead_of_aborting(tmp_path: Path, cache: str) -> None:
+    """A display that answers but a Qt that cannot start on it (here: a platform plugin that does not exist; in
+    practice a library the xcb plugin needs is missing): Qt would abort mn-live at the window; the check finds
+    it first, so the run goes on without a window, exit 0, every file written."""
+    import os
+    import subprocess
+    import sys
+
+    from realtime.sinks import window as window_mod
+    from realtime.sinks.csv_sink import read_csv
+    from tests.realtime.sinks import _x11
+
+    why = _x11.missing()
+    if why:
+        pytest.skip(f"no real HighGUI test: {why}")
+    repo = Path(__file__).resolve().parents[3]
+    out = tmp_path / "live"
+    with _x11.xvfb() as display:
+        env = {**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "no-such-platform", "PYTHONPATH": str(repo),
+               "MN_SEG_CACHE": cache}
+        env.pop("WAYLAND_DISPLAY", None)
+        probe = subprocess.run([sys.executable, "-c", window_mod.HIGHGUI_CHECK], env=env, capture_output=True,
+                               timeout=60)
+        assert probe.returncode != 0  # what mn-live would have died of
+        done = subprocess.run([sys.executable, "-m", "realtime.live_cli", "--source", "synthetic:3", "--frames", "4",
+                               "--out", str(out), "--model", "lunet", "--size", "64x48", "--presence", "off"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert 'a window cannot be opened on the display' in done.stderr
+    assert 'Qt platform plugin "no-such-platform"' in done.stderr and "Traceback" not in done.stderr
+    assert len(read_csv(out / "measurements.csv")) == 4 and (out / "summary.json").is_file()
