@@ -733,6 +733,22 @@ def test_without_libx11_the_display_is_assumed_reachable(monkeypatch: pytest.Mon
     assert window_mod.x_display_reachable(":5")
 
 
+def test_the_window_check_tells_the_last_of_several_lines_and_the_python_it_could_not_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a line about a plugin, the child's last line (of three, not the second) is the reason; a Python
+    that cannot be started is named as it was given, not as the running one."""
+    import sys
+
+    from realtime.sinks import window as window_mod
+
+    monkeypatch.setattr(window_mod, "HIGHGUI_CHECK",
+                        "import sys; print('one\\ntwo\\nthree', file=sys.stderr); sys.exit(1)")
+    assert window_mod.highgui_opens() == "three (exit code 1)"
+    missing = str(Path(sys.executable).with_name("no-such-python"))
+    why = window_mod.highgui_opens(python=missing)
+    assert why is not None and why.startswith(f"could not start {missing} to try opening a window: ")
+
+
 # ---------------------------------------------------------------------------------------------- the window check
 def test_a_window_that_cannot_open_in_a_child_is_no_display_with_the_reason(monkeypatch: pytest.MonkeyPatch,
                                                                               caplog: pytest.LogCaptureFixture) -> None:
