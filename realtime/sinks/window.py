@@ -43,10 +43,11 @@ def display_available() -> bool:
     (logged, with the reason)."""
     if not sys.platform.startswith("linux"):
         return True
-    display = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY")
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    display = wayland or os.environ.get("DISPLAY")
     if not display:
         return False
-    if not os.environ.get("WAYLAND_DISPLAY") and not x_display_reachable(display):
+    if not wayland and not x_display_reachable(display):
         log.warning("the display %s cannot be opened (DISPLAY is set, but no X server answers there)", display)
         return False
     why = highgui_opens()
