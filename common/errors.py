@@ -60,7 +60,8 @@ def error_outcome(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, UserError):
         return exc.exit_code, str(exc)
     if isinstance(exc, OSError):
-        return EXIT_USAGE, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        reason = exc.strerror or str(exc)
+        return EXIT_USAGE, f"{reason}: {exc.filename}" if exc.filename else reason
     return EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc}"
 
 

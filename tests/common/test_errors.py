@@ -93,3 +93,55 @@ sys.exit(run_cli("mn-x", main))
     done = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
     assert done.returncode == code, done.stderr
+
+
+def test_the_command_gets_argv_and_its_own_exit_code() -> None:
+    seen = []
+
+    def main(argv):  # type: ignore[no-untyped-def]
+        seen.append(argv)
+        return 3
+
+    assert run_cli("mn-x", main, ["--frames", "2"]) == 3 and seen == [["--frames", "2"]]
+    assert run_cli("mn-x", lambda argv: None) == 0
+
+
+def test_ctrl_c_is_one_line_on_stderr(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli("mn-x", _raises(KeyboardInterrupt())) == EXIT_INTERRUPTED
+    assert capsys.readouterr() == ("", "mn-x: interrupted\n")
+
+
+def test_a_bug_is_one_line_and_its_traceback_is_logged_at_debug(capsys: pytest.CaptureFixture,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="common.errors"):
+        assert run_cli("mn-x", _raises(ValueError("boom"))) == 1
+    assert capsys.readouterr().err == ("mn-x: error: unexpected ValueError: boom (please report this with the command "
+                                       "line; -v shows where it happened)\n")
+    [record] = [r for r in caplog.records if r.name == "common.errors"]
+    assert record.levelno == logging.DEBUG and record.getMessage() == "mn-x failed"
+    assert record.exc_info is not None and record.exc_info[0] is ValueError
+
+
+def test_os_errors_give_their_reason_and_path_as_is() -> None:
+    from common.errors import error_outcome
+
+    assert error_outcome(FileNotFoundError(2, "No such file or directory", "/no/such")) == (
+        EXIT_USAGE, "No such file or directory: /no/such")
+    # no path, no errno: the message itself, whatever it ends with
+    assert error_outcome(OSError("device busy: X")) == (EXIT_USAGE, "device busy: X")
+    assert error_outcome(OSError("trailing colon:")) == (EXIT_USAGE, "trailing colon:")
+    assert error_outcome(PermissionError(13, "Permission denied")) == (EXIT_USAGE, "Permission denied")
+
+
+def test_interrupted_follows_cause_and_context_and_stops_at_a_cycle() -> None:
+    from common.errors import interrupted
+
+    by_cause, by_context = RuntimeError("cause"), RuntimeError("context")
+    by_cause.__cause__ = KeyboardInterrupt()
+    by_context.__context__ = KeyboardInterrupt()
+    assert interrupted(by_cause) and interrupted(by_context)
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a  # a cycle without a Ctrl-C: terminates, not an interrupt
+    assert not interrupted(a)

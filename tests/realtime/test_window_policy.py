@@ -68,12 +68,42 @@ def test_the_centre_maps_native_pixel_centres_onto_the_network_input() -> None:
 def test_modes_and_bad_settings() -> None:
     assert WINDOW_MODES == ("tracked", "localiser")
     assert isinstance(make_window_policy("tracked"), WindowPolicy) and make_window_policy("localiser") is None
-    with pytest.raises(UserError, match="--window"):
+    with pytest.raises(UserError, match=r"^--window must be one of tracked, localiser, got 'both'$"):
         make_window_policy("both")
-    with pytest.raises(UserError):
-        WindowPolicy(relocalise_every=0)
-    with pytest.raises(UserError):
-        WindowPolicy(min_confidence=2.0)
+    for bad in ({"relocalise_every": 0}, {"min_ok": 0}):
+        with pytest.raises(UserError, match=r"^the window policy needs relocalise_every >= 1 and min_ok >= 1$"):
+            WindowPolicy(**bad)
+    for bad_conf in (-0.01, 1.01, 2.0):
+        with pytest.raises(UserError, match=r"^the window policy's min_confidence must be in \[0, 1\], got "):
+            WindowPolicy(min_confidence=bad_conf)
+    # the boundaries are settings a user may choose
+    for good in ({"relocalise_every": 1}, {"min_ok": 1}, {"min_confidence": 0.0}, {"min_confidence": 1.0}):
+        WindowPolicy(**good)
+
+
+def test_describe_lists_the_settings_and_the_counts() -> None:
+    policy = WindowPolicy(relocalise_every=5, min_ok=3, min_confidence=0.7)
+    sources(policy, [ok()] * 4)
+    assert policy.describe() == {"mode": "tracked", "relocalise_every": 5, "min_ok": 3, "min_confidence": 0.7,
+                                 "windows": {"tracked": 1, "localiser": 3}}
+
+
+def test_a_confidence_at_the_threshold_is_confident_enough() -> None:
+    policy = WindowPolicy(relocalise_every=100, min_ok=1, min_confidence=0.8)
+    assert sources(policy, [ok(conf=0.8), ok(conf=0.8), ok(conf=0.79), ok()]) == "LTTL"
+
+
+def test_relocalise_every_1_alternates_localiser_and_tracked_windows() -> None:
+    policy = WindowPolicy(relocalise_every=1, min_ok=1)
+    assert sources(policy, [ok()] * 5) == "LTLTL"
+
+
+def test_an_unmeasured_frame_with_a_centroid_still_hands_the_window_back() -> None:
+    """A frame the tracker did not count as measured (e.g. rejected by the presence gate) keeps its measurement
+    for the CSV, but its centroid must not steer the next window."""
+    policy = WindowPolicy(relocalise_every=100, min_ok=1)
+    rejected = T(False, M(150.0, 80.0, 0.99))
+    assert sources(policy, [ok(), ok(), rejected, ok(), ok()]) == "LTTLT"
 
 
 class HintedEngine:
