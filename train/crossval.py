@@ -83,6 +83,10 @@ def same_training(recorded: dict, args: Sequence[str]) -> list[str]:
             return sorted(str(Path(v).resolve()) for v in value or [])
         return value
 
+    defaults = json.loads(json.dumps(asdict(training_config(build_parser().parse_args(["--data", ".", "--out", "."]),
+                                                            "cpu"))))
+    # a setting added to mn-train after a run was recorded: that run had its default
+    recorded = {**{k: v for k, v in defaults.items() if k not in recorded}, **recorded}
     return sorted(k for k in set(wanted) | set(recorded) if k not in NOT_THE_TRAINING
                   and norm(k, wanted.get(k)) != norm(k, recorded.get(k)))
 

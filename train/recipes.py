@@ -73,6 +73,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "mn-cv --share CV-STRONG-PH copies it instead of training it again",
            {"localiser": _ACQ.parts["localiser"], "refiner": _STRONG.parts["refiner"]},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _STRONG.epochs["refiner"]}),
+    Recipe("cascade-strong-ph-tc", "mn-realtime's recipe with a temporally consistent refiner (issue 18): each window "
+           "also under a new speckle pattern, their outlines' disagreement in the loss (--consistency 1); the "
+           "localiser is cascade-strong-ph's, so mn-cv --share CV-STRONG-PH copies it instead of training it again",
+           {"localiser": _STRONG.parts["localiser"], "refiner": (*_STRONG.parts["refiner"], "--consistency", "1")},
+           dict(_STRONG.epochs)),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
     Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",

@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nerve-removed", type=float, default=0.0, metavar="SHARE",
                    help="this share of the training items has the nerve painted over by the tissue beside it and an "
                         "empty target (with --crop: the window stays where the nerve was); teaches 'no nerve here'")
+    p.add_argument("--consistency", type=float, default=0.0, metavar="W",
+                   help="temporal consistency: train every item also under a new speckle pattern (the same tissue in "
+                        "the next video frame) and add W x the two outlines' disagreement (1 - soft Dice) to the loss; "
+                        "0: off. Twice the compute per batch (train/consistency.py)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")
@@ -173,7 +177,7 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         crop=tuple(args.crop) if args.crop else None, crop_jitter=args.crop_jitter, workers=args.workers,
         crop_negatives=args.crop_negatives, nerve_removed=args.nerve_removed, init=args.init, init_part=args.init_part,
         max_minutes=args.max_minutes,
-        amp_dtype=args.amp_dtype,
+        amp_dtype=args.amp_dtype, consistency=args.consistency,
     )
 
 

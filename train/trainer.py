@@ -104,6 +104,7 @@ class TrainConfig:
     init_part: str | None = None
     max_minutes: float | None = None
     workers: int = 0
+    consistency: float = 0.0
 
     def __post_init__(self) -> None:
         # Backwards compatibility: augment=True/False (the old boolean flag) means "paper"/"none".
@@ -118,6 +119,9 @@ class TrainConfig:
             raise UserError("--workers must be 0 (augment in the training process) or more")
         if self.crop_negatives and self.crop is None:
             raise UserError("--crop-negatives goes with --crop WxH (it places refiner windows away from the nerve)")
+        from train.consistency import check_weight
+
+        self.consistency = check_weight(self.consistency)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -259,6 +263,12 @@ class Trainer:
             self.train_set = RemovedNerveDataset(self.train_set, cfg.nerve_removed, seed=cfg.seed)
         if cfg.nerve_removed:
             log.info("%.0f%% of the training items with the nerve removed (empty target)", 100 * cfg.nerve_removed)
+        if cfg.consistency:
+            from train.consistency import TwinViewDataset
+
+            self.train_set = TwinViewDataset(self.train_set, seed=cfg.seed)
+            log.info("temporal consistency: every item also under a new speckle pattern, their disagreement "
+                     "weighted %g (twice the compute per batch)", cfg.consistency)
         self.val_images = torch.from_numpy(val_images)
         self.val_masks = torch.from_numpy(val_masks)
         self.n_images = len(samples)
@@ -366,7 +376,7 @@ class Trainer:
             raise CheckpointError(f"{path} has no training state to resume from (is it a best.pt copy?)")
         saved, mine = state.get("run_args", {}), self.cfg.to_dict()
         for key in ("model", "model_kwargs", "size", "batch_size", "split", "folds", "fold", "seed", "max_images",
-                    "extra_train"):
+                    "extra_train", "consistency"):
             if key in saved and saved[key] != mine[key]:
                 raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
                                 f"{mine[key]!r}; use the same flags or a new --out")
@@ -437,13 +447,21 @@ class Trainer:
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
+        twins = x.shape[1] == 2  # --consistency: each item's two views, as channels
+        if twins:
+            x = torch.cat([x[:, :1], x[:, 1:]])
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
             logits = self.net(x)
-        loss = bce_dice_loss(logits.float(), y)
+        if twins:
+            from train.consistency import twin_loss
+
+            loss, logits = twin_loss(logits, y, self.cfg.consistency)
+        else:
+            loss = bce_dice_loss(logits.float(), y)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
