@@ -50,8 +50,11 @@ MODES = ("localiser", "tracked", "tracked+fusion")
 """The settings compared: the window's placement, then fusion (off in the first two)."""
 
 
-def clip_specs(data: str | None, phantoms: int, images: int) -> list[tuple[str, str]]:
-    """``(name, source spec)`` of every clip: phantom seeds, then every ``len/images``-th validation image."""
+def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper", folds: int = 5,
+               fold: int | None = None, seed: int = 42) -> list[tuple[str, str]]:
+    """``(name, source spec)`` of every clip: phantom seeds, then every ``len/images``-th validation image of
+    ``split`` (``paper``: the paper split's, which chose the shipped models; ``kfold``: fold ``fold`` of the
+    patient ``folds``-fold split with ``seed``, as ``mn-cv`` deals it)."""
     specs = [(f"phantom-{s}", "synthetic") for s in range(1, phantoms + 1)]
     if data:
         from train.data import scan_dataset
@@ -59,7 +62,10 @@ def clip_specs(data: str | None, phantoms: int, images: int) -> list[tuple[str, 
 
         samples = scan_dataset(data)
         patients = [s.patient for s in samples]
-        val = make_split("paper", patients).indices(patients)[1]
+        if split == "kfold":
+            val = make_split("kfold", patients, folds=folds, fold=fold, seed=seed).indices(patients)[1]
+        else:
+            val = make_split("paper", patients).indices(patients)[1]
         step = max(1, len(val) // max(images, 1))
         specs += [(samples[i].stem, f"animate:{samples[i].image_path}") for i in val[::step][:images]]
     return specs
@@ -147,13 +153,20 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
+def _split_text(split: dict[str, Any] | None) -> str:
+    if split and split.get("name") == "kfold":
+        return f"fold {split['fold']} of the patient {split['folds']}-fold split (seed {split['seed']}, as mn-cv)"
+    return "the paper split's (they chose the shipped models)"
+
+
 def format_md(report: dict[str, Any]) -> str:
     modes = [m for m in MODES if m in report["pooled"]]
     lines = [f"# What the last frames know: {report['model']}", "", f"Command: `{report['command']}`", "",
              f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
              f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting with "
              f"--confirm {report.get('confirm', 1)}. Jitter: the raw "
-             "area's frame-to-frame relative change; the truth's beside it.", "",
+             "area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
+             + _split_text(report.get("split")) + ".", "",
              "| clip | setting | frames | ok | fused | CSA error median | area jitter median / p95 | truth's | jumps | "
              "infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in report["clips"]:
@@ -181,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, metavar="DIR", help="the dataset, for animated validation images")
     p.add_argument("--phantoms", type=int, default=3, help="phantom clips (seeds 1..N)")
     p.add_argument("--images", type=int, default=8, help="animated validation images")
+    p.add_argument("--split", choices=["paper", "kfold"], default="paper",
+                   help="whose validation images are animated: the paper split's (the shipped models were chosen on "
+                        "them) or, with --fold, those of a fold of mn-cv's patient split (that fold's models)")
+    p.add_argument("--folds", type=int, default=5, help="folds of --split kfold (mn-cv's default 5)")
+    p.add_argument("--fold", type=int, default=None, help="the fold of --split kfold")
+    p.add_argument("--seed", type=int, default=42, help="seed of --split kfold (mn-cv's default 42)")
     p.add_argument("--frames", type=int, default=96, help="frames per clip")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
@@ -207,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--data {args.data} is not a folder")
     if args.frames < 3:
         raise UserError("--frames must be at least 3")
+    if (args.split == "kfold") != (args.fold is not None):
+        raise UserError("--fold K goes with --split kfold (and --split kfold needs --fold K)")
     stem = Path(str(args.model)).stem
     out = Path(args.json or f"benchmarks/results/window-{stem}-{platform.node()}-{date.today()}.json")
     md = Path(args.md) if args.md else out.with_suffix(".md")
@@ -218,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
         raise UserError(f"--modes takes settings among {', '.join(MODES)}, got {args.modes!r}")
-    specs = clip_specs(args.data, args.phantoms, args.images)
+    specs = clip_specs(args.data, args.phantoms, args.images, args.split, args.folds, args.fold, args.seed)
     clips: dict[str, dict[str, Any]] = {}
     try:
         for i, (name, spec) in enumerate(tqdm(specs, desc="clips", unit="clip",
@@ -231,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
               "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
+              "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
+                        if args.split == "kfold" else {"name": "paper"}),
               "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -73,3 +73,37 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
                              "--json", str(out), "-q"]) == 0
     report = json.loads(out.read_text())
     assert report["confirm"] == 2 and report["clips"]["phantom-1"]["tracked+fusion"]["ok"] == 5
+
+
+def test_clip_specs_of_a_kfold_fold_are_its_validation_patients(synthetic_dataset_shared: Path) -> None:
+    from train.data import scan_dataset
+    from train.splits import make_split
+
+    samples = scan_dataset(synthetic_dataset_shared)
+    patients = [s.patient for s in samples]
+    by_fold = []
+    for fold in range(4):
+        specs = clip_specs(str(synthetic_dataset_shared), 0, 100, split="kfold", folds=4, fold=fold, seed=42)
+        val = make_split("kfold", patients, folds=4, fold=fold, seed=42).indices(patients)[1]
+        assert [name for name, _ in specs] == [samples[i].stem for i in val]
+        assert all(spec == f"animate:{samples[i].image_path}" for (_, spec), i in zip(specs, val))
+        by_fold.append({name for name, _ in specs})
+    assert set().union(*by_fold) == {s.stem for s in samples} and sum(map(len, by_fold)) == len(samples)
+    paper = clip_specs(str(synthetic_dataset_shared), 1, 100)
+    assert paper[0] == ("phantom-1", "synthetic")
+
+
+@pytest.mark.parametrize("args", [["--fold", "0"], ["--split", "kfold"]])
+def test_fold_and_kfold_go_together(args: list, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = window_bench.cli(["--phantoms", "1", "--frames", "3", "--json", str(tmp_path / "w.json"), *args])
+    assert code == 2 and "--fold K goes with --split kfold" in capsys.readouterr().err
+    assert not (tmp_path / "w.json").exists()
+
+
+def test_the_report_names_the_split() -> None:
+    from benchmarks.window_bench import format_md
+
+    base = {"model": "m", "command": "c", "fusion": 0.5, "confirm": 2, "clips": {}, "pooled": {}}
+    assert "fold 1 of the patient 5-fold split (seed 42, as mn-cv)" in format_md(
+        {**base, "split": {"name": "kfold", "folds": 5, "fold": 1, "seed": 42}})
+    assert "the paper split's (they chose the shipped models)" in format_md({**base, "split": {"name": "paper"}})
