@@ -8,8 +8,8 @@ from frame to frame although the nerve did not change: error a user reads as mot
 With ``--consistency W`` every training item is seen twice in the same batch: as augmented (view A)
 and with a fresh speckle pattern on the same tissue (view B, :func:`respeckle`: same geometry, same
 target). The loss is the mean of the two views' supervised losses plus ``W`` times the disagreement
-of the two predictions, ``1 - soft Dice(p_A, p_B)`` (pooled over the batch like the supervised Dice,
-so it measures what a user reads: how much the outlined area and shape move). The disagreement
+of the two predictions (:func:`disagreement`: on 0/1 masks ``1 - Dice(A, B)``, the share of the outlined
+area that moved; pooled over the batch like the supervised Dice). The disagreement
 pulls both predictions towards each other wherever the speckle decides the outline; the
 supervised terms keep them on the truth. Costs twice the compute per batch.
 
@@ -28,7 +28,7 @@ from torch import Tensor
 
 from train.data import DatasetWrapper
 from train.errors import UserError
-from train.losses import bce_dice_loss, soft_dice
+from train.losses import bce_dice_loss
 
 SPECKLE = 0.15
 """Strength of view B's multiplicative speckle (as in the strong augmentation's speckle)."""
@@ -82,8 +82,15 @@ def check_weight(weight: float) -> float:
 
 
 def disagreement(logits_a: Tensor, logits_b: Tensor) -> Tensor:
-    """``1 - soft Dice(sigmoid(a), sigmoid(b))``, pooled over the batch (0: the same outline)."""
-    return 1.0 - soft_dice(torch.sigmoid(logits_a.float()), torch.sigmoid(logits_b.float()), smooth=1.0)
+    """``sum (p_a - p_b)^2 / (sum p_a + sum p_b + 1)`` over the batch, ``p = sigmoid(logits)``.
+
+    0 exactly when the two probability maps are equal (soft ones too: ``1 - soft Dice(p_a, p_b)`` is not, it
+    would push the maps towards 0 and 1 rather than towards each other); on 0/1 masks it is ``1 - Dice``, the
+    share of the two outlines' area that one has and the other has not. Pooled over the batch like the
+    supervised Dice; the 1 keeps two empty maps at 0.
+    """
+    a, b = torch.sigmoid(logits_a.float()), torch.sigmoid(logits_b.float())
+    return ((a - b) ** 2).sum() / (a.sum() + b.sum() + 1.0)
 
 
 def twin_loss(logits: Tensor, target: Tensor, weight: float) -> tuple[Tensor, Tensor]:

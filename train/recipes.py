@@ -73,10 +73,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "mn-cv --share CV-STRONG-PH copies it instead of training it again",
            {"localiser": _ACQ.parts["localiser"], "refiner": _STRONG.parts["refiner"]},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _STRONG.epochs["refiner"]}),
+    # weight 10: the disagreement of fold 0's strong-ph refiner under two speckle patterns (0.0023 on its validation
+    # windows) then weighs about a tenth of its supervised loss (0.17); a scale, not a tuned value
     Recipe("cascade-strong-ph-tc", "mn-realtime's recipe with a temporally consistent refiner (issue 18): each window "
-           "also under a new speckle pattern, their outlines' disagreement in the loss (--consistency 1); the "
+           "also under a new speckle pattern, their outlines' disagreement in the loss (--consistency 10); the "
            "localiser is cascade-strong-ph's, so mn-cv --share CV-STRONG-PH copies it instead of training it again",
-           {"localiser": _STRONG.parts["localiser"], "refiner": (*_STRONG.parts["refiner"], "--consistency", "1")},
+           {"localiser": _STRONG.parts["localiser"], "refiner": (*_STRONG.parts["refiner"], "--consistency", "10")},
            dict(_STRONG.epochs)),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),

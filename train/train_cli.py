@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "empty target (with --crop: the window stays where the nerve was); teaches 'no nerve here'")
     p.add_argument("--consistency", type=float, default=0.0, metavar="W",
                    help="temporal consistency: train every item also under a new speckle pattern (the same tissue in "
-                        "the next video frame) and add W x the two outlines' disagreement (1 - soft Dice) to the loss; "
-                        "0: off. Twice the compute per batch (train/consistency.py)")
+                        "the next video frame) and add W x the two outlines' disagreement (on 0/1 masks 1 - their "
+                        "Dice) to the loss; 0: off. Twice the compute per batch (train/consistency.py)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")

@@ -73,10 +73,16 @@ def test_disagreement_and_twin_loss_known_answers() -> None:
     big = torch.full((2, 1, 4, 4), 30.0)  # probability 1 everywhere
     assert float(disagreement(big, big)) == pytest.approx(0.0, abs=1e-6)
     half = big.clone()
-    half[..., :2] = -30.0  # half of the 32 pixels 0: soft Dice (2 * 16 + 1) / (32 + 16 + 1) with smooth 1
+    half[..., :2] = -30.0  # half of the 32 pixels 0: 16 pixels differ, of 32 + 16 (+ 1)
     assert float(disagreement(big, half)) == pytest.approx(1 - 33 / 49, abs=1e-6)
     empty = torch.full((2, 1, 4, 4), -30.0)
     assert float(disagreement(empty, empty)) == pytest.approx(0.0, abs=1e-6)  # two empty outlines agree
+    unsure = torch.zeros(2, 1, 4, 4)  # probability 0.5 everywhere, in both views: they agree
+    assert float(disagreement(unsure, unsure)) == 0.0
+    soft = torch.linspace(-3, 3, 32).reshape(2, 1, 4, 4)
+    pa, pb = torch.sigmoid(soft), torch.sigmoid(soft + 1)
+    expected = ((pa - pb) ** 2).sum() / (pa.sum() + pb.sum() + 1)
+    assert float(disagreement(soft, soft + 1)) == pytest.approx(float(expected))
 
     target = torch.zeros(2, 1, 4, 4)
     target[..., 2:] = 1.0
