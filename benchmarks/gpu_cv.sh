@@ -11,7 +11,8 @@
 # OUT: folder for what comes back: cv-results.tar.gz (every fold's config, history, evaluations,
 #   the CV summaries, robustness and presence reports, logs) and final-fp16.tar (the final models'
 #   float16 checkpoints, for python -m tools.bundle add).
-# Environment: DEVICE (cuda), RECIPES ("cascade-strong-ph cascade-acq"), FOLDS (5), CV_MIN (minutes
+# Environment: DEVICE (cuda), RECIPES ("cascade-strong-ph cascade-acq"; add cascade-strong-ph-tc for issue 18's
+#   consistency-trained refiner, whose batches cost twice: give it CV_MIN to match), FOLDS (5), CV_MIN (minutes
 #   each training part may run in the CV: mn-train --max-minutes; 3), FINAL_MIN (2), CANDIDATES (2:
 #   cascade windows refined per frame, in the CV and the final models), QUICK=1 (a tiny CPU rehearsal: 16 images,
 #   1 epoch, small frames), PY (python3), RUNS (work folder, /tmp/gpu-cv).
@@ -64,11 +65,17 @@ for recipe in $RECIPES; do
     $PY -m benchmarks.presence --model "$RUNS/cv-$recipe/fold-$fold/model.pt" --data "$DATA" --split kfold \
       --folds "$FOLDS" --fold "$fold" --json "$RUNS/cv-$recipe/fold-$fold/presence.json" -q \
       >"$RUNS/presence-$recipe-fold$fold.log" 2>&1 &
+    case $recipe in cascade-*)  # how far the refiner's outline follows the speckle (issue 18), held-out patients
+      $PY -m benchmarks.speckle_stability --refiner "$RUNS/cv-$recipe/fold-$fold/model.pt" --data "$DATA" \
+        --split kfold --folds "$FOLDS" --fold "$fold" --threads 1 \
+        --json "$RUNS/cv-$recipe/fold-$fold/speckle-stability.json" -q >"$RUNS/speckle-$recipe-fold$fold.log" 2>&1 &
+    esac
   done
 done
 wait
 for recipe in $RECIPES; do
   stamp "$recipe robustness"; cat "$RUNS/cv-$recipe/robustness.md" 2>/dev/null || tail -n 3 "$RUNS/robustness-$recipe.log"
+  for f in "$RUNS/cv-$recipe"/fold-*/speckle-stability.md; do [ -f "$f" ] && { echo "$f"; tail -n 4 "$f"; }; done
 done
 
 stamp "packing"
