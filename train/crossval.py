@@ -369,8 +369,8 @@ def format_summary(result: dict[str, Any]) -> str:
              "", result["description"], "",
              f"Folds evaluated: {result['folds_done']} (seed {result['seed']}); best epochs per part: "
              f"{result['best_epochs']}", "",
-             "| protocol | images | DSC | IoU | CSA abs. error median (%) | CSA bias (%) | CSA SD (%) | missed (DSC<0.5) "
-             "| pooled CSA bias (%) [95 % LoA] |",
+             "| protocol | images | DSC | IoU | CSA abs. error median (%) | CSA bias (%) | CSA SD (%) "
+             "| missed (DSC<0.5) | pooled CSA bias (%) [95 % LoA] |",
              "|---|---|---|---|---|---|---|---|---|"]
     for protocol, e in result["protocols"].items():
         pooled = (e.get("pooled") or {}).get("csa_agreement") or {}
@@ -382,6 +382,73 @@ def format_summary(result: dict[str, Any]) -> str:
                      f"{ms(e['csa_rel_error_median'], 100, 1)} | {ms(e['agreement_bias_rel'], 100, 1)} | "
                      f"{ms(e['agreement_sd_rel'], 100, 1)} | {'-' if missed is None else missed} | {pooled_text} |")
     lines += ["", "Mean ± SD across folds (sample SD); pooled = every validation image of every fold together."]
+    return "\n".join(lines)
+
+
+def part_status(run: Path, epochs: int) -> dict[str, Any]:
+    """Where one part's training stands, from its folder alone: ``state`` (``not started``, ``training`` or
+    ``done``), ``epochs_done``, ``epochs`` (the planned count), ``best_epoch`` and its ``best_val_dsc``, the median
+    ``seconds_per_epoch`` of the last 10 epochs, ``last_saved_min_ago`` (of ``last.pt``) and, while training,
+    ``eta_h``: the hours the remaining epochs take at that pace (an early stop can end it sooner)."""
+    import csv
+
+    out: dict[str, Any] = {"state": "not started", "epochs": epochs, "epochs_done": 0, "best_epoch": None,
+                           "best_val_dsc": None, "seconds_per_epoch": None, "last_saved_min_ago": None, "eta_h": None}
+    history = run / "history.csv"
+    if not history.is_file():
+        return out
+    with open(history, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("epoch")]
+    config = run / "config.json"
+    if config.is_file():
+        recorded = json.loads(config.read_text())
+        out["epochs"] = int((recorded.get("train") or {}).get("epochs") or epochs)
+    out["state"] = "done" if (run / ".done").is_file() else "training"
+    out["epochs_done"] = len(rows)
+    best = [r for r in rows if r.get("best") == "1"]
+    if best:
+        out["best_epoch"] = int(best[-1]["epoch"])
+        out["best_val_dsc"] = float(best[-1]["val_dsc"])
+    seconds = [float(r["seconds"]) for r in rows[-10:] if r.get("seconds")]
+    if seconds:
+        out["seconds_per_epoch"] = statistics.median(seconds)
+    if (run / "last.pt").is_file():
+        out["last_saved_min_ago"] = (time.time() - (run / "last.pt").stat().st_mtime) / 60.0
+    if out["state"] == "training" and out["seconds_per_epoch"] is not None:
+        out["eta_h"] = max(0, out["epochs"] - len(rows)) * out["seconds_per_epoch"] / 3600.0
+    return out
+
+
+def status(out: Path, recipe: Recipe, folds: int) -> list[dict[str, Any]]:
+    """One row per fold and part (:func:`part_status`), plus each fold's ``evaluated`` protocols and, once
+    evaluated, its paper-protocol ``dsc``: what ``mn-cv --status`` prints."""
+    rows = []
+    for fold in range(folds):
+        folder = out / f"fold-{fold}"
+        evaluated = [p for p in PROTOCOLS if (folder / f"eval-{p}.json").is_file()]
+        dsc = None
+        if "paper" in evaluated:
+            dsc = json.loads((folder / "eval-paper.json").read_text())["dsc"]["mean"]
+        for part in recipe.parts:
+            rows.append({"fold": fold, "part": part, **part_status(folder / part, int(recipe.epochs.get(part, 100))),
+                         "evaluated": evaluated, "dsc": dsc})
+    return rows
+
+
+def format_status(rows: Sequence[dict[str, Any]]) -> str:
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| fold | part | state | epochs | best epoch (val DSC) | s / epoch | last saved | left | evaluated |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        best = "-" if r["best_epoch"] is None else f"{r['best_epoch']} ({r['best_val_dsc']:.4f})"
+        saved = "-" if r["last_saved_min_ago"] is None else f"{r['last_saved_min_ago']:.0f} min ago"
+        left = "-" if r["eta_h"] is None else f"<= {r['eta_h']:.1f} h"
+        evaluated = ", ".join(r["evaluated"]) + (f" (DSC {r['dsc']:.4f})" if r["dsc"] is not None else "") \
+            if r["evaluated"] else "-"
+        lines.append(f"| {r['fold']} | {r['part']} | {r['state']} | {r['epochs_done']} of {r['epochs']} | {best} | "
+                     f"{num(r['seconds_per_epoch'], '.0f')} | {saved} | {left} | {evaluated} |")
     return "\n".join(lines)
 
 
@@ -417,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="other mn-cv --out folders: a part trained there exactly as this recipe would train it "
                         "(same fold, same mn-train settings) is copied instead of trained again")
     p.add_argument("--aggregate", action="store_true", help="only aggregate the folds evaluated so far")
+    p.add_argument("--status", action="store_true",
+                   help="print where every fold's parts stand (epochs, best, pace, time left, evaluated) and exit; "
+                        "needs only --recipe and --out, and trains nothing")
     p.add_argument("--final", action="store_true",
                    help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt)")
     add_logging_args(p)
@@ -433,6 +503,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_recipes:
         for r in RECIPES.values():
             print(f"{r.name:<20} {r.description}")
+        return 0
+    if args.status:
+        if not (args.recipe and args.out):
+            raise UserError("--status needs --recipe NAME and --out DIR")
+        if not Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is not a folder: no cross-validation there yet")
+        if args.folds < 2:
+            raise UserError(f"--folds must be at least 2, got {args.folds}")
+        print(format_status(status(Path(args.out), get_recipe(args.recipe), args.folds)))
         return 0
     if not (args.recipe and args.data and args.out):
         raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")

@@ -204,3 +204,45 @@ def test_same_training_ignores_where_and_how_a_run_was_kept(tmp_path: Path) -> N
                                              "--save-every-min", "1", *base]) == []
     assert crossval.same_training(recorded, ["--out", "a", *base, "--lr", "1e-2"]) == ["lr"]
     assert crossval.same_training(recorded, ["--out", "a", *base[:-1], "4"]) == ["epochs"]
+
+
+def _fake_part(run: Path, seconds: list[float], best: list[int], epochs: int = 150, done: bool = False) -> None:
+    run.mkdir(parents=True)
+    lines = ["epoch,lr,train_loss,train_soft_dice,val_loss,val_soft_dice,val_dsc,best,seconds"]
+    for i, s in enumerate(seconds, 1):
+        lines.append(f"{i},0.001,0.2,0.8,0.2,0.8,{0.8 + i / 1000:.3f},{int(i in best)},{s}")
+    (run / "history.csv").write_text("\n".join(lines) + "\n")
+    (run / "config.json").write_text(json.dumps({"train": {"epochs": epochs}}))
+    (run / "last.pt").write_bytes(b"x")
+    if done:
+        (run / ".done").write_text("10 s\n")
+
+
+def test_status_reads_where_every_part_stands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cv"
+    _fake_part(out / "fold-0" / "localiser", [20.0] * 12, best=[3, 7], epochs=12, done=True)
+    # 20 epochs: the last 10 took 100 s except one of 400 s (the median ignores it)
+    _fake_part(out / "fold-0" / "refiner", [50.0] * 10 + [100.0] * 9 + [400.0], best=[5, 18])
+    _fake_eval(out / "fold-1", "paper", [0.9, 0.8], [(100, 100), (100, 90)])
+    rows = crossval.status(out, get_recipe("cascade-strong-ph"), 2)
+    assert [(r["fold"], r["part"], r["state"]) for r in rows] == [
+        (0, "localiser", "done"), (0, "refiner", "training"), (1, "localiser", "not started"),
+        (1, "refiner", "not started")]
+    loc, ref, other = rows[0], rows[1], rows[2]
+    assert (loc["epochs_done"], loc["epochs"], loc["best_epoch"], loc["eta_h"]) == (12, 12, 7, None)
+    assert loc["best_val_dsc"] == pytest.approx(0.807)
+    assert (ref["epochs_done"], ref["epochs"], ref["best_epoch"], ref["seconds_per_epoch"]) == (20, 150, 18, 100.0)
+    assert ref["eta_h"] == pytest.approx(130 * 100 / 3600)
+    assert 0 <= ref["last_saved_min_ago"] < 60
+    assert (other["epochs_done"], other["epochs"], other["last_saved_min_ago"]) == (0, 150, None)
+    assert other["evaluated"] == ["paper"] and other["dsc"] == pytest.approx(0.85)
+    assert rows[0]["evaluated"] == [] and rows[0]["dsc"] is None
+
+    assert cli(["--status", "--recipe", "cascade-strong-ph", "--out", str(out), "--folds", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | refiner | training | 20 of 150 | 18 (0.8180) | 100 | 0 min ago | <= 3.6 h | - |" in printed
+    assert "| 1 | localiser | not started | 0 of 150 | - | - | - | - | paper (DSC 0.8500) |" in printed
+    assert cli(["--status", "--recipe", "cascade-strong-ph", "--out", str(tmp_path / "none")]) == 2
+    assert "no cross-validation there yet" in capsys.readouterr().err
+    assert cli(["--status", "--out", str(out)]) == 2
+    assert "--status needs --recipe" in capsys.readouterr().err
