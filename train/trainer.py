@@ -447,7 +447,7 @@ class Trainer:
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        twins = x.shape[1] == 2  # --consistency: each item's two views, as channels
+        twins = bool(self.cfg.consistency)  # each item's two views came as two channels (TwinViewDataset)
         if twins:
             x = torch.cat([x[:, :1], x[:, 1:]])
         if self.device.type == "cuda":
