@@ -300,13 +300,16 @@ def _no_worker_processes_left() -> bool:
     return not multiprocessing.active_children()
 
 
-@pytest.mark.parametrize("crop", [None, (32, 24)], ids=["frames", "crop"])
-def test_workers_give_the_same_run(synthetic_dataset: Path, tmp_path: Path, crop, one_thread: None) -> None:
-    """Augmentation in 2 worker processes (keyed by epoch and index) = augmentation in the trainer."""
+@pytest.mark.parametrize("crop, consistency", [(None, 0.0), ((32, 24), 0.0), ((32, 24), 10.0)],
+                         ids=["frames", "crop", "crop-consistency"])
+def test_workers_give_the_same_run(synthetic_dataset: Path, tmp_path: Path, crop, consistency: float,
+                                   one_thread: None) -> None:
+    """Augmentation in 2 worker processes (keyed by epoch and index) = augmentation in the trainer; with
+    --consistency, each item's second view too."""
     runs = {}
     for workers in (0, 2):
         trainer = Trainer(small_cfg(synthetic_dataset, tmp_path / f"w{workers}", epochs=2, augment="paper",
-                                    crop=crop, workers=workers), torch.device("cpu"))
+                                    crop=crop, workers=workers, consistency=consistency), torch.device("cpu"))
         trainer.fit()
         assert trainer._loader is None
         runs[workers] = trainer
