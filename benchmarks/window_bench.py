@@ -38,7 +38,7 @@ import numpy as np
 
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
-from realtime.cli_common import CONFIRM_DEFAULT, confirm_frames
+from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, confirm_frames
 from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 
 log = logging.getLogger("benchmarks.window_bench")
@@ -72,10 +72,10 @@ def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper
 
 
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
-             confirm: int | None = None) -> dict[str, Any]:
+             confirm: int | None = None, presence: str = "on") -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
-    ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default); per-frame area, truth area,
-    centroids, status, window, infer ms."""
+    ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``);
+    per-frame area, truth area, centroids, status, window, infer ms."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
 
@@ -94,7 +94,7 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
                      "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
 
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
-                fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm)
+                fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence)
     return score(rows)
 
 
@@ -163,9 +163,9 @@ def format_md(report: dict[str, Any]) -> str:
     modes = [m for m in MODES if m in report["pooled"]]
     lines = [f"# What the last frames know: {report['model']}", "", f"Command: `{report['command']}`", "",
              f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
-             f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting with "
-             f"--confirm {report.get('confirm', 1)}. Jitter: the raw "
-             "area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
+             f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting "
+             f"with --confirm {report.get('confirm', 1)} and --presence {report.get('presence', 'on')}. Jitter: the "
+             "raw area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
              + _split_text(report.get("split")) + ".", "",
              "| clip | setting | frames | ok | fused | CSA error median | area jitter median / p95 | truth's | jumps | "
              "infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -182,7 +182,8 @@ def format_md(report: dict[str, Any]) -> str:
               "post ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         p = report["pooled"][mode]
-        lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | {_pct(p['csa_abs_rel_median'])} | "
+        lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | "
+                     f"{_pct(p['csa_abs_rel_median'])} | "
                      f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
                      f"{p['jumps']} | {_ms(p['infer_ms_median'])} | {_ms(p.get('postprocess_ms_median'))} |")
     return "\n".join(lines) + "\n"
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
                    help="frames a new track must be seen in before it is measured, as mn-live's --confirm "
                         "(default %(default)s, mn-live's)")
+    p.add_argument("--presence", choices=list(PRESENCE_CHOICES), default="on",
+                   help="the presence gate, as mn-live's --presence (default on, mn-live's)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
                    help=f"the settings to run, comma-separated (default {','.join(MODES)})")
     p.add_argument("--json", default=None, metavar="FILE")
@@ -245,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i, (name, spec) in enumerate(tqdm(specs, desc="clips", unit="clip",
                                                disable=not log.isEnabledFor(logging.INFO))):
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
-            clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm)
-                           for mode in modes}
+            clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm,
+                                          args.presence) for mode in modes}
     finally:
         engine.close()
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
@@ -254,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
                         if args.split == "kfold" else {"name": "paper"}),
-              "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm, "clips": clips,
+              "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
+              "presence": args.presence, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     md.write_text(format_md(report), encoding="utf-8")

@@ -107,3 +107,19 @@ def test_the_report_names_the_split() -> None:
     assert "fold 1 of the patient 5-fold split (seed 42, as mn-cv)" in format_md(
         {**base, "split": {"name": "kfold", "folds": 5, "fold": 1, "seed": 42}})
     assert "the paper split's (they chose the shipped models)" in format_md({**base, "split": {"name": "paper"}})
+
+
+def test_the_presence_gate_reaches_the_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def fake_stream_clip(engine, spec, frames, collect, **kw):  # type: ignore[no-untyped-def]
+        seen.update(kw)
+
+    monkeypatch.setattr("benchmarks.clips.stream_clip", fake_stream_clip)
+    window_bench.run_clip(None, "synthetic", 1, 3, "tracked+fusion", 0.5, 2, "shape")
+    assert (seen["presence"], seen["window"], seen["fusion"], seen["confirm_frames"]) == ("shape", "tracked", 0.5, 2)
+    window_bench.run_clip(None, "synthetic", 1, 3, "localiser")
+    assert (seen["presence"], seen["fusion"]) == ("on", None)
+    assert window_bench.build_parser().parse_args(["--presence", "off"]).presence == "off"
+    with pytest.raises(SystemExit):
+        window_bench.build_parser().parse_args(["--presence", "maybe"])
