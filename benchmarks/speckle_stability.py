@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from train.cli_util import set_threads
     from train.consistency import SPECKLE
-    from train.data import load_samples
+    from train.data import load_samples, scan_dataset
     from train.evaluate import select_samples
 
     args = build_parser().parse_args(argv)
@@ -187,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, crop_wh, size = load_refiner(args.refiner)
     samples = select_samples(args)
     data = load_samples(samples, size, progress=log.isEnabledFor(logging.INFO))
-    from train.data import scan_dataset
-
+    # each image's speckle is keyed by its place in the whole folder, so a fold's numbers do not depend on the split
     order = {s.stem: i for i, s in enumerate(scan_dataset(args.data, patient_regex=args.patient_regex))}
     result = measure(model, data.images, data.masks, crop_wh, args.patterns, args.shifts, strength, args.seed,
                      [order[s.stem] for s in samples])
