@@ -67,7 +67,7 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     assert loc["fused"] == tracked["fused"] == 0 and fused["fused"] == 5  # every frame after the first
     assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == 0.5 and report["confirm"] == 1
     assert (tmp_path / "w.md").read_text().startswith("# What the last frames know")
-    assert "every setting with --confirm 1." in (tmp_path / "w.md").read_text()
+    assert "every setting with --confirm 1 and --presence on." in (tmp_path / "w.md").read_text()
     # by default a new track is confirmed as mn-live confirms it (2 frames): the first frame is not measured
     assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--modes", "tracked+fusion",
                              "--json", str(out), "-q"]) == 0
