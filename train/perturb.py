@@ -27,6 +27,9 @@ Perturbations and their level:
 ``shift``    the content moved sideways by ``level`` x the width, black fill
 ``depth``    the content moved down by ``level`` x the height, black above (a standoff)
 ``rotate``   rotation by ``level`` degrees about the centre (probe tilt in the image plane)
+``compress`` the nerve compressed (probe pressure, a moving wrist): the region around the mask's
+             centroid scaled vertically by ``level`` and widened by ``level ** -0.6`` (area x
+             ``level ** 0.4``), fading into no motion over a ring (:func:`compress`)
 ``gain``     intensities x level, clipped to 255 (overall gain)
 ``gamma``    ``255 (x/255)^level`` (contrast curve / dynamic range)
 ``tgc``      depth-dependent brightness ``exp(level (y/H - 1/2))`` (time-gain compensation)
@@ -159,6 +162,50 @@ def rotate(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Gen
     matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), float(level), 1.0)
     warp = dict(dsize=(w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     return cv2.warpAffine(image, matrix, **warp), np.clip(cv2.warpAffine(mask, matrix, **warp), 0.0, 1.0)
+
+
+COMPRESS_WIDENING = 0.6
+"""``compress``: the horizontal scale is ``level ** -COMPRESS_WIDENING`` (a squeezed nerve widens, in part)."""
+COMPRESS_BLEND = 0.25
+"""``compress``: width of the ring over which the compression fades out, as a share of the shorter side."""
+
+
+def compress(image: np.ndarray, mask: np.ndarray, level: float, rng: np.random.Generator | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The nerve compressed, as under probe pressure or a moving wrist: a local deformation about the
+    mask's centroid ``c``.
+
+    Inside a disc about ``c`` that holds the whole deformed mask with a margin, the frame is exactly the
+    affine image of the input under a vertical scale ``level`` and a horizontal scale ``level ** -0.6``
+    about ``c`` (so the nerve flattens and its area becomes ``level ** 0.4`` of what it was). Over a ring
+    of :data:`COMPRESS_BLEND` x the shorter side around that disc the displacement fades smoothly to
+    none, so the rest of the frame stays where it was; above the nerve it also fades towards the top
+    row, so the probe's face stays in place (as ``animate:`` clips do). Image and mask go through the
+    same mapping (bilinear, border replicated). An empty mask, or ``level`` 1, leaves both as they are.
+    """
+    _check_positive("compress", level)
+    image, mask = _planes(image, mask)
+    ys, xs = np.nonzero(mask > 0.5)
+    if level == 1.0 or len(xs) == 0:
+        return image.copy(), mask.copy()
+    h, w = image.shape
+    cx, cy = float(xs.mean()), float(ys.mean())
+    sx, sy = level ** -COMPRESS_WIDENING, level
+    reach = float(np.sqrt((xs - cx) ** 2 + (ys - cy) ** 2).max()) + 1.0
+    inner = reach * max(sx, sy, 1.0) + 0.02 * max(h, w) + 2.0
+    blend = COMPRESS_BLEND * min(h, w)
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32) - cx, np.arange(h, dtype=np.float32) - cy)
+    t = np.clip((np.hypot(gx, gy) - inner) / blend, 0.0, 1.0)
+    weight = 1.0 - t * t * (3.0 - 2.0 * t)  # 1 in the disc, smoothstep to 0 across the ring
+    top = cy + (float(ys.min()) - cy) * sy - 3.0  # the flattened mask's top, less a margin
+    if top > 4.0:  # the probe's face (row 0) stays put: fade the displacement out above the nerve
+        u = np.clip((gy + cy) / np.float32(top), 0.0, 1.0)
+        weight = weight * (u * u * (3.0 - 2.0 * u))
+    # backward map: an output pixel at c + d shows the input at c + d / scale (inside the disc)
+    map_x = (cx + gx + weight * gx * np.float32(1.0 / sx - 1.0)).astype(np.float32)
+    map_y = (cy + gy + weight * gy * np.float32(1.0 / sy - 1.0)).astype(np.float32)
+    warp = dict(interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, map_x, map_y, **warp), np.clip(cv2.remap(mask, map_x, map_y, **warp), 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +353,7 @@ def _check_positive(name: str, level: float) -> None:
 PERTURBATIONS: Mapping[str, PerturbFn] = {
     "zoom": zoom, "aspect": aspect, "crop": crop, "pad": pad, "shift": shift, "depth": depth, "rotate": rotate,
     "gain": gain, "gamma": gamma, "tgc": tgc, "speckle": speckle, "blur": blur, "jpeg": jpeg, "h264": h264,
+    "compress": compress,
 }
 """Every perturbation by name (the robustness report's rows)."""
 
@@ -324,14 +372,16 @@ REPORT_LEVELS: Mapping[str, tuple[float, ...]] = {
     "blur": (1.0, 2.0),
     "jpeg": (40.0, 15.0),
     "h264": (28.0, 36.0),
+    "compress": (0.85, 0.75),
 }
 """The levels the robustness report uses by default: what a different scanner or video path plausibly
 brings (zoom / pixel size +-20 %, a field of view 4-8 % smaller or 5-10 % larger, aspect +-15 %,
-rotation up to 10 degrees, gain x0.6-1.5, ...)."""
+rotation up to 10 degrees, gain x0.6-1.5, ...) and the nerve compressed by 15 and 25 % (the
+animated clips' ``animate:`` compression reaches 25 %)."""
 
 IDENTITY_LEVELS: Mapping[str, float] = {
     "zoom": 1.0, "aspect": 1.0, "crop": 0.0, "pad": 0.0, "shift": 0.0, "depth": 0.0, "rotate": 0.0, "gain": 1.0, "gamma": 1.0,
-    "tgc": 0.0, "speckle": 0.0, "blur": 0.0,
+    "tgc": 0.0, "speckle": 0.0, "blur": 0.0, "compress": 1.0,
 }
 """Levels that leave the image as it is (the codecs have none)."""
 

@@ -74,6 +74,37 @@ def test_rotation_keeps_a_centred_disc() -> None:
     assert float(out.sum()) == pytest.approx(float(mask.sum()), rel=0.01)
 
 
+@pytest.mark.parametrize("level", [0.75, 0.85])
+def test_compress_flattens_the_nerve_about_its_centroid_and_leaves_the_far_field(level: float) -> None:
+    image, mask = _pair(w=400, h=300, r=30, centre=(220, 120))
+    out_i, out_m = perturb("compress", image, mask, level)
+    assert out_i.shape == image.shape and out_m.shape == mask.shape
+    ys, xs = np.nonzero(out_m > 0.5)
+    height, width = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    assert height == pytest.approx(61 * level, abs=1.5)
+    assert width == pytest.approx(61 * level ** -0.6, abs=1.5)
+    assert float(out_m.sum()) == pytest.approx(level ** 0.4 * float(mask.sum()), rel=0.02)
+    assert (xs.mean(), ys.mean()) == pytest.approx((220, 120), abs=0.3)
+    # the image moves with the mask: inside the disc it is the same affine image of the input
+    inside = cv2.remap(image, *np.meshgrid(np.float32(220 + (np.arange(200, 241) - 220) * level ** 0.6),
+                                           np.float32(120 + (np.arange(110, 131) - 120) / level)),
+                       interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(out_i[110:131, 200:241], inside, atol=1e-2)
+    # far from the nerve nothing moves (the ring is a quarter of the shorter side past the disc)
+    np.testing.assert_array_equal(out_i[:, :40], image[:, :40])
+    np.testing.assert_array_equal(out_i[-10:, :], image[-10:, :])
+
+
+def test_compress_without_a_nerve_or_with_a_bad_level() -> None:
+    image, mask = _pair()
+    out_i, out_m = perturb("compress", image, np.zeros_like(mask), 0.75)
+    np.testing.assert_array_equal(out_i, image)
+    assert not out_m.any()
+    for bad in (0.0, -0.5, float("nan")):
+        with pytest.raises(UserError, match="compress level must be a positive number"):
+            perturb("compress", image, mask, bad)
+
+
 @pytest.mark.parametrize("name", ["gain", "gamma", "tgc", "speckle", "blur", "jpeg", "h264"])
 def test_intensity_perturbations_leave_the_mask(name: str) -> None:
     image, mask = _pair()
