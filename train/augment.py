@@ -15,7 +15,9 @@ here; and Keras' random stream cannot be reproduced anyway.
 
 Beyond the paper, :class:`StrongAugment` (``mn-train --augment strong``) adds a joint elastic
 deformation and image-only intensity transforms (gamma, contrast, speckle, blur), then
-re-z-scores the image. :func:`make_augment` builds either by name (:data:`AUGMENT_NAMES`).
+re-z-scores the image; :class:`AcquisitionAugment` (``acquisition``) adds what another scanner brings,
+:class:`CompressAugment` (``compress``) the nerve flattened as in a dynamic scan. :func:`make_augment`
+builds each by name (:data:`AUGMENT_NAMES`).
 """
 
 from __future__ import annotations
@@ -441,6 +443,74 @@ class AcquisitionAugment:
         return out_image.reshape(image_shape), out_mask.astype(np.float32).reshape(mask_shape)
 
 
+@dataclass
+class CompressAugmentConfig(_RangesConfig):
+    """Ranges of :class:`CompressAugment`'s compression step.
+
+    Attributes:
+        compress_p: probability that the nerve is compressed.
+        level: range of the vertical scale about the nerve (uniform): 0.75 = flattened by 25 %, as the
+            ``animate:`` clips' compression at its peak (:func:`train.perturb.compress`).
+    """
+
+    compress_p: float = 0.5
+    level: tuple[float, float] = (0.75, 1.0)
+
+    record_name = "compression augmentation"
+
+    def __post_init__(self) -> None:
+        _validate_ranges(self, ("compress_p",), (), ("level",))
+        if self.level[1] > 1.0:
+            raise UserError(f"augmentation level is a vertical scale in (0, 1] (1: no compression), got {self.level}")
+
+
+class CompressAugment:
+    """Callable ``(image, mask, rng) -> (image, mask)``: :class:`StrongAugment` plus the nerve compressed
+    (``mn-train --augment compress``).
+
+    The networks learn a nerve's outline from stills; in a dynamic scan the probe's pressure and the
+    wrist's movement flatten it, which no still-image augmentation above does (the paper's affine
+    rotates and shears, the elastic field moves pixels by a few percent of the width). Steps, all drawn
+    from ``rng``:
+
+    1. the paper's joint affine;
+    2. with probability ``compress_p``, :func:`train.perturb.compress` at a level drawn uniformly in
+       ``level``: the region around the nerve flattened about its centroid and widened in part, fading
+       into no motion over a ring, the probe's face in place (the truth mask goes along);
+    3. the strong elastic deformation (probability ``elastic_p``) and intensity transforms, and the
+       per-image z-score, as :class:`StrongAugment`.
+    """
+
+    def __init__(self, config: CompressAugmentConfig | None = None, strong: StrongAugmentConfig | None = None,
+                 affine: AugmentConfig | None = None) -> None:
+        self.config = config if config is not None else CompressAugmentConfig()
+        self.strong = StrongAugment(strong, affine)
+
+    def __repr__(self) -> str:
+        return f"CompressAugment({self.config!r}, strong={self.strong!r})"
+
+    def to_config(self) -> dict[str, Any]:
+        """``{"name": "compress", "affine": {...}, "strong": {...}, "compress": {...}}``."""
+        return {"name": "compress", "affine": self.strong.affine.config.to_config(),
+                "strong": self.strong.config.to_config(), "compress": self.config.to_config()}
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from train.perturb import compress
+
+        image_shape, mask_shape = np.shape(image), np.shape(mask)
+        out_image, out_mask = self.strong.affine(image, mask, rng)
+        out_image = JointAugment._plane(out_image, "image")
+        out_mask = JointAugment._plane(out_mask, "mask")
+        if rng.random() < self.config.compress_p:
+            out_image, out_mask = compress(out_image, out_mask, rng.uniform(*self.config.level))
+        if rng.random() < self.strong.config.elastic_p:
+            out_image, out_mask = self.strong.elastic(out_image, out_mask, rng)
+        out_image = self.strong.intensity(out_image, rng)
+        return out_image.reshape(image_shape), out_mask.astype(np.float32).reshape(mask_shape)
+
+
 def zscore(image: np.ndarray) -> np.ndarray:
     """Per-image z-score (mean 0, population std 1; a constant image -> 0), as float32."""
     image = np.asarray(image, dtype=np.float64)
@@ -454,6 +524,7 @@ AUGMENTERS: dict[str, Callable[[], AugmentFn] | None] = {
     "paper": JointAugment,
     "strong": StrongAugment,
     "acquisition": AcquisitionAugment,
+    "compress": CompressAugment,
     "none": None,
 }
 AUGMENT_NAMES = tuple(AUGMENTERS)

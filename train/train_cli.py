@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training augmentation: 'paper' (the authors' joint affine: rotation, shift, shear, flip), "
                         "'strong' (that plus a joint elastic deformation, gamma, contrast, speckle and blur, then a "
                         "per-image z-score), 'acquisition' (strong plus what another scanner brings: zoom / pixel "
-                        "size +-20 %%, field of view, aspect, depth gain, overall gain, JPEG artefacts) or 'none'")
+                        "size +-20 %%, field of view, aspect, depth gain, overall gain, JPEG artefacts), 'compress' "
+                        "(strong plus the nerve flattened by up to 25 %% about its centroid, as in a dynamic scan) "
+                        "or 'none'")
     p.add_argument("--no-augment", dest="augment", action="store_const", const="none",
                    help="same as --augment none")
     p.add_argument("--extra-train", nargs="+", default=[], metavar="DIR",
