@@ -28,10 +28,10 @@ T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 
 TRAIN_ARGS="--threads 1 --workers 2 --save-every-min 1"
-SIZE_ARGS=(); EPOCH_ARGS=(); REPORT_ARGS=()
+SIZE_ARGS=(); EPOCH_ARGS=(); REPORT_ARGS=(); CLIP_ARGS=(--images 8 --frames 144)
 if [ "$QUICK" = 1 ]; then
   TRAIN_ARGS="--threads 1 --max-images 16 --width 0.25"; SIZE_ARGS=(--size 128x96 --crop 64x32)
-  EPOCH_ARGS=(--epochs 1); REPORT_ARGS=(--perturb zoom=0.8 jpeg=40)
+  EPOCH_ARGS=(--epochs 1); REPORT_ARGS=(--perturb zoom=0.8 jpeg=40 compress=0.75); CLIP_ARGS=(--images 1 --frames 6)
 fi
 
 stamp "cross-validation: recipes [$RECIPES] x $FOLDS folds at once on $DEVICE, at most $CV_MIN min per part"
@@ -69,6 +69,11 @@ for recipe in $RECIPES; do
       $PY -m benchmarks.speckle_stability --refiner "$RUNS/cv-$recipe/fold-$fold/model.pt" --data "$DATA" \
         --split kfold --folds "$FOLDS" --fold "$fold" --threads 1 \
         --json "$RUNS/cv-$recipe/fold-$fold/speckle-stability.json" -q >"$RUNS/speckle-$recipe-fold$fold.log" 2>&1 &
+      # held-out patients animated into clips through the live loop (one compression cycle each): frames ok,
+      # CSA error, area jitter, jumps (issues 10 and 18)
+      $PY -m benchmarks.window_bench --model "$RUNS/cv-$recipe/fold-$fold/model.pt" --data "$DATA" --split kfold \
+        --folds "$FOLDS" --fold "$fold" --phantoms 0 "${CLIP_ARGS[@]}" --threads 1 --modes tracked+fusion \
+        --json "$RUNS/cv-$recipe/fold-$fold/window.json" -q >"$RUNS/window-$recipe-fold$fold.log" 2>&1 &
     esac
   done
 done
@@ -76,6 +81,7 @@ wait
 for recipe in $RECIPES; do
   stamp "$recipe robustness"; cat "$RUNS/cv-$recipe/robustness.md" 2>/dev/null || tail -n 3 "$RUNS/robustness-$recipe.log"
   for f in "$RUNS/cv-$recipe"/fold-*/speckle-stability.md; do [ -f "$f" ] && { echo "$f"; tail -n 4 "$f"; }; done
+  for f in "$RUNS/cv-$recipe"/fold-*/window.md; do [ -f "$f" ] && { echo "$f"; tail -n 1 "$f"; }; done
 done
 
 stamp "packing"
