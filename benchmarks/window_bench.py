@@ -9,7 +9,8 @@ fusion, :mod:`realtime.fusion`), and reports per clip and pooled:
 
 - **jitter**: median and p95 of the raw area's frame-to-frame relative change, next to the truth's
   (the issue's target: median <= 1.5x the truth's, p95 <= 5 %);
-- **CSA error**: median |area - true area| / true area over measured frames;
+- **CSA error**: median |area - true area| / true area over measured frames; **CSA bias** the mean of
+  (area - true area) / true area over them (negative: areas too small);
 - **frames ok**: share of frames measured (``ok`` / ``reacquired``);
 - **jumps**: frames where the measured centroid moved more than ``JUMP_PX`` while the true centroid
   moved less than 10 px (the nerve jumping to another structure);
@@ -106,8 +107,8 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A clip's numbers from its per-frame rows (see the module docstring)."""
     from realtime.temporal import jitter
 
-    errors = [abs(r["area"] - r["true_area"]) / r["true_area"] for r in rows
-              if r["area"] is not None and r["true_area"]]
+    signed = [(r["area"] - r["true_area"]) / r["true_area"] for r in rows if r["area"] is not None and r["true_area"]]
+    errors = [abs(e) for e in signed]
     jumps = 0
     for prev, cur in zip(rows, rows[1:]):
         moved, true_moved = _step(prev["centroid"], cur["centroid"]), _step(prev["true_centroid"], cur["true_centroid"])
@@ -122,6 +123,7 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "tracked_windows": sum(r["window"] == "tracked" for r in rows),
         "fused": sum(bool(r.get("fused")) for r in rows),
         "csa_abs_rel_median": statistics.median(errors) if errors else None,
+        "csa_bias": statistics.fmean(signed) if signed else None,
         "jitter": jitter([r["area"] for r in rows])["area_rel"],
         "truth_jitter": jitter([r["true_area"] for r in rows])["area_rel"],
         "jumps": jumps,
@@ -139,7 +141,8 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     return {"clips": len(clips), "frames": sum(c["frames"] for c in clips.values()),
             "ok_rate": sum(c["ok"] for c in clips.values()) / max(1, sum(c["frames"] for c in clips.values())),
-            "csa_abs_rel_median": med("csa_abs_rel_median"), "jitter_median": med("jitter", "median"),
+            "csa_abs_rel_median": med("csa_abs_rel_median"), "csa_bias": med("csa_bias"),
+            "jitter_median": med("jitter", "median"),
             "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
             "jumps": sum(c["jumps"] for c in clips.values()), "infer_ms_median": med("infer_ms_median"),
             "postprocess_ms_median": med("postprocess_ms_median")}
@@ -167,23 +170,23 @@ def format_md(report: dict[str, Any]) -> str:
              f"with --confirm {report.get('confirm', 1)} and --presence {report.get('presence', 'on')}. Jitter: the "
              "raw area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
              + _split_text(report.get("split")) + ".", "",
-             "| clip | setting | frames | ok | fused | CSA error median | area jitter median / p95 | truth's | jumps | "
-             "infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| clip | setting | frames | ok | fused | CSA error median | CSA bias | area jitter median / p95 | truth's | "
+             "jumps | infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in report["clips"]:
         for mode in modes:
             c = report["clips"][name][mode]
             lines.append(f"| {name} | {mode} | {c['frames']} | {_pct(c['ok_rate'])} | {c.get('fused', 0)} | "
-                         f"{_pct(c['csa_abs_rel_median'])} | "
+                         f"{_pct(c['csa_abs_rel_median'])} | {_pct(c.get('csa_bias'))} | "
                          f"{_pct(c['jitter']['median'])} / {_pct(c['jitter']['p95'])} | "
                          f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | {c['jumps']} | "
                          f"{_ms(c['infer_ms_median'])} | {_ms(c.get('postprocess_ms_median'))} |")
     lines += ["", "Pooled (medians over clips; frames, ok and jumps summed):", "",
-              "| setting | clips | frames | ok | CSA error | jitter median / p95 | truth's median | jumps | infer ms | "
-              "post ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| setting | clips | frames | ok | CSA error | CSA bias | jitter median / p95 | truth's median | jumps | "
+              "infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         p = report["pooled"][mode]
         lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | "
-                     f"{_pct(p['csa_abs_rel_median'])} | "
+                     f"{_pct(p['csa_abs_rel_median'])} | {_pct(p.get('csa_bias'))} | "
                      f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
                      f"{p['jumps']} | {_ms(p['infer_ms_median'])} | {_ms(p.get('postprocess_ms_median'))} |")
     return "\n".join(lines) + "\n"

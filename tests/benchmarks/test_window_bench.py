@@ -23,6 +23,7 @@ def test_score_counts_errors_jitter_ok_and_jumps() -> None:
     s = score(rows)
     assert (s["frames"], s["ok"], s["tracked_windows"]) == (5, 4, 4)
     assert s["csa_abs_rel_median"] == pytest.approx(0.0)  # errors 0, 0.1, 0, 0
+    assert s["csa_bias"] == pytest.approx(0.025)  # their signed mean
     # area changes between consecutive measured frames: 1000->1100 (+10 %), and 1000->1000 (0)
     assert s["jitter"]["median"] == pytest.approx(0.05) and s["truth_jitter"]["median"] == 0.0
     # frame 3 -> 4: the measured centroid stays, the truth moves 20 px: no jump; 2 -> 3 has no measurement
@@ -37,6 +38,8 @@ def test_pooled_takes_medians_and_sums() -> None:
     p = pooled({"a": a, "b": b})
     assert p["clips"] == 2 and p["frames"] == 4 and p["ok_rate"] == 0.75
     assert p["csa_abs_rel_median"] == pytest.approx(0.1)
+    assert p["csa_bias"] == pytest.approx(0.1)  # the median of the clips' 0 and +0.2
+    assert score([row(800, 1000), row(900, 1000)])["csa_bias"] == pytest.approx(-0.15)  # areas too small
 
 
 def test_clip_specs_without_data_are_the_phantoms() -> None:
