@@ -30,6 +30,11 @@ def test_recipes_and_part_args() -> None:
     assert args[-2:] == ["--epochs", "7"] and "--crop-negatives" in args and args.count("ph1") == 1
     assert args[args.index("--augment") + 1] == "acquisition"
     assert not get_recipe("dlunet-paper").is_cascade
+    strong, cmp = get_recipe("cascade-strong-ph"), get_recipe("cascade-strong-ph-cmp")
+    assert cmp.parts["localiser"] == strong.parts["localiser"] and cmp.epochs == strong.epochs
+    ref = part_args(cmp, "refiner", extra=["ph"], epochs=3)
+    assert ref == [("compress" if a == "strong" else a) for a in part_args(strong, "refiner", extra=["ph"], epochs=3)]
+    assert ref[ref.index("--augment") + 1] == "compress"
     with pytest.raises(UserError, match="extra-train"):
         part_args(r, "localiser", extra=[], epochs=1)
     with pytest.raises(UserError, match="cascade-acq"):
