@@ -142,7 +142,8 @@ def build_items(data: str | None, split: str, seed: int, folds: int | None, fold
 
 def classify(engine: Any, items: Sequence[dict[str, Any]], gates: dict[str, Any], progress: bool = True
              ) -> list[dict[str, Any]]:
-    """One row per (item, gate setting): status, rejected reason, Dice when there is truth."""
+    """One row per (item, gate setting): status, rejected reason, the reported nerve's area in px (``area_px``,
+    None when nothing is reported), and Dice and the true area (``true_area_px``) when there is truth."""
     from tqdm import tqdm
 
     from realtime.postprocess import postprocess
@@ -162,11 +163,13 @@ def classify(engine: Any, items: Sequence[dict[str, Any]], gates: dict[str, Any]
             row = {"kind": item["kind"], "id": item["id"], "gate": name, "positive": item["positive"],
                    "status": r.status.value, "reported": r.measured, "rejected": r.rejected,
                    "n_detections": r.n_detections, "dsc": None,
-                   "confidence": None if r.measurement is None else r.measurement.confidence}
+                   "confidence": None if r.measurement is None else r.measurement.confidence,
+                   "area_px": None if r.nerve_mask is None else int(np.count_nonzero(r.nerve_mask))}
             if item["mask"] is not None:
                 truth = item["mask"] > 0
                 pred = r.nerve_mask > 0 if r.nerve_mask is not None else np.zeros_like(truth)
                 row["dsc"] = dice_hard(pred, truth)
+                row["true_area_px"] = int(np.count_nonzero(truth))
             rows.append(row)
     return rows
 
