@@ -31,8 +31,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 

@@ -11,7 +11,8 @@
 # OUT: folder for what comes back: cv-results.tar.gz (every fold's config, history, evaluations,
 #   the CV summaries, robustness and presence reports, logs) and final-fp16.tar (the final models'
 #   float16 checkpoints, for python -m tools.bundle add).
-# Environment: DEVICE (cuda), RECIPES ("cascade-strong-ph cascade-acq"; add cascade-strong-ph-tc for issue 18's
+# Environment: DEVICE (cuda), RECIPES ("cascade-strong-ph cascade-strong-ph-cmp cascade-acq": the shipped recipe, the
+#   same with a refiner trained on compressed nerves, and the acquisition-augmented one; add cascade-strong-ph-tc for issue 18's
 #   consistency-trained refiner, whose batches cost twice: give it CV_MIN to match), FOLDS (5), CV_MIN (minutes
 #   each training part may run in the CV: mn-train --max-minutes; 3), FINAL_MIN (2), CANDIDATES (2:
 #   cascade windows refined per frame, in the CV and the final models), QUICK=1 (a tiny CPU rehearsal: 16 images,
@@ -19,7 +20,7 @@
 set -u
 DATA=${1:?DATA folder}; PHANTOM=${2:?PHANTOM folder}; OUT=${3:?OUT folder}
 DEVICE=${DEVICE:-cuda}; QUICK=${QUICK:-0}; PY=${PY:-python3}; RUNS=${RUNS:-/tmp/gpu-cv}
-RECIPES=${RECIPES:-"cascade-strong-ph cascade-acq"}; FOLDS=${FOLDS:-5}
+RECIPES=${RECIPES:-"cascade-strong-ph cascade-strong-ph-cmp cascade-acq"}; FOLDS=${FOLDS:-5}
 CV_MIN=${CV_MIN:-3}; FINAL_MIN=${FINAL_MIN:-2}; CANDIDATES=${CANDIDATES:-2}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
