@@ -4,14 +4,16 @@
 # epochs twice, identically but for the augmentation (ctl: strong, as it was trained; cmp: compress), on
 # the paper split's training patients, then measures each last.pt (no epoch chosen by any image) behind
 # mn-realtime's own localiser, beside the shipped model, on the paper split's validation patients:
-#   - stills, clean and compressed by 15 and 25 % (mn-robustness --perturb compress);
+#   - stills, clean and under every perturbation of the robustness report, compressed by 15 and 25 % among them;
+#   - every image animated and segmented as stills at 12 phases of one compression cycle (compression_phases);
 #   - IMAGES of them animated into FRAMES-frame clips (one compression cycle: 144), through the live loop
 #     (benchmarks.window_bench, tracked window and fusion, presence gate on).
 # These validation images chose mn-realtime's epoch (not the fine-tunes'): the shipped row is optimistic.
 #
 #   benchmarks/compress_ab.sh DATA PHANTOM EPOCHS OUT [IMAGES] [FRAMES]
 #
-# Writes OUT/{ctl,cmp}/ (the runs), OUT/{ctl,cmp}.pt (the cascades) and OUT/{shipped,ctl,cmp}-{robustness,window}.{json,md}.
+# Writes OUT/{ctl,cmp}/ (the runs), OUT/{ctl,cmp}.pt (the cascades) and
+# OUT/{shipped,ctl,cmp}-{robustness,phases,window}.{json,md}.
 # The two trainings run at once, THREADS (1) each; then the evaluations, one after the other.
 set -euo pipefail
 DATA=${1:?DATA} PHANTOM=${2:?PHANTOM} EPOCHS=${3:?EPOCHS} OUT=${4:?OUT} IMAGES=${5:-8} FRAMES=${6:-144}
@@ -27,8 +29,9 @@ for r in ctl cmp; do
 done
 for r in shipped ctl cmp; do
   model=$([ "$r" = shipped ] && echo mn-realtime || echo "$OUT/$r.pt")
-  mn-robustness --model "$model" --data "$DATA" --split paper --perturb compress --threads "$T" \
-    --json "$OUT/$r-robustness.json" -q
+  mn-robustness --model "$model" --data "$DATA" --split paper --threads "$T" --json "$OUT/$r-robustness.json" -q
+  python -m benchmarks.compression_phases --model "$model" --data "$DATA" --split paper --threads "$T" \
+    --json "$OUT/$r-phases.json" -q
   python -m benchmarks.window_bench --model "$model" --data "$DATA" --split paper --phantoms 0 --images "$IMAGES" \
     --frames "$FRAMES" --threads "$T" --modes tracked+fusion --presence on --json "$OUT/$r-window.json" -q
 done
