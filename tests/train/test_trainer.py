@@ -280,7 +280,7 @@ def test_extra_train_joins_training_side_only(synthetic_dataset: Path, tmp_path:
 def test_augment_flag_backwards_compatible(tmp_path: Path) -> None:
     assert small_cfg(tmp_path, tmp_path / "o", augment=True).augment == "paper"
     assert small_cfg(tmp_path, tmp_path / "o", augment=False).augment == "none"
-    with pytest.raises(UserError, match="paper, strong, acquisition, none"):
+    with pytest.raises(UserError, match="paper, strong, acquisition, compress, none"):
         small_cfg(tmp_path, tmp_path / "o", augment="heavy")
 
 
