@@ -21,7 +21,6 @@ Exit codes: 0 done, 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -31,6 +30,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
+from benchmarks.report_files import write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 
@@ -191,11 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "split": f"{split} (val)", "images": len(paths), "phases": args.phases, "seed": args.seed,
               "presence": args.presence, "summary": summarise(rows), "frames": rows}
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md = out.with_suffix(".md")
-    md.write_text(format_md(report), encoding="utf-8")
-    print(format_md(report))
-    log.info("wrote %s and %s", out, md)
+    write_report(out, report, format_md(report))
     return 0
 
 

@@ -21,7 +21,6 @@ an unwritable output), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -32,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.report_files import write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 
@@ -197,11 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "split": f"{split} ({args.subset})", "patterns": args.patterns, "strength": strength,
               "shifts_px": args.shifts, "window": list(crop_wh), "frame": list(size), "result": result}
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md = out.with_suffix(".md")
-    md.write_text(format_md(report), encoding="utf-8")
-    print(format_md(report))
-    log.info("wrote %s and %s", out, md)
+    write_report(out, report, format_md(report))
     return 0
 
 

@@ -25,7 +25,6 @@ benchmarks/results/). Exit codes: 0, 2 bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -37,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.report_files import write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, confirm_frames
@@ -263,10 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
               "presence": args.presence, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md.write_text(format_md(report), encoding="utf-8")
-    print(format_md(report))
-    log.info("wrote %s and %s", out, md)
+    write_report(out, report, format_md(report), md)
     return 0
 
 
