@@ -121,6 +121,7 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "ok": sum(r["measured"] for r in rows),
         "ok_rate": sum(r["measured"] for r in rows) / len(rows) if rows else None,
         "tracked_windows": sum(r["window"] == "tracked" for r in rows),
+        "confirmed_windows": sum(r["window"] == "confirmed" for r in rows),
         "fused": sum(bool(r.get("fused")) for r in rows),
         "csa_abs_rel_median": statistics.median(errors) if errors else None,
         "csa_bias": statistics.fmean(signed) if signed else None,

@@ -102,11 +102,12 @@ class Engine(abc.ABC):
     """Whether :meth:`infer_hinted` places a window where it is told (a cascade does; other engines have
     no window and ignore hints)."""
 
-    def infer_hinted(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None]
-                     ) -> tuple[np.ndarray, list[str | None]]:
+    def infer_hinted(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None],
+                     verify: Sequence[bool] | None = None) -> tuple[np.ndarray, list[str | None]]:
         """Probabilities as :meth:`infer`, with a window centre per frame (network-input pixels ``(x, y)``, or
-        None to let the engine place it); also returns each frame's window source (``"tracked"``: the hint,
-        ``"localiser"``, or None for an engine without a window)."""
+        None to let the engine place it) and whether to check that hint against the engine's own placement
+        (``verify``); also returns each frame's window source (``"tracked"``: the hint, ``"confirmed"``: the
+        hint, checked, ``"localiser"``, or None for an engine without a window)."""
         return self.infer(batch), [None] * len(batch)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -106,42 +106,57 @@ class CascadeEngine(Engine):
 
     window_hints = True
 
-    def infer_hinted(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None]
-                     ) -> tuple[np.ndarray, list[str | None]]:
+    def infer_hinted(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None],
+                     verify: Sequence[bool] | None = None) -> tuple[np.ndarray, list[str | None]]:
         """Full-frame probabilities with the window of frame ``i`` centred on ``centres[i]`` (network-input
         pixels; clamped inside the frame as :func:`~train.window.crop_box` does) where given, placed by the
-        localiser elsewhere; the localiser does not run when every frame has a centre. Returns the
-        probabilities and each frame's window source, ``"tracked"`` or ``"localiser"``."""
+        localiser elsewhere; the localiser does not run when every frame has a centre and none is to be
+        verified. ``verify[i]`` (default: none) checks frame ``i``'s hint against the localiser: both windows
+        are refined and the hinted one is kept when the two outlines are the same structure
+        (:func:`outlines_agree`), the localiser's otherwise. Returns the probabilities and each frame's
+        window source: ``"tracked"`` (the hint), ``"confirmed"`` (the hint, verified) or ``"localiser"``."""
         if len(centres) != len(batch):
             raise EngineError(f"{len(centres)} window centres for a batch of {len(batch)} frames")
-        parts = self.infer_parts(batch, centres)
+        parts = self.infer_parts(batch, centres, verify)
         return parts["prob"], parts["window_source"]
 
     def boxes(self, loc_prob: np.ndarray) -> list[tuple[int, int]]:
         """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]`` (as ``CascadeNet.boxes``)."""
         return window_boxes(loc_prob, self.crop, self.threshold)
 
-    def infer_parts(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None] | None = None
-                    ) -> dict[str, Any]:
+    def infer_parts(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None] | None = None,
+                    verify: Sequence[bool] | None = None) -> dict[str, Any]:
         """``prob`` (full frame, as :meth:`infer`), the ``localiser`` probabilities (None when it did not run),
-        the window ``boxes`` and each frame's ``window_source``; ``centres`` as in :meth:`infer_hinted`."""
+        the window ``boxes`` and each frame's ``window_source``; ``centres`` and ``verify`` as in
+        :meth:`infer_hinted`."""
         if self._closed:
             raise EngineError(f"engine {self.name} ({self.backend}) is closed")
         self.check_input(batch)
         batch = np.ascontiguousarray(batch)
         if centres is None or all(c is None for c in centres):
             return self._run(batch)
-        h, w = batch.shape[-2:]
+        n, (h, w) = len(batch), batch.shape[-2:]
+        verify = [False] * n if verify is None else [bool(v) for v in verify]
+        if len(verify) != n:
+            raise EngineError(f"{len(verify)} verify flags for a batch of {n} frames")
         hinted = [None if c is None else crop_box((float(c[0]), float(c[1])), self.crop, (w, h)) for c in centres]
-        if all(b is not None for b in hinted):
-            boxes, loc, rest = list(hinted), None, {}
-        else:  # some frames without a centre: the localiser places theirs (its candidates included)
-            rest = self._run(batch)
-            boxes = [b if b is not None else own for b, own in zip(hinted, rest["boxes"])]
-            loc = rest["localiser"]
-        refined = self.refiner.infer(self._windows(batch, boxes))
-        return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
-                "window_source": ["localiser" if b is None else "tracked" for b in hinted]}
+        used = [i for i, b in enumerate(hinted) if b is not None]
+        # the hinted windows (a refiner of static batch refines all N; frames without a hint repeat a hinted box)
+        rows = list(range(n)) if self.refiner.input_shape[0] > 0 else used
+        refine_boxes = [hinted[i] if hinted[i] is not None else hinted[used[0]] for i in rows]
+        tracked = paste(self.refiner.infer(self._windows(batch[rows], refine_boxes)), refine_boxes, (h, w),
+                        fill=0.0)
+        row = {i: k for k, i in enumerate(rows)}
+        if not any(b is None or v for b, v in zip(hinted, verify)):
+            return {"prob": tracked, "localiser": None, "boxes": list(hinted), "window_source": ["tracked"] * n}
+        # the localiser places the frames without a hint and checks the verified ones (its candidates included)
+        own = self._run(batch)
+        prob, boxes, sources = own["prob"].copy(), list(own["boxes"]), ["localiser"] * n
+        for i in used:
+            mine = tracked[row[i]]
+            if not verify[i] or outlines_agree(mine[0], own["prob"][i, 0]):
+                prob[i], boxes[i], sources[i] = mine, hinted[i], "confirmed" if verify[i] else "tracked"
+        return {"prob": prob, "localiser": own["localiser"], "boxes": boxes, "window_source": sources}
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch)["prob"]
@@ -193,6 +208,20 @@ class CascadeEngine(Engine):
 # ---------------------------------------------------------------------------------------------
 # the cascade checkpoint and its parts
 # ---------------------------------------------------------------------------------------------
+
+
+AGREE_OVERLAP = 0.5
+"""Two outlines are the same structure when they share at least this fraction of the smaller one."""
+
+
+def outlines_agree(a: np.ndarray, b: np.ndarray, threshold: float = 0.5, overlap: float = AGREE_OVERLAP) -> bool:
+    """Whether probability maps ``a`` and ``b`` (same shape) outline the same structure: their masks
+    (``>= threshold``) overlap by at least ``overlap`` of the smaller mask's area. Two windows on one nerve
+    give slightly different outlines that still overlap by far more than half; a window on a neighbouring
+    structure gives an outline that barely touches the other. False when either mask is empty."""
+    ma, mb = a >= threshold, b >= threshold
+    smaller = min(int(np.count_nonzero(ma)), int(np.count_nonzero(mb)))
+    return smaller > 0 and int(np.count_nonzero(ma & mb)) >= overlap * smaller
 
 
 def is_cascade(path: str | os.PathLike) -> bool:

@@ -249,8 +249,8 @@ class Pipeline:
             x = np.stack([preprocess_image(f.image, self.engine.size) for f in batch])[:, None]
         with timed(t, "infer"):
             if self._hinting:
-                centres = [self.config.window.next_centre((f.width, f.height), self.engine.size) for f in batch]
-                probs, sources = self.engine.infer_hinted(x, centres)
+                hints = [self.config.window.next_window((f.width, f.height), self.engine.size) for f in batch]
+                probs, sources = self.engine.infer_hinted(x, [c for c, _ in hints], [v for _, v in hints])
             else:
                 probs, sources = self.engine.infer(x), [None] * len(batch)
         return probs[:, 0], sources, t["preprocess"] / len(batch), t["infer"] / len(batch)

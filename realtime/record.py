@@ -107,7 +107,7 @@ class FrameRecord:
     source's own timestamp of the frame (:class:`~realtime.frame.Frame`), ``None`` when it has none.
     ``paused_s`` / ``paused_before``: on the first record after a pause, how long it was and how many
     frames the source produced meanwhile (skipped; ``dropped_before`` counts only the live policy's).
-    ``window``: what placed a cascade's window (``"tracked"`` or ``"localiser"``,
+    ``window``: what placed a cascade's window (``"tracked"``, ``"confirmed"`` or ``"localiser"``,
     :mod:`realtime.window_policy`); ``None`` for a model without a window. ``fused``: whether the mask
     came from probabilities fused with the previous frames' (:mod:`realtime.fusion`); ``None`` with
     fusion off.

@@ -10,15 +10,19 @@ recording and ``mn-live`` on the same frames agree):
 1. The tracked position is used only while tracking is confident: the last ``min_ok`` processed
    frames were all measured (``ok`` / ``reacquired``, i.e. past the presence gate) and the last one's
    confidence is at least ``min_confidence``.
-2. Every ``relocalise_every``-th processed frame since the localiser last placed the window, the
-   localiser places it again, so a track that drifted onto another structure is corrected within
-   that many frames (0.5 s at 24 fps by default); any frame that is not measured hands the next
-   window back to the localiser at once.
+2. Every ``relocalise_every``-th processed frame since the localiser last placed or checked the window,
+   the localiser checks the tracked window: both windows are refined, and the tracked one is kept
+   (``confirmed``) when the two outlines are the same structure (they overlap by at least half of the
+   smaller, :func:`engines.cascade.outlines_agree`), the localiser's is taken otherwise. A track that
+   drifted onto another structure is so corrected within that many frames (0.5 s at 24 fps by default),
+   while a localiser window a little off the nerve (20-30 px, where the refiner's outline changes) no
+   longer moves the outline for one frame and back. ``verify=False`` hands such frames to the localiser
+   outright, as before. Any frame that is not measured hands the next window back to the localiser at once.
 
-Each frame's window source is recorded (the CSV's ``window`` column: ``tracked`` or ``localiser``;
-empty for a model without a window) and the counts go into the summary. ``--window localiser``
-places every window with the localiser, as before. Counting is by processed frames, not frame
-indices, so frames a live source dropped change nothing.
+Each frame's window source is recorded (the CSV's ``window`` column: ``tracked``, ``confirmed`` or
+``localiser``; empty for a model without a window) and the counts go into the summary. ``--window
+localiser`` places every window with the localiser, as before. Counting is by processed frames, not
+frame indices, so frames a live source dropped change nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ if TYPE_CHECKING:  # annotations only: the command line's --help imports this mo
 WINDOW_MODES = ("tracked", "localiser")
 """``--window``: ``tracked`` (the tracked nerve's position while tracking is confident) or ``localiser``."""
 
+WINDOW_SOURCES = ("tracked", "confirmed", "localiser")
+"""What placed a frame's window: the tracked nerve, the tracked nerve checked by the localiser, the localiser."""
+
 
 @dataclass
 class WindowPolicy:
@@ -42,11 +49,12 @@ class WindowPolicy:
     relocalise_every: int = 12
     min_ok: int = 2
     min_confidence: float = 0.8
+    verify: bool = True
     _ok_run: int = field(default=0, init=False)
     _since_localised: int = field(default=0, init=False)
     _centre: tuple[float, float] | None = field(default=None, init=False)
     _confidence: float | None = field(default=None, init=False)
-    counts: dict[str, int] = field(default_factory=lambda: {"tracked": 0, "localiser": 0}, init=False)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WINDOW_SOURCES, 0), init=False)
 
     def __post_init__(self) -> None:
         if self.relocalise_every < 1 or self.min_ok < 1:
@@ -54,12 +62,17 @@ class WindowPolicy:
         if not 0.0 <= self.min_confidence <= 1.0:
             raise UserError(f"the window policy's min_confidence must be in [0, 1], got {self.min_confidence}")
 
-    def next_centre(self, native_wh: tuple[int, int], net_wh: tuple[int, int]) -> tuple[float, float] | None:
-        """The next frame's window centre in network-input pixels, or None for the localiser."""
-        if (self._centre is None or self._ok_run < self.min_ok or self._since_localised >= self.relocalise_every
+    def next_window(self, native_wh: tuple[int, int], net_wh: tuple[int, int]
+                    ) -> tuple[tuple[float, float] | None, bool]:
+        """The next frame's window centre in network-input pixels (None: the localiser places it) and
+        whether the localiser is to check it (rule 2)."""
+        if (self._centre is None or self._ok_run < self.min_ok
                 or self._confidence is None or self._confidence < self.min_confidence):
-            return None
-        return scale_point(self._centre, native_wh, net_wh)
+            return None, False
+        due = self._since_localised >= self.relocalise_every
+        if due and not self.verify:
+            return None, False
+        return scale_point(self._centre, native_wh, net_wh), due
 
     def observe(self, tracked: TrackedMeasurement, source: str | None) -> None:
         """Take the frame's tracking result and the window source its probabilities came from."""
@@ -77,7 +90,7 @@ class WindowPolicy:
     def describe(self) -> dict[str, Any]:
         """Settings and how many windows each source placed (for the summary)."""
         return {"mode": "tracked", "relocalise_every": self.relocalise_every, "min_ok": self.min_ok,
-                "min_confidence": self.min_confidence, "windows": dict(self.counts)}
+                "min_confidence": self.min_confidence, "verify": self.verify, "windows": dict(self.counts)}
 
 
 def scale_point(point: tuple[float, float], from_wh: tuple[int, int], to_wh: tuple[int, int]) -> tuple[float, float]:

@@ -205,6 +205,60 @@ def test_window_hints_place_the_window_and_skip_the_localiser(ort_engine: Cascad
         ort_engine.infer_hinted(batch, [None, None])
 
 
+def bright_refiner(windows: np.ndarray) -> np.ndarray:
+    """A stand-in refiner whose outline is exactly the window's bright pixels (the disc)."""
+    return (windows > 2.0).astype(np.float32)
+
+
+def test_a_verified_hint_is_kept_on_the_same_nerve_and_dropped_off_it(ort_engine: CascadeEngine, batch: np.ndarray,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort_engine.refiner, "infer", bright_refiner)
+    plain = ort_engine.infer_parts(batch)
+    # frame 0: a hint 4 px off its disc (the same nerve): kept, 'confirmed'; frame 1: no hint, the localiser's;
+    # frame 2: a hint whose window misses its disc (a drifted track): the localiser's window replaces it
+    hints = [(56.0, 48.0), None, (30.0, 20.0)]
+    parts = ort_engine.infer_parts(batch, hints, [True, False, True])
+    assert parts["window_source"] == ["confirmed", "localiser", "localiser"]
+    assert parts["boxes"] == [expected_box((56, 48)), plain["boxes"][1], plain["boxes"][2]]
+    assert parts["localiser"] is not None
+    np.testing.assert_array_equal(parts["prob"][1:], plain["prob"][1:])
+    assert np.all(parts["prob"][0][~inside(parts["boxes"][:1])[0]] == 0.0)  # pasted at the hinted window
+    # without the check the same hints are taken as they are (and the localiser runs only for frame 1)
+    unchecked = ort_engine.infer_parts(batch, hints)
+    assert unchecked["window_source"] == ["tracked", "localiser", "tracked"]
+    assert unchecked["boxes"][2] == expected_box((30, 20)) and unchecked["prob"][2].max() == 0.0
+    # the hinted engine's answer is the same
+    prob, sources = ort_engine.infer_hinted(batch, hints, [True, False, True])
+    np.testing.assert_array_equal(prob, parts["prob"])
+    assert sources == parts["window_source"]
+    with pytest.raises(EngineError, match="2 verify flags for a batch of 3"):
+        ort_engine.infer_parts(batch, hints, [True, False])
+
+
+def test_a_static_batch_refiner_verifies_a_partly_hinted_batch(cascade: Path, cache: Path, batch: np.ndarray,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with load_engine(cascade, "torch", device="cpu", cache_dir=cache, batch=3) as engine:
+        monkeypatch.setattr(engine.refiner, "infer", lambda w: bright_refiner(w) if len(w) == 3 else 1 / 0)
+        plain = engine.infer_parts(batch)
+        parts = engine.infer_parts(batch, [None, None, (121.0, 5.0)], [False, False, True])
+        assert parts["window_source"] == ["localiser", "localiser", "confirmed"]
+        np.testing.assert_array_equal(parts["prob"], plain["prob"])  # the hint was the localiser's own window
+
+
+def test_outlines_agree_on_overlap_of_the_smaller_outline() -> None:
+    from engines.cascade import outlines_agree
+
+    a = np.zeros((40, 40), np.float32)
+    a[10:20, 10:20] = 0.9  # 100 px
+    b = np.zeros_like(a)
+    b[10:30, 15:35] = 0.9  # 400 px, sharing 50 px of a's 100: exactly half
+    assert outlines_agree(a, b) and outlines_agree(b, a)
+    b[10, 15:20] = 0.4  # now 45 of a's 100 (below the mask threshold of 0.5)
+    assert not outlines_agree(a, b) and not outlines_agree(b, a)
+    assert not outlines_agree(a, np.zeros_like(a)) and not outlines_agree(np.zeros_like(a), np.zeros_like(a))
+    assert outlines_agree(a, a)
+
+
 def test_an_engine_without_a_window_ignores_hints(cascade: Path, cache: Path, batch: np.ndarray) -> None:
     refiner = load_engine(cascade, "onnxruntime", cache_dir=cache, dynamic_batch=True).refiner
     try:
