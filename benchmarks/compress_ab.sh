@@ -17,7 +17,8 @@
 #   [ARMS="ctl cmp tc"] benchmarks/compress_ab.sh DATA PHANTOM EPOCHS OUT [IMAGES] [FRAMES]
 #
 # Writes OUT/ARM/ (the runs), OUT/ARM.pt (the cascades) and
-# OUT/{shipped,ARM}-{robustness,phases,window,speckle}.{json,md}. Steps already done are skipped.
+# OUT/{shipped,ARM}-{robustness,phases,window,speckle}.{json,md}. Steps already done are skipped, a
+# stopped training is resumed (run the same command again).
 # The trainings run at once, THREADS (1) each; then the evaluations, one after the other.
 set -euo pipefail
 DATA=${1:?DATA} PHANTOM=${2:?PHANTOM} EPOCHS=${3:?EPOCHS} OUT=${4:?OUT} IMAGES=${5:-8} FRAMES=${6:-144}
@@ -36,7 +37,8 @@ arm_args() {
 for r in $ARMS; do
   args=$(arm_args "$r")
   # shellcheck disable=SC2086  # the arm's options are words
-  [ -f "$OUT/$r/.done" ] || { mn-train "${COMMON[@]}" $args --out "$OUT/$r" && touch "$OUT/$r/.done"; } &
+  resume=$([ -f "$OUT/$r/last.pt" ] && echo --resume || true)  # a stopped training continues where it was
+  [ -f "$OUT/$r/.done" ] || { mn-train "${COMMON[@]}" $args $resume --out "$OUT/$r" && touch "$OUT/$r/.done"; } &
 done
 wait
 for r in $ARMS; do

@@ -60,6 +60,7 @@ from tqdm import tqdm
 
 from common.cli import HelpFormatter
 from engines.base import Engine
+from engines.cascade import REFINER_JITTER
 from engines.verify import run_engine
 from realtime.cli_common import add_engine_args, default_model, open_engine
 from train.cli_util import add_logging_args, set_threads, setup_logging
@@ -88,10 +89,10 @@ ROW_KEYS = ("perturbation", "level", "n", "n_with_truth", "dsc_mean", "dsc_std",
 PER_IMAGE_FIELDS = ("stem", "fold", "perturbation", "level", "width", "height", "dsc", "area_true_px",
                     "area_pred_px", "csa_rel_error", "missed", "empty")
 """Columns of ``--per-image``; ``csa_rel_error`` is signed, (pred - true) / true, empty when true is 0."""
-WINDOW_JITTER = 0.25
+WINDOW_JITTER = REFINER_JITTER
 """``--window-diagnosis``: a cascade's window is *off* when the true nerve's centroid is further from the window's
 centre than this share of the half-window's width or height, the most the refiner's training windows were shifted
-(``mn-train --crop-jitter``'s default): the refiner has never seen its nerve there."""
+(:data:`engines.cascade.REFINER_JITTER`): the refiner has never seen its nerve there."""
 WINDOW_ROW_KEYS = ("window_off", "dsc_true_window", "csa_abs_median_true_window", "csa_bias_true_window")
 """The extra keys of every row with ``--window-diagnosis``."""
 WINDOW_FIELDS = ("window_off", "window_offset_x", "window_offset_y", "dsc_true_window", "csa_rel_error_true_window")

@@ -111,10 +111,12 @@ class CascadeEngine(Engine):
         """Full-frame probabilities with the window of frame ``i`` centred on ``centres[i]`` (network-input
         pixels; clamped inside the frame as :func:`~train.window.crop_box` does) where given, placed by the
         localiser elsewhere; the localiser does not run when every frame has a centre and none is to be
-        verified. ``verify[i]`` (default: none) checks frame ``i``'s hint against the localiser: both windows
-        are refined and the hinted one is kept when the two outlines are the same structure
-        (:func:`outlines_agree`), the localiser's otherwise. Returns the probabilities and each frame's
-        window source: ``"tracked"`` (the hint), ``"confirmed"`` (the hint, verified) or ``"localiser"``."""
+        verified. ``verify[i]`` (default: none) checks frame ``i``'s hint against the localiser: the hinted
+        window is kept when the localiser's own window is within the refiner's training jitter of it
+        (:data:`REFINER_JITTER`: the refiner sees the same nerve in both), or, further away, when the two
+        windows' refined outlines are the same structure (:func:`outlines_agree`, one more refiner pass);
+        the localiser's window is taken otherwise. Returns the probabilities and each frame's window
+        source: ``"tracked"`` (the hint), ``"confirmed"`` (the hint, verified) or ``"localiser"``."""
         if len(centres) != len(batch):
             raise EngineError(f"{len(centres)} window centres for a batch of {len(batch)} frames")
         parts = self.infer_parts(batch, centres, verify)
@@ -124,10 +126,16 @@ class CascadeEngine(Engine):
         """Window corners ``(x0, y0)`` for localiser probabilities ``[N, 1, H, W]`` (as ``CascadeNet.boxes``)."""
         return window_boxes(loc_prob, self.crop, self.threshold)
 
+    def near(self, a: tuple[int, int], b: tuple[int, int]) -> bool:
+        """Whether windows at corners ``a`` and ``b`` are within :data:`REFINER_JITTER` of each other."""
+        (cw, ch), jitter = self.crop, REFINER_JITTER
+        return abs(a[0] - b[0]) <= jitter * cw / 2.0 and abs(a[1] - b[1]) <= jitter * ch / 2.0
+
     def infer_parts(self, batch: np.ndarray, centres: Sequence[tuple[float, float] | None] | None = None,
                     verify: Sequence[bool] | None = None) -> dict[str, Any]:
         """``prob`` (full frame, as :meth:`infer`), the ``localiser`` probabilities (None when it did not run),
-        the window ``boxes`` and each frame's ``window_source``; ``centres`` and ``verify`` as in
+        the window ``boxes``, each frame's ``window_source`` and ``compared`` (whether a verified frame's two
+        outlines were compared, at the cost of one more refiner pass); ``centres`` and ``verify`` as in
         :meth:`infer_hinted`."""
         if self._closed:
             raise EngineError(f"engine {self.name} ({self.backend}) is closed")
@@ -148,15 +156,22 @@ class CascadeEngine(Engine):
                         fill=0.0)
         row = {i: k for k, i in enumerate(rows)}
         if not any(b is None or v for b, v in zip(hinted, verify)):
-            return {"prob": tracked, "localiser": None, "boxes": list(hinted), "window_source": ["tracked"] * n}
-        # the localiser places the frames without a hint and checks the verified ones (its candidates included)
-        own = self._run(batch)
-        prob, boxes, sources = own["prob"].copy(), list(own["boxes"]), ["localiser"] * n
+            return {"prob": tracked, "localiser": None, "boxes": list(hinted), "window_source": ["tracked"] * n,
+                    "compared": [False] * n}
+        loc = self.localiser.infer(batch)
+        placed = self.boxes(loc)
+        compare = [hinted[i] is not None and verify[i] and not self.near(hinted[i], placed[i]) for i in range(n)]
+        own = None
+        if any(b is None for b in hinted) or any(compare):  # the localiser's windows refined (candidates included)
+            own = self._place(batch, loc)
+        prob = own["prob"].copy() if own is not None else np.zeros_like(tracked)
+        boxes = list(own["boxes"]) if own is not None else list(placed)
+        sources = ["localiser"] * n
         for i in used:
             mine = tracked[row[i]]
-            if not verify[i] or outlines_agree(mine[0], own["prob"][i, 0]):
+            if not compare[i] or outlines_agree(mine[0], own["prob"][i, 0]):
                 prob[i], boxes[i], sources[i] = mine, hinted[i], "confirmed" if verify[i] else "tracked"
-        return {"prob": prob, "localiser": own["localiser"], "boxes": boxes, "window_source": sources}
+        return {"prob": prob, "localiser": loc, "boxes": boxes, "window_source": sources, "compared": compare}
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._run(batch)["prob"]
@@ -169,12 +184,15 @@ class CascadeEngine(Engine):
         return windows
 
     def _run(self, batch: np.ndarray) -> dict[str, Any]:
-        loc = self.localiser.infer(batch)
+        return self._place(batch, self.localiser.infer(batch))
+
+    def _place(self, batch: np.ndarray, loc: np.ndarray) -> dict[str, Any]:
+        """The refined windows the localiser's probabilities ``loc`` place (its candidates included)."""
         if self.candidates == 1:
             boxes = self.boxes(loc)
             refined = self.refiner.infer(self._windows(batch, boxes))
             return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
-                    "window_source": ["localiser"] * len(boxes)}
+                    "window_source": ["localiser"] * len(boxes), "compared": [False] * len(boxes)}
         cands = candidate_boxes(loc, self.crop, self.candidates, self.threshold)
         slots = max(len(c) for c in cands)
         per_slot = []  # refiner output of candidate j of every image (an image without one repeats its first)
@@ -187,7 +205,8 @@ class CascadeEngine(Engine):
         boxes = [cands[i][int(k)] for i, k in enumerate(chosen)]
         refined = np.stack([per_slot[int(k)][i] for i, k in enumerate(chosen)])
         return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
-                "candidates": cands, "masses": masses, "window_source": ["localiser"] * len(boxes)}
+                "candidates": cands, "masses": masses, "window_source": ["localiser"] * len(boxes),
+                "compared": [False] * len(boxes)}
 
     def describe(self) -> dict[str, Any]:
         """The usual description plus ``cascade``: the window and both parts' own descriptions."""
@@ -209,6 +228,11 @@ class CascadeEngine(Engine):
 # the cascade checkpoint and its parts
 # ---------------------------------------------------------------------------------------------
 
+
+REFINER_JITTER = 0.25
+"""The most a refiner's training windows were shifted from the nerve, as a share of the half window
+(``mn-train --crop-jitter``'s default, with which the shipped refiners were trained): two windows closer
+than that show the refiner the same nerve where it has learnt to outline it."""
 
 AGREE_OVERLAP = 0.5
 """Two outlines are the same structure when they share at least this fraction of the smaller one."""

@@ -212,15 +212,23 @@ def bright_refiner(windows: np.ndarray) -> np.ndarray:
 
 def test_a_verified_hint_is_kept_on_the_same_nerve_and_dropped_off_it(ort_engine: CascadeEngine, batch: np.ndarray,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ort_engine.refiner, "infer", bright_refiner)
+    refined: list[int] = []
+    monkeypatch.setattr(ort_engine.refiner, "infer", lambda w: refined.append(len(w)) or bright_refiner(w))
     plain = ort_engine.infer_parts(batch)
-    # frame 0: a hint 4 px off its disc (the same nerve): kept, 'confirmed'; frame 1: no hint, the localiser's;
-    # frame 2: a hint whose window misses its disc (a drifted track): the localiser's window replaces it
-    hints = [(56.0, 48.0), None, (30.0, 20.0)]
+    # hints within the refiner's training jitter of the localiser's windows: kept without a second refiner pass
+    refined.clear()
+    near = ort_engine.infer_parts(batch, [(56.0, 48.0), (10.0, 85.0), (118.0, 8.0)], [True] * 3)
+    assert near["window_source"] == ["confirmed"] * 3 and near["compared"] == [False] * 3
+    assert refined == [3] and near["localiser"] is not None
+    # frame 0: a hint 18 px off (beyond the jitter) whose window still holds the disc: outlines compared, the same
+    # nerve, kept; frame 1: no hint, the localiser's; frame 2: a hint whose window misses its disc (a drifted
+    # track): the localiser's window replaces it
+    hints = [(78.0, 50.0), None, (30.0, 20.0)]
+    refined.clear()
     parts = ort_engine.infer_parts(batch, hints, [True, False, True])
     assert parts["window_source"] == ["confirmed", "localiser", "localiser"]
-    assert parts["boxes"] == [expected_box((56, 48)), plain["boxes"][1], plain["boxes"][2]]
-    assert parts["localiser"] is not None
+    assert parts["compared"] == [True, False, True] and refined == [2, 3]  # the 2 hinted windows, then all 3 own
+    assert parts["boxes"] == [expected_box((78, 50)), plain["boxes"][1], plain["boxes"][2]]
     np.testing.assert_array_equal(parts["prob"][1:], plain["prob"][1:])
     assert np.all(parts["prob"][0][~inside(parts["boxes"][:1])[0]] == 0.0)  # pasted at the hinted window
     # without the check the same hints are taken as they are (and the localiser runs only for frame 1)
@@ -240,9 +248,9 @@ def test_a_static_batch_refiner_verifies_a_partly_hinted_batch(cascade: Path, ca
     with load_engine(cascade, "torch", device="cpu", cache_dir=cache, batch=3) as engine:
         monkeypatch.setattr(engine.refiner, "infer", lambda w: bright_refiner(w) if len(w) == 3 else 1 / 0)
         plain = engine.infer_parts(batch)
-        parts = engine.infer_parts(batch, [None, None, (121.0, 5.0)], [False, False, True])
-        assert parts["window_source"] == ["localiser", "localiser", "confirmed"]
-        np.testing.assert_array_equal(parts["prob"], plain["prob"])  # the hint was the localiser's own window
+        parts = engine.infer_parts(batch, [None, None, (40.0, 5.0)], [False, False, True])  # off the disc
+        assert parts["window_source"] == ["localiser"] * 3 and parts["compared"] == [False, False, True]
+        np.testing.assert_array_equal(parts["prob"], plain["prob"])  # the localiser's windows replaced the hint
 
 
 def test_outlines_agree_on_overlap_of_the_smaller_outline() -> None:
