@@ -11,9 +11,10 @@ recording and ``mn-live`` on the same frames agree):
    frames were all measured (``ok`` / ``reacquired``, i.e. past the presence gate) and the last one's
    confidence is at least ``min_confidence``.
 2. Every ``relocalise_every``-th processed frame since the localiser last placed or checked the window,
-   the localiser checks the tracked window: both windows are refined, and the tracked one is kept
-   (``confirmed``) when the two outlines are the same structure (they overlap by at least half of the
-   smaller, :func:`engines.cascade.outlines_agree`), the localiser's is taken otherwise. A track that
+   the localiser checks the tracked window: it is kept (``confirmed``) when the localiser's own window
+   is within the refiner's training jitter of it, or, further away, when the two windows' refined
+   outlines are the same structure (they overlap by at least half of the smaller,
+   :func:`engines.cascade.outlines_agree`); the localiser's is taken otherwise. A track that
    drifted onto another structure is so corrected within that many frames (0.5 s at 24 fps by default),
    while a localiser window a little off the nerve (20-30 px, where the refiner's outline changes) no
    longer moves the outline for one frame and back. ``verify=False`` hands such frames to the localiser
