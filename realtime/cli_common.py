@@ -101,7 +101,7 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "from the first frame; a single image always is (default %(default)s)")
     p.add_argument("--window", choices=list(WINDOW_MODES), default="tracked",
                    help="a cascade's window: tracked = centred on the tracked nerve while tracking is confident "
-                        "(the localiser is skipped, and places it again every 12 frames and after any miss; the "
+                        "(the localiser is skipped, checks it every 12 frames and places it after any miss; the "
                         "CSV's window column says which), localiser = placed by the localiser on every frame")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="temporal fusion: while the nerve is tracked, the mask is cut from W x this frame's "
