@@ -88,6 +88,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            {"localiser": _STRONG.parts["localiser"],
             "refiner": tuple("compress" if a == "strong" else a for a in _STRONG.parts["refiner"])},
            dict(_STRONG.epochs)),
+    # the two refiner changes above together; chosen after an exploratory fine-tune of mn-realtime's refiner on the
+    # paper split (README, "Compression and temporal consistency together"), which only cross-validation can confirm
+    Recipe("cascade-strong-ph-cmp-tc", "cascade-strong-ph-cmp's refiner also trained for temporal consistency "
+           "(--augment compress --consistency 10: twice a refiner's compute); the localiser is cascade-strong-ph's, "
+           "so mn-cv --share CV-STRONG-PH copies it",
+           {"localiser": _STRONG.parts["localiser"],
+            "refiner": (*("compress" if a == "strong" else a for a in _STRONG.parts["refiner"]),
+                        "--consistency", "10")},
+           dict(_STRONG.epochs)),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
     Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",

@@ -35,6 +35,12 @@ def test_recipes_and_part_args() -> None:
     ref = part_args(cmp, "refiner", extra=["ph"], epochs=3)
     assert ref == [("compress" if a == "strong" else a) for a in part_args(strong, "refiner", extra=["ph"], epochs=3)]
     assert ref[ref.index("--augment") + 1] == "compress"
+    both = get_recipe("cascade-strong-ph-cmp-tc")
+    assert both.parts["localiser"] == strong.parts["localiser"] and both.epochs == strong.epochs
+    ref_both = part_args(both, "refiner", extra=["ph"], epochs=3)
+    assert ref_both[ref_both.index("--augment") + 1] == "compress"
+    assert ref_both[ref_both.index("--consistency") + 1] == "10"
+    assert sorted(ref_both) == sorted(ref + ["--consistency", "10"])
     with pytest.raises(UserError, match="extra-train"):
         part_args(r, "localiser", extra=[], epochs=1)
     with pytest.raises(UserError, match="cascade-acq"):
