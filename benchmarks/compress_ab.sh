@@ -36,8 +36,8 @@ arm_args() {
 }
 for r in $ARMS; do
   args=$(arm_args "$r")
-  # shellcheck disable=SC2086  # the arm's options are words
   resume=$([ -f "$OUT/$r/last.pt" ] && echo --resume || true)  # a stopped training continues where it was
+  # shellcheck disable=SC2086  # the arm's options are words
   [ -f "$OUT/$r/.done" ] || { mn-train "${COMMON[@]}" $args $resume --out "$OUT/$r" && touch "$OUT/$r/.done"; } &
 done
 wait

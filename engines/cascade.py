@@ -154,23 +154,25 @@ class CascadeEngine(Engine):
         refine_boxes = [hinted[i] if hinted[i] is not None else hinted[used[0]] for i in rows]
         tracked = paste(self.refiner.infer(self._windows(batch[rows], refine_boxes)), refine_boxes, (h, w),
                         fill=0.0)
-        row = {i: k for k, i in enumerate(rows)}
-        if not any(b is None or v for b, v in zip(hinted, verify)):
-            return {"prob": tracked, "localiser": None, "boxes": list(hinted), "window_source": ["tracked"] * n,
+        kept = ["confirmed" if v else "tracked" for v in verify]  # each hinted frame's source if its hint is kept
+        everyone = len(used) == n
+        if everyone and not any(verify):
+            return {"prob": tracked, "localiser": None, "boxes": list(hinted), "window_source": kept,
                     "compared": [False] * n}
         loc = self.localiser.infer(batch)
         placed = self.boxes(loc)
         compare = [hinted[i] is not None and verify[i] and not self.near(hinted[i], placed[i]) for i in range(n)]
-        own = None
-        if any(b is None for b in hinted) or any(compare):  # the localiser's windows refined (candidates included)
-            own = self._place(batch, loc)
-        prob = own["prob"].copy() if own is not None else np.zeros_like(tracked)
-        boxes = list(own["boxes"]) if own is not None else list(placed)
-        sources = ["localiser"] * n
+        if everyone and not any(compare):  # every check within the jitter: the hints stand, no more refining
+            return {"prob": tracked, "localiser": loc, "boxes": list(hinted), "window_source": kept,
+                    "compared": compare}
+        # the localiser's windows refined (its candidates included) for the frames without a hint and the far checks
+        own = self._place(batch, loc, placed)
+        row = {i: k for k, i in enumerate(rows)}
+        prob, boxes, sources = own["prob"].copy(), list(own["boxes"]), ["localiser"] * n
         for i in used:
             mine = tracked[row[i]]
             if not compare[i] or outlines_agree(mine[0], own["prob"][i, 0]):
-                prob[i], boxes[i], sources[i] = mine, hinted[i], "confirmed" if verify[i] else "tracked"
+                prob[i], boxes[i], sources[i] = mine, hinted[i], kept[i]
         return {"prob": prob, "localiser": loc, "boxes": boxes, "window_source": sources, "compared": compare}
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -186,10 +188,12 @@ class CascadeEngine(Engine):
     def _run(self, batch: np.ndarray) -> dict[str, Any]:
         return self._place(batch, self.localiser.infer(batch))
 
-    def _place(self, batch: np.ndarray, loc: np.ndarray) -> dict[str, Any]:
-        """The refined windows the localiser's probabilities ``loc`` place (its candidates included)."""
+    def _place(self, batch: np.ndarray, loc: np.ndarray, boxes: list[tuple[int, int]] | None = None
+               ) -> dict[str, Any]:
+        """The refined windows the localiser's probabilities ``loc`` place (its candidates included);
+        ``boxes``: :meth:`boxes` of ``loc`` when already known."""
         if self.candidates == 1:
-            boxes = self.boxes(loc)
+            boxes = self.boxes(loc) if boxes is None else boxes
             refined = self.refiner.infer(self._windows(batch, boxes))
             return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
                     "window_source": ["localiser"] * len(boxes), "compared": [False] * len(boxes)}

@@ -65,6 +65,15 @@ _ACQ = _cascade("cascade-acq", "the cascade with acquisition augmentation (zoom,
                 "15 % frames / windows with the nerve painted over and 15 % refiner windows away from the nerve "
                 "(empty targets), phantom frames, 150 epochs", "acquisition", negatives=0.15, removed=0.15)
 
+# the compression step's range (the nerve down to 0.75 of its height) is the animate: clips' peak, fixed before
+# any image was measured with it; nothing here was tuned on validation images
+_CMP = Recipe("cascade-strong-ph-cmp", "mn-realtime's recipe with a refiner that has seen the nerve compressed "
+              "(--augment compress: strong plus, in half the windows, the nerve flattened to 0.75-1 of its height "
+              "about its centroid); the localiser is cascade-strong-ph's, so mn-cv --share CV-STRONG-PH copies it",
+              {"localiser": _STRONG.parts["localiser"],
+               "refiner": tuple("compress" if a == "strong" else a for a in _STRONG.parts["refiner"])},
+              dict(_STRONG.epochs))
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _STRONG,
     _ACQ,
@@ -80,22 +89,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "localiser is cascade-strong-ph's, so mn-cv --share CV-STRONG-PH copies it instead of training it again",
            {"localiser": _STRONG.parts["localiser"], "refiner": (*_STRONG.parts["refiner"], "--consistency", "10")},
            dict(_STRONG.epochs)),
-    # the compression step's range (the nerve down to 0.75 of its height) is the animate: clips' peak, fixed before
-    # any image was measured with it; nothing here was tuned on validation images
-    Recipe("cascade-strong-ph-cmp", "mn-realtime's recipe with a refiner that has seen the nerve compressed (--augment "
-           "compress: strong plus, in half the windows, the nerve flattened to 0.75-1 of its height about its "
-           "centroid); the localiser is cascade-strong-ph's, so mn-cv --share CV-STRONG-PH copies it",
-           {"localiser": _STRONG.parts["localiser"],
-            "refiner": tuple("compress" if a == "strong" else a for a in _STRONG.parts["refiner"])},
-           dict(_STRONG.epochs)),
+    _CMP,
     # the two refiner changes above together; chosen after an exploratory fine-tune of mn-realtime's refiner on the
     # paper split (README, "Compression and temporal consistency together"), which only cross-validation can confirm
     Recipe("cascade-strong-ph-cmp-tc", "cascade-strong-ph-cmp's refiner also trained for temporal consistency "
            "(--augment compress --consistency 10: twice a refiner's compute); the localiser is cascade-strong-ph's, "
            "so mn-cv --share CV-STRONG-PH copies it",
-           {"localiser": _STRONG.parts["localiser"],
-            "refiner": (*("compress" if a == "strong" else a for a in _STRONG.parts["refiner"]),
-                        "--consistency", "10")},
+           {"localiser": _STRONG.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--consistency", "10")},
            dict(_STRONG.epochs)),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
