@@ -5,7 +5,9 @@
 # patients, then measures each last.pt (no epoch chosen by any image) behind mn-realtime's own localiser,
 # beside the shipped model, on the paper split's validation patients. Arms (ARMS, default "ctl cmp"):
 #   ctl: --augment strong (as mn-realtime was trained); cmp: --augment compress;
-#   tc:  --augment compress --consistency 10 (issue 18: the temporal training signal on top of cmp).
+#   tc:  --augment compress --consistency 10 (issue 18: the temporal training signal on top of cmp);
+#   tcw: tc with --crop-jitter 0.5 (windows up to 32 px off the nerve instead of 16: does an outline that
+#        depends less on where its window sits steady the tracked window's feedback?).
 # Measured per arm:
 #   - stills, clean and under every perturbation of the robustness report, compressed by 15 and 25 % among them;
 #   - every image animated and segmented as stills at 12 phases of one compression cycle (compression_phases);
@@ -31,7 +33,8 @@ arm_args() {
     ctl) echo "--augment strong" ;;
     cmp) echo "--augment compress" ;;
     tc) echo "--augment compress --consistency 10" ;;
-    *) echo "unknown arm $1 (ctl, cmp, tc)" >&2; return 2 ;;
+    tcw) echo "--augment compress --consistency 10 --crop-jitter 0.5" ;;
+    *) echo "unknown arm $1 (ctl, cmp, tc, tcw)" >&2; return 2 ;;
   esac
 }
 for r in $ARMS; do
