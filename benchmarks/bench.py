@@ -365,7 +365,8 @@ class Runner:
         # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled; the
         # tracker gates presence and confirms new tracks, and the cascade's window follows the nerve as live
         # (--presence, --window)
-        pipe = Pipeline(engine, Tracker(None, fps, presence=make_presence_gate(s.presence),
+        gate = make_presence_gate(s.presence, model_file=engine.info.source)
+        pipe = Pipeline(engine, Tracker(None, fps, presence=gate,
                                         confirm_frames=DEFAULT_CONFIRM_FRAMES),
                         [RenderSink(), Callback(on_record)], config)
         self._pipe = pipe

@@ -18,13 +18,15 @@ DEFAULT_FPS = 24.0
 
 def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], None], *, seed: int = 0,
                 window: str = "tracked", fusion: float | None = None, presence: str = "on",
-                confirm_frames: int | None = None, fps: float = DEFAULT_FPS, name: str | None = None) -> None:
+                confirm_frames: int | None = None, fps: float = DEFAULT_FPS, name: str | None = None,
+                appearance: str | None = None) -> None:
     """Run ``frames`` frames of the source ``spec`` (any ``open_source`` spec; generated sources use
     ``seed``) through the pipeline, handing every :class:`~realtime.record.FrameRecord` to ``on_record``.
 
     ``window``: ``--window`` (``tracked`` or ``localiser``); ``fusion``: ``--fusion``'s weight, or None for
     none; ``presence``: ``--presence``; ``confirm_frames``: ``--confirm`` (None: its default for video,
-    :data:`realtime.tracker.DEFAULT_CONFIRM_FRAMES`); ``fps``: the tracker's rate.
+    :data:`realtime.tracker.DEFAULT_CONFIRM_FRAMES`); ``fps``: the tracker's rate; ``appearance``:
+    ``--appearance`` (None: the one that belongs to the engine's model file).
 
     Raises:
         UserError: the run did not end well (named ``name``, default the spec, with the pipeline's reason).
@@ -39,7 +41,9 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
     from realtime.tracker import DEFAULT_CONFIRM_FRAMES, Tracker
     from realtime.window_policy import make_window_policy
 
-    tracker = Tracker(None, fps, presence=make_presence_gate(presence),
+    model_file = getattr(getattr(engine, "info", None), "source", None) or None
+    gate = make_presence_gate(presence, appearance_model=appearance, model_file=model_file)
+    tracker = Tracker(None, fps, presence=gate,
                       confirm_frames=DEFAULT_CONFIRM_FRAMES if confirm_frames is None else confirm_frames)
     config = PipelineConfig(batch=1, window=make_window_policy(window),
                             fusion=make_fusion(fusion) if fusion is not None else None)

@@ -104,7 +104,7 @@ def measure(engine: Any, paths: Sequence[str], phases: int, seed: int, presence:
     from benchmarks.presence import classify
     from realtime.presence import make_presence_gate
 
-    gates = {"off": None, "gate": make_presence_gate(presence)}
+    gates = {"off": None, "gate": make_presence_gate(presence, model_file=engine.info.source)}
     rows = []
     for path in paths:
         items = phase_items(path, phases, seed)

@@ -214,10 +214,10 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirms: Sequence[int],
-              progress: bool = True, gate: str = "on") -> list[dict[str, Any]]:
+              progress: bool = True, gate: str = "on", appearance: str | None = None) -> list[dict[str, Any]]:
     """One row per (item, confirm value): the item animated into a ``frames``-frame clip through the
-    streaming loop with ``confirm_frames`` = that value and the presence gate ``gate``; frames reported
-    (and, with truth, found)."""
+    streaming loop with ``confirm_frames`` = that value and the presence gate ``gate`` (``appearance``:
+    its appearance model, None for the model's own); frames reported (and, with truth, found)."""
     import tempfile
 
     from tqdm import tqdm
@@ -250,7 +250,7 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
                 per_frame.append((bool(r.measured), found))
 
             stream_clip(engine, spec, frames, collect, window="tracked", fusion=DEFAULT_WEIGHT, presence=gate,
-                        confirm_frames=confirm, name=f"{item['kind']} {item['id']}")
+                        confirm_frames=confirm, name=f"{item['kind']} {item['id']}", appearance=appearance)
             rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
                          "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
                          "found": sum(f for _, f in per_frame) if item["positive"] else None,
@@ -341,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="split seed")
     p.add_argument("--phantom", type=int, default=24, help="phantom frames (with and without the nerve)")
     p.add_argument("--min-confidence", type=float, default=None, help="presence gate confidence bound")
+    p.add_argument("--appearance", default=None, metavar="FILE",
+                   help="the gate's appearance model, as mn-live's --appearance (default: the model's own)")
     p.add_argument("--clips", type=int, default=0, metavar="N",
                    help="also run every validation image and nerve-free frame as an N-frame clip through the "
                         "streaming loop (0: stills only)")
@@ -375,14 +377,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in (out, md):
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise UserError(f"cannot write {path}: the folder {path.parent} does not exist or is not writable")
-    gates = {"on": make_presence_gate("on", args.min_confidence), "shape": make_presence_gate("shape", args.min_confidence),
-             "off": None}
     engine = load_engine(model, backend=args.backend, threads=args.threads)
     try:
+        gates = {"on": make_presence_gate("on", args.min_confidence, args.appearance, engine.info.source),
+                 "shape": make_presence_gate("shape", args.min_confidence), "off": None}
         items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)
         rows = classify(engine, items, gates, progress=log.isEnabledFor(logging.INFO))
-        clips = (clip_rows(engine, items, args.clips, args.confirm, progress=log.isEnabledFor(logging.INFO))
-                 if args.clips else [])
+        clips = (clip_rows(engine, items, args.clips, args.confirm, progress=log.isEnabledFor(logging.INFO),
+                           appearance=args.appearance) if args.clips else [])
     finally:
         engine.close()
     summary = summarise(rows)

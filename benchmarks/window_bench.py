@@ -73,9 +73,10 @@ def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper
 
 
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
-             confirm: int | None = None, presence: str = "on") -> dict[str, Any]:
+             confirm: int | None = None, presence: str = "on", appearance: str | None = None) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
-    ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``);
+    ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
+    ``appearance``: ``--appearance``);
     per-frame area, truth area, centroids, status, window, infer ms."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
@@ -95,7 +96,8 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
                      "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
 
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
-                fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence)
+                fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
+                appearance=appearance)
     return score(rows)
 
 
@@ -214,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s, mn-live's)")
     p.add_argument("--presence", choices=list(PRESENCE_CHOICES), default="on",
                    help="the presence gate, as mn-live's --presence (default on, mn-live's)")
+    p.add_argument("--appearance", default=None, metavar="FILE",
+                   help="the presence gate's appearance model, as mn-live's --appearance (default: the model's own)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
                    help=f"the settings to run, comma-separated (default {','.join(MODES)})")
     p.add_argument("--json", default=None, metavar="FILE")
@@ -253,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                disable=not log.isEnabledFor(logging.INFO))):
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
             clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm,
-                                          args.presence) for mode in modes}
+                                          args.presence, args.appearance) for mode in modes}
     finally:
         engine.close()
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),

@@ -22,16 +22,25 @@ computed in a box around the mask, so one frame costs well under a millisecond:
 Intensities are divided by the frame's interquartile range (on every 4th pixel in each direction),
 so gain and contrast settings change nothing. :class:`AppearanceModel` is a logistic regression over
 these features (standardised), fit by ``python -m tools.presence_fit`` with patient-level
-cross-validation and stored as JSON (:data:`DEFAULT_MODEL_FILE`); its :meth:`~AppearanceModel.score`
-is the probability that the region is a median nerve.
+cross-validation and stored as JSON; its :meth:`~AppearanceModel.score` is the probability that the
+region is a median nerve.
+
+Two of the features (``unsure``, ``log_area``) describe the *segmentation model's* outline, so an
+appearance model belongs to the segmentation model it was fit on: it is stored beside it, as the
+model file's *sidecar* ``NAME.appearance.json`` next to ``NAME.pt`` (:func:`sidecar`; the bundled
+models' in ``engines/bundled/``), and records the ``model_sha256`` of the file it was fit on.
+:func:`appearance_for` picks a run's model: ``--appearance FILE`` when given, else the model's
+sidecar, else the default bundled model's with a warning (another model's outlines: it may reject
+this model's true nerves or pass its false ones).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,10 +49,12 @@ import numpy as np
 
 from common.errors import UserError
 
+log = logging.getLogger(__name__)
+
 FEATURES: tuple[str, ...] = ("ring", "edge", "unsure", "log_area")
 """The features, in the order of :func:`appearance_features` and of a model's weights."""
-DEFAULT_MODEL_FILE = Path(__file__).resolve().parent / "appearance_model.json"
-"""The shipped appearance model (package data), written by ``python -m tools.presence_fit``."""
+SIDECAR_SUFFIX = ".appearance.json"
+"""A model file's appearance model: ``NAME.pt`` -> ``NAME.appearance.json`` beside it (:func:`sidecar`)."""
 RING_WIDTH = 0.15
 """Width of the inner band, as a share of the mask's equivalent side (sqrt of its area); at least 2 px."""
 UNSURE = (0.2, 0.8)
@@ -123,6 +134,8 @@ class AppearanceModel:
     bias: float
     threshold: float
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    file: str | None = field(default=None, compare=False)
+    """Where it was read from (None: made in memory); not written by :meth:`save`."""
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -143,6 +156,7 @@ class AppearanceModel:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("file")
         d.update(features=list(self.features), mean=list(self.mean), scale=list(self.scale),
                  weights=list(self.weights))
         return d
@@ -166,7 +180,7 @@ class AppearanceModel:
         return path
 
 
-def load_appearance_model(path: str | os.PathLike = DEFAULT_MODEL_FILE) -> AppearanceModel:
+def load_appearance_model(path: str | os.PathLike) -> AppearanceModel:
     """Read a model written by :meth:`AppearanceModel.save`.
 
     Raises:
@@ -182,4 +196,60 @@ def load_appearance_model(path: str | os.PathLike = DEFAULT_MODEL_FILE) -> Appea
         raise UserError(f"appearance model {path} cannot be read ({exc})") from None
     if not isinstance(data, dict):
         raise UserError(f"appearance model {path} is not a JSON object")
-    return AppearanceModel.from_dict(data)
+    return replace(AppearanceModel.from_dict(data), file=str(path))
+
+
+def sidecar(model_file: str | os.PathLike) -> Path:
+    """The appearance model that belongs to ``model_file``: ``NAME.appearance.json`` beside ``NAME.pt``."""
+    path = Path(model_file)
+    return path.with_name(path.stem + SIDECAR_SUFFIX)
+
+
+def default_model_file() -> Path | None:
+    """The default bundled model's appearance model (its sidecar); None when no model is bundled."""
+    from engines.registry import bundled
+
+    catalogue = bundled()
+    model = catalogue.models.get(catalogue.default) if catalogue.default else None
+    return sidecar(model) if model is not None else None
+
+
+def _fit_on_other_version(model: AppearanceModel, model_file: Path) -> bool:
+    from engines.cache import file_sha256
+
+    expected = model.provenance.get("model_sha256")
+    return bool(expected) and model_file.is_file() and file_sha256(model_file) != expected
+
+
+def appearance_for(model_file: str | os.PathLike | None, explicit: str | os.PathLike | None = None) -> AppearanceModel:
+    """The appearance model for a run of the segmentation model in ``model_file``.
+
+    ``explicit`` (``--appearance FILE``) when given; else ``model_file``'s :func:`sidecar` (a warning when it
+    records another version of the file); else the default bundled model's, with a warning that it was fit
+    on another model's outlines (none when ``model_file`` is None: the caller does not know its model).
+
+    Raises:
+        UserError: the chosen file is missing or not an appearance model, or there is none to fall back on.
+    """
+    if explicit is not None:
+        return load_appearance_model(explicit)
+    fix = ("fit one with python -m tools.presence_fit --model {m} (it writes {s}), pass --appearance FILE, or use "
+           "--presence shape (size and shape checks only)")
+    if model_file is not None:
+        own = sidecar(model_file)
+        if own.is_file():
+            model = load_appearance_model(own)
+            if _fit_on_other_version(model, Path(model_file)):
+                log.warning("the presence gate's appearance model %s was fit on another version of %s; refit it: %s",
+                            own, model_file, fix.format(m=model_file, s=own))
+            return model
+    default = default_model_file()
+    if default is None or not default.is_file():
+        raise UserError(f"no appearance model for the presence gate (looked for {sidecar(model_file or 'MODEL')}"
+                        f"{f' and {default}' if default else ''}); "
+                        + fix.format(m=model_file or "MODEL", s=sidecar(model_file or "MODEL")))
+    if model_file is not None:  # not the default model: its own sidecar would have been found above
+        log.warning("%s has no appearance model of its own (%s): the presence gate uses %s, fit on another model's "
+                    "outlines, which may reject this model's true nerves or pass its false ones; %s",
+                    model_file, sidecar(model_file), default, fix.format(m=model_file, s=sidecar(model_file)))
+    return load_appearance_model(default)

@@ -92,6 +92,9 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "the frame and in mm² when calibrated, flattening, circularity, confidence) and looks like "
                         "one (a bright rim around it, a sharp outline); otherwise the frame is no_detection and the "
                         "'rejected' column says why. shape: size and shape checks only. off: measure every detection")
+    p.add_argument("--appearance", default=None, metavar="FILE",
+                   help="presence gate: the appearance model (default: the one fit on the model's outlines, "
+                        "MODEL.appearance.json beside the model file; python -m tools.presence_fit writes it)")
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help="presence gate: least mean nerve probability inside the mask (default 0.5)")
     p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
@@ -193,9 +196,10 @@ def confirm_frames(text: str) -> int:
 
 
 def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float,
-                 frames: int | None = None) -> Tracker:
+                 frames: int | None = None, model_file: str | None = None) -> Tracker:
     """The run's tracker from the measuring flags; ``frames``: how many frames the input holds, when known
-    (a single image is measured without confirmation: there is no next frame to confirm it)."""
+    (a single image is measured without confirmation: there is no next frame to confirm it); ``model_file``:
+    the segmentation model's file (``engine.info.source``), whose appearance model the presence gate reads."""
     from realtime.presence import make_presence_gate
     from realtime.tracker import Tracker, parse_baseline_range
 
@@ -205,7 +209,8 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
         confirm = 1
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
-                   presence=make_presence_gate(args.presence, args.min_confidence), confirm_frames=confirm)
+                   presence=make_presence_gate(args.presence, args.min_confidence, args.appearance, model_file),
+                   confirm_frames=confirm)
 
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:

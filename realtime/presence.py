@@ -29,6 +29,8 @@ Then, with ``--presence on`` (the default), the region's *appearance*
 its edge, scored by a logistic regression fit on the project's own nerve-free frames with
 patient-level cross-validation; a score below the model's threshold is rejected
 (``"appearance 0.12 < 0.40"``). ``--presence shape`` keeps only the size and shape checks above.
+Each segmentation model has its own appearance model (its outline's sharpness is one of the features):
+the model file's sidecar ``NAME.appearance.json``, or ``--appearance FILE``.
 
 The gate is pure (no state): plausibility of motion over time is the tracker's gate. Its
 settings are recorded in every summary.
@@ -80,7 +82,8 @@ class PresenceGate:
     def describe(self) -> dict[str, Any]:
         """JSON-able bounds for summaries (the appearance model with its weights and provenance)."""
         d = {k: v for k, v in asdict(self).items() if k != "appearance"}
-        d["appearance"] = self.appearance.to_dict() if self.appearance is not None else None
+        d["appearance"] = {**self.appearance.to_dict(), "file": self.appearance.file} \
+            if self.appearance is not None else None
         return d
 
     def check(self, m: Measurement, frame_wh: tuple[int, int], calibration: Calibration | None = None, *,
@@ -122,12 +125,12 @@ class PresenceGate:
         return None
 
 
-def make_presence_gate(mode: str, min_confidence: float | None = None,
-                       appearance_model: str | None = None) -> PresenceGate | None:
+def make_presence_gate(mode: str, min_confidence: float | None = None, appearance_model: str | None = None,
+                       model_file: str | None = None) -> PresenceGate | None:
     """The gate for ``--presence on|shape|off`` (``off``: every detection is measured, as before the gate).
 
-    ``on`` reads the appearance model ``appearance_model`` (default: the shipped one,
-    :data:`realtime.appearance.DEFAULT_MODEL_FILE`).
+    ``on`` reads the appearance model ``appearance_model`` (``--appearance FILE``) when given, else the one
+    that belongs to the segmentation model in ``model_file`` (:func:`realtime.appearance.appearance_for`).
     """
     if mode not in PRESENCE_MODES:
         raise UserError(f"--presence must be one of {', '.join(PRESENCE_MODES)}, got {mode!r}")
@@ -135,9 +138,9 @@ def make_presence_gate(mode: str, min_confidence: float | None = None,
         return None
     appearance = None
     if mode == "on":
-        from realtime.appearance import DEFAULT_MODEL_FILE, load_appearance_model
+        from realtime.appearance import appearance_for
 
-        appearance = load_appearance_model(appearance_model or DEFAULT_MODEL_FILE)
+        appearance = appearance_for(model_file, appearance_model)
     if min_confidence is not None:
         return PresenceGate(min_confidence=min_confidence, appearance=appearance)
     return PresenceGate(appearance=appearance)

@@ -23,8 +23,11 @@ manifest (``"format": 1``)::
         "int8": {...} | absent}],                 # the shipped int8 ONNX files (``int8`` below)
      "renamed": {"OLD": {"name": "NEW", "why": "..."}}}   # old names still accepted, with a warning
 
-File paths are relative to the manifest. A model file is an mn-seg checkpoint (``train.checkpoint``)
-whose floating-point weights are stored as float16 and without training state (half the size; a
+File paths are relative to the manifest. Beside ``NAME.pt`` may lie ``NAME.appearance.json``, the presence
+gate's appearance model fit on that model's outlines (``python -m tools.presence_fit --model NAME`` writes it;
+:mod:`realtime.appearance`): ``add`` ships the one beside the checkpoint when there is one (else drops a stale
+one), ``rename`` and ``remove`` move or delete it with the model. A model file is an mn-seg checkpoint
+(``train.checkpoint``) whose floating-point weights are stored as float16 and without training state (half the size; a
 float32 network loads them through ``load_state_dict``'s copy, so every backend runs them as usual).
 
 Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad input)::
@@ -63,6 +66,7 @@ the command and the machine. No image or crop is stored: only file names and has
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -363,6 +367,7 @@ def add_model(
         log.warning("no --train-command given: the manifest will not say how %s was trained", name)
     models = [m for m in manifest["models"] if m["name"] != name]
     _drop_int8_files(next((m for m in manifest["models"] if m["name"] == name), None), folder)  # made from the old file
+    _bundle_appearance(Path(checkpoint), dest, entry["sha256"])
     manifest["models"] = [*models, entry]
     if make_default:
         manifest["default"] = name
@@ -371,6 +376,34 @@ def add_model(
     log.info("bundled %s: %s (%.1f MB, sha256 %s), manifest %s", name, dest, entry["file_bytes"] / 1e6,
              entry["sha256"][:12], path)
     return entry
+
+
+def _bundle_appearance(checkpoint: Path, dest: Path, sha256: str) -> None:
+    """Ship the presence appearance model fit on ``checkpoint`` (its sidecar) beside the bundled copy ``dest``,
+    recorded as describing the copy (float16 weights: the same outlines); without one, drop a stale one."""
+    from realtime.appearance import load_appearance_model, sidecar
+
+    source, target = sidecar(checkpoint), sidecar(dest)
+    if not source.is_file():
+        target.unlink(missing_ok=True)  # fit on the file this one replaces
+        log.warning("%s has no appearance model (%s): runs of %s fall back to the default model's; fit one with "
+                    "python -m tools.presence_fit --model %s", checkpoint, source, dest.stem, dest.stem)
+        return
+    model = load_appearance_model(source)
+    provenance = {**model.provenance, "model_file": _shown_path(dest), "model_sha256": sha256,
+                  "fit_on": {"path": str(checkpoint), "sha256": model.provenance.get("model_sha256")}}
+    dataclasses.replace(model, provenance=provenance).save(target)
+    log.info("bundled its appearance model %s as %s", source, target)
+
+
+def _rename_appearance(old: Path, new: Path) -> None:
+    """Move a renamed model file's appearance model along with it (its provenance names the new file)."""
+    from realtime.appearance import load_appearance_model, sidecar
+
+    if sidecar(old).is_file():
+        model = load_appearance_model(sidecar(old))
+        dataclasses.replace(model, provenance={**model.provenance, "model_file": _shown_path(new)}).save(sidecar(new))
+        sidecar(old).unlink()
 
 
 def _drop_int8_files(entry: dict | None, folder: Path) -> None:
@@ -401,6 +434,7 @@ def rename_model(old: str, new: str, *, why: str, description: str | None = None
     if (folder / file).exists():
         raise UserError(f"{folder / file} already exists; remove it or choose another name")
     (folder / entry["file"]).rename(folder / file)
+    _rename_appearance(folder / entry["file"], folder / file)
     entry.update(name=new, file=file, **({"description": description} if description else {}))
     renamed = {o: ({**n, "name": new} if n["name"] == old else n) for o, n in renamed.items()}
     renamed[old] = {"name": new, "why": why}
@@ -430,6 +464,9 @@ def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
     write_manifest(manifest, folder)
     (folder / entry["file"]).unlink(missing_ok=True)
     _drop_int8_files(entry, folder)
+    from realtime.appearance import sidecar
+
+    sidecar(folder / entry["file"]).unlink(missing_ok=True)
     _reload_if_active(folder)
     log.info("removed %s", name)
 

@@ -18,7 +18,9 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    ``--keep`` quantile from below of the out-of-fold scores of the real positives, as acquired and
    changed (default 0.01: 99 % of real nerves kept), so it was never chosen on a frame it scores.
 4. **The model** is fit on every fit frame, with that threshold, and written (``--out``, default the
-   shipped :data:`realtime.appearance.DEFAULT_MODEL_FILE`).
+   segmentation model's sidecar :func:`realtime.appearance.sidecar`, ``NAME.appearance.json`` beside its
+   file, where every run of that model finds it; a bundled model's is package data). It records the
+   sha256 of the model file it describes.
 5. **Held-out check.** The *check images* (default: the paper validation split, 38 images of 18
    patients, none used above) are scored as is and under every acquisition change of
    :data:`train.perturb.REPORT_LEVELS`; the report gives the share kept (a true nerve must survive a
@@ -270,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-perturbed", action="store_true", help="skip the held-out check under acquisition changes")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the model (default: all cores)")
     p.add_argument("--out", default=None, metavar="FILE",
-                   help="where to write the model (default: the shipped realtime/appearance_model.json)")
+                   help="where to write the model (default: MODEL.appearance.json beside the model's file, where "
+                        "mn-live and mn-segment look for it)")
     p.add_argument("--json", default=None, metavar="FILE", help="the report (default benchmarks/results/...)")
     p.add_argument("--md", default=None, metavar="FILE", help="the report as Markdown")
     p.add_argument("--per-frame", default=None, metavar="FILE",
@@ -283,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     from engines import load_engine
-    from realtime.appearance import DEFAULT_MODEL_FILE, FEATURES, AppearanceModel
+    from engines.cache import file_sha256
+    from realtime.appearance import FEATURES, AppearanceModel, sidecar
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
@@ -313,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     X = np.array([r["features"] for r in usable])
     y = np.array([r["positive"] for r in usable], dtype=np.float64)
     mean, scale, weights, bias = fit_logistic(X, y)
-    provenance = {"fit_by": command, "segmentation_model": args.model, "dataset": str(data),
+    model_file = Path(engine.info.source)
+    provenance = {"fit_by": command, "segmentation_model": args.model, "model_file": str(model_file),
+                  "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
                   "fit_images": "paper split, training side", "phantom_seed": FIT_PHANTOM_SEED,
                   "frames": len(usable), "folds": args.folds, "keep": args.keep, "date": date.today().isoformat()}
     model = AppearanceModel(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(weights),
@@ -341,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r["score"] = None if r["features"] is None else model.score(r["features"])
         Path(args.per_frame).write_text(json.dumps({"fit": fit_rows, "check": check_rows, "check_changed": changed_rows})
                                         + "\n", encoding="utf-8")
-    out = model.save(args.out or DEFAULT_MODEL_FILE)
+    out = model.save(args.out or sidecar(model_file))
     stamp = f"{platform.node() or 'host'}-{date.today().isoformat()}"
     json_path = Path(args.json or f"benchmarks/results/presence-fit-{args.model}-{stamp}.json")
     md_path = Path(args.md or json_path.with_suffix(".md"))

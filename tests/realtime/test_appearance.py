@@ -1,8 +1,11 @@
-"""Appearance features of drawn regions with known answers, the logistic score, its file, and the
-presence gate's appearance check (including the shipped model on drawn nerves and non-nerves)."""
+"""Appearance features of drawn regions with known answers, the logistic score, its file, which model a run
+reads (--appearance, the model's sidecar, the default's), and the presence gate's appearance check (including
+the shipped model on drawn nerves and non-nerves)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from pathlib import Path
 
@@ -10,8 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.appearance import (DEFAULT_MODEL_FILE, FEATURES, AppearanceModel, appearance_features,
-                                 load_appearance_model)
+from engines import registry
+from engines.cache import file_sha256
+from realtime.appearance import (FEATURES, AppearanceModel, appearance_for, appearance_features, default_model_file,
+                                 load_appearance_model, sidecar)
 from realtime.morphometry import measure_mask
 from realtime.postprocess import postprocess
 from realtime.presence import PresenceGate, make_presence_gate
@@ -116,17 +121,75 @@ def test_tracker_hands_the_frame_to_the_gate() -> None:
     assert Tracker(None, 10.0, presence=gate).update(post, 0, 0.0).status is TrackStatus.OK
 
 
-def test_presence_modes() -> None:
+def test_presence_modes(tmp_path: Path) -> None:
     on, shape = make_presence_gate("on"), make_presence_gate("shape")
-    assert on.appearance == load_appearance_model(DEFAULT_MODEL_FILE) and shape.appearance is None
+    assert on.appearance == load_appearance_model(default_model_file()) and shape.appearance is None
     assert make_presence_gate("on", 0.7).min_confidence == 0.7
     assert make_presence_gate("off") is None
+    given = model(0.3).save(tmp_path / "given.json")
+    gate = make_presence_gate("on", appearance_model=str(given), model_file=str(registry.BUNDLED_MODELS["mn-realtime"]))
+    assert gate.appearance == model(0.3) and gate.describe()["appearance"]["file"] == str(given)
+
+
+def test_sidecar_sits_beside_the_model_file() -> None:
+    assert sidecar("runs/x/best.pt") == Path("runs/x/best.appearance.json")
+    assert sidecar(Path("/m/net.v2.onnx")) == Path("/m/net.v2.appearance.json")
+
+
+def _fit_on(path: Path, threshold: float, sha: str | None) -> Path:
+    m = AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
+                        threshold=threshold, provenance={"model_sha256": sha})
+    return m.save(sidecar(path))
+
+
+def test_a_run_reads_the_given_model_then_the_model_own_then_the_default(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    net = tmp_path / "net.pt"
+    net.write_bytes(b"weights")
+    default = load_appearance_model(default_model_file())
+    # no sidecar: the default bundled model's, with a warning that names the fit command
+    with caplog.at_level(logging.WARNING, logger="realtime.appearance"):
+        assert appearance_for(net) == default
+    assert "no appearance model of its own" in caplog.text and f"--model {net}" in caplog.text
+    # its own sidecar, fit on this very file: no warning
+    _fit_on(net, 0.25, file_sha256(net))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="realtime.appearance"):
+        own = appearance_for(net)
+    assert own.threshold == 0.25 and own.file == str(sidecar(net)) and caplog.text == ""
+    # the file changed since the fit: still its own, with a warning to refit
+    net.write_bytes(b"retrained weights")
+    with caplog.at_level(logging.WARNING, logger="realtime.appearance"):
+        assert appearance_for(net).threshold == 0.25
+    assert "fit on another version" in caplog.text
+    # --appearance wins over both; a caller that does not know the model gets the default, silently
+    assert appearance_for(net, _fit_on(tmp_path / "other.pt", 0.75, None)).threshold == 0.75
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="realtime.appearance"):
+        assert appearance_for(None) == default
+    assert caplog.text == ""
+    with pytest.raises(UserError, match="does not exist"):
+        appearance_for(net, tmp_path / "missing.json")
+
+
+def test_no_appearance_model_to_fall_back_on_says_how_to_make_one(tmp_path: Path) -> None:
+    folder = tmp_path / "bundled"
+    folder.mkdir()
+    (folder / registry.MANIFEST_NAME).write_text(json.dumps({"format": 1, "models": []}))
+    registry.load_bundled(folder)
+    try:
+        with pytest.raises(UserError, match="python -m tools.presence_fit --model .*net.pt.*--presence shape"):
+            make_presence_gate("on", model_file=str(tmp_path / "net.pt"))
+        assert make_presence_gate("shape", model_file=str(tmp_path / "net.pt")).appearance is None
+    finally:
+        registry.load_bundled()
 
 
 def test_the_shipped_model_keeps_a_rimmed_nerve_and_drops_a_blurred_blob() -> None:
-    shipped = load_appearance_model()
+    shipped = load_appearance_model(sidecar(registry.BUNDLED_MODELS["mn-realtime"]))
     assert shipped.features == FEATURES and 0.0 < shipped.threshold < 1.0
     assert shipped.provenance["segmentation_model"] == "mn-realtime"
+    assert shipped.provenance["model_sha256"] == file_sha256(registry.BUNDLED_MODELS["mn-realtime"])
     nerve, mask, prob = scene(rim=200)
     assert shipped.score(appearance_features(nerve, mask, prob)) >= shipped.threshold
     blob, _, _ = scene(rim=0)

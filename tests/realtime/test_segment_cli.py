@@ -124,3 +124,28 @@ def test_default_folder_is_timestamped_and_results_need_overwrite(tmp_path: Path
 def test_frames_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert segment_cli([str(tmp_path), "--frames=-1", "--out", str(tmp_path / "o")]) == 2
     assert "--frames must be positive" in capsys.readouterr().err
+
+
+def test_the_presence_gate_reads_the_model_own_appearance_model_or_the_given_one(tmp_path: Path) -> None:
+    """The bundled model's run records its own appearance model (its sidecar); ``--appearance FILE`` replaces
+    it: one that rejects every region leaves every frame unmeasured, with the reason in the CSV."""
+    from engines import registry
+    from realtime.appearance import FEATURES, AppearanceModel, sidecar
+
+    clip, truth = tmp_path / "clip.mp4", tmp_path / "truth.npz"
+    assert synth_cli(["--phantom", "--frames", "4", "--seed", "2", "--out", str(clip), "--truth", str(truth),
+                      "-q"]) == 0
+    common = [str(clip), "--threads", "1", "--confirm", "1", "--model", "mn-realtime", "-q"]
+    assert segment_cli([*common, "--out", str(tmp_path / "own")]) == 0
+    gate = json.loads((tmp_path / "own" / "clip" / "summary.json").read_text())["tracker"]["presence_gate"]
+    assert gate["appearance"]["file"] == str(sidecar(registry.BUNDLED_MODELS["mn-realtime"]))
+    rows = read_csv(tmp_path / "own" / "clip" / "measurements.csv")
+    assert any(r["status"] == "ok" for r in rows)  # the phantom's nerve passes its own model's check
+    nothing = AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(0.0,) * 4, bias=-10.0,
+                              threshold=0.5).save(tmp_path / "nothing.json")
+    assert segment_cli([*common, "--out", str(tmp_path / "given"), "--appearance", str(nothing)]) == 0
+    rows = read_csv(tmp_path / "given" / "clip" / "measurements.csv")
+    assert {r["status"] for r in rows} == {"no_detection"}
+    assert all(r["rejected"].startswith("appearance 0.00 < 0.50") for r in rows)
+    summary = json.loads((tmp_path / "given" / "clip" / "summary.json").read_text())
+    assert summary["tracker"]["presence_gate"]["appearance"]["file"] == str(nothing)

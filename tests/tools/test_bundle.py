@@ -133,6 +133,40 @@ def test_add_writes_float16_copy_and_manifest_entry(bundled: Path, evaluated: di
     assert sorted(p.name for p in bundled.iterdir()) == ["manifest.json", "mn-test.pt"]
 
 
+def test_the_appearance_model_travels_with_the_model(bundled: Path, evaluated: dict[str, Path], tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from realtime.appearance import FEATURES, AppearanceModel, appearance_for, load_appearance_model, sidecar
+
+    checkpoint = tmp_path / "run" / "best.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(evaluated["checkpoint"].read_bytes())
+    fit = AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
+                          threshold=0.3, provenance={"segmentation_model": str(checkpoint),
+                                                     "model_sha256": file_sha256(checkpoint)})
+    fit.save(sidecar(checkpoint))
+    entry = _add(evaluated, checkpoint=checkpoint, verify=False)
+    shipped = load_appearance_model(bundled / "mn-test.appearance.json")
+    assert shipped == fit  # the same weights and threshold, now describing the float16 copy
+    assert shipped.provenance["model_sha256"] == entry["sha256"]
+    assert shipped.provenance["fit_on"] == {"path": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert appearance_for(bundled / "mn-test.pt").threshold == 0.3
+    assert caplog.text == ""  # its own, fit on this file's outlines
+    # renamed and removed with the model
+    assert bundle.cli(["rename", "mn-test", "mn-other", "--why", "w", "--dir", str(bundled)]) == 0
+    assert not (bundled / "mn-test.appearance.json").exists()
+    assert load_appearance_model(bundled / "mn-other.appearance.json").provenance["model_file"].endswith(
+        "mn-other.pt")
+    assert bundle.cli(["remove", "mn-other", "--dir", str(bundled)]) == 0
+    assert sorted(p.name for p in bundled.iterdir()) == ["manifest.json"]
+    # a replaced model without one of its own drops the stale one, and says so
+    fit.save(bundled / "mn-test.appearance.json")
+    with caplog.at_level(logging.WARNING, logger="tools.bundle"):
+        _add(evaluated, verify=False)
+    assert not (bundled / "mn-test.appearance.json").exists() and "has no appearance model" in caplog.text
+
+
 def test_add_reads_cpu_latency_from_mn_bench(bundled: Path, evaluated: dict[str, Path], tmp_path: Path) -> None:
     entry = _add(evaluated, bench_json=_bench_json(tmp_path / "bench.json"), verify=False)
     lat = entry["cpu_latency_ms"]

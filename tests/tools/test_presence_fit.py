@@ -64,3 +64,25 @@ def test_rates_and_report_count_per_kind() -> None:
               "command": "cmd", "keep": 0.01, "model": {"threshold": 0.25}}
     md = format_md(report)
     assert "| held out | validation | 2 | 1 | 1 (50.0 %) |" in md and "| zoom 0.8 | 2 | 2 | 1 (50.0 %) |" in md
+
+
+def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """End to end on a synthetic dataset and a random network: the model's sidecar, recording the file's
+    sha256, which a run of that model then reads as its own."""
+    import json
+
+    from engines.cache import file_sha256
+    from realtime.appearance import appearance_for, sidecar
+    from tests.conftest import make_dataset
+    from tests.engines._helpers import make_checkpoint
+    from tools.presence_fit import main
+
+    data = make_dataset(tmp_path / "data", n_patients=6, per_patient=2, size=(128, 96))
+    net = make_checkpoint(tmp_path / "net.pt", "lunet", (64, 48), seed=0)
+    assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
+                 "--threads", "1", "--json", str(tmp_path / "fit.json"), "-q"]) == 0
+    fit = appearance_for(net)
+    assert fit.file == str(sidecar(net)) and sidecar(net).is_file()
+    assert fit.provenance["model_sha256"] == file_sha256(net) and fit.provenance["model_file"] == str(net)
+    report = json.loads((tmp_path / "fit.json").read_text())
+    assert report["model"]["threshold"] == fit.threshold and (tmp_path / "fit.md").is_file()
