@@ -10,6 +10,8 @@ code 2, never a traceback.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sys
 from typing import Callable, Sequence
 
@@ -29,6 +31,9 @@ EXIT_BATCH_INCOMPLETE = 6
 """mn-segment with several inputs: at least one input failed and the others were processed (each failure is
 named as it happens, in the final table and in the batch summary)."""
 EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_CLOSED = 141
+"""The reader of the command's standard output went away (``mn-live --list-models | head -1``): 128 + SIGPIPE,
+what a shell reports for a Unix tool stopped that way."""
 
 
 class UserError(Exception):
@@ -85,26 +90,57 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequen
     ``UserError`` -> one line ``prog: error: message`` and its exit code (2); an ``OSError``
     (a folder that cannot be created, a file that cannot be written) -> the same with its path;
     ``KeyboardInterrupt`` -> 130 (the command itself is responsible for saving its state
-    before re-raising); anything else (a bug) -> one line naming it and exit code 1, the traceback
-    only with ``-v`` (logged at DEBUG).
+    before re-raising); a write to a standard output whose reader is gone -> 141, quietly;
+    anything else (a bug) -> one line naming it and exit code 1, the traceback only with ``-v``
+    (logged at DEBUG).
     """
     try:
         return int(main(argv) or 0)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError as exc:
+        if not _stdout_closed():  # another pipe or socket (a stream server): a real error
+            return _report(prog, exc)
+        _discard_stdout()
+        return EXIT_OUTPUT_CLOSED
     except Exception as exc:
-        code, message = error_outcome(exc)
-        if code == EXIT_INTERRUPTED:
-            print(f"{prog}: interrupted", file=sys.stderr)
-            return code
-        if code == EXIT_FAILURE:  # a bug: one line, not a traceback (the traceback is in the -v log)
-            log.debug("%s failed", prog, exc_info=True)
-            message += " (please report this with the command line; -v shows where it happened)"
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return code
+        return _report(prog, exc)
     finally:
         _forget_handled_keyboard_interrupt()
+
+
+def _report(prog: str, exc: Exception) -> int:
+    """One line on stderr for ``exc``; its exit code."""
+    code, message = error_outcome(exc)
+    if code == EXIT_INTERRUPTED:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return code
+    if code == EXIT_FAILURE:  # a bug: one line, not a traceback (the traceback is in the -v log)
+        log.debug("%s failed", prog, exc_info=True)
+        message += " (please report this with the command line; -v shows where it happened)"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (``poll`` reports an error on its end)."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file behind sys.stdout (captured, closed)
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _forget_handled_keyboard_interrupt() -> None:

@@ -145,3 +145,33 @@ def test_interrupted_follows_cause_and_context_and_stops_at_a_cycle() -> None:
     a, b = ValueError("a"), ValueError("b")
     a.__context__, b.__context__ = b, a  # a cycle without a Ctrl-C: terminates, not an interrupt
     assert not interrupted(a)
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``mn-live --list-models | head -1``: the writes to a standard output whose reader has gone end the
+    command with 141 (128 + SIGPIPE, as a shell reports for Unix tools) and nothing on stderr, while a broken
+    pipe elsewhere (a stream server's socket) is still an error."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import sys, time\n"
+        "from common.errors import run_cli\n"
+        "def main(argv):\n"
+        "    print('first line', flush=True)\n"
+        "    time.sleep(0.5)  # the reader has read one line and gone by now\n"
+        "    for i in range(100000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "sys.exit(run_cli('writer', main, []))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout.readline() == b"first line\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141 and err == ""
+    # standard output is fine: a broken pipe is the command's own failure, one line, exit 2
+    assert run_cli("x", _raises(BrokenPipeError(32, "Broken pipe"))) == EXIT_USAGE
