@@ -9,7 +9,10 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    a nerve (phantom seed 201; ``mn-presence`` uses seed 101, which this fit never sees). Every frame
    also comes once more under a random acquisition change of :data:`train.perturb.REPORT_LEVELS`
    (zoom, field of view, gain, speckle, codec, ...): a true nerve seen by another scanner must stay a
-   nerve, and the threshold below is chosen on those frames too.
+   nerve, and the threshold below is chosen on those frames too. And once more as a frame of a clip
+   (:func:`animated_copies`, the ``animate:`` source at a random point of its cycle: glided, tilted,
+   flattened by up to 25 %, fresh speckle; ``--no-animated`` leaves them out): in video the check sees
+   the nerve compressed and under new speckle in every frame, and a true nerve must pass there too.
 2. **Features.** Each frame goes through the segmentation model and post-processing exactly as
    live; the tracker picks the nerve without a gate, and :func:`realtime.appearance.appearance_features`
    describes it. Frames where the model finds nothing are left out (nothing to gate).
@@ -22,9 +25,10 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    file, where every run of that model finds it; a bundled model's is package data). It records the
    sha256 of the model file it describes.
 5. **Held-out check.** The *check images* (default: the paper validation split, 38 images of 18
-   patients, none used above) are scored as is and under every acquisition change of
-   :data:`train.perturb.REPORT_LEVELS`; the report gives the share kept (a true nerve must survive a
-   different scanner) and the false positives on their nerve-free frames.
+   patients, none used above) are scored as is, as animated frames, and under every acquisition change
+   of :data:`train.perturb.REPORT_LEVELS`; the report gives the share kept (a true nerve must survive a
+   different scanner) and the false positives on their nerve-free frames, beside the rates of the
+   check this fit replaces (the file at the output path, when there is one).
 
 Writes ``--json`` and ``--md`` (default under benchmarks/results/). Exit codes: 0, 2 bad input.
 """
@@ -50,6 +54,9 @@ log = logging.getLogger("tools.presence_fit")
 PROG = "python -m tools.presence_fit"
 DATA_ENV = "MN_SEG_DATA"
 FIT_PHANTOM_SEED = 201
+REAL_NERVES = ("validation", "validation+changed", "validation+animated")
+"""The kinds of fit frame whose out-of-fold scores choose the threshold: the real nerves, as acquired, under
+an acquisition change, and in an animated clip."""
 L2 = 1.0
 
 
@@ -87,6 +94,35 @@ def changed_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[
         out.append({**it, "kind": f"{it['kind']}+changed", "change": f"{name} {level:g}",
                     "image": np.clip(image, 0, 255).astype(np.uint8),
                     "mask": None if it["mask"] is None else (new_mask > 0.5).astype(np.uint8)})
+    return out
+
+
+def animated_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """One copy of every item as a frame of a clip (kind suffixed ``+animated``): the ``animate:`` source's
+    frame at a random point of its compression cycle, so the nerve is glided, tilted, flattened by up to 25 %
+    and under a fresh speckle pattern, as in video. An item with a mask is compressed about its nerve (the
+    copy's mask is the moved one); one without, about the frame's centre."""
+    import tempfile
+
+    import cv2
+
+    from realtime.sources.animate import DEFAULT_FRAMES, AnimateSource
+
+    rng = np.random.default_rng(seed)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="presence-fit-") as tmp:
+        for n, it in enumerate(items):
+            image_path = Path(tmp) / f"{n}.png"
+            cv2.imwrite(str(image_path), it["image"])
+            mask_path = None
+            if it["mask"] is not None:
+                mask_path = Path(tmp) / f"{n}-mask.png"
+                cv2.imwrite(str(mask_path), (it["mask"] > 0).astype(np.uint8) * 255)
+            source = AnimateSource(image_path, mask_path, seed=int(rng.integers(2**31)))
+            index = int(rng.integers(DEFAULT_FRAMES))
+            image, truth = source.render(index)
+            out.append({**it, "kind": f"{it['kind']}+animated", "change": f"animate frame {index}",
+                        "image": image, "mask": None if truth is None else (truth > 0).astype(np.uint8)})
     return out
 
 
@@ -247,6 +283,15 @@ def format_md(report: dict[str, Any]) -> str:
         for kind, d in table.items():
             lines.append(f"| {label} | {kind} | {d['frames']} | {d['detected']} | {d['nerve_reported']} "
                          f"({100 * d['rate']:.1f} %) |")
+    previous = report["check"].get("previous")
+    if previous:
+        lines += ["", f"The same held-out frames with the check this fit replaces (`{previous['file']}`, fit "
+                      f"{previous['provenance'].get('date', '?')}):", "",
+                  "| kind | frames | nerve reported: previous check | this fit |", "|---|---|---|---|"]
+        for kind, d in previous["rates"].items():
+            new = report["check"]["rates"][kind]
+            lines.append(f"| {kind} | {d['frames']} | {d['nerve_reported']} ({100 * d['rate']:.1f} %) | "
+                         f"{new['nerve_reported']} ({100 * new['rate']:.1f} %) |")
     lines += ["", "Held-out true nerves under acquisition changes (`train.perturb.REPORT_LEVELS`):", "",
               "| change | frames | detected | kept by the check |", "|---|---|---|---|"]
     for name, d in report["check"]["perturbed"].items():
@@ -270,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the real nerves (out of fold) allowed below the threshold (default 0.01)")
     p.add_argument("--phantom", type=int, default=60, help="phantom frames of seed 201 in the fit (default 60)")
     p.add_argument("--no-perturbed", action="store_true", help="skip the held-out check under acquisition changes")
+    p.add_argument("--no-animated", dest="animated", action="store_false",
+                   help="fit on stills and their acquisition changes only, without the frames of animated clips")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the model (default: all cores)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where to write the model (default: MODEL.appearance.json beside the model's file, where "
@@ -287,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from engines import load_engine
     from engines.cache import file_sha256
-    from realtime.appearance import FEATURES, AppearanceModel, sidecar
+    from realtime.appearance import FEATURES, AppearanceModel, load_appearance_model, sidecar
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
@@ -302,14 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     fit_items, patient_of = dataset_items(data, "train")
     fit_items += _phantom_items(FIT_PHANTOM_SEED, args.phantom)
-    fit_items += changed_copies(fit_items)
+    fit_items += changed_copies(fit_items) + (animated_copies(fit_items) if args.animated else [])
     log.info("fit frames: %d (%d real images with their nerve)", len(fit_items),
              sum(it["kind"] == "validation" for it in fit_items))
     fit_rows = describe(engine, fit_items, progress)
     usable = [r for r in fit_rows if r["features"] is not None]
     groups = [patient_of.get(r["id"], "phantom") for r in usable]
     oof = out_of_fold(usable, groups, args.folds)
-    real = np.array([r["kind"] in ("validation", "validation+changed") for r in usable])
+    real = np.array([r["kind"] in REAL_NERVES for r in usable])
     threshold = float(np.quantile(oof[real], args.keep))
     oof_by_id = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
     oof_ok = [r["features"] is not None and oof_by_id[(r["kind"], r["id"])] >= threshold for r in fit_rows]
@@ -321,14 +368,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     provenance = {"fit_by": command, "segmentation_model": args.model, "model_file": str(model_file),
                   "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
                   "fit_images": "paper split, training side", "phantom_seed": FIT_PHANTOM_SEED,
+                  "animated": bool(args.animated),
                   "frames": len(usable), "folds": args.folds, "keep": args.keep, "date": date.today().isoformat()}
     model = AppearanceModel(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(weights),
                             bias=bias, threshold=threshold, provenance=provenance)
 
     check_items, _ = dataset_items(data, "val")
-    check_rows = describe(engine, check_items, progress)
+    check_rows = describe(engine, check_items + animated_copies(check_items, seed=1), progress)
     changed_rows: list[dict[str, Any]] = []
     check_ok = [r["features"] is not None and model.score(r["features"]) >= threshold for r in check_rows]
+    out_path = Path(args.out) if args.out else sidecar(model_file)
+    previous = load_appearance_model(out_path) if out_path.is_file() else None
     report = {
         "tool": "presence-fit", "date": date.today().isoformat(), "command": command,
         "machine": {"host": platform.node(), "platform": platform.platform()},
@@ -337,6 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "out_of_fold": rates(fit_rows, oof_ok)},
         "check": {"images": "paper validation split (38 images, 18 patients), unseen by this fit",
                   "rates": rates(check_rows, check_ok),
+                  "previous": None if previous is None else {
+                      "file": str(out_path), "provenance": previous.provenance,
+                      "rates": rates(check_rows, [r["features"] is not None and previous.score(r["features"])
+                                                  >= previous.threshold for r in check_rows])},
                   "perturbed": {} if args.no_perturbed else perturbed_check(engine, check_items, model, progress,
                                                                              changed_rows)},
     }
@@ -347,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r["score"] = None if r["features"] is None else model.score(r["features"])
         Path(args.per_frame).write_text(json.dumps({"fit": fit_rows, "check": check_rows, "check_changed": changed_rows})
                                         + "\n", encoding="utf-8")
-    out = model.save(args.out or sidecar(model_file))
+    out = model.save(out_path)
     stamp = f"{platform.node() or 'host'}-{date.today().isoformat()}"
     json_path = Path(args.json or f"benchmarks/results/presence-fit-{args.model}-{stamp}.json")
     md_path = Path(args.md or json_path.with_suffix(".md"))

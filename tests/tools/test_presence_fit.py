@@ -86,3 +86,37 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
     assert fit.provenance["model_sha256"] == file_sha256(net) and fit.provenance["model_file"] == str(net)
     report = json.loads((tmp_path / "fit.json").read_text())
     assert report["model"]["threshold"] == fit.threshold and (tmp_path / "fit.md").is_file()
+    assert fit.provenance["animated"] is True and report["check"]["previous"] is None
+    assert {"validation+animated", "nerve-removed+animated"} <= set(report["fit"]["out_of_fold"])
+    assert {"validation", "validation+animated"} <= set(report["check"]["rates"])
+    # a second fit, on stills only, reports the first one's rates on the same held-out frames beside its own
+    assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
+                 "--no-animated", "--threads", "1", "--json", str(tmp_path / "fit2.json"), "-q"]) == 0
+    second = json.loads((tmp_path / "fit2.json").read_text())
+    assert not any(k.endswith("+animated") for k in second["fit"]["out_of_fold"])
+    previous = second["check"]["previous"]
+    assert previous["file"] == str(sidecar(net)) and previous["provenance"]["animated"] is True
+    assert previous["rates"].keys() == second["check"]["rates"].keys()
+    first_rates = {k: v["nerve_reported"] for k, v in report["check"]["rates"].items()}
+    assert {k: v["nerve_reported"] for k, v in previous["rates"].items()} == first_rates  # the same frames
+    assert "with the check this fit replaces" in (tmp_path / "fit2.md").read_text()
+
+
+def test_animated_copies_move_the_nerve_and_keep_the_kinds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    from tools.presence_fit import animated_copies
+
+    image = np.full((120, 160), 90, np.uint8)
+    mask = np.zeros((120, 160), np.uint8)
+    cv2.ellipse(mask, (80, 60), (20, 12), 0, 0, 360, 1, -1)
+    image[mask > 0] = 40
+    items = [{"kind": "validation", "id": "a", "image": image, "mask": mask, "positive": True},
+             {"kind": "off-nerve", "id": "a", "image": image, "mask": None, "positive": False}]
+    copies = animated_copies(items, seed=3)
+    assert [c["kind"] for c in copies] == ["validation+animated", "off-nerve+animated"]
+    assert [c["positive"] for c in copies] == [True, False] and copies[1]["mask"] is None
+    moved = copies[0]["mask"]
+    assert moved.shape == mask.shape and 0.8 * mask.sum() <= moved.sum() <= 1.1 * mask.sum()
+    assert not np.array_equal(copies[0]["image"], image)  # new speckle at least
+    assert animated_copies(items, seed=3)[0]["change"] == copies[0]["change"]  # deterministic
