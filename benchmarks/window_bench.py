@@ -170,7 +170,8 @@ def format_md(report: dict[str, Any]) -> str:
     lines = [f"# What the last frames know: {report['model']}", "", f"Command: `{report['command']}`", "",
              f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
              f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting "
-             f"with --confirm {report.get('confirm', 1)} and --presence {report.get('presence', 'on')}. Jitter: the "
+             f"with --confirm {report.get('confirm', 1)} and --presence {report.get('presence', 'on')}"
+             + (f" (appearance model: {report['appearance']})" if report.get("appearance") else "") + ". Jitter: the "
              "raw area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
              + _split_text(report.get("split")) + ".", "",
              "| clip | setting | frames | ok | fused | CSA error median | CSA bias | area jitter median / p95 | truth's | "
@@ -266,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
                         if args.split == "kfold" else {"name": "paper"}),
               "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
-              "presence": args.presence, "clips": clips,
+              "presence": args.presence, "appearance": args.appearance or "the model's own", "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     write_report(out, report, format_md(report), md)
     return 0

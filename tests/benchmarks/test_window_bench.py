@@ -70,7 +70,8 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     assert loc["fused"] == tracked["fused"] == 0 and fused["fused"] == 5  # every frame after the first
     assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == 0.5 and report["confirm"] == 1
     assert (tmp_path / "w.md").read_text().startswith("# What the last frames know")
-    assert "every setting with --confirm 1 and --presence on." in (tmp_path / "w.md").read_text()
+    assert ("every setting with --confirm 1 and --presence on (appearance model: the model's own)."
+            in (tmp_path / "w.md").read_text())
     # by default a new track is confirmed as mn-live confirms it (2 frames): the first frame is not measured
     assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--modes", "tracked+fusion",
                              "--json", str(out), "-q"]) == 0
@@ -119,10 +120,11 @@ def test_the_presence_gate_reaches_the_clip(monkeypatch: pytest.MonkeyPatch) -> 
         seen.update(kw)
 
     monkeypatch.setattr("benchmarks.clips.stream_clip", fake_stream_clip)
-    window_bench.run_clip(None, "synthetic", 1, 3, "tracked+fusion", 0.5, 2, "shape")
-    assert (seen["presence"], seen["window"], seen["fusion"], seen["confirm_frames"]) == ("shape", "tracked", 0.5, 2)
+    window_bench.run_clip(None, "synthetic", 1, 3, "tracked+fusion", 0.5, 2, "shape", "gate.json")
+    assert (seen["presence"], seen["window"], seen["fusion"], seen["confirm_frames"], seen["appearance"]) == (
+        "shape", "tracked", 0.5, 2, "gate.json")
     window_bench.run_clip(None, "synthetic", 1, 3, "localiser")
-    assert (seen["presence"], seen["fusion"]) == ("on", None)
+    assert (seen["presence"], seen["fusion"], seen["appearance"]) == ("on", None, None)
     assert window_bench.build_parser().parse_args(["--presence", "off"]).presence == "off"
     with pytest.raises(SystemExit):
         window_bench.build_parser().parse_args(["--presence", "maybe"])
