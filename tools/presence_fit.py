@@ -110,19 +110,25 @@ def animated_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict
 
     rng = np.random.default_rng(seed)
     out = []
-    with tempfile.TemporaryDirectory(prefix="presence-fit-") as tmp:
-        for n, it in enumerate(items):
-            image_path = Path(tmp) / f"{n}.png"
-            cv2.imwrite(str(image_path), it["image"])
-            mask_path = None
-            if it["mask"] is not None:
-                mask_path = Path(tmp) / f"{n}-mask.png"
-                cv2.imwrite(str(mask_path), (it["mask"] > 0).astype(np.uint8) * 255)
-            source = AnimateSource(image_path, mask_path, seed=int(rng.integers(2**31)))
-            index = int(rng.integers(DEFAULT_FRAMES))
-            image, truth = source.render(index)
-            out.append({**it, "kind": f"{it['kind']}+animated", "change": f"animate frame {index}",
-                        "image": image, "mask": None if truth is None else (truth > 0).astype(np.uint8)})
+    quiet = logging.getLogger("realtime.sources.animate")  # "no mask given" for every nerve-free item
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))
+    try:
+        with tempfile.TemporaryDirectory(prefix="presence-fit-") as tmp:
+            for n, it in enumerate(items):
+                image_path = Path(tmp) / f"{n}.png"
+                cv2.imwrite(str(image_path), it["image"])
+                mask_path = None
+                if it["mask"] is not None:
+                    mask_path = Path(tmp) / f"{n}-mask.png"
+                    cv2.imwrite(str(mask_path), (it["mask"] > 0).astype(np.uint8) * 255)
+                source = AnimateSource(image_path, mask_path, seed=int(rng.integers(2**31)))
+                index = int(rng.integers(DEFAULT_FRAMES))
+                image, truth = source.render(index)
+                out.append({**it, "kind": f"{it['kind']}+animated", "change": f"animate frame {index}",
+                            "image": image, "mask": None if truth is None else (truth > 0).astype(np.uint8)})
+    finally:
+        quiet.setLevel(level)
     return out
 
 
