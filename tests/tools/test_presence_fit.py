@@ -80,7 +80,7 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
     data = make_dataset(tmp_path / "data", n_patients=6, per_patient=2, size=(128, 96))
     net = make_checkpoint(tmp_path / "net.pt", "lunet", (64, 48), seed=0)
     assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
-                 "--threads", "1", "--json", str(tmp_path / "fit.json"), "-q"]) == 0
+                 "--animated", "--threads", "1", "--json", str(tmp_path / "fit.json"), "-q"]) == 0
     fit = appearance_for(net)
     assert fit.file == str(sidecar(net)) and sidecar(net).is_file()
     assert fit.provenance["model_sha256"] == file_sha256(net) and fit.provenance["model_file"] == str(net)
@@ -89,11 +89,12 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
     assert fit.provenance["animated"] is True and report["check"]["previous"] is None
     assert {"validation+animated", "nerve-removed+animated"} <= set(report["fit"]["out_of_fold"])
     assert {"validation", "validation+animated"} <= set(report["check"]["rates"])
-    # a second fit, on stills only, reports the first one's rates on the same held-out frames beside its own
+    # a second fit, on stills only (the default), reports the first one's rates on the same held-out frames
     assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
-                 "--no-animated", "--threads", "1", "--json", str(tmp_path / "fit2.json"), "-q"]) == 0
+                 "--threads", "1", "--json", str(tmp_path / "fit2.json"), "-q"]) == 0
     second = json.loads((tmp_path / "fit2.json").read_text())
     assert not any(k.endswith("+animated") for k in second["fit"]["out_of_fold"])
+    assert "validation+animated" in second["check"]["rates"]
     previous = second["check"]["previous"]
     assert previous["file"] == str(sidecar(net)) and previous["provenance"]["animated"] is True
     assert previous["rates"].keys() == second["check"]["rates"].keys()
