@@ -49,7 +49,7 @@ from realtime.cli_common import default_model as cli_default_model
 from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
 from realtime.fusion import make_fusion
 from realtime.pipeline import EXIT_OK, Pipeline, PipelineConfig
-from realtime.presence import make_presence_gate
+from realtime.presence import gated_model_file, make_presence_gate
 from realtime.record import STAGES, FrameRecord, format_cell
 from realtime.sinks.base import Callback
 from realtime.sinks.overlay import RenderSink
@@ -365,7 +365,7 @@ class Runner:
         # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled; the
         # tracker gates presence and confirms new tracks, and the cascade's window follows the nerve as live
         # (--presence, --window)
-        gate = make_presence_gate(s.presence, model_file=engine.info.source)
+        gate = make_presence_gate(s.presence, model_file=gated_model_file(engine))
         pipe = Pipeline(engine, Tracker(None, fps, presence=gate,
                                         confirm_frames=DEFAULT_CONFIRM_FRAMES),
                         [RenderSink(), Callback(on_record)], config)

@@ -35,14 +35,13 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
     """
     from realtime.fusion import make_fusion
     from realtime.pipeline import Pipeline, PipelineConfig
-    from realtime.presence import make_presence_gate
+    from realtime.presence import gated_model_file, make_presence_gate
     from realtime.sinks.base import Callback
     from realtime.sources import open_source
     from realtime.tracker import DEFAULT_CONFIRM_FRAMES, Tracker
     from realtime.window_policy import make_window_policy
 
-    model_file = getattr(getattr(engine, "info", None), "source", None) or None
-    gate = make_presence_gate(presence, appearance_model=appearance, model_file=model_file)
+    gate = make_presence_gate(presence, appearance_model=appearance, model_file=gated_model_file(engine))
     tracker = Tracker(None, fps, presence=gate,
                       confirm_frames=DEFAULT_CONFIRM_FRAMES if confirm_frames is None else confirm_frames)
     config = PipelineConfig(batch=1, window=make_window_policy(window),

@@ -102,9 +102,9 @@ def measure(engine: Any, paths: Sequence[str], phases: int, seed: int, presence:
             progress: bool = True) -> list[dict[str, Any]]:
     """One row per frame (see :func:`summarise`), with the image's stem and frame index."""
     from benchmarks.presence import classify
-    from realtime.presence import make_presence_gate
+    from realtime.presence import gated_model_file, make_presence_gate
 
-    gates = {"off": None, "gate": make_presence_gate(presence, model_file=engine.info.source)}
+    gates = {"off": None, "gate": make_presence_gate(presence, model_file=gated_model_file(engine))}
     rows = []
     for path in paths:
         items = phase_items(path, phases, seed)

@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from engines.registry import bundled_default, load_engine
-    from realtime.presence import make_presence_gate
+    from realtime.presence import gated_model_file, make_presence_gate
     from train.cli_util import setup_logging
 
     args = build_parser().parse_args(argv)
@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"cannot write {path}: the folder {path.parent} does not exist or is not writable")
     engine = load_engine(model, backend=args.backend, threads=args.threads)
     try:
-        gates = {"on": make_presence_gate("on", args.min_confidence, args.appearance, engine.info.source),
+        gates = {"on": make_presence_gate("on", args.min_confidence, args.appearance, gated_model_file(engine)),
                  "shape": make_presence_gate("shape", args.min_confidence), "off": None}
         items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)
         rows = classify(engine, items, gates, progress=log.isEnabledFor(logging.INFO))

@@ -18,6 +18,9 @@ import numpy as np
 
 from engines.errors import EngineError
 
+RANDOM_WEIGHTS_NOTE = "random weights (architecture name given): for speed only, the masks are meaningless"
+"""The note an engine of random weights carries (:mod:`engines.random_model`): masks without meaning."""
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "EngineError", "EngineInfo"]

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 
+from engines.base import RANDOM_WEIGHTS_NOTE  # noqa: F401  (re-exported: where its callers import it)
 from engines.cache import cache_dir as default_cache_dir
 from train.checkpoint import save_checkpoint
 from train.models import build_model, check_input_size, list_models
 from train.preprocess import DEFAULT_SIZE, preprocessing_config
 
 log = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS_NOTE = "random weights (architecture name given): for speed only, the masks are meaningless"
 
 
 def is_architecture_name(model: str | os.PathLike) -> bool:

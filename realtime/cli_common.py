@@ -196,11 +196,11 @@ def confirm_frames(text: str) -> int:
 
 
 def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps: float,
-                 frames: int | None = None, model_file: str | None = None) -> Tracker:
+                 frames: int | None = None, engine: Engine | None = None) -> Tracker:
     """The run's tracker from the measuring flags; ``frames``: how many frames the input holds, when known
-    (a single image is measured without confirmation: there is no next frame to confirm it); ``model_file``:
-    the segmentation model's file (``engine.info.source``), whose appearance model the presence gate reads."""
-    from realtime.presence import make_presence_gate
+    (a single image is measured without confirmation: there is no next frame to confirm it); ``engine``: the
+    run's engine, whose model's appearance model the presence gate reads."""
+    from realtime.presence import gated_model_file, make_presence_gate
     from realtime.tracker import Tracker, parse_baseline_range
 
     confirm = args.confirm
@@ -209,7 +209,8 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
         confirm = 1
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
-                   presence=make_presence_gate(args.presence, args.min_confidence, args.appearance, model_file),
+                   presence=make_presence_gate(args.presence, args.min_confidence, args.appearance,
+                                               gated_model_file(engine)),
                    confirm_frames=confirm)
 
 

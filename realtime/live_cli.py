@@ -168,8 +168,7 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
                                      masks=paths.get("masks"), masks_format=args.masks or "png",
                                      igtl=igtl_options(args)),
                              window=window, csv_header=csv_metadata(meta), warmup=5)
-        pipe = Pipeline(engine, make_tracker(args, calibration, fps, source.describe().get("frames_declared"),
-                                              engine.info.source),
+        pipe = Pipeline(engine, make_tracker(args, calibration, fps, source.describe().get("frames_declared"), engine),
                         sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, max_frames=args.frames,
                                        duration_s=args.duration, fps_hint=fps, metadata=meta,

@@ -125,6 +125,17 @@ class PresenceGate:
         return None
 
 
+def gated_model_file(engine: Any) -> str | None:
+    """The model file whose appearance model gates ``engine``'s detections (``engine.info.source``); None for
+    random weights (an architecture name: there is no model to fit one on) or an engine that names no file."""
+    from engines.base import RANDOM_WEIGHTS_NOTE
+
+    info = getattr(engine, "info", None)
+    if info is None or RANDOM_WEIGHTS_NOTE in (getattr(info, "notes", None) or []):
+        return None
+    return getattr(info, "source", None) or None
+
+
 def make_presence_gate(mode: str, min_confidence: float | None = None, appearance_model: str | None = None,
                        model_file: str | None = None) -> PresenceGate | None:
     """The gate for ``--presence on|shape|off`` (``off``: every detection is measured, as before the gate).

@@ -238,7 +238,7 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
                                      masks=mask_path(folder, args.masks) if args.masks else None,
                                      masks_format=args.masks or "png"),
                              csv_header=csv_metadata(meta), warmup=args.batch, extra=[Callback(lambda r: bar.update(1))])
-        pipe = Pipeline(engine, make_tracker(args, calibration, fps, total, engine.info.source), sinks,
+        pipe = Pipeline(engine, make_tracker(args, calibration, fps, total, engine), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
                                        max_frames=args.frames, fps_hint=fps, metadata=meta,
                                        window=make_window_policy(args.window),

@@ -196,3 +196,15 @@ def test_the_shipped_model_keeps_a_rimmed_nerve_and_drops_a_blurred_blob() -> No
     soft = cv2.GaussianBlur(prob, (0, 0), 8)
     soft_mask = (soft >= 0.5).astype(np.uint8)
     assert shipped.score(appearance_features(blob, soft_mask, soft)) < shipped.threshold
+
+
+def test_the_gated_model_file_is_the_engine_source_unless_its_weights_are_random() -> None:
+    from types import SimpleNamespace
+
+    from engines.base import RANDOM_WEIGHTS_NOTE
+    from realtime.presence import gated_model_file
+
+    assert gated_model_file(SimpleNamespace(info=SimpleNamespace(source="/m/net.pt", notes=[]))) == "/m/net.pt"
+    assert gated_model_file(SimpleNamespace(info=SimpleNamespace(source="/c/lunet.pt", notes=[RANDOM_WEIGHTS_NOTE]))) \
+        is None
+    assert gated_model_file(None) is None and gated_model_file(SimpleNamespace(info=SimpleNamespace(source=""))) is None
