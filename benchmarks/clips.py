@@ -19,14 +19,15 @@ DEFAULT_FPS = 24.0
 def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], None], *, seed: int = 0,
                 window: str = "tracked", fusion: float | None = None, presence: str = "on",
                 confirm_frames: int | None = None, fps: float = DEFAULT_FPS, name: str | None = None,
-                appearance: str | None = None) -> None:
+                appearance: str | None = None, **source_options: Any) -> None:
     """Run ``frames`` frames of the source ``spec`` (any ``open_source`` spec; generated sources use
     ``seed``) through the pipeline, handing every :class:`~realtime.record.FrameRecord` to ``on_record``.
 
     ``window``: ``--window`` (``tracked`` or ``localiser``); ``fusion``: ``--fusion``'s weight, or None for
     none; ``presence``: ``--presence``; ``confirm_frames``: ``--confirm`` (None: its default for video,
     :data:`realtime.tracker.DEFAULT_CONFIRM_FRAMES`); ``fps``: the tracker's rate; ``appearance``:
-    ``--appearance`` (None: the one that belongs to the engine's model file).
+    ``--appearance`` (None: the one that belongs to the engine's model file); ``source_options``: the source
+    kind's own (``compression_period_s`` for ``animate:``).
 
     Raises:
         UserError: the run did not end well (named ``name``, default the spec, with the pipeline's reason).
@@ -47,7 +48,7 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
     config = PipelineConfig(batch=1, window=make_window_policy(window),
                             fusion=make_fusion(fusion) if fusion is not None else None)
     result = Pipeline(engine, tracker, [Callback(on_record)], config).run(
-        open_source(spec, realtime=False, seed=seed, frames=frames))
+        open_source(spec, realtime=False, seed=seed, frames=frames, **source_options))
     if result.interrupted:
         raise KeyboardInterrupt
     if result.exit_code != 0:

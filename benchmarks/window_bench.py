@@ -73,10 +73,12 @@ def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper
 
 
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
-             confirm: int | None = None, presence: str = "on", appearance: str | None = None) -> dict[str, Any]:
+             confirm: int | None = None, presence: str = "on", appearance: str | None = None,
+             compression_period_s: float | None = None) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
-    ``appearance``: ``--appearance``);
+    ``appearance``: ``--appearance``; ``compression_period_s``: an animated image's compression cycle,
+    None for the source's 6 s);
     per-frame area, truth area, centroids, status, window, infer ms."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
@@ -95,9 +97,11 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
                      "true_area": None if t is None or t.empty else float(t.area_px),
                      "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
 
+    source_options = ({"compression_period_s": compression_period_s}
+                      if compression_period_s is not None and spec.startswith("animate:") else {})
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
                 fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
-                appearance=appearance)
+                appearance=appearance, **source_options)
     return score(rows)
 
 
@@ -171,7 +175,9 @@ def format_md(report: dict[str, Any]) -> str:
              f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
              f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting "
              f"with --confirm {report.get('confirm', 1)} and --presence {report.get('presence', 'on')}"
-             + (f" (appearance model: {report['appearance']})" if report.get("appearance") else "") + ". Jitter: the "
+             + (f" (appearance model: {report['appearance']})" if report.get("appearance") else "")
+             + (f"; animated images compressed in {report['compression_period_s']:g} s cycles"
+                if report.get("compression_period_s") else "") + ". Jitter: the "
              "raw area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
              + _split_text(report.get("split")) + ".", "",
              "| clip | setting | frames | ok | fused | CSA error median | CSA bias | area jitter median / p95 | truth's | "
@@ -217,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s, mn-live's)")
     p.add_argument("--presence", choices=list(PRESENCE_CHOICES), default="on",
                    help="the presence gate, as mn-live's --presence (default on, mn-live's)")
+    p.add_argument("--compression-period", type=float, default=None, metavar="S",
+                   help="the animated images' compression cycle in seconds (default the animate source's 6 s; "
+                        "shorter: the nerve changes shape faster, what a temporal filter lags behind)")
     p.add_argument("--appearance", default=None, metavar="FILE",
                    help="the presence gate's appearance model, as mn-live's --appearance (default: the model's own)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
@@ -238,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--data {args.data} is not a folder")
     if args.frames < 3:
         raise UserError("--frames must be at least 3")
+    if args.compression_period is not None and not args.compression_period > 0:
+        raise UserError(f"--compression-period is a positive number of seconds, got {args.compression_period}")
     if (args.split == "kfold") != (args.fold is not None):
         raise UserError("--fold K goes with --split kfold (and --split kfold needs --fold K)")
     stem = Path(str(args.model)).stem
@@ -258,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                disable=not log.isEnabledFor(logging.INFO))):
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
             clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm,
-                                          args.presence, args.appearance) for mode in modes}
+                                          args.presence, args.appearance, args.compression_period)
+                          for mode in modes}
     finally:
         engine.close()
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
@@ -267,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
                         if args.split == "kfold" else {"name": "paper"}),
               "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
-              "presence": args.presence, "appearance": args.appearance or "the model's own", "clips": clips,
+              "presence": args.presence, "appearance": args.appearance or "the model's own",
+              "compression_period_s": args.compression_period, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     write_report(out, report, format_md(report), md)
     return 0

@@ -42,6 +42,7 @@ DEFAULT_FRAMES = 144
 """Length when not live and no ``frames`` is given: one compression cycle at 24 fps."""
 MIN_VERTICAL_SCALE = 0.75
 COMPRESSION_PERIOD_S = 6.0
+"""One compression cycle (released, compressed, released), in seconds; ``compression_period_s`` changes it."""
 WIDENING_EXPONENT = 0.6
 """``sx = sy ** -WIDENING_EXPONENT``: the horizontal widening that partly compensates the squeeze."""
 BLEND_PX = 110.0
@@ -106,7 +107,8 @@ class AnimateSource(GeneratedSource):
 
     def __init__(self, image: str | Path, mask: str | Path | None = None, *, seed: int = 0,
                  fps: float = DEFAULT_FPS, live: bool = False, frames: int | None = None,
-                 spec: str | None = None, options: SourceOptions | None = None) -> None:
+                 spec: str | None = None, options: SourceOptions | None = None,
+                 compression_period_s: float = COMPRESSION_PERIOD_S) -> None:
         import cv2
 
         options = options or SourceOptions(realtime=live, fps=fps, seed=seed, frames=frames)
@@ -115,6 +117,9 @@ class AnimateSource(GeneratedSource):
                          name=f"animated {self.image_path.name}")
         if fps <= 0:
             raise UserError(f"fps must be positive, got {fps}")
+        if not (math.isfinite(compression_period_s) and compression_period_s > 0):
+            raise UserError(f"the compression period must be a positive number of seconds, got {compression_period_s}")
+        self.compression_period_s = float(compression_period_s)
         if options.size is not None:
             log.warning("%s: a requested size applies to devices only; the image's own size is used", self.name)
         self.seed = int(seed)
@@ -183,7 +188,7 @@ class AnimateSource(GeneratedSource):
 
     def compression(self, index: int) -> float:
         """0 (released) .. 1 (fully compressed) at frame ``index``."""
-        return 0.5 - 0.5 * math.cos(2 * math.pi * (index / self.fps) / COMPRESSION_PERIOD_S)
+        return 0.5 - 0.5 * math.cos(2 * math.pi * (index / self.fps) / self.compression_period_s)
 
     def truth_params(self, index: int) -> AnimateParams:
         """The motion at frame ``index`` and its affine matrix (source pixel -> frame pixel)."""
@@ -287,7 +292,7 @@ class AnimateSource(GeneratedSource):
             "frames": self.length,
             "has_truth": self.mask is not None,
             "min_vertical_scale": MIN_VERTICAL_SCALE,
-            "compression_period_s": COMPRESSION_PERIOD_S,
+            "compression_period_s": self.compression_period_s,
         }
 
 

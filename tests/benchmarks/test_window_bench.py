@@ -123,8 +123,11 @@ def test_the_presence_gate_reaches_the_clip(monkeypatch: pytest.MonkeyPatch) -> 
     window_bench.run_clip(None, "synthetic", 1, 3, "tracked+fusion", 0.5, 2, "shape", "gate.json")
     assert (seen["presence"], seen["window"], seen["fusion"], seen["confirm_frames"], seen["appearance"]) == (
         "shape", "tracked", 0.5, 2, "gate.json")
-    window_bench.run_clip(None, "synthetic", 1, 3, "localiser")
+    window_bench.run_clip(None, "synthetic", 1, 3, "localiser", compression_period_s=2.0)
     assert (seen["presence"], seen["fusion"], seen["appearance"]) == ("on", None, None)
+    assert "compression_period_s" not in seen  # the phantom has no compression cycle
+    window_bench.run_clip(None, "animate:x.png", 1, 3, "localiser", compression_period_s=2.0)
+    assert seen["compression_period_s"] == 2.0
     assert window_bench.build_parser().parse_args(["--presence", "off"]).presence == "off"
     with pytest.raises(SystemExit):
         window_bench.build_parser().parse_args(["--presence", "maybe"])

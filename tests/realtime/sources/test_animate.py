@@ -95,6 +95,16 @@ def test_compression_squeezes_vertically(still: Path) -> None:
     assert r1 / r0 == pytest.approx(MIN_VERTICAL_SCALE / p.sx, rel=0.08)
 
 
+def test_the_compression_period_can_be_shorter(still: Path) -> None:
+    fast = open_source(f"animate:{still}", realtime=False, frames=4, compression_period_s=2.0)
+    fps = fast.fps
+    assert fast.compression(round(fps)) == pytest.approx(1.0)  # fully compressed after 1 s of a 2 s cycle
+    assert fast.describe()["compression_period_s"] == 2.0
+    assert AnimateSource(still).compression(round(fps * COMPRESSION_PERIOD_S / 2)) == pytest.approx(1.0)
+    with pytest.raises(UserError, match="compression period"):
+        AnimateSource(still, compression_period_s=0.0)
+
+
 def test_image_and_mask_move_together(still: Path) -> None:
     """The dark nerve of the image stays under the warped mask."""
     src = AnimateSource(still, seed=0)
