@@ -92,6 +92,9 @@ def test_wheel_carries_the_bundled_models(tmp_path: Path) -> None:
         assert "engines/bundled/manifest.json" in names
         assert json.loads(z.read("engines/bundled/manifest.json")) == manifest
         assert {f"engines/bundled/{m['file']}" for m in manifest["models"]} <= names
+        # and each model's presence appearance model beside it (the package data of realtime.appearance)
+        sidecars = {f"engines/bundled/{p.name}" for p in registry.BUNDLED_DIR.glob("*.appearance.json")}
+        assert "engines/bundled/mn-realtime.appearance.json" in sidecars and sidecars <= names
         assert not any(n.startswith("tools/") for n in names)  # the maintainer's tool stays in the checkout
         z.extractall(tmp_path / "installed")
     code = ("import json, engines.registry as r; "
