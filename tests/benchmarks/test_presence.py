@@ -172,6 +172,22 @@ def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
     assert result["summary"]["on"]["phantom"]["frames"] == 2
     assert out.with_suffix(".md").read_text().startswith("# Presence")
     assert not list(tmp_path.glob("*.tmp"))
+    # the checkpoint's own appearance model when it has one; --appearance FILE over it
+    from realtime.appearance import FEATURES, AppearanceModel, sidecar
+
+    def fit(threshold: float, path: Path) -> Path:
+        return AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(0.0,) * 4, bias=0.0,
+                               threshold=threshold).save(path)
+
+    fit(0.25, sidecar(ckpt))
+    assert main(["--model", str(ckpt), "--backend", "torch", "--data", str(data), "--split", "none",
+                 "--phantom", "1", "--json", str(out), "-q"]) == 0
+    assert json.loads(out.read_text())["gate"]["appearance"]["file"] == str(sidecar(ckpt))
+    given = fit(0.75, tmp_path / "given.json")
+    assert main(["--model", str(ckpt), "--backend", "torch", "--data", str(data), "--split", "none",
+                 "--phantom", "1", "--appearance", str(given), "--json", str(out), "-q"]) == 0
+    gate = json.loads(out.read_text())["gate"]["appearance"]
+    assert (gate["file"], gate["threshold"]) == (str(given), 0.75)
 
 
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
