@@ -13,7 +13,8 @@
 #   float16 checkpoints, for python -m tools.bundle add).
 # Environment: DEVICE (cuda), RECIPES ("cascade-strong-ph cascade-strong-ph-cmp cascade-acq": the shipped recipe, the
 #   same with a refiner trained on compressed nerves, and the acquisition-augmented one; add cascade-strong-ph-tc for issue 18's
-#   consistency-trained refiner, or cascade-strong-ph-cmp-tc for both changes, whose batches cost twice: give them
+#   consistency-trained refiner, or cascade-strong-ph-cmp-tc for both changes, or cascade-strong-ph-cmp-tcw for both
+#   with windows up to 32 px off the nerve (the exploratory favourite), whose batches cost twice: give them
 #   CV_MIN to match), FOLDS (5), CV_MIN (minutes
 #   each training part may run in the CV: mn-train --max-minutes; 3), FINAL_MIN (2), CANDIDATES (2:
 #   cascade windows refined per frame, in the CV and the final models), QUICK=1 (a tiny CPU rehearsal: 16 images,

@@ -74,6 +74,14 @@ _CMP = Recipe("cascade-strong-ph-cmp", "mn-realtime's recipe with a refiner that
                "refiner": tuple("compress" if a == "strong" else a for a in _STRONG.parts["refiner"])},
               dict(_STRONG.epochs))
 
+# the two refiner changes above together; chosen after an exploratory fine-tune of mn-realtime's refiner on the
+# paper split (README, "Compression and temporal consistency together"), which only cross-validation can confirm
+_CMP_TC = Recipe("cascade-strong-ph-cmp-tc", "cascade-strong-ph-cmp's refiner also trained for temporal consistency "
+                 "(--augment compress --consistency 10: twice a refiner's compute); the localiser is "
+                 "cascade-strong-ph's, so mn-cv --share CV-STRONG-PH copies it",
+                 {"localiser": _STRONG.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--consistency", "10")},
+                 dict(_STRONG.epochs))
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _STRONG,
     _ACQ,
@@ -90,12 +98,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            {"localiser": _STRONG.parts["localiser"], "refiner": (*_STRONG.parts["refiner"], "--consistency", "10")},
            dict(_STRONG.epochs)),
     _CMP,
-    # the two refiner changes above together; chosen after an exploratory fine-tune of mn-realtime's refiner on the
-    # paper split (README, "Compression and temporal consistency together"), which only cross-validation can confirm
-    Recipe("cascade-strong-ph-cmp-tc", "cascade-strong-ph-cmp's refiner also trained for temporal consistency "
-           "(--augment compress --consistency 10: twice a refiner's compute); the localiser is cascade-strong-ph's, "
-           "so mn-cv --share CV-STRONG-PH copies it",
-           {"localiser": _STRONG.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--consistency", "10")},
+    _CMP_TC,
+    # ... with its windows placed up to twice as far off the nerve (32 px across instead of 16 at 384x288): the
+    # exploratory fine-tune (README, same section) outlined the wide nerve the tracked window swung on steadily
+    Recipe("cascade-strong-ph-cmp-tcw", "cascade-strong-ph-cmp-tc's refiner with its training windows up to 32 px "
+           "off the nerve (--crop-jitter 0.5); the localiser is cascade-strong-ph's, so mn-cv --share CV-STRONG-PH "
+           "copies it",
+           {"localiser": _STRONG.parts["localiser"], "refiner": (*_CMP_TC.parts["refiner"], "--crop-jitter", "0.5")},
            dict(_STRONG.epochs)),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),

@@ -41,6 +41,8 @@ def test_recipes_and_part_args() -> None:
     assert ref_both[ref_both.index("--augment") + 1] == "compress"
     assert ref_both[ref_both.index("--consistency") + 1] == "10"
     assert sorted(ref_both) == sorted(ref + ["--consistency", "10"])
+    wide = part_args(get_recipe("cascade-strong-ph-cmp-tcw"), "refiner", extra=["ph"], epochs=3)
+    assert sorted(wide) == sorted(ref_both + ["--crop-jitter", "0.5"])
     with pytest.raises(UserError, match="extra-train"):
         part_args(r, "localiser", extra=[], epochs=1)
     with pytest.raises(UserError, match="cascade-acq"):
