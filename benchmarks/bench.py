@@ -55,7 +55,7 @@ from realtime.sinks.base import Callback
 from realtime.sinks.overlay import RenderSink
 from realtime.sinks.summary import latency_stats
 from realtime.sources import open_source
-from realtime.tracker import DEFAULT_CONFIRM_FRAMES, Tracker
+from realtime.tracker import DEFAULT_AREA_STEP, DEFAULT_CONFIRM_FRAMES, Tracker
 from realtime.window_policy import make_window_policy
 from train.errors import UserError
 from train.models import check_input_size
@@ -367,7 +367,7 @@ class Runner:
         # (--presence, --window)
         gate = make_presence_gate(s.presence, model_file=gated_model_file(engine))
         pipe = Pipeline(engine, Tracker(None, fps, presence=gate,
-                                        confirm_frames=DEFAULT_CONFIRM_FRAMES),
+                                        confirm_frames=DEFAULT_CONFIRM_FRAMES, area_step=DEFAULT_AREA_STEP),
                         [RenderSink(), Callback(on_record)], config)
         self._pipe = pipe
         if self.stop_reason:

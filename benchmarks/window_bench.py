@@ -39,7 +39,9 @@ import numpy as np
 from benchmarks.report_files import write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
+from realtime.cli_common import AREA_STEP_DEFAULT as DEFAULT_AREA_STEP
 from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, confirm_frames
+from realtime.cli_common import area_step as area_step_arg
 from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 
 log = logging.getLogger("benchmarks.window_bench")
@@ -74,11 +76,12 @@ def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper
 
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
              confirm: int | None = None, presence: str = "on", appearance: str | None = None,
-             compression_period_s: float | None = None) -> dict[str, Any]:
+             compression_period_s: float | None = None, area_step: float | None = DEFAULT_AREA_STEP
+             ) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
     ``appearance``: ``--appearance``; ``compression_period_s``: an animated image's compression cycle,
-    None for the source's 6 s);
+    None for the source's 6 s; ``area_step``: ``--area-step``, None for off);
     per-frame area, truth area, centroids, status, window, infer ms."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
@@ -101,7 +104,7 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
                       if compression_period_s is not None and spec.startswith("animate:") else {})
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
                 fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
-                appearance=appearance, **source_options)
+                appearance=appearance, area_step=area_step, **source_options)
     return score(rows)
 
 
@@ -174,7 +177,8 @@ def format_md(report: dict[str, Any]) -> str:
     lines = [f"# What the last frames know: {report['model']}", "", f"Command: `{report['command']}`", "",
              f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
              f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting "
-             f"with --confirm {report.get('confirm', 1)} and --presence {report.get('presence', 'on')}"
+             f"with --confirm {report.get('confirm', 1)}, --area-step {report.get('area_step') or 0:g} and "
+             f"--presence {report.get('presence', 'on')}"
              + (f" (appearance model: {report['appearance']})" if report.get("appearance") else "")
              + (f"; animated images compressed in {report['compression_period_s']:g} s cycles"
                 if report.get("compression_period_s") else "") + ". Jitter: the "
@@ -223,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s, mn-live's)")
     p.add_argument("--presence", choices=list(PRESENCE_CHOICES), default="on",
                    help="the presence gate, as mn-live's --presence (default on, mn-live's)")
+    p.add_argument("--area-step", type=area_step_arg, default=DEFAULT_AREA_STEP, metavar="FRAC",
+                   help=f"the tracker's area step, as mn-live's --area-step (default {DEFAULT_AREA_STEP}; 0: off)")
     p.add_argument("--compression-period", type=float, default=None, metavar="S",
                    help="the animated images' compression cycle in seconds (default the animate source's 6 s; "
                         "shorter: the nerve changes shape faster, what a temporal filter lags behind)")
@@ -269,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                disable=not log.isEnabledFor(logging.INFO))):
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
             clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm,
-                                          args.presence, args.appearance, args.compression_period)
+                                          args.presence, args.appearance, args.compression_period,
+                                          args.area_step)
                           for mode in modes}
     finally:
         engine.close()
@@ -280,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if args.split == "kfold" else {"name": "paper"}),
               "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
               "presence": args.presence, "appearance": args.appearance or "the model's own",
-              "compression_period_s": args.compression_period, "clips": clips,
+              "compression_period_s": args.compression_period, "area_step": args.area_step, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     write_report(out, report, format_md(report), md)
     return 0

@@ -34,6 +34,8 @@ SMOOTHING_CHOICES: tuple[str, ...] = ("none", "ema", "median")
 """``--smoothing``: :data:`realtime.tracker.SMOOTHING_METHODS` (a test pins that they agree; the
 tracker module imports numpy, which the parser does without)."""
 CONFIRM_DEFAULT = 2
+AREA_STEP_DEFAULT = 0.25
+"""``--area-step``'s default: :data:`realtime.tracker.DEFAULT_AREA_STEP` (a test pins that they agree)."""
 """``--confirm``'s default: :data:`realtime.tracker.DEFAULT_CONFIRM_FRAMES` (a test pins that they agree)."""
 PRESENCE_CHOICES: tuple[str, ...] = PRESENCE_MODES
 """``--presence``: :data:`realtime.presence.PRESENCE_MODES` (the module is light: no numpy, no OpenCV)."""
@@ -97,6 +99,11 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "MODEL.appearance.json beside the model file; python -m tools.presence_fit writes it)")
     p.add_argument("--min-confidence", type=float, default=None, metavar="P",
                    help="presence gate: least mean nerve probability inside the mask (default 0.5)")
+    p.add_argument("--area-step", type=area_step, default=AREA_STEP_DEFAULT, metavar="FRAC",
+                   help="while tracking, a nerve whose area differs by more than FRAC from the median of the last 5 "
+                        "measured frames is not measured (half the nerve, or the nerve with its neighbour: a nerve "
+                        "does not change by a quarter in one frame); 3 frames in a row at the new size make it real. "
+                        f"Default {AREA_STEP_DEFAULT}; 0 turns the check off")
     p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
                    help="a new track starts only when the nerve is found in N frames in a row, each near the last "
                         "(a detection in one frame alone, as other anatomy gives now and then, is not measured; "
@@ -183,6 +190,17 @@ def make_calibration(args: argparse.Namespace, image_height: int | None, source:
     return given
 
 
+def area_step(text: str) -> float | None:
+    """``--area-step``: a fraction > 0, or 0 for off (None) (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"needs a fraction >= 0 (0.25 = 25 %; 0 turns the check off), got {text!r}")
+    return value or None
+
+
 def confirm_frames(text: str) -> int:
     """``--confirm``: a whole number of frames, at least 1 (argparse type)."""
     try:
@@ -211,7 +229,7 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
                    presence=make_presence_gate(args.presence, args.min_confidence, args.appearance,
                                                gated_model_file(engine)),
-                   confirm_frames=confirm)
+                   confirm_frames=confirm, area_step=args.area_step)
 
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:

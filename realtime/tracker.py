@@ -28,6 +28,7 @@ gaps in ``frame_index``, frames the source dropped, count as misses)::
     SEARCHING  nerve accepted, not yet confirmed       -> SEARCHING  no_detection   (see Confirmation)
     SEARCHING  nothing above the minimum area          -> SEARCHING  no_detection
     TRACKING   a component within the gate             -> TRACKING   ok
+    TRACKING   ... but its area a step (see Area step)  -> TRACKING   no_detection   (a miss)
     TRACKING   miss, <= K frames since the last ok     -> TRACKING   no_detection   (gate kept)
     TRACKING   miss, >  K frames since the last ok     -> LOST       lost
     LOST       nerve accepted (no gate), confirmed     -> TRACKING   reacquired
@@ -49,6 +50,17 @@ commands): the selected nerve is measured, then checked for plausibility as a me
 relative to the frame and in mm² when calibrated, flattening, circularity, confidence). A
 rejected detection counts as *no* detection in the table above (a miss), its reason goes to the
 ``rejected`` column and the measurement columns stay empty.
+
+Area step (``area_step``, ``S``; None = off, the default here; the commands default to
+:data:`DEFAULT_AREA_STEP`): while TRACKING, a nerve whose area differs by more than ``S`` (relative) from
+the median of the last :data:`AREA_STEP_HISTORY` measured areas (once there are
+:data:`AREA_STEP_MIN_HISTORY`) is not measured: a median nerve cannot swell or shrink by a quarter in one
+frame (42 ms at 24 fps; a compression by the probe changes it by a few percent a frame), so such an
+outline is half the nerve, or the nerve with its neighbour. The frame counts as a miss (``rejected``:
+``area step -47% in one frame (recent median 2250 px)``), and neither the track's position nor the
+cascade's window follows it. When :data:`AREA_STEP_ACCEPT` frames in a row are rejected so, each within
+``S`` of the one before, the new size is real (the nerve changed, or an earlier size was wrong): that frame
+is measured and the history starts again from it.
 
 So ``no_detection`` means "no nerve measured on this frame" while the track still holds (the
 frame had no component above the minimum area, or, while tracking, none inside the gate: see
@@ -124,6 +136,14 @@ DEFAULT_MAX_PARTS = 2
 DEFAULT_SMOOTHING_WINDOW = 5
 DEFAULT_CONFIRM_FRAMES = 2
 """The commands' ``--confirm`` for video: a new track needs the nerve in two frames in a row."""
+DEFAULT_AREA_STEP = 0.25
+"""The commands' ``--area-step``: the largest relative change of the nerve's area in one frame."""
+AREA_STEP_HISTORY = 5
+"""Measured frames whose median area the next one is compared with."""
+AREA_STEP_MIN_HISTORY = 3
+"""Measured frames needed before the area step is checked."""
+AREA_STEP_ACCEPT = 3
+"""Frames in a row at a new size (each within the step of the one before) that make it real."""
 
 
 class TrackStatus(str, enum.Enum):
@@ -345,6 +365,8 @@ class Tracker:
             ``None`` measures every selected detection.
         confirm_frames: ``C``: a new track (from SEARCHING or LOST) starts only after ``C`` frames in a
             row with an accepted nerve, each within the gate of the one before (default 1: at once).
+        area_step: ``S``: while tracking, the largest relative change of the nerve's area from the median of
+            the last measured frames (see *Area step*); None (default) checks nothing.
     """
 
     def __init__(self, calibration: Calibration | None, fps: float, *, gate_mm: float = DEFAULT_GATE_MM,
@@ -353,7 +375,7 @@ class Tracker:
                  bifid_gap: float = DEFAULT_BIFID_GAP, max_parts: int = DEFAULT_MAX_PARTS,
                  smoothing: str = "none", smoothing_window: int = DEFAULT_SMOOTHING_WINDOW,
                  measure: MeasureFn = measure_mask, presence: PresenceGate | None = None,
-                 confirm_frames: int = 1) -> None:
+                 confirm_frames: int = 1, area_step: float | None = None) -> None:
         if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
             raise UserError(f"the frame rate must be a positive number of frames per second, got {fps!r}")
         for name, value in (("gate_mm", gate_mm), ("gate_px", gate_px), ("baseline_s", baseline_s)):
@@ -369,6 +391,9 @@ class Tracker:
             raise UserError(f"the smoothing window must be at least 1 frame, got {smoothing_window!r}")
         if isinstance(confirm_frames, bool) or not isinstance(confirm_frames, numbers.Integral) or confirm_frames < 1:
             raise UserError(f"confirm_frames must be a whole number of frames >= 1, got {confirm_frames!r}")
+        if area_step is not None and (isinstance(area_step, bool) or not isinstance(area_step, numbers.Real)
+                                      or not math.isfinite(area_step) or area_step <= 0):
+            raise UserError(f"the area step must be a positive fraction (0.25 = 25 %), got {area_step!r}")
         if lost_after_frames is not None and lost_after_frames < 0:
             raise UserError(f"lost_after_frames must be >= 0, got {lost_after_frames!r}")
         if baseline_range is not None:
@@ -393,6 +418,7 @@ class Tracker:
         self._measure = measure
         self.presence = presence
         self.confirm_frames = int(confirm_frames)
+        self.area_step = None if area_step is None else float(area_step)
         self.reset()
 
     # ----------------------------------------------------------------- state
@@ -404,6 +430,8 @@ class Tracker:
         self._last_seen_index: int | None = None
         self._last_centroid_px: tuple[float, float] | None = None
         self._unconfirmed: tuple[int, tuple[float, float]] | None = None  # (frames in a row, last centroid)
+        self._recent_areas: deque[float] = deque(maxlen=AREA_STEP_HISTORY)
+        self._step_run: tuple[int, float] | None = None  # (frames in a row rejected at a new size, last area)
         self._baseline: Baseline | None = None
         if self.baseline_range is not None:
             start, end = self.baseline_range
@@ -453,6 +481,7 @@ class Tracker:
             "smoothing_window": self.smoothing_window if self.smoothing != "none" else None,
             "presence_gate": self.presence.describe() if self.presence is not None else None,
             "confirm_frames": self.confirm_frames,
+            "area_step": self.area_step,
         }
 
     def columns(self) -> list[str]:
@@ -468,9 +497,9 @@ class Tracker:
 
     @property
     def rejects(self) -> bool:
-        """Whether a selected detection can go unmeasured (a presence gate, or confirmation): the rows
-        then have a ``rejected`` column."""
-        return self.presence is not None or self.confirm_frames > 1
+        """Whether a selected detection can go unmeasured (a presence gate, confirmation or the area step):
+        the rows then have a ``rejected`` column."""
+        return self.presence is not None or self.confirm_frames > 1 or self.area_step is not None
 
     # ------------------------------------------------------------- selection
 
@@ -566,6 +595,12 @@ class Tracker:
             if rejected is not None:
                 log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
                 measurement, nerve_mask, labels = None, None, ()
+        if measurement is not None and self._state is TrackState.TRACKING and self.area_step is not None:
+            step = self._area_step(float(measurement.area_px))
+            if step is not None:
+                rejected = step
+                log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
+                measurement, nerve_mask, labels = None, None, ()
         if measurement is not None and self._state is not TrackState.TRACKING and self.confirm_frames > 1:
             in_a_row = self._confirm(measurement)
             if in_a_row < self.confirm_frames:
@@ -598,6 +633,24 @@ class Tracker:
             result.smooth = self._smooth(result)
         return result
 
+    def _area_step(self, area: float) -> str | None:
+        """Why ``area`` is an implausible step from the recent measured areas, or None (see *Area step*)."""
+        if len(self._recent_areas) < AREA_STEP_MIN_HISTORY:
+            return None
+        ref = _median(self._recent_areas)
+        change = area / ref - 1.0
+        if abs(change) <= self.area_step:
+            self._step_run = None
+            return None
+        prev = self._step_run
+        run = prev[0] + 1 if prev is not None and abs(area / prev[1] - 1.0) <= self.area_step else 1
+        self._step_run = (run, area)
+        if run >= AREA_STEP_ACCEPT:  # the new size held: a real change, measured from now on
+            self._recent_areas.clear()
+            self._step_run = None
+            return None
+        return f"area step {100 * change:+.0f}% in one frame (recent median {ref:.0f} px)"
+
     def _confirm(self, m: Measurement) -> int:
         """How many processed frames in a row (this one included) have had an accepted nerve, each within
         the gate of the one before (the count starts again at 1 after a jump)."""
@@ -616,6 +669,7 @@ class Tracker:
             self._state = TrackState.TRACKING
             self._last_seen_index = frame_index
             self._last_centroid_px = (float(measurement.centroid_x_px), float(measurement.centroid_y_px))
+            self._recent_areas.append(float(measurement.area_px))
             return status
         if self._state is TrackState.TRACKING:
             missed = frame_index - (self._last_seen_index if self._last_seen_index is not None else frame_index)
@@ -623,6 +677,8 @@ class Tracker:
                 log.info("frame %d: nerve lost (no nerve for %d frames)", frame_index, missed)
                 self._state = TrackState.LOST
                 self._last_centroid_px = None
+                self._recent_areas.clear()
+                self._step_run = None
                 for s in self._smoothers.values():
                     s.reset()
                 return TrackStatus.LOST

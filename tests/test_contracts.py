@@ -76,7 +76,8 @@ UNITS_KEYS = {"area", "displacement"}
 DEFORMATION_KEYS = {"csa_max_over_min", "fr_range"}
 CALIBRATION_DETAIL_KEYS = {"calibrated", "mm_per_px_x", "mm_per_px_y", "source", "text"}
 TRACKER_KEYS = {"calibration", "fps", "gate", "gate_unit", "lost_after_frames", "baseline", "bifid_gap",
-                "max_parts", "smoothing", "smoothing_window", "presence_gate", "confirm_frames"}
+                "max_parts", "smoothing", "smoothing_window", "presence_gate", "confirm_frames",
+                "area_step"}
 PRESENCE_GATE_KEYS = {"min_area_frac", "max_area_frac", "min_area_mm2", "max_area_mm2", "max_flattening",
                       "min_circularity", "min_confidence", "appearance"}
 BASELINE_KEYS = {"frame", "t_s", "how", "frames", "n_frames", "area_px", "area_mm2"}
@@ -162,7 +163,7 @@ def live_calibrated(work: Path, cache: list[str]) -> Path:
     out = work / "live-cal"
     assert cli(["--source", "synthetic:1", "--headless", "--no-drop", "--frames", str(FRAMES), "--no-video",
                 "--mm-per-px", f"{SPACING[0]},{SPACING[1]}", "--presence", "off", "--confirm", "1",
-                "--smoothing", "ema",
+                "--area-step", "0", "--smoothing", "ema",
                 "--out", str(out), *ENGINE, *cache]) == 0
     return out
 
@@ -184,7 +185,7 @@ def segmented(work: Path, cache: list[str], clip: tuple[Path, Path]) -> Path:
     from realtime.segment_cli import cli
 
     out = work / "seg"
-    assert cli([str(clip[0]), "--truth", str(clip[1]), "--presence", "off", "--confirm", "1", "--no-video",
+    assert cli([str(clip[0]), "--truth", str(clip[1]), "--presence", "off", "--confirm", "1", "--area-step", "0", "--no-video",
                 "--out", str(out),
                 *ENGINE, *cache]) == 0
     return out

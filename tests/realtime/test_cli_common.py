@@ -22,6 +22,15 @@ def test_choices_agree_with_the_modules() -> None:
     assert tuple(SMOOTHING_CHOICES) == tuple(SMOOTHING_METHODS)
     assert tuple(PRESENCE_CHOICES) == tuple(PRESENCE_MODES)
     assert CONFIRM_DEFAULT == DEFAULT_CONFIRM_FRAMES == 2
+    from benchmarks.clips import DEFAULT_AREA_STEP as CLIPS_AREA_STEP
+    from realtime.cli_common import AREA_STEP_DEFAULT, area_step
+    from realtime.tracker import DEFAULT_AREA_STEP
+
+    assert AREA_STEP_DEFAULT == DEFAULT_AREA_STEP == CLIPS_AREA_STEP == 0.25
+    assert area_step("0.3") == 0.3 and area_step("0") is None
+    for bad in ("-0.1", "inf", "nan", "a quarter"):
+        with pytest.raises(Exception, match="needs a fraction >= 0"):
+            area_step(bad)
 
 
 def test_confirm_flag_and_the_single_image_exception() -> None:

@@ -353,12 +353,13 @@ def test_describe_is_exactly_the_settings() -> None:
         "smoothing": "ema", "smoothing_window": 7,
         "presence_gate": {"min_area_frac": 0.002, "max_area_frac": 0.065, "min_area_mm2": 2.0, "max_area_mm2": 40.0,
                           "max_flattening": 11.0, "min_circularity": 0.2, "min_confidence": 0.5, "appearance": None},
-        "confirm_frames": 3,
+        "confirm_frames": 3, "area_step": None,
     }
+    assert Tracker(None, fps=24.0, area_step=0.3).describe()["area_step"] == 0.3
     assert Tracker(None, fps=24.0).describe() == {
         "calibration": "uncalibrated", "fps": 24.0, "gate": 60.0, "gate_unit": "px", "lost_after_frames": 12,
         "baseline": "auto: first 1 s (24 frames)", "bifid_gap": 0.5, "max_parts": 2, "smoothing": "none",
-        "smoothing_window": None, "presence_gate": None, "confirm_frames": 1,
+        "smoothing_window": None, "presence_gate": None, "confirm_frames": 1, "area_step": None,
     }
 
 
@@ -372,6 +373,8 @@ def test_describe_is_exactly_the_settings() -> None:
     ({"max_parts": 0}, "tracker max_parts must be >= 1, got 0"),
     ({"smoothing_window": 0}, "the smoothing window must be at least 1 frame, got 0"),
     ({"lost_after_frames": -1}, "lost_after_frames must be >= 0, got -1"),
+    ({"area_step": 0.0}, "the area step must be a positive fraction (0.25 = 25 %), got 0.0"),
+    ({"area_step": float("nan")}, "the area step must be a positive fraction (0.25 = 25 %), got nan"),
     ({"baseline_range": (5, 5)}, "baseline range 5:5: need 0 <= START < END (END exclusive)"),
     ({"baseline_range": (-1, 3)}, "baseline range -1:3: need 0 <= START < END (END exclusive)"),
 ])
@@ -654,3 +657,50 @@ def test_confirmation_settings() -> None:
     t.update(frame(("disc", 60, 70, 14)), 0, 0.0)
     t.reset()  # forgets the unconfirmed detection too
     assert t.update(frame(("disc", 60, 70, 14)), 1, 0.1).status is NO
+
+
+# ----------------------------------------------------------------------------------- area step
+
+def test_an_area_step_while_tracking_is_a_miss_that_moves_nothing() -> None:
+    """Half the nerve for a frame (area -50 %, centroid 10 px off) is not measured: the track, its position
+    and the change from baseline stay with the whole nerve, which is measured again on the next frame."""
+    whole, half = ("rect", 60, 60, 40, 20), ("rect", 60, 60, 20, 20)
+    tracker = Tracker(None, fps=10.0, area_step=0.25)
+    rs = run(tracker, [frame(whole)] * 4 + [frame(half)] + [frame(whole)])
+    assert [r.status for r in rs] == [OK, OK, OK, OK, NO, OK]
+    assert rs[4].measurement is None and rs[4].nerve_mask is None
+    assert rs[4].rejected == "area step -50% in one frame (recent median 800 px)"
+    assert rs[5].rejected is None and rs[5].measurement.area_px == 800
+    assert "rejected" in rs[0].to_row()  # the check can reject: the column is there
+    # without the check (the default), or before 3 measured frames, the half is measured
+    assert [r.status for r in run(Tracker(None, fps=10.0), [frame(whole)] * 4 + [frame(half)])] == [OK] * 5
+    early = run(Tracker(None, fps=10.0, area_step=0.25), [frame(whole)] * 2 + [frame(half)])
+    assert [r.status for r in early] == [OK, OK, OK] and early[2].measurement.area_px == 400
+
+
+def test_a_new_size_that_holds_for_three_frames_is_real() -> None:
+    whole, half = ("rect", 60, 60, 40, 20), ("rect", 60, 60, 20, 20)
+    tracker = Tracker(None, fps=10.0, area_step=0.25)
+    rs = run(tracker, [frame(whole)] * 3 + [frame(half)] * 5)
+    assert [r.status for r in rs] == [OK, OK, OK, NO, NO, OK, OK, OK]
+    assert [r.measurement.area_px for r in rs[5:]] == [400] * 3
+    # back to the old size: a step from the new one (3 halves measured since), rejected until it holds in turn;
+    # the history then starts again from it, and is too short to judge the next frame
+    rs = run(tracker, [frame(whole)] * 3 + [frame(half)], start=8)
+    assert [r.status for r in rs] == [NO, NO, OK, OK]
+    assert rs[0].rejected == "area step +100% in one frame (recent median 400 px)"
+
+
+def test_steps_that_disagree_with_each_other_are_rejected_one_by_one() -> None:
+    """Three rejected frames make a new size only when each is within the step of the one before."""
+    whole, half, double = ("rect", 60, 60, 40, 20), ("rect", 60, 60, 20, 20), ("rect", 50, 50, 60, 28)
+    tracker = Tracker(None, fps=10.0, area_step=0.25)
+    rs = run(tracker, [frame(whole)] * 3 + [frame(half), frame(double), frame(half), frame(double)])
+    assert [r.status for r in rs] == [OK, OK, OK, NO, NO, NO, NO]
+
+
+def test_the_area_history_starts_again_after_the_track_is_lost() -> None:
+    whole, half = ("rect", 60, 60, 40, 20), ("rect", 60, 60, 20, 20)
+    tracker = Tracker(None, fps=10.0, area_step=0.25, lost_after_frames=1)
+    rs = run(tracker, [frame(whole)] * 3 + [frame()] * 2 + [frame(half)])
+    assert [r.status for r in rs] == [OK, OK, OK, NO, LOST, REACQ]
