@@ -221,15 +221,17 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
     from realtime.presence import gated_model_file, make_presence_gate
     from realtime.tracker import Tracker, parse_baseline_range
 
-    confirm = args.confirm
+    confirm, step = args.confirm, args.area_step
     if frames == 1 and confirm > 1:
         log.info("a single image: measured without --confirm (no next frame to confirm a detection)")
         confirm = 1
+    if frames == 1:
+        step = None  # no earlier frame to compare its area with
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
                    presence=make_presence_gate(args.presence, args.min_confidence, args.appearance,
                                                gated_model_file(engine)),
-                   confirm_frames=confirm, area_step=args.area_step)
+                   confirm_frames=confirm, area_step=step)
 
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:
