@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from common.errors import UserError
+from realtime.cli_common import AREA_STEP_DEFAULT as DEFAULT_AREA_STEP  # mn-live's --area-step (a light import)
 
 DEFAULT_FPS = 24.0
-DEFAULT_AREA_STEP = 0.25
-"""mn-live's ``--area-step`` (:data:`realtime.tracker.DEFAULT_AREA_STEP`; a test pins that they agree)."""
 
 
 def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], None], *, seed: int = 0,

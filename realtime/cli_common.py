@@ -222,11 +222,10 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
     from realtime.tracker import Tracker, parse_baseline_range
 
     confirm, step = args.confirm, args.area_step
-    if frames == 1 and confirm > 1:
-        log.info("a single image: measured without --confirm (no next frame to confirm a detection)")
-        confirm = 1
-    if frames == 1:
-        step = None  # no earlier frame to compare its area with
+    if frames == 1:  # no next frame to confirm a detection, no earlier one to compare its area with
+        if confirm > 1:
+            log.info("a single image: measured without --confirm (no next frame to confirm a detection)")
+        confirm, step = 1, None
     return Tracker(calibration, fps, gate_mm=args.gate_mm, gate_px=args.gate_px, smoothing=args.smoothing,
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
                    presence=make_presence_gate(args.presence, args.min_confidence, args.appearance,

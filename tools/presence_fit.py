@@ -240,6 +240,11 @@ def out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: in
 # ---------------------------------------------------------------------------------------------
 
 
+def passes(model: Any, rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """Per row: whether ``model`` (an :class:`realtime.appearance.AppearanceModel`) keeps what was found there."""
+    return [r["features"] is not None and model.score(r["features"]) >= model.threshold for r in rows]
+
+
 def rates(rows: Sequence[dict[str, Any]], accepted: Sequence[bool]) -> dict[str, dict[str, Any]]:
     """Per kind: frames, frames with a detection, and frames that keep a nerve after the check."""
     out: dict[str, dict[str, Any]] = {}
@@ -387,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_items, _ = dataset_items(data, "val")
     check_rows = describe(engine, check_items + animated_copies(check_items, seed=1), progress)
     changed_rows: list[dict[str, Any]] = []
-    check_ok = [r["features"] is not None and model.score(r["features"]) >= threshold for r in check_rows]
+    check_ok = passes(model, check_rows)
     out_path = Path(args.out) if args.out else sidecar(model_file)
     previous = load_appearance_model(out_path) if out_path.is_file() else None
     report = {
@@ -400,8 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "rates": rates(check_rows, check_ok),
                   "previous": None if previous is None else {
                       "file": str(out_path), "provenance": previous.provenance,
-                      "rates": rates(check_rows, [r["features"] is not None and previous.score(r["features"])
-                                                  >= previous.threshold for r in check_rows])},
+                      "rates": rates(check_rows, passes(previous, check_rows))},
                   "perturbed": {} if args.no_perturbed else perturbed_check(engine, check_items, model, progress,
                                                                              changed_rows)},
     }
