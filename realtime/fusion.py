@@ -8,11 +8,16 @@ the next while the nerve hardly changed (``benchmarks.window_bench``: 2-6 % agai
 
     fused[t] = W * prob[t] + (1 - W) * shift(fused[t-1], d[t])
 
-where ``d[t]`` is how far the probable region moved since the previous frame (the centroid of the
-region of ``prob >= threshold`` nearest the previous one, at the network's resolution). The outline
-is thus averaged over the last few frames *where the nerve is now*: a translation (probe glide) is
-followed at once; a change of shape (compression) reaches the mask with a mean delay of
-``(1 - W) / W`` frames (1 frame, 42 ms at 24 fps, for ``W = 0.5``). ``W = 1`` turns fusion off.
+where ``d[t]`` is how far the nerve's surroundings moved since the previous frame: the frame as the
+network saw it, a patch of a third of its width about the region followed (smoothed over the
+speckle), found again in the current frame by normalised cross-correlation to a sub-pixel
+(:func:`image_motion`). The image gives the motion, not the probable region's centroid: that centroid
+moves when the outline changes shape, and a previous map moved by it drags the next outline after it
+(a feedback that walked the window off the nerve on some clips). Without an image, or where the patch
+matches nowhere, the centroid's displacement is used. The outline is thus averaged over the last few
+frames *where the nerve is now*: a translation (probe glide) is followed at once; a change of shape
+(compression) reaches the mask with a mean delay of ``(1 - W) / W`` frames (1 frame, 42 ms at 24 fps,
+for ``W = 0.5``). ``W = 1`` turns fusion off.
 
 The rules, deterministic given the frames (``mn-segment`` on a recording and ``mn-live`` on the same
 frames give the same rows):
@@ -45,6 +50,12 @@ if TYPE_CHECKING:  # annotations only: the command line's --help imports this mo
 DEFAULT_WEIGHT = 0.5
 """``--fusion``'s default: the current frame's weight."""
 
+MOTION_PATCH = 1 / 3
+"""The patch whose content gives the motion: this share of the map's width (3:4), about the nerve."""
+MOTION_SMOOTH = 1.5 / 384
+"""Gaussian smoothing before matching (share of the width: 1.5 px at 384): speckle is not motion."""
+MIN_MATCH = 0.3
+"""The lowest normalised correlation taken as the same content (below it the region's motion is used)."""
 _MIN_REGION_PX = 4  # regions smaller than this at the network's resolution give no position
 
 
@@ -59,7 +70,7 @@ class Region:
 
 @dataclass
 class TemporalFusion:
-    """``fused, was_fused = fusion.apply(prob)`` per frame, then ``fusion.observe(measured)``; one per run."""
+    """``fused, was_fused = fusion.apply(prob, image)`` per frame, then ``fusion.observe(measured)``; one per run."""
 
     weight: float = DEFAULT_WEIGHT
     threshold: float = 0.5
@@ -70,6 +81,7 @@ class TemporalFusion:
     _region: Region | None = field(default=None, init=False)
     _regions: list[Region] = field(default_factory=list, init=False, repr=False)
     _measured: bool = field(default=False, init=False)
+    _image: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (0.0 < self.weight <= 1.0):
@@ -87,30 +99,39 @@ class TemporalFusion:
 
     def reset(self) -> None:
         """Forget the previous frames (the next frame starts from its own probabilities)."""
-        self._fused, self._region, self._regions, self._measured = None, None, [], False
+        self._fused, self._region, self._regions, self._measured, self._image = None, None, [], False, None
 
-    def apply(self, prob: np.ndarray) -> tuple[np.ndarray, bool]:
-        """The map to cut the mask from (float32 ``[h, w]``) and whether it was fused (rule 1)."""
+    def apply(self, prob: np.ndarray, image: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+        """The map to cut the mask from (float32 ``[h, w]``) and whether it was fused (rule 1). ``image``: the
+        frame as the network saw it (same size as ``prob``), whose content gives the motion."""
         import cv2
         import numpy as np
 
         p = np.asarray(prob, dtype=np.float32)
         p = p.reshape(p.shape[-2:]) if p.ndim > 2 else p
+        img = None
+        if image is not None:
+            img = np.asarray(image, dtype=np.float32)
+            img = img.reshape(img.shape[-2:]) if img.ndim > 2 else img
+            img = img if img.shape == p.shape else None
         region = self._follow(p)
         prev, fused = self._fused, False
         out = p
         if self._measured and prev is not None and prev.shape == p.shape and region is not None \
                 and self._region is not None:
-            dx, dy = region.x - self._region.x, region.y - self._region.y
             limit = self.max_shift * min(p.shape)
+            moved_by = (region.x - self._region.x, region.y - self._region.y)
             change = abs(region.area - self._region.area) / self._region.area
-            if math.hypot(dx, dy) <= limit and change <= self.max_area_change:
+            if math.hypot(*moved_by) <= limit and change <= self.max_area_change:
+                motion = image_motion(self._image, img, (self._region.x, self._region.y), limit) \
+                    if self._image is not None and img is not None else None
+                dx, dy = motion if motion is not None else moved_by
                 shift = np.float32([[1.0, 0.0, dx], [0.0, 1.0, dy]])
                 moved = cv2.warpAffine(prev, shift, (p.shape[1], p.shape[0]), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
                 out = cv2.addWeighted(p, self.weight, moved, 1.0 - self.weight, 0.0)
                 fused = True
-        self._fused, self._region, self._measured = out, region, False
+        self._fused, self._region, self._measured, self._image = out, region, False, img
         self.counts["fused" if fused else "own"] += 1
         return out, fused
 
@@ -150,6 +171,46 @@ def _nearest(regions: list[Region], point: tuple[float, float]) -> Region:
     """The region whose centroid is nearest ``point``; of equally near ones, the larger."""
     x, y = point
     return min(regions, key=lambda r: (math.hypot(r.x - x, r.y - y), -r.area))
+
+
+def image_motion(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
+                 search: float) -> tuple[float, float] | None:
+    """How far the content around ``centre`` moved from ``prev`` to ``cur`` (px, same-size float images):
+    a patch of :data:`MOTION_PATCH` of the image's width about ``centre`` in ``prev``, smoothed over the
+    speckle, found in ``cur`` within ``search`` px by normalised cross-correlation, to a sub-pixel by a
+    parabola through the peak. None when the patch does not fit, shows no structure, or matches nowhere
+    (correlation below :data:`MIN_MATCH`)."""
+    import cv2
+    import numpy as np
+
+    h, w = cur.shape
+    half_x = max(8, int(round(MOTION_PATCH * w / 2)))
+    half_y = max(8, int(round(half_x * 0.75)))
+    cx, cy = int(round(centre[0])), int(round(centre[1]))
+    x0, x1 = max(0, cx - half_x), min(w, cx + half_x)
+    y0, y1 = max(0, cy - half_y), min(h, cy + half_y)
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return None
+    reach = max(1, int(math.ceil(search)))
+    sx0, sx1 = max(0, x0 - reach), min(w, x1 + reach)
+    sy0, sy1 = max(0, y0 - reach), min(h, y1 + reach)
+    sigma = MOTION_SMOOTH * w
+    template = cv2.GaussianBlur(np.ascontiguousarray(prev[y0:y1, x0:x1]), (0, 0), sigma)
+    area = cv2.GaussianBlur(np.ascontiguousarray(cur[sy0:sy1, sx0:sx1]), (0, 0), sigma)
+    if float(template.std()) < 1e-6 or float(area.std()) < 1e-6:
+        return None
+    score = cv2.matchTemplate(area, template, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (px, py) = cv2.minMaxLoc(score)
+    if not math.isfinite(best) or best < MIN_MATCH:
+        return None
+
+    def vertex(a: float, b: float, c: float) -> float:  # the parabola's peak, in (-0.5, 0.5) of the middle
+        curve = a - 2.0 * b + c
+        return 0.0 if curve >= 0 else float(np.clip(0.5 * (a - c) / curve, -0.5, 0.5))
+
+    fx = vertex(score[py, px - 1], score[py, px], score[py, px + 1]) if 0 < px < score.shape[1] - 1 else 0.0
+    fy = vertex(score[py - 1, px], score[py, px], score[py + 1, px]) if 0 < py < score.shape[0] - 1 else 0.0
+    return float(sx0 + px + fx - x0), float(sy0 + py + fy - y0)
 
 
 def make_fusion(weight: float, threshold: float = 0.5) -> TemporalFusion | None:

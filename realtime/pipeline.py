@@ -192,13 +192,13 @@ class Pipeline:
             if not batch:
                 return EXIT_OK, "end of source"
             try:
-                probs, sources, pre_ms, infer_ms = self._infer(batch)
+                probs, images, sources, pre_ms, infer_ms = self._infer(batch)
             except Exception as exc:
                 log.error("engine failed on frame %d: %s", batch[0].index, exc)
                 return EXIT_ENGINE_FAILED, f"engine failed: {exc}"
-            for frame, wait_ms, prob, window in zip(batch, waits, probs, sources):
+            for frame, wait_ms, prob, image, window in zip(batch, waits, probs, images, sources):
                 record = self._measure(frame, prob, {"capture_wait": wait_ms, "preprocess": pre_ms,
-                                                     "infer": infer_ms}, window)
+                                                     "infer": infer_ms}, window, image)
                 if self._hinting:
                     cfg.window.observe(record.tracked, window)
                 self._after_pause(record)
@@ -241,9 +241,9 @@ class Pipeline:
         return (self.config.window is not None and getattr(self.engine, "window_hints", False)
                 and self.engine.input_shape[0] in (-1, 1))  # frame by frame: a dynamic batch or one of 1
 
-    def _infer(self, batch: list[Frame]) -> tuple[np.ndarray, list[str | None], float, float]:
-        """Probabilities and window sources for a batch; preprocess and inference times per frame (ms, batch
-        time / n)."""
+    def _infer(self, batch: list[Frame]) -> tuple[np.ndarray, np.ndarray, list[str | None], float, float]:
+        """Probabilities, the network's input images and window sources for a batch; preprocess and inference
+        times per frame (ms, batch time / n)."""
         t: dict[str, float] = {}
         with timed(t, "preprocess"):
             x = np.stack([preprocess_image(f.image, self.engine.size) for f in batch])[:, None]
@@ -253,15 +253,15 @@ class Pipeline:
                 probs, sources = self.engine.infer_hinted(x, [c for c, _ in hints], [v for _, v in hints])
             else:
                 probs, sources = self.engine.infer(x), [None] * len(batch)
-        return probs[:, 0], sources, t["preprocess"] / len(batch), t["infer"] / len(batch)
+        return probs[:, 0], x[:, 0], sources, t["preprocess"] / len(batch), t["infer"] / len(batch)
 
     def _measure(self, frame: Frame, prob: np.ndarray, timings: dict[str, float],
-                 window: str | None = None) -> FrameRecord:
+                 window: str | None = None, image: np.ndarray | None = None) -> FrameRecord:
         fusion, fused = self.config.fusion, None
         with timed(timings, "postprocess"):
             own = prob
             if fusion is not None:
-                prob, fused = fusion.apply(prob)
+                prob, fused = fusion.apply(prob, image)
             post = postprocess(prob, (frame.width, frame.height), threshold=self.config.threshold,
                                min_area_px=self.config.min_area_px)
             if fused:  # the confidence and the presence gate read the frame's own probabilities

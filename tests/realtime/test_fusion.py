@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from realtime.fusion import DEFAULT_WEIGHT, TemporalFusion, fusion_weight, make_fusion
+from realtime.fusion import DEFAULT_WEIGHT, TemporalFusion, fusion_weight, image_motion, make_fusion
 
 H, W = 96, 128
 
@@ -258,3 +258,85 @@ def test_messages_say_what_is_accepted() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=r"^2: the current frame's weight must be in \(0, 1\] "
                                                          r"\(1 turns fusion off\)$"):
         fusion_weight("2")
+
+
+def textured(shape: tuple[int, int] = (288, 384), seed: int = 0) -> np.ndarray:
+    """Smooth random texture (structure at a few pixels' scale, like tissue at the network's resolution)."""
+    rng = np.random.default_rng(seed)
+    t = cv2.GaussianBlur(rng.random(shape, dtype=np.float32), (0, 0), 4.0)
+    return (t - t.min()) / (t.max() - t.min())
+
+
+def shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("dx,dy", [(0.0, 0.0), (3.0, -2.0), (0.5, 0.25), (-7.5, 4.0)])
+def test_image_motion_recovers_a_known_shift(dx: float, dy: float) -> None:
+    prev = textured()
+    got = image_motion(prev, shifted(prev, dx, dy), (190.0, 140.0), 20.0)
+    assert got is not None
+    assert got[0] == pytest.approx(dx, abs=0.2) and got[1] == pytest.approx(dy, abs=0.2)
+
+
+def test_image_motion_ignores_fresh_speckle() -> None:
+    """The same tissue under new per-frame speckle: the measured motion stays below a pixel."""
+    rng = np.random.default_rng(1)
+    tissue = textured(seed=2)
+    a = tissue * rng.rayleigh(0.6, tissue.shape).astype(np.float32)
+    b = shifted(tissue, 2.0, 1.0) * rng.rayleigh(0.6, tissue.shape).astype(np.float32)
+    got = image_motion(a, b, (200.0, 150.0), 20.0)
+    assert got is not None and abs(got[0] - 2.0) < 1.0 and abs(got[1] - 1.0) < 1.0
+
+
+def test_image_motion_is_none_without_structure_or_room_or_match() -> None:
+    flat = np.full((288, 384), 0.4, np.float32)
+    assert image_motion(flat, flat, (190.0, 140.0), 20.0) is None
+    tiny = textured((20, 24))
+    assert image_motion(tiny, tiny, (2.0, 2.0), 20.0) is None  # the patch clipped to under 16 px
+    assert image_motion(textured(seed=3), textured(seed=4), (190.0, 140.0), 20.0) is None  # nothing alike
+
+
+def test_a_change_of_shape_is_not_taken_for_motion_when_the_image_stands_still() -> None:
+    """The probable region grows on one side (its centroid moves 4 px) while the image is still: with the
+    image, the previous map is not moved, so the fused map keeps the previous edge on the far side."""
+    img = textured()
+    f = TemporalFusion(weight=0.5)
+    first = np.zeros((288, 384), np.float32)
+    cv2.rectangle(first, (150, 120), (210, 160), 1.0, -1)
+    f.apply(first, img)
+    f.observe(True)
+    grown = first.copy()
+    cv2.rectangle(grown, (150, 120), (218, 160), 1.0, -1)  # right edge 8 px further
+    out, fused = f.apply(grown, img)
+    assert fused
+    assert out[140, 151] == pytest.approx(1.0)  # left edge where both put it: not moved
+    assert out[140, 214] == pytest.approx(0.5)  # new part: only the current frame says so
+    f2 = TemporalFusion(weight=0.5)  # without the image, the centroid's 4 px move shifts the old map
+    f2.apply(first)
+    f2.observe(True)
+    out2, _ = f2.apply(grown)
+    assert out2[140, 151] == pytest.approx(0.5)
+
+
+def test_image_motion_moves_the_previous_map_with_the_content() -> None:
+    """Image and nerve glide together by (5, -3): the previous map follows the image's motion."""
+    img = textured()
+    f = TemporalFusion(weight=0.5)
+    a = disc(180, 140, r=20, shape=(288, 384))
+    f.apply(a, img)
+    f.observe(True)
+    b = disc(185, 137, r=20, shape=(288, 384))
+    out, fused = f.apply(b, shifted(img, 5.0, -3.0))
+    assert fused
+    np.testing.assert_allclose(out, b, atol=0.06)
+
+
+def test_an_image_of_another_size_falls_back_to_the_region() -> None:
+    f = TemporalFusion(weight=0.3)
+    for i in range(4):
+        cur = disc(30 + 3 * i, 40 + i)
+        out, _ = f.apply(cur, np.zeros((10, 10), np.float32))
+        np.testing.assert_allclose(out, cur, atol=1e-5)
+        f.observe(True)

@@ -655,6 +655,29 @@ def test_the_fusion_is_told_where_the_tracked_nerve_is_in_the_maps_pixels() -> N
         assert centre == pytest.approx(expected, abs=1e-9)
 
 
+def test_the_fusion_gets_each_frame_as_the_network_saw_it() -> None:
+    """The motion comes from the network's input (same size as the map), frame by frame, in order."""
+    from realtime.fusion import TemporalFusion
+    from train.preprocess import preprocess_image
+
+    class SpyFusion(TemporalFusion):
+        def __init__(self) -> None:
+            super().__init__()
+            self.images: list = []
+
+        def apply(self, prob, image=None):
+            self.images.append(image)
+            return super().apply(prob, image)
+
+    fusion, source = SpyFusion(), frames(3)
+    source[2].image = np.ascontiguousarray(source[2].image[:, ::-1])  # a different frame last
+    pipeline(Callback(lambda r: None), fusion=fusion).run(source)
+    assert len(fusion.images) == 3
+    for image, frame in zip(fusion.images, source):
+        assert image.shape == (MODEL[1], MODEL[0])
+        np.testing.assert_allclose(image, preprocess_image(frame.image, MODEL), atol=1e-6)
+
+
 @pytest.mark.parametrize("error, code, reason", [
     (ValueError("decoder exploded"), 1, "failed: unexpected ValueError: decoder exploded"),
     (UserError("the clip ends in a 3-D volume"), 2, "failed: the clip ends in a 3-D volume"),
