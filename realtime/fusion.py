@@ -184,14 +184,14 @@ def image_motion(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
     import numpy as np
 
     h, w = cur.shape
-    half_x = max(8, int(round(MOTION_PATCH * w / 2)))
-    half_y = max(8, int(round(half_x * 0.75)))
-    cx, cy = int(round(centre[0])), int(round(centre[1]))
+    half_x = max(8, round(MOTION_PATCH * w / 2))
+    half_y = max(8, round(half_x * 0.75))
+    cx, cy = round(centre[0]), round(centre[1])
     x0, x1 = max(0, cx - half_x), min(w, cx + half_x)
     y0, y1 = max(0, cy - half_y), min(h, cy + half_y)
     if x1 - x0 < 16 or y1 - y0 < 16:
         return None
-    reach = max(1, int(math.ceil(search)))
+    reach = max(1, math.ceil(search))
     sx0, sx1 = max(0, x0 - reach), min(w, x1 + reach)
     sy0, sy1 = max(0, y0 - reach), min(h, y1 + reach)
     sigma = MOTION_SMOOTH * w
