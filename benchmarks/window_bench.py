@@ -11,6 +11,11 @@ fusion, :mod:`realtime.fusion`), and reports per clip and pooled:
   (the issue's target: median <= 1.5x the truth's, p95 <= 5 %);
 - **CSA error**: median |area - true area| / true area over measured frames; **CSA bias** the mean of
   (area - true area) / true area over them (negative: areas too small);
+- **FR error**: median |FR - true FR| / true FR over measured frames (the flattening ratio, the shape a
+  compression changes most);
+- **lag**: the delay, in frames (0 to ``MAX_LAG``), at which the measured area follows the true area
+  best (the highest correlation of ``area[t + k]`` with ``true_area[t]``): what a temporal filter costs a
+  change of shape;
 - **frames ok**: share of frames measured (``ok`` / ``reacquired``);
 - **jumps**: frames where the measured centroid moved more than ``JUMP_PX`` while the true centroid
   moved less than 10 px (the nerve jumping to another structure);
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import platform
 import statistics
@@ -49,6 +55,9 @@ log = logging.getLogger("benchmarks.window_bench")
 PROG = "python -m benchmarks.window_bench"
 JUMP_PX = 20.0
 TRUE_STILL_PX = 10.0
+MAX_LAG = 6
+"""The longest delay (frames) the lag measure considers."""
+_MIN_LAG_PAIRS = 24  # fewer measured frames than this give no lag
 MODES = ("localiser", "tracked", "tracked+fusion")
 """The settings compared: the window's placement, then fusion (off in the first two)."""
 
@@ -96,6 +105,8 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
         rows.append({"measured": r.measured, "window": r.window, "fused": bool(r.fused),
                      "infer_ms": r.timings_ms.get("infer"), "post_ms": r.timings_ms.get("postprocess"),
                      "area": None if m is None else float(m.area_px),
+                     "fr": None if m is None else m.flattening_ratio,
+                     "true_fr": None if t is None or t.empty else t.flattening_ratio,
                      "centroid": None if m is None else (m.centroid_x_px, m.centroid_y_px),
                      "true_area": None if t is None or t.empty else float(t.area_px),
                      "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
@@ -112,12 +123,32 @@ def _step(a: tuple | None, b: tuple | None) -> float | None:
     return None if a is None or b is None else float(np.hypot(a[0] - b[0], a[1] - b[1]))
 
 
+def lag_frames(area: Sequence[float | None], true_area: Sequence[float | None],
+               max_lag: int = MAX_LAG) -> int | None:
+    """The delay ``k`` (0..``max_lag`` frames) at which ``area[t + k]`` correlates best with
+    ``true_area[t]``; None when fewer than 24 frames pair up at every delay or the truth does not change."""
+    best, best_r = None, -math.inf
+    for k in range(max_lag + 1):
+        pairs = [(a, t) for a, t in zip(area[k:], true_area[:len(true_area) - k]) if a is not None and t]
+        if len(pairs) < _MIN_LAG_PAIRS:
+            return None
+        x, y = np.array(pairs, dtype=np.float64).T
+        if x.std() == 0 or y.std() == 0:
+            return None
+        r = float(np.corrcoef(x, y)[0, 1])
+        if r > best_r + 1e-12:
+            best, best_r = k, r
+    return best
+
+
 def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A clip's numbers from its per-frame rows (see the module docstring)."""
     from realtime.temporal import jitter
 
     signed = [(r["area"] - r["true_area"]) / r["true_area"] for r in rows if r["area"] is not None and r["true_area"]]
     errors = [abs(e) for e in signed]
+    fr_errors = [abs(r["fr"] - r["true_fr"]) / r["true_fr"] for r in rows
+                 if r.get("fr") is not None and r.get("true_fr")]
     jumps = 0
     for prev, cur in zip(rows, rows[1:]):
         moved, true_moved = _step(prev["centroid"], cur["centroid"]), _step(prev["true_centroid"], cur["true_centroid"])
@@ -134,6 +165,8 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "fused": sum(bool(r.get("fused")) for r in rows),
         "csa_abs_rel_median": statistics.median(errors) if errors else None,
         "csa_bias": statistics.fmean(signed) if signed else None,
+        "fr_abs_rel_median": statistics.median(fr_errors) if fr_errors else None,
+        "lag_frames": lag_frames([r["area"] for r in rows], [r["true_area"] for r in rows]),
         "jitter": jitter([r["area"] for r in rows])["area_rel"],
         "truth_jitter": jitter([r["true_area"] for r in rows])["area_rel"],
         "jumps": jumps,
@@ -152,6 +185,7 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"clips": len(clips), "frames": sum(c["frames"] for c in clips.values()),
             "ok_rate": sum(c["ok"] for c in clips.values()) / max(1, sum(c["frames"] for c in clips.values())),
             "csa_abs_rel_median": med("csa_abs_rel_median"), "csa_bias": med("csa_bias"),
+            "fr_abs_rel_median": med("fr_abs_rel_median"), "lag_frames": med("lag_frames"),
             "jitter_median": med("jitter", "median"),
             "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
             "jumps": sum(c["jumps"] for c in clips.values()), "infer_ms_median": med("infer_ms_median"),
@@ -164,6 +198,10 @@ def _pct(x: float | None) -> str:
 
 def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
+
+
+def _frames(x: float | None) -> str:
+    return "-" if x is None else f"{x:g}"
 
 
 def _split_text(split: dict[str, Any] | None) -> str:
@@ -184,23 +222,28 @@ def format_md(report: dict[str, Any]) -> str:
                 if report.get("compression_period_s") else "") + ". Jitter: the "
              "raw area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
              + _split_text(report.get("split")) + ".", "",
-             "| clip | setting | frames | ok | fused | CSA error median | CSA bias | area jitter median / p95 | truth's | "
-             "jumps | infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "FR error: the flattening ratio's. Lag: the delay (frames) at which the area follows the truth's best.",
+             "",
+             "| clip | setting | frames | ok | fused | CSA error median | CSA bias | FR error | lag | "
+             "area jitter median / p95 | truth's | jumps | infer ms | post ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in report["clips"]:
         for mode in modes:
             c = report["clips"][name][mode]
             lines.append(f"| {name} | {mode} | {c['frames']} | {_pct(c['ok_rate'])} | {c.get('fused', 0)} | "
                          f"{_pct(c['csa_abs_rel_median'])} | {_pct(c.get('csa_bias'))} | "
+                         f"{_pct(c.get('fr_abs_rel_median'))} | {_frames(c.get('lag_frames'))} | "
                          f"{_pct(c['jitter']['median'])} / {_pct(c['jitter']['p95'])} | "
                          f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | {c['jumps']} | "
                          f"{_ms(c['infer_ms_median'])} | {_ms(c.get('postprocess_ms_median'))} |")
     lines += ["", "Pooled (medians over clips; frames, ok and jumps summed):", "",
-              "| setting | clips | frames | ok | CSA error | CSA bias | jitter median / p95 | truth's median | jumps | "
-              "infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| setting | clips | frames | ok | CSA error | CSA bias | FR error | lag | jitter median / p95 | "
+              "truth's median | jumps | infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         p = report["pooled"][mode]
         lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | "
                      f"{_pct(p['csa_abs_rel_median'])} | {_pct(p.get('csa_bias'))} | "
+                     f"{_pct(p.get('fr_abs_rel_median'))} | {_frames(p.get('lag_frames'))} | "
                      f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
                      f"{p['jumps']} | {_ms(p['infer_ms_median'])} | {_ms(p.get('postprocess_ms_median'))} |")
     return "\n".join(lines) + "\n"

@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import window_bench
-from benchmarks.window_bench import clip_specs, pooled, score
+from benchmarks.window_bench import clip_specs, lag_frames, pooled, score
+from realtime.fusion import DEFAULT_WEIGHT
 
 
-def row(area, true_area, c=(100.0, 50.0), tc=(100.0, 50.0), window="tracked", ms=2.0):
+def row(area, true_area, c=(100.0, 50.0), tc=(100.0, 50.0), window="tracked", ms=2.0, fr=None, true_fr=None):
     return {"measured": area is not None, "window": window, "infer_ms": ms, "area": area,
-            "centroid": None if area is None else c, "true_area": true_area, "true_centroid": tc}
+            "centroid": None if area is None else c, "true_area": true_area, "true_centroid": tc,
+            "fr": fr, "true_fr": true_fr}
 
 
 def test_score_counts_errors_jitter_ok_and_jumps() -> None:
@@ -30,6 +33,32 @@ def test_score_counts_errors_jitter_ok_and_jumps() -> None:
     assert s["jumps"] == 0
     jump = score([row(1000, 1000), row(1000, 1000, c=(130.0, 50.0))])
     assert jump["jumps"] == 1  # moved 30 px while the truth stood still
+
+
+def test_the_fr_error_is_relative_over_measured_frames() -> None:
+    s = score([row(1000, 1000, fr=2.2, true_fr=2.0), row(1000, 1000, fr=1.5, true_fr=2.0),
+               row(None, 1000, true_fr=2.0), row(1000, 1000, fr=3.0, true_fr=3.0)])
+    assert s["fr_abs_rel_median"] == pytest.approx(0.1)  # errors 0.1, 0.25, 0
+    assert score([row(1000, 1000)])["fr_abs_rel_median"] is None
+
+
+@pytest.mark.parametrize("delay", [0, 1, 3, 6])
+def test_lag_finds_a_known_delay(delay: int) -> None:
+    """The true area a cosine; the measured one the same, ``delay`` frames late, plus a little noise."""
+    rng = np.random.default_rng(delay)
+    truth = [1000 + 100 * np.cos(2 * np.pi * t / 48) for t in range(144)]
+    measured = [truth[max(0, t - delay)] + rng.normal(0, 3) for t in range(144)]
+    assert lag_frames(measured, truth) == delay
+    rows = [row(a, t) for a, t in zip(measured, truth)]
+    assert score(rows)["lag_frames"] == delay
+
+
+def test_lag_needs_enough_frames_and_a_changing_truth() -> None:
+    truth = [1000 + 100 * np.cos(2 * np.pi * t / 48) for t in range(144)]
+    assert lag_frames(truth[:20], truth[:20]) is None  # under 24 pairs
+    assert lag_frames([1000.0] * 144, [1000.0] * 144) is None  # nothing changes
+    gaps = [None if t % 2 else a for t, a in enumerate(truth)]  # every other frame missed: still 72 pairs at k=0
+    assert lag_frames(gaps, truth) == 0
 
 
 def test_pooled_takes_medians_and_sums() -> None:
@@ -68,7 +97,7 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     loc, tracked, fused = clip["localiser"], clip["tracked"], clip["tracked+fusion"]
     assert loc["tracked_windows"] == 0 and tracked["tracked_windows"] >= 3  # from the 3rd frame on
     assert loc["fused"] == tracked["fused"] == 0 and fused["fused"] == 5  # every frame after the first
-    assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == 0.5 and report["confirm"] == 1
+    assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == DEFAULT_WEIGHT and report["confirm"] == 1
     assert (tmp_path / "w.md").read_text().startswith("# What the last frames know")
     assert ("every setting with --confirm 1, --area-step 0.25 and --presence on (appearance model: the model's own)."
             in (tmp_path / "w.md").read_text())
