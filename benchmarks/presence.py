@@ -294,7 +294,10 @@ def summarise_clips(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_clip_table(summary: dict[str, Any], frames: int) -> str:
-    lines = [f"Clips of {frames} frames through the streaming loop (tracked window, fusion 0.5, presence gate on):",
+    from realtime.fusion import DEFAULT_WEIGHT
+
+    lines = [f"Clips of {frames} frames through the streaming loop (tracked window, fusion {DEFAULT_WEIGHT:g}, "
+             "presence gate on):",
              "", "| --confirm | kind | clips | frames | nerve reported | found (Dice >= 0.5) | one-frame runs |",
              "|---|---|---|---|---|---|---|"]
     for confirm, kinds in summary.items():

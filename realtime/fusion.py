@@ -16,8 +16,9 @@ moves when the outline changes shape, and a previous map moved by it drags the n
 (a feedback that walked the window off the nerve on some clips). Without an image, or where the patch
 matches nowhere, the centroid's displacement is used. The outline is thus averaged over the last few
 frames *where the nerve is now*: a translation (probe glide) is followed at once; a change of shape
-(compression) reaches the mask with a mean delay of ``(1 - W) / W`` frames (1 frame, 42 ms at 24 fps,
-for ``W = 0.5``). ``W = 1`` turns fusion off.
+(compression) reaches the mask with a mean delay of ``(1 - W) / W`` frames (1.9 frames, 77 ms at 24 fps,
+for the default ``W = 0.35``; ``benchmarks.window_bench`` measures the area following the truth's 1 frame
+late). ``W = 1`` turns fusion off.
 
 The rules, deterministic given the frames (``mn-segment`` on a recording and ``mn-live`` on the same
 frames give the same rows):
@@ -47,8 +48,10 @@ from common.errors import UserError
 if TYPE_CHECKING:  # annotations only: the command line's --help imports this module (no numpy, no OpenCV)
     import numpy as np
 
-DEFAULT_WEIGHT = 0.5
-"""``--fusion``'s default: the current frame's weight."""
+DEFAULT_WEIGHT = 0.35
+"""``--fusion``'s default: the current frame's weight. Chosen on the paper split's validation images animated
+into clips (``benchmarks/results/fusion-image-motion-*``): steadier than 0.5 with the area 1 frame behind the
+truth's; 0.25 is steadier still but 2 frames behind, and its flattening ratio lags a fast compression."""
 
 MOTION_PATCH = 1 / 3
 """The patch whose content gives the motion: this share of the map's width (3:4), about the nerve."""

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from realtime.fusion import DEFAULT_WEIGHT
+
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 
@@ -329,7 +331,7 @@ def check_summary(s: dict, *, calibrated: bool, presence: bool, video: bool) -> 
     assert set(ENGINE_KEYS) == set(s["engine"])
     assert s["window"] == {"mode": None}  # a model without a cascade window
     assert set(s["fusion"]) == FUSION_KEYS and set(s["fusion"]["frames"]) == {"fused", "own"}
-    assert sum(s["fusion"]["frames"].values()) == s["frames_processed"] and s["fusion"]["weight"] == 0.5
+    assert sum(s["fusion"]["frames"].values()) == s["frames_processed"] and s["fusion"]["weight"] == DEFAULT_WEIGHT
     if s["baseline"] is not None:
         assert set(s["baseline"]) == BASELINE_KEYS
         (event,) = [e for e in s["events"] if e["event"] == "baseline_set"]

@@ -21,7 +21,7 @@ def disc(cx: float, cy: float, r: int = 12, value: float = 1.0, shape: tuple[int
 
 
 def test_the_first_frame_is_its_own_and_a_measured_one_is_fused_with_the_next() -> None:
-    f = TemporalFusion()
+    f = TemporalFusion(weight=0.5)
     first = disc(40, 40)
     out, fused = f.apply(first)
     assert not fused and np.array_equal(out, first)
@@ -108,7 +108,7 @@ def test_the_region_followed_is_the_tracked_nerve() -> None:
         cv2.circle(p, (x, 60), 8, 1.0, -1)
         return p
 
-    f = TemporalFusion()
+    f = TemporalFusion(weight=0.5)
     f.apply(frame(90))
     f.observe(True, centre=(90.0, 60.0))
     cur = frame(94)
@@ -117,7 +117,7 @@ def test_the_region_followed_is_the_tracked_nerve() -> None:
     np.testing.assert_allclose(out[45:75, 80:110], cur[45:75, 80:110], atol=1e-5)  # the nerve: exact
     assert out[40, 18] == pytest.approx(0.5)  # the big one (not followed) is smeared by the 4 px shift
 
-    g = TemporalFusion()  # without the tracker's centre the largest region is followed
+    g = TemporalFusion(weight=0.5)  # without the tracker's centre the largest region is followed
     g.apply(frame(90))
     g.observe(True)
     out, _ = g.apply(cur)
@@ -141,7 +141,7 @@ def test_settings_are_checked() -> None:
         TemporalFusion(threshold=1.5)
     with pytest.raises(UserError, match="positive"):
         TemporalFusion(max_shift=0)
-    assert make_fusion(1.0) is None and make_fusion(0.25).weight == 0.25 and DEFAULT_WEIGHT == 0.5
+    assert make_fusion(1.0) is None and make_fusion(0.25).weight == 0.25 and DEFAULT_WEIGHT == 0.35
     assert make_fusion(0.5, threshold=0.3).threshold == 0.3
     assert fusion_weight("0.4") == 0.4 and fusion_weight("1") == 1.0
     for text in ("0", "2", "abc", "nan"):
