@@ -220,8 +220,10 @@ def format_md(report: dict[str, Any]) -> str:
              + (f" (appearance model: {report['appearance']})" if report.get("appearance") else "")
              + (f"; animated images compressed in {report['compression_period_s']:g} s cycles"
                 if report.get("compression_period_s") else "") + ". Jitter: the "
-             "raw area's frame-to-frame relative change; the truth's beside it. Animated validation images: "
-             + _split_text(report.get("split")) + ".", "",
+             "raw area's frame-to-frame relative change; the truth's beside it."
+             + (" Animated validation images: " + _split_text(report.get("split")) + "."
+                if any(not name.startswith("phantom-") for name in report["clips"]) or not report["clips"] else ""),
+             "",
              "FR error: the flattening ratio's. Lag: the delay (frames) at which the area follows the truth's best.",
              "",
              "| clip | setting | frames | ok | fused | CSA error median | CSA bias | FR error | lag | "

@@ -99,6 +99,7 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     assert loc["fused"] == tracked["fused"] == 0 and fused["fused"] == 5  # every frame after the first
     assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == DEFAULT_WEIGHT and report["confirm"] == 1
     assert (tmp_path / "w.md").read_text().startswith("# What the last frames know")
+    assert "Animated validation images" not in (tmp_path / "w.md").read_text()  # phantoms only
     assert ("every setting with --confirm 1, --area-step 0.25 and --presence on (appearance model: the model's own)."
             in (tmp_path / "w.md").read_text())
     # by default a new track is confirmed as mn-live confirms it (2 frames): the first frame is not measured
