@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from common.cli import HelpFormatter
+from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 from train.errors import UserError, run_cli
 from train.perturb import remove_nerve
 
@@ -214,18 +215,21 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirms: Sequence[int],
-              progress: bool = True, gate: str = "on", appearance: str | None = None) -> list[dict[str, Any]]:
+              progress: bool = True, gate: str = "on", appearance: str | None = None,
+              fusion: float | None = None) -> list[dict[str, Any]]:
     """One row per (item, confirm value): the item animated into a ``frames``-frame clip through the
     streaming loop with ``confirm_frames`` = that value and the presence gate ``gate`` (``appearance``:
-    its appearance model, None for the model's own); frames reported (and, with truth, found)."""
+    its appearance model, None for the model's own; ``fusion``: ``--fusion``'s weight, None for mn-live's
+    default); frames reported (and, with truth, found)."""
     import tempfile
 
     from tqdm import tqdm
 
     from benchmarks.clips import stream_clip
-    from realtime.fusion import DEFAULT_WEIGHT
     from train.metrics import dice_hard
 
+    weight = DEFAULT_WEIGHT if fusion is None else fusion
+    weight = None if weight >= 1.0 else weight  # 1: every frame on its own
     rows = []
     with tempfile.TemporaryDirectory(prefix="mn-presence-") as tmp:
         jobs = []
@@ -249,7 +253,7 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
                     found = dice_hard(r.mask > 0, r.truth > 0) >= FOUND_DSC
                 per_frame.append((bool(r.measured), found))
 
-            stream_clip(engine, spec, frames, collect, window="tracked", fusion=DEFAULT_WEIGHT, presence=gate,
+            stream_clip(engine, spec, frames, collect, window="tracked", fusion=weight, presence=gate,
                         confirm_frames=confirm, name=f"{item['kind']} {item['id']}", appearance=appearance)
             rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
                          "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
@@ -293,10 +297,9 @@ def summarise_clips(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def format_clip_table(summary: dict[str, Any], frames: int) -> str:
-    from realtime.fusion import DEFAULT_WEIGHT
-
-    lines = [f"Clips of {frames} frames through the streaming loop (tracked window, fusion {DEFAULT_WEIGHT:g}, "
+def format_clip_table(summary: dict[str, Any], frames: int, fusion: float | None = None) -> str:
+    weight = DEFAULT_WEIGHT if fusion is None else fusion
+    lines = [f"Clips of {frames} frames through the streaming loop (tracked window, fusion {weight:g}, "
              "presence gate on):",
              "", "| --confirm | kind | clips | frames | nerve reported | found (Dice >= 0.5) | one-frame runs |",
              "|---|---|---|---|---|---|---|"]
@@ -351,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "streaming loop (0: stills only)")
     p.add_argument("--confirm", type=_confirm_values, default=[1, 2], metavar="LIST",
                    help="with --clips: the tracker's confirm_frames values to compare (mn-live's --confirm)")
+    p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
+                   help="with --clips: temporal fusion as mn-live's --fusion (default %(default)s; 1 turns it off)")
     p.add_argument("--json", default=None, help="results JSON (default benchmarks/results/presence-MODEL-HOST-DATE.json)")
     p.add_argument("--md", default=None, help="Markdown table (default: the JSON's path with .md)")
     p.add_argument("--per-frame", default=None, metavar="JSON", help="every frame's row")
@@ -387,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)
         rows = classify(engine, items, gates, progress=log.isEnabledFor(logging.INFO))
         clips = (clip_rows(engine, items, args.clips, args.confirm, progress=log.isEnabledFor(logging.INFO),
-                           appearance=args.appearance) if args.clips else [])
+                           appearance=args.appearance, fusion=args.fusion) if args.clips else [])
     finally:
         engine.close()
     summary = summarise(rows)
@@ -396,8 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": " ".join(["mn-presence", *(argv if argv is not None else sys.argv[1:])])}
     table = format_table(summary)
     if clips:
-        result["clips"] = {"frames": args.clips, "summary": summarise_clips(clips), "per_clip": clips}
-        table += "\n\n" + format_clip_table(result["clips"]["summary"], args.clips)
+        result["clips"] = {"frames": args.clips, "fusion": args.fusion, "summary": summarise_clips(clips),
+                           "per_clip": clips}
+        table += "\n\n" + format_clip_table(result["clips"]["summary"], args.clips, args.fusion)
     _atomic_write(out, json.dumps(result, indent=2, default=str) + "\n")
     _atomic_write(md, f"# Presence: {model}\n\n{table}\n")
     if args.per_frame:

@@ -157,6 +157,23 @@ def test_clips_count_frames_through_the_loop_with_and_without_confirmation(tmp_p
     assert "| 1 | nerve-removed | 2 | 12 | 0 (0.0 %) |  | 0 |" in table
 
 
+@pytest.mark.parametrize("fusion, expected", [(None, "default"), (0.25, 0.25), (1.0, None)])
+def test_the_fusion_weight_reaches_the_clips_and_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           fusion, expected) -> None:
+    import benchmarks.clips
+    from realtime.fusion import DEFAULT_WEIGHT
+
+    seen = []
+    monkeypatch.setattr(benchmarks.clips, "stream_clip", lambda *a, **k: seen.append(k["fusion"]))
+    data = _dark_nerve_dataset(tmp_path / "d", n=1)
+    items = [i for i in build_items(str(data), "none", 42, None, None, phantom=0) if i["kind"] == "validation"]
+    clip_rows(_Oracle((160, 120)), items, 6, [1], progress=False, gate="off", fusion=fusion)
+    assert seen == [DEFAULT_WEIGHT if expected == "default" else expected]
+    s = {"1": {"validation": {"clips": 1, "frames": 6, "reported": 6, "reported_rate": 1.0, "single_frame_runs": 0}}}
+    weight = DEFAULT_WEIGHT if fusion is None else fusion
+    assert f"(tracked window, fusion {weight:g}, presence gate on)" in format_clip_table(s, 6, fusion)
+
+
 @pytest.mark.slow
 def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
     from engines.random_model import random_checkpoint
