@@ -85,12 +85,13 @@ def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper
 
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
              confirm: int | None = None, presence: str = "on", appearance: str | None = None,
-             compression_period_s: float | None = None, area_step: float | None = DEFAULT_AREA_STEP
-             ) -> dict[str, Any]:
+             compression_period_s: float | None = None, area_step: float | None = DEFAULT_AREA_STEP,
+             glide_scale: float | None = None) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
     ``appearance``: ``--appearance``; ``compression_period_s``: an animated image's compression cycle,
-    None for the source's 6 s; ``area_step``: ``--area-step``, None for off);
+    None for the source's 6 s; ``area_step``: ``--area-step``, None for off; ``glide_scale``: an animated
+    image's glide amplitude times this, None for the source's);
     per-frame area, truth area, centroids, status, window, infer ms."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
@@ -111,8 +112,12 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
                      "true_area": None if t is None or t.empty else float(t.area_px),
                      "true_centroid": None if t is None or t.empty else (t.centroid_x_px, t.centroid_y_px)})
 
-    source_options = ({"compression_period_s": compression_period_s}
-                      if compression_period_s is not None and spec.startswith("animate:") else {})
+    source_options: dict[str, float] = {}
+    if spec.startswith("animate:"):
+        if compression_period_s is not None:
+            source_options["compression_period_s"] = compression_period_s
+        if glide_scale is not None:
+            source_options["glide_scale"] = glide_scale
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
                 fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
                 appearance=appearance, area_step=area_step, **source_options)
@@ -219,7 +224,9 @@ def format_md(report: dict[str, Any]) -> str:
              f"--presence {report.get('presence', 'on')}"
              + (f" (appearance model: {report['appearance']})" if report.get("appearance") else "")
              + (f"; animated images compressed in {report['compression_period_s']:g} s cycles"
-                if report.get("compression_period_s") else "") + ". Jitter: the "
+                if report.get("compression_period_s") else "")
+             + (f"; their glide {report['glide_scale']:g} times the default"
+                if report.get("glide_scale") is not None else "") + ". Jitter: the "
              "raw area's frame-to-frame relative change; the truth's beside it."
              + (" Animated validation images: " + _split_text(report.get("split")) + "."
                 if any(not name.startswith("phantom-") for name in report["clips"]) or not report["clips"] else ""),
@@ -277,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression-period", type=float, default=None, metavar="S",
                    help="the animated images' compression cycle in seconds (default the animate source's 6 s; "
                         "shorter: the nerve changes shape faster, what a temporal filter lags behind)")
+    p.add_argument("--glide-scale", type=float, default=None, metavar="S",
+                   help="the animated images' glide amplitude times S (default the animate source's 3-6 px across, "
+                        "2-4 px in depth; larger: more motion between frames, what fusion must follow)")
     p.add_argument("--appearance", default=None, metavar="FILE",
                    help="the presence gate's appearance model, as mn-live's --appearance (default: the model's own)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
@@ -300,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--frames must be at least 3")
     if args.compression_period is not None and not args.compression_period > 0:
         raise UserError(f"--compression-period is a positive number of seconds, got {args.compression_period}")
+    if args.glide_scale is not None and not (math.isfinite(args.glide_scale) and args.glide_scale >= 0):
+        raise UserError(f"--glide-scale is a number >= 0 (1: the default glide), got {args.glide_scale}")
     if (args.split == "kfold") != (args.fold is not None):
         raise UserError("--fold K goes with --split kfold (and --split kfold needs --fold K)")
     stem = Path(str(args.model)).stem
@@ -321,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
             clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm,
                                           args.presence, args.appearance, args.compression_period,
-                                          args.area_step)
+                                          args.area_step, args.glide_scale)
                           for mode in modes}
     finally:
         engine.close()
@@ -332,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if args.split == "kfold" else {"name": "paper"}),
               "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
               "presence": args.presence, "appearance": args.appearance or "the model's own",
-              "compression_period_s": args.compression_period, "area_step": args.area_step, "clips": clips,
+              "compression_period_s": args.compression_period, "glide_scale": args.glide_scale,
+              "area_step": args.area_step, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     write_report(out, report, format_md(report), md)
     return 0

@@ -42,7 +42,8 @@ DEFAULT_FRAMES = 144
 """Length when not live and no ``frames`` is given: one compression cycle at 24 fps."""
 MIN_VERTICAL_SCALE = 0.75
 COMPRESSION_PERIOD_S = 6.0
-"""One compression cycle (released, compressed, released), in seconds; ``compression_period_s`` changes it."""
+"""One compression cycle (released, compressed, released), in seconds; ``compression_period_s`` changes it.
+``glide_scale`` multiplies the glide's amplitude (3-6 px across, 2-4 px in depth by default)."""
 WIDENING_EXPONENT = 0.6
 """``sx = sy ** -WIDENING_EXPONENT``: the horizontal widening that partly compensates the squeeze."""
 BLEND_PX = 110.0
@@ -108,7 +109,7 @@ class AnimateSource(GeneratedSource):
     def __init__(self, image: str | Path, mask: str | Path | None = None, *, seed: int = 0,
                  fps: float = DEFAULT_FPS, live: bool = False, frames: int | None = None,
                  spec: str | None = None, options: SourceOptions | None = None,
-                 compression_period_s: float = COMPRESSION_PERIOD_S) -> None:
+                 compression_period_s: float = COMPRESSION_PERIOD_S, glide_scale: float = 1.0) -> None:
         import cv2
 
         options = options or SourceOptions(realtime=live, fps=fps, seed=seed, frames=frames)
@@ -120,6 +121,9 @@ class AnimateSource(GeneratedSource):
         if not (math.isfinite(compression_period_s) and compression_period_s > 0):
             raise UserError(f"the compression period must be a positive number of seconds, got {compression_period_s}")
         self.compression_period_s = float(compression_period_s)
+        if not (math.isfinite(glide_scale) and glide_scale >= 0):
+            raise UserError(f"the glide scale must be a number >= 0 (1: the default glide, 0: none), got {glide_scale}")
+        self.glide_scale = float(glide_scale)
         if options.size is not None:
             log.warning("%s: a requested size applies to devices only; the image's own size is used", self.name)
         self.seed = int(seed)
@@ -163,7 +167,8 @@ class AnimateSource(GeneratedSource):
         self.outer_radius = self.inner_radius + BLEND_PX
         rng = np.random.default_rng(self.seed)
         self._motion = {
-            "ax": rng.uniform(3, 6), "ay": rng.uniform(2, 4), "rot": rng.uniform(2, 4),
+            "ax": rng.uniform(3, 6) * self.glide_scale, "ay": rng.uniform(2, 4) * self.glide_scale,
+            "rot": rng.uniform(2, 4),
             "tx_period": rng.uniform(4.5, 6.0), "ty_period": rng.uniform(3.2, 4.4), "rot_period": rng.uniform(6, 8),
             "phases": rng.uniform(0, 2 * np.pi, 3),
         }
@@ -293,6 +298,7 @@ class AnimateSource(GeneratedSource):
             "has_truth": self.mask is not None,
             "min_vertical_scale": MIN_VERTICAL_SCALE,
             "compression_period_s": self.compression_period_s,
+            "glide_scale": self.glide_scale,
         }
 
 

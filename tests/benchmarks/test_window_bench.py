@@ -134,6 +134,24 @@ def test_fold_and_kfold_go_together(args: list, tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "w.json").exists()
 
 
+def test_the_glide_scale_reaches_animated_clips_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.clips
+
+    seen = []
+    monkeypatch.setattr(benchmarks.clips, "stream_clip", lambda engine, spec, frames, collect, **k: seen.append(k))
+    window_bench.run_clip(None, "animate:x.png", 0, 3, "tracked", glide_scale=3.0, compression_period_s=2.0)
+    window_bench.run_clip(None, "synthetic", 0, 3, "tracked", glide_scale=3.0)
+    window_bench.run_clip(None, "animate:x.png", 0, 3, "tracked")
+    assert seen[0]["glide_scale"] == 3.0 and seen[0]["compression_period_s"] == 2.0
+    assert "glide_scale" not in seen[1] and "glide_scale" not in seen[2]
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan"])
+def test_a_bad_glide_scale_is_refused(bad: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert window_bench.cli(["--phantoms", "1", "--glide-scale", bad, "--json", str(tmp_path / "w.json")]) == 2
+    assert "--glide-scale" in capsys.readouterr().err
+
+
 def test_the_report_names_the_split() -> None:
     from benchmarks.window_bench import format_md
 

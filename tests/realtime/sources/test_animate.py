@@ -57,6 +57,18 @@ def test_explicit_mask_and_no_mask(tmp_path: Path, still: Path) -> None:
         open_source(f"animate:{tmp_path / 'nope.png'}", realtime=False)
 
 
+def test_the_glide_can_be_wider_or_none(still: Path) -> None:
+    base, wide, still_probe = AnimateSource(still, seed=3), AnimateSource(still, seed=3, glide_scale=3.0), \
+        AnimateSource(still, seed=3, glide_scale=0.0)
+    for i in (5, 40, 100):
+        b, w, z = base.truth_params(i), wide.truth_params(i), still_probe.truth_params(i)
+        assert (w.tx, w.ty) == pytest.approx((3 * b.tx, 3 * b.ty)) and (z.tx, z.ty) == (0.0, 0.0)
+        assert w.angle == b.angle and w.sy == b.sy  # tilt and compression unchanged
+    assert open_source(f"animate:{still}", realtime=False, frames=4, glide_scale=2.0).describe()["glide_scale"] == 2.0
+    with pytest.raises(UserError, match="glide scale"):
+        AnimateSource(still, glide_scale=-1.0)
+
+
 def test_deterministic_per_seed(still: Path) -> None:
     a = AnimateSource(still, seed=1)
     b = AnimateSource(still, seed=1)
