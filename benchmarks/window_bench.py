@@ -18,7 +18,9 @@ fusion, :mod:`realtime.fusion`), and reports per clip and pooled:
   change of shape;
 - **frames ok**: share of frames measured (``ok`` / ``reacquired``);
 - **jumps**: frames where the measured centroid moved more than ``JUMP_PX`` while the true centroid
-  moved less than 10 px (the nerve jumping to another structure);
+  moved less than 10 px (the nerve jumping to another structure); **jumps away** (``jumps_away``, in
+  brackets): those that ended further from the true centroid than they started (the others moved the
+  outline back towards the nerve);
 - **time**: median inference time a frame (localiser skipped on tracked frames).
 
 Clips: the built-in phantom (seeds 1-3 by default) and, with ``--data``, the paper validation
@@ -154,11 +156,12 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     errors = [abs(e) for e in signed]
     fr_errors = [abs(r["fr"] - r["true_fr"]) / r["true_fr"] for r in rows
                  if r.get("fr") is not None and r.get("true_fr")]
-    jumps = 0
+    jumps = away = 0
     for prev, cur in zip(rows, rows[1:]):
         moved, true_moved = _step(prev["centroid"], cur["centroid"]), _step(prev["true_centroid"], cur["true_centroid"])
         if moved is not None and true_moved is not None and moved > JUMP_PX and true_moved < TRUE_STILL_PX:
             jumps += 1
+            away += _step(cur["centroid"], cur["true_centroid"]) > _step(prev["centroid"], prev["true_centroid"])
     infer = [r["infer_ms"] for r in rows if r["infer_ms"] is not None]
     post = [r["post_ms"] for r in rows if r.get("post_ms") is not None]
     return {
@@ -175,6 +178,7 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "jitter": jitter([r["area"] for r in rows])["area_rel"],
         "truth_jitter": jitter([r["true_area"] for r in rows])["area_rel"],
         "jumps": jumps,
+        "jumps_away": away,
         "infer_ms_median": statistics.median(infer) if infer else None,
         "postprocess_ms_median": statistics.median(post) if post else None,
     }
@@ -193,7 +197,8 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "fr_abs_rel_median": med("fr_abs_rel_median"), "lag_frames": med("lag_frames"),
             "jitter_median": med("jitter", "median"),
             "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
-            "jumps": sum(c["jumps"] for c in clips.values()), "infer_ms_median": med("infer_ms_median"),
+            "jumps": sum(c["jumps"] for c in clips.values()),
+            "jumps_away": sum(c.get("jumps_away", 0) for c in clips.values()), "infer_ms_median": med("infer_ms_median"),
             "postprocess_ms_median": med("postprocess_ms_median")}
 
 
@@ -234,7 +239,7 @@ def format_md(report: dict[str, Any]) -> str:
              "FR error: the flattening ratio's. Lag: the delay (frames) at which the area follows the truth's best.",
              "",
              "| clip | setting | frames | ok | fused | CSA error median | CSA bias | FR error | lag | "
-             "area jitter median / p95 | truth's | jumps | infer ms | post ms |",
+             "area jitter median / p95 | truth's | jumps (away) | infer ms | post ms |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in report["clips"]:
         for mode in modes:
@@ -243,18 +248,18 @@ def format_md(report: dict[str, Any]) -> str:
                          f"{_pct(c['csa_abs_rel_median'])} | {_pct(c.get('csa_bias'))} | "
                          f"{_pct(c.get('fr_abs_rel_median'))} | {_frames(c.get('lag_frames'))} | "
                          f"{_pct(c['jitter']['median'])} / {_pct(c['jitter']['p95'])} | "
-                         f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | {c['jumps']} | "
+                         f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | {c['jumps']} ({c.get('jumps_away', '-')}) | "
                          f"{_ms(c['infer_ms_median'])} | {_ms(c.get('postprocess_ms_median'))} |")
     lines += ["", "Pooled (medians over clips; frames, ok and jumps summed):", "",
               "| setting | clips | frames | ok | CSA error | CSA bias | FR error | lag | jitter median / p95 | "
-              "truth's median | jumps | infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "truth's median | jumps (away) | infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         p = report["pooled"][mode]
         lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | "
                      f"{_pct(p['csa_abs_rel_median'])} | {_pct(p.get('csa_bias'))} | "
                      f"{_pct(p.get('fr_abs_rel_median'))} | {_frames(p.get('lag_frames'))} | "
                      f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
-                     f"{p['jumps']} | {_ms(p['infer_ms_median'])} | {_ms(p.get('postprocess_ms_median'))} |")
+                     f"{p['jumps']} ({p.get('jumps_away', '-')}) | {_ms(p['infer_ms_median'])} | {_ms(p.get('postprocess_ms_median'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,10 @@ def test_score_counts_errors_jitter_ok_and_jumps() -> None:
     # frame 3 -> 4: the measured centroid stays, the truth moves 20 px: no jump; 2 -> 3 has no measurement
     assert s["jumps"] == 0
     jump = score([row(1000, 1000), row(1000, 1000, c=(130.0, 50.0))])
-    assert jump["jumps"] == 1  # moved 30 px while the truth stood still
+    assert jump["jumps"] == 1 and jump["jumps_away"] == 1  # moved 30 px off the still truth
+    back = score([row(1000, 1000, c=(130.0, 50.0)), row(1000, 1000, c=(102.0, 50.0))])
+    assert back["jumps"] == 1 and back["jumps_away"] == 0  # 28 px back onto it: a jump, not away
+    assert pooled({"a": jump, "b": back})["jumps_away"] == 1
 
 
 def test_the_fr_error_is_relative_over_measured_frames() -> None:
