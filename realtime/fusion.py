@@ -112,13 +112,9 @@ class TemporalFusion:
         import cv2
         import numpy as np
 
-        p = np.asarray(prob, dtype=np.float32)
-        p = p.reshape(p.shape[-2:]) if p.ndim > 2 else p
-        img = None
-        if image is not None:
-            img = np.asarray(image, dtype=np.float32)
-            img = img.reshape(img.shape[-2:]) if img.ndim > 2 else img
-            img = img if img.shape == p.shape else None
+        p = _as_map(prob)
+        img = None if image is None else _as_map(image)
+        img = img if img is not None and img.shape == p.shape else None
         region = self._follow(p)
         prev, fused = self._fused, False
         out = p
@@ -170,6 +166,14 @@ class TemporalFusion:
         """Settings and how many frames were fused (for the summary)."""
         return {"weight": self.weight, "max_shift": self.max_shift, "max_area_change": self.max_area_change,
                 "frames": dict(self.counts)}
+
+
+def _as_map(a: Any) -> np.ndarray:
+    """float32 ``[h, w]`` from ``[h, w]`` or ``[1, ..., h, w]``."""
+    import numpy as np
+
+    m = np.asarray(a, dtype=np.float32)
+    return m.reshape(m.shape[-2:]) if m.ndim > 2 else m
 
 
 def _nearest(regions: list[Region], point: tuple[float, float]) -> Region:

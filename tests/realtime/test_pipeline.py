@@ -632,19 +632,29 @@ def test_the_tracker_sees_the_frame_and_the_latency_runs_from_capture(monkeypatc
     assert [r.latency_ms for r in rec] == [250.0, 250.0]
 
 
-def test_the_fusion_is_told_where_the_tracked_nerve_is_in_the_maps_pixels() -> None:
+def spy_fusion():
+    """A TemporalFusion that records what the pipeline hands it: ``images`` (apply), ``calls`` (observe)."""
     from realtime.fusion import TemporalFusion
 
     class SpyFusion(TemporalFusion):
         def __init__(self) -> None:
             super().__init__()
+            self.images: list = []
             self.calls: list = []
+
+        def apply(self, prob, image=None):
+            self.images.append(image)
+            return super().apply(prob, image)
 
         def observe(self, measured, centre=None):
             self.calls.append((measured, centre))
             super().observe(measured, centre)
 
-    fusion, rec = SpyFusion(), []
+    return SpyFusion()
+
+
+def test_the_fusion_is_told_where_the_tracked_nerve_is_in_the_maps_pixels() -> None:
+    fusion, rec = spy_fusion(), []
     source = frames(3)
     source[1].image = np.zeros_like(source[1].image)  # nothing on the second frame
     pipeline(Callback(rec.append), fusion=fusion).run(source)
@@ -657,19 +667,9 @@ def test_the_fusion_is_told_where_the_tracked_nerve_is_in_the_maps_pixels() -> N
 
 def test_the_fusion_gets_each_frame_as_the_network_saw_it() -> None:
     """The motion comes from the network's input (same size as the map), frame by frame, in order."""
-    from realtime.fusion import TemporalFusion
     from train.preprocess import preprocess_image
 
-    class SpyFusion(TemporalFusion):
-        def __init__(self) -> None:
-            super().__init__()
-            self.images: list = []
-
-        def apply(self, prob, image=None):
-            self.images.append(image)
-            return super().apply(prob, image)
-
-    fusion, source = SpyFusion(), frames(3)
+    fusion, source = spy_fusion(), frames(3)
     source[2].image = np.ascontiguousarray(source[2].image[:, ::-1])  # a different frame last
     pipeline(Callback(lambda r: None), fusion=fusion).run(source)
     assert len(fusion.images) == 3
