@@ -236,6 +236,10 @@ def format_md(report: dict[str, Any]) -> str:
              + (" Animated validation images: " + _split_text(report.get("split")) + "."
                 if any(not name.startswith("phantom-") for name in report["clips"]) or not report["clips"] else ""),
              "",
+             *([f"Engine: onnxruntime {report['precision']}"
+                + (f"; CPU {report['machine'].get('cpu')} ({', '.join(report['machine']['cpu_features'])})"
+                   if report.get("machine", {}).get("cpu_features") else "") + ".", ""]
+               if report.get("precision") else []),
              "FR error: the flattening ratio's. Lag: the delay (frames) at which the area follows the truth's best.",
              "",
              "| clip | setting | frames | ok | fused | CSA error median | CSA bias | FR error | lag | "
@@ -277,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of --split kfold (mn-cv's default 42)")
     p.add_argument("--frames", type=int, default=96, help="frames per clip")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the engine")
+    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                   help="the engine's precision (default auto, mn-live's: int8 on a CPU with VNNI where the model "
+                        "has int8 files, else fp32)")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="the current frame's weight in the tracked+fusion setting (default %(default)s)")
     p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
@@ -324,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = Path(args.md) if args.md else out.with_suffix(".md")
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UserError(f"cannot write {out}: the folder {out.parent} does not exist or is not writable")
-    engine = load_engine(args.model, backend="onnxruntime", threads=args.threads, dynamic_batch=True)
+    engine = load_engine(args.model, backend="onnxruntime", precision=None if args.precision == "auto" else args.precision,
+                         threads=args.threads, dynamic_batch=True)
+    precision = engine.info.precision
     if not getattr(engine, "window_hints", False):
         raise UserError(f"{args.model} has no window to place (not a cascade): nothing to compare")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -342,8 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           for mode in modes}
     finally:
         engine.close()
+    from benchmarks.system import cpu_features, cpu_model
+
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
-              "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count()},
+              "precision": precision,
+              "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count(),
+                          "cpu": cpu_model(), "cpu_features": cpu_features()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
                         if args.split == "kfold" else {"name": "paper"}),

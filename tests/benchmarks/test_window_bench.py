@@ -110,6 +110,16 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
                              "--json", str(out), "-q"]) == 0
     report = json.loads(out.read_text())
     assert report["confirm"] == 2 and report["clips"]["phantom-1"]["tracked+fusion"]["ok"] == 5
+    assert report["precision"] in ("fp32", "int8") and "cpu_features" in report["machine"]
+
+
+def test_the_engine_precision_is_chosen_and_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "w.json"
+    for precision in ("fp32", "int8"):  # mn-realtime ships its int8 parts: no calibration data needed
+        assert window_bench.cli(["--phantoms", "1", "--frames", "3", "--threads", "1", "--modes", "tracked",
+                                 "--precision", precision, "--json", str(out), "-q"]) == 0
+        assert json.loads(out.read_text())["precision"] == precision
+        assert f"Engine: onnxruntime {precision}" in (tmp_path / "w.md").read_text()
 
 
 def test_clip_specs_of_a_kfold_fold_are_its_validation_patients(synthetic_dataset_shared: Path) -> None:
