@@ -150,6 +150,23 @@ class DistInfo:
         return self.rank == 0
 
 
+def cpu_bf16() -> tuple[bool, str]:
+    """``(native, reason)``: whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles), which is
+    when ``--amp`` on a CPU pays (the refiner's batch: 0.40 s against 0.80 s in float32 on a 2-core AVX512-BF16
+    EPYC); elsewhere PyTorch emulates it, slower than float32."""
+    probes = (("avx512_bf16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+    found = []
+    for name, fn in probes:
+        try:
+            if getattr(torch.cpu, fn)():
+                found.append(name)
+        except (AttributeError, RuntimeError):  # an older or newer PyTorch without the probe
+            continue
+    if found:
+        return True, f"the CPU has {' and '.join(found)}"
+    return False, "the CPU has neither AVX512-BF16 nor AMX (bfloat16 would be emulated, slower than float32)"
+
+
 def _init_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -184,23 +201,38 @@ class Trainer:
             check_crop(cfg.crop, cfg.size, model_stride(cfg.model), cfg.model)
         self.progress = self.dist.is_main and log.isEnabledFor(logging.INFO)
         self._resume_payload = self._read_resume_checkpoint() if cfg.resume else None
-        self.amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
-        if cfg.amp and device.type != "cuda":
-            log.warning("mixed precision is only used on CUDA; training in float32 on %s", device)
+        if cfg.amp_dtype not in ("auto", "bf16", "fp16"):
+            raise UserError(f"--amp-dtype must be auto, bf16 or fp16, not {cfg.amp_dtype!r}")
+        # CUDA: on by default. A CPU: only with --amp, in bfloat16, and only where the CPU computes it natively
+        # (emulated bfloat16 is slower than float32); results differ from float32 in the last digits.
+        self.amp = (device.type == "cuda") if cfg.amp is None else bool(cfg.amp)
+        if self.amp and device.type == "cpu":
+            if cfg.amp_dtype == "fp16":
+                raise UserError("--amp-dtype fp16 is for CUDA: on a CPU mixed precision is bfloat16 "
+                                "(--amp-dtype bf16 or auto), or leave out --amp for float32")
+            native, why = cpu_bf16()
+            if not native:
+                log.warning("--amp: %s; training in float32", why)
+                self.amp = False
+            else:
+                log.info("mixed precision on the CPU: bfloat16 (%s)", why)
+        elif self.amp and device.type != "cuda":
+            log.warning("mixed precision is only used on CUDA and CPUs; training in float32 on %s", device)
+            self.amp = False
 
         self._load_data()
         self.model = self._build_model().to(device)
         if device.type == "cuda":  # faster convolutions under autocast; weights and results unchanged
             torch.backends.cudnn.benchmark = True
+        self.channels_last = device.type == "cuda" or self.amp  # on a CPU: 1.3x more with bfloat16, ~1x without
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate(), eps=1e-7)
         self.scheduler = keras_plateau_scheduler(self.optimizer, cfg.lr_factor, cfg.lr_patience, cfg.lr_min_delta)
         # bfloat16 where the GPU has it: float16 overflowed in the VGG encoders of dbunet / dlunet
         # (NaN losses from the first epochs on an H100), bfloat16 has float32's range and needs no scaler.
-        if cfg.amp_dtype not in ("auto", "bf16", "fp16"):
-            raise UserError(f"--amp-dtype must be auto, bf16 or fp16, not {cfg.amp_dtype!r}")
-        bf16 = cfg.amp_dtype == "bf16" or (cfg.amp_dtype == "auto" and device.type == "cuda"
-                                           and torch.cuda.is_bf16_supported())
+        bf16 = device.type == "cpu" or cfg.amp_dtype == "bf16" or (
+            cfg.amp_dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not bf16)
         self.net: nn.Module = self.model
@@ -340,6 +372,8 @@ class Trainer:
             "split": self.split.to_config(),
             "train": self.cfg.to_dict(),
             "world_size": self.dist.world,
+            "precision": {"device": self.device.type, "mixed": bool(self.amp),
+                          "dtype": str(self.amp_dtype).replace("torch.", "") if self.amp else "float32"},
             "code_version": code_version(),
             "metrics": {"best_epoch": self.best_epoch + 1, "val_loss": _finite(self.best_val),
                         "epochs_run": len(self.history),
@@ -450,7 +484,7 @@ class Trainer:
         twins = bool(self.cfg.consistency)  # each item's two views came as two channels (TwinViewDataset)
         if twins:
             x = torch.cat([x[:, :1], x[:, 1:]])
-        if self.device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)

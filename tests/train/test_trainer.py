@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -462,3 +463,38 @@ def test_crop_and_workers_config_errors(synthetic_dataset: Path, tmp_path: Path)
     with pytest.raises(UserError, match="--amp-dtype"):
         Trainer(small_cfg(synthetic_dataset, out, amp_dtype="fp8"), torch.device("cpu"))
     assert not (out / "last.pt").exists()
+
+
+def test_cpu_mixed_precision_is_bfloat16_where_the_cpu_has_it(synthetic_dataset: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.trainer as trainer_module
+
+    # float32 by default on a CPU, and recorded as such
+    plain = Trainer(small_cfg(synthetic_dataset, tmp_path / "f32", epochs=1), torch.device("cpu"))
+    assert plain.run_config()["precision"] == {"device": "cpu", "mixed": False, "dtype": "float32"}
+    # --amp on a CPU with native bfloat16: a bfloat16 run that trains, validates and records it
+    monkeypatch.setattr(trainer_module, "cpu_bf16", lambda: (True, "the CPU has avx512_bf16"))
+    run = Trainer(small_cfg(synthetic_dataset, tmp_path / "bf16", epochs=1, amp=True), torch.device("cpu"))
+    assert run.amp and run.amp_dtype == torch.bfloat16 and run.channels_last
+    summary = run.fit()
+    assert summary["metrics"]["epochs_run"] == 1 and math.isfinite(summary["metrics"]["val_loss"])
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["precision"] == {"device": "cpu", "mixed": True, "dtype": "bfloat16"}
+    _, saved = model_from_checkpoint(tmp_path / "bf16" / "best.pt")  # weights stay float32: loads as any run's
+    assert saved["precision"]["dtype"] == "bfloat16"
+    # without native bfloat16 (emulated: slower than float32) --amp warns and trains in float32
+    monkeypatch.setattr(trainer_module, "cpu_bf16", lambda: (False, "the CPU has neither AVX512-BF16 nor AMX"))
+    slow = Trainer(small_cfg(synthetic_dataset, tmp_path / "emu", epochs=1, amp=True), torch.device("cpu"))
+    assert not slow.amp and not slow.channels_last
+    assert slow.run_config()["precision"]["mixed"] is False
+    # float16 autocast is CUDA's: refused on a CPU with what to use instead
+    with pytest.raises(UserError, match="--amp-dtype fp16 is for CUDA"):
+        Trainer(small_cfg(synthetic_dataset, tmp_path / "f16", epochs=1, amp=True, amp_dtype="fp16"),
+                torch.device("cpu"))
+
+
+def test_cpu_bf16_probe_answers_with_a_reason() -> None:
+    from train.trainer import cpu_bf16
+
+    native, why = cpu_bf16()
+    assert isinstance(native, bool) and why and ("AVX512-BF16" in why) != native
