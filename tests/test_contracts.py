@@ -112,8 +112,8 @@ BENCH_KEYS = {"benchmark", "command", "date", "timing", "speedup", "settings", "
 """``mn-bench --json`` (pipeline); a stopped run adds ``interrupted``."""
 BENCH_SETTINGS_KEYS = {"source", "frames", "warmup", "repeats", "fps", "threads", "prefetch", "roi", "modes",
                        "batches", "window", "presence", "fusion", "calibrate"}
-BENCH_SYSTEM_KEYS = {"host", "cpu", "cores", "gpu", "gpu_driver", "platform", "python", "threads", "torch_threads",
-                     "versions"}
+BENCH_SYSTEM_KEYS = {"host", "cpu", "cpu_features", "cores", "gpu", "gpu_driver", "platform", "python", "threads",
+                     "torch_threads", "versions"}
 BENCH_RUN_KEYS = {"model", "backend", "precision", "size", "mode", "batch", "baseline", "status", "reason", "repeats",
                   "warmup", "frames", "frames_seen", "dropped", "fps", "fps_per_repeat", "speedup_vs_baseline",
                   "latency_ms", "tail_ms", "flatness_ms", "notes", "device", "engine", "source_fps", "prefetch",
