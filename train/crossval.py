@@ -493,12 +493,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _glue_train_args(argv: Sequence[str]) -> list[str]:
+    """``--train-args --amp`` as ``--train-args=--amp``: argparse takes a lone value that starts with ``-``
+    for an option (and says "expected one argument"), though it is the one thing --train-args carries."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a == "--train-args":
+            value = next(it, None)
+            out.append(a if value is None else f"--train-args={value}")
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import shlex
 
     from train.cli_util import setup_logging
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_train_args(sys.argv[1:] if argv is None else argv))
     setup_logging(args.verbose, args.quiet)
     if args.list_recipes:
         for r in RECIPES.values():

@@ -91,6 +91,25 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli(["--list-recipes"]) == 0 and "cascade-acq" in capsys.readouterr().out
 
 
+def test_train_args_may_be_a_single_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--train-args --amp`` (one option, no space) reaches every part, not argparse's "expected one argument"."""
+    seen: list[list[str]] = []
+
+    class Recorder:
+        def __init__(self, *args, train_args: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
+            seen.append(train_args)
+
+        def write_summary(self) -> None:
+            raise UserError("recorded")
+
+    monkeypatch.setattr(crossval, "CrossValidation", Recorder)
+    base = ["--recipe", "dlunet-paper", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--aggregate"]
+    assert cli([*base, "--train-args", "--amp"]) == 2
+    assert cli([*base, "--train-args", "--threads 1 --amp", "-q"]) == 2
+    assert cli([*base, "--train-args=--workers 0"]) == 2
+    assert seen == [["--amp"], ["--threads", "1", "--amp"], ["--workers", "0"]]
+
+
 def _train_in_process(args: list[str], log_file) -> int:  # type: ignore[no-untyped-def]
     """``run_forwarding_sigterm`` without a new interpreter (six of them cost most of the test): the same
     ``mn-train`` command line run by ``train.train_cli.cli`` in this process, its output to the part's log.
