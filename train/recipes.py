@@ -106,6 +106,12 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "copies it",
            {"localiser": _STRONG.parts["localiser"], "refiner": (*_CMP_TC.parts["refiner"], "--crop-jitter", "0.5")},
            dict(_STRONG.epochs)),
+    # both changes the single-part recipes test, each part trained exactly as there: with --share CV-ACQLOC CV-CMP
+    # it trains nothing, only joins and evaluates (its folds cost minutes where the others cost an hour)
+    Recipe("cascade-acqloc-cmp", "cascade-acq's localiser and cascade-strong-ph-cmp's refiner: mn-cv --share "
+           "CV-ACQLOC CV-CMP copies both parts (nothing trained again)",
+           {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"]},
+           {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
     Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",
