@@ -171,6 +171,9 @@ class SoakWatcher(Sink):
             "rss_file_growth_after_first_minute_mb": part_growth("rss_file_mb"),
             "p95_5min_windows_ms": p95,
             "p95_max_change_vs_first": max((abs(c) for c in p95_change), default=None),
+            # the signed change of the slowest later window: growth shows here; a negative value means every later
+            # window was faster than the first (which the target, on the absolute change, may still fail)
+            "p95_max_rise_vs_first": max(p95_change, default=None),
             "p95_within_target": all(abs(c) <= P95_TARGET for c in p95_change) if p95_change else None,
             "frames_processed": self.frames,
             "frames_dropped": self.dropped,
@@ -285,8 +288,11 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"  {w['start_s'] / 60:5.1f}-{w['end_s'] / 60:5.1f} min: {w['frames']:6d} frames "
                      f"{w['dropped']:4d} dropped  e2e p50 {_fmt(w['e2e_p50_ms'])} p95 {_fmt(w['e2e_p95_ms'])} "
                      f"p99 {_fmt(w['e2e_p99_ms'])} ms  RSS {_fmt(w['rss_mb'])} MB")
-    lines.append(f"targets ({c['targets']}): RSS {_ok(c['rss_within_target'])}, p95 {_ok(c['p95_within_target'])}, "
-                 f"drops {_ok(c['no_drops'])}")
+    rise = c.get("p95_max_rise_vs_first")
+    p95_detail = "" if rise is None else (f" (largest change {100 * c['p95_max_change_vs_first']:.1f} %, largest rise "
+                                          f"{100 * rise:+.1f} %)")
+    lines.append(f"targets ({c['targets']}): RSS {_ok(c['rss_within_target'])}, p95 {_ok(c['p95_within_target'])}"
+                 f"{p95_detail}, drops {_ok(c['no_drops'])}")
     return "\n".join(lines)
 
 

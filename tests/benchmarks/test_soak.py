@@ -37,7 +37,28 @@ def test_windows_and_verdict_on_known_numbers(monkeypatch: pytest.MonkeyPatch) -
     assert v["rss_file_growth_after_first_minute_mb"] == pytest.approx(0.0)
     assert w.rss[-2]["rss_anon_mb"] == pytest.approx(313.0) and w.rss[-2]["rss_file_mb"] == 100.0
     assert v["p95_5min_windows_ms"] == [20.0, 30.0] and v["p95_max_change_vs_first"] == pytest.approx(0.5)
+    assert v["p95_max_rise_vs_first"] == pytest.approx(0.5)
     assert v["p95_within_target"] is False and v["frames_dropped"] == 1 and v["no_drops"] is False
+
+
+def test_a_later_window_that_is_faster_is_told_from_growth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target is on the absolute change (a faster later window fails it too); the signed rise says which."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(soak, "rss_mb", lambda: 400.0)
+    monkeypatch.setattr(soak, "rss_parts_mb", lambda: {"rss_anon_mb": 300.0, "rss_file_mb": 100.0})
+    w = soak.SoakWatcher(window_s=60.0, rss_every_s=10.0, clock=lambda: clock["t"])
+    w.open(None)
+    for i in range(24 * 600):  # 10 minutes: 20 ms, then 15 ms from minute 5
+        clock["t"] = i / 24
+        w.write(record(i, latency=20.0 if clock["t"] < 300 else 15.0))
+    clock["t"] = 600.0
+    w.close()
+    v = w.verdict()
+    assert v["p95_5min_windows_ms"] == [20.0, 15.0]
+    assert v["p95_max_change_vs_first"] == pytest.approx(0.25) and v["p95_within_target"] is False
+    assert v["p95_max_rise_vs_first"] == pytest.approx(-0.25)
+    result = {"settings": {"minutes": 10}, "ended_because": "duration", "windows": w.windows, "checks": v}
+    assert "p95 NOT met (largest change 25.0 %, largest rise -25.0 %)" in soak.report(result)
 
 
 def test_a_short_soak_through_mn_bench(tmp_path: Path, engine_cache: Path,
