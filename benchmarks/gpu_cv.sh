@@ -31,10 +31,11 @@ T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 
 TRAIN_ARGS="--threads 1 --workers 2 --save-every-min 1"
-SIZE_ARGS=(); EPOCH_ARGS=(); REPORT_ARGS=(); CLIP_ARGS=(--images 8 --frames 144)
+SIZE_ARGS=(); EPOCH_ARGS=(); REPORT_ARGS=(); CLIP_ARGS=(--images 8 --frames 144); FIT_ARGS=()
 if [ "$QUICK" = 1 ]; then
   TRAIN_ARGS="--threads 1 --max-images 16 --width 0.25"; SIZE_ARGS=(--size 128x96 --crop 64x32)
   EPOCH_ARGS=(--epochs 1); REPORT_ARGS=(--perturb zoom=0.8 jpeg=40 compress=0.75); CLIP_ARGS=(--images 1 --frames 6)
+  FIT_ARGS=(--no-perturbed --phantom 4 --folds 2)
 fi
 
 stamp "cross-validation: recipes [$RECIPES] x $FOLDS folds at once on $DEVICE, at most $CV_MIN min per part"
@@ -65,19 +66,25 @@ for recipe in $RECIPES; do
     --json "$RUNS/cv-$recipe/robustness.json" -q >"$RUNS/robustness-$recipe.log" 2>&1 &
   for fold in $(seq 0 $(( FOLDS - 1 ))); do
     [ -f "$RUNS/cv-$recipe/fold-$fold/model.pt" ] || continue
-    $PY -m benchmarks.presence --model "$RUNS/cv-$recipe/fold-$fold/model.pt" --data "$DATA" --split kfold \
-      --folds "$FOLDS" --fold "$fold" --json "$RUNS/cv-$recipe/fold-$fold/presence.json" -q \
-      >"$RUNS/presence-$recipe-fold$fold.log" 2>&1 &
+    M="$RUNS/cv-$recipe/fold-$fold/model.pt"; F="$RUNS/cv-$recipe/fold-$fold"
     case $recipe in cascade-*)  # how far the refiner's outline follows the speckle (issue 18), held-out patients
-      $PY -m benchmarks.speckle_stability --refiner "$RUNS/cv-$recipe/fold-$fold/model.pt" --data "$DATA" \
-        --split kfold --folds "$FOLDS" --fold "$fold" --threads 1 \
-        --json "$RUNS/cv-$recipe/fold-$fold/speckle-stability.json" -q >"$RUNS/speckle-$recipe-fold$fold.log" 2>&1 &
-      # held-out patients animated into clips through the live loop (one compression cycle each): frames ok,
-      # CSA error, area jitter, jumps (issues 10 and 18)
-      $PY -m benchmarks.window_bench --model "$RUNS/cv-$recipe/fold-$fold/model.pt" --data "$DATA" --split kfold \
-        --folds "$FOLDS" --fold "$fold" --phantoms 0 "${CLIP_ARGS[@]}" --threads 1 --modes tracked+fusion \
-        --json "$RUNS/cv-$recipe/fold-$fold/window.json" -q >"$RUNS/window-$recipe-fold$fold.log" 2>&1 &
+      $PY -m benchmarks.speckle_stability --refiner "$M" --data "$DATA" --split kfold --folds "$FOLDS" --fold "$fold" \
+        --threads 1 --json "$F/speckle-stability.json" -q >"$RUNS/speckle-$recipe-fold$fold.log" 2>&1 & ;;
     esac
+    # the fold model's own appearance model first (fit on the fold's training patients, written beside model.pt,
+    # where the gate of what follows finds it), then on the fold's validation patients the presence report and,
+    # for a cascade, the patients animated into clips through the live loop (one compression cycle each: frames
+    # ok, CSA error, area jitter, jumps; issues 10 and 18)
+    ( $PY -m tools.presence_fit --model "$M" --data "$DATA" --split kfold --split-folds "$FOLDS" --fold "$fold" \
+        --threads 1 "${FIT_ARGS[@]}" --json "$F/presence-fit.json" -q >"$RUNS/presence-fit-$recipe-fold$fold.log" 2>&1
+      $PY -m benchmarks.presence --model "$M" --data "$DATA" --split kfold --folds "$FOLDS" --fold "$fold" \
+        --json "$F/presence.json" -q >"$RUNS/presence-$recipe-fold$fold.log" 2>&1 &
+      case $recipe in cascade-*)
+        $PY -m benchmarks.window_bench --model "$M" --data "$DATA" --split kfold --folds "$FOLDS" --fold "$fold" \
+          --phantoms 0 "${CLIP_ARGS[@]}" --threads 1 --modes tracked+fusion \
+          --json "$F/window.json" -q >"$RUNS/window-$recipe-fold$fold.log" 2>&1 ;;
+      esac
+      wait ) &
   done
 done
 wait

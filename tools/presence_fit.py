@@ -3,7 +3,8 @@
 The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes package data.
 
 1. **Frames.** From the *fit images* (default: the paper split's training side, 164 images of 69
-   patients, the images the bundled ``mn-realtime`` trained on) it makes what ``mn-presence`` makes
+   patients, the images the bundled ``mn-realtime`` trained on; with ``--split kfold --fold K`` the
+   training side of fold K of ``mn-cv``'s patient split, for that fold's model) it makes what ``mn-presence`` makes
    (:func:`benchmarks.presence.build_items`): each image with its nerve (positive), the nerve painted
    over, the wrist beside the nerve, a lifted probe (negatives), and phantom frames with and without
    a nerve (phantom seed 201; ``mn-presence`` uses seed 101, which this fit never sees). Every frame
@@ -28,8 +29,8 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    file, where every run of that model finds it; a bundled model's is package data). It records the
    sha256 of the model file it describes.
 5. **Held-out check.** The *check images* (default: the paper validation split, 38 images of 18
-   patients, none used above) are scored as is, as animated frames, and under every acquisition change
-   of :data:`train.perturb.REPORT_LEVELS`; the report gives the share kept (a true nerve must survive a
+   patients, none used above; with ``--split kfold``, fold K's validation patients) are scored as is,
+   as animated frames, and under every acquisition change of :data:`train.perturb.REPORT_LEVELS`; the report gives the share kept (a true nerve must survive a
    different scanner) and the false positives on their nerve-free frames, beside the rates of the
    check this fit replaces (the file at the output path, when there is one).
 
@@ -135,21 +136,37 @@ def animated_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict
     return out
 
 
-def dataset_items(data: str, subset: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """``mn-presence``'s frames of the paper split's ``subset`` (``train`` or ``val``) and each stem's patient."""
+def dataset_items(data: str, subset: str, split: str = "paper", folds: int | None = None, fold: int | None = None,
+                  seed: int = 42) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``mn-presence``'s frames of ``subset`` (``train`` or ``val``) of the paper split, or of fold ``fold`` of
+    ``mn-cv``'s patient ``kfold`` split (``folds``, ``seed``), and each stem's patient."""
     from benchmarks.presence import build_items
     from train.data import scan_dataset
     from train.splits import make_split
 
     samples = scan_dataset(data)
     patients = [s.patient for s in samples]
-    if subset == "val":
-        items = build_items(data, "paper", 0, None, None, phantom=0)
+    kfold = split == "kfold"
+    if subset == "val":  # the validation side as mn-presence makes it (the same lifted-probe frames)
+        items = build_items(data, split, seed, folds if kfold else None, fold if kfold else None, phantom=0)
     else:
-        split = make_split("paper", patients)
-        train = {samples[i].stem for i in split.indices(patients)[0]}
+        sp = make_split(split, patients, folds=folds if kfold else None, fold=fold if kfold else None, seed=seed)
+        train = {samples[i].stem for i in sp.indices(patients)[0]}
         items = [it for it in build_items(data, "none", 0, None, None, phantom=0) if it["id"] in train]
     return items, {s.stem: s.patient for s in samples}
+
+
+def split_names(split: str, folds: int, fold: int | None, seed: int, fit: list[dict[str, Any]],
+                check: list[dict[str, Any]], patient_of: dict[str, str]) -> tuple[str, str]:
+    """How the report names the fit and the check images."""
+    def count(items: list[dict[str, Any]]) -> str:
+        stems = {it["id"] for it in items if it["kind"] == "validation"}
+        return f"{len(stems)} images, {len({patient_of[s] for s in stems})} patients"
+
+    if split == "kfold":
+        where = f"fold {fold} of mn-cv's {folds}-fold patient split (seed {seed})"
+        return f"{where}, training side ({count(fit)})", f"{where}, validation side ({count(check)}), unseen by this fit"
+    return f"paper split, training side ({count(fit)})", f"paper validation split ({count(check)}), unseen by this fit"
 
 
 def detected_features(engine: Any, image: np.ndarray) -> list[float] | None:
@@ -325,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, metavar="DIR", help=f"the median-nerve dataset (default ${DATA_ENV})")
     p.add_argument("--model", default="mn-realtime", help="the segmentation model whose detections are described")
     p.add_argument("--folds", type=int, default=10, help="patient folds of the cross-validation (default 10)")
+    p.add_argument("--split", choices=["paper", "kfold"], default="paper",
+                   help="which images the fit and the held-out check take: the paper split's training and "
+                        "validation sides (default; the bundled models trained on the former), or with --fold those "
+                        "of a fold of mn-cv's patient split, for that fold's model")
+    p.add_argument("--split-folds", type=int, default=5, help="folds of --split kfold (mn-cv's default 5)")
+    p.add_argument("--fold", type=int, default=None, help="the fold of --split kfold")
+    p.add_argument("--seed", type=int, default=42, help="seed of --split kfold (mn-cv's default 42)")
     p.add_argument("--keep", type=float, default=0.01,
                    help="share of the real nerves (out of fold) allowed below the threshold (default 0.01)")
     p.add_argument("--phantom", type=int, default=60, help="phantom frames of seed 201 in the fit (default 60)")
@@ -359,11 +383,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"give the median-nerve dataset with --data DIR or ${DATA_ENV} (got {data!r})")
     if not 0.0 <= args.keep < 0.5:
         raise UserError(f"--keep is a small share in [0, 0.5), got {args.keep}")
+    if args.split == "kfold" and (args.fold is None or not 0 <= args.fold < args.split_folds):
+        raise UserError(f"--split kfold needs --fold K with 0 <= K < --split-folds ({args.split_folds})")
+    if args.split != "kfold" and args.fold is not None:
+        raise UserError("--fold is for --split kfold")
     command = " ".join([PROG, *(argv if argv is not None else sys.argv[1:])])
     progress = log.isEnabledFor(logging.INFO)
     engine = load_engine(args.model, backend="onnxruntime", threads=args.threads)
 
-    fit_items, patient_of = dataset_items(data, "train")
+    split = {"split": args.split, "folds": args.split_folds, "fold": args.fold, "seed": args.seed}
+    fit_items, patient_of = dataset_items(data, "train", **split)
+    check_items, _ = dataset_items(data, "val", **split)
+    fit_names, check_names = split_names(args.split, args.split_folds, args.fold, args.seed, fit_items, check_items,
+                                         patient_of)
     fit_items += _phantom_items(FIT_PHANTOM_SEED, args.phantom)
     fit_items += changed_copies(fit_items) + (animated_copies(fit_items) if args.animated else [])
     log.info("fit frames: %d (%d real images with their nerve)", len(fit_items),
@@ -383,13 +415,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_file = Path(engine.info.source)
     provenance = {"fit_by": command, "segmentation_model": args.model, "model_file": str(model_file),
                   "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
-                  "fit_images": "paper split, training side", "phantom_seed": FIT_PHANTOM_SEED,
+                  "fit_images": fit_names, "phantom_seed": FIT_PHANTOM_SEED,
                   "animated": bool(args.animated),
                   "frames": len(usable), "folds": args.folds, "keep": args.keep, "date": date.today().isoformat()}
     model = AppearanceModel(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(weights),
                             bias=bias, threshold=threshold, provenance=provenance)
 
-    check_items, _ = dataset_items(data, "val")
     check_rows = describe(engine, check_items + animated_copies(check_items, seed=1), progress)
     changed_rows: list[dict[str, Any]] = []
     check_ok = passes(model, check_rows)
@@ -399,9 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tool": "presence-fit", "date": date.today().isoformat(), "command": command,
         "machine": {"host": platform.node(), "platform": platform.platform()},
         "keep": args.keep, "model": model.to_dict(),
-        "fit": {"images": "paper split, training side (164 images, 69 patients) + phantom seed 201",
+        "fit": {"images": f"{fit_names} + phantom seed {FIT_PHANTOM_SEED}",
                 "out_of_fold": rates(fit_rows, oof_ok)},
-        "check": {"images": "paper validation split (38 images, 18 patients), unseen by this fit",
+        "check": {"images": check_names,
                   "rates": rates(check_rows, check_ok),
                   "previous": None if previous is None else {
                       "file": str(out_path), "provenance": previous.provenance,
@@ -418,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         + "\n", encoding="utf-8")
     out = model.save(out_path)
     stamp = f"{platform.node() or 'host'}-{date.today().isoformat()}"
-    json_path = Path(args.json or f"benchmarks/results/presence-fit-{args.model}-{stamp}.json")
+    name = Path(args.model).stem if Path(args.model).suffix else args.model  # a file: its name, not its folders
+    json_path = Path(args.json or f"benchmarks/results/presence-fit-{name}-{stamp}.json")
     md_path = Path(args.md or json_path.with_suffix(".md"))
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

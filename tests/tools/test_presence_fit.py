@@ -103,6 +103,40 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
     assert "with the check this fit replaces" in (tmp_path / "fit2.md").read_text()
 
 
+def test_a_fold_of_the_patient_split_fits_on_its_training_side_and_checks_on_its_validation_side(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``--split kfold --fold K``: a cross-validation fold's model gets its appearance model from that fold's training
+    patients only, and the held-out check is on that fold's validation patients (mn-cv's split, same seed)."""
+    import json
+
+    from tests.conftest import make_dataset
+    from tests.engines._helpers import make_checkpoint
+    from tools.presence_fit import cli, main
+    from train.data import scan_dataset
+    from train.splits import make_split
+
+    data = make_dataset(tmp_path / "data", n_patients=6, per_patient=2, size=(128, 96))
+    net = make_checkpoint(tmp_path / "net.pt", "lunet", (64, 48), seed=0)
+    common = ["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
+              "--threads", "1", "-q"]
+    assert cli([*common, "--split", "kfold"]) == 2  # no --fold
+    assert cli([*common, "--split", "kfold", "--fold", "5"]) == 2  # --split-folds 5: folds 0-4
+    assert cli([*common, "--fold", "1"]) == 2  # --fold without --split kfold
+    assert main([*common, "--split", "kfold", "--split-folds", "3", "--fold", "1", "--seed", "7",
+                 "--json", str(tmp_path / "fit.json"), "--per-frame", str(tmp_path / "frames.json")]) == 0
+    samples = scan_dataset(data)
+    patients = [x.patient for x in samples]
+    train_idx, val_idx = make_split("kfold", patients, folds=3, fold=1, seed=7).indices(patients)
+    frames = json.loads((tmp_path / "frames.json").read_text())
+    real_ids = lambda rows: {r["id"] for r in rows if r["kind"] == "validation"}  # noqa: E731
+    assert real_ids(frames["fit"]) == {samples[i].stem for i in train_idx}
+    assert real_ids(frames["check"]) == {samples[i].stem for i in val_idx}
+    report = json.loads((tmp_path / "fit.json").read_text())
+    assert report["fit"]["images"].startswith("fold 1 of mn-cv's 3-fold patient split (seed 7), training side (8 images")
+    assert report["check"]["images"].startswith("fold 1 of mn-cv's 3-fold patient split (seed 7), validation side (4 ")
+    assert report["model"]["provenance"]["fit_images"].startswith("fold 1 of mn-cv's 3-fold")
+
+
 def test_animated_copies_move_the_nerve_and_keep_the_kinds(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import cv2
 
