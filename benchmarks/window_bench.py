@@ -340,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not modes or any(m not in MODES for m in modes):
         raise UserError(f"--modes takes settings among {', '.join(MODES)}, got {args.modes!r}")
     specs = clip_specs(args.data, args.phantoms, args.images, args.split, args.folds, args.fold, args.seed)
+    appearance_file = None  # the file the gate reads: given, the model's sidecar, or the default model's
+    if args.presence == "on":
+        from realtime.appearance import appearance_for
+        from realtime.presence import gated_model_file
+
+        appearance_file = appearance_for(gated_model_file(engine), args.appearance).file
     clips: dict[str, dict[str, Any]] = {}
     try:
         for i, (name, spec) in enumerate(tqdm(specs, desc="clips", unit="clip",
@@ -362,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if args.split == "kfold" else {"name": "paper"}),
               "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
               "presence": args.presence, "appearance": args.appearance or "the model's own",
+              "appearance_file": appearance_file,
               "compression_period_s": args.compression_period, "glide_scale": args.glide_scale,
               "area_step": args.area_step, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}

@@ -105,6 +105,7 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     assert "Animated validation images" not in (tmp_path / "w.md").read_text()  # phantoms only
     assert ("every setting with --confirm 1, --area-step 0.25 and --presence on (appearance model: the model's own)."
             in (tmp_path / "w.md").read_text())
+    assert report["appearance_file"].endswith("mn-realtime.appearance.json")  # the file the gate read
     # by default a new track is confirmed as mn-live confirms it (2 frames): the first frame is not measured
     assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--modes", "tracked+fusion",
                              "--json", str(out), "-q"]) == 0
