@@ -88,12 +88,13 @@ def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
              confirm: int | None = None, presence: str = "on", appearance: str | None = None,
              compression_period_s: float | None = None, area_step: float | None = DEFAULT_AREA_STEP,
-             glide_scale: float | None = None) -> dict[str, Any]:
+             glide_scale: float | None = None, border_crop: int = 0) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
     ``appearance``: ``--appearance``; ``compression_period_s``: an animated image's compression cycle,
     None for the source's 6 s; ``area_step``: ``--area-step``, None for off; ``glide_scale``: an animated
-    image's glide amplitude times this, None for the source's);
+    image's glide amplitude times this, None for the source's; ``border_crop``: pixels cut from every edge of
+    an animated image's frames, a narrower field of view);
     per-frame area, truth area, centroids, status, window, infer ms."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
@@ -120,6 +121,8 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
             source_options["compression_period_s"] = compression_period_s
         if glide_scale is not None:
             source_options["glide_scale"] = glide_scale
+        if border_crop:
+            source_options["border_crop"] = border_crop
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
                 fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
                 appearance=appearance, area_step=area_step, **source_options)
@@ -231,12 +234,14 @@ def format_md(report: dict[str, Any]) -> str:
              + (f"; animated images compressed in {report['compression_period_s']:g} s cycles"
                 if report.get("compression_period_s") else "")
              + (f"; their glide {report['glide_scale']:g} times the default"
-                if report.get("glide_scale") is not None else "") + ". Jitter: the "
+                if report.get("glide_scale") is not None else "")
+             + (f"; {report['crop_border_px']} px cut from every edge of their frames"
+                if report.get("crop_border_px") else "") + ". Jitter: the "
              "raw area's frame-to-frame relative change; the truth's beside it."
              + (" Animated validation images: " + _split_text(report.get("split")) + "."
                 if any(not name.startswith("phantom-") for name in report["clips"]) or not report["clips"] else ""),
              "",
-             *([f"Engine: onnxruntime {report['precision']}"
+             *([f"Engine: {report.get('backend', 'onnxruntime')} {report['precision']}"
                 + (f"; CPU {report['machine'].get('cpu')} ({', '.join(report['machine']['cpu_features'])})"
                    if report.get("machine", {}).get("cpu_features") else "") + ".", ""]
                if report.get("precision") else []),
@@ -299,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--glide-scale", type=float, default=None, metavar="S",
                    help="the animated images' glide amplitude times S (default the animate source's 3-6 px across, "
                         "2-4 px in depth; larger: more motion between frames, what fusion must follow)")
+    p.add_argument("--crop-border", type=int, default=0, metavar="PX",
+                   help="cut PX pixels from every edge of the animated images' frames (a narrower field of view "
+                        "than the training images', as another scanner or depth shows; default 0)")
     p.add_argument("--appearance", default=None, metavar="FILE",
                    help="the presence gate's appearance model, as mn-live's --appearance (default: the model's own)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
@@ -324,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--compression-period is a positive number of seconds, got {args.compression_period}")
     if args.glide_scale is not None and not (math.isfinite(args.glide_scale) and args.glide_scale >= 0):
         raise UserError(f"--glide-scale is a number >= 0 (1: the default glide), got {args.glide_scale}")
+    if args.crop_border < 0:
+        raise UserError(f"--crop-border is a number of pixels >= 0, got {args.crop_border}")
     if (args.split == "kfold") != (args.fold is not None):
         raise UserError("--fold K goes with --split kfold (and --split kfold needs --fold K)")
     stem = Path(str(args.model)).stem
@@ -331,9 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = Path(args.md) if args.md else out.with_suffix(".md")
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UserError(f"cannot write {out}: the folder {out.parent} does not exist or is not writable")
-    engine = load_engine(args.model, backend="onnxruntime", precision=None if args.precision == "auto" else args.precision,
-                         threads=args.threads, dynamic_batch=True)
-    precision = engine.info.precision
+    # auto: the engine mn-live would run (backend and precision both chosen: int8 on a VNNI CPU where the model
+    # ships int8 files); fp32 / int8: onnxruntime at that precision
+    auto = args.precision == "auto"
+    engine = load_engine(args.model, backend="auto" if auto else "onnxruntime",
+                         precision=None if auto else args.precision, threads=args.threads, dynamic_batch=True)
+    precision, backend = engine.info.precision, engine.info.backend
     if not getattr(engine, "window_hints", False):
         raise UserError(f"{args.model} has no window to place (not a cascade): nothing to compare")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -353,14 +366,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
             clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm,
                                           args.presence, args.appearance, args.compression_period,
-                                          args.area_step, args.glide_scale)
+                                          args.area_step, args.glide_scale, args.crop_border)
                           for mode in modes}
     finally:
         engine.close()
     from benchmarks.system import cpu_features, cpu_model
 
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
-              "precision": precision,
+              "backend": backend, "precision": precision,
               "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count(),
                           "cpu": cpu_model(), "cpu_features": cpu_features()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
@@ -370,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "presence": args.presence, "appearance": args.appearance or "the model's own",
               "appearance_file": appearance_file,
               "compression_period_s": args.compression_period, "glide_scale": args.glide_scale,
+              "crop_border_px": args.crop_border,
               "area_step": args.area_step, "clips": clips,
               "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     write_report(out, report, format_md(report), md)

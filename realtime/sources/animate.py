@@ -43,7 +43,9 @@ DEFAULT_FRAMES = 144
 MIN_VERTICAL_SCALE = 0.75
 COMPRESSION_PERIOD_S = 6.0
 """One compression cycle (released, compressed, released), in seconds; ``compression_period_s`` changes it.
-``glide_scale`` multiplies the glide's amplitude (3-6 px across, 2-4 px in depth by default)."""
+``glide_scale`` multiplies the glide's amplitude (3-6 px across, 2-4 px in depth by default); ``border_crop``
+cuts that many pixels from every edge of each frame and its truth (a narrower field of view than the still's, as
+another scanner or depth setting shows the same anatomy; 0 by default)."""
 WIDENING_EXPONENT = 0.6
 """``sx = sy ** -WIDENING_EXPONENT``: the horizontal widening that partly compensates the squeeze."""
 BLEND_PX = 110.0
@@ -109,7 +111,8 @@ class AnimateSource(GeneratedSource):
     def __init__(self, image: str | Path, mask: str | Path | None = None, *, seed: int = 0,
                  fps: float = DEFAULT_FPS, live: bool = False, frames: int | None = None,
                  spec: str | None = None, options: SourceOptions | None = None,
-                 compression_period_s: float = COMPRESSION_PERIOD_S, glide_scale: float = 1.0) -> None:
+                 compression_period_s: float = COMPRESSION_PERIOD_S, glide_scale: float = 1.0,
+                 border_crop: int = 0) -> None:
         import cv2
 
         options = options or SourceOptions(realtime=live, fps=fps, seed=seed, frames=frames)
@@ -124,6 +127,9 @@ class AnimateSource(GeneratedSource):
         if not (math.isfinite(glide_scale) and glide_scale >= 0):
             raise UserError(f"the glide scale must be a number >= 0 (1: the default glide, 0: none), got {glide_scale}")
         self.glide_scale = float(glide_scale)
+        if isinstance(border_crop, bool) or not isinstance(border_crop, int) or border_crop < 0:
+            raise UserError(f"the border crop is a whole number of pixels >= 0, got {border_crop!r}")
+        self.border_crop = border_crop
         if options.size is not None:
             log.warning("%s: a requested size applies to devices only; the image's own size is used", self.name)
         self.seed = int(seed)
@@ -132,6 +138,9 @@ class AnimateSource(GeneratedSource):
         self.length = frames if frames is not None else (None if live else DEFAULT_FRAMES)
         self.still = _read_image(self.image_path, "image")
         h, w = self.still.shape[:2]
+        if 4 * self.border_crop >= min(h, w):
+            raise UserError(f"a border crop of {self.border_crop} px leaves half or less of the {w}x{h} image's side; "
+                            f"crop at most {(min(h, w) - 1) // 4} px")
         if mask is not None:
             self.mask_path: Path | None = Path(mask).expanduser()
         else:
@@ -285,6 +294,10 @@ class AnimateSource(GeneratedSource):
         if self.mask is not None:
             m = self._warp(self.mask, mat, rigid)
             truth = np.where(m >= 128, 255, 0).astype(np.uint8)
+        if self.border_crop:  # a narrower field of view: the same anatomy, the frame's edges cut away
+            b = self.border_crop
+            image = np.ascontiguousarray(image[b:h - b, b:w - b])
+            truth = None if truth is None else np.ascontiguousarray(truth[b:h - b, b:w - b])
         return image, truth
 
     # ------------------------------------------------------------------ Source
@@ -299,6 +312,7 @@ class AnimateSource(GeneratedSource):
             "min_vertical_scale": MIN_VERTICAL_SCALE,
             "compression_period_s": self.compression_period_s,
             "glide_scale": self.glide_scale,
+            "border_crop_px": self.border_crop,
         }
 
 

@@ -111,7 +111,11 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
                              "--json", str(out), "-q"]) == 0
     report = json.loads(out.read_text())
     assert report["confirm"] == 2 and report["clips"]["phantom-1"]["tracked+fusion"]["ok"] == 5
-    assert report["precision"] in ("fp32", "int8") and "cpu_features" in report["machine"]
+    assert "cpu_features" in report["machine"]
+    # the default (auto) is mn-live's engine: int8 where the CPU has VNNI (mn-realtime ships its int8 parts)
+    from engines.quantize import cpu_vnni
+
+    assert report["precision"] == ("int8" if cpu_vnni()[0] else "fp32")
 
 
 def test_the_engine_precision_is_chosen_and_recorded(tmp_path: Path) -> None:
@@ -158,6 +162,9 @@ def test_the_glide_scale_reaches_animated_clips_only(monkeypatch: pytest.MonkeyP
     window_bench.run_clip(None, "animate:x.png", 0, 3, "tracked")
     assert seen[0]["glide_scale"] == 3.0 and seen[0]["compression_period_s"] == 2.0
     assert "glide_scale" not in seen[1] and "glide_scale" not in seen[2]
+    window_bench.run_clip(None, "animate:x.png", 0, 3, "tracked", border_crop=24)
+    window_bench.run_clip(None, "synthetic", 0, 3, "tracked", border_crop=24)
+    assert seen[3]["border_crop"] == 24 and "border_crop" not in seen[4] and "border_crop" not in seen[0]
 
 
 @pytest.mark.parametrize("bad", ["-1", "nan"])

@@ -117,6 +117,27 @@ def test_the_compression_period_can_be_shorter(still: Path) -> None:
         AnimateSource(still, compression_period_s=0.0)
 
 
+def test_a_border_crop_cuts_the_same_frame_narrower(still: Path) -> None:
+    """``border_crop``: every frame and its truth are the uncropped ones with that many pixels cut from each edge."""
+    full = AnimateSource(still, seed=3)
+    cropped = open_source(f"animate:{still}", realtime=False, frames=4, seed=3, border_crop=12)
+    for i in (0, 5):
+        image, truth = full.render(i)
+        small, small_truth = cropped.render(i)
+        h, w = image.shape[:2]
+        assert small.shape[:2] == (h - 24, w - 24)
+        np.testing.assert_array_equal(small, image[12:h - 12, 12:w - 12])
+        np.testing.assert_array_equal(small_truth, truth[12:h - 12, 12:w - 12])
+        assert small.flags.c_contiguous
+    assert cropped.describe()["border_crop_px"] == 12 and full.describe()["border_crop_px"] == 0
+    h, w = full.still.shape[:2]
+    AnimateSource(still, border_crop=(min(h, w) - 1) // 4)  # leaves more than half of the shorter side
+    with pytest.raises(UserError, match="half or less"):
+        AnimateSource(still, border_crop=(min(h, w) + 3) // 4)
+    with pytest.raises(UserError, match="whole number"):
+        AnimateSource(still, border_crop=-1)
+
+
 def test_image_and_mask_move_together(still: Path) -> None:
     """The dark nerve of the image stays under the warped mask."""
     src = AnimateSource(still, seed=0)
