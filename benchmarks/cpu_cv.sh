@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Issue 10's cross-validation on a CPU, fold by fold (what benchmarks/gpu_cv.sh does at once on a GPU): for each
+# fold, mn-realtime's recipe, the compress-augmented refiner (its localiser shared), the acquisition localiser (its
+# refiner shared) and both changes together (nothing trained), then each fold model's reports: its own appearance
+# fit, the presence report, its validation patients animated into clips (2 s compression; presence on and shape,
+# and on with 24 px cut from every edge), the refiner's speckle stability. Resumable: run it again after a stop.
+#
+#   benchmarks/cpu_cv.sh DATA PHANTOM RUNS [FOLD ...]
+#
+# DATA: the median-nerve folder; PHANTOM: phantom frames (mn-synth --phantom --dataset PHANTOM --frames 40
+# --every 12 --seed S, S = 1, 2, 3); RUNS: the work folder (RUNS/cv-RECIPE/fold-K/...); FOLDS: which (default
+# 0 1 2 3 4). Environment: TRAIN_ARGS (mn-train arguments of every part, default '--amp': bfloat16, twice as
+# fast on a CPU with AVX512-BF16 or AMX, float32 with a warning elsewhere), EPOCHS (every part's, default the
+# recipes' 150), CLIPS (validation images animated per fold model, default 16), PY (python3). A rehearsal:
+# TRAIN_ARGS='--max-images 16 --width 0.25' EPOCHS=1 CLIPS=1 benchmarks/cpu_cv.sh DATA PHANTOM /tmp/r 0
+# On 2 cores with AVX512-BF16 a fold takes about 2 hours (the shipped recipe's localiser 20 min and refiner 45,
+# the compress refiner 45, the acquisition localiser 20, the reports 10).
+set -u
+DATA=${1:?DATA folder}; PHANTOM=${2:?PHANTOM folder}; RUNS=${3:?RUNS folder}; shift 3
+FOLDS=${*:-0 1 2 3 4}; PY=${PY:-python3}; TRAIN_ARGS=${TRAIN_ARGS:---amp}; CLIPS=${CLIPS:-16}
+EPOCH_ARGS=(); [ -n "${EPOCHS:-}" ] && EPOCH_ARGS=(--epochs "$EPOCHS")
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$RUNS"
+cv() {  # recipe, fold, extra mn-cv arguments...
+  local recipe=$1 fold=$2; shift 2
+  echo "[$(date +%H:%M:%S)] $recipe fold $fold"
+  $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/cv-$recipe" \
+    --fold "$fold" --device cpu --train-args="$TRAIN_ARGS" "${EPOCH_ARGS[@]}" "$@" -q >>"$RUNS/cv-$recipe.log" 2>&1
+}
+reports() {  # recipe, fold
+  local F="$RUNS/cv-$1/fold-$2"; local M="$F/model.pt"; local clip=(--data "$DATA" --split kfold --folds 5
+    --fold "$2" --phantoms 0 --images "$CLIPS" --frames 144 --threads 1 --modes tracked+fusion --compression-period 2)
+  [ -f "$F/window-on-crop24.json" ] && return 0  # done before
+  echo "[$(date +%H:%M:%S)] $1 fold $2 reports"
+  $PY -m tools.presence_fit --model "$M" --data "$DATA" --split kfold --fold "$2" --threads 1 \
+    --json "$F/presence-fit.json" -q >"$F/presence-fit.log" 2>&1 || return 1
+  $PY -m benchmarks.presence --model "$M" --data "$DATA" --split kfold --folds 5 --fold "$2" --threads 1 \
+    --json "$F/presence.json" -q >"$F/presence.log" 2>&1
+  $PY -m benchmarks.speckle_stability --refiner "$M" --data "$DATA" --split kfold --folds 5 --fold "$2" \
+    --threads 1 --json "$F/speckle-stability.json" -q >"$F/speckle.log" 2>&1
+  for p in on shape; do
+    $PY -m benchmarks.window_bench --model "$M" "${clip[@]}" --presence $p --json "$F/window-$p.json" -q \
+      >"$F/window-$p.log" 2>&1
+  done
+  $PY -m benchmarks.window_bench --model "$M" "${clip[@]}" --presence on --crop-border 24 \
+    --json "$F/window-on-crop24.json" -q >"$F/window-on-crop24.log" 2>&1
+}
+for k in $FOLDS; do
+  cv cascade-strong-ph "$k" || exit $?
+  cv cascade-strong-ph-cmp "$k" --share "$RUNS/cv-cascade-strong-ph" || exit $?
+  cv cascade-acqloc "$k" --share "$RUNS/cv-cascade-strong-ph" || exit $?
+  cv cascade-acqloc-cmp "$k" --share "$RUNS/cv-cascade-acqloc" "$RUNS/cv-cascade-strong-ph-cmp" || exit $?
+  for recipe in cascade-strong-ph cascade-strong-ph-cmp cascade-acqloc cascade-acqloc-cmp; do
+    reports $recipe "$k"
+  done
+done
+echo "[$(date +%H:%M:%S)] done: $RUNS/cv-*/cv-summary.md"
