@@ -30,9 +30,10 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    sha256 of the model file it describes.
 5. **Held-out check.** The *check images* (default: the paper validation split, 38 images of 18
    patients, none used above; with ``--split kfold``, fold K's validation patients) are scored as is,
-   as animated frames, and under every acquisition change of :data:`train.perturb.REPORT_LEVELS`; the report gives the share kept (a true nerve must survive a
-   different scanner) and the false positives on their nerve-free frames, beside the rates of the
-   check this fit replaces (the file at the output path, when there is one).
+   as animated frames, and under every acquisition change of :data:`train.perturb.REPORT_LEVELS`; the
+   report gives the share kept (a true nerve must survive a different scanner) and the false positives
+   on their nerve-free frames, beside the rates of the check this fit replaces (the file at the output
+   path, when there is one).
 
 Writes ``--json`` and ``--md`` (default under benchmarks/results/). Exit codes: 0, 2 bad input.
 """
@@ -165,7 +166,8 @@ def split_names(split: str, folds: int, fold: int | None, seed: int, fit: list[d
 
     if split == "kfold":
         where = f"fold {fold} of mn-cv's {folds}-fold patient split (seed {seed})"
-        return f"{where}, training side ({count(fit)})", f"{where}, validation side ({count(check)}), unseen by this fit"
+        return (f"{where}, training side ({count(fit)})",
+                f"{where}, validation side ({count(check)}), unseen by this fit")
     return f"paper split, training side ({count(fit)})", f"paper validation split ({count(check)}), unseen by this fit"
 
 

@@ -132,8 +132,9 @@ def test_a_fold_of_the_patient_split_fits_on_its_training_side_and_checks_on_its
     assert real_ids(frames["fit"]) == {samples[i].stem for i in train_idx}
     assert real_ids(frames["check"]) == {samples[i].stem for i in val_idx}
     report = json.loads((tmp_path / "fit.json").read_text())
-    assert report["fit"]["images"].startswith("fold 1 of mn-cv's 3-fold patient split (seed 7), training side (8 images")
-    assert report["check"]["images"].startswith("fold 1 of mn-cv's 3-fold patient split (seed 7), validation side (4 ")
+    where = "fold 1 of mn-cv's 3-fold patient split (seed 7)"
+    assert report["fit"]["images"].startswith(f"{where}, training side (8 images")
+    assert report["check"]["images"].startswith(f"{where}, validation side (4 ")
     assert report["model"]["provenance"]["fit_images"].startswith("fold 1 of mn-cv's 3-fold")
 
 

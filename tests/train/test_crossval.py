@@ -44,7 +44,8 @@ def test_recipes_and_part_args() -> None:
     wide = part_args(get_recipe("cascade-strong-ph-cmp-tcw"), "refiner", extra=["ph"], epochs=3)
     assert sorted(wide) == sorted(ref_both + ["--crop-jitter", "0.5"])
     both_parts = get_recipe("cascade-acqloc-cmp")
-    assert both_parts.parts == {"localiser": get_recipe("cascade-acqloc").parts["localiser"], "refiner": cmp.parts["refiner"]}
+    assert both_parts.parts == {"localiser": get_recipe("cascade-acqloc").parts["localiser"],
+                                "refiner": cmp.parts["refiner"]}
     assert both_parts.epochs == {"localiser": get_recipe("cascade-acqloc").epochs["localiser"],
                                  "refiner": cmp.epochs["refiner"]}
     with pytest.raises(UserError, match="extra-train"):
