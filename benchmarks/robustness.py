@@ -12,7 +12,7 @@ Per image and condition (the clean image plus every perturbation and level): the
 mask; crop and pad change the frame size), the result is rounded to an 8-bit frame as a frame grabber
 delivers it, preprocessed with :func:`train.preprocess.preprocess_image` at the engine's size (as the
 live pipeline does), inferred, the probability upsampled (bilinear) to the perturbed frame, thresholded
-at 0.5 and compared with the perturbed mask > 0.5: hard Dice, true and predicted area (px), the
+at the model's mask threshold (0.5 unless it carries one: :mod:`train.threshold`) and compared with the perturbed mask > 0.5: hard Dice, true and predicted area (px), the
 signed relative CSA error (pred - true) / true, missed (Dice < 0.5) and empty predictions. No
 post-processing (components, hole filling) is applied, as in ``mn-eval --protocol native``.
 
@@ -70,6 +70,7 @@ from train.metrics import MISSED_DSC, dice_hard
 from train.perturb import PERTURBATIONS, parse_levels, perturb
 from train.preprocess import preprocess_image
 from train.splits import DEFAULT_FOLDS, DEFAULT_SEED, make_split
+from train.threshold import model_threshold
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +208,14 @@ def upsample(prob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(prob, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_LINEAR)
 
 
-def score(prob_native: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+def score(prob_native: np.ndarray, mask: np.ndarray, threshold: float = THRESHOLD) -> dict[str, Any]:
     """Accuracy of one probability map against one mask of the same size.
 
-    ``prob >= 0.5`` against ``mask > 0.5``: ``dsc`` (both empty = 1), ``area_true_px``,
+    ``prob >= threshold`` (the model's mask threshold, 0.5 unless it carries one) against ``mask > 0.5``: ``dsc`` (both empty = 1), ``area_true_px``,
     ``area_pred_px``, ``csa_rel_error`` (signed (pred - true) / true; ``None`` when the true area is 0),
     ``missed`` (Dice < :data:`train.metrics.MISSED_DSC`) and ``empty`` (nothing predicted).
     """
-    pred = np.asarray(prob_native) >= THRESHOLD
+    pred = np.asarray(prob_native) >= threshold
     truth = np.asarray(mask) > 0.5
     dsc = dice_hard(pred, truth)
     area_true, area_pred = int(truth.sum()), int(pred.sum())
@@ -336,7 +337,7 @@ def window_diagnosis(engine: Engine, x: np.ndarray, mask: np.ndarray, hw: tuple[
         fields.update(window_offset_x=dx, window_offset_y=dy,
                       window_off=bool(abs(dx) > WINDOW_JITTER * cw / 2.0 or abs(dy) > WINDOW_JITTER * ch / 2.0))
         placed, _ = engine.infer_hinted(x, [centre])
-        truth_score = score(upsample(placed[0, 0], hw), mask)
+        truth_score = score(upsample(placed[0, 0], hw), mask, model_threshold(engine.info.config))
         fields.update(dsc_true_window=truth_score["dsc"], csa_rel_error_true_window=truth_score["csa_rel_error"])
     return parts["prob"][0, 0], fields
 
@@ -363,6 +364,7 @@ def measure(engine: Engine, items: Sequence[Item], conditions: Sequence[Conditio
     bar = bar if bar is not None else tqdm(total=len(jobs), desc="robustness", unit="image",
                                            disable=not progress)
     size = engine.size
+    threshold = model_threshold(engine.info.config)
     step = max(1, int(batch))
     rows: list[dict[str, Any]] = []
     try:
@@ -380,7 +382,7 @@ def measure(engine: Engine, items: Sequence[Item], conditions: Sequence[Conditio
                 row: dict[str, Any] = {"stem": item.stem, "fold": item.fold, "perturbation": cond.perturbation,
                                        "level": cond.level, "width": int(frame.shape[1]),
                                        "height": int(frame.shape[0])}
-                row.update(score(upsample(prob, frame.shape[:2]), mask))
+                row.update(score(upsample(prob, frame.shape[:2]), mask, threshold))
                 if diagnose_window:
                     row.update(diagnosed[i][1])
                 rows.append(row)
@@ -704,7 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 per_image.extend(measure(engine, items, conditions, seed=seed, batch=args.batch, bar=bar,
                                          diagnose_window=args.window_diagnosis))
                 desc = engine.describe()
-                engines.append({"fold": fold, "model": str(model), "images": len(items), "engine": desc})
+                engines.append({"fold": fold, "model": str(model), "images": len(items), "engine": desc,
+                                "threshold": model_threshold(engine.info.config)})
             finally:
                 engine.close()
     finally:
@@ -723,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "split": split_name,
         "n_images": n_images,
         "seed": seed,
-        "threshold": THRESHOLD,
+        "threshold": engines[0]["threshold"],
         "levels": report["levels"],
         "within_pts": WITHIN_PTS,
         "window_diagnosis": {"window_jitter": WINDOW_JITTER} if args.window_diagnosis else None,

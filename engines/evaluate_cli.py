@@ -121,10 +121,12 @@ def run_engine(args: argparse.Namespace) -> int:
     from engines.registry import load_engine
     from engines.verify import run_engine as infer_all
     from train.data import load_samples
-    from train.evaluate import parse_mm_per_px, prepare_plot_folder, score, select_samples, write_outputs
+    from train.evaluate import (check_threshold_args, parse_mm_per_px, prepare_plot_folder, resolve_threshold, score,
+                                select_samples, write_outputs)
 
     model = args.model if args.model is not None else args.checkpoint
     mm2_per_px = parse_mm_per_px(args.mm_per_px)  # the cheap checks first, as mn-eval does
+    check_threshold_args(args)
     plots = prepare_plot_folder(args.plots) if args.plots else None
     if args.calibrate_images < 1:
         raise UserError(f"--calibrate-images must be at least 1, got {args.calibrate_images}")
@@ -143,7 +145,8 @@ def run_engine(args: argparse.Namespace) -> int:
         data = load_samples(samples, engine.size, progress=progress)
         prob = infer_all(engine, data.images, progress=progress, desc=f"{engine.backend} {engine.precision}")[:, 0]
         description = engine.describe()
-    result = score(prob, data, args.protocol, mm2_per_px)
+        threshold = resolve_threshold(args.threshold, engine.info.config, args.protocol)
+    result = score(prob, data, args.protocol, mm2_per_px, threshold=threshold)
     result["checkpoint"] = description.get("source") or str(model)
     result["model"] = (description.get("model") or {}).get("name") or engine.name
     result["model_arg"] = str(model)

@@ -81,7 +81,9 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                    help="crop the scanner's image area (exclude its UI text) before anything else; 'auto' finds it in "
                         "the first frame of a whole-screen grab (again with r in the window), logged and written "
                         "into summary.json; a DICOM file's ultrasound region is used when --roi is not given")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the nerve mask")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="probability threshold of the nerve mask (default: the model's, calibrated by patient "
+                        "cross-validation when it carries one, else 0.5)")
     p.add_argument("--min-area", type=int, default=100, help="drop components smaller than this (px, native)")
     p.add_argument("--baseline", default=None, metavar="START:END",
                    help="frames whose median is the baseline (default: the first second of ok frames)")
@@ -233,12 +235,15 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
                    confirm_frames=confirm, area_step=step)
 
 
-def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, **extra: Any) -> dict[str, Any]:
-    """Written at the top of the CSV and into summary.json."""
+def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, threshold: float | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    """Written at the top of the CSV and into summary.json; ``threshold`` is ``--threshold`` (None: the model's)."""
     from engines.versions import library_versions
 
     info = engine.describe()
     model = info.get("model") or {}
+    from realtime.pipeline import mask_threshold
+
     meta = {
         "source": source_spec,
         "model": model.get("name") if isinstance(model, dict) else model,
@@ -247,6 +252,7 @@ def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: s
         "precision": info["precision"],
         "device": info["device"],
         "input_size": f"{engine.size[0]}x{engine.size[1]}",
+        "mask_threshold": mask_threshold(threshold, engine),
         "calibration": calibration_text(calibration),
         "calibration_detail": describe_calibration(calibration),
         "versions": library_versions(),
@@ -259,8 +265,8 @@ def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: s
 
 def csv_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The flat subset of the run metadata that goes into the CSV's comment header."""
-    keys = ("source", "model", "model_file", "backend", "precision", "device", "input_size", "calibration",
-            "engine_notes")
+    keys = ("source", "model", "model_file", "backend", "precision", "device", "input_size", "mask_threshold",
+            "calibration", "engine_notes")
     out = {k: meta[k] for k in keys if meta.get(k) is not None}
     out["mn-seg"] = meta["versions"]["mn-seg"]
     return out

@@ -156,7 +156,8 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
         first = peek_first(source, frames)  # the frame size (for --depth-mm) is known once a frame came
         calibration = make_calibration(args, first.height, source)
         fps = source.fps or args.fps or 24.0
-        meta = run_metadata(engine, calibration, str(args.source), mode="every frame" if args.no_drop else "live")
+        meta = run_metadata(engine, calibration, str(args.source), threshold=args.threshold,
+                            mode="every frame" if args.no_drop else "live")
         window = None
         if not args.headless:
             if display_available():
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, max_frames=args.frames,
                                        duration_s=args.duration, fps_hint=fps, metadata=meta,
                                        window=make_window_policy(args.window),
-                                       fusion=make_fusion(args.fusion, args.threshold)))
+                                       fusion=make_fusion(args.fusion, meta["mask_threshold"])))
         with stop_on_signals(pipe.request_stop):
             result = pipe.run(source, frames=itertools.chain([first], frames))
     report(result.summary, paths, result.reason)

@@ -44,6 +44,7 @@ from common.errors import (
     EXIT_SOURCE_FAILED,
     EXIT_USAGE,
     OutputError,
+    UserError,
     error_outcome,
 )
 from realtime.frame import Frame
@@ -62,9 +63,25 @@ __all__ = ["EXIT_ENGINE_FAILED", "EXIT_OK", "EXIT_OUTPUT_FAILED", "EXIT_SOURCE_F
            "PipelineConfig", "Prefetcher", "RunResult"]
 
 
+def mask_threshold(given: float | None, engine) -> float:
+    """The nerve mask's probability threshold: ``given`` (``--threshold``), else the one the model carries
+    (``postprocess.threshold`` in its config, calibrated by ``mn-cv --final``: :mod:`train.threshold`), else 0.5."""
+    from train.threshold import model_threshold
+
+    if given is not None:
+        if not 0.0 < float(given) < 1.0:
+            raise UserError(f"--threshold must be between 0 and 1 (a probability), got {given:g}")
+        return float(given)
+    info = getattr(engine, "info", None)
+    try:
+        return model_threshold(getattr(info, "config", None))
+    except ValueError as e:
+        raise UserError(f"{e}; rebuild the model or pass --threshold") from None
+
+
 @dataclass
 class PipelineConfig:
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the model's (mask_threshold)
     min_area_px: int = 100
     batch: int = 1
     prefetch: bool = False          # produce frames on a thread (generated sources, offline)
@@ -93,6 +110,9 @@ class Pipeline:
         self.tracker = tracker
         self.sinks = list(sinks)
         self.config = config or PipelineConfig()
+        self.threshold = mask_threshold(self.config.threshold, engine)
+        if self.config.fusion is not None:
+            self.config.fusion.threshold = self.threshold  # the fused map is cut where each frame's mask is
         self.control = RunControl(tracker)
         self.processed = 0
         self.output_failure: str | None = None  # "<output> <file>: <why>" of the first output that failed
@@ -262,7 +282,7 @@ class Pipeline:
             own = prob
             if fusion is not None:
                 prob, fused = fusion.apply(prob, image)
-            post = postprocess(prob, (frame.width, frame.height), threshold=self.config.threshold,
+            post = postprocess(prob, (frame.width, frame.height), threshold=self.threshold,
                                min_area_px=self.config.min_area_px)
             if fused:  # the confidence and the presence gate read the frame's own probabilities
                 post.prob = upsample(own, (frame.width, frame.height))

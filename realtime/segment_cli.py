@@ -228,7 +228,8 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
         first = peek_first(source, frames)
         calibration = make_calibration(args, first.height, source)
         fps = source.fps or 24.0
-        meta = run_metadata(engine, calibration, str(path), mode="offline, every frame", batch=args.batch)
+        meta = run_metadata(engine, calibration, str(path), threshold=args.threshold, mode="offline, every frame",
+                            batch=args.batch)
         total = source.describe().get("frames_declared")
         if args.frames:
             total = min(total, args.frames) if total else args.frames
@@ -242,7 +243,7 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
                                        max_frames=args.frames, fps_hint=fps, metadata=meta,
                                        window=make_window_policy(args.window),
-                                       fusion=make_fusion(args.fusion, args.threshold)))
+                                       fusion=make_fusion(args.fusion, meta["mask_threshold"])))
         frames = itertools.chain([first], frames)
         if truth is not None:
             frames = with_truth(frames, truth)

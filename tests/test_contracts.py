@@ -61,8 +61,8 @@ SUMMARY_KEYS = {
     "frames_seen", "frames_processed", "frames_dropped", "frames_paused", "paused_s", "status_counts", "units",
     "csa", "csa_px", "flattening_ratio", "circularity", "max_displacement", "deformation", "latency_ms",
     "stage_ms", "latency_warmup_frames_excluded", "source", "model", "model_file", "backend", "precision", "device",
-    "input_size", "calibration", "calibration_detail", "versions", "engine_notes", "mode", "partial", "exit_code",
-    "ended_because", "wall_time_s", "processing_fps", "source_info", "source_error", "engine", "tracker", "outputs",
+    "input_size", "mask_threshold", "calibration", "calibration_detail", "versions", "engine_notes", "mode", "partial",
+    "exit_code", "ended_because", "wall_time_s", "processing_fps", "source_info", "source_error", "engine", "tracker", "outputs",
     "events", "baseline", "window", "fusion", "truth",
 }
 """``summary.json`` of a finished mn-live run with a known truth (the phantom); mn-segment adds ``batch``."""

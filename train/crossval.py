@@ -22,13 +22,16 @@ before it (exit 2, what came before it kept) rather than train a second copy of 
 
 ``--final`` trains the recipe on every image (``--split none``) for the median of the folds' best
 epochs: the model that ships, its epoch count chosen by cross-validation and not by any image
-it is evaluated on.
+it is evaluated on. Its mask threshold is chosen the same way (:mod:`train.threshold`): the one whose
+median signed CSA error over every fold's out-of-fold images is nearest 0, written into its config; the
+summary's leave-one-fold-out table says what that threshold does on patients that did not choose it.
 
 Layout of ``--out``::
 
     OUT/fold-K/PART/        mn-train run folders (best.pt, last.pt, history.csv, .done)
     OUT/fold-K/model.pt     the fold's model (a cascade joined from its parts)
     OUT/fold-K/eval-{paper,native}.json, per-image-{paper,native}.csv
+    OUT/fold-K/threshold-sweep.csv  native areas and Dice at thresholds 0.30-0.70 (train.threshold)
     OUT/final/...           --final
     OUT/cv-summary.json, cv-summary.md
 
@@ -251,22 +254,38 @@ class CrossValidation:
         return model
 
     def evaluate_fold(self, fold: int, model: Path) -> None:
+        """Both protocols' results of fold ``fold``'s model on its validation patients, and the native threshold sweep
+        (:mod:`train.threshold`; for a fold evaluated before sweeps existed, the native evaluation runs again)."""
         from train.evaluate import main as evaluate_main
+        from train.threshold import SWEEP_NAME
 
         folder = self.fold_dir(fold)
+        sweep = folder / SWEEP_NAME
         for protocol in PROTOCOLS:
             target = folder / f"eval-{protocol}.json"
-            if target.is_file():
+            with_sweep = protocol == "native" and not sweep.is_file()
+            if target.is_file() and not with_sweep:
                 continue
             tmp = folder / f"eval-{protocol}.json.tmp"
+            sweep_tmp = folder / (SWEEP_NAME + ".tmp")
             code = evaluate_main(["--checkpoint", str(model), "--data", self.data, "--split", "kfold",
                                   "--folds", str(self.folds), "--fold", str(fold), "--seed", str(self.seed),
                                   "--protocol", protocol, "--device", self.device, "--json", str(tmp),
-                                  "--per-image", str(folder / f"per-image-{protocol}.csv"), "-q"])
+                                  "--per-image", str(folder / f"per-image-{protocol}.csv"), "-q",
+                                  *(["--sweep", str(sweep_tmp)] if with_sweep else [])])
             if code != 0:  # pragma: no cover - main raises on failure
                 raise UserError(f"evaluating {model} failed")
             os.replace(tmp, target)
+            if with_sweep:
+                os.replace(sweep_tmp, sweep)
             log.info("fold %d %s protocol: %s", fold, protocol, target)
+
+    def threshold_report(self) -> dict[str, Any] | None:
+        """:func:`train.threshold.leave_one_fold_out` of the folds with a sweep; None below two."""
+        from train.threshold import leave_one_fold_out, load_cv
+
+        folds = {k: rows for k, rows in load_cv(self.out).items() if k < self.folds}
+        return leave_one_fold_out(folds) if len(folds) >= 2 else None
 
     def run_fold(self, fold: int) -> None:
         if not 0 <= fold < self.folds:
@@ -301,7 +320,37 @@ class CrossValidation:
             epochs = self.epochs or max(1, int(round(statistics.median(best[part]))))
             log.info("final %s: %d epochs (median best epoch of the folds %s)", part, epochs, best[part])
             self.train_part(folder / part, part, ["--split", "none"], epochs)
-        return self.build_model(folder, checkpoint="last.pt")
+        model = self.build_model(folder, checkpoint="last.pt")
+        self.calibrate_final(model)
+        return model
+
+    def calibrate_final(self, model: Path) -> None:
+        """Write the mask threshold every fold's out-of-fold images choose into the final model's config
+        (``postprocess.threshold``), when every fold has a sweep; else leave the model at 0.5 and say why."""
+        import torch
+
+        from train.checkpoint import load_checkpoint
+        from train.threshold import DEFAULT_THRESHOLD
+
+        report = self.threshold_report()
+        if report is None or len(report["folds"]) < self.folds:
+            log.warning("the final model keeps the mask threshold 0.5: %s of %d folds have a threshold sweep (mn-cv "
+                        "writes one when it evaluates a fold; run mn-cv again without --final)",
+                        0 if report is None else len(report["folds"]), self.folds)
+            return
+        payload = load_checkpoint(model)
+        chosen = float(report["chosen_all"])
+        payload["config"]["postprocess"] = {
+            "threshold": chosen,
+            "chosen_by": f"mn-cv {self.recipe.name}: median signed CSA error nearest 0 over the out-of-fold "
+                         f"images of {self.folds} patient folds (seed {self.seed})",
+            "leave_one_fold_out": {"at_default": report["pooled_at_default"], "at_chosen": report["pooled_at_chosen"]},
+        }
+        tmp = model.with_name(model.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, model)
+        log.info("final model: mask threshold %.3f (%s)", chosen,
+                 "unchanged" if chosen == DEFAULT_THRESHOLD else "chosen by the folds' out-of-fold images")
 
     def summary(self) -> dict[str, Any]:
         """Mean +- SD across folds and pooled per-image agreement; written to cv-summary.json/.md."""
@@ -337,6 +386,7 @@ class CrossValidation:
             result["protocols"][protocol] = entry
             if protocol == "paper":
                 result["folds_done"] = entry["folds_evaluated"]
+        result["threshold"] = self.threshold_report()
         return result
 
     def write_summary(self) -> dict[str, Any]:
@@ -382,6 +432,10 @@ def format_summary(result: dict[str, Any]) -> str:
                      f"{ms(e['csa_rel_error_median'], 100, 1)} | {ms(e['agreement_bias_rel'], 100, 1)} | "
                      f"{ms(e['agreement_sd_rel'], 100, 1)} | {'-' if missed is None else missed} | {pooled_text} |")
     lines += ["", "Mean ± SD across folds (sample SD); pooled = every validation image of every fold together."]
+    if result.get("threshold"):
+        from train.threshold import format_report
+
+        lines += ["", "## Mask threshold", "", format_report(result["threshold"])]
     return "\n".join(lines)
 
 
@@ -488,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print where every fold's parts stand (epochs, best, pace, time left, evaluated) and exit; "
                         "needs only --recipe and --out, and trains nothing")
     p.add_argument("--final", action="store_true",
-                   help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt)")
+                   help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt), "
+                        "with the mask threshold the folds' out-of-fold images choose")
     add_logging_args(p)
     return p
 

@@ -6,7 +6,11 @@ Two protocols (paper-code-spec §3.5, §4 item 7):
   resolution (prediction >= 0.5 against the resized soft mask > 0), IoU per image averaged per
   Keras batch of 32, precision and recall from global pixel counts.
 - ``native``: the probability map upsampled (bilinear) to the original image size, thresholded at
-  0.5 and compared with the original binary mask; per-image means of every metric.
+  0.5 (or ``--threshold``, or the threshold the model carries: :mod:`train.threshold`) and compared with
+  the original binary mask; per-image means of every metric.
+
+``--sweep CSV`` writes each image's native areas and Dice at every threshold of :data:`train.threshold.GRID`,
+whatever the protocol: what ``mn-cv`` calibrates the mask threshold on.
 
 Both report the nerve area (pixels at native resolution) of truth and prediction, the
 relative CSA error, and the CSA agreement as clinical papers give it (``csa_agreement``: bias, SD
@@ -79,34 +83,38 @@ def upsample(prob: np.ndarray, native_hw: tuple[int, int]) -> np.ndarray:
 
 
 def evaluate(model: nn.Module, data: LoadedData, protocol: str, device: torch.device, batch_size: int = 8,
-             progress: bool = True, mm2_per_px: float | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+             progress: bool = True, mm2_per_px: float | None = None,
+             threshold: float = 0.5) -> tuple[dict, dict[str, np.ndarray]]:
     """Run the model on loaded data and compute the protocol's metrics; returns (result, predictions).
 
     ``mm2_per_px`` (area of one native pixel) fills the mm² values of ``csa_agreement``. For a
     double network the predictions also hold output 1 and the multiply layer, and the result the
     DSC of output 1 alone (``output1_dsc``)."""
     preds = predict(model, data.images, device, batch_size, details=True, progress=progress)
-    result = score(preds["prob"], data, protocol, mm2_per_px)
+    result = score(preds["prob"], data, protocol, mm2_per_px, threshold=threshold)
     if "output1" in preds:
         gt = data.masks[:, 0] > 0
         result["output1_dsc"] = summary([dice_hard(o >= 0.5, g) for o, g in zip(preds["output1"], gt)])
     return result, preds
 
 
-def score(prob: np.ndarray, data: LoadedData, protocol: str, mm2_per_px: float | None = None) -> dict:
+def score(prob: np.ndarray, data: LoadedData, protocol: str, mm2_per_px: float | None = None,
+          threshold: float = 0.5) -> dict:
     """The protocol's metrics for model-resolution probabilities ``prob`` ``[N, H, W]`` of ``data``'s images, however
-    they were computed (this module's PyTorch model, or an engine: ``engines.evaluate_cli``)."""
+    they were computed (this module's PyTorch model, or an engine: ``engines.evaluate_cli``). ``threshold`` is the
+    native protocol's; the paper protocol is the paper's computation, at 0.5."""
     if protocol == "paper":
         return evaluate_paper(prob, data.masks[:, 0], native_masks=data.native_masks, stems=data.stems,
                               mm2_per_px=mm2_per_px)
     if protocol == "native":
         probs_native = [upsample(p, m.shape[:2]) for p, m in zip(prob, data.native_masks)]
-        return evaluate_native(probs_native, data.native_masks, stems=data.stems, mm2_per_px=mm2_per_px)
+        return evaluate_native(probs_native, data.native_masks, stems=data.stems, mm2_per_px=mm2_per_px,
+                               threshold=threshold)
     raise UserError(f"unknown protocol {protocol!r}; use paper or native")
 
 
 def save_overlays(folder: Path, samples: list, data: LoadedData, preds: dict[str, np.ndarray],
-                  per_image: list[dict], progress: bool = True) -> None:
+                  per_image: list[dict], progress: bool = True, threshold: float = 0.5) -> None:
     """One PNG per image: image | ground truth | prediction (native resolution), and for double
     networks a second row: output 1 | multiply layer | output 2."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +123,7 @@ def save_overlays(folder: Path, samples: list, data: LoadedData, preds: dict[str
         h, w = grey.shape[:2]
         base = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
         truth = data.native_masks[i] > 0
-        pred = upsample(preds["prob"][i], (h, w)) >= 0.5
+        pred = upsample(preds["prob"][i], (h, w)) >= threshold
         row = [_label(base, "image"), _label(_tint(base, truth, (0, 200, 0)), "ground truth"),
                _label(_tint(base, pred, (0, 0, 255)), f"prediction  DSC {per_image[i]['dsc']:.3f}")]
         panel = np.hstack(row)
@@ -288,6 +296,12 @@ def build_parser(require_checkpoint: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="write Bland-Altman plots of the CSA: DIR/bland-altman.png (difference, mm² with "
                         "--mm-per-px else px) and DIR/bland-altman-rel.png (relative difference, %%)")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="the native protocol's mask threshold (default: the model's postprocess.threshold, which "
+                        "mn-cv --final calibrates, else 0.5); the paper protocol always uses 0.5")
+    p.add_argument("--sweep", default=None, metavar="CSV",
+                   help="also write every image's native areas and Dice at thresholds 0.30, 0.325, ..., 0.70 "
+                        "(python -m train.threshold calibrates on mn-cv's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--batch-size", type=int, default=8, help="inference batch size")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
@@ -322,20 +336,59 @@ def select_samples(args: argparse.Namespace) -> list:
 def run(args: argparse.Namespace) -> int:
     """mn-eval on parsed arguments (:func:`build_parser`): the PyTorch model of ``args.checkpoint``."""
     mm2_per_px = parse_mm_per_px(args.mm_per_px)  # check the cheap flags before the slow part
+    check_threshold_args(args)
     plots = prepare_plot_folder(args.plots) if args.plots else None
     set_threads(args.threads)
     device = resolve_device(args.device)
     model, config = model_from_checkpoint(args.checkpoint, device)
+    threshold = resolve_threshold(args.threshold, config, args.protocol)
     size = tuple(config["preprocessing"]["size"])
     samples = select_samples(args)
     progress = log.isEnabledFor(logging.INFO)
     data = load_samples(samples, size, progress=progress)
     result, preds = evaluate(model, data, args.protocol, device, args.batch_size, progress=progress,
-                             mm2_per_px=mm2_per_px)
+                             mm2_per_px=mm2_per_px, threshold=threshold)
     result["checkpoint"] = str(args.checkpoint)
     result["model"] = config["model"]["name"]
     write_outputs(args, result, samples, data, preds, plots)
     return 0
+
+
+def check_threshold_args(args: argparse.Namespace) -> None:
+    """The cheap checks of ``--threshold`` / ``--sweep``, before anything is loaded."""
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold:g}")
+    if args.threshold is not None and args.protocol == "paper":
+        raise UserError("--threshold applies to --protocol native; the paper protocol is the paper's, at 0.5")
+    if args.sweep and not Path(args.sweep).resolve().parent.is_dir():
+        raise UserError(f"--sweep {args.sweep}: its folder does not exist")
+
+
+def resolve_threshold(given: float | None, config: dict | None, protocol: str) -> float:
+    """The native protocol's threshold: ``--threshold``, else the model's (:func:`train.threshold.model_threshold`);
+    0.5 for the paper protocol."""
+    from train.threshold import model_threshold
+
+    if protocol == "paper":
+        return 0.5
+    if given is not None:
+        return float(given)
+    try:
+        threshold = model_threshold(config)
+    except ValueError as e:
+        raise UserError(f"{e}; rebuild the model with mn-cv --final or pass --threshold") from None
+    if threshold != 0.5:
+        log.info("mask threshold %.3f: the model's (calibrated by cross-validation)", threshold)
+    return threshold
+
+
+def write_sweep(path: str, prob: np.ndarray, data: LoadedData) -> None:
+    """``--sweep``: native areas and Dice of every image at every threshold of :data:`train.threshold.GRID`."""
+    from train.threshold import sweep, write_sweep as write_rows
+
+    probs_native = [upsample(p, m.shape[:2]) for p, m in zip(prob, data.native_masks)]
+    write_rows(path, sweep(probs_native, data.native_masks, data.stems))
+    log.info("wrote %s", path)
 
 
 def write_outputs(args: argparse.Namespace, result: dict, samples: list, data: LoadedData,
@@ -364,8 +417,11 @@ def write_outputs(args: argparse.Namespace, result: dict, samples: list, data: L
             writer.writerows(result["per_image"])
         log.info("wrote %s", args.per_image)
     if args.save_overlays:
-        save_overlays(Path(args.save_overlays), samples, data, preds, result["per_image"], progress=progress)
+        save_overlays(Path(args.save_overlays), samples, data, preds, result["per_image"], progress=progress,
+                      threshold=result.get("threshold", 0.5))
         log.info("wrote %d overlays to %s", len(samples), args.save_overlays)
+    if getattr(args, "sweep", None):
+        write_sweep(args.sweep, preds["prob"], data)
     if plots is not None:
         for path in save_bland_altman(plots, result):
             log.info("wrote %s", path)

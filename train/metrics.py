@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -73,7 +73,7 @@ LOA_Z = 1.96
 RESULT_KEYS = frozenset(
     {"n", "protocol", "dsc", "iou", "precision", "recall", "csa_rel_error", "csa_agreement", "per_image"}
 )
-"""Top-level keys of every result; ``evaluate_paper`` adds ``dsc_paper_filtered``."""
+"""Top-level keys of every result; ``evaluate_paper`` adds ``dsc_paper_filtered``, ``evaluate_native`` its ``threshold``."""
 
 AGREEMENT_KEYS = frozenset(
     {
@@ -646,10 +646,12 @@ def evaluate_native(
     *,
     stems: Sequence[str] | None = None,
     mm2_per_px: float | None = None,
+    threshold: float = PAPER_THRESHOLD,
 ) -> dict[str, Any]:
     """The clean protocol at native resolution (paper-code-spec.md §4 item 7, DESIGN.md).
 
-    Every metric uses prediction ``>= 0.5`` vs mask ``> 0``; DSC, IoU (no smoothing),
+    Every metric uses prediction ``>= threshold`` (0.5 unless the model carries a threshold calibrated by
+    cross-validation, :mod:`train.threshold`) vs mask ``> 0``; DSC, IoU (no smoothing),
     precision and recall are computed per image and summarised as mean ± std (ddof 1) over
     all images. Empty-set conventions are in the module docstring. Areas for the CSA error
     are the pixel counts of the same two masks (:func:`native_areas` at identity size).
@@ -660,7 +662,10 @@ def evaluate_native(
         masks_native: list of ``[H,W]`` uint8 (0/255) or bool masks at the same sizes.
         stems: optional file stems, copied into the rows as ``"stem"``.
         mm2_per_px: optional area of one pixel in mm², for the mm² values of ``csa_agreement``.
+        threshold: the prediction's inclusive threshold, recorded as ``result["threshold"]``.
     """
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"evaluate_native: threshold must be in (0, 1), got {threshold}")
     probs = _as_2d_list(probs_native, "probs_native", unit_range=True)
     masks = _as_2d_list(masks_native, "masks_native", unit_range=False)
     n = len(probs)
@@ -669,10 +674,12 @@ def evaluate_native(
     for i, (p, m) in enumerate(zip(probs, masks)):
         if p.shape != m.shape:
             raise ValueError(f"evaluate_native: image {i}: probability shape {p.shape} != mask shape {m.shape}")
-    areas = native_areas(probs, masks)
-    rows, _ = _per_image(probs, masks, _NATIVE_RULE, areas, stems)
-    return _result(
-        _NATIVE_RULE,
+    areas = native_areas(probs, masks, threshold=threshold)
+    at_t = _Threshold(float(threshold), inclusive=True)
+    rule = replace(_NATIVE_RULE, dsc_pred=at_t, iou_pred=at_t, pr_pred=at_t)
+    rows, _ = _per_image(probs, masks, rule, areas, stems)
+    result = _result(
+        rule,
         rows,
         dsc=summary(_column(rows, "dsc")),
         iou=summary(_column(rows, "iou")),
@@ -680,6 +687,8 @@ def evaluate_native(
         recall=summary(_column(rows, "recall")),
         mm2_per_px=mm2_per_px,
     )
+    result["threshold"] = float(threshold)
+    return result
 
 
 # ---------------------------------------------------------------------------------------
@@ -728,8 +737,9 @@ def format_summary(result: dict[str, Any]) -> str:
         v = result[key]
         return f"{key} {_fmt(v['mean'])}" + ("" if paper else f" ± {_fmt(v['std'])}")
 
+    t = result.get("threshold")
     lines = [
-        f"n={result['n']} protocol={result['protocol']}",
+        f"n={result['n']} protocol={result['protocol']}" + (f" threshold={t:g}" if t not in (None, 0.5) else ""),
         f"  DSC {_fmt(result['dsc']['mean'])} ± {_fmt(result['dsc']['std'])}"
         f"  IoU {_fmt(result['iou']['mean'])} ± {_fmt(result['iou']['std'])}"
         f"  {pr('precision')}  {pr('recall')}",

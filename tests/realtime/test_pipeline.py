@@ -22,6 +22,7 @@ from realtime.pipeline import (
 from realtime.sinks.base import Callback
 from realtime.sinks.csv_sink import read_csv
 from realtime.sources import open_source
+from realtime.fusion import TemporalFusion
 from realtime.tracker import Tracker
 from tests.realtime._helpers import MODEL, TruthEngine, ellipse_mask, frames
 
@@ -607,6 +608,21 @@ def test_the_frame_goes_through_at_the_engines_size_threshold_and_minimum_area()
     rec.clear()
     pipeline(Callback(rec.append), engine=HalfEngine(), threshold=0.7).run(frames(1))
     assert not rec[0].measured
+
+    class CalibratedHalfEngine(HalfEngine):  # a model that carries its mask threshold (mn-cv --final)
+        def __init__(self) -> None:
+            super().__init__()
+            self.info.config = {**self.info.config, "postprocess": {"threshold": 0.65}}
+
+    for threshold, measured in ((None, False), (0.55, True)):  # the model's 0.65 unless --threshold says
+        rec.clear()
+        pipe = pipeline(Callback(rec.append), engine=CalibratedHalfEngine(), threshold=threshold,
+                        fusion=TemporalFusion(weight=0.5))
+        pipe.run(frames(1))
+        assert rec[0].measured is measured
+        assert pipe.threshold == pipe.config.fusion.threshold == (threshold or 0.65)
+    with pytest.raises(UserError, match="between 0 and 1"):
+        pipeline(engine=HalfEngine(), threshold=1.5)
     rec.clear()
     pipeline(Callback(rec.append), min_area_px=int(truth * 2)).run(frames(1))
     assert not rec[0].measured and rec[0].tracked.n_detections == 0

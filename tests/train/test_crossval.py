@@ -14,11 +14,12 @@ import torch
 
 from tests.conftest import make_dataset
 from train import crossval
-from train.checkpoint import save_checkpoint
+from train.checkpoint import load_checkpoint, save_checkpoint
 from train.crossval import CrossValidation, cli, format_summary
 from train.errors import UserError
 from train.models import build_model
 from train.recipes import RECIPES, get_recipe, part_args
+from train.threshold import GRID, read_sweep
 from train.trainer import load_init_weights
 
 
@@ -150,13 +151,19 @@ def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path, mon
     summary = json.loads((out / "cv-summary.json").read_text())
     assert summary["folds_done"] == [0, 1] and summary["protocols"]["native"]["n_images"] == 4
     assert summary["best_epochs"] == {"localiser": [1, 1], "refiner": [1, 1]}
+    assert summary["threshold"]["folds"] == [0, 1] and summary["threshold"]["chosen_all"] in GRID
     stamp = (out / "fold-0" / "model.pt").stat().st_mtime_ns
-    assert cli(argv) == 0  # everything done: nothing retrained or rebuilt
+    (out / "fold-0" / "threshold-sweep.csv").unlink()  # a fold evaluated before sweeps existed
+    assert cli(argv) == 0  # everything done: nothing retrained or rebuilt; the missing sweep is made
     assert (out / "fold-0" / "model.pt").stat().st_mtime_ns == stamp
+    assert len(read_sweep(out / "fold-0" / "threshold-sweep.csv")) == 2 * len(GRID)
     assert cli([*argv, "--final"]) == 0
     assert (out / "final" / "model.pt").is_file()
     cfg = json.loads((out / "final" / "refiner" / "config.json").read_text())
     assert cfg["train"]["split"] == "none" and cfg["train"]["epochs"] == 1
+    final = load_checkpoint(out / "final" / "model.pt")["config"]["postprocess"]
+    assert final["threshold"] == json.loads((out / "cv-summary.json").read_text())["threshold"]["chosen_all"]
+    assert "out-of-fold" in final["chosen_by"]
 
 
 def test_init_weights_from_a_cascade_part(tmp_path: Path) -> None:

@@ -137,3 +137,35 @@ def test_plots_on_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) 
     err = _run_error(["--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path), "--plots", str(afile)],
                      capsys)
     assert "--plots" in err and "folder" in err
+
+
+def test_threshold_the_model_carries_and_the_sweep(checkpoint: Path, synthetic_dataset_shared: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """The native protocol cuts at the model's ``postprocess.threshold`` (``--threshold`` overrides it), and
+    ``--sweep`` holds, at that threshold, exactly the areas the protocol reports."""
+    from train.checkpoint import load_checkpoint
+    from train.threshold import read_sweep
+
+    payload = load_checkpoint(checkpoint)
+    payload["config"]["postprocess"] = {"threshold": 0.45}
+    calibrated = tmp_path / "calibrated.pt"
+    torch.save(payload, calibrated)
+    results = {}
+    for name, ckpt, extra in (("default", checkpoint, []), ("model", calibrated, []),
+                              ("flag", checkpoint, ["--threshold", "0.45"])):
+        js = tmp_path / f"{name}.json"
+        assert _eval(ckpt, synthetic_dataset_shared, "--protocol", "native", "--json", str(js), *extra,
+                     *(["--sweep", str(tmp_path / "sweep.csv")] if name == "default" else [])) == 0
+        results[name] = json.loads(js.read_text())
+    assert results["default"]["threshold"] == 0.5 and results["model"]["threshold"] == 0.45
+    assert results["model"]["per_image"] == results["flag"]["per_image"]
+    sweep = read_sweep(tmp_path / "sweep.csv")
+    for t in (0.45, 0.5):
+        at_t = {r["stem"]: r["area_pred_px"] for r in sweep if r["threshold"] == t}
+        run = results["default" if t == 0.5 else "model"]["per_image"]
+        assert at_t == {r["stem"]: r["area_pred_px"] for r in run}
+    capsys.readouterr()
+    assert _eval(checkpoint, synthetic_dataset_shared, "--threshold", "0.4") == 2  # the paper protocol's is 0.5
+    assert "--protocol native" in capsys.readouterr().err
+    assert _eval(checkpoint, synthetic_dataset_shared, "--protocol", "native", "--threshold", "1.2") == 2
+    assert "between 0 and 1" in capsys.readouterr().err
