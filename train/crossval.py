@@ -299,12 +299,15 @@ class CrossValidation:
     # -- all folds, the final model, the summary ----------------------------------------------
 
     def best_epochs(self) -> dict[str, list[int]]:
-        """``{part: [best epoch of each finished fold]}`` (1-based, from each run's config.json)."""
+        """``{part: [best epoch of each finished fold]}`` (1-based, from each run's config.json, or from the
+        ``PART-config.json`` that ``benchmarks/cv_collect.sh`` keeps of a finished part whose run is gone)."""
         out: dict[str, list[int]] = {part: [] for part in self.recipe.parts}
         for fold in range(self.folds):
             for part in self.recipe.parts:
                 cfg = self.fold_dir(fold) / part / "config.json"
-                if (self.fold_dir(fold) / part / ".done").is_file() and cfg.is_file():
+                if not ((self.fold_dir(fold) / part / ".done").is_file() and cfg.is_file()):
+                    cfg = self.fold_dir(fold) / f"{part}-config.json"
+                if cfg.is_file():
                     best = json.loads(cfg.read_text()).get("metrics", {}).get("best_epoch")
                     if best:
                         out[part].append(int(best))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -164,6 +165,19 @@ def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path, mon
     final = load_checkpoint(out / "final" / "model.pt")["config"]["postprocess"]
     assert final["threshold"] == json.loads((out / "cv-summary.json").read_text())["threshold"]["chosen_all"]
     assert "out-of-fold" in final["chosen_by"]
+    # what benchmarks/cv_collect.sh keeps of the folds (no weights) is enough for the summary and for --final
+    kept, runs = tmp_path / "kept", tmp_path / "runs"
+    runs.mkdir()
+    (runs / "cv-cascade-acq").symlink_to(out)
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "cv_collect.sh"
+    subprocess.run(["bash", str(script), str(runs), str(kept)], check=True, capture_output=True)
+    kept = kept / "cascade-acq"
+    assert not list(kept.rglob("*.pt")) and (kept / "fold-1" / "refiner-config.json").is_file()
+    again = CrossValidation(get_recipe("cascade-acq"), str(data), str(kept), folds=2, extra=[str(extra)])
+    assert again.best_epochs() == {"localiser": [1, 1], "refiner": [1, 1]}
+    assert again.threshold_report() == crossval.CrossValidation(
+        get_recipe("cascade-acq"), str(data), str(out), folds=2, extra=[str(extra)]).threshold_report()
+    assert again.write_summary()["protocols"]["native"]["n_images"] == 4
 
 
 def test_init_weights_from_a_cascade_part(tmp_path: Path) -> None:
