@@ -18,7 +18,8 @@
 # takes 1.3 times less time than one two-thread chain. A rehearsal:
 # TRAIN_ARGS='--max-images 16 --width 0.25' EPOCHS=1 CLIPS=1 benchmarks/cpu_cv.sh DATA PHANTOM /tmp/r 0
 # On 2 cores with AVX512-BF16 a fold takes about 2 hours (the shipped recipe's localiser 20 min and refiner 45,
-# the compress refiner 45, the acquisition localiser 20, the reports 10).
+# the compress refiner 45, the acquisition localiser 20, the reports 10). Without BF16 (--amp trains in float32,
+# e.g. an AVX2-only EPYC) a refiner epoch takes 113 s on one thread against 17 s: a fold is GPU work there.
 set -u
 DATA=${1:?DATA folder}; PHANTOM=${2:?PHANTOM folder}; RUNS=${3:?RUNS folder}; shift 3
 FOLDS=${*:-0 1 2 3 4}; PY=${PY:-python3}; TRAIN_ARGS=${TRAIN_ARGS:---amp}; CLIPS=${CLIPS:-16}
