@@ -7,7 +7,8 @@ nerve (as ``mn-train --crop`` validates a refiner) is segmented as it is (area `
 ``--patterns`` new speckle patterns (:func:`train.consistency.respeckle` on the whole z-scored frame, the
 generator of image ``i``'s pattern ``k`` being ``default_rng([seed, i, k])``) and with the window moved by
 each of ``--shifts`` pixels (right and down), as a tracked window moves with the nerve. Per image and change:
-``|A - A0| / A0`` of the masks thresholded at 0.5 in the window. Reported per change: the median and p95
+``|A - A0| / A0`` of the masks cut at the model's mask threshold (``postprocess.threshold``, calibrated by
+``mn-cv --final``; 0.5 for a refiner's own checkpoint) or ``--threshold``, in the window. Reported per change: the median and p95
 over every (image, change) pair; and the clean windows' Dice against the truth, for context.
 
 A cheap stand-in for the raw area's frame-to-frame jitter that ``benchmarks.window_bench`` measures on
@@ -68,16 +69,32 @@ def load_refiner(path: str) -> tuple[Any, tuple[int, int], tuple[int, int]]:
     return model.eval(), (int(crop[0]), int(crop[1])), tuple(int(v) for v in config["preprocessing"]["size"])
 
 
+def refiner_threshold(path: str, given: float | None) -> float:
+    """``given`` (``--threshold``, checked), else the mask threshold the checkpoint carries (a cascade calibrated
+    by ``mn-cv --final``), else 0.5."""
+    from train.checkpoint import load_checkpoint
+    from train.threshold import model_threshold
+
+    if given is not None:
+        if not 0.0 < given < 1.0:
+            raise UserError(f"--threshold must be between 0 and 1 (a probability), got {given:g}")
+        return float(given)
+    try:
+        return model_threshold(load_checkpoint(path).get("config"))
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
 def window_areas(model: Any, frames: Sequence[np.ndarray], boxes: Sequence[tuple[int, int]],
-                 crop_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The refiner's masks (probability >= 0.5) of each frame's window at its box: ``(areas, masks)``."""
+                 crop_wh: tuple[int, int], threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The refiner's masks (probability >= ``threshold``) of each frame's window at its box: ``(areas, masks)``."""
     import torch
 
     cw, ch = crop_wh
     windows = np.stack([f.reshape(f.shape[-2:])[y0:y0 + ch, x0:x0 + cw] for f, (x0, y0) in zip(frames, boxes)])
     with torch.inference_mode():
         prob = torch.sigmoid(model(torch.from_numpy(np.ascontiguousarray(windows[:, None])))).numpy()[:, 0]
-    masks = prob >= 0.5
+    masks = prob >= threshold
     return masks.sum(axis=(1, 2)).astype(np.float64), masks
 
 
@@ -90,9 +107,10 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
 
 
 def measure(model: Any, images: np.ndarray, masks: np.ndarray, crop_wh: tuple[int, int], patterns: int,
-            shifts: Sequence[int], strength: float, seed: int, image_ids: Sequence[int]) -> dict[str, Any]:
+            shifts: Sequence[int], strength: float, seed: int, image_ids: Sequence[int],
+            threshold: float = 0.5) -> dict[str, Any]:
     """The report's numbers for preprocessed ``images`` / ``masks`` ``[N, 1, H, W]`` (see the module docstring);
-    ``image_ids`` key each image's speckle generator."""
+    ``image_ids`` key each image's speckle generator; masks are ``probability >= threshold``."""
     from train.consistency import respeckle
     from train.metrics import dice_hard
     from train.window import crop_box, mask_centre
@@ -106,7 +124,7 @@ def measure(model: Any, images: np.ndarray, masks: np.ndarray, crop_wh: tuple[in
             skipped += 1
             continue
         box = crop_box(centre, crop_wh, (w, h))
-        (a0,), (m0,) = window_areas(model, [image], [box], crop_wh)
+        (a0,), (m0,) = window_areas(model, [image], [box], crop_wh, threshold)
         x0, y0 = box
         truth = mask[0, y0:y0 + crop_wh[1], x0:x0 + crop_wh[0]] > 0.5
         dsc.append(dice_hard(m0, truth))
@@ -115,11 +133,11 @@ def measure(model: Any, images: np.ndarray, masks: np.ndarray, crop_wh: tuple[in
             continue
         noisy = [respeckle(image, np.random.default_rng([seed, int(ident), k]), strength) for k in range(patterns)]
         if noisy:
-            areas, _ = window_areas(model, noisy, [box] * len(noisy), crop_wh)
+            areas, _ = window_areas(model, noisy, [box] * len(noisy), crop_wh, threshold)
             changes["speckle"] += list(np.abs(areas - a0) / a0)
         for s in shifts:
             moved = crop_box((centre[0] + s, centre[1] + s), crop_wh, (w, h))
-            (a,), _ = window_areas(model, [image], [moved], crop_wh)
+            (a,), _ = window_areas(model, [image], [moved], crop_wh, threshold)
             changes[f"shift {s} px"].append(abs(a - a0) / a0)
     return {"images": int(len(images)), "skipped": skipped,
             "clean_window_dsc": _stats(dsc), "area_change": {k: _stats(v) for k, v in changes.items()}}
@@ -157,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=None,
                    help="speckle strength (default: the one --consistency trains with, 0.15)")
     p.add_argument("--shifts", type=_shifts, default=[1, 3], help="window moves in px, comma-separated (1,3)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="mask threshold (default: the model's postprocess.threshold, else 0.5)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="default benchmarks/results/speckle-stability-STEM-HOST-DATE.json, with a .md beside it")
@@ -185,18 +205,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"cannot write {out}: the folder {out.parent} does not exist or is not writable")
     set_threads(args.threads)
     model, crop_wh, size = load_refiner(args.refiner)
+    threshold = refiner_threshold(args.refiner, args.threshold)
     samples = select_samples(args)
     data = load_samples(samples, size, progress=log.isEnabledFor(logging.INFO))
     # each image's speckle is keyed by its place in the whole folder, so a fold's numbers do not depend on the split
     order = {s.stem: i for i, s in enumerate(scan_dataset(args.data, patient_regex=args.patient_regex))}
     result = measure(model, data.images, data.masks, crop_wh, args.patterns, args.shifts, strength, args.seed,
-                     [order[s.stem] for s in samples])
+                     [order[s.stem] for s in samples], threshold)
     split = args.split if args.split != "kfold" else f"kfold, fold {args.fold} of {args.folds}, seed {args.seed}"
     report = {"benchmark": "speckle_stability", "date": date.today().isoformat(), "refiner": str(args.refiner),
               "machine": {"host": platform.node(), "platform": platform.platform()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "split": f"{split} ({args.subset})", "patterns": args.patterns, "strength": strength,
-              "shifts_px": args.shifts, "window": list(crop_wh), "frame": list(size), "result": result}
+              "shifts_px": args.shifts, "threshold": threshold, "window": list(crop_wh), "frame": list(size), "result": result}
     write_report(out, report, format_md(report))
     return 0
 

@@ -61,6 +61,20 @@ def test_an_outline_decided_by_the_speckle_moves_and_strength_0_does_not() -> No
     assert again == moved and other != moved
 
 
+def test_masks_are_cut_at_the_threshold_given() -> None:
+    image, mask = _disc_frame(ramp=True)  # logits 50 * (0 - x): the ramp's pixels above -0.044 fall below 0.9
+    at_half = measure(Darker(0.0), image, mask, (64, 48), 0, [], 0.15, 0, [0])
+    strict = measure(Darker(0.0), image, mask, (64, 48), 0, [], 0.15, 0, [0], threshold=0.9)
+    assert strict["clean_window_dsc"]["mean"] < at_half["clean_window_dsc"]["mean"]
+
+
+def test_the_model_carries_the_threshold_and_a_given_one_wins(tmp_path: Path) -> None:
+    assert speckle_stability.refiner_threshold(str(_refiner(tmp_path / "r.pt")), None) == 0.5
+    calibrated = str(_refiner(tmp_path / "c.pt", threshold=0.425))
+    assert speckle_stability.refiner_threshold(calibrated, None) == 0.425
+    assert speckle_stability.refiner_threshold(calibrated, 0.6) == 0.6
+
+
 def test_a_window_edge_through_the_nerve_moves_with_a_shift() -> None:
     image, mask = _disc_frame(radius=30)  # 60 px across: a 64x48 window cuts it
     r = measure(Darker(0.0), image, mask, (64, 48), 0, [3], 0.15, 0, [0])
@@ -84,7 +98,7 @@ def test_images_without_a_nerve_or_an_outline_are_left_out() -> None:
     assert r["skipped"] == 2 and r["area_change"]["speckle"]["n"] == 0 and r["clean_window_dsc"]["mean"] == 0.0
 
 
-def _refiner(path: Path, crop: bool = True) -> Path:
+def _refiner(path: Path, crop: bool = True, threshold: float | None = None) -> Path:
     from train.checkpoint import save_checkpoint
     from train.models import build_model
 
@@ -92,6 +106,8 @@ def _refiner(path: Path, crop: bool = True) -> Path:
     config = {"model": {"name": "lunet", "kwargs": {"width": 0.25}}, "preprocessing": {"size": [128, 96]}}
     if crop:
         config["crop"] = {"size": [64, 48], "frame_size": [128, 96]}
+    if threshold is not None:
+        config["postprocess"] = {"threshold": threshold}
     save_checkpoint(path, build_model("lunet", width=0.25), config)
     return path
 
@@ -114,7 +130,8 @@ def test_the_command_writes_json_and_markdown(synthetic_dataset_shared: Path, tm
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert set(report) == {"benchmark", "date", "refiner", "machine", "command", "split", "patterns", "strength",
-                           "shifts_px", "window", "frame", "result"}
+                           "shifts_px", "threshold", "window", "frame", "result"}
+    assert report["threshold"] == 0.5  # a refiner's own checkpoint carries none
     assert report["split"] == "kfold, fold 1 of 4, seed 42 (val)" and report["strength"] == 0.15
     assert (report["window"], report["frame"], report["shifts_px"]) == ([64, 48], [128, 96], [2])
     r = report["result"]
@@ -133,6 +150,7 @@ def test_bad_input_is_one_line_and_exit_2(synthetic_dataset_shared: Path, tmp_pa
     ref = str(_refiner(tmp_path / "r.pt"))
     for args, message in ((["--data", str(tmp_path / "nope")], "is not a folder"),
                           (["--data", data, "--strength", "2"], "--strength"),
+                          (["--data", data, "--threshold", "1"], "--threshold must be between 0 and 1"),
                           (["--data", data, "--split", "kfold"], "--split kfold needs --fold"),
                           (["--data", data, "--json", str(tmp_path / "no" / "x.json")], "cannot write")):
         extra = [] if "--json" in args else ["--json", str(tmp_path / "x.json")]
