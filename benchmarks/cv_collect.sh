@@ -17,10 +17,7 @@ for cv in "$RUNS"/cv-*/; do
   for fold in "$cv"fold-*/; do
     [ -f "$fold/eval-native.json" ] || continue
     out="$DEST/$recipe/$(basename "$fold")"; mkdir -p "$out"
-    for f in "$fold"/*.json "$fold"/*.md "$fold"/*.csv; do
-      case $(basename "$f") in *.tmp|*.log) continue ;; esac
-      cp "$f" "$out/"
-    done
+    for f in "$fold"/*.json "$fold"/*.md "$fold"/*.csv; do cp "$f" "$out/"; done
     for part in "$fold"*/; do
       p=$(basename "$part")
       [ -f "$part/.done" ] || continue

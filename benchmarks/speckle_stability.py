@@ -8,8 +8,8 @@ nerve (as ``mn-train --crop`` validates a refiner) is segmented as it is (area `
 generator of image ``i``'s pattern ``k`` being ``default_rng([seed, i, k])``) and with the window moved by
 each of ``--shifts`` pixels (right and down), as a tracked window moves with the nerve. Per image and change:
 ``|A - A0| / A0`` of the masks cut at the model's mask threshold (``postprocess.threshold``, calibrated by
-``mn-cv --final``; 0.5 for a refiner's own checkpoint) or ``--threshold``, in the window. Reported per change: the median and p95
-over every (image, change) pair; and the clean windows' Dice against the truth, for context.
+``mn-cv --final``; 0.5 for a refiner's own checkpoint) or ``--threshold``, in the window. Reported per change:
+the median and p95 over every (image, change) pair; and the clean windows' Dice against the truth, for context.
 
 A cheap stand-in for the raw area's frame-to-frame jitter that ``benchmarks.window_bench`` measures on
 animated clips, comparable between refiners on the same held-out images (``--split kfold --fold K`` for an
@@ -73,16 +73,12 @@ def refiner_threshold(path: str, given: float | None) -> float:
     """``given`` (``--threshold``, checked), else the mask threshold the checkpoint carries (a cascade calibrated
     by ``mn-cv --final``), else 0.5."""
     from train.checkpoint import load_checkpoint
-    from train.threshold import model_threshold
+    from train.threshold import choose_threshold
 
-    if given is not None:
-        if not 0.0 < given < 1.0:
-            raise UserError(f"--threshold must be between 0 and 1 (a probability), got {given:g}")
-        return float(given)
     try:
-        return model_threshold(load_checkpoint(path).get("config"))
+        return choose_threshold(given, None if given is not None else load_checkpoint(path).get("config"))
     except ValueError as e:
-        raise UserError(f"{path}: {e}") from None
+        raise UserError(str(e)) from None
 
 
 def window_areas(model: Any, frames: Sequence[np.ndarray], boxes: Sequence[tuple[int, int]],
@@ -217,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "machine": {"host": platform.node(), "platform": platform.platform()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "split": f"{split} ({args.subset})", "patterns": args.patterns, "strength": strength,
-              "shifts_px": args.shifts, "threshold": threshold, "window": list(crop_wh), "frame": list(size), "result": result}
+              "shifts_px": args.shifts, "threshold": threshold, "window": list(crop_wh), "frame": list(size),
+              "result": result}
     write_report(out, report, format_md(report))
     return 0
 

@@ -66,17 +66,12 @@ __all__ = ["EXIT_ENGINE_FAILED", "EXIT_OK", "EXIT_OUTPUT_FAILED", "EXIT_SOURCE_F
 def mask_threshold(given: float | None, engine) -> float:
     """The nerve mask's probability threshold: ``given`` (``--threshold``), else the one the model carries
     (``postprocess.threshold`` in its config, calibrated by ``mn-cv --final``: :mod:`train.threshold`), else 0.5."""
-    from train.threshold import model_threshold
+    from train.threshold import choose_threshold
 
-    if given is not None:
-        if not 0.0 < float(given) < 1.0:
-            raise UserError(f"--threshold must be between 0 and 1 (a probability), got {given:g}")
-        return float(given)
-    info = getattr(engine, "info", None)
     try:
-        return model_threshold(getattr(info, "config", None))
+        return choose_threshold(given, getattr(getattr(engine, "info", None), "config", None))
     except ValueError as e:
-        raise UserError(f"{e}; rebuild the model or pass --threshold") from None
+        raise UserError(str(e)) from None
 
 
 @dataclass

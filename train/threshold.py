@@ -55,6 +55,19 @@ def model_threshold(config: dict | None) -> float:
     return value
 
 
+def choose_threshold(given: float | None, config: dict | None) -> float:
+    """The mask threshold a command cuts at: ``given`` (its ``--threshold``), else the model's
+    (:func:`model_threshold`). Raises ValueError, with the fix, for a given one or a model's outside (0, 1)."""
+    if given is not None:
+        if not 0.0 < float(given) < 1.0:
+            raise ValueError(f"--threshold must be between 0 and 1 (a probability), got {given:g}")
+        return float(given)
+    try:
+        return model_threshold(config)
+    except ValueError as e:
+        raise ValueError(f"{e}; rebuild the model or pass --threshold") from None
+
+
 def sweep(probs_native: Sequence[np.ndarray], masks_native: Sequence[np.ndarray], stems: Sequence[str],
           grid: Sequence[float] = GRID) -> list[dict[str, Any]]:
     """One row per image and threshold: areas (pixels at native resolution) of ``mask > 0`` and ``prob >= t``,

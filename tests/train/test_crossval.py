@@ -175,7 +175,7 @@ def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path, mon
     assert not list(kept.rglob("*.pt")) and (kept / "fold-1" / "refiner-config.json").is_file()
     again = CrossValidation(get_recipe("cascade-acq"), str(data), str(kept), folds=2, extra=[str(extra)])
     assert again.best_epochs() == {"localiser": [1, 1], "refiner": [1, 1]}
-    assert again.threshold_report() == crossval.CrossValidation(
+    assert again.threshold_report() == CrossValidation(
         get_recipe("cascade-acq"), str(data), str(out), folds=2, extra=[str(extra)]).threshold_report()
     assert again.write_summary()["protocols"]["native"]["n_images"] == 4
 
