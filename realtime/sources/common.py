@@ -627,6 +627,110 @@ class GeneratedSource(Source):
                 index += 1
 
 
+
+class ReceivingSource(Source, Generic[T]):
+    """A live source fed by a background thread: a capture device's grabber, an OpenIGTLink receiver.
+
+    The thread (:meth:`_receive`, started at the first frame asked for) puts each item it receives into a
+    newest-frame :class:`LatestSlot` and closes the slot when it ends; the consumer (:meth:`_received`) takes the
+    newest item with the number of items it was too slow for. When the connection is lost the thread calls
+    :meth:`_reconnect`, which closes the handle and opens it again (:meth:`_open_handle`) every
+    ``retry_interval_s`` for up to ``reconnect_s``; when that fails the stream ends cleanly with
+    :meth:`_lost_text` as the failure. No item at all for ``stall_timeout_s`` (default ``reconnect_s + 10``: a
+    read that never returns) ends it with :meth:`_stall_text`. The handle (``self._handle``, of type ``T``) is
+    closed by :meth:`close` once the thread has stopped. A subclass implements the abstract methods below and
+    :meth:`Source._frames` over :meth:`_received`.
+    """
+
+    #: the thread's name and what it is called in messages
+    thread_name: ClassVar[str] = "mn-receiver"
+    thread_role: ClassVar[str] = "receiver thread"
+    #: what a successful :meth:`_reconnect` logs ("reopened", "reconnected")
+    reopened: ClassVar[str] = "reopened"
+
+    def _init_receiving(self, options: SourceOptions, retry_interval_s: float,
+                        stall_timeout_s: float | None) -> None:
+        """The receiving state; call from ``__init__`` after ``Source.__init__`` and before opening the handle."""
+        self.realtime = True  # a device or a server is always live
+        self.reconnect_s = options.reconnect_s
+        self.retry_interval_s = retry_interval_s
+        self.stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else options.reconnect_s + 10.0
+        self.reconnects = 0
+        self._slot: LatestSlot[Any] = LatestSlot()
+        self._thread: threading.Thread | None = None
+        self._lost_reason: str | None = None
+        self._handle: T | None = None
+
+    # -- to implement
+
+    @abc.abstractmethod
+    def _receive(self) -> None:
+        """The thread's body: receive from ``self._handle`` into ``self._slot`` until ``self._stop`` is set or the
+        handle is lost for good; close the slot on every way out."""
+
+    @abc.abstractmethod
+    def _open_handle(self, first: bool) -> T | None:
+        """Open the device or connection; the first time a failure raises :class:`SourceError`, later it returns
+        ``None`` (and :meth:`_reconnect` tries again)."""
+
+    @abc.abstractmethod
+    def _close_handle(self, handle: T) -> None:
+        """Release ``handle``, never raising (a dead device or socket must not mask the real problem)."""
+
+    @abc.abstractmethod
+    def _lost_text(self, attempts: int) -> str:
+        """The failure when the handle could not be reopened within ``reconnect_s`` (``attempts`` tries)."""
+
+    @abc.abstractmethod
+    def _stall_text(self) -> str:
+        """The failure when nothing arrived for ``stall_timeout_s``."""
+
+    # -- the shared behaviour
+
+    def _reconnect(self, handle: T | None) -> T | None:
+        """Close ``handle`` and open it again until it works or ``reconnect_s`` runs out (then ``None``, and the
+        stream ends with :meth:`_lost_text` unless it is being stopped). Called from the thread."""
+        if handle is not None:
+            self._close_handle(handle)
+        new, attempts, waited = retry_until(lambda: self._open_handle(first=False), self._stop, self.reconnect_s,
+                                            self.retry_interval_s)
+        if new is not None:
+            self.reconnects += 1
+            log.info("%s: %s after %.1f s (attempt %d)", self.name, self.reopened, waited, attempts)
+        elif not self._stop.is_set():
+            self._lost_reason = self._lost_text(attempts)
+        self._handle = new
+        return new
+
+    def _received(self) -> Iterator[tuple[Any, int]]:
+        """``(item, dropped_before)`` from the thread (started here), until the stream ends, fails or stops."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._receive, name=self.thread_name, daemon=True)
+            self._thread.start()
+        while not self._stop.is_set():
+            got = self._slot.get(timeout=self.stall_timeout_s)
+            if got is None:
+                if self._stop.is_set():
+                    return
+                if self._lost_reason:
+                    self.fail(self._lost_reason)
+                elif not self._slot.closed:
+                    self.fail(self._stall_text())
+                    self._stop.set()
+                return
+            yield got
+
+    def _release(self) -> None:
+        """Stop the thread (waiting up to 2 s, or two reconnection pauses), then close the handle unless the
+        thread still holds it."""
+        self._slot.close()
+        join_thread(self._thread, max(2.0, 2 * self.retry_interval_s), f"{self.name} {self.thread_role}")
+        if self._thread is None or not self._thread.is_alive():
+            handle, self._handle = self._handle, None
+            if handle is not None:
+                self._close_handle(handle)
+
+
 def live_indices(fps: float, stop: threading.Event, pacer: Pacer, start: int = 0,
                  end: int | None = None) -> Iterator[tuple[int, int, float]]:
     """Indices of a generated stream played live at ``fps``.

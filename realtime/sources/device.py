@@ -18,7 +18,6 @@ import glob
 import logging
 import re
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
@@ -26,15 +25,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 
 from realtime.frame import Frame
-from realtime.sources.common import (
-    LatestSlot,
-    Source,
-    SourceError,
-    SourceOptions,
-    join_thread,
-    register_source,
-    retry_until,
-)
+from realtime.sources.common import ReceivingSource, SourceError, SourceOptions, register_source
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +84,7 @@ class _Grabbed:
 
 
 @register_source("device")
-class DeviceSource(Source):
+class DeviceSource(ReceivingSource[CaptureLike]):
     """Frames from a capture device, newest-frame policy, reconnect on loss.
 
     ``target``: an integer index or a device path. ``capture_factory``: how a capture object is
@@ -103,6 +94,8 @@ class DeviceSource(Source):
     """
 
     claim_order = 10
+    thread_name = "mn-device-grabber"
+    thread_role = "grabber thread"
 
     @classmethod
     def claims(cls, spec: str) -> bool:
@@ -124,26 +117,19 @@ class DeviceSource(Source):
                  stall_timeout_s: float | None = None) -> None:
         name = f"/dev/video{target}" if isinstance(target, int) and sys.platform.startswith("linux") else str(target)
         super().__init__(spec or str(target), options, name=f"video device {name}")
-        self.realtime = True  # a device is always live
+        self._init_receiving(options, retry_interval_s, stall_timeout_s)
         self.target = target
         self.device_path = name
         self._factory: CaptureFactory = capture_factory or opencv_capture
-        self.reconnect_s = options.reconnect_s
-        self.retry_interval_s = retry_interval_s
-        self.stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else options.reconnect_s + 10.0
         self.requested_fps = options.fps
         self.requested_size = options.size
         self.reported_fps: float | None = None
         self.reported_size: tuple[int, int] | None = None
-        self.reconnects = 0
-        self._slot: LatestSlot[_Grabbed] = LatestSlot()
-        self._thread: threading.Thread | None = None
-        self._lost_reason: str | None = None
-        self._cap: CaptureLike | None = self._open(first=True)
+        self._handle = self._open_handle(first=True)
 
     # -- opening
 
-    def _open(self, first: bool) -> CaptureLike | None:
+    def _open_handle(self, first: bool) -> CaptureLike | None:
         """Open and configure the capture; on the first open a failure raises, later it returns None."""
         try:
             cap = self._factory(self.target)
@@ -153,7 +139,7 @@ class DeviceSource(Source):
             why = ""
         if cap is None or not cap.isOpened():
             if cap is not None:
-                _safe_release(cap)
+                self._close_handle(cap)
             if first:
                 exists = self.device_path in list_video_devices()
                 what = ("is busy (another program is using it), is not a video capture device, or cannot be read "
@@ -202,8 +188,8 @@ class DeviceSource(Source):
 
     # -- the grabber thread
 
-    def _grab_loop(self) -> None:
-        cap = self._cap
+    def _receive(self) -> None:
+        cap = self._handle
         index = 0
         try:
             while not self._stop.is_set() and cap is not None:
@@ -222,54 +208,30 @@ class DeviceSource(Source):
                 log.warning("%s: read failed after %d frames; reopening it for up to %.1f s",
                             self.name, index, self.reconnect_s)
                 cap = self._reconnect(cap)
-                self._cap = cap
         finally:
             self._slot.close()
 
-    def _reconnect(self, cap: CaptureLike) -> CaptureLike | None:
-        """Release ``cap`` and reopen the device until it delivers again or ``reconnect_s`` runs out."""
-        _safe_release(cap)
-        new, attempts, waited = retry_until(lambda: self._open(first=False), self._stop, self.reconnect_s,
-                                            self.retry_interval_s)
-        if new is not None:
-            self.reconnects += 1
-            log.info("%s: reopened after %.1f s (attempt %d)", self.name, waited, attempts)
-            return new
-        if not self._stop.is_set():
-            self._lost_reason = (f"the device stopped delivering frames and could not be reopened within "
-                                 f"{self.reconnect_s:g} s ({attempts} attempts); {_present_text()}")
-        return None
+    def _close_handle(self, handle: CaptureLike) -> None:
+        try:
+            handle.release()
+        except Exception as exc:  # releasing a dead device must not mask the real problem
+            log.debug("release failed: %s", exc)
+
+    def _lost_text(self, attempts: int) -> str:
+        return (f"the device stopped delivering frames and could not be reopened within {self.reconnect_s:g} s "
+                f"({attempts} attempts); {_present_text()}")
+
+    def _stall_text(self) -> str:
+        return f"no frame for {self.stall_timeout_s:g} s: the device is not responding"
 
     # -- Source
 
     def _frames(self) -> Iterator[Frame]:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._grab_loop, name="mn-device-grabber", daemon=True)
-            self._thread.start()
         t_first: float | None = None
-        while not self._stop.is_set():
-            got = self._slot.get(timeout=self.stall_timeout_s)
-            if got is None:
-                if self._stop.is_set():
-                    return
-                if self._lost_reason:
-                    self.fail(self._lost_reason)
-                elif not self._slot.closed:
-                    self.fail(f"no frame for {self.stall_timeout_s:g} s: the device is not responding")
-                    self._stop.set()
-                return
-            item, dropped = got
+        for item, dropped in self._received():
             if t_first is None:
                 t_first = item.t_capture
             yield Frame(item.index, item.t_capture, item.t_capture - t_first, item.image, dropped)
-
-    def _release(self) -> None:
-        self._slot.close()
-        join_thread(self._thread, max(2.0, self.retry_interval_s * 2), f"{self.name} grabber thread")
-        if self._thread is None or not self._thread.is_alive():
-            cap, self._cap = self._cap, None
-            if cap is not None:
-                _safe_release(cap)
 
     def _describe_extra(self) -> dict[str, Any]:
         return {
@@ -282,9 +244,3 @@ class DeviceSource(Source):
             "reconnects": self.reconnects,
         }
 
-
-def _safe_release(cap: CaptureLike) -> None:
-    try:
-        cap.release()
-    except Exception as exc:  # releasing a dead device must not mask the real problem
-        log.debug("release failed: %s", exc)

@@ -38,7 +38,6 @@ import logging
 import math
 import re
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -47,8 +46,7 @@ import numpy as np
 
 from realtime.calibration import Calibration
 from realtime.frame import Frame
-from realtime.sources.common import (LatestSlot, Source, SourceError, SourceOptions, join_thread, register_source,
-                                     retry_until)
+from realtime.sources.common import ReceivingSource, SourceError, SourceOptions, register_source
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +173,7 @@ def to_frame_image(plane: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 
 @register_source("igtl")
-class IgtlSource(Source):
+class IgtlSource(ReceivingSource[socket.socket]):
     """IMAGE messages from an OpenIGTLink server; see the module docstring.
 
     ``host``, ``port``: the server. ``device``: the device name to take images from (``None``: the
@@ -185,6 +183,8 @@ class IgtlSource(Source):
     """
 
     claim_order = 5
+    thread_name = "mn-igtl-receiver"
+    reopened = "reconnected"
 
     @classmethod
     def claims(cls, spec: str) -> bool:
@@ -203,15 +203,11 @@ class IgtlSource(Source):
                          name=f"OpenIGTLink server {address}" + (f" (device {device})" if device else ""))
         import pyigtl  # noqa: F401 - fails here, with the source named, if the dependency is missing
 
-        self.realtime = True  # a server streams live
+        self._init_receiving(options, retry_interval_s, stall_timeout_s)
         self.host, self.port, self.device = host, port, device
-        self.reconnect_s = options.reconnect_s
-        self.retry_interval_s = retry_interval_s
-        self.stall_timeout_s = stall_timeout_s if stall_timeout_s is not None else options.reconnect_s + 10.0
         if options.size is not None:
             log.warning("%s: a requested size applies to capture devices only; the server's images are used as "
                         "they come", self.name)
-        self.reconnects = 0
         self.messages_ignored = 0
         self.ignored_devices: set[str] = set()
         self.image_device: str | None = device
@@ -220,15 +216,12 @@ class IgtlSource(Source):
         self._spacing_seen = False
         self._plane_matrix: np.ndarray | None = None
         self.first_timestamp: float | None = None
-        self._slot: LatestSlot[_Received | SourceError] = LatestSlot()
-        self._thread: threading.Thread | None = None
-        self._lost_reason: str | None = None
         self._notes: set[str] = set()
-        self._sock: socket.socket | None = self._connect(first=True)
+        self._handle = self._open_handle(first=True)
 
     # -- the connection
 
-    def _connect(self, first: bool) -> socket.socket | None:
+    def _open_handle(self, first: bool) -> socket.socket | None:
         """Connect to the server; the first time a failure raises :class:`SourceError`, later it returns ``None``."""
         timeout = CONNECT_TIMEOUT_S if first else max(0.2, min(CONNECT_TIMEOUT_S, self.reconnect_s))
         try:
@@ -273,10 +266,10 @@ class IgtlSource(Source):
 
     # -- the receiver thread
 
-    def _receive_loop(self) -> None:
+    def _receive(self) -> None:
         from pyigtl import MessageBase
 
-        sock = self._sock
+        sock = self._handle
         index = 0
         try:
             while not self._stop.is_set() and sock is not None:
@@ -289,7 +282,6 @@ class IgtlSource(Source):
                     log.warning("%s: %s after %d images; reconnecting for up to %.1f s", self.name, exc, index,
                                 self.reconnect_s)
                     sock = self._reconnect(sock)
-                    self._sock = sock
                     continue
                 except (UnicodeDecodeError, ValueError) as exc:  # a header that is not OpenIGTLink
                     self._slot.put(SourceError(f"{self.name} sent something that is not an OpenIGTLink message "
@@ -352,39 +344,24 @@ class IgtlSource(Source):
         geometry = plane_matrix(message.image.shape, message.ijk_to_world_matrix)
         return _Received(index, t_capture, t_wall, float(message.timestamp), image, spacing_or_none, geometry)
 
-    def _reconnect(self, sock: socket.socket) -> socket.socket | None:
-        """Close ``sock`` and reconnect until the server is back or ``reconnect_s`` runs out."""
-        _close(sock)
-        new, attempts, waited = retry_until(lambda: self._connect(first=False), self._stop, self.reconnect_s,
-                                            self.retry_interval_s)
-        if new is not None:
-            self.reconnects += 1
-            log.info("%s: reconnected after %.1f s (attempt %d)", self.name, waited, attempts)
-            return new
-        if not self._stop.is_set():
-            self._lost_reason = (f"the server went away and could not be reconnected to within {self.reconnect_s:g} s "
-                                 f"({attempts} attempts)")
-        return None
+    def _close_handle(self, handle: socket.socket) -> None:
+        try:
+            handle.close()
+        except OSError as exc:  # closing a broken socket must not mask the real problem
+            log.debug("closing the socket failed: %s", exc)
+
+    def _lost_text(self, attempts: int) -> str:
+        return (f"the server went away and could not be reconnected to within {self.reconnect_s:g} s "
+                f"({attempts} attempts)")
+
+    def _stall_text(self) -> str:
+        return (f"no image for {self.stall_timeout_s:g} s: the server is connected but sends no IMAGE message"
+                f"{' of device ' + repr(self.device) if self.device else ''}")
 
     # -- Source
 
     def _frames(self) -> Iterator[Frame]:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._receive_loop, name="mn-igtl-receiver", daemon=True)
-            self._thread.start()
-        while not self._stop.is_set():
-            got = self._slot.get(timeout=self.stall_timeout_s)
-            if got is None:
-                if self._stop.is_set():
-                    return
-                if self._lost_reason:
-                    self.fail(self._lost_reason)
-                elif not self._slot.closed:
-                    self.fail(f"no image for {self.stall_timeout_s:g} s: the server is connected but sends no "
-                              f"IMAGE message{' of device ' + repr(self.device) if self.device else ''}")
-                    self._stop.set()
-                return
-            item, dropped = got
+        for item, dropped in self._received():
             if isinstance(item, SourceError):
                 raise item
             self._check_spacing(item)
@@ -431,14 +408,6 @@ class IgtlSource(Source):
                               f"{item.index} (was the depth changed on the scanner?); a run keeps one spacing, "
                               "start a new run for the new setting")
 
-    def _release(self) -> None:
-        self._slot.close()
-        join_thread(self._thread, max(2.0, 4 * RECV_POLL_S), f"{self.name} receiver thread")
-        if self._thread is None or not self._thread.is_alive():
-            sock, self._sock = self._sock, None
-            if sock is not None:
-                _close(sock)
-
     def _describe_extra(self) -> dict[str, Any]:
         return {
             "host": self.host,
@@ -453,9 +422,3 @@ class IgtlSource(Source):
             "reconnects": self.reconnects,
         }
 
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.close()
-    except OSError as exc:  # closing a broken socket must not mask the real problem
-        log.debug("closing the socket failed: %s", exc)

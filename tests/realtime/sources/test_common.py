@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -568,3 +569,85 @@ def test_auto_roi_detections_are_logged_and_found_once_unless_asked(caplog: pyte
                            f"{roi[2]}x{roi[3]} in use; a run keeps one frame size, so it is not used: restart with "
                            f"--roi auto (or --roi {','.join(str(v) for v in c.roi)})"))]
     assert [d["frame"] for d in guard.detections] == [0, 2, 3]
+
+
+class _Pipe:
+    """A fake connection: hands out the items it was given, then reports the connection lost."""
+
+    def __init__(self, items: list[int]) -> None:
+        self.items, self.closed = list(items), False
+
+
+class _PipeSource(common.ReceivingSource[_Pipe]):
+    """A ReceivingSource over :class:`_Pipe` handles: each open gives the next of ``pipes`` (None: fails)."""
+
+    kind = "pipe"
+
+    @classmethod
+    def from_spec(cls, arg, *, spec, options, **kind_options):  # pragma: no cover - not registered
+        raise NotImplementedError
+
+    def __init__(self, pipes: list[_Pipe | None], reconnect_s: float = 0.2, stall_timeout_s: float | None = None,
+                 hang: bool = False) -> None:
+        super().__init__("pipe", common.SourceOptions(True, reconnect_s=reconnect_s), name="test pipe")
+        self._init_receiving(self.options, 0.01, stall_timeout_s)
+        self.pipes, self.opened, self.hang = list(pipes), [], hang
+        self._handle = self._open_handle(first=True)
+
+    def _open_handle(self, first: bool) -> _Pipe | None:
+        pipe = self.pipes.pop(0) if self.pipes else None
+        if pipe is None and first:
+            raise SourceError("the pipe does not open")
+        if pipe is not None:
+            self.opened.append(pipe)
+        return pipe
+
+    def _close_handle(self, handle: _Pipe) -> None:
+        handle.closed = True
+
+    def _lost_text(self, attempts: int) -> str:
+        return f"lost after {attempts} attempts"
+
+    def _stall_text(self) -> str:
+        return "nothing arrives"
+
+    def _receive(self) -> None:
+        pipe = self._handle
+        try:
+            while pipe is not None and not self._stop.is_set():
+                if pipe.items:
+                    self._slot.put(pipe.items.pop(0))
+                    time.sleep(0.02)  # the consumer keeps up: nothing dropped
+                elif self.hang:
+                    self._stop.wait(5.0)
+                else:
+                    pipe = self._reconnect(pipe)
+        finally:
+            self._slot.close()
+
+    def _frames(self):
+        for item, dropped in self._received():
+            yield Frame(item, time.monotonic(), item / 24, np.full((4, 4), item, np.uint8), dropped)
+
+
+def test_receiving_source_reconnects_then_ends_with_the_lost_reason() -> None:
+    first, second = _Pipe([0, 1]), _Pipe([2])
+    with _PipeSource([first, second]) as src:
+        got = [f.index for f in src]
+        assert got == [0, 1, 2] and src.reconnects == 1
+        assert first.closed and second.closed  # each one lost was closed before the next open
+        assert src.failed and src.error.startswith("lost after") and src._handle is None
+        with pytest.raises(common.SourceLost, match="3 frames delivered"):
+            src.raise_if_failed()
+
+
+def test_receiving_source_stall_fails_and_close_releases_the_handle() -> None:
+    pipe = _Pipe([7])
+    src = _PipeSource([pipe], stall_timeout_s=0.3, hang=True)
+    assert src.stall_timeout_s == 0.3 and _PipeSource([_Pipe([])]).stall_timeout_s == 10.2  # reconnect_s + 10
+    assert [f.index for f in src] == [7]
+    assert src.failed and src.error == "nothing arrives"
+    src.close()
+    assert pipe.closed and not src._thread.is_alive()
+    with pytest.raises(SourceError, match="does not open"):
+        _PipeSource([None])
