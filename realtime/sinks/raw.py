@@ -30,7 +30,7 @@ import numpy as np
 from common.errors import UserError
 from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunInfo, Sink
-from realtime.sinks.video import MATROSKA, ThreadedWriter
+from realtime.sinks.video import MATROSKA, ThreadedWriter, finish_container
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,8 @@ class RawWriter:
             return
         container, self._container = self._container, None
         try:
-            if self._stream is not None:
-                for packet in self._stream.encode():
-                    container.mux(packet)
+            finish_container(container, self._stream)
         finally:
-            container.close()
             if self.frames:
                 log.info("wrote %d raw frames to %s", self.frames, self.path)
             else:  # the container writes nothing before its first packet

@@ -16,6 +16,7 @@ import queue
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,12 +91,20 @@ class VideoWriter:
             return
         container, self._container = self._container, None
         try:
-            if self._stream is not None:
-                for packet in self._stream.encode():
-                    container.mux(packet)
+            finish_container(container, self._stream)
         finally:
-            container.close()
             log.info("wrote %d frames to %s", self.frames, self.path)
+
+
+def finish_container(container: Any, stream: Any) -> None:
+    """Encode what ``stream`` (None: never opened) still holds into ``container`` and close it, even when
+    encoding fails (the frames muxed so far stay readable)."""
+    try:
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    finally:
+        container.close()
 
 
 class ThreadedWriter:
