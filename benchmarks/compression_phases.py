@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import platform
 import statistics
 import sys
@@ -30,7 +29,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.report_files import write_report
+from benchmarks.report_files import report_paths, write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 
@@ -177,10 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--split kfold needs --fold K")
     if not Path(args.data).is_dir():
         raise UserError(f"--data {args.data} is not a folder")
-    out = Path(args.json or f"benchmarks/results/compression-phases-{Path(args.model).stem}-{platform.node()}-"
-                            f"{date.today()}.json")
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist or is not writable")
+    out, md = report_paths(args.json, None, "compression-phases", Path(args.model).stem)
     specs = clip_specs(args.data, 0, args.images, args.split, args.folds, args.fold, args.seed)
     paths = [spec.split(":", 1)[1] for _, spec in specs]
     engine = load_engine(args.model, threads=args.threads)
@@ -191,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "split": f"{split} (val)", "images": len(paths), "phases": args.phases, "seed": args.seed,
               "presence": args.presence, "summary": summarise(rows), "frames": rows}
-    write_report(out, report, format_md(report))
+    write_report(out, report, format_md(report), md)
     return 0
 
 

@@ -34,16 +34,15 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 from collections import Counter
-from datetime import date
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from benchmarks.report_files import report_paths
 from common.cli import HelpFormatter
 from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 from train.errors import UserError, run_cli
@@ -380,11 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not model:
         raise UserError("no bundled default model in this installation; give --model NAME|CHECKPOINT")
     stem = Path(str(model)).stem
-    out = Path(args.json or f"benchmarks/results/presence-{stem}-{platform.node()}-{date.today()}.json")
-    md = Path(args.md) if args.md else out.with_suffix(".md")
-    for path in (out, md):
-        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-            raise UserError(f"cannot write {path}: the folder {path.parent} does not exist or is not writable")
+    out, md = report_paths(args.json, args.md, "presence", stem)
     engine = load_engine(model, backend=args.backend, threads=args.threads)
     try:
         gates = {"on": make_presence_gate("on", args.min_confidence, args.appearance, gated_model_file(engine)),

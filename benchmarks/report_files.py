@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from common.errors import UserError
+
 log = logging.getLogger(__name__)
+
+
+def report_paths(json_path: str | None, md_path: str | None, kind: str, stem: str) -> tuple[Path, Path]:
+    """Where a report goes: ``json_path`` (default ``benchmarks/results/KIND-STEM-HOST-DATE.json``) and
+    ``md_path`` (default the JSON's with ``.md``), both checked writable before any work is done.
+
+    Raises:
+        UserError: a folder that does not exist or cannot be written (named, with the file).
+    """
+    out = Path(json_path or f"benchmarks/results/{kind}-{stem}-{platform.node()}-{date.today()}.json")
+    md = Path(md_path) if md_path else out.with_suffix(".md")
+    for path in (out, md):
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise UserError(f"cannot write {path}: the folder {path.parent} does not exist or is not writable")
+    return out, md
 
 
 def write_report(out: Path, report: dict[str, Any], markdown: str, md: Path | None = None) -> Path:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import platform
 import sys
 from datetime import date
@@ -32,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.report_files import write_report
+from benchmarks.report_files import report_paths, write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 
@@ -195,10 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--strength is a fraction of the echo intensity in [0, 1], got {strength}")
     if not Path(args.data).is_dir():
         raise UserError(f"--data {args.data} is not a folder")
-    out = Path(args.json or f"benchmarks/results/speckle-stability-{Path(args.refiner).stem}-{platform.node()}-"
-                            f"{date.today()}.json")
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist or is not writable")
+    out, md = report_paths(args.json, None, "speckle-stability", Path(args.refiner).stem)
     set_threads(args.threads)
     model, crop_wh, size = load_refiner(args.refiner)
     threshold = refiner_threshold(args.refiner, args.threshold)
@@ -215,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "split": f"{split} ({args.subset})", "patterns": args.patterns, "strength": strength,
               "shifts_px": args.shifts, "threshold": threshold, "window": list(crop_wh), "frame": list(size),
               "result": result}
-    write_report(out, report, format_md(report))
+    write_report(out, report, format_md(report), md)
     return 0
 
 

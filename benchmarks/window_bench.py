@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.report_files import write_report
+from benchmarks.report_files import report_paths, write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 from realtime.cli_common import AREA_STEP_DEFAULT as DEFAULT_AREA_STEP
@@ -337,10 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.split == "kfold") != (args.fold is not None):
         raise UserError("--fold K goes with --split kfold (and --split kfold needs --fold K)")
     stem = Path(str(args.model)).stem
-    out = Path(args.json or f"benchmarks/results/window-{stem}-{platform.node()}-{date.today()}.json")
-    md = Path(args.md) if args.md else out.with_suffix(".md")
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UserError(f"cannot write {out}: the folder {out.parent} does not exist or is not writable")
+    out, md = report_paths(args.json, args.md, "window", stem)
     # auto: the engine mn-live would run (backend and precision both chosen: int8 on a VNNI CPU where the model
     # ships int8 files); fp32 / int8: onnxruntime at that precision
     auto = args.precision == "auto"
