@@ -2,8 +2,9 @@
 # Issue 10's cross-validation on a CPU, fold by fold (what benchmarks/gpu_cv.sh does at once on a GPU): for each
 # fold, mn-realtime's recipe, the compress-augmented refiner (its localiser shared), the acquisition localiser (its
 # refiner shared) and both changes together (nothing trained), then each fold model's reports: its own appearance
-# fit, the presence report, its validation patients animated into clips (2 s compression; presence on and shape,
-# and on with 24 px cut from every edge), the refiner's speckle stability. Resumable: run it again after a stop.
+# fit, the presence report, the refiner's speckle stability, its validation patients animated into clips (2 s
+# compression; presence on and shape, and on with 24 px cut from every edge): benchmarks/cv_fold_reports.sh.
+# Resumable: run it again after a stop.
 #
 #   benchmarks/cpu_cv.sh DATA PHANTOM RUNS [FOLD ...]
 #
@@ -34,23 +35,11 @@ cv() {  # recipe, fold, extra mn-cv arguments...
   $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/cv-$recipe" \
     --fold "$fold" --device cpu --train-args="$TRAIN_ARGS" "${EPOCH_ARGS[@]}" "$@" -q >>"$RUNS/cv-$recipe.log" 2>&1
 }
-reports() {  # recipe, fold
-  local F="$RUNS/cv-$1/fold-$2"; local M="$F/model.pt"; local clip=(--data "$DATA" --split kfold --folds 5
-    --fold "$2" --phantoms 0 --images "$CLIPS" --frames 144 --threads 1 --modes tracked+fusion --compression-period 2)
+reports() {  # recipe, fold: benchmarks/cv_fold_reports.sh (what gpu_cv.sh writes too)
+  local F="$RUNS/cv-$1/fold-$2"
   [ -f "$F/window-on-crop24.json" ] && return 0  # done before
   echo "[$(date +%H:%M:%S)] $1 fold $2 reports"
-  $PY -m tools.presence_fit --model "$M" --data "$DATA" --split kfold --fold "$2" --threads 1 \
-    --json "$F/presence-fit.json" -q >"$F/presence-fit.log" 2>&1 || return 1
-  $PY -m benchmarks.presence --model "$M" --data "$DATA" --split kfold --folds 5 --fold "$2" --threads 1 \
-    --json "$F/presence.json" -q >"$F/presence.log" 2>&1
-  $PY -m benchmarks.speckle_stability --refiner "$M" --data "$DATA" --split kfold --folds 5 --fold "$2" \
-    --threads 1 --json "$F/speckle-stability.json" -q >"$F/speckle.log" 2>&1
-  for p in on shape; do
-    $PY -m benchmarks.window_bench --model "$M" "${clip[@]}" --presence $p --json "$F/window-$p.json" -q \
-      >"$F/window-$p.log" 2>&1
-  done
-  $PY -m benchmarks.window_bench --model "$M" "${clip[@]}" --presence on --crop-border 24 \
-    --json "$F/window-on-crop24.json" -q >"$F/window-on-crop24.log" 2>&1
+  CLIPS=$CLIPS PY=$PY CROP=24 "$REPO/benchmarks/cv_fold_reports.sh" "$DATA" "$F" "$2"
 }
 for k in $FOLDS; do
   if [ "$PAIR" = 1 ]; then  # the four distinct parts as two one-thread chains at once, the other recipes copy them

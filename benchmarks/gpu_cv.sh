@@ -31,11 +31,11 @@ T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 
 TRAIN_ARGS="--threads 1 --workers 2 --save-every-min 1"
-SIZE_ARGS=(); EPOCH_ARGS=(); REPORT_ARGS=(); CLIP_ARGS=(--images 8 --frames 144); FIT_ARGS=()
+SIZE_ARGS=(); EPOCH_ARGS=(); REPORT_ARGS=(); CLIPS=8; FRAMES=144; CROP=24; FIT_ARGS=""
 if [ "$QUICK" = 1 ]; then
   TRAIN_ARGS="--threads 1 --max-images 16 --width 0.25"; SIZE_ARGS=(--size 128x96 --crop 64x32)
-  EPOCH_ARGS=(--epochs 1); REPORT_ARGS=(--perturb zoom=0.8 jpeg=40 compress=0.75); CLIP_ARGS=(--images 1 --frames 6)
-  FIT_ARGS=(--no-perturbed --phantom 4 --folds 2)
+  EPOCH_ARGS=(--epochs 1); REPORT_ARGS=(--perturb zoom=0.8 jpeg=40 compress=0.75); CLIPS=1; FRAMES=6
+  FIT_ARGS="--no-perturbed --phantom 4 --folds 2"
 fi
 
 stamp "cross-validation: recipes [$RECIPES] x $FOLDS folds at once on $DEVICE, at most $CV_MIN min per part"
@@ -64,34 +64,18 @@ for recipe in $RECIPES; do
   case $recipe in cascade-*) WINDOW=(--window-diagnosis) ;; *) WINDOW=() ;; esac  # which part fails, for a cascade
   $PY -m benchmarks.robustness --cv-dir "$RUNS/cv-$recipe" --folds "$FOLDS" "${WINDOW[@]}" "${REPORT_ARGS[@]}" \
     --json "$RUNS/cv-$recipe/robustness.json" -q >"$RUNS/robustness-$recipe.log" 2>&1 &
-  for fold in $(seq 0 $(( FOLDS - 1 ))); do
+  for fold in $(seq 0 $(( FOLDS - 1 ))); do  # each fold model's own reports (benchmarks/cv_fold_reports.sh)
     [ -f "$RUNS/cv-$recipe/fold-$fold/model.pt" ] || continue
-    M="$RUNS/cv-$recipe/fold-$fold/model.pt"; F="$RUNS/cv-$recipe/fold-$fold"
-    case $recipe in cascade-*)  # how far the refiner's outline follows the speckle (issue 18), held-out patients
-      $PY -m benchmarks.speckle_stability --refiner "$M" --data "$DATA" --split kfold --folds "$FOLDS" --fold "$fold" \
-        --threads 1 --json "$F/speckle-stability.json" -q >"$RUNS/speckle-$recipe-fold$fold.log" 2>&1 & ;;
-    esac
-    # the fold model's own appearance model first (fit on the fold's training patients, written beside model.pt,
-    # where the gate of what follows finds it), then on the fold's validation patients the presence report and,
-    # for a cascade, the patients animated into clips through the live loop (one compression cycle each: frames
-    # ok, CSA error, area jitter, jumps; issues 10 and 18)
-    ( $PY -m tools.presence_fit --model "$M" --data "$DATA" --split kfold --split-folds "$FOLDS" --fold "$fold" \
-        --threads 1 "${FIT_ARGS[@]}" --json "$F/presence-fit.json" -q >"$RUNS/presence-fit-$recipe-fold$fold.log" 2>&1
-      $PY -m benchmarks.presence --model "$M" --data "$DATA" --split kfold --folds "$FOLDS" --fold "$fold" \
-        --json "$F/presence.json" -q >"$RUNS/presence-$recipe-fold$fold.log" 2>&1 &
-      case $recipe in cascade-*)
-        $PY -m benchmarks.window_bench --model "$M" --data "$DATA" --split kfold --folds "$FOLDS" --fold "$fold" \
-          --phantoms 0 "${CLIP_ARGS[@]}" --threads 1 --modes tracked+fusion \
-          --json "$F/window.json" -q >"$RUNS/window-$recipe-fold$fold.log" 2>&1 ;;
-      esac
-      wait ) &
+    FOLDS=$FOLDS CLIPS=$CLIPS FRAMES=$FRAMES CROP=$CROP FIT_ARGS="$FIT_ARGS" PY=$PY \
+      "$REPO/benchmarks/cv_fold_reports.sh" "$DATA" "$RUNS/cv-$recipe/fold-$fold" "$fold" \
+      >"$RUNS/reports-$recipe-fold$fold.log" 2>&1 &
   done
 done
 wait
 for recipe in $RECIPES; do
   stamp "$recipe robustness"; cat "$RUNS/cv-$recipe/robustness.md" 2>/dev/null || tail -n 3 "$RUNS/robustness-$recipe.log"
   for f in "$RUNS/cv-$recipe"/fold-*/speckle-stability.md; do [ -f "$f" ] && { echo "$f"; tail -n 4 "$f"; }; done
-  for f in "$RUNS/cv-$recipe"/fold-*/window.md; do [ -f "$f" ] && { echo "$f"; tail -n 1 "$f"; }; done
+  for f in "$RUNS/cv-$recipe"/fold-*/window-{on,shape,on-crop$CROP}.md; do [ -f "$f" ] && { echo "$f"; tail -n 1 "$f"; }; done
 done
 
 stamp "packing"
