@@ -617,7 +617,9 @@ class _PipeSource(common.ReceivingSource[_Pipe]):
             while pipe is not None and not self._stop.is_set():
                 if pipe.items:
                     self._slot.put(pipe.items.pop(0))
-                    time.sleep(0.02)  # the consumer keeps up: nothing dropped
+                    deadline = time.monotonic() + 5.0
+                    while self._slot._has and time.monotonic() < deadline:  # taken before the next: none dropped
+                        time.sleep(0.001)
                 elif self.hang:
                     self._stop.wait(5.0)
                 else:
