@@ -627,7 +627,6 @@ class GeneratedSource(Source):
                 index += 1
 
 
-
 class ReceivingSource(Source, Generic[T]):
     """A live source fed by a background thread: a capture device's grabber, an OpenIGTLink receiver.
 
@@ -675,7 +674,7 @@ class ReceivingSource(Source, Generic[T]):
 
     @abc.abstractmethod
     def _close_handle(self, handle: T) -> None:
-        """Release ``handle``, never raising (a dead device or socket must not mask the real problem)."""
+        """Release ``handle`` (it may raise: :meth:`_discard` is what calls it)."""
 
     @abc.abstractmethod
     def _lost_text(self, attempts: int) -> str:
@@ -687,11 +686,18 @@ class ReceivingSource(Source, Generic[T]):
 
     # -- the shared behaviour
 
+    def _discard(self, handle: T) -> None:
+        """:meth:`_close_handle`, never raising: releasing a dead device or socket must not mask the real problem."""
+        try:
+            self._close_handle(handle)
+        except Exception as exc:
+            log.debug("%s: releasing %s failed: %s", self.name, type(handle).__name__, exc)
+
     def _reconnect(self, handle: T | None) -> T | None:
         """Close ``handle`` and open it again until it works or ``reconnect_s`` runs out (then ``None``, and the
         stream ends with :meth:`_lost_text` unless it is being stopped). Called from the thread."""
         if handle is not None:
-            self._close_handle(handle)
+            self._discard(handle)
         new, attempts, waited = retry_until(lambda: self._open_handle(first=False), self._stop, self.reconnect_s,
                                             self.retry_interval_s)
         if new is not None:
@@ -728,7 +734,7 @@ class ReceivingSource(Source, Generic[T]):
         if self._thread is None or not self._thread.is_alive():
             handle, self._handle = self._handle, None
             if handle is not None:
-                self._close_handle(handle)
+                self._discard(handle)
 
 
 def live_indices(fps: float, stop: threading.Event, pacer: Pacer, start: int = 0,

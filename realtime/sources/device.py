@@ -139,7 +139,7 @@ class DeviceSource(ReceivingSource[CaptureLike]):
             why = ""
         if cap is None or not cap.isOpened():
             if cap is not None:
-                self._close_handle(cap)
+                self._discard(cap)
             if first:
                 exists = self.device_path in list_video_devices()
                 what = ("is busy (another program is using it), is not a video capture device, or cannot be read "
@@ -212,10 +212,7 @@ class DeviceSource(ReceivingSource[CaptureLike]):
             self._slot.close()
 
     def _close_handle(self, handle: CaptureLike) -> None:
-        try:
-            handle.release()
-        except Exception as exc:  # releasing a dead device must not mask the real problem
-            log.debug("release failed: %s", exc)
+        handle.release()
 
     def _lost_text(self, attempts: int) -> str:
         return (f"the device stopped delivering frames and could not be reopened within {self.reconnect_s:g} s "

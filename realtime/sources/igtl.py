@@ -345,10 +345,7 @@ class IgtlSource(ReceivingSource[socket.socket]):
         return _Received(index, t_capture, t_wall, float(message.timestamp), image, spacing_or_none, geometry)
 
     def _close_handle(self, handle: socket.socket) -> None:
-        try:
-            handle.close()
-        except OSError as exc:  # closing a broken socket must not mask the real problem
-            log.debug("closing the socket failed: %s", exc)
+        handle.close()
 
     def _lost_text(self, attempts: int) -> str:
         return (f"the server went away and could not be reconnected to within {self.reconnect_s:g} s "

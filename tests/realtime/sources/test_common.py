@@ -653,3 +653,15 @@ def test_receiving_source_stall_fails_and_close_releases_the_handle() -> None:
     assert pipe.closed and not src._thread.is_alive()
     with pytest.raises(SourceError, match="does not open"):
         _PipeSource([None])
+
+
+def test_receiving_source_a_handle_that_fails_to_close_does_not_mask_anything(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _PipeSource([_Pipe([1])])
+
+    def broken(handle: _Pipe) -> None:
+        raise OSError("already gone")
+
+    monkeypatch.setattr(src, "_close_handle", broken)
+    assert [f.index for f in src] == [1] and src.error.startswith("lost after")  # the reconnect's close raised
+    src.close()
