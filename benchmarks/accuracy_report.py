@@ -64,8 +64,8 @@ def training_record(run: Path) -> dict[str, Any]:
         "stopped_early": epochs_run < int(train.get("epochs") or 0),
         "train_seconds": round(sum(float(r.get("seconds") or 0) for r in rows), 1),
         "device": train.get("device"),
-        "amp_dtype": train.get("amp_dtype", "float16 (before --amp-dtype existed)") if train.get("device", "").startswith(
-            "cuda") else None,
+        "amp_dtype": (train.get("amp_dtype", "float16 (before --amp-dtype existed)")
+                      if train.get("device", "").startswith("cuda") else None),
         "val_dsc_in_training": config.get("metrics", {}).get("val_dsc"),
     }
 
@@ -103,7 +103,8 @@ def collect(name: str, folder: Path, parts: Sequence[Path]) -> dict[str, Any]:
         truth = phantom.get("truth", phantom)
         row["phantom"] = {k: truth.get(k) for k in ("frames", "dice_mean", "dice_min", "csa_rel_error_median")}
     if row["paper"] is None:
-        raise UserError(f"{folder} has no eval-paper.json: run mn-eval --protocol paper --json {folder}/eval-paper.json")
+        raise UserError(f"{folder} has no eval-paper.json: run mn-eval --protocol paper --json "
+                        f"{folder}/eval-paper.json")
     return row
 
 

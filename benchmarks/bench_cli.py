@@ -263,8 +263,9 @@ def soak(args: argparse.Namespace, command: str) -> int:
     name = Path(models[0]).stem
     out = Path(args.json) if args.json else engines_bench.RESULTS / f"soak-{name}-{host}-{dt.date.today()}.json"
     plot = None if args.no_plot else Path(args.plot) if args.plot else out.with_suffix(".png")
-    result = soak_mode.run_soak(args.soak, models[0], size=args.sizes[0] if args.sizes else None, source=args.source, fps=args.fps, window_s=args.window_s,
-                                threads=args.threads, cache_dir=args.cache_dir, out=args.soak_out, command=command)
+    result = soak_mode.run_soak(args.soak, models[0], size=args.sizes[0] if args.sizes else None, source=args.source,
+                                fps=args.fps, window_s=args.window_s, threads=args.threads, cache_dir=args.cache_dir,
+                                out=args.soak_out, command=command)
     write_json(out, result)
     print(soak_mode.report(result))
     print(f"wrote {out}")

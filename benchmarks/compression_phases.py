@@ -127,7 +127,8 @@ def format_md(report: dict[str, Any]) -> str:
     s = report["summary"]
     lines = [f"# The nerve compressed: {report['model']}", "", f"Command: `{report['command']}`", "",
              f"{report['images']} images ({report['split']}), {report['phases']} frames each over one compression "
-             f"cycle of `animate:` (seed {report['seed']}), segmented as stills; gate `--presence {report['presence']}`.",
+             f"cycle of `animate:` (seed {report['seed']}), segmented as stills; "
+             f"gate `--presence {report['presence']}`.",
              "", "| compression phase | frames | Dice mean | median | < 0.8 | < 0.5 | nothing found | CSA \\|error\\| "
              "median | CSA bias |", "|---|---|---|---|---|---|---|---|---|"]
     for b in s["by_phase"]:

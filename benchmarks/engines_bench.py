@@ -8,7 +8,8 @@ input. Each combination: warm-up calls, then ``--repeats`` timed calls (``perf_c
 engines return host arrays, so GPU work is complete when ``infer`` returns). Reports median and
 p95 ms per call and per image, and, per model and batch, the speed-up of every row over torch
 eager fp32 measured in the same run: both over the project's torch backend (channels_last) and over
-the naive call a researcher would write (``torch-naive``: fp32, default contiguous layout). A combination that cannot run (fp16 torch on a CPU, no
+the naive call a researcher would write (``torch-naive``: fp32, default contiguous layout). \
+A combination that cannot run (fp16 torch on a CPU, no
 TensorRT) keeps its row with the reason. Results go to
 ``benchmarks/results/engines-HOST-DATE.json`` with the machine, library versions and threads.
 """

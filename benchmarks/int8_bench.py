@@ -148,7 +148,8 @@ def ablation(model: str, data: str, threads: int | None, count: int) -> list[dic
     val = load_samples([samples[i] for i in val_idx], fp32.size, progress=False)
     p32, loc32 = run_engine(fp32, val.images)[:, 0], run_engine(fp32.localiser, val.images)
     (cw, ch) = fp32.crop
-    windows = np.stack([val.images[i, :, y:y + ch, x:x + cw] for i, (x, y) in enumerate(window_boxes(loc32, fp32.crop))])
+    windows = np.stack([val.images[i, :, y:y + ch, x:x + cw]
+                        for i, (x, y) in enumerate(window_boxes(loc32, fp32.crop))])
     ref32 = run_engine(fp32.refiner, windows)
     base = score(p32, val, "paper")
     rows: list[dict[str, Any]] = [{"variant": "fp32", "dsc": base["dsc"]["mean"],
@@ -196,14 +197,16 @@ def _summary(result: dict) -> dict:
     agr = result.get("csa_agreement") or {}
     return {"dsc": result["dsc"]["mean"], "dsc_std": result["dsc"]["std"], "iou": result["iou"]["mean"],
             "precision": result["precision"]["mean"], "recall": result["recall"]["mean"],
-            "csa_rel_error_median": result["csa_rel_error"]["median"], "csa_rel_error_mean": result["csa_rel_error"]["mean"],
+            "csa_rel_error_median": result["csa_rel_error"]["median"],
+            "csa_rel_error_mean": result["csa_rel_error"]["mean"],
             "csa_bias_rel": agr.get("bias_rel"), "csa_loa_rel": agr.get("loa_rel"), "csa_mae_px": agr.get("mae_px"),
             "missed": agr.get("missed"), "n": result["n"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mn-realtime", help="bundled name, checkpoint or cascade (default mn-realtime)")
     p.add_argument("--data", required=True, help="dataset folder with Images/ and Masks/")
     p.add_argument("--split", choices=["paper", "none"], default="paper",

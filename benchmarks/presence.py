@@ -12,7 +12,8 @@ Frames without a median nerve are made from the project's own data only (no outs
 and frames with one: the validation images themselves and frames of the built-in phantom.
 Each frame goes through exactly what runs live: preprocess, the engine, post-processing, a fresh
 :class:`~realtime.tracker.Tracker` with the presence gate (``--presence on``: size, shape and
-appearance), with its size and shape checks only (``shape``) and without it (``off``). A negative frame *reports a nerve* when its status is ``ok``; a positive is *found* when
+appearance), with its size and shape checks only (``shape``) and without it (``off``).
+A negative frame *reports a nerve* when its status is ``ok``; a positive is *found* when
 ``ok`` with Dice >= 0.5 against the truth (``ok`` with a lower Dice is a *wrong structure*).
 
 Writes JSON and Markdown (``--json``, ``--md``) with, per kind and gate setting: frames,
@@ -355,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --clips: the tracker's confirm_frames values to compare (mn-live's --confirm)")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="with --clips: temporal fusion as mn-live's --fusion (default %(default)s; 1 turns it off)")
-    p.add_argument("--json", default=None, help="results JSON (default benchmarks/results/presence-MODEL-HOST-DATE.json)")
+    p.add_argument("--json", default=None,
+                   help="results JSON (default benchmarks/results/presence-MODEL-HOST-DATE.json)")
     p.add_argument("--md", default=None, help="Markdown table (default: the JSON's path with .md)")
     p.add_argument("--per-frame", default=None, metavar="JSON", help="every frame's row")
     add_logging_args(p)

@@ -12,7 +12,8 @@ Per image and condition (the clean image plus every perturbation and level): the
 mask; crop and pad change the frame size), the result is rounded to an 8-bit frame as a frame grabber
 delivers it, preprocessed with :func:`train.preprocess.preprocess_image` at the engine's size (as the
 live pipeline does), inferred, the probability upsampled (bilinear) to the perturbed frame, thresholded
-at the model's mask threshold (0.5 unless it carries one: :mod:`train.threshold`) and compared with the perturbed mask > 0.5: hard Dice, true and predicted area (px), the
+at the model's mask threshold (0.5 unless it carries one: :mod:`train.threshold`) and compared
+with the perturbed mask > 0.5: hard Dice, true and predicted area (px), the
 signed relative CSA error (pred - true) / true, missed (Dice < 0.5) and empty predictions. No
 post-processing (components, hole filling) is applied, as in ``mn-eval --protocol native``.
 
@@ -211,7 +212,8 @@ def upsample(prob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def score(prob_native: np.ndarray, mask: np.ndarray, threshold: float = THRESHOLD) -> dict[str, Any]:
     """Accuracy of one probability map against one mask of the same size.
 
-    ``prob >= threshold`` (the model's mask threshold, 0.5 unless it carries one) against ``mask > 0.5``: ``dsc`` (both empty = 1), ``area_true_px``,
+    ``prob >= threshold`` (the model's mask threshold, 0.5 unless it carries one) against ``mask > 0.5``:
+    ``dsc`` (both empty = 1), ``area_true_px``,
     ``area_pred_px``, ``csa_rel_error`` (signed (pred - true) / true; ``None`` when the true area is 0),
     ``missed`` (Dice < :data:`train.metrics.MISSED_DSC`) and ``empty`` (nothing predicted).
     """

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/train-throughput-HOST-DATE.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON file (default: benchmarks/results/train-throughput-HOST-DATE.json)")
     add_logging_args(p)
     return p
 

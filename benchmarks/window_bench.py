@@ -201,8 +201,8 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "jitter_median": med("jitter", "median"),
             "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
             "jumps": sum(c["jumps"] for c in clips.values()),
-            "jumps_away": sum(c.get("jumps_away", 0) for c in clips.values()), "infer_ms_median": med("infer_ms_median"),
-            "postprocess_ms_median": med("postprocess_ms_median")}
+            "jumps_away": sum(c.get("jumps_away", 0) for c in clips.values()),
+            "infer_ms_median": med("infer_ms_median"), "postprocess_ms_median": med("postprocess_ms_median")}
 
 
 def _pct(x: float | None) -> str:
@@ -257,18 +257,21 @@ def format_md(report: dict[str, Any]) -> str:
                          f"{_pct(c['csa_abs_rel_median'])} | {_pct(c.get('csa_bias'))} | "
                          f"{_pct(c.get('fr_abs_rel_median'))} | {_frames(c.get('lag_frames'))} | "
                          f"{_pct(c['jitter']['median'])} / {_pct(c['jitter']['p95'])} | "
-                         f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | {c['jumps']} ({c.get('jumps_away', '-')}) | "
+                         f"{_pct(c['truth_jitter']['median'])} / {_pct(c['truth_jitter']['p95'])} | "
+                         f"{c['jumps']} ({c.get('jumps_away', '-')}) | "
                          f"{_ms(c['infer_ms_median'])} | {_ms(c.get('postprocess_ms_median'))} |")
     lines += ["", "Pooled (medians over clips; frames, ok and jumps summed):", "",
               "| setting | clips | frames | ok | CSA error | CSA bias | FR error | lag | jitter median / p95 | "
-              "truth's median | jumps (away) | infer ms | post ms |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "truth's median | jumps (away) | infer ms | post ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         p = report["pooled"][mode]
         lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | "
                      f"{_pct(p['csa_abs_rel_median'])} | {_pct(p.get('csa_bias'))} | "
                      f"{_pct(p.get('fr_abs_rel_median'))} | {_frames(p.get('lag_frames'))} | "
                      f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
-                     f"{p['jumps']} ({p.get('jumps_away', '-')}) | {_ms(p['infer_ms_median'])} | {_ms(p.get('postprocess_ms_median'))} |")
+                     f"{p['jumps']} ({p.get('jumps_away', '-')}) | {_ms(p['infer_ms_median'])} | "
+                     f"{_ms(p.get('postprocess_ms_median'))} |")
     return "\n".join(lines) + "\n"
 
 

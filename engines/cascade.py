@@ -407,7 +407,8 @@ def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) 
         f"from {int8[part] if int8 else paths[part]}" for part, size, e in (("localiser", frame, loc),
                                                                             ("refiner", crop, ref))]
     if int8 is not None:
-        origin = f"calibrated on {options.calibrate}" if options.calibrate is not None else f"shipped with {source.name}"
+        origin = (f"calibrated on {options.calibrate}" if options.calibrate is not None else
+                  f"shipped with {source.name}")
         notes.append(f"cascade int8 parts {origin}")
         notes.extend(f"{part}: {n}" for part, e in (("localiser", loc), ("refiner", ref))
                      for n in e.info.notes if n.startswith("int8 ("))

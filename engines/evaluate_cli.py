@@ -48,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = train_parser(require_checkpoint=False)
     p.prog = PROG
-    p.description = ("Evaluate a model: DSC, IoU, precision, recall and CSA error, by the paper's protocol or at native "
-                     "resolution. --checkpoint alone runs the checkpoint's PyTorch model; --model runs the engine "
-                     "mn-live runs (bundled name, checkpoint, .onnx or TensorRT plan, any backend and precision).")
+    p.description = ("Evaluate a model: DSC, IoU, precision, recall and CSA error, by the paper's protocol or at "
+                     "native resolution. --checkpoint alone runs the checkpoint's PyTorch model; --model runs the "
+                     "engine mn-live runs (bundled name, checkpoint, .onnx or TensorRT plan, any backend and "
+                     "precision).")
     p.epilog = "Exit codes: 0 done, 2 bad input."
     for action in p._actions:  # argparse offers no public way to amend a flag's help
         if action.dest == "checkpoint":

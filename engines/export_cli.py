@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 verification failed (the export is deleted), 2 bad input.",
     )
     p.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="a best.pt / last.pt written by mn-train, or a bundled model name (required, except for --format "
-                        "engine --onnx)")
+                   help="a best.pt / last.pt written by mn-train, or a bundled model name (required, except for "
+                        "--format engine --onnx)")
     p.add_argument("--onnx", default=None, metavar="ONNX",
                    help="--format engine only: build the plan from this mn-seg ONNX export instead of exporting "
                         "the checkpoint (--verify still needs --checkpoint)")

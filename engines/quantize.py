@@ -315,7 +315,8 @@ class _Batches:
 def quantize_onnx(fp32_onnx: str | os.PathLike, out: str | os.PathLike, inputs: "np.ndarray", *,
                   identity: Mapping[str, Any], method: str = DEFAULT_CALIBRATION_METHOD,
                   float_nodes: str = DEFAULT_FLOAT_NODES) -> Path:
-    """Quantise the fp32 mn-seg export ``fp32_onnx`` to int8 (QDQ) calibrated on ``inputs`` and write ``out`` atomically.
+    """Quantise the fp32 mn-seg export ``fp32_onnx`` to int8 (QDQ) calibrated on ``inputs`` and write ``out``
+    atomically.
 
     Args:
         fp32_onnx: an fp32 ``.onnx`` written by :func:`engines.export.export_onnx`.
@@ -453,9 +454,9 @@ def check_calibration_memory(model: Any, frames: int, name: str, available: int 
     fit = max(0, int(CALIBRATION_MEMORY_SHARE * available // per_frame))
     hint = (f"calibrate on at most {fit} frames (--calibrate-images {fit})" if fit >= 1 else
             "quantise it on a machine with more memory")
-    raise EngineError(f"calibrating {name} for int8 on {frames} frames needs about {frames * per_frame / 1e9:.1f} GB of "
-                      f"memory ({per_frame / 1e6:.0f} MB a frame: onnxruntime keeps every frame's activations), and "
-                      f"{available / 1e9:.1f} GB are available: {hint}")
+    raise EngineError(f"calibrating {name} for int8 on {frames} frames needs about "
+                      f"{frames * per_frame / 1e9:.1f} GB of memory ({per_frame / 1e6:.0f} MB a frame: onnxruntime "
+                      f"keeps every frame's activations), and {available / 1e9:.1f} GB are available: {hint}")
 
 
 def cached_int8_onnx(

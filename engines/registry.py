@@ -472,7 +472,8 @@ def load_engine(
     if backend == "auto":
         probes = probes or Probes()
         if device is not None and device.startswith("cpu"):
-            probes = Probes(tensorrt=probes.tensorrt, cuda=lambda: (False, "device cpu was requested"), vnni=probes.vnni)
+            probes = Probes(tensorrt=probes.tensorrt, cuda=lambda: (False, "device cpu was requested"),
+                            vnni=probes.vnni)
         if precision == INT8 or (source.format == "onnx" and _onnx_precision(source.path) == INT8):
             backend, reason = "onnxruntime", "auto chose onnxruntime: int8 runs on onnxruntime only"
         else:
@@ -492,7 +493,8 @@ def load_engine(
                           workspace_mb=workspace_mb, notes=notes, calibrate=calibrate,
                           calibrate_images=calibrate_images, int8_files=int8_files)
     if calibrate is not None and precision != INT8:
-        log.warning("calibration folder %s ignored: it is for precision int8, not %s", calibrate, precision or "the default")
+        log.warning("calibration folder %s ignored: it is for precision int8, not %s", calibrate,
+                    precision or "the default")
     composite = COMPOSITES.get(source.architecture) if source.format == "checkpoint" else None
     if composite is not None:  # e.g. a cascade: two networks, numpy glue, one engine each
         engine = composite(source, chosen, options)

@@ -61,7 +61,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="default: the backend's choice; int8 runs on onnxruntime only (a bundled model's int8 files, "
                         "or --calibrate DIR)")
     p.add_argument("--calibrate", default=None, metavar="DIR",
-                   help="int8: frames to calibrate the quantisation on (a dataset folder's Images/ or a folder of images)")
+                   help="int8: frames to calibrate the quantisation on (a dataset folder's Images/ or a folder of "
+                        "images)")
     p.add_argument("--calibrate-images", type=int, default=None, metavar="N",
                    help="int8 with --calibrate: how many of its frames, spread evenly (default 64; fewer for a large "
                         "network when memory is short: the quantiser holds every frame's activations)")
@@ -367,7 +368,8 @@ def check_live_outputs(args: argparse.Namespace, paths: dict[str, Path | None]) 
     raw = paths.get("raw")
     if raw is not None:
         if raw.suffix.lower() != ".mkv":
-            raise UserError(f"--record-raw {raw}: the raw recording is FFV1 in Matroska, the file name must end in .mkv")
+            raise UserError(f"--record-raw {raw}: the raw recording is FFV1 in Matroska, "
+                            "the file name must end in .mkv")
         if raw.is_dir():
             raise UserError(f"--record-raw {raw} is a folder: give a file name")
         try:

@@ -22,7 +22,8 @@ it plays, summary and plot written) whether the source ended, the user stopped t
 (:meth:`Pipeline.request_stop`, e.g. from a SIGINT handler, or the window's keys through
 :class:`~realtime.sinks.base.RunControl`), the source failed (exit code 3), the engine failed
 (exit code 4), an output failed (exit code 5) or something else raised (the exception goes on to the
-command, and the summary already carries the exit code and reason the command reports for it). An output that fails (disk full, permission lost,
+command, and the summary already carries the exit code and reason the command reports for it).
+An output that fails (disk full, permission lost,
 the folder removed) is reported with its file and why, dropped, and stops the run after the frame in
 flight: the other outputs are finalised with the same frames (CSV rows = summary frames = video
 frames), and the summary, closed last, carries the exit code and reason the command returns.
@@ -111,7 +112,8 @@ class Pipeline:
         self.control = RunControl(tracker)
         self.processed = 0
         self.output_failure: str | None = None  # "<output> <file>: <why>" of the first output that failed
-        self._pause: tuple[float, dict[str, Any] | None] | None = None  # (seconds held, its event) until the next record
+        # (seconds held, its event) until the next record
+        self._pause: tuple[float, dict[str, Any] | None] | None = None
         self._failed: list[Sink] = []
 
     def request_stop(self, reason: str = "stopped by the user") -> None:

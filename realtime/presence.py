@@ -107,7 +107,8 @@ class PresenceGate:
                 return f"area {m.area_mm2:.1f} mm2 < {self.min_area_mm2:g} mm2"
             if self.max_area_mm2 is not None and m.area_mm2 > self.max_area_mm2:
                 return f"area {m.area_mm2:.1f} mm2 > {self.max_area_mm2:g} mm2"
-        if self.max_flattening is not None and m.flattening_ratio is not None and m.flattening_ratio > self.max_flattening:
+        if (self.max_flattening is not None and m.flattening_ratio is not None
+                and m.flattening_ratio > self.max_flattening):
             return f"flattening {m.flattening_ratio:.1f} > {self.max_flattening:g}"
         if self.min_circularity is not None and m.circularity is not None and m.circularity < self.min_circularity:
             return f"circularity {m.circularity:.2f} < {self.min_circularity:g}"

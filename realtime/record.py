@@ -182,7 +182,8 @@ def csv_values(record: FrameRecord) -> dict[str, Any]:
 
 
 def utc_iso(t: float | None) -> str | None:
-    """``time.time()`` seconds -> ``2024-05-06T07:08:09.123Z`` (UTC, ISO 8601, milliseconds); ``None`` stays ``None``."""
+    """``time.time()`` seconds -> ``2024-05-06T07:08:09.123Z`` (UTC, ISO 8601, milliseconds); ``None`` stays
+    ``None``."""
     if t is None or not math.isfinite(t):
         return None
     stamp = dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).isoformat(timespec="milliseconds")

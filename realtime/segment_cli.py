@@ -169,7 +169,8 @@ def segment_all(args: argparse.Namespace, inputs: list[Path], out: Path, truth: 
                     row.update(exit_code=code, ended_because=text)
                     if len(inputs) == 1:
                         raise
-                    log.error("%s failed (exit code %d): %s", path, code, text, exc_info=log.isEnabledFor(logging.DEBUG))
+                    log.error("%s failed (exit code %d): %s", path, code, text,
+                              exc_info=log.isEnabledFor(logging.DEBUG))
                     continue
                 row.update(exit_code=result.exit_code, frames_processed=result.summary.get("frames_processed"),
                            ended_because=result.reason)
@@ -238,7 +239,8 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
                                      plot=paths["plot"], report=paths["report"],
                                      masks=mask_path(folder, args.masks) if args.masks else None,
                                      masks_format=args.masks or "png"),
-                             csv_header=csv_metadata(meta), warmup=args.batch, extra=[Callback(lambda r: bar.update(1))])
+                             csv_header=csv_metadata(meta), warmup=args.batch,
+                             extra=[Callback(lambda r: bar.update(1))])
         pipe = Pipeline(engine, make_tracker(args, calibration, fps, total, engine), sinks,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
                                        max_frames=args.frames, fps_hint=fps, metadata=meta,

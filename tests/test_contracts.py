@@ -62,8 +62,8 @@ SUMMARY_KEYS = {
     "csa", "csa_px", "flattening_ratio", "circularity", "max_displacement", "deformation", "latency_ms",
     "stage_ms", "latency_warmup_frames_excluded", "source", "model", "model_file", "backend", "precision", "device",
     "input_size", "mask_threshold", "calibration", "calibration_detail", "versions", "engine_notes", "mode", "partial",
-    "exit_code", "ended_because", "wall_time_s", "processing_fps", "source_info", "source_error", "engine", "tracker", "outputs",
-    "events", "baseline", "window", "fusion", "truth",
+    "exit_code", "ended_because", "wall_time_s", "processing_fps", "source_info", "source_error", "engine", "tracker",
+    "outputs", "events", "baseline", "window", "fusion", "truth",
 }
 """``summary.json`` of a finished mn-live run with a known truth (the phantom); mn-segment adds ``batch``."""
 SUMMARY_SEGMENT_EXTRA = {"batch"}
@@ -187,8 +187,8 @@ def segmented(work: Path, cache: list[str], clip: tuple[Path, Path]) -> Path:
     from realtime.segment_cli import cli
 
     out = work / "seg"
-    assert cli([str(clip[0]), "--truth", str(clip[1]), "--presence", "off", "--confirm", "1", "--area-step", "0", "--no-video",
-                "--out", str(out),
+    assert cli([str(clip[0]), "--truth", str(clip[1]), "--presence", "off", "--confirm", "1", "--area-step", "0",
+                "--no-video", "--out", str(out),
                 *ENGINE, *cache]) == 0
     return out
 
@@ -319,7 +319,8 @@ def check_summary(s: dict, *, calibrated: bool, presence: bool, video: bool) -> 
     assert set(s["units"]) == UNITS_KEYS and set(s["deformation"]) == DEFORMATION_KEYS
     assert s["units"] == ({"area": "mm2", "displacement": "mm"} if calibrated else {"area": "px", "displacement": "px"})
     assert set(s["calibration_detail"]) == CALIBRATION_DETAIL_KEYS
-    assert s["calibration_detail"]["calibrated"] is calibrated and (s["calibration"] == "uncalibrated") is not calibrated
+    assert (s["calibration_detail"]["calibrated"] is calibrated
+            and (s["calibration"] == "uncalibrated") is not calibrated)
     assert set(s["tracker"]) == TRACKER_KEYS
     assert s["tracker"]["confirm_frames"] == (2 if presence else 1)  # the fixtures without a gate measure all
     if presence:

@@ -97,15 +97,18 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stop]:
                                                    *ENGINE, "--out", "{folder}"], signal.SIGTERM,
                              _csv_rows_at_least(3, "measurements.csv")),
         **{f"segment-{s.name}": Stop("realtime.segment_cli", [str(long_clip), "--presence", "off", *ENGINE, "--out",
-                                                              "{folder}"], s, _csv_rows_at_least(3, "long/measurements.csv"))
+                                                              "{folder}"], s,
+                                     _csv_rows_at_least(3, "long/measurements.csv"))
            for s in (signal.SIGINT, signal.SIGTERM)},
         "bench-SIGTERM": Stop("benchmarks.bench_cli", ["--models", "lunet", "--sizes", "64x48", "--backends", "torch",
-                                                       "--precisions", "fp32", "--mode", "offline", "--frames", "100000",
-                                                       "--warmup", "0", "--no-baseline", "--no-plot", "--threads", "1",
+                                                       "--precisions", "fp32", "--mode", "offline",
+                                                       "--frames", "100000", "--warmup", "0", "--no-baseline",
+                                                       "--no-plot", "--threads", "1",
                                                        "--json", "{folder}/bench.json"], signal.SIGTERM,
                               _logged("engines.registry: loaded")),
-        "cv-SIGTERM": Stop("train.crossval", ["--recipe", "cascade-acq", "--data", str(data), "--extra-train", str(extra),
-                                              "--out", "{folder}", "--folds", "2", "--fold", "0", "--epochs", "1000",
+        "cv-SIGTERM": Stop("train.crossval", ["--recipe", "cascade-acq", "--data", str(data),
+                                              "--extra-train", str(extra), "--out", "{folder}",
+                                              "--folds", "2", "--fold", "0", "--epochs", "1000",
                                               "--size", "128x96", "--crop", "64x32",
                                               "--train-args=--threads 1 --width 0.25", "-q"], signal.SIGTERM,
                            # mn-train's progress bar of epoch 1: it is in its training loop, its handlers set
@@ -153,7 +156,8 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Stop]:
 
 
 def _ended(stop: Stop, code: int) -> None:
-    assert stop.signalled, f"{stop.module} ended before it was signalled (exit {stop.returncode}):\n{stop.stderr[-2000:]}"
+    assert stop.signalled, (f"{stop.module} ended before it was signalled (exit {stop.returncode}):\n"
+                            f"{stop.stderr[-2000:]}")
     assert stop.returncode == code, stop.stderr[-2000:]
     assert "Traceback" not in stop.stderr
 

@@ -662,7 +662,8 @@ def make_int8(name: str, data: str | os.PathLike | None = None, *, images: int |
     manifest = registry.read_manifest(folder)
     entry = next((m for m in manifest["models"] if m["name"] == name), None)
     if entry is None:
-        raise UserError(f"no bundled model {name!r} (bundled: {', '.join(m['name'] for m in manifest['models']) or 'none'})")
+        raise UserError(f"no bundled model {name!r} "
+                        f"(bundled: {', '.join(m['name'] for m in manifest['models']) or 'none'})")
     model_file = folder / entry["file"]
     if not model_file.is_file() or file_sha256(model_file) != entry.get("sha256"):
         raise UserError(f"{model_file} is missing or not the file the manifest lists (sha256 differs); repair the "
@@ -803,7 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", parents=[shared], help="table of the bundled models")
 
-    c = sub.add_parser("check", parents=[shared], help="re-evaluate every bundled model (loaded by name) against its manifest")
+    c = sub.add_parser("check", parents=[shared],
+                       help="re-evaluate every bundled model (loaded by name) against its manifest")
     c.add_argument("--data", default=None, metavar="DIR",
                    help=f"the median-nerve dataset (default ${DATA_ENV})")
     c.add_argument("--full", action="store_true",

@@ -311,7 +311,8 @@ def format_md(report: dict[str, Any]) -> str:
              "", f"Command: `{report['command']}`", "",
              f"Threshold {report['model']['threshold']:.3f} (keeps {100 * (1 - report['keep']):.0f} % of the fit's "
              "real nerves out of fold).", "",
-             "| set | kind | frames | model finds something | nerve reported after the check |", "|---|---|---|---|---|"]
+             "| set | kind | frames | model finds something | nerve reported after the check |",
+             "|---|---|---|---|---|"]
     for label, table in (("fit, out of fold", report["fit"]["out_of_fold"]), ("held out", report["check"]["rates"])):
         for kind, d in table.items():
             lines.append(f"| {label} | {kind} | {d['frames']} | {d['detected']} | {d['nerve_reported']} "
@@ -447,8 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r["score_out_of_fold"] = oof_by_id.get((r["kind"], r["id"]))
         for r in check_rows:
             r["score"] = None if r["features"] is None else model.score(r["features"])
-        Path(args.per_frame).write_text(json.dumps({"fit": fit_rows, "check": check_rows, "check_changed": changed_rows})
-                                        + "\n", encoding="utf-8")
+        Path(args.per_frame).write_text(json.dumps({"fit": fit_rows, "check": check_rows,
+                                                    "check_changed": changed_rows}) + "\n", encoding="utf-8")
     out = model.save(out_path)
     stamp = f"{platform.node() or 'host'}-{date.today().isoformat()}"
     name = Path(args.model).stem if Path(args.model).suffix else args.model  # a file: its name, not its folders

@@ -133,7 +133,8 @@ def model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = 
     try:
         missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     except RuntimeError as exc:  # shape mismatches
-        raise CheckpointError(f"{path}: weights do not fit architecture {spec['name']!r}: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: weights do not fit architecture {spec['name']!r}: "
+                              f"{str(exc).splitlines()[0]}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not fit architecture {spec['name']!r} "

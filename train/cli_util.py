@@ -55,4 +55,5 @@ def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     else:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                                  os.cpu_count() or 1))

@@ -73,7 +73,8 @@ LOA_Z = 1.96
 RESULT_KEYS = frozenset(
     {"n", "protocol", "dsc", "iou", "precision", "recall", "csa_rel_error", "csa_agreement", "per_image"}
 )
-"""Top-level keys of every result; ``evaluate_paper`` adds ``dsc_paper_filtered``, ``evaluate_native`` its ``threshold``."""
+"""Top-level keys of every result; ``evaluate_paper`` adds ``dsc_paper_filtered``, ``evaluate_native`` its
+``threshold``."""
 
 AGREEMENT_KEYS = frozenset(
     {

@@ -380,8 +380,8 @@ rotation up to 10 degrees, gain x0.6-1.5, ...) and the nerve compressed by 15 an
 animated clips' ``animate:`` compression reaches 25 %)."""
 
 IDENTITY_LEVELS: Mapping[str, float] = {
-    "zoom": 1.0, "aspect": 1.0, "crop": 0.0, "pad": 0.0, "shift": 0.0, "depth": 0.0, "rotate": 0.0, "gain": 1.0, "gamma": 1.0,
-    "tgc": 0.0, "speckle": 0.0, "blur": 0.0, "compress": 1.0,
+    "zoom": 1.0, "aspect": 1.0, "crop": 0.0, "pad": 0.0, "shift": 0.0, "depth": 0.0, "rotate": 0.0, "gain": 1.0,
+    "gamma": 1.0, "tgc": 0.0, "speckle": 0.0, "blur": 0.0, "compress": 1.0,
 }
 """Levels that leave the image as it is (the codecs have none)."""
 

@@ -112,7 +112,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "CV-ACQLOC CV-CMP copies both parts (nothing trained again)",
            {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"]},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
-    Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), the paper's augmentation, 100 epochs",
+    Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
+           "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
     Recipe("dlunet-acq", "DL-UNet with acquisition augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "acquisition")}, {"model": 100}),

@@ -16,7 +16,8 @@ rank validates the whole (small) validation set, so all ranks take the same sche
 early-stopping decisions; only rank 0 writes files.
 
 Augmentation: ``augment`` names one of :data:`train.augment.AUGMENT_NAMES` (``paper``, ``strong``,
-``acquisition``, ``compress``, ``none``), recorded in the run config. Extra training data: the folders of ``extra_train`` (e.g.
+``acquisition``, ``compress``, ``none``), recorded in the run config.
+Extra training data: the folders of ``extra_train`` (e.g.
 phantom frames from ``mn-synth --phantom --dataset``) are read like ``data`` and all their images
 join the training side; the split is computed on ``data`` alone, so validation is unchanged.
 """

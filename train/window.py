@@ -72,7 +72,8 @@ def window_boxes(loc_prob: np.ndarray, crop_wh: tuple[int, int], threshold: floa
     return [crop_box(find_centre(p[0], threshold), crop_wh, (w, h)) for p in loc_prob]
 
 
-def find_centres(prob: np.ndarray, k: int, threshold: float = 0.5, step: int = CENTRE_STEP) -> list[tuple[float, float]]:
+def find_centres(prob: np.ndarray, k: int, threshold: float = 0.5,
+                 step: int = CENTRE_STEP) -> list[tuple[float, float]]:
     """Up to ``k`` candidate centres ``(x, y)`` in a probability map ``[H, W]``, the most likely first.
 
     The centroids of the ``k`` largest connected components of ``prob >= threshold`` (read every

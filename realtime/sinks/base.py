@@ -73,7 +73,8 @@ class RunControl:
         self.note("baseline_requested", frame=frame, t_s=t_s)
 
     def find_roi_again(self) -> None:
-        """With ``--roi auto``, find the image area again in the next frame (:meth:`realtime.sources.Source.redetect_roi`)."""
+        """With ``--roi auto``, find the image area again in the next frame
+        (:meth:`realtime.sources.Source.redetect_roi`)."""
         redetect = getattr(self.source, "redetect_roi", None)
         if redetect is not None:
             redetect()

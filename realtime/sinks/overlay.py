@@ -275,7 +275,8 @@ def text_width(text: str, scale: float) -> int:
     main, sup = text.split("\u00b2") if "\u00b2" in text else (text, None)
     w = cv2.getTextSize(main, FONT, scale, 1)[0][0] if main else 0
     if sup is not None:
-        w += cv2.getTextSize("2", FONT, scale * 0.6, 1)[0][0] + (cv2.getTextSize(sup, FONT, scale, 1)[0][0] if sup else 0)
+        w += (cv2.getTextSize("2", FONT, scale * 0.6, 1)[0][0]
+              + (cv2.getTextSize(sup, FONT, scale, 1)[0][0] if sup else 0))
     return w
 
 

@@ -93,8 +93,8 @@ class RawWriter:
             # level 3: sliced, with a CRC per slice (a damaged slice is detected, not decoded as garbage)
             self._stream.options = {"level": "3", "slicecrc": "1", "g": "1"}
         elif image.shape != self._shape or ffv1_formats(image) != self._formats:
-            raise ValueError(f"frame {self.frames}: {list(image.shape)} {image.dtype} after {list(self._shape)} frames; "
-                             "a recording keeps one frame size and format")
+            raise ValueError(f"frame {self.frames}: {list(image.shape)} {image.dtype} after {list(self._shape)} "
+                             "frames; a recording keeps one frame size and format")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image.reshape(image.shape[0], image.shape[1], -1)
                                                                 if image.ndim == 3 else image),
                                            format=self._formats[0])

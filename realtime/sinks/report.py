@@ -279,7 +279,8 @@ def _plot_section(run: RunInfo, folder: Path) -> str:
     if plot is not None and Path(plot).is_file() and Path(plot).suffix.lower() in (".png", ".jpg", ".jpeg", ".svg"):
         mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                 ".svg": "image/svg+xml"}[Path(plot).suffix.lower()]
-        img = f"<img class='plot' alt='CSA, flattening ratio and circularity over time' src='{_data_uri(Path(plot).read_bytes(), mime)}'>"
+        img = ("<img class='plot' alt='CSA, flattening ratio and circularity over time' "
+               f"src='{_data_uri(Path(plot).read_bytes(), mime)}'>")
     else:
         img = "<p class='note'>No plot (no frame was processed, or no plot file was asked for).</p>"
     return f"<section><h2>CSA, flattening ratio and circularity over time</h2>{img}</section>"

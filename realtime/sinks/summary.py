@@ -381,7 +381,8 @@ def plot_figure(summary: SummaryBuilder, title: str = "", events: list[dict[str,
     s = summary.series
     t = s.column("t_s")
     calibrated = bool(summary.calibrated)
-    panels = [(s.column("area_mm2" if calibrated else "area_px"), "CSA (mm²)" if calibrated else "CSA (px, uncalibrated)"),
+    panels = [(s.column("area_mm2" if calibrated else "area_px"),
+               "CSA (mm²)" if calibrated else "CSA (px, uncalibrated)"),
               (s.column("flattening_ratio"), "flattening ratio"), (s.column("circularity"), "circularity")]
     spans = _status_spans(t, s.column("status"))
     t, panels = _with_gaps(t, panels, summary.gaps)

@@ -93,7 +93,8 @@ def open_source(
 
     ``realtime``: live semantics (newest frame only, native pace) rather than every frame as fast as
     possible. ``roi``: ``(x, y, w, h)`` or ``"x,y,w,h"``, the scanner's image area, applied the same
-    way by every source; ``"auto"`` finds it in the first frame (a grab of the whole scanner screen). ``fps`` / ``size``: requested from a device; ``fps`` also sets the rate of
+    way by every source; ``"auto"`` finds it in the first frame (a grab of the whole scanner screen).
+    ``fps`` / ``size``: requested from a device; ``fps`` also sets the rate of
     the generated sources. ``reconnect_s``: how long a device may stop delivering before the stream
     ends as failed. ``seed`` / ``frames``: generated sources' seed, and a frame limit for any
     source. ``kind_options`` go to the kind's constructor (e.g. ``capture_factory`` for a device).

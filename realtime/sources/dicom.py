@@ -161,7 +161,8 @@ def read_part(path: Path, fps_default: float | None = None) -> DicomPart:
     sop = str(ds.get("SOPClassUID", ""))
     if sop == ENHANCED_US_VOLUME or (frames > 1 and ("SpacingBetweenSlices" in ds or "VOLUME" in
                                                      [str(v).upper() for v in ds.get("ImageType", [])])):
-        raise SourceError(f"{path} is a 3-D volume ({frames} slices{', Enhanced US Volume' if sop == ENHANCED_US_VOLUME else ''}): "
+        raise SourceError(f"{path} is a 3-D volume ({frames} slices"
+                          f"{', Enhanced US Volume' if sop == ENHANCED_US_VOLUME else ''}): "
                           "mn-seg measures 2-D B-mode images; export the 2-D cine loop (Ultrasound Multi-frame Image) "
                           "from the scanner instead")
     _check_decodable(path, ts)

@@ -100,7 +100,8 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     loc, tracked, fused = clip["localiser"], clip["tracked"], clip["tracked+fusion"]
     assert loc["tracked_windows"] == 0 and tracked["tracked_windows"] >= 3  # from the 3rd frame on
     assert loc["fused"] == tracked["fused"] == 0 and fused["fused"] == 5  # every frame after the first
-    assert loc["ok"] == tracked["ok"] == fused["ok"] == 6 and report["fusion"] == DEFAULT_WEIGHT and report["confirm"] == 1
+    assert (loc["ok"] == tracked["ok"] == fused["ok"] == 6
+            and report["fusion"] == DEFAULT_WEIGHT and report["confirm"] == 1)
     assert (tmp_path / "w.md").read_text().startswith("# What the last frames know")
     assert "Animated validation images" not in (tmp_path / "w.md").read_text()  # phantoms only
     assert ("every setting with --confirm 1, --area-step 0.25 and --presence on (appearance model: the model's own)."

@@ -196,7 +196,8 @@ def test_a_pause_is_not_data(tmp_path: Path) -> None:
     assert (pause["event"], pause["frame"], pause["resumed_frame"], pause["frames_skipped"]) == ("pause", 3, 4, 5)
     assert pause["resumed_t_s"] == pytest.approx(4 / 24)  # the time of the frame it resumed at
     assert pause["duration_s"] == s["paused_s"]
-    assert (snapshot["event"], snapshot["frame"], snapshot["file"]) == ("snapshot", 3, str(tmp_path / "snapshot-0000.png"))
+    assert (snapshot["event"], snapshot["frame"], snapshot["file"]) == ("snapshot", 3,
+                                                                        str(tmp_path / "snapshot-0000.png"))
     assert (baseline["event"], baseline["frame"], baseline["frames"]) == ("baseline_set", 3, [0, 3])
     assert s["baseline"]["area_px"] == baseline["area_px"] and (tmp_path / "snapshot-0000.png").is_file()
     assert json.loads((tmp_path / "s.json").read_text())["events"] == s["events"]
@@ -699,7 +700,8 @@ def test_the_fusion_gets_each_frame_as_the_network_saw_it() -> None:
     (UserError("the clip ends in a 3-D volume"), 2, "failed: the clip ends in a 3-D volume"),
     (PermissionError(13, "Permission denied", "/x/y.mp4"), 2, "failed: Permission denied: /x/y.mp4"),
 ])
-def test_an_unexpected_error_goes_on_to_the_command_and_the_summary_says_so(tmp_path: Path, error, code, reason) -> None:
+def test_an_unexpected_error_goes_on_to_the_command_and_the_summary_says_so(tmp_path: Path, error, code,
+                                                                             reason) -> None:
     """The exception reaches the command (which reports it in one line and exits with ``code``, as
     common.errors.run_cli does); the outputs are finalised first and the summary carries the same code."""
     def broken():

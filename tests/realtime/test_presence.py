@@ -87,7 +87,8 @@ def test_gate_settings_are_validated() -> None:
 
 def test_tracker_rejection_is_a_miss_with_the_reason_in_the_row() -> None:
     tracker = Tracker(None, 10.0, presence=PresenceGate(), lost_after_frames=1)
-    nerve, speck = postprocess(ellipse(60, 20), (W, H), min_area_px=20), postprocess(ellipse(6, 6), (W, H), min_area_px=20)
+    nerve, speck = (postprocess(ellipse(60, 20), (W, H), min_area_px=20),
+                    postprocess(ellipse(6, 6), (W, H), min_area_px=20))
     r = [tracker.update(p, i, i / 10) for i, p in enumerate([nerve, speck, speck, speck, nerve])]
     assert [x.status for x in r] == [TrackStatus.OK, TrackStatus.NO_DETECTION, TrackStatus.LOST, TrackStatus.LOST,
                                      TrackStatus.REACQUIRED]

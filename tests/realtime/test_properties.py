@@ -54,7 +54,8 @@ def test_translation_moves_the_centroid_and_changes_nothing_else(mask: np.ndarra
     assert b.area_px == a.area_px and b.n_components == a.n_components
     assert close(b.perimeter_px, a.perimeter_px) and close(b.flattening_ratio, a.flattening_ratio)
     assert close(b.circularity, a.circularity)
-    assert b.centroid_x_px == pytest.approx(a.centroid_x_px + dx) and b.centroid_y_px == pytest.approx(a.centroid_y_px + dy)
+    assert (b.centroid_x_px == pytest.approx(a.centroid_x_px + dx)
+            and b.centroid_y_px == pytest.approx(a.centroid_y_px + dy))
 
 
 PERIMETER_TURN_PX = 4.0
@@ -92,7 +93,8 @@ def test_square_pixels_scale_lengths_and_areas_and_leave_the_shape(mask: np.ndar
     assert mm.area_mm2 == pytest.approx(px.area_px * s * s, rel=1e-12)
     assert mm.perimeter_mm == pytest.approx(px.perimeter_px * s, rel=1e-6)  # scaled in float32 points
     assert close(mm.flattening_ratio, px.flattening_ratio, 1e-9) and close(mm.circularity, px.circularity, 1e-6)
-    assert mm.centroid_x_mm == pytest.approx(px.centroid_x_px * s) and mm.centroid_y_mm == pytest.approx(px.centroid_y_px * s)
+    assert (mm.centroid_x_mm == pytest.approx(px.centroid_x_px * s)
+            and mm.centroid_y_mm == pytest.approx(px.centroid_y_px * s))
 
 
 @PROPS

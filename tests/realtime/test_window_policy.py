@@ -137,7 +137,8 @@ def test_an_unmeasured_frame_with_a_centroid_still_hands_the_window_back() -> No
 
 class HintedEngine:
     """A stand-in cascade: the probability is a disc at the hinted centre, or at the 'localiser' place
-    ((60, 40), from call ``moves_at`` on (90, 40): a disc that does not touch the first, within the tracker's gate); a verified hint is kept when the two
+    ((60, 40), from call ``moves_at`` on (90, 40): a disc that does not touch the first, within the tracker's gate);
+    a verified hint is kept when the two
     discs overlap (as the cascade checks, :func:`engines.cascade.outlines_agree`)."""
 
     window_hints = True

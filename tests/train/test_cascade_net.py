@@ -1,4 +1,5 @@
-"""train.cascade_net: CascadeNet (shapes, windows that follow the localiser, errors) and its registration as a composite."""
+"""train.cascade_net: CascadeNet (shapes, windows that follow the localiser, errors) and its registration as a
+composite."""
 
 from __future__ import annotations
 

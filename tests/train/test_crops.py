@@ -1,4 +1,5 @@
-"""train.crops: the refiner's training windows (centred, jittered within bounds, deterministic) and validation windows."""
+"""train.crops: the refiner's training windows (centred, jittered within bounds, deterministic) and validation
+windows."""
 
 from __future__ import annotations
 

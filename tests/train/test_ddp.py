@@ -34,7 +34,8 @@ def test_two_process_gloo_training(synthetic_dataset: Path, tmp_path: Path) -> N
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "tests.train._ddp_driver", str(keep),
            "--data", str(synthetic_dataset), "--out", str(out), "--model", "lunet", "--width", "0.25",
-           "--size", "64x48", "--epochs", "2", "--batch-size", "4", "--folds", "3", "--fold", "1", "--threads", "1", "-q"]
+           "--size", "64x48", "--epochs", "2", "--batch-size", "4", "--folds", "3", "--fold", "1", "--threads", "1",
+           "-q"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

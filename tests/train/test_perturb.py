@@ -122,7 +122,8 @@ def test_known_intensity_values() -> None:
     assert float(perturb("gain", image, mask, 3.0)[0].max()) == 255.0  # saturates
     assert float(perturb("gamma", image, mask, 2.0)[0][0, 0]) == pytest.approx(255 * (100 / 255) ** 2, rel=1e-5)
     rows = perturb("tgc", image, mask, 1.0)[0][:, 0]
-    assert rows[0] == pytest.approx(100 * np.exp(-0.5), rel=1e-5) and rows[-1] == pytest.approx(100 * np.exp(0.5), rel=1e-5)
+    assert (rows[0] == pytest.approx(100 * np.exp(-0.5), rel=1e-5)
+            and rows[-1] == pytest.approx(100 * np.exp(0.5), rel=1e-5))
 
 
 @pytest.mark.parametrize("name", sorted(IDENTITY_LEVELS))

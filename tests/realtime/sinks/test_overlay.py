@@ -5,7 +5,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from realtime.sinks.overlay import STATUS_COLOURS, TRACE_INK, OverlayRenderer, put_text, run_warning, text_width, to_bgr8
+from realtime.sinks.overlay import (
+    STATUS_COLOURS,
+    TRACE_INK,
+    OverlayRenderer,
+    put_text,
+    run_warning,
+    text_width,
+    to_bgr8,
+)
 from realtime.tracker import Baseline
 from tests.realtime.sinks._helpers import record
 

@@ -331,7 +331,8 @@ def test_the_plot_s_panels_series_labels_and_status_bands(calibrated: bool) -> N
         t = np.arange(8) / 24
         measured = np.array([1, 1, 0, 0, 0, 1, 1, 1], bool)
         expected = [np.where(measured, np.arange(8) / 100 if calibrated else 1000.0 + 10 * np.arange(8), np.nan),
-                    np.where(measured, 1.0 + np.arange(8) / 10, np.nan), np.where(measured, 0.5 + np.arange(8) / 100, np.nan)]
+                    np.where(measured, 1.0 + np.arange(8) / 10, np.nan),
+                    np.where(measured, 0.5 + np.arange(8) / 100, np.nan)]
         for ax, y in zip(axes, expected):
             (line,) = ax.lines
             np.testing.assert_allclose(line.get_xdata(), t)
@@ -670,7 +671,8 @@ def test_the_builder_s_whole_dict_calibrated() -> None:
     assert d["csa_px"] == near(100.0, 200.0, 400.0)
     assert d["flattening_ratio"] == near(1.2, 1.3, 1.5)
     assert d["circularity"] == near(0.8, 0.85, 0.9)
-    assert d["max_displacement"] == 1.5 and d["deformation"] == {"csa_max_over_min": 2.0, "fr_range": pytest.approx(0.3)}
+    assert d["max_displacement"] == 1.5 and d["deformation"] == {"csa_max_over_min": 2.0,
+                                                                  "fr_range": pytest.approx(0.3)}
     assert d["paused_s"] == 1.235 and d["frames_paused"] == 2 and b.gaps == [(1 / 24, 2 / 24)]
     assert d["latency_warmup_frames_excluded"] == 1 and d["latency_ms"]["n"] == 4
     assert "percentiles" in d and d["percentiles"].endswith(f"within {100 * b.latency.relative_accuracy:g} %")

@@ -207,7 +207,8 @@ def test_parse_roi_forms_and_bounds() -> None:
     assert parse_roi(" 1, 2 3 ,4 ") == (1, 2, 3, 4)
     assert parse_roi([0, 0, 1, 1]) == (0, 0, 1, 1) and type(parse_roi([0, 0, 1, 1])) is tuple
     assert parse_roi(("5", 6, 7.0, 8)) == (5, 6, 7, 8)
-    with pytest.raises(RoiError, match=r"ROI '1,2,3' is not of the form x,y,w,h \(pixels, e.g. 40,30,520,400\) or auto"):
+    with pytest.raises(RoiError,
+                       match=r"ROI '1,2,3' is not of the form x,y,w,h \(pixels, e.g. 40,30,520,400\) or auto"):
         parse_roi("1,2,3")
     with pytest.raises(RoiError, match=r"ROI must be four integers \(x, y, w, h\), got \['a', 1, 2, 3\]"):
         parse_roi(["a", 1, 2, 3])
@@ -232,7 +233,8 @@ def test_normalise_image_and_image_size() -> None:
     assert normalise_image(one).shape == (3, 5)
     for bad, shape in ((np.zeros(5), r"\(5,\)"), (np.zeros((2, 2, 2, 2)), r"\(2, 2, 2, 2\)"),
                        (np.zeros((0, 4)), r"\(0, 4\)"), ([[1, 2]], "None")):
-        with pytest.raises(SourceError, match=rf"the source delivered something that is not an image \(shape {shape}\)"):
+        with pytest.raises(SourceError,
+                           match=rf"the source delivered something that is not an image \(shape {shape}\)"):
             normalise_image(bad)  # type: ignore[arg-type]
 
 
@@ -421,7 +423,8 @@ def test_source_failure_and_closed_iteration() -> None:
     closed.close()
     with pytest.raises(SourceError, match="^list:x is closed$"):
         iter(closed)
-    with pytest.raises(SourceError, match=r"^list:x was already iterated; a source is a one-pass stream \(open it again\)$"):
+    with pytest.raises(SourceError,
+                       match=r"^list:x was already iterated; a source is a one-pass stream \(open it again\)$"):
         iter(src)
 
 
