@@ -17,7 +17,8 @@
 # one-thread trainings at once (the acquisition localiser with the shipped refiner, the shipped localiser with the
 # compress refiner; the other two recipes copy them), and the reports likewise: on two cores a fold's training
 # takes 1.3 times less time than one two-thread chain. A rehearsal:
-# TRAIN_ARGS='--max-images 16 --width 0.25' EPOCHS=1 CLIPS=1 benchmarks/cpu_cv.sh DATA PHANTOM /tmp/r 0
+# TRAIN_ARGS='--max-images 16 --width 0.25' EPOCHS=1 CLIPS=1 FIT_ARGS='--found-dice 0' \
+#   benchmarks/cpu_cv.sh DATA PHANTOM /tmp/r 0   (a one-epoch model finds few true nerves to fit the gate on)
 # On 2 cores with AVX512-BF16 a fold takes about 2 hours (the shipped recipe's localiser 20 min and refiner 45,
 # the compress refiner 45, the acquisition localiser 20, the reports 10). Without BF16 (--amp trains in float32,
 # e.g. an AVX2-only EPYC) a refiner epoch takes 113 s on one thread against 17 s: a fold is GPU work there.

@@ -19,7 +19,11 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    ``benchmarks/results/exploratory-presence-fit-animated-*``).
 2. **Features.** Each frame goes through the segmentation model and post-processing exactly as
    live; the tracker picks the nerve without a gate, and :func:`realtime.appearance.appearance_features`
-   describes it. Frames where the model finds nothing are left out (nothing to gate).
+   describes it. Frames where the model finds nothing are left out (nothing to gate). A frame with a
+   nerve is a positive only where what the model found *is* that nerve (Dice >= 0.5 against its truth, as
+   ``mn-presence`` counts a nerve found): where its window sat off the nerve (e.g. under a field-of-view
+   change) it outlined another structure, which the gate should turn away, so that frame is a negative
+   and takes no part in choosing the threshold (:func:`labels`).
 3. **Cross-validation.** Patients (and the phantom, as one group) are dealt into ``--folds`` groups;
    each group is scored by a logistic regression fit on the others. The threshold is the
    ``--keep`` quantile from below of the out-of-fold scores of the real positives, as acquired and
@@ -52,6 +56,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.cli import add_logging_args, setup_logging
+from benchmarks.presence import FOUND_DSC
 from train.errors import UserError, run_cli
 
 log = logging.getLogger("tools.presence_fit")
@@ -61,7 +66,8 @@ DATA_ENV = "MN_SEG_DATA"
 FIT_PHANTOM_SEED = 201
 REAL_NERVES = ("validation", "validation+changed", "validation+animated")
 """The kinds of fit frame whose out-of-fold scores choose the threshold: the real nerves, as acquired, under
-an acquisition change, and in an animated clip."""
+an acquisition change, and in an animated clip (each only where the model found the nerve itself, see
+:func:`labels`)."""
 L2 = 1.0
 
 
@@ -174,6 +180,12 @@ def split_names(split: str, folds: int, fold: int | None, seed: int, fit: list[d
 def detected_features(engine: Any, image: np.ndarray) -> list[float] | None:
     """The appearance features of the nerve the model finds in ``image`` as live (preprocess, engine,
     post-processing, a fresh tracker without a gate); None when it finds nothing."""
+    return detect(engine, image)[0]
+
+
+def detect(engine: Any, image: np.ndarray) -> tuple[list[float] | None, np.ndarray | None]:
+    """What the model finds in ``image`` as live (preprocess, engine, post-processing, a fresh tracker without
+    a gate): its appearance features and its mask at the image's size; ``(None, None)`` when it finds nothing."""
     from realtime.appearance import appearance_features
     from realtime.postprocess import postprocess
     from realtime.tracker import Tracker
@@ -183,21 +195,40 @@ def detected_features(engine: Any, image: np.ndarray) -> list[float] | None:
     post = postprocess(engine.infer(preprocess_image(image, engine.size)[None, None])[0, 0], (w, h))
     r = Tracker(None, 24.0, presence=None).update(post, 0, 0.0)
     if not (r.measured and r.nerve_mask is not None):
-        return None
+        return None, None
     f = appearance_features(image, r.nerve_mask, post.prob)
-    return None if f is None else [float(v) for v in f]
+    return (None, None) if f is None else ([float(v) for v in f], r.nerve_mask)
 
 
 def describe(engine: Any, items: Sequence[dict[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
-    """Per frame: kind, id, positive, and the appearance features of what the model finds (None: nothing)."""
+    """Per frame: kind, id, positive, the appearance features of what the model finds (None: nothing) and, on
+    a frame with a true mask, the Dice of what it found against it (``dsc``; None when it found nothing)."""
     from tqdm import tqdm
+
+    from train.metrics import dice_hard
 
     rows = []
     for item in tqdm(items, desc="features", unit="frame", disable=not progress):
-        features = detected_features(engine, item["image"])
+        features, mask = detect(engine, item["image"])
+        dsc = None
+        if item.get("mask") is not None and mask is not None:
+            dsc = dice_hard(mask > 0, item["mask"] > 0)
         rows.append({"kind": item["kind"], "id": item["id"], "positive": bool(item["positive"]), "features": features,
-                     **({"change": item["change"]} if "change" in item else {})})
+                     "dsc": dsc, **({"change": item["change"]} if "change" in item else {})})
     return rows
+
+
+def found_nerve(row: dict[str, Any], min_dice: float | None = None) -> bool:
+    """Whether a frame with a nerve had that nerve found: Dice >= ``min_dice`` (default ``FOUND_DSC``, as
+    ``mn-presence`` counts; 0: any outline); a row without a Dice (written before it was recorded) counts."""
+    floor = FOUND_DSC if min_dice is None else min_dice
+    return bool(row["positive"]) and (row.get("dsc") is None or row["dsc"] >= floor)
+
+
+def labels(rows: Sequence[dict[str, Any]], min_dice: float | None = None) -> np.ndarray:
+    """The fit's target per row: 1 where the model found the true nerve, 0 on a frame without one and on a frame
+    whose nerve the model missed for another structure (a wrong structure: what the gate should turn away)."""
+    return np.array([found_nerve(r, min_dice) for r in rows], dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,12 +272,13 @@ def group_folds(groups: Sequence[str], folds: int, seed: int = 0) -> dict[str, i
     return {unique[j]: k % folds for k, j in enumerate(order)}
 
 
-def out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, seed: int = 0) -> np.ndarray:
-    """Each row's score by a model fit on the other folds' rows."""
+def out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, seed: int = 0,
+                min_dice: float | None = None) -> np.ndarray:
+    """Each row's score by a model fit on the other folds' rows (targets: :func:`labels`)."""
     fold_of = group_folds(groups, folds, seed)
     fold = np.array([fold_of[g] for g in groups])
     X = np.array([r["features"] for r in rows])
-    y = np.array([r["positive"] for r in rows], dtype=np.float64)
+    y = labels(rows, min_dice)
     scores = np.empty(len(rows))
     for k in range(folds):
         test = fold == k
@@ -265,13 +297,16 @@ def passes(model: Any, rows: Sequence[dict[str, Any]]) -> list[bool]:
 
 
 def rates(rows: Sequence[dict[str, Any]], accepted: Sequence[bool]) -> dict[str, dict[str, Any]]:
-    """Per kind: frames, frames with a detection, and frames that keep a nerve after the check."""
+    """Per kind: frames, frames with a detection, frames that keep a nerve after the check and, of those on
+    frames with a nerve, how many kept another structure (``wrong_structure``)."""
     out: dict[str, dict[str, Any]] = {}
     for row, ok in zip(rows, accepted):
-        d = out.setdefault(row["kind"], {"frames": 0, "detected": 0, "nerve_reported": 0, "positive": row["positive"]})
+        d = out.setdefault(row["kind"], {"frames": 0, "detected": 0, "nerve_reported": 0, "wrong_structure": 0,
+                                         "positive": row["positive"]})
         d["frames"] += 1
         d["detected"] += row["features"] is not None
         d["nerve_reported"] += bool(ok)
+        d["wrong_structure"] += bool(ok) and row["positive"] and not found_nerve(row)
     for d in out.values():
         d["rate"] = d["nerve_reported"] / d["frames"] if d["frames"] else None
     return out
@@ -311,12 +346,14 @@ def format_md(report: dict[str, Any]) -> str:
              "", f"Command: `{report['command']}`", "",
              f"Threshold {report['model']['threshold']:.3f} (keeps {100 * (1 - report['keep']):.0f} % of the fit's "
              "real nerves out of fold).", "",
-             "| set | kind | frames | model finds something | nerve reported after the check |",
-             "|---|---|---|---|---|"]
+             "| set | kind | frames | model finds something | nerve reported after the check | of them another "
+             "structure (Dice < 0.5) |",
+             "|---|---|---|---|---|---|"]
     for label, table in (("fit, out of fold", report["fit"]["out_of_fold"]), ("held out", report["check"]["rates"])):
         for kind, d in table.items():
+            wrong = d.get("wrong_structure", "") if d["positive"] else ""
             lines.append(f"| {label} | {kind} | {d['frames']} | {d['detected']} | {d['nerve_reported']} "
-                         f"({100 * d['rate']:.1f} %) |")
+                         f"({100 * d['rate']:.1f} %) | {wrong} |")
     previous = report["check"].get("previous")
     if previous:
         lines += ["", f"The same held-out frames with the check this fit replaces (`{previous['file']}`, fit "
@@ -354,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of --split kfold (mn-cv's default 42)")
     p.add_argument("--keep", type=float, default=0.01,
                    help="share of the real nerves (out of fold) allowed below the threshold (default 0.01)")
+    p.add_argument("--found-dice", type=float, default=None, metavar="D",
+                   help="Dice against the truth from which an outline on a frame with a nerve is that nerve (a "
+                        "positive of the fit); below it, another structure (a negative). Default 0.5, as "
+                        "mn-presence counts a nerve found; 0: every outline counts, as fits did before 2026-12-04")
     p.add_argument("--phantom", type=int, default=60, help="phantom frames of seed 201 in the fit (default 60)")
     p.add_argument("--no-perturbed", action="store_true", help="skip the held-out check under acquisition changes")
     p.add_argument("--animated", action="store_true",
@@ -406,21 +447,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_rows = describe(engine, fit_items, progress)
     usable = [r for r in fit_rows if r["features"] is not None]
     groups = [patient_of.get(r["id"], "phantom") for r in usable]
-    oof = out_of_fold(usable, groups, args.folds)
-    real = np.array([r["kind"] in REAL_NERVES for r in usable])
+    if args.found_dice is not None and not 0.0 <= args.found_dice <= 1.0:
+        raise UserError(f"--found-dice is a Dice in [0, 1], got {args.found_dice}")
+    found_dice = FOUND_DSC if args.found_dice is None else args.found_dice
+    missed = sum(1 for r in usable if r["positive"] and not found_nerve(r, found_dice))
+    if missed:
+        log.info("%d fit frame(s) with a nerve where the model outlined another structure (Dice < %g): negatives "
+                 "of the fit", missed, found_dice)
+    if not any(found_nerve(r, found_dice) for r in usable):
+        raise UserError(f"{args.model} found no nerve of the fit images (Dice >= {found_dice:g} against the "
+                        "truth): fit the appearance model of a trained model (or --found-dice 0 to take every "
+                        "outline on a frame with a nerve as a nerve)")
+    oof = out_of_fold(usable, groups, args.folds, min_dice=found_dice)
+    real = np.array([r["kind"] in REAL_NERVES and found_nerve(r, found_dice) for r in usable])
     threshold = float(np.quantile(oof[real], args.keep))
     oof_by_id = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
     oof_ok = [r["features"] is not None and oof_by_id[(r["kind"], r["id"])] >= threshold for r in fit_rows]
 
     X = np.array([r["features"] for r in usable])
-    y = np.array([r["positive"] for r in usable], dtype=np.float64)
-    mean, scale, weights, bias = fit_logistic(X, y)
+    mean, scale, weights, bias = fit_logistic(X, labels(usable, found_dice))
     model_file = Path(engine.info.source)
     provenance = {"fit_by": command, "segmentation_model": args.model, "model_file": str(model_file),
                   "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
                   "fit_images": fit_names, "phantom_seed": FIT_PHANTOM_SEED,
                   "animated": bool(args.animated),
-                  "frames": len(usable), "folds": args.folds, "keep": args.keep, "date": date.today().isoformat()}
+                  "frames": len(usable), "folds": args.folds, "keep": args.keep, "found_dice": found_dice,
+                  "date": date.today().isoformat()}
     model = AppearanceModel(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(weights),
                             bias=bias, threshold=threshold, provenance=provenance)
 

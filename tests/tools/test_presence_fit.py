@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.presence_fit import fit_logistic, format_md, group_folds, out_of_fold, rates
+from tools.presence_fit import describe, fit_logistic, format_md, found_nerve, group_folds, labels, out_of_fold, rates
 from train.errors import UserError
 
 
@@ -57,13 +57,57 @@ def test_rates_and_report_count_per_kind() -> None:
             {"kind": "validation", "positive": True, "features": None},
             {"kind": "off-nerve", "positive": False, "features": [0.0]}]
     r = rates(rows, [True, False, False])
-    assert r["validation"] == {"frames": 2, "detected": 1, "nerve_reported": 1, "positive": True, "rate": 0.5}
+    assert r["validation"] == {"frames": 2, "detected": 1, "nerve_reported": 1, "wrong_structure": 0,
+                               "positive": True, "rate": 0.5}
     assert r["off-nerve"]["rate"] == 0.0
     report = {"fit": {"images": "fit", "out_of_fold": r}, "check": {"images": "check", "rates": r,
               "perturbed": {"zoom 0.8": {"frames": 2, "detected": 2, "kept": 1, "kept_of_detected": 0.5}}},
               "command": "cmd", "keep": 0.01, "model": {"threshold": 0.25}}
     md = format_md(report)
-    assert "| held out | validation | 2 | 1 | 1 (50.0 %) |" in md and "| zoom 0.8 | 2 | 2 | 1 (50.0 %) |" in md
+    assert "| held out | validation | 2 | 1 | 1 (50.0 %) | 0 |" in md and "| zoom 0.8 | 2 | 2 | 1 (50.0 %) |" in md
+    assert "| held out | off-nerve | 1 | 1 | 0 (0.0 %) |  |" in md  # no nerve: no wrong structure to count
+
+
+def test_a_nerve_frame_whose_outline_is_another_structure_is_a_negative_of_the_fit() -> None:
+    """Positives are frames where the model found the true nerve (Dice >= 0.5): an outline of something else
+    on a frame with a nerve is what the gate should turn away, so the fit learns it as a negative, it takes no
+    part in the threshold's real nerves, and the report counts it as a wrong structure when kept."""
+    rows = [{"kind": "validation", "positive": True, "features": [1.0], "dsc": 0.91},
+            {"kind": "validation+changed", "positive": True, "features": [0.0], "dsc": 0.12},
+            {"kind": "validation+changed", "positive": True, "features": [1.0], "dsc": 0.5},
+            {"kind": "off-nerve", "positive": False, "features": [0.0], "dsc": None},
+            {"kind": "validation", "positive": True, "features": [1.0]}]  # recorded before Dice was: found
+    assert [found_nerve(r) for r in rows] == [True, False, True, False, True]
+    assert labels(rows).tolist() == [1.0, 0.0, 1.0, 0.0, 1.0]
+    r = rates(rows, [True, True, False, True, True])
+    assert r["validation+changed"]["wrong_structure"] == 1 and r["validation"]["wrong_structure"] == 0
+    assert r["off-nerve"]["wrong_structure"] == 0
+
+
+def test_describe_records_the_dice_of_what_was_found_against_the_truth() -> None:
+    """describe() runs the live path on each frame; with an engine that outlines a fixed square, the Dice is
+    known: 1 on a frame whose truth is that square, 0 on one whose truth lies elsewhere, None without truth."""
+    class Square:
+        size = (64, 48)
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            prob = np.zeros((1, 1, 48, 64), np.float32)
+            prob[0, 0, 14:34, 22:42] = 0.97
+            return prob
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 90, (48, 64), dtype=np.uint8)
+    on = np.zeros((48, 64), np.uint8)
+    on[14:34, 22:42] = 1
+    away = np.zeros((48, 64), np.uint8)
+    away[2:10, 2:10] = 1
+    items = [{"kind": "validation", "id": "a", "image": image, "mask": on, "positive": True},
+             {"kind": "validation+changed", "id": "a", "image": image, "mask": away, "positive": True},
+             {"kind": "off-nerve", "id": "a", "image": image, "mask": None, "positive": False}]
+    rows = describe(Square(), items, progress=False)
+    assert rows[0]["features"] is not None and rows[0]["dsc"] == pytest.approx(1.0)
+    assert rows[1]["dsc"] == 0.0 and rows[2]["dsc"] is None
+    assert labels(rows).tolist() == [1.0, 0.0, 0.0]
 
 
 def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -79,19 +123,26 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
 
     data = make_dataset(tmp_path / "data", n_patients=6, per_patient=2, size=(128, 96))
     net = make_checkpoint(tmp_path / "net.pt", "lunet", (64, 48), seed=0)
+    # a random network outlines no true nerve: said so, and nothing written
+    with pytest.raises(UserError, match="found no nerve of the fit images"):
+        main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
+              "--threads", "1", "--json", str(tmp_path / "fit.json"), "-q"])
+    assert not sidecar(net).exists() and not (tmp_path / "fit.json").exists()
+    # --found-dice 0: every outline on a frame with a nerve is taken as the nerve (the fit before Dice counted)
     assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
-                 "--animated", "--threads", "1", "--json", str(tmp_path / "fit.json"), "-q"]) == 0
+                 "--animated", "--threads", "1", "--json", str(tmp_path / "fit.json"), "-q", "--found-dice", "0"]) == 0
     fit = appearance_for(net)
     assert fit.file == str(sidecar(net)) and sidecar(net).is_file()
     assert fit.provenance["model_sha256"] == file_sha256(net) and fit.provenance["model_file"] == str(net)
     report = json.loads((tmp_path / "fit.json").read_text())
     assert report["model"]["threshold"] == fit.threshold and (tmp_path / "fit.md").is_file()
     assert fit.provenance["animated"] is True and report["check"]["previous"] is None
+    assert fit.provenance["found_dice"] == 0.0
     assert {"validation+animated", "nerve-removed+animated"} <= set(report["fit"]["out_of_fold"])
     assert {"validation", "validation+animated"} <= set(report["check"]["rates"])
     # a second fit, on stills only (the default), reports the first one's rates on the same held-out frames
     assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
-                 "--threads", "1", "--json", str(tmp_path / "fit2.json"), "-q"]) == 0
+                 "--threads", "1", "--json", str(tmp_path / "fit2.json"), "-q", "--found-dice", "0"]) == 0
     second = json.loads((tmp_path / "fit2.json").read_text())
     assert not any(k.endswith("+animated") for k in second["fit"]["out_of_fold"])
     assert "validation+animated" in second["check"]["rates"]
@@ -117,8 +168,8 @@ def test_a_fold_of_the_patient_split_fits_on_its_training_side_and_checks_on_its
 
     data = make_dataset(tmp_path / "data", n_patients=6, per_patient=2, size=(128, 96))
     net = make_checkpoint(tmp_path / "net.pt", "lunet", (64, 48), seed=0)
-    common = ["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
-              "--threads", "1", "-q"]
+    common = ["--data", str(data), "--model", str(net), "--found-dice", "0", "--folds", "2", "--phantom", "4",
+              "--no-perturbed", "--threads", "1", "-q"]
     assert cli([*common, "--split", "kfold"]) == 2  # no --fold
     assert cli([*common, "--split", "kfold", "--fold", "5"]) == 2  # --split-folds 5: folds 0-4
     assert cli([*common, "--fold", "1"]) == 2  # --fold without --split kfold
