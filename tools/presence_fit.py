@@ -55,8 +55,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common.cli import add_logging_args, setup_logging
 from benchmarks.presence import FOUND_DSC
+from common.cli import add_logging_args, setup_logging
 from train.errors import UserError, run_cli
 
 log = logging.getLogger("tools.presence_fit")
