@@ -427,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"give the median-nerve dataset with --data DIR or ${DATA_ENV} (got {data!r})")
     if not 0.0 <= args.keep < 0.5:
         raise UserError(f"--keep is a small share in [0, 0.5), got {args.keep}")
+    if args.found_dice is not None and not 0.0 <= args.found_dice <= 1.0:
+        raise UserError(f"--found-dice is a Dice in [0, 1], got {args.found_dice}")
     if args.split == "kfold" and (args.fold is None or not 0 <= args.fold < args.split_folds):
         raise UserError(f"--split kfold needs --fold K with 0 <= K < --split-folds ({args.split_folds})")
     if args.split != "kfold" and args.fold is not None:
@@ -447,25 +449,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_rows = describe(engine, fit_items, progress)
     usable = [r for r in fit_rows if r["features"] is not None]
     groups = [patient_of.get(r["id"], "phantom") for r in usable]
-    if args.found_dice is not None and not 0.0 <= args.found_dice <= 1.0:
-        raise UserError(f"--found-dice is a Dice in [0, 1], got {args.found_dice}")
     found_dice = FOUND_DSC if args.found_dice is None else args.found_dice
-    missed = sum(1 for r in usable if r["positive"] and not found_nerve(r, found_dice))
+    y = labels(usable, found_dice)
+    missed = sum(1 for r in usable if r["positive"]) - int(y.sum())
     if missed:
         log.info("%d fit frame(s) with a nerve where the model outlined another structure (Dice < %g): negatives "
                  "of the fit", missed, found_dice)
-    if not any(found_nerve(r, found_dice) for r in usable):
+    if not y.any():
         raise UserError(f"{args.model} found no nerve of the fit images (Dice >= {found_dice:g} against the "
                         "truth): fit the appearance model of a trained model (or --found-dice 0 to take every "
                         "outline on a frame with a nerve as a nerve)")
     oof = out_of_fold(usable, groups, args.folds, min_dice=found_dice)
-    real = np.array([r["kind"] in REAL_NERVES and found_nerve(r, found_dice) for r in usable])
+    real = np.array([r["kind"] in REAL_NERVES for r in usable]) & (y == 1)
     threshold = float(np.quantile(oof[real], args.keep))
     oof_by_id = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
     oof_ok = [r["features"] is not None and oof_by_id[(r["kind"], r["id"])] >= threshold for r in fit_rows]
 
     X = np.array([r["features"] for r in usable])
-    mean, scale, weights, bias = fit_logistic(X, labels(usable, found_dice))
+    mean, scale, weights, bias = fit_logistic(X, y)
     model_file = Path(engine.info.source)
     provenance = {"fit_by": command, "segmentation_model": args.model, "model_file": str(model_file),
                   "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
