@@ -7,13 +7,22 @@
 #   benchmarks/cv_collect.sh RUNS DEST      e.g. benchmarks/cv_collect.sh runs benchmarks/results/cv-cpu
 #
 # RUNS holds cv-RECIPE/ folders (benchmarks/cpu_cv.sh's work folder); DEST gets RECIPE/fold-K/. A fold counts
-# when its eval-native.json exists. Back in a work folder (cp -r DEST/RECIPE RUNS/cv-RECIPE), the collected folds
-# are what `mn-cv --aggregate` summarises and what `mn-cv --final` takes its epochs and mask threshold from.
+# when its eval-native.json exists. Each recipe's cv-summary is then aggregated again over every fold DEST holds
+# (`mn-cv --aggregate --out DEST/RECIPE`), so folds collected in earlier sessions, whose runs are gone, still count.
+# Only cv-RECIPE folders named after a recipe of this checkout (mn-cv --list-recipes) are collected; any other
+# (an alias of a run under another name, a recipe since renamed) is skipped with a message. Back in a work folder
+# (cp -r DEST/RECIPE RUNS/cv-RECIPE), the collected folds are what `mn-cv --final` takes its epochs and mask
+# threshold from.
 set -euo pipefail
 RUNS=${1:?RUNS folder}; DEST=${2:?DEST folder}
+PY=${PYTHON:-python}
 shopt -s nullglob
+recipes=$("$PY" -m train.crossval --list-recipes | awk '{print $1}')
 for cv in "$RUNS"/cv-*/; do
   recipe=$(basename "$cv"); recipe=${recipe#cv-}
+  if ! grep -qx -- "$recipe" <<< "$recipes"; then
+    echo "skipped ${cv%/}: $recipe is not a recipe of this checkout (mn-cv --list-recipes)" >&2; continue
+  fi
   for fold in "$cv"fold-*/; do
     [ -f "$fold/eval-native.json" ] || continue
     out="$DEST/$recipe/$(basename "$fold")"; mkdir -p "$out"
@@ -27,5 +36,7 @@ for cv in "$RUNS"/cv-*/; do
     done
     echo "$out"
   done
-  for f in "$cv"cv-summary.md "$cv"cv-summary.json; do [ -f "$f" ] && cp "$f" "$DEST/$recipe/"; done
+  if [ -d "$DEST/$recipe" ]; then
+    "$PY" -m train.crossval --aggregate --recipe "$recipe" --out "$DEST/$recipe" -q > /dev/null
+  fi
 done

@@ -135,12 +135,14 @@ class CrossValidation:
     def __init__(self, recipe: Recipe, data: str, out: str, *, folds: int = 5, seed: int = 42,
                  extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
                  device: str = "cpu", size: str | None = None, crop: str | None = None, candidates: int = 1,
-                 python: str = sys.executable, share: Sequence[str] = ()) -> None:
+                 python: str = sys.executable, share: Sequence[str] = (), summary_only: bool = False) -> None:
+        """``summary_only``: only :meth:`write_summary` will be called (``--aggregate``), so the dataset and the
+        extra frames are recorded as given but not required."""
         if folds < 2:
             raise UserError(f"--folds must be at least 2, got {folds}")
-        if not Path(data).is_dir():
+        if not summary_only and not Path(data).is_dir():
             raise UserError(f"--data {data} is not a folder; give the dataset folder holding Images/ and Masks/")
-        for folder in extra:
+        for folder in () if summary_only else extra:
             if not Path(folder).is_dir():
                 raise UserError(f"--extra-train {folder} is not a folder")
         if epochs is not None and epochs < 1:
@@ -166,7 +168,7 @@ class CrossValidation:
                 raise UserError(f"--share {folder} is not a folder; give another mn-cv run's --out")
             if folder.resolve() == self.out.resolve():
                 raise UserError(f"--share {folder} is this run's own --out")
-        if recipe.needs_extra and not self.extra:
+        if recipe.needs_extra and not self.extra and not summary_only:
             part_args(recipe, next(iter(recipe.parts)), extra=[], epochs=1)  # raises the explanation
 
     # -- one fold -----------------------------------------------------------------------------
@@ -540,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", nargs="+", default=[], metavar="DIR",
                    help="other mn-cv --out folders: a part trained there exactly as this recipe would train it "
                         "(same fold, same mn-train settings) is copied instead of trained again")
-    p.add_argument("--aggregate", action="store_true", help="only aggregate the folds evaluated so far")
+    p.add_argument("--aggregate", action="store_true",
+                   help="only aggregate the folds evaluated so far (also a folder benchmarks/cv_collect.sh wrote); "
+                        "needs only --recipe and --out")
     p.add_argument("--status", action="store_true",
                    help="print where every fold's parts stand (epochs, best, pace, time left, evaluated) and exit; "
                         "needs only --recipe and --out, and trains nothing")
@@ -549,6 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the mask threshold the folds' out-of-fold images choose")
     add_logging_args(p)
     return p
+
+
+def _recorded_data(out: Path) -> str:
+    """The dataset an earlier summary in ``out`` recorded (``--aggregate`` without ``--data``), else ""."""
+    try:
+        return str(json.loads((out / "cv-summary.json").read_text()).get("data") or "")
+    except (OSError, ValueError):
+        return ""
 
 
 def _glue_train_args(argv: Sequence[str]) -> list[str]:
@@ -585,19 +597,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--folds must be at least 2, got {args.folds}")
         print(format_status(status(Path(args.out), get_recipe(args.recipe), args.folds)))
         return 0
+    if args.aggregate:
+        if not (args.recipe and args.out):
+            raise UserError("--aggregate needs --recipe NAME and --out DIR")
+        if not Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is not a folder: no cross-validation there to aggregate")
+        cv = CrossValidation(get_recipe(args.recipe), args.data or _recorded_data(Path(args.out)), args.out,
+                             folds=args.folds, seed=args.seed, extra=args.extra_train,
+                             candidates=args.candidates, summary_only=True)
+        result = cv.write_summary()
+        print(format_summary(result))
+        log.info("wrote %s", cv.out / "cv-summary.json")
+        return 0
     if not (args.recipe and args.data and args.out):
         raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")
     cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
                          extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                          device=args.device, size=args.size, crop=args.crop,
                          candidates=args.candidates, share=args.share)
-    if not args.aggregate:
-        if args.final:
-            model = cv.run_final()
-            log.info("final model: %s", model)
-        else:
-            for fold in [args.fold] if args.fold is not None else range(args.folds):
-                cv.run_fold(fold)
+    if args.final:
+        model = cv.run_final()
+        log.info("final model: %s", model)
+    else:
+        for fold in [args.fold] if args.fold is not None else range(args.folds):
+            cv.run_fold(fold)
     result = cv.write_summary()
     print(format_summary(result))
     log.info("wrote %s", cv.out / "cv-summary.json")

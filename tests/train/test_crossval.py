@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -106,15 +108,25 @@ def test_train_args_may_be_a_single_option(tmp_path: Path, monkeypatch: pytest.M
         def __init__(self, *args, train_args: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
             seen.append(train_args)
 
-        def write_summary(self) -> None:
+        def run_fold(self, fold: int) -> None:
             raise UserError("recorded")
 
     monkeypatch.setattr(crossval, "CrossValidation", Recorder)
-    base = ["--recipe", "dlunet-paper", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--aggregate"]
+    base = ["--recipe", "dlunet-paper", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
     assert cli([*base, "--train-args", "--amp"]) == 2
     assert cli([*base, "--train-args", "--threads 1 --amp", "-q"]) == 2
     assert cli([*base, "--train-args=--workers 0"]) == 2
     assert seen == [["--amp"], ["--threads", "1", "--amp"], ["--workers", "0"]]
+
+
+def test_aggregate_needs_only_recipe_and_an_existing_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["--recipe", "cascade-acq", "--aggregate"]) == 2
+    assert "--aggregate needs --recipe NAME and --out DIR" in capsys.readouterr().err
+    assert cli(["--recipe", "cascade-acq", "--out", str(tmp_path / "none"), "--aggregate"]) == 2
+    assert "no cross-validation there to aggregate" in capsys.readouterr().err
+    (tmp_path / "cv").mkdir()  # a recipe that needs extra frames, without --data or --extra-train: no fold yet
+    assert cli(["--recipe", "cascade-acq", "--out", str(tmp_path / "cv"), "--aggregate", "-q"]) == 0
+    assert json.loads((tmp_path / "cv" / "cv-summary.json").read_text())["folds_done"] == []
 
 
 def _train_in_process(args: list[str], log_file) -> int:  # type: ignore[no-untyped-def]
@@ -169,15 +181,27 @@ def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path, mon
     kept, runs = tmp_path / "kept", tmp_path / "runs"
     runs.mkdir()
     (runs / "cv-cascade-acq").symlink_to(out)
+    (runs / "cv-acq-alias").symlink_to(out)  # not a recipe's name: skipped, not collected as recipe "acq-alias"
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "cv_collect.sh"
-    subprocess.run(["bash", str(script), str(runs), str(kept)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(script), str(runs), str(kept)], check=True, capture_output=True, text=True,
+                          env=env)
+    assert "cv-acq-alias: acq-alias is not a recipe" in done.stderr
+    assert sorted(p.name for p in kept.iterdir()) == ["cascade-acq"]
     kept = kept / "cascade-acq"
     assert not list(kept.rglob("*.pt")) and (kept / "fold-1" / "refiner-config.json").is_file()
+    assert json.loads((kept / "cv-summary.json").read_text())["folds_done"] == [0, 1]
     again = CrossValidation(get_recipe("cascade-acq"), str(data), str(kept), folds=2, extra=[str(extra)])
     assert again.best_epochs() == {"localiser": [1, 1], "refiner": [1, 1]}
     assert again.threshold_report() == CrossValidation(
         get_recipe("cascade-acq"), str(data), str(out), folds=2, extra=[str(extra)]).threshold_report()
     assert again.write_summary()["protocols"]["native"]["n_images"] == 4
+    # a later session whose runs/ holds only fold 1: the summary still counts fold 0, collected before
+    shutil.rmtree(out / "fold-0")
+    subprocess.run(["bash", str(script), str(runs), str(kept.parent)], check=True, capture_output=True, env=env)
+    kept_summary = json.loads((kept / "cv-summary.json").read_text())
+    assert kept_summary["folds_done"] == [0, 1] and kept_summary["protocols"]["native"]["n_images"] == 4
+    assert cli(["--recipe", "cascade-acq", "--out", str(kept), "--folds", "2", "--aggregate", "-q"]) == 0
 
 
 def test_init_weights_from_a_cascade_part(tmp_path: Path) -> None:
