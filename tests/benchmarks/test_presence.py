@@ -193,7 +193,7 @@ def test_command_writes_json_and_markdown(tmp_path: Path) -> None:
     from realtime.appearance import FEATURES, AppearanceModel, sidecar
 
     def fit(threshold: float, path: Path) -> Path:
-        return AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(0.0,) * 4, bias=0.0,
+        return AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(0.0,) * 4, bias=0.0,
                                threshold=threshold).save(path)
 
     fit(0.25, sidecar(ckpt))

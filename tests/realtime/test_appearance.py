@@ -59,6 +59,34 @@ def test_features_do_not_change_with_gain_and_offset_or_colour() -> None:
     assert np.allclose(appearance_features(bgr, mask, prob), base)
 
 
+def clean_scene(rim_rows: slice | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """No speckle: background 90, an ellipse of 70, a 6 px band of 200 about it in the rows ``rim_rows`` only."""
+    img = np.full((H, W), 90, np.uint8)
+    centre, axes = (W // 2, H // 2), (40, 20)
+    if rim_rows is not None:
+        band = np.zeros((H, W), np.uint8)
+        cv2.ellipse(band, centre, (axes[0] + 6, axes[1] + 6), 0, 0, 360, 1, -1)
+        keep = np.zeros((H, W), bool)
+        keep[rim_rows] = True
+        img[(band > 0) & keep] = 200
+    mask = np.zeros((H, W), np.uint8)
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
+    img[mask > 0] = 70
+    return img, mask, mask.astype(np.float32)
+
+
+def test_inside_is_the_core_against_the_band_around_it_and_ring_closed_the_sectors_with_a_rim() -> None:
+    inside, closed = FEATURES.index("inside"), FEATURES.index("ring_closed")
+    full = appearance_features(*clean_scene(slice(None)))
+    half = appearance_features(*clean_scene(slice(0, H // 2)))  # the rim above the centre only: 4 of 8 sectors
+    none = appearance_features(*clean_scene(None))
+    assert full[closed] == 1.0 and half[closed] == 0.5 and none[closed] == 0.0
+    # no rim: core 70 against a band of 90 (the frame's quartile range is 0, so the unit is 1 grey level)
+    assert none[inside] == pytest.approx(70 - 90)
+    assert full[inside] < half[inside] < none[inside] < 0  # the brighter the band, the darker the core beside it
+    assert appearance_features(*scene(rim=0))[closed] == pytest.approx(0.5, abs=0.5)  # a valid share on speckle
+
+
 def test_unsure_counts_the_hesitant_part_of_the_box() -> None:
     img, mask, _ = scene(rim=0)
     prob = np.zeros((H, W), np.float32)
@@ -72,16 +100,21 @@ def test_unsure_counts_the_hesitant_part_of_the_box() -> None:
 
 
 def model(threshold: float = 0.5, weights: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0)) -> AppearanceModel:
-    return AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=weights, bias=0.0,
+    """A model of the first four features (as fit before ``inside`` and ``ring_closed``)."""
+    return AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4, weights=weights, bias=0.0,
                            threshold=threshold, provenance={"what": "test"})
 
 
 def test_score_is_the_logistic_of_the_standardised_features() -> None:
-    m = AppearanceModel(features=FEATURES, mean=(1.0, 0, 0, 0), scale=(2.0, 1, 1, 1), weights=(3.0, 0, 0, -1.0),
-                        bias=0.5, threshold=0.5)
-    # z = (5 - 1) / 2 = 2 -> logit 3 * 2 + (-1) * 1 + 0.5 = 5.5
-    assert m.score([5.0, 9.0, 9.0, 1.0]) == pytest.approx(1 / (1 + math.exp(-5.5)))
-    assert m.score([-1e9, 0, 0, 0]) == pytest.approx(0.0, abs=1e-20)
+    m = AppearanceModel(features=FEATURES, mean=(1.0, 0, 0, 0, 0, 0), scale=(2.0, 1, 1, 1, 1, 1),
+                        weights=(3.0, 0, 0, -1.0, 0, 2.0), bias=0.5, threshold=0.5)
+    # z = (5 - 1) / 2 = 2 -> logit 3 * 2 + (-1) * 1 + 2 * 0.25 + 0.5 = 6
+    assert m.score([5.0, 9.0, 9.0, 1.0, 7.0, 0.25]) == pytest.approx(1 / (1 + math.exp(-6.0)))
+    assert m.score([-1e9, 0, 0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-20)
+    # a model fit on the first four features scores those of a six-feature vector, ignoring the rest
+    four = AppearanceModel(features=FEATURES[:4], mean=(1.0, 0, 0, 0), scale=(2.0, 1, 1, 1),
+                           weights=(3.0, 0, 0, -1.0), bias=0.5, threshold=0.5)
+    assert four.score([5.0, 9.0, 9.0, 1.0, 7.0, 0.25]) == pytest.approx(1 / (1 + math.exp(-5.5)))
 
 
 def test_model_file_round_trip_and_bad_models(tmp_path: Path) -> None:
@@ -137,7 +170,7 @@ def test_sidecar_sits_beside_the_model_file() -> None:
 
 
 def _fit_on(path: Path, threshold: float, sha: str | None) -> Path:
-    m = AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
+    m = AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
                         threshold=threshold, provenance={"model_sha256": sha})
     return m.save(sidecar(path))
 

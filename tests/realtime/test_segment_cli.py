@@ -141,7 +141,7 @@ def test_the_presence_gate_reads_the_model_own_appearance_model_or_the_given_one
     assert gate["appearance"]["file"] == str(sidecar(registry.BUNDLED_MODELS["mn-realtime"]))
     rows = read_csv(tmp_path / "own" / "clip" / "measurements.csv")
     assert any(r["status"] == "ok" for r in rows)  # the phantom's nerve passes its own model's check
-    nothing = AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(0.0,) * 4, bias=-10.0,
+    nothing = AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(0.0,) * 4, bias=-10.0,
                               threshold=0.5).save(tmp_path / "nothing.json")
     assert segment_cli([*common, "--out", str(tmp_path / "given"), "--appearance", str(nothing)]) == 0
     rows = read_csv(tmp_path / "given" / "clip" / "measurements.csv")

@@ -140,7 +140,7 @@ def test_the_appearance_model_travels_with_the_model(bundled: Path, evaluated: d
     checkpoint = tmp_path / "run" / "best.pt"
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(evaluated["checkpoint"].read_bytes())
-    fit = AppearanceModel(features=FEATURES, mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
+    fit = AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
                           threshold=0.3, provenance={"segmentation_model": str(checkpoint),
                                                      "model_sha256": file_sha256(checkpoint)})
     fit.save(sidecar(checkpoint))
