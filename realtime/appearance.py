@@ -27,10 +27,12 @@ computed in a box around the mask, so one frame costs about a millisecond:
 =============== =====================================================================================
 
 ``inside`` and ``ring_closed`` came after the first four (2026-12-04): with them, on the nerve-free frames
-this project makes (``python -m tools.presence_fit``'s patient-cross-validated fit frames), a fold model's
-check passed 7.5 % of nerve-removed and 3.1 % of off-nerve windows at the same 99 % of true nerves kept,
-against 11.8 % and 5.6 % with the four (``benchmarks/results/exploratory-appearance-features-*``). A model
-file fit before them has four weights and scores the first four features (:meth:`AppearanceModel.score`).
+this project makes (``python -m tools.presence_fit``'s fit frames, each scored by a check fit on other
+patients), ``mn-realtime``'s check passes 9.1 % of the nerve-removed and 3.0 % of the off-nerve frames at the
+same 99 % of true nerves kept, against 12.8 % and 6.1 % with the first four
+(``python -m benchmarks.appearance_ablation``, ``benchmarks/results/exploratory-appearance-features-*``). A
+model file fit before them has four weights and scores the first four features
+(:meth:`AppearanceModel.score`).
 
 Intensities are divided by the frame's interquartile range (on every 4th pixel in each direction),
 so gain and contrast settings change nothing. :class:`AppearanceModel` is a logistic regression over
