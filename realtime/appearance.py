@@ -30,7 +30,7 @@ computed in a box around the mask, so one frame costs about a millisecond:
 this project makes (``python -m tools.presence_fit``'s fit frames, each scored by a check fit on other
 patients), ``mn-realtime``'s check passes 9.1 % of the nerve-removed and 3.0 % of the off-nerve frames at the
 same 99 % of true nerves kept, against 12.8 % and 6.1 % with the first four
-(``python -m benchmarks.appearance_ablation``, ``benchmarks/results/exploratory-appearance-features-*``). A
+(``python -m tools.appearance_ablation``, ``benchmarks/results/exploratory-appearance-features-*``). A
 model file fit before them has four weights and scores the first four features
 (:meth:`AppearanceModel.score`).
 

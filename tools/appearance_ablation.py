@@ -1,4 +1,4 @@
-"""``python -m benchmarks.appearance_ablation``: what each group of appearance features buys the presence gate.
+"""``python -m tools.appearance_ablation``: what each group of appearance features buys the presence gate.
 
 The presence gate's appearance check (:mod:`realtime.appearance`) is a logistic regression over the features
 of :data:`realtime.appearance.FEATURES`. This report takes the frames one ``python -m tools.presence_fit
@@ -28,9 +28,9 @@ import numpy as np
 from common.cli import add_logging_args, setup_logging
 from train.errors import UserError, run_cli
 
-log = logging.getLogger("benchmarks.appearance_ablation")
+log = logging.getLogger("tools.appearance_ablation")
 
-PROG = "python -m benchmarks.appearance_ablation"
+PROG = "python -m tools.appearance_ablation"
 
 
 def _subset(rows: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""benchmarks.appearance_ablation on per-frame rows with a known answer: only the fifth feature tells nerves from
+"""tools.appearance_ablation on per-frame rows with a known answer: only the fifth feature tells nerves from
 nerve-free frames, so the check on five features passes far fewer nerve-free frames than the one on four."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.appearance_ablation import ablate, cli
+from tools.appearance_ablation import ablate, cli
 from tests.conftest import make_dataset
 
 
