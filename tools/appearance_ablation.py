@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from datetime import date
 from pathlib import Path
@@ -27,8 +26,6 @@ import numpy as np
 
 from common.cli import add_logging_args, setup_logging
 from train.errors import UserError, run_cli
-
-log = logging.getLogger("tools.appearance_ablation")
 
 PROG = "python -m tools.appearance_ablation"
 
@@ -48,14 +45,12 @@ def ablate(fit_rows: Sequence[dict[str, Any]], check_rows: Sequence[dict[str, An
     y = pf.labels(usable, found_dice)
     if not y.any() or y.all():
         raise UserError("the fit frames need true nerves found and frames without one")
-    oof = pf.out_of_fold(usable, groups, folds, min_dice=found_dice)
-    real = np.array([r["kind"] in pf.REAL_NERVES for r in usable]) & (y == 1)
-    threshold = float(np.quantile(oof[real], keep))
+    oof, threshold = pf.threshold_out_of_fold(usable, groups, folds, keep, found_dice)
     oof_of = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
     fit_ok = [r.get("features") is not None and oof_of[(r["kind"], r["id"])] >= threshold for r in fit_rows]
     params = pf.fit_logistic(np.array([r["features"] for r in usable]), y)
-    check_ok = [r.get("features") is not None
-                and float(pf._score(params, np.array([r["features"][:n]]))[0]) >= threshold for r in check_rows]
+    check_scores = iter(pf._score(params, np.array([r["features"] for r in _subset(check_rows, n)])))
+    check_ok = [r.get("features") is not None and float(next(check_scores)) >= threshold for r in check_rows]
     return {"features": n, "threshold": threshold, "fit_out_of_fold": pf.rates(fit_rows, fit_ok),
             "check": pf.rates(check_rows, check_ok)}
 

@@ -286,6 +286,15 @@ def out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: in
     return scores
 
 
+def threshold_out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, keep: float,
+                          min_dice: float | None = None) -> tuple[np.ndarray, float]:
+    """Each row's out-of-fold score (:func:`out_of_fold`) and the threshold: the ``keep`` quantile from below of
+    those scores on the real nerves the model found (:data:`REAL_NERVES`, :func:`labels`)."""
+    oof = out_of_fold(rows, groups, folds, min_dice=min_dice)
+    real = np.array([r["kind"] in REAL_NERVES for r in rows]) & (labels(rows, min_dice) == 1)
+    return oof, float(np.quantile(oof[real], keep))
+
+
 # ---------------------------------------------------------------------------------------------
 # reports
 # ---------------------------------------------------------------------------------------------
@@ -459,9 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.model} found no nerve of the fit images (Dice >= {found_dice:g} against the "
                         "truth): fit the appearance model of a trained model (or --found-dice 0 to take every "
                         "outline on a frame with a nerve as a nerve)")
-    oof = out_of_fold(usable, groups, args.folds, min_dice=found_dice)
-    real = np.array([r["kind"] in REAL_NERVES for r in usable]) & (y == 1)
-    threshold = float(np.quantile(oof[real], args.keep))
+    oof, threshold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice)
     oof_by_id = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
     oof_ok = [r["features"] is not None and oof_by_id[(r["kind"], r["id"])] >= threshold for r in fit_rows]
 
