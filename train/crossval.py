@@ -605,22 +605,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv = CrossValidation(get_recipe(args.recipe), args.data or _recorded_data(Path(args.out)), args.out,
                              folds=args.folds, seed=args.seed, extra=args.extra_train,
                              candidates=args.candidates, summary_only=True)
-        result = cv.write_summary()
-        print(format_summary(result))
-        log.info("wrote %s", cv.out / "cv-summary.json")
-        return 0
-    if not (args.recipe and args.data and args.out):
-        raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")
-    cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
-                         extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
-                         device=args.device, size=args.size, crop=args.crop,
-                         candidates=args.candidates, share=args.share)
-    if args.final:
-        model = cv.run_final()
-        log.info("final model: %s", model)
     else:
-        for fold in [args.fold] if args.fold is not None else range(args.folds):
-            cv.run_fold(fold)
+        if not (args.recipe and args.data and args.out):
+            raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")
+        cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
+                             extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
+                             device=args.device, size=args.size, crop=args.crop,
+                             candidates=args.candidates, share=args.share)
+        if args.final:
+            model = cv.run_final()
+            log.info("final model: %s", model)
+        else:
+            for fold in [args.fold] if args.fold is not None else range(args.folds):
+                cv.run_fold(fold)
     result = cv.write_summary()
     print(format_summary(result))
     log.info("wrote %s", cv.out / "cv-summary.json")
