@@ -11,10 +11,14 @@
 # OUT: folder for what comes back: cv-results.tar.gz (every fold's config, history, evaluations,
 #   the CV summaries, robustness and presence reports, logs) and final-fp16.tar (the final models'
 #   float16 checkpoints, for python -m tools.bundle add).
-# Environment: DEVICE (cuda), RECIPES ("cascade-strong-ph cascade-strong-ph-cmp cascade-acq": the shipped recipe, the
-#   same with a refiner trained on compressed nerves, and the acquisition-augmented one; add cascade-strong-ph-tc for issue 18's
-#   consistency-trained refiner, or cascade-strong-ph-cmp-tc for both changes, or cascade-strong-ph-cmp-tcw for both
-#   with windows up to 32 px off the nerve (the exploratory favourite), whose batches cost twice: give them
+# Environment: DEVICE (cuda), RECIPES (the recipes trained at once, "cascade-acqloc cascade-strong-ph-cmp cascade-acq":
+#   together every distinct part of benchmarks/cpu_cv.sh's four recipes and of the acquisition-augmented one), JOINED
+#   (recipes run after them with mn-cv --share of their folders: a part trained alike there is copied, any other
+#   trained; "cascade-strong-ph cascade-acqloc-cmp": mn-realtime's recipe and both changes together, nothing
+#   trained), so the folds are those cpu_cv.sh makes fold by fold and benchmarks/cv_collect.sh can pool them.
+#   Add cascade-strong-ph-tc to RECIPES for issue 18's consistency-trained refiner, or cascade-strong-ph-cmp-tc for
+#   both changes, or cascade-strong-ph-cmp-tcw for both with windows up to 32 px off the nerve (the exploratory
+#   favourite), whose batches cost twice: give them
 #   CV_MIN to match), FOLDS (5), CV_MIN (minutes
 #   each training part may run in the CV: mn-train --max-minutes; 3), FINAL_MIN (2), CANDIDATES (2:
 #   cascade windows refined per frame, in the CV and the final models), QUICK=1 (a tiny CPU rehearsal: 16 images,
@@ -22,7 +26,9 @@
 set -u
 DATA=${1:?DATA folder}; PHANTOM=${2:?PHANTOM folder}; OUT=${3:?OUT folder}
 DEVICE=${DEVICE:-cuda}; QUICK=${QUICK:-0}; PY=${PY:-python3}; RUNS=${RUNS:-/tmp/gpu-cv}
-RECIPES=${RECIPES:-"cascade-strong-ph cascade-strong-ph-cmp cascade-acq"}; FOLDS=${FOLDS:-5}
+RECIPES=${RECIPES:-"cascade-acqloc cascade-strong-ph-cmp cascade-acq"}; JOINED=${JOINED-"cascade-strong-ph cascade-acqloc-cmp"}
+FOLDS=${FOLDS:-5}
+J=""; for r in $JOINED; do case " $RECIPES " in *" $r "*) ;; *) J="$J $r" ;; esac; done; JOINED=${J# }  # trained, not joined
 CV_MIN=${CV_MIN:-3}; FINAL_MIN=${FINAL_MIN:-2}; CANDIDATES=${CANDIDATES:-2}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
@@ -47,19 +53,37 @@ for recipe in $RECIPES; do
   done
 done
 wait
-for recipe in $RECIPES; do
-  $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/cv-$recipe" \
+SHARE=(); for recipe in $RECIPES; do SHARE+=("$RUNS/cv-$recipe"); done
+[ -n "$JOINED" ] && stamp "joined from their parts: [$JOINED]"
+for recipe in $JOINED; do
+  for fold in $(seq 0 $(( FOLDS - 1 ))); do
+    $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/cv-$recipe" \
+      --folds "$FOLDS" --fold "$fold" --device "$DEVICE" --candidates "$CANDIDATES" "${SIZE_ARGS[@]}" "${EPOCH_ARGS[@]}" \
+      --train-args "$TRAIN_ARGS --max-minutes $CV_MIN" --share "${SHARE[@]}" -q >"$RUNS/cv-$recipe-fold$fold.log" 2>&1 &
+  done
+done
+wait
+ALL="$RECIPES $JOINED"
+for recipe in $ALL; do
+  $PY -m train.crossval --recipe "$recipe" --out "$RUNS/cv-$recipe" \
     --folds "$FOLDS" --candidates "$CANDIDATES" --aggregate -q >"$RUNS/cv-$recipe-summary.txt" 2>&1
   stamp "$recipe"; cat "$RUNS/cv-$recipe/cv-summary.md" 2>/dev/null || tail -n 5 "$RUNS/cv-$recipe"-fold*.log
 done
 
 stamp "final models on all images (in the background) and reports on the validation folds"
-for recipe in $RECIPES; do
+final() {  # recipe, extra mn-cv arguments...
+  local recipe=$1; shift
   $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/cv-$recipe" \
     --folds "$FOLDS" --final --device "$DEVICE" --candidates "$CANDIDATES" "${SIZE_ARGS[@]}" \
-    --train-args "$TRAIN_ARGS --max-minutes $FINAL_MIN" -q >"$RUNS/final-$recipe.log" 2>&1 &
-done
-for recipe in $RECIPES; do
+    --train-args "$TRAIN_ARGS --max-minutes $FINAL_MIN" "$@" -q >"$RUNS/final-$recipe.log" 2>&1
+}
+(  # the joined recipes' final models copy the parts the others' trained
+  for recipe in $RECIPES; do final "$recipe" & done
+  wait
+  for recipe in $JOINED; do final "$recipe" --share "${SHARE[@]}" & done
+  wait
+) &
+for recipe in $ALL; do
   [ -f "$RUNS/cv-$recipe/fold-0/model.pt" ] || continue
   case $recipe in cascade-*) WINDOW=(--window-diagnosis) ;; *) WINDOW=() ;; esac  # which part fails, for a cascade
   $PY -m benchmarks.robustness --cv-dir "$RUNS/cv-$recipe" --folds "$FOLDS" "${WINDOW[@]}" "${REPORT_ARGS[@]}" \
@@ -72,7 +96,7 @@ for recipe in $RECIPES; do
   done
 done
 wait
-for recipe in $RECIPES; do
+for recipe in $ALL; do
   stamp "$recipe robustness"; cat "$RUNS/cv-$recipe/robustness.md" 2>/dev/null || tail -n 3 "$RUNS/robustness-$recipe.log"
   for f in "$RUNS/cv-$recipe"/fold-*/speckle-stability.md; do [ -f "$f" ] && { echo "$f"; tail -n 4 "$f"; }; done
   for f in "$RUNS/cv-$recipe"/fold-*/window-{on,shape,on-crop$CROP}.md; do [ -f "$f" ] && { echo "$f"; tail -n 1 "$f"; }; done
