@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Two cascade localisers on one fold of an mn-cv cross-validation, in front of the same refiner, so that only
 # the window's placement differs: mn-eval (both protocols), mn-robustness --window-diagnosis and mn-presence on
 # the fold's validation patients.

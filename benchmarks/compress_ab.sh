@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Issue 10, exploratory: does training with the nerve compressed (mn-train --augment compress) keep the
 # nerve outlined while it flattens, at no cost on stills? Continues mn-realtime's refiner for EPOCHS more
 # epochs once per arm, identically but for the arm's training options, on the paper split's training

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Issue 18, exploratory: does --consistency make a refiner's outline follow the speckle less, at no cost in
 # accuracy? Continues one refiner for EPOCHS more epochs twice, identically but for --consistency W, on the
 # training patients of one mn-cv fold, then measures both last.pt (no epoch chosen by any image) with
