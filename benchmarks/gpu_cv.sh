@@ -44,24 +44,20 @@ if [ "$QUICK" = 1 ]; then
   FIT_ARGS="--no-perturbed --phantom 4 --folds 2 --found-dice 0"  # a one-epoch model finds few true nerves
 fi
 
-stamp "cross-validation: recipes [$RECIPES] x $FOLDS folds at once on $DEVICE, at most $CV_MIN min per part"
-for recipe in $RECIPES; do
+folds() {  # recipe, extra mn-cv arguments...: every fold of it at once, in the background
+  local recipe=$1 fold; shift
   for fold in $(seq 0 $(( FOLDS - 1 ))); do
     $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/cv-$recipe" \
       --folds "$FOLDS" --fold "$fold" --device "$DEVICE" --candidates "$CANDIDATES" "${SIZE_ARGS[@]}" "${EPOCH_ARGS[@]}" \
-      --train-args "$TRAIN_ARGS --max-minutes $CV_MIN" -q >"$RUNS/cv-$recipe-fold$fold.log" 2>&1 &
+      --train-args "$TRAIN_ARGS --max-minutes $CV_MIN" "$@" -q >"$RUNS/cv-$recipe-fold$fold.log" 2>&1 &
   done
-done
+}
+stamp "cross-validation: recipes [$RECIPES] x $FOLDS folds at once on $DEVICE, at most $CV_MIN min per part"
+for recipe in $RECIPES; do folds "$recipe"; done
 wait
 SHARE=(); for recipe in $RECIPES; do SHARE+=("$RUNS/cv-$recipe"); done
 [ -n "$JOINED" ] && stamp "joined from their parts: [$JOINED]"
-for recipe in $JOINED; do
-  for fold in $(seq 0 $(( FOLDS - 1 ))); do
-    $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/cv-$recipe" \
-      --folds "$FOLDS" --fold "$fold" --device "$DEVICE" --candidates "$CANDIDATES" "${SIZE_ARGS[@]}" "${EPOCH_ARGS[@]}" \
-      --train-args "$TRAIN_ARGS --max-minutes $CV_MIN" --share "${SHARE[@]}" -q >"$RUNS/cv-$recipe-fold$fold.log" 2>&1 &
-  done
-done
+for recipe in $JOINED; do folds "$recipe" --share "${SHARE[@]}"; done
 wait
 ALL="$RECIPES $JOINED"
 for recipe in $ALL; do
