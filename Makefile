@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
+# The suite runs on every core (pytest-xdist; `auto`: one worker per CPU), each test file on one worker so that
+# its module fixtures are made once. TEST_WORKERS=0 runs it in one process (as a debugger or `-s` wants).
+TEST_WORKERS ?= auto
 
 # The demo runs the bundled default model (mn-live --list-models) on the built-in phantom, with a
 # window when a display is present, headless otherwise. Override: make demo DEMO_MODEL=runs/x/best.pt
@@ -25,7 +28,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/mn-live --source synthetic --model $(DEMO_MODEL) --frames $(DEMO_FRAMES) --out $(DEMO_OUT)
