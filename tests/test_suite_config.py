@@ -11,6 +11,6 @@ def test_a_hang_fails_within_minutes(pytestconfig: pytest.Config) -> None:
 
 
 def test_the_suite_can_use_every_core(pytestconfig: pytest.Config) -> None:
-    """`make test` spreads the test files over one worker per CPU (CI's 20 minutes; in one process the suite took
-    18.5 of them): pytest-xdist is part of the dev extra."""
+    """`make test` spreads the test files over one worker per CPU (CI has 20 minutes; with the suite in one process
+    a whole CI run took 18.5 of them): pytest-xdist is part of the dev extra."""
     assert pytestconfig.pluginmanager.hasplugin("xdist"), "pytest-xdist is not installed: pip install -e '.[dev]'"
