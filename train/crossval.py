@@ -20,6 +20,10 @@ there instead of trained again, e.g. the refiners of ``cascade-strong-ph`` for `
 whose refiner is trained alike. When that training has begun there and not finished, the run stops
 before it (exit 2, what came before it kept) rather than train a second copy of it.
 
+``--part NAME`` trains only that part of the recipe (in each fold run, or in ``--final``): a cascade's
+localiser and refiner train independently of each other, so on one GPU they can run as two processes at
+once; then the same command without ``--part`` joins and evaluates (copies nothing, trains nothing again).
+
 ``--final`` trains the recipe on every image (``--split none``) for the median of the folds' best
 epochs: the model that ships, its epoch count chosen by cross-validation and not by any image
 it is evaluated on. Its mask threshold is chosen the same way (:mod:`train.threshold`): the one whose
@@ -135,9 +139,11 @@ class CrossValidation:
     def __init__(self, recipe: Recipe, data: str, out: str, *, folds: int = 5, seed: int = 42,
                  extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
                  device: str = "cpu", size: str | None = None, crop: str | None = None, candidates: int = 1,
-                 python: str = sys.executable, share: Sequence[str] = (), summary_only: bool = False) -> None:
+                 python: str = sys.executable, share: Sequence[str] = (), parts: Sequence[str] = (),
+                 summary_only: bool = False) -> None:
         """``summary_only``: only :meth:`write_summary` will be called (``--aggregate``), so the dataset and the
-        extra frames are recorded as given but not required."""
+        extra frames are recorded as given but not required. ``parts``: train only these parts (default all);
+        the model is then neither joined nor evaluated (a run with every part does that)."""
         if folds < 2:
             raise UserError(f"--folds must be at least 2, got {folds}")
         if not summary_only and not Path(data).is_dir():
@@ -163,6 +169,10 @@ class CrossValidation:
         self.candidates = int(candidates)
         self.python = python
         self.share = [Path(d) for d in share]
+        unknown = [q for q in parts if q not in recipe.parts]
+        if unknown:
+            raise UserError(f"--part {unknown[0]}: recipe {recipe.name} has the parts {', '.join(recipe.parts)}")
+        self.parts = [q for q in recipe.parts if not parts or q in parts]
         for folder in self.share:
             if not folder.is_dir():
                 raise UserError(f"--share {folder} is not a folder; give another mn-cv run's --out")
@@ -294,9 +304,20 @@ class CrossValidation:
             raise UserError(f"--fold must be in 0..{self.folds - 1}, got {fold}")
         folder = self.fold_dir(fold)
         split = ["--folds", str(self.folds), "--fold", str(fold)]
-        for part in self.recipe.parts:
+        for part in self.parts:
             self.train_part(folder / part, part, split, self.part_epochs(part))
+        if not self.all_done(folder):
+            return
         self.evaluate_fold(fold, self.build_model(folder))
+
+    def all_done(self, folder: Path) -> bool:
+        """Whether this run trains every part of the recipe, so it joins and evaluates the model; with ``--part``
+        it does not (two part runs finishing at once would both join): say what does."""
+        if len(self.parts) < len(self.recipe.parts):
+            log.info("%s: %s trained; the model is joined and evaluated by the same command without --part",
+                     folder, ", ".join(self.parts))
+            return False
+        return True
 
     # -- all folds, the final model, the summary ----------------------------------------------
 
@@ -315,16 +336,18 @@ class CrossValidation:
                         out[part].append(int(best))
         return out
 
-    def run_final(self) -> Path:
+    def run_final(self) -> Path | None:
         folder = self.out / "final"
         best = self.best_epochs()
-        for part in self.recipe.parts:
+        for part in self.parts:
             if len(best[part]) < self.folds:
                 raise UserError(f"--final needs every fold trained first ({len(best[part])} of {self.folds} folds "
                                 f"have a finished {part}); run mn-cv without --final")
             epochs = self.epochs or max(1, int(round(statistics.median(best[part]))))
             log.info("final %s: %d epochs (median best epoch of the folds %s)", part, epochs, best[part])
             self.train_part(folder / part, part, ["--split", "none"], epochs)
+        if not self.all_done(folder):
+            return None
         model = self.build_model(folder, checkpoint="last.pt")
         self.calibrate_final(model)
         return model
@@ -548,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true",
                    help="print where every fold's parts stand (epochs, best, pace, time left, evaluated) and exit; "
                         "needs only --recipe and --out, and trains nothing")
+    p.add_argument("--part", action="append", default=[], metavar="NAME",
+                   help="train only this part of the recipe (repeatable; e.g. a cascade's localiser and refiner as "
+                        "two processes at once on one GPU); then the same command without --part joins and "
+                        "evaluates, training nothing again")
     p.add_argument("--final", action="store_true",
                    help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt), "
                         "with the mask threshold the folds' out-of-fold images choose")
@@ -611,10 +638,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
                              extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                              device=args.device, size=args.size, crop=args.crop,
-                             candidates=args.candidates, share=args.share)
+                             candidates=args.candidates, share=args.share, parts=args.part)
         if args.final:
             model = cv.run_final()
-            log.info("final model: %s", model)
+            if model is not None:
+                log.info("final model: %s", model)
         else:
             for fold in [args.fold] if args.fold is not None else range(args.folds):
                 cv.run_fold(fold)

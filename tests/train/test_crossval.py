@@ -328,3 +328,30 @@ def test_status_reads_where_every_part_stands(tmp_path: Path, capsys: pytest.Cap
     assert "no cross-validation there yet" in capsys.readouterr().err
     assert cli(["--status", "--out", str(out)]) == 2
     assert "--status needs --recipe" in capsys.readouterr().err
+
+
+def test_parts_train_apart_and_a_run_without_part_joins_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--part trains one part only (a cascade's two parts as two processes on one GPU); neither part run joins
+    or evaluates; the same command without --part then trains nothing again and evaluates the joined model."""
+    trained: list[str] = []
+
+    def counting(args: list[str], log_file) -> int:  # type: ignore[no-untyped-def]
+        trained.append(args[args.index("--out") + 1])
+        return _train_in_process(args, log_file)
+
+    monkeypatch.setattr(crossval, "run_forwarding_sigterm", counting)
+    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
+    extra = make_dataset(tmp_path / "ph", n_patients=1, per_patient=2, seed=5)
+    out = tmp_path / "cv"
+    argv = ["--recipe", "cascade-strong-ph", "--data", str(data), "--extra-train", str(extra), "--out", str(out),
+            "--folds", "2", "--fold", "1", "--epochs", "1", "--size", "128x96", "--crop", "64x32", "--train-args",
+            "--threads 1 --width 0.25", "-q"]
+    assert cli([*argv, "--part", "refiner"]) == 0
+    assert trained == [str(out / "fold-1" / "refiner")]
+    assert not (out / "fold-1" / "localiser").exists() and not (out / "fold-1" / "model.pt").exists()
+    assert cli([*argv, "--part", "localiser"]) == 0
+    assert trained[1:] == [str(out / "fold-1" / "localiser")] and not (out / "fold-1" / "model.pt").exists()
+    assert cli(argv) == 0
+    assert len(trained) == 2  # nothing trained again
+    assert json.loads((out / "fold-1" / "eval-native.json").read_text())["n"] == 2
+    assert cli([*argv, "--part", "head"]) == 2  # not a part of the recipe: a clear refusal
