@@ -137,22 +137,27 @@ def models_table(manifest: dict) -> str:
     if not manifest["models"]:
         return ""
     default = manifest.get("default")
-    header = ["", "name", "MB", "input", "val DSC", "CSA err", "CPU p95", "CPU fps", "measured on", "description"]
+    header = ["", "name", "MB", "input", "CV DSC", "val DSC", "CSA err", "CPU p95", "CPU fps", "measured on",
+              "description"]
     rows = [header]
     for m in manifest["models"]:
-        val, lat = m.get("val") or {}, m.get("cpu_latency_ms") or {}
-        csa, p95 = val.get("csa_median_rel_error"), lat.get("p95")
+        val, lat, cv = m.get("val") or {}, m.get("cpu_latency_ms") or {}, m.get("cv") or {}
+        csa, p95 = (cv or val).get("csa_median_rel_error"), lat.get("p95")
+        cv_dsc = "-" if cv.get("dsc") is None else f"{cv['dsc']:.3f}±{cv.get('dsc_sd') or 0:.3f}"
         rows.append(["*" if m["name"] == default else "", m["name"], _fmt((m.get("file_bytes") or 0) / 1e6, ".1f"),
-                     "x".join(map(str, m.get("input_size") or [])) or "-", _fmt(val.get("dsc"), ".3f"),
+                     "x".join(map(str, m.get("input_size") or [])) or "-", cv_dsc,
+                     "trained on" if val.get("trained_on") else _fmt(val.get("dsc"), ".3f"),
                      "-" if csa is None else f"{100 * csa:.1f} %", "-" if p95 is None else f"{p95:.1f} ms",
                      _fmt(lat.get("fps"), ".1f"), lat.get("machine") or "-", m.get("description", "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    right = {2, 4, 5, 6, 7}
+    right = {2, 4, 5, 6, 7, 8}
     lines = ["  ".join((c.rjust(w) if i in right else c.ljust(w)) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
-    lines.append("* default (used without --model). val DSC: paper protocol, paper validation split; CSA err: "
-                 "median relative cross-sectional-area error; CPU p95 / fps: end-to-end latency and rate of "
-                 "mn-bench's realtime mode (onnxruntime) on the machine shown.")
+    lines.append("* default (used without --model). CV DSC: paper protocol, mean ± SD over patient folds of mn-cv "
+                 "(each fold model on patients it never saw); val DSC: paper protocol, paper validation split "
+                 "('trained on': a model trained on every image); CSA err: median relative cross-sectional-area "
+                 "error (CV's when there is one); CPU p95 / fps: end-to-end latency and rate of mn-bench's realtime "
+                 "mode (onnxruntime) on the machine shown.")
     return "\n".join(lines)
 
 

@@ -16,6 +16,8 @@ manifest (``"format": 1``)::
         "val": {"protocol": "paper", "dsc": .., "dsc_std": .., "native_dsc": .. | null,
                 "csa_median_rel_error": .., "split": "paper:val", "images": 38},
         "smoke": {"stems": [...], "dsc": [...]},   # per-image paper-protocol DSC (CI smoke test)
+        "cv": {"recipe": .., "folds": K, "images": N, "dsc": .., "dsc_sd": .., "native_dsc": ..,
+               "csa_median_rel_error": .., "missed": N, "results_file": "..."} | absent,  # mn-cv's estimate
         "cpu_latency_ms": {"p50": .., "p95": .., "fps": .., "machine": "...",
                            "results_file": "benchmarks/results/..."} | null,
         "train_command": "...", "results_files": [...], "notes": "...",
@@ -42,7 +44,11 @@ Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad i
     python -m tools.bundle int8 NAME [--data DIR] [--images 64] [--threads N]
 
 ``--dir DIR`` works on another bundled folder than the package's (a staging copy, the tests).
-``add`` reads the accuracy from ``mn-eval --split paper --subset val --json`` files (paper protocol,
+A model trained on every image (``mn-cv --final``: its config's split is ``none``) has no held-out images:
+``add`` then needs ``--cv-summary`` (the recipe's ``mn-cv`` cv-summary.json, whose folds chose its epochs), records
+that estimate as ``cv`` and marks ``val.trained_on`` (its validation images were training images: the smoke check
+still guards the file, the number is no estimate). ``add`` reads the accuracy from
+``mn-eval --split paper --subset val --json`` files (paper protocol,
 and optionally native), the smoke subset (the first 4 validation images by stem) and its per-image
 DSC from the paper one, and the CPU latency from an ``mn-bench --json`` file (the realtime-mode
 onnxruntime row); it then checks the float16 copy reproduces the smoke DSC on the data (``--data DIR``,
@@ -259,6 +265,31 @@ def latency_from_bench(path: str | os.PathLike, input_size: Sequence[int], names
 
 
 # -- add / remove ---------------------------------------------------------------------------------
+def read_cv_summary(path: str | os.PathLike, checkpoint_config: dict) -> dict:
+    """The cross-validation estimate of an ``mn-cv`` cv-summary.json, as a manifest ``cv`` entry, checked against the
+    final model's training (the same recipe's folds, all of them evaluated)."""
+    summary = _read_json(path, "mn-cv summary")
+    fix = "give the cv-summary.json of the mn-cv run whose --final trained this checkpoint"
+    protocols = summary.get("protocols") or {}
+    paper, native = protocols.get("paper") or {}, protocols.get("native") or {}
+    if not summary.get("recipe") or not (paper.get("dsc") or {}).get("mean"):
+        raise UserError(f"{path} has no recipe or paper-protocol DSC: it is not an mn-cv summary; {fix}")
+    folds, done = int(summary.get("folds") or 0), list(summary.get("folds_done") or [])
+    if folds < 2 or len(done) < folds:
+        raise UserError(f"{path} has {len(done)} of {summary.get('folds')} folds evaluated: run every fold "
+                        f"(mn-cv without --fold) before shipping its final model; {fix}")
+    pooled = (paper.get("pooled") or {}).get("csa_agreement") or {}
+    return {"recipe": summary["recipe"], "folds": folds, "seed": summary.get("seed"),
+            "images": paper.get("n_images"), "protocol": "paper", "dsc": paper["dsc"]["mean"],
+            "dsc_sd": paper["dsc"].get("sd"), "native_dsc": (native.get("dsc") or {}).get("mean"),
+            "csa_median_rel_error": (paper.get("csa_rel_error_median") or {}).get("mean"),
+            "csa_bias_rel": pooled.get("bias_rel"), "missed": pooled.get("missed"),
+            "threshold": (summary.get("threshold") or {}).get("chosen_all"),
+            "best_epochs": summary.get("best_epochs"), "results_file": _shown_path(path),
+            "what": "mean (and SD) across patient folds of each fold model on its validation patients; CSA bias and "
+                    "missed images pooled over every image"}
+
+
 def add_model(
     name: str,
     checkpoint: str | os.PathLike,
@@ -274,6 +305,7 @@ def add_model(
     folder: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
     verify: bool = True,
+    cv_summary: str | os.PathLike | None = None,
 ) -> dict:
     """Copy ``checkpoint`` into the bundled folder as ``NAME.pt`` (float16 weights) and write its manifest
     entry (replacing one of the same name). Returns the entry.
@@ -312,6 +344,13 @@ def add_model(
     if evaluated and os.path.realpath(evaluated) != os.path.realpath(checkpoint):
         log.warning("%s evaluated %s, not %s: make sure it is the same checkpoint", eval_json, evaluated, checkpoint)
     smoke = smoke_subset(paper)
+    trained_on = any((c.get("train") or {}).get("split") == "none"
+                     for c in [config, *((part.get("config") or {}) for part in (config.get("parts") or {}).values())])
+    if trained_on and cv_summary is None:
+        raise UserError(f"{checkpoint} was trained on every image (split none, mn-cv --final): its validation images "
+                        "were training images, so give the accuracy it ships with as --cv-summary OUT/cv-summary.json "
+                        "(the mn-cv run whose folds chose its epochs)")
+    cv = read_cv_summary(cv_summary, config) if cv_summary is not None else None
     latency = latency_from_bench(bench_json, size, (name, os.fspath(checkpoint))) if bench_json else None
     for extra in results_files:
         if not Path(extra).exists():
@@ -354,8 +393,10 @@ def add_model(
             "csa_median_rel_error": (paper.get("csa_rel_error") or {}).get("median"),
             "split": paper["split"],
             "images": paper.get("n", len(paper["per_image"])),
+            **({"trained_on": True} if trained_on else {}),
         },
         "smoke": smoke,
+        **({"cv": cv} if cv is not None else {}),
         "cpu_latency_ms": latency,
         "train_command": train_command,
         "results_files": [_shown_path(p) for p in results_files],
@@ -796,6 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--results-file", action="append", default=[], metavar="PATH",
                    help="a results file to cite (repeatable), e.g. benchmarks/results/accuracy-....json")
     a.add_argument("--notes", default=None, help="anything a user of the model must know")
+    a.add_argument("--cv-summary", default=None, metavar="FILE",
+                   help="the mn-cv cv-summary.json of the recipe (records its cross-validation estimate as 'cv'); "
+                        "required for a model trained on every image (mn-cv --final)")
     a.add_argument("--default", action="store_true", help="make it the default model (mn-live without --model)")
     a.add_argument("--data", default=None, metavar="DIR",
                    help=f"dataset to verify the float16 copy on (default ${DATA_ENV} when set; without either "
@@ -853,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = add_model(args.name, args.checkpoint, description=args.description, eval_json=args.eval_json,
                           native_json=args.native_json, bench_json=args.bench_json, train_command=args.train_command,
                           results_files=args.results_file, notes=args.notes, make_default=args.default,
-                          data=args.data, verify=not args.no_verify)
+                          data=args.data, verify=not args.no_verify, cv_summary=args.cv_summary)
         print(models_table())
         print(f"added {entry['name']}: {registry.bundled_dir() / entry['file']}; commit it and the manifest")
     elif args.command == "list":

@@ -248,6 +248,49 @@ def test_list(bundled: Path, evaluated: dict[str, Path], tmp_path: Path, capsys:
     assert "* default" in out
 
 
+def _cv_summary(path: Path, folds_done: list[int], folds: int = 5) -> Path:
+    """An mn-cv cv-summary.json as train.crossval writes it (the keys add reads)."""
+    path.write_text(json.dumps({
+        "recipe": "cascade-strong-ph-cmp", "folds": folds, "seed": 42, "folds_done": folds_done,
+        "best_epochs": {"localiser": [40] * len(folds_done), "refiner": [100] * len(folds_done)},
+        "threshold": {"chosen_all": 0.475},
+        "protocols": {"paper": {"n_images": 202, "dsc": {"mean": 0.8912, "sd": 0.03, "n": len(folds_done)},
+                                "csa_rel_error_median": {"mean": 0.068, "sd": 0.005, "n": len(folds_done)},
+                                "pooled": {"csa_agreement": {"bias_rel": 0.02, "missed": 4}}},
+                      "native": {"dsc": {"mean": 0.8944, "sd": 0.03}}}}))
+    return path
+
+
+def test_a_model_trained_on_every_image_ships_with_its_cross_validation(bundled: Path, evaluated: dict[str, Path],
+                                                                       tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """mn-cv --final's model saw the validation images: add needs the folds' estimate, records it as 'cv' and marks
+    'val' as trained on; the models table shows the CV number and no validation score."""
+    final = tmp_path / "final.pt"
+    payload = load_checkpoint(evaluated["checkpoint"])
+    save_checkpoint(final, model_from_checkpoint(evaluated["checkpoint"])[0],
+                    {**payload["config"], "train": {"split": "none", "epochs": 3}})
+    with pytest.raises(UserError, match="trained on every image.*--cv-summary"):
+        _add(evaluated, checkpoint=final, verify=False)
+    with pytest.raises(UserError, match="3 of 5 folds evaluated"):
+        _add(evaluated, checkpoint=final, verify=False, cv_summary=_cv_summary(tmp_path / "part.json", [0, 1, 2]))
+    with pytest.raises(UserError, match="not an mn-cv summary"):
+        _add(evaluated, checkpoint=final, verify=False, cv_summary=evaluated["paper"])
+    summary = _cv_summary(tmp_path / "cv-summary.json", [0, 1, 2, 3, 4])
+    entry = _add(evaluated, checkpoint=final, verify=False, cv_summary=summary, make_default=True)
+    assert entry["val"]["trained_on"] is True
+    cv = entry["cv"]
+    assert (cv["recipe"], cv["folds"], cv["images"], cv["dsc"], cv["dsc_sd"], cv["native_dsc"]) == \
+        ("cascade-strong-ph-cmp", 5, 202, 0.8912, 0.03, 0.8944)
+    assert (cv["csa_median_rel_error"], cv["csa_bias_rel"], cv["missed"], cv["threshold"]) == (0.068, 0.02, 4, 0.475)
+    assert bundle.cli(["list", "--dir", str(bundled)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "mn-test" in x)
+    assert "0.891±0.030" in line and "trained on" in line and "6.8 %" in line
+    # a model with held-out validation images keeps its val number and gets no 'cv' unless one is given
+    entry = _add(evaluated, verify=False)
+    assert "trained_on" not in entry["val"] and "cv" not in entry
+
+
 def test_check_smoke_passes_and_fails_on_a_doctored_manifest(bundled: Path, evaluated: dict[str, Path],
                                                              tmp_path: Path) -> None:
     _add(evaluated)
