@@ -232,10 +232,8 @@ def test_time_budget_ends_the_run_normally(tmp_path: Path) -> None:
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
 
 
-def test_share_copies_the_same_finished_training_and_trains_the_rest(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """cascade-acqloc's refiner is trained exactly as cascade-strong-ph's: with --share it is copied from that
-    cross-validation (bit for bit, marked as copied), while its localiser, trained otherwise, is trained here."""
+def _counted_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Path, Path]:
+    """Trainings run in this process and their --out folders recorded in order; a tiny dataset and phantom."""
     trained: list[str] = []
 
     def counting(args: list[str], log_file) -> int:  # type: ignore[no-untyped-def]
@@ -245,6 +243,14 @@ def test_share_copies_the_same_finished_training_and_trains_the_rest(tmp_path: P
     monkeypatch.setattr(crossval, "run_forwarding_sigterm", counting)
     data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
     extra = make_dataset(tmp_path / "ph", n_patients=1, per_patient=2, seed=5)
+    return trained, data, extra
+
+
+def test_share_copies_the_same_finished_training_and_trains_the_rest(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """cascade-acqloc's refiner is trained exactly as cascade-strong-ph's: with --share it is copied from that
+    cross-validation (bit for bit, marked as copied), while its localiser, trained otherwise, is trained here."""
+    trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
     common = ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
               "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
     strong, acqloc = tmp_path / "cv-strong", tmp_path / "cv-acqloc"
@@ -333,15 +339,7 @@ def test_status_reads_where_every_part_stands(tmp_path: Path, capsys: pytest.Cap
 def test_parts_train_apart_and_a_run_without_part_joins_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--part trains one part only (a cascade's two parts as two processes on one GPU); neither part run joins
     or evaluates; the same command without --part then trains nothing again and evaluates the joined model."""
-    trained: list[str] = []
-
-    def counting(args: list[str], log_file) -> int:  # type: ignore[no-untyped-def]
-        trained.append(args[args.index("--out") + 1])
-        return _train_in_process(args, log_file)
-
-    monkeypatch.setattr(crossval, "run_forwarding_sigterm", counting)
-    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
-    extra = make_dataset(tmp_path / "ph", n_patients=1, per_patient=2, seed=5)
+    trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
     out = tmp_path / "cv"
     argv = ["--recipe", "cascade-strong-ph", "--data", str(data), "--extra-train", str(extra), "--out", str(out),
             "--folds", "2", "--fold", "1", "--epochs", "1", "--size", "128x96", "--crop", "64x32", "--train-args",
