@@ -89,8 +89,9 @@ print(sys.argv[1], "epochs run", m.get("epochs_run"), "best", m.get("best_epoch"
 EOF
 done
 for f in "$RUNS"/*.log; do grep -q -E "Traceback|mn-cv: |mn-train: " "$f" && { stamp "$f:"; tail -n 5 "$f" | tee -a "$OUT/log.txt"; }; done
-# what comes back: every part's folder without the optimiser state (last.pt keeps the weights: a final model
-# is joined from it), configs, histories, logs; in pieces under the 16 MB a file
+# what comes back (at most 64 MB): a fold part's best.pt (a fold model is joined from it), a final part's last.pt
+# without the optimiser state, configs, histories, logs; in pieces under the 16 MB a file
+rm -f "$RUNS"/cv-*/fold-*/*/last.pt "$RUNS"/final-*/final/*/best.pt
 $PY - "$RUNS" <<'EOF'
 import sys
 from pathlib import Path
