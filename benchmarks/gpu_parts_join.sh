@@ -12,11 +12,11 @@
 # cascade-acqloc's localiser and cascade-strong-ph-cmp's refiner; -tcw takes cascade-strong-ph-cmp's
 # localiser. The finals: the same joins in GPU_RUNS/final-RECIPE (whose folds are benchmarks/cv_collect.sh's
 # and, for a fold missing there, the fold trained here). Environment: REPORTS (the recipes whose fold models
-# get the reports, default all five), CLIPS (16), PY (python3). Resumable.
+# get the reports, default all five; empty: none), CLIPS (16), PY (python3). Resumable.
 set -u
 DATA=${1:?DATA folder}; PHANTOM=${2:?PHANTOM folder}; G=${3:?GPU_RUNS folder}; shift 3
 FOLDS=${*:-0}; PY=${PY:-python3}; CLIPS=${CLIPS:-16}
-REPORTS=${REPORTS:-cascade-strong-ph cascade-strong-ph-cmp cascade-acqloc cascade-acqloc-cmp cascade-strong-ph-cmp-tcw}
+REPORTS=${REPORTS-cascade-strong-ph cascade-strong-ph-cmp cascade-acqloc cascade-acqloc-cmp cascade-strong-ph-cmp-tcw}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SEED=${SEED:-$REPO/benchmarks/results/cv-cpu}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
