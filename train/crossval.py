@@ -24,6 +24,10 @@ before it (exit 2, what came before it kept) rather than train a second copy of 
 localiser and refiner train independently of each other, so on one GPU they can run as two processes at
 once; then the same command without ``--part`` joins and evaluates (copies nothing, trains nothing again).
 
+``--as-final`` checks that procedure before it is trusted: each fold trained the way ``--final`` trains (the
+folds' median best epochs, nothing chosen by its validation images: ``mn-train --blind``, last weights kept) and
+evaluated on the fold's patients, beside the fold's own model.
+
 ``--final`` trains the recipe on every image (``--split none``) for the median of the folds' best
 epochs: the model that ships, its epoch count chosen by cross-validation and not by any image
 it is evaluated on. Its mask threshold is chosen the same way (:mod:`train.threshold`): the one whose
@@ -36,6 +40,7 @@ Layout of ``--out``::
     OUT/fold-K/model.pt     the fold's model (a cascade joined from its parts)
     OUT/fold-K/eval-{paper,native}.json, per-image-{paper,native}.csv
     OUT/fold-K/threshold-sweep.csv  native areas and Dice at thresholds 0.30-0.70 (train.threshold)
+    OUT/fold-K/as-final/... --as-final: fold K trained as --final trains, evaluated on its patients
     OUT/final/...           --final
     OUT/cv-summary.json, cv-summary.md
 
@@ -265,13 +270,13 @@ class CrossValidation:
             os.replace(folder / "model.pt.tmp", model)
         return model
 
-    def evaluate_fold(self, fold: int, model: Path) -> None:
+    def evaluate_fold(self, fold: int, model: Path, folder: Path | None = None) -> None:
         """Both protocols' results of fold ``fold``'s model on its validation patients, and the native threshold sweep
         (:mod:`train.threshold`; for a fold evaluated before sweeps existed, the native evaluation runs again)."""
         from train.evaluate import main as evaluate_main
         from train.threshold import SWEEP_NAME
 
-        folder = self.fold_dir(fold)
+        folder = folder or self.fold_dir(fold)
         sweep = folder / SWEEP_NAME
         for protocol in PROTOCOLS:
             target = folder / f"eval-{protocol}.json"
@@ -336,15 +341,34 @@ class CrossValidation:
                         out[part].append(int(best))
         return out
 
-    def run_final(self) -> Path | None:
-        folder = self.out / "final"
+    def final_epochs(self) -> dict[str, int]:
+        """Each part's epochs for --final and --as-final: the median of the folds' best epochs (every fold needed)."""
         best = self.best_epochs()
+        out = {}
         for part in self.parts:
             if len(best[part]) < self.folds:
-                raise UserError(f"--final needs every fold trained first ({len(best[part])} of {self.folds} folds "
-                                f"have a finished {part}); run mn-cv without --final")
-            epochs = self.epochs or max(1, int(round(statistics.median(best[part]))))
-            log.info("final %s: %d epochs (median best epoch of the folds %s)", part, epochs, best[part])
+                raise UserError(f"--final and --as-final need every fold trained first ({len(best[part])} of "
+                                f"{self.folds} folds have a finished {part}); run mn-cv without them")
+            out[part] = self.epochs or max(1, int(round(statistics.median(best[part]))))
+            log.info("%s: %d epochs (median best epoch of the folds %s)", part, out[part], best[part])
+        return out
+
+    def run_as_final(self, fold: int) -> None:
+        """Fold ``fold`` trained the way --final trains (the folds' median best epochs, its validation images
+        measured but choosing nothing: ``mn-train --blind``, last weights kept) and evaluated on its validation
+        patients: what the final procedure does on patients it never saw (OUT/fold-K/as-final/)."""
+        if not 0 <= fold < self.folds:
+            raise UserError(f"--fold must be in 0..{self.folds - 1}, got {fold}")
+        folder = self.fold_dir(fold) / "as-final"
+        split = ["--folds", str(self.folds), "--fold", str(fold), "--blind"]
+        for part, epochs in self.final_epochs().items():
+            self.train_part(folder / part, part, split, epochs)
+        if self.all_done(folder):
+            self.evaluate_fold(fold, self.build_model(folder, checkpoint="last.pt"), folder)
+
+    def run_final(self) -> Path | None:
+        folder = self.out / "final"
+        for part, epochs in self.final_epochs().items():
             self.train_part(folder / part, part, ["--split", "none"], epochs)
         if not self.all_done(folder):
             return None
@@ -575,6 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only this part of the recipe (repeatable; e.g. a cascade's localiser and refiner as "
                         "two processes at once on one GPU); then the same command without --part joins and "
                         "evaluates, training nothing again")
+    p.add_argument("--as-final", action="store_true",
+                   help="train each fold (or --fold K) the way --final trains (the folds' median best epochs, "
+                        "mn-train --blind: its validation images choose nothing, the last weights are kept) into "
+                        "OUT/fold-K/as-final/ and evaluate it on the fold's patients: validates the final procedure")
     p.add_argument("--final", action="store_true",
                    help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt), "
                         "with the mask threshold the folds' out-of-fold images choose")
@@ -639,7 +667,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                              device=args.device, size=args.size, crop=args.crop,
                              candidates=args.candidates, share=args.share, parts=args.part)
-        if args.final:
+        if args.final and args.as_final:
+            raise UserError("--final and --as-final are two runs: --as-final first (it validates what --final does)")
+        if args.as_final:
+            for fold in [args.fold] if args.fold is not None else range(args.folds):
+                cv.run_as_final(fold)
+        elif args.final:
             model = cv.run_final()
             if model is not None:
                 log.info("final model: %s", model)

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the optimiser, schedule and epochs start afresh")
     p.add_argument("--init-part", choices=["localiser", "refiner"], default=None,
                    help="with --init of a cascade checkpoint: which of its two networks to start from")
+    p.add_argument("--blind", action="store_true",
+                   help="measure the validation images but let nothing depend on them: the learning-rate schedule, "
+                        "best.pt and the early stop watch the training loss, as in a run on every image (--split "
+                        "none); mn-cv --as-final trains each fold so, to validate what --final does")
     p.add_argument("--max-minutes", type=float, default=None, metavar="M",
                    help="time budget of this invocation: finish the epoch in progress once M minutes have passed, "
                         "then end normally (exit 0) with best.pt and last.pt saved; the run's config records the "
@@ -180,7 +184,7 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         crop=tuple(args.crop) if args.crop else None, crop_jitter=args.crop_jitter, workers=args.workers,
         crop_negatives=args.crop_negatives, nerve_removed=args.nerve_removed, init=args.init, init_part=args.init_part,
         max_minutes=args.max_minutes,
-        amp_dtype=args.amp_dtype, consistency=args.consistency,
+        amp_dtype=args.amp_dtype, consistency=args.consistency, blind=args.blind,
     )
 
 

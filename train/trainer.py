@@ -106,6 +106,7 @@ class TrainConfig:
     max_minutes: float | None = None
     workers: int = 0
     consistency: float = 0.0
+    blind: bool = False
 
     def __post_init__(self) -> None:
         # Backwards compatibility: augment=True/False (the old boolean flag) means "paper"/"none".
@@ -640,7 +641,9 @@ class Trainer:
                                "train_loss": self.running["loss"] / n, "train_soft_dice": self.running["dice"] / n}
         self._sync_buffers()
         row.update(self.validate())
-        monitored = row["val_loss"] if len(self.val_idx) else row["train_loss"]
+        # blind: the validation images are measured, never used (the learning-rate schedule, the best epoch and the
+        # early stop watch the training loss, as in a run that holds nothing out: mn-cv --as-final)
+        monitored = row["val_loss"] if len(self.val_idx) and not self.cfg.blind else row["train_loss"]
         improved = monitored < self.best_val  # Keras ModelCheckpoint(save_best_only): strictly better
         row["best"] = int(improved)
         row["seconds"] = round(seconds, 2)

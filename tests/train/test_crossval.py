@@ -353,3 +353,28 @@ def test_parts_train_apart_and_a_run_without_part_joins_them(tmp_path: Path, mon
     assert len(trained) == 2  # nothing trained again
     assert json.loads((out / "fold-1" / "eval-native.json").read_text())["n"] == 2
     assert cli([*argv, "--part", "head"]) == 2  # not a part of the recipe: a clear refusal
+
+
+def test_as_final_trains_a_fold_the_way_final_does_and_evaluates_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """--as-final: after the folds, each fold is trained again for the folds' median best epoch with --blind (its
+    validation images choose nothing) and its last weights are evaluated on the fold's patients."""
+    trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
+    out = tmp_path / "cv"
+    argv = ["--recipe", "cascade-strong-ph", "--data", str(data), "--extra-train", str(extra), "--out", str(out),
+            "--folds", "2", "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+    assert cli([*argv, "--fold", "0", "--as-final"]) == 2  # the folds first: they choose the epochs
+    assert cli([*argv, "--epochs", "2"]) == 0
+    assert len(trained) == 4
+    assert cli([*argv, "--fold", "1", "--as-final"]) == 0
+    folder = out / "fold-1" / "as-final"
+    assert trained[4:] == [str(folder / "localiser"), str(folder / "refiner")]
+    for part in ("localiser", "refiner"):
+        train = json.loads((folder / part / "config.json").read_text())["train"]
+        best = json.loads((out / "fold-0" / part / "config.json").read_text())["metrics"]["best_epoch"]
+        assert train["blind"] is True and train["fold"] == 1
+        assert train["epochs"] in {best, round((best + json.loads((out / "fold-1" / part / "config.json").read_text())
+                                                ["metrics"]["best_epoch"]) / 2)}
+    assert json.loads((folder / "eval-native.json").read_text())["n"] == 2
+    assert (out / "fold-1" / "eval-native.json").is_file()  # the fold's own evaluation is left as it was
+    assert cli([*argv, "--final", "--as-final"]) == 2

@@ -498,3 +498,21 @@ def test_cpu_bf16_probe_answers_with_a_reason() -> None:
 
     native, why = cpu_bf16()
     assert isinstance(native, bool) and why and ("AVX512-BF16" in why) != native
+
+
+def test_blind_run_lets_nothing_depend_on_its_validation_images(tmp_path: Path) -> None:
+    """mn-train --blind measures the validation images but best.pt follows the training loss (as with --split none)."""
+    from train.train_cli import cli as train_cli
+
+    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=2)
+    out = tmp_path / "run"
+    assert train_cli(["--data", str(data), "--model", "lunet", "--width", "0.25", "--size", "64x64", "--epochs", "4",
+                      "--folds", "2", "--fold", "0", "--blind", "--lr", "0.05", "--out", str(out), "-q"]) == 0
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert all(r["val_loss"] not in ("", "nan") for r in rows)  # measured
+    best_so_far, expected = float("inf"), []
+    for r in rows:
+        expected.append(int(float(r["train_loss"]) < best_so_far))
+        best_so_far = min(best_so_far, float(r["train_loss"]))
+    assert [int(r["best"]) for r in rows] == expected  # chosen by the training loss alone
+    assert json.loads((out / "config.json").read_text())["train"]["blind"] is True
