@@ -16,6 +16,9 @@
 #     of the folds' best epochs of that part read from SEED/RECIPE (benchmarks/cv_collect.sh's folders, default
 #     benchmarks/results/cv-cpu); a fold missing there that FOLD_JOBS trains here (same recipe and part) is taken
 #     from this run, the final starting when that fold's part has finished;
+#   AS_FINAL_JOBS: RECIPE:PART trained by mn-cv --as-final --fold K --part PART for every fold of FOLD_LIST into
+#     RUNS/final-RECIPE/fold-K/as-final/PART (each fold the way --final trains: the folds' median best epochs,
+#     mn-train --blind), to check the final procedure on patients it never saw (default none);
 #   MAX_MIN (7: each training's time budget, mn-train --max-minutes; a part that does not finish says
 #     stopped_by_time_budget in its config.json); WORKERS (1 data-loading process per training); DEVICE (cuda);
 #   QUICK=1: a CPU rehearsal (16 images, 1 epoch, small frames); PY (python3); RUNS (/tmp/gpu-parts).
@@ -26,7 +29,7 @@ FOLD_JOBS=${FOLD_JOBS-"cascade-acqloc:localiser cascade-acqloc:refiner cascade-s
   cascade-strong-ph-cmp:refiner cascade-strong-ph-cmp-tcw:refiner"}
 FINAL_JOBS=${FINAL_JOBS-"cascade-strong-ph-cmp:localiser cascade-strong-ph-cmp:refiner cascade-strong-ph:refiner
   cascade-acqloc:localiser"}
-FOLD_LIST=${FOLD_LIST:-0}; WORKERS=${WORKERS:-1}
+AS_FINAL_JOBS=${AS_FINAL_JOBS-}; FOLD_LIST=${FOLD_LIST:-0}; WORKERS=${WORKERS:-1}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SEED=${SEED:-$REPO/benchmarks/results/cv-cpu}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
@@ -55,10 +58,24 @@ for job in $FOLD_JOBS; do
 done
 stamp "fold jobs [$FOLD_JOBS] x folds [$FOLD_LIST] started"
 
+seed() {  # recipe: RUNS/final-RECIPE holding the folds collected in SEED (their best epochs and threshold sweeps)
+  mkdir -p "$RUNS/final-$1"
+  [ -d "$SEED/$1" ] && cp -rn "$SEED/$1/." "$RUNS/final-$1/"
+  return 0
+}
+for job in $AS_FINAL_JOBS; do
+  recipe=${job%%:*}; part=${job#*:}; seed "$recipe"
+  for k in $FOLD_LIST; do
+    $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/final-$recipe" \
+      --device "$DEVICE" "${SIZE_ARGS[@]}" --train-args "$TRAIN_ARGS" --as-final --fold "$k" --part "$part" -q \
+      >"$RUNS/asfinal$k-$recipe-$part.log" 2>&1 &
+  done
+done
+[ -n "$AS_FINAL_JOBS" ] && stamp "as-final jobs [$AS_FINAL_JOBS] x folds [$FOLD_LIST] started"
+
 final() {  # recipe, part: waits for the folds of that part trained here and missing in SEED, then mn-cv --final
   local recipe=$1 part=$2 k dir="$RUNS/final-$1"
-  mkdir -p "$dir"
-  [ -d "$SEED/$recipe" ] && cp -r "$SEED/$recipe/." "$dir/"
+  seed "$recipe"
   rm -rf "$dir/final"
   for k in $FOLD_LIST; do
     [ -f "$dir/fold-$k/$part-config.json" ] && continue
@@ -79,7 +96,7 @@ final() {  # recipe, part: waits for the folds of that part trained here and mis
 for job in $FINAL_JOBS; do final "${job%%:*}" "${job#*:}" & done
 wait
 stamp "trained"
-for f in "$RUNS"/cv-*/fold-*/*/config.json "$RUNS"/final-*/final/*/config.json; do
+for f in "$RUNS"/cv-*/fold-*/*/config.json "$RUNS"/final-*/final/*/config.json "$RUNS"/final-*/fold-*/as-final/*/config.json; do
   [ -f "$f" ] || continue
   $PY - "$f" <<'EOF' | tee -a "$OUT/log.txt"
 import json, sys
@@ -91,7 +108,7 @@ done
 for f in "$RUNS"/*.log; do grep -q -E "Traceback|mn-cv: |mn-train: " "$f" && { stamp "$f:"; tail -n 5 "$f" | tee -a "$OUT/log.txt"; }; done
 # what comes back (at most 64 MB): a fold part's best.pt (a fold model is joined from it), a final part's last.pt
 # without the optimiser state, configs, histories, logs; in pieces under the 16 MB a file
-rm -f "$RUNS"/cv-*/fold-*/*/last.pt "$RUNS"/final-*/final/*/best.pt
+rm -f "$RUNS"/cv-*/fold-*/*/last.pt "$RUNS"/final-*/final/*/best.pt "$RUNS"/final-*/fold-*/as-final/*/best.pt
 $PY - "$RUNS" <<'EOF'
 import sys
 from pathlib import Path
