@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the optimiser, schedule and epochs start afresh")
     p.add_argument("--init-part", choices=["localiser", "refiner"], default=None,
                    help="with --init of a cascade checkpoint: which of its two networks to start from")
+    p.add_argument("--lr-drops", type=int, nargs="+", default=[], metavar="EPOCH",
+                   help="a fixed learning-rate schedule instead of ReduceLROnPlateau: multiply it by --lr-factor after "
+                        "each of these epochs (e.g. a run on every image that should end at a low, steady rate)")
     p.add_argument("--blind", action="store_true",
                    help="measure the validation images but let nothing depend on them: the learning-rate schedule, "
                         "best.pt and the early stop watch the training loss, as in a run on every image (--split "
@@ -185,6 +188,7 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         crop_negatives=args.crop_negatives, nerve_removed=args.nerve_removed, init=args.init, init_part=args.init_part,
         max_minutes=args.max_minutes,
         amp_dtype=args.amp_dtype, consistency=args.consistency, blind=args.blind,
+        lr_drops=args.lr_drops,
     )
 
 

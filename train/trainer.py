@@ -107,6 +107,7 @@ class TrainConfig:
     workers: int = 0
     consistency: float = 0.0
     blind: bool = False
+    lr_drops: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Backwards compatibility: augment=True/False (the old boolean flag) means "paper"/"none".
@@ -115,6 +116,10 @@ class TrainConfig:
         if self.augment not in AUGMENT_NAMES:
             raise UserError(f"unknown augmentation {self.augment!r}; choose one of: {', '.join(AUGMENT_NAMES)}")
         self.extra_train = [str(root) for root in self.extra_train or []]
+        self.lr_drops = sorted(int(e) for e in self.lr_drops or [])
+        if any(e < 1 for e in self.lr_drops):
+            raise UserError(f"--lr-drops are epochs (1 or more) after which the learning rate drops, "
+                            f"got {self.lr_drops}")
         if self.crop is not None:
             self.crop = (int(self.crop[0]), int(self.crop[1]))
         if self.workers < 0:
@@ -230,7 +235,11 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate(), eps=1e-7)
-        self.scheduler = keras_plateau_scheduler(self.optimizer, cfg.lr_factor, cfg.lr_patience, cfg.lr_min_delta)
+        if cfg.lr_drops:  # a fixed schedule: x lr_factor after each listed epoch, nothing watched
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.lr_drops, gamma=cfg.lr_factor)
+        else:
+            self.scheduler = keras_plateau_scheduler(self.optimizer, cfg.lr_factor, cfg.lr_patience,
+                                                     cfg.lr_min_delta)
         # bfloat16 where the GPU has it: float16 overflowed in the VGG encoders of dbunet / dlunet
         # (NaN losses from the first epochs on an H100), bfloat16 has float32's range and needs no scaler.
         bf16 = device.type == "cpu" or cfg.amp_dtype == "bf16" or (
@@ -655,7 +664,10 @@ class Trainer:
             self.es_best, self.es_wait = monitored, 0
         else:
             self.es_wait += 1
-        self.scheduler.step(monitored)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(monitored)
+        else:
+            self.scheduler.step()
         self.epoch += 1
         self.step_in_epoch = 0
         self.running = {"loss": 0.0, "dice": 0.0, "n": 0}

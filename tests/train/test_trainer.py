@@ -516,3 +516,18 @@ def test_blind_run_lets_nothing_depend_on_its_validation_images(tmp_path: Path) 
         best_so_far = min(best_so_far, float(r["train_loss"]))
     assert [int(r["best"]) for r in rows] == expected  # chosen by the training loss alone
     assert json.loads((out / "config.json").read_text())["train"]["blind"] is True
+
+
+def test_lr_drops_is_a_fixed_schedule(tmp_path: Path) -> None:
+    """--lr-drops 2 3: the learning rate is multiplied by --lr-factor after epochs 2 and 3, whatever the losses do."""
+    from train.train_cli import cli as train_cli
+
+    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
+    out = tmp_path / "run"
+    assert train_cli(["--data", str(data), "--model", "lunet", "--width", "0.25", "--size", "64x64", "--epochs", "4",
+                      "--split", "none", "--lr", "0.01", "--lr-drops", "3", "2", "--out", str(out), "-q"]) == 0
+    lrs = [float(r["lr"]) for r in csv.DictReader((out / "history.csv").open())]
+    assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.0001])
+    assert json.loads((out / "config.json").read_text())["train"]["lr_drops"] == [2, 3]
+    with pytest.raises(UserError, match="--lr-drops"):
+        TrainConfig(data=str(data), model="lunet", out=str(tmp_path / "x"), lr_drops=[0])
