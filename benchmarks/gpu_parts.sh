@@ -18,7 +18,9 @@
 #     from this run, the final starting when that fold's part has finished;
 #   AS_FINAL_JOBS: RECIPE:PART trained by mn-cv --as-final --fold K --part PART for every fold of FOLD_LIST into
 #     RUNS/final-RECIPE/fold-K/as-final/PART (each fold the way --final trains: the folds' median best epochs,
-#     mn-train --blind), to check the final procedure on patients it never saw (default none);
+#     mn-train --blind), to check the final procedure on patients it never saw (default none); AS_FINAL_ARGS: more
+#     mn-cv arguments of those runs, e.g. "--epochs 104" with TRAIN_EXTRA="--lr-drops 84 94" (a final that ends at a
+#     low, steady rate); TRAIN_EXTRA: more mn-train arguments of every training;
 #   MAX_MIN (7: each training's time budget, mn-train --max-minutes; a part that does not finish says
 #     stopped_by_time_budget in its config.json); WORKERS (1 data-loading process per training); DEVICE (cuda);
 #   QUICK=1: a CPU rehearsal (16 images, 1 epoch, small frames); PY (python3); RUNS (/tmp/gpu-parts).
@@ -37,13 +39,14 @@ mkdir -p "$RUNS" "$OUT"
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/log.txt"; }
 TRAIN_ARGS="--threads 1 --workers $WORKERS --save-every-min 1 --max-minutes $MAX_MIN"; SIZE_ARGS=(); EPOCH_ARGS=()
+TRAIN_EXTRA=${TRAIN_EXTRA:-}; read -r -a AS_FINAL_EXTRA <<<"${AS_FINAL_ARGS:-}"
 if [ "$QUICK" = 1 ]; then
   TRAIN_ARGS="--threads 1 --max-images 16 --width 0.25"; SIZE_ARGS=(--size 128x96 --crop 64x32); EPOCH_ARGS=(--epochs 1)
 fi
 cv() {  # recipe, out folder, log, mn-cv arguments...
   local recipe=$1 out=$2 logf=$3; shift 3
   $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$out" --device "$DEVICE" \
-    "${SIZE_ARGS[@]}" --train-args "$TRAIN_ARGS" "$@" -q >"$logf" 2>&1
+    "${SIZE_ARGS[@]}" --train-args "$TRAIN_ARGS $TRAIN_EXTRA" "$@" -q >"$logf" 2>&1
 }
 stamp "$($PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
   torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' 2>&1)"
@@ -67,7 +70,8 @@ for job in $AS_FINAL_JOBS; do
   recipe=${job%%:*}; part=${job#*:}; seed "$recipe"
   for k in $FOLD_LIST; do
     $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$RUNS/final-$recipe" \
-      --device "$DEVICE" "${SIZE_ARGS[@]}" --train-args "$TRAIN_ARGS" --as-final --fold "$k" --part "$part" -q \
+      --device "$DEVICE" "${SIZE_ARGS[@]}" --train-args "$TRAIN_ARGS $TRAIN_EXTRA" --as-final --fold "$k" \
+      --part "$part" "${AS_FINAL_EXTRA[@]}" -q \
       >"$RUNS/asfinal$k-$recipe-$part.log" 2>&1 &
   done
 done
@@ -91,7 +95,7 @@ final() {  # recipe, part: waits for the folds of that part trained here and mis
   if [ "$budget" -lt 1 ]; then stamp "final $recipe $part: no time left"; return 1; fi
   local args="$TRAIN_ARGS"; [ "$QUICK" = 1 ] || args="${TRAIN_ARGS% --max-minutes *} --max-minutes $budget"
   $PY -m train.crossval --recipe "$recipe" --data "$DATA" --extra-train "$PHANTOM" --out "$dir" --device "$DEVICE" \
-    "${SIZE_ARGS[@]}" --train-args "$args" --final --part "$part" -q >"$RUNS/final-$recipe-$part.log" 2>&1
+    "${SIZE_ARGS[@]}" --train-args "$args $TRAIN_EXTRA" --final --part "$part" -q >"$RUNS/final-$recipe-$part.log" 2>&1
 }
 for job in $FINAL_JOBS; do final "${job%%:*}" "${job#*:}" & done
 wait
