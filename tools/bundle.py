@@ -265,9 +265,9 @@ def latency_from_bench(path: str | os.PathLike, input_size: Sequence[int], names
 
 
 # -- add / remove ---------------------------------------------------------------------------------
-def read_cv_summary(path: str | os.PathLike, checkpoint_config: dict) -> dict:
-    """The cross-validation estimate of an ``mn-cv`` cv-summary.json, as a manifest ``cv`` entry, checked against the
-    final model's training (the same recipe's folds, all of them evaluated)."""
+def read_cv_summary(path: str | os.PathLike) -> dict:
+    """The cross-validation estimate of an ``mn-cv`` cv-summary.json, as a manifest ``cv`` entry; every fold must
+    have been evaluated."""
     summary = _read_json(path, "mn-cv summary")
     fix = "give the cv-summary.json of the mn-cv run whose --final trained this checkpoint"
     protocols = summary.get("protocols") or {}
@@ -350,7 +350,7 @@ def add_model(
         raise UserError(f"{checkpoint} was trained on every image (split none, mn-cv --final): its validation images "
                         "were training images, so give the accuracy it ships with as --cv-summary OUT/cv-summary.json "
                         "(the mn-cv run whose folds chose its epochs)")
-    cv = read_cv_summary(cv_summary, config) if cv_summary is not None else None
+    cv = read_cv_summary(cv_summary) if cv_summary is not None else None
     latency = latency_from_bench(bench_json, size, (name, os.fspath(checkpoint))) if bench_json else None
     for extra in results_files:
         if not Path(extra).exists():
