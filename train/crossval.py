@@ -145,8 +145,10 @@ class CrossValidation:
                  extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
                  device: str = "cpu", size: str | None = None, crop: str | None = None, candidates: int = 1,
                  python: str = sys.executable, share: Sequence[str] = (), parts: Sequence[str] = (),
-                 summary_only: bool = False) -> None:
-        """``summary_only``: only :meth:`write_summary` will be called (``--aggregate``), so the dataset and the
+                 summary_only: bool = False, threshold_from: str = "folds") -> None:
+        """``threshold_from``: the sweeps ``--final`` chooses the mask threshold on: ``"folds"`` (the fold
+        models') or ``"as-final"`` (``fold-K/as-final/``: models trained the way the final is).
+        ``summary_only``: only :meth:`write_summary` will be called (``--aggregate``), so the dataset and the
         extra frames are recorded as given but not required. ``parts``: train only these parts (default all);
         the model is then neither joined nor evaluated (a run with every part does that)."""
         if folds < 2:
@@ -158,6 +160,9 @@ class CrossValidation:
                 raise UserError(f"--extra-train {folder} is not a folder")
         if epochs is not None and epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {epochs}")
+        if threshold_from not in ("folds", "as-final"):
+            raise UserError(f"--threshold-from must be folds or as-final, got {threshold_from!r}")
+        self.threshold_from = threshold_from
         self.recipe = recipe
         self.data = str(data)
         self.out = Path(out)
@@ -297,11 +302,12 @@ class CrossValidation:
                 os.replace(sweep_tmp, sweep)
             log.info("fold %d %s protocol: %s", fold, protocol, target)
 
-    def threshold_report(self) -> dict[str, Any] | None:
-        """:func:`train.threshold.leave_one_fold_out` of the folds with a sweep; None below two."""
+    def threshold_report(self, sub: str = "") -> dict[str, Any] | None:
+        """:func:`train.threshold.leave_one_fold_out` of the folds with a sweep (``sub="as-final"``: of the folds
+        trained as the final is); None below two."""
         from train.threshold import leave_one_fold_out, load_cv
 
-        folds = {k: rows for k, rows in load_cv(self.out).items() if k < self.folds}
+        folds = {k: rows for k, rows in load_cv(self.out, sub).items() if k < self.folds}
         return leave_one_fold_out(folds) if len(folds) >= 2 else None
 
     def run_fold(self, fold: int) -> None:
@@ -377,32 +383,41 @@ class CrossValidation:
         return model
 
     def calibrate_final(self, model: Path) -> None:
-        """Write the mask threshold every fold's out-of-fold images choose into the final model's config
-        (``postprocess.threshold``), when every fold has a sweep; else leave the model at 0.5 and say why."""
+        """Write the mask threshold the out-of-fold images choose into the final model's config
+        (``postprocess.threshold``). ``--threshold-from folds`` (default) needs every fold's sweep;
+        ``as-final`` takes the folds trained the way the final is (``mn-cv --as-final``; at least two, and the
+        config names them), since a schedule that keeps the last weights can shift areas by a few percent
+        against the fold models' best-epoch weights. Else the model stays at 0.5, and the log says why."""
         import torch
 
         from train.checkpoint import load_checkpoint
         from train.threshold import DEFAULT_THRESHOLD
 
-        report = self.threshold_report()
-        if report is None or len(report["folds"]) < self.folds:
-            log.warning("the final model keeps the mask threshold 0.5: %s of %d folds have a threshold sweep (mn-cv "
-                        "writes one when it evaluates a fold; run mn-cv again without --final)",
-                        0 if report is None else len(report["folds"]), self.folds)
+        as_final = self.threshold_from == "as-final"
+        report = self.threshold_report("as-final" if as_final else "")
+        needed = 2 if as_final else self.folds
+        if report is None or len(report["folds"]) < needed:
+            log.warning("the final model keeps the mask threshold 0.5: %s of %d folds have a threshold sweep%s "
+                        "(%s writes one when it evaluates a fold; %d needed)",
+                        0 if report is None else len(report["folds"]), self.folds,
+                        " in fold-K/as-final/" if as_final else "", "mn-cv --as-final" if as_final else "mn-cv",
+                        needed)
             return
         payload = load_checkpoint(model)
         chosen = float(report["chosen_all"])
+        which = (f"folds {', '.join(str(k) for k in report['folds'])} of {self.folds}, each trained the way the "
+                 f"final is (mn-cv --as-final)" if as_final else f"{self.folds} patient folds")
         payload["config"]["postprocess"] = {
             "threshold": chosen,
             "chosen_by": f"mn-cv {self.recipe.name}: median signed CSA error nearest 0 over the out-of-fold "
-                         f"images of {self.folds} patient folds (seed {self.seed})",
+                         f"images of {which} (seed {self.seed})",
             "leave_one_fold_out": {"at_default": report["pooled_at_default"], "at_chosen": report["pooled_at_chosen"]},
         }
         tmp = model.with_name(model.name + ".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, model)
         log.info("final model: mask threshold %.3f (%s)", chosen,
-                 "unchanged" if chosen == DEFAULT_THRESHOLD else "chosen by the folds' out-of-fold images")
+                 "unchanged" if chosen == DEFAULT_THRESHOLD else f"chosen by the out-of-fold images of {which}")
 
     def summary(self) -> dict[str, Any]:
         """Mean +- SD across folds and pooled per-image agreement; written to cv-summary.json/.md."""
@@ -603,6 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train each fold (or --fold K) the way --final trains (the folds' median best epochs, "
                         "mn-train --blind: its validation images choose nothing, the last weights are kept) into "
                         "OUT/fold-K/as-final/ and evaluate it on the fold's patients: validates the final procedure")
+    p.add_argument("--threshold-from", choices=("folds", "as-final"), default="folds",
+                   help="with --final: the out-of-fold sweeps that choose the final model's mask threshold: the fold "
+                        "models' (every fold needed) or those of the folds trained as the final is (--as-final "
+                        "run first; two or more folds)")
     p.add_argument("--final", action="store_true",
                    help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt), "
                         "with the mask threshold the folds' out-of-fold images choose")
@@ -666,7 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
                              extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                              device=args.device, size=args.size, crop=args.crop,
-                             candidates=args.candidates, share=args.share, parts=args.part)
+                             candidates=args.candidates, share=args.share, parts=args.part,
+                             threshold_from=args.threshold_from)
         if args.final and args.as_final:
             raise UserError("--final and --as-final are two runs: --as-final first (it validates what --final does)")
         if args.as_final:

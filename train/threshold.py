@@ -173,12 +173,15 @@ def leave_one_fold_out(folds: dict[int, Sequence[dict[str, Any]]]) -> dict[str, 
             "chosen_all": choose(everything)}
 
 
-def load_cv(folder: str | Path) -> dict[int, list[dict[str, Any]]]:
-    """``{fold: sweep rows}`` of an mn-cv folder's ``fold-K/threshold-sweep.csv`` files."""
+def load_cv(folder: str | Path, sub: str = "") -> dict[int, list[dict[str, Any]]]:
+    """``{fold: sweep rows}`` of an mn-cv folder's ``fold-K/threshold-sweep.csv`` files (``sub="as-final"``:
+    ``fold-K/as-final/threshold-sweep.csv``, the folds trained the way ``mn-cv --final`` trains)."""
     out: dict[int, list[dict[str, Any]]] = {}
-    for path in sorted(Path(folder).glob(f"fold-*/{SWEEP_NAME}")):
+    pattern = f"fold-*/{sub.strip('/')}/{SWEEP_NAME}" if sub.strip("/") else f"fold-*/{SWEEP_NAME}"
+    for path in sorted(Path(folder).glob(pattern)):
+        fold_dir = path.parent.parent if sub.strip("/") else path.parent
         try:
-            k = int(path.parent.name.split("-", 1)[1])
+            k = int(fold_dir.name.split("-", 1)[1])
         except ValueError:
             continue
         out[k] = read_sweep(path)
@@ -220,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             "with a leave-one-fold-out estimate of what it changes.",
                                 epilog="Exit codes: 0 done, 2 bad input (fewer than two folds with a sweep).")
     p.add_argument("cv", help="an mn-cv --out folder (fold-K/threshold-sweep.csv)")
+    p.add_argument("--as-final", action="store_true",
+                   help="read the sweeps of the folds trained the way mn-cv --final trains "
+                        "(fold-K/as-final/threshold-sweep.csv, written by mn-cv --as-final)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON")
     p.add_argument("--md", default=None, metavar="FILE", help="write the table as Markdown")
     add_logging_args(p)
@@ -228,12 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(args.cv).is_dir():
         raise UserError(f"{args.cv} is not a folder; give an mn-cv --out folder")
     try:
-        folds = load_cv(args.cv)
+        folds = load_cv(args.cv, "as-final" if args.as_final else "")
     except ValueError as e:
         raise UserError(str(e)) from None
     if len(folds) < 2:
         raise UserError(f"{args.cv} has {len(folds)} fold(s) with a {SWEEP_NAME}; the estimate needs two or more "
-                        f"(mn-cv writes one when it evaluates a fold: run mn-cv --fold K again for the folds done)")
+                        f"(mn-cv writes one when it evaluates a fold: run mn-cv --fold K again for the folds done"
+                        f"{', with --as-final' if args.as_final else ''})")
     report = leave_one_fold_out(folds)
     text = format_report(report)
     print(text)

@@ -22,7 +22,7 @@ from train.crossval import CrossValidation, cli, format_summary
 from train.errors import UserError
 from train.models import build_model
 from train.recipes import RECIPES, get_recipe, part_args
-from train.threshold import GRID, read_sweep
+from train.threshold import GRID, leave_one_fold_out, load_cv, read_sweep
 from train.trainer import load_init_weights
 
 
@@ -378,3 +378,13 @@ def test_as_final_trains_a_fold_the_way_final_does_and_evaluates_it(tmp_path: Pa
     assert json.loads((folder / "eval-native.json").read_text())["n"] == 2
     assert (out / "fold-1" / "eval-native.json").is_file()  # the fold's own evaluation is left as it was
     assert cli([*argv, "--final", "--as-final"]) == 2
+    # the final's mask threshold chosen on the sweeps of the folds trained as the final is
+    assert (folder / "threshold-sweep.csv").is_file()
+    assert cli([*argv, "--fold", "0", "--as-final"]) == 0
+    assert cli([*argv, "--final", "--threshold-from", "as-final"]) == 0
+    post = load_checkpoint(out / "final" / "model.pt")["config"]["postprocess"]
+    assert post["threshold"] == leave_one_fold_out(load_cv(out, "as-final"))["chosen_all"]
+    assert "folds 0, 1 of 2, each trained the way the final is" in post["chosen_by"]
+    with pytest.raises(SystemExit) as refused:  # argparse: the choices named
+        cli([*argv, "--final", "--threshold-from", "best"])
+    assert refused.value.code == 2

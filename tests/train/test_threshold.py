@@ -73,6 +73,10 @@ def test_sweep_file_round_trip_and_cv_folder(tmp_path: Path) -> None:
     assert [r["area_pred_px"] for r in back] == [r["area_pred_px"] for r in rows]
     assert back[0]["csa_signed"] == pytest.approx(rows[0]["csa_signed"])
     assert sorted(load_cv(tmp_path)) == [0, 1]
+    (tmp_path / "fold-1" / "as-final").mkdir()  # fold 1 trained the way the final is: its own sweep
+    write_sweep(tmp_path / "fold-1" / "as-final" / "threshold-sweep.csv", rows[:3])
+    assert list(load_cv(tmp_path, "as-final")) == [1] and len(load_cv(tmp_path, "as-final")[1]) == 3
+    assert len(load_cv(tmp_path)[1]) == len(rows)  # the fold's own sweep is not mixed with it
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a threshold sweep"):
         read_sweep(tmp_path / "other.csv")
