@@ -431,8 +431,10 @@ def _bundle_appearance(checkpoint: Path, dest: Path, sha256: str) -> None:
                     "python -m tools.presence_fit --model %s", checkpoint, source, dest.stem, dest.stem)
         return
     model = load_appearance_model(source)
-    provenance = {**model.provenance, "model_file": _shown_path(dest), "model_sha256": sha256,
-                  "fit_on": {"path": str(checkpoint), "sha256": model.provenance.get("model_sha256")}}
+    provenance = {**model.provenance, "segmentation_model": dest.stem, "model_file": _shown_path(dest),
+                  "model_sha256": sha256,
+                  "fit_on": {"path": str(checkpoint), "sha256": model.provenance.get("model_sha256"),
+                             "segmentation_model": model.provenance.get("segmentation_model")}}
     dataclasses.replace(model, provenance=provenance).save(target)
     log.info("bundled its appearance model %s as %s", source, target)
 
@@ -443,7 +445,10 @@ def _rename_appearance(old: Path, new: Path) -> None:
 
     if sidecar(old).is_file():
         model = load_appearance_model(sidecar(old))
-        dataclasses.replace(model, provenance={**model.provenance, "model_file": _shown_path(new)}).save(sidecar(new))
+        provenance = {**model.provenance, "model_file": _shown_path(new)}
+        if provenance.get("segmentation_model") == old.stem:
+            provenance["segmentation_model"] = new.stem
+        dataclasses.replace(model, provenance=provenance).save(sidecar(new))
         sidecar(old).unlink()
 
 

@@ -148,7 +148,9 @@ def test_the_appearance_model_travels_with_the_model(bundled: Path, evaluated: d
     shipped = load_appearance_model(bundled / "mn-test.appearance.json")
     assert shipped == fit  # the same weights and threshold, now describing the float16 copy
     assert shipped.provenance["model_sha256"] == entry["sha256"]
-    assert shipped.provenance["fit_on"] == {"path": str(checkpoint), "sha256": file_sha256(checkpoint)}
+    assert shipped.provenance["fit_on"] == {"path": str(checkpoint), "sha256": file_sha256(checkpoint),
+                                            "segmentation_model": str(checkpoint)}
+    assert shipped.provenance["segmentation_model"] == "mn-test"  # the name it is loaded by now
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert appearance_for(bundled / "mn-test.pt").threshold == 0.3
@@ -156,8 +158,8 @@ def test_the_appearance_model_travels_with_the_model(bundled: Path, evaluated: d
     # renamed and removed with the model
     assert bundle.cli(["rename", "mn-test", "mn-other", "--why", "w", "--dir", str(bundled)]) == 0
     assert not (bundled / "mn-test.appearance.json").exists()
-    assert load_appearance_model(bundled / "mn-other.appearance.json").provenance["model_file"].endswith(
-        "mn-other.pt")
+    renamed = load_appearance_model(bundled / "mn-other.appearance.json").provenance
+    assert renamed["model_file"].endswith("mn-other.pt") and renamed["segmentation_model"] == "mn-other"
     assert bundle.cli(["remove", "mn-other", "--dir", str(bundled)]) == 0
     assert sorted(p.name for p in bundled.iterdir()) == ["manifest.json"]
     # a replaced model without one of its own drops the stale one, and says so
