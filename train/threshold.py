@@ -177,9 +177,9 @@ def load_cv(folder: str | Path, sub: str = "") -> dict[int, list[dict[str, Any]]
     """``{fold: sweep rows}`` of an mn-cv folder's ``fold-K/threshold-sweep.csv`` files (``sub="as-final"``:
     ``fold-K/as-final/threshold-sweep.csv``, the folds trained the way ``mn-cv --final`` trains)."""
     out: dict[int, list[dict[str, Any]]] = {}
-    pattern = f"fold-*/{sub.strip('/')}/{SWEEP_NAME}" if sub.strip("/") else f"fold-*/{SWEEP_NAME}"
-    for path in sorted(Path(folder).glob(pattern)):
-        fold_dir = path.parent.parent if sub.strip("/") else path.parent
+    sub = sub.strip("/")
+    for path in sorted(Path(folder).glob("/".join(p for p in ("fold-*", sub, SWEEP_NAME) if p))):
+        fold_dir = path.parent.parent if sub else path.parent
         try:
             k = int(fold_dir.name.split("-", 1)[1])
         except ValueError:
