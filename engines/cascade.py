@@ -41,7 +41,16 @@ from engines.cache import atomic_write_bytes, file_sha256
 from engines.cache import cache_dir as resolve_cache_dir
 from engines.model_source import LoadOptions, ModelSource, checkpoint_architecture
 from engines.quantize import INT8
-from train.window import candidate_boxes, candidate_masses, choose_candidates, crop_box, paste, window_boxes
+from train.window import (
+    TTA_MODES,
+    candidate_boxes,
+    candidate_masses,
+    choose_candidates,
+    crop_box,
+    flip_average,
+    paste,
+    window_boxes,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.quantize import CalibrationSet
@@ -77,13 +86,17 @@ class CascadeEngine(Engine):
         candidates: windows refined per frame (``K`` largest localiser components; the refined window
             with the largest probability mass wins, :func:`train.cascade.choose_candidates`), as
             ``CascadeNet(candidates=K)``.
+        tta: the refiner's test-time augmentation (:data:`train.window.TTA_MODES`): ``"hflip"`` refines every
+            window and its left-right mirror and averages the probabilities (:func:`train.window.flip_average`),
+            as ``CascadeNet(tta="hflip")``: one refiner call of ``2N`` windows where the refiner takes that batch,
+            else two.
 
     Raises:
-        EngineError: parts whose shapes do not fit each other.
+        EngineError: parts whose shapes do not fit each other, or an unknown ``tta``.
     """
 
     def __init__(self, localiser: Engine, refiner: Engine, info: EngineInfo | None = None, *,
-                 threshold: float = WINDOW_THRESHOLD, candidates: int = 1) -> None:
+                 threshold: float = WINDOW_THRESHOLD, candidates: int = 1, tta: str = "none") -> None:
         n, _, h, w = localiser.input_shape
         rn, _, ch, cw = refiner.input_shape
         if cw > w or ch > h:
@@ -103,6 +116,10 @@ class CascadeEngine(Engine):
         if int(candidates) < 1:
             raise EngineError(f"a cascade needs at least one candidate window, got {candidates}")
         self.candidates = int(candidates)
+        if tta not in TTA_MODES:
+            raise EngineError(f"unknown test-time augmentation {tta!r} for the cascade's refiner; use one of "
+                              f"{', '.join(TTA_MODES)}")
+        self.tta = tta
 
     window_hints = True
 
@@ -152,7 +169,7 @@ class CascadeEngine(Engine):
         # the hinted windows (a refiner of static batch refines all N; frames without a hint repeat a hinted box)
         rows = list(range(n)) if self.refiner.input_shape[0] > 0 else used
         refine_boxes = [hinted[i] if hinted[i] is not None else hinted[used[0]] for i in rows]
-        tracked = paste(self.refiner.infer(self._windows(batch[rows], refine_boxes)), refine_boxes, (h, w),
+        tracked = paste(self.refine(self._windows(batch[rows], refine_boxes)), refine_boxes, (h, w),
                         fill=0.0)
         kept = ["confirmed" if v else "tracked" for v in verify]  # each hinted frame's source if its hint is kept
         everyone = len(used) == n
@@ -185,6 +202,18 @@ class CascadeEngine(Engine):
             windows[i] = batch[i, :, y0:y0 + ch, x0:x0 + cw]
         return windows
 
+    def refine(self, windows: np.ndarray) -> np.ndarray:
+        """The refiner's probabilities for ``windows`` ``[N, 1, ch, cw]``, with the cascade's test-time augmentation."""
+        if self.tta == "none":
+            return self.refiner.infer(windows)
+        mirrored = np.ascontiguousarray(windows[..., ::-1])
+        n, static = len(windows), self.refiner.input_shape[0]
+        limit = self.refiner.info.max_batch
+        if static < 0 and (limit is None or 2 * n <= limit):  # a dynamic batch: both views in one call
+            both = self.refiner.infer(np.concatenate([windows, mirrored]))
+            return flip_average(both[:n], both[n:])
+        return flip_average(self.refiner.infer(windows), self.refiner.infer(mirrored))
+
     def _run(self, batch: np.ndarray) -> dict[str, Any]:
         return self._place(batch, self.localiser.infer(batch))
 
@@ -194,7 +223,7 @@ class CascadeEngine(Engine):
         ``boxes``: :meth:`boxes` of ``loc`` when already known."""
         if self.candidates == 1:
             boxes = self.boxes(loc) if boxes is None else boxes
-            refined = self.refiner.infer(self._windows(batch, boxes))
+            refined = self.refine(self._windows(batch, boxes))
             return {"prob": paste(refined, boxes, batch.shape[-2:], fill=0.0), "localiser": loc, "boxes": boxes,
                     "window_source": ["localiser"] * len(boxes), "compared": [False] * len(boxes)}
         cands = candidate_boxes(loc, self.crop, self.candidates, self.threshold)
@@ -202,7 +231,7 @@ class CascadeEngine(Engine):
         per_slot = []  # refiner output of candidate j of every image (an image without one repeats its first)
         for j in range(slots):
             boxes_j = [c[j] if j < len(c) else c[0] for c in cands]
-            per_slot.append(self.refiner.infer(self._windows(batch, boxes_j)))
+            per_slot.append(self.refine(self._windows(batch, boxes_j)))
         flat = np.stack([per_slot[j][i] for i, c in enumerate(cands) for j in range(len(c))])
         masses, _ = candidate_masses(cands, flat, self.candidates)
         chosen = choose_candidates(masses)
@@ -216,6 +245,7 @@ class CascadeEngine(Engine):
         """The usual description plus ``cascade``: the window and both parts' own descriptions."""
         d = super().describe()
         d["cascade"] = {"crop": list(self.crop), "threshold": self.threshold, "candidates": self.candidates,
+                        "tta": self.tta,
                         "localiser": self.localiser.describe(), "refiner": self.refiner.describe()}
         return d
 
@@ -317,8 +347,12 @@ def cascade_geometry(config: dict, path: str | os.PathLike = "the cascade") -> d
     if not isinstance(candidates, int) or candidates < 1:
         raise EngineError(f"{path}: the cascade's candidates must be a positive integer, got {candidates!r}; "
                           f"{REBUILD_HINT}")
+    tta = kwargs.get("tta", "none")
+    if tta not in TTA_MODES:
+        raise EngineError(f"{path}: the cascade's tta must be one of {', '.join(TTA_MODES)}, got {tta!r}; "
+                          f"{REBUILD_HINT}")
     return {"frame": frame, "crop": crop, "localiser": kwargs["localiser"], "refiner": kwargs["refiner"],
-            "candidates": candidates}
+            "candidates": candidates, "tta": tta}
 
 
 def part_paths(digest: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -416,7 +450,7 @@ def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) 
                       input_shape=loc.input_shape, source=os.fspath(source.path), config=config, notes=notes,
                       max_batch=loc.info.max_batch)
     try:
-        return CascadeEngine(loc, ref, info, candidates=int(geometry.get("candidates", 1)))
+        return CascadeEngine(loc, ref, info, candidates=int(geometry.get("candidates", 1)), tta=geometry["tta"])
     except BaseException:
         loc.close()
         ref.close()

@@ -42,6 +42,7 @@ from train.window import (
     BACKGROUND_LOGIT,
     CANDIDATE_OVERLAP,
     CENTRE_STEP,
+    TTA_MODES,
     candidate_boxes,
     candidate_masses,
     choose_candidates,
@@ -58,9 +59,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BACKGROUND_LOGIT", "CANDIDATE_OVERLAP", "CASCADE_NAME", "CENTRE_STEP", "NEGATIVE_MAX", "NEGATIVE_TRIES",
-    "CascadeNet", "CropDataset", "build_cascade_checkpoint", "candidate_boxes", "candidate_masses", "check_crop",
-    "choose_candidates", "crop_around_truth", "crop_box", "find_centre", "find_centres", "main", "mask_centre",
-    "negative_box", "part_payload", "paste", "window_boxes", "window_mass",
+    "TTA_MODES", "CascadeNet", "CropDataset", "build_cascade_checkpoint", "candidate_boxes", "candidate_masses",
+    "check_crop", "choose_candidates", "crop_around_truth", "crop_box", "find_centre", "find_centres", "main",
+    "mask_centre", "negative_box", "part_payload", "paste", "window_boxes", "window_mass",
 ]
 
 
@@ -88,8 +89,12 @@ def part_payload(path: str, part: str) -> dict:
             "source": f"the {part} of {path}" + (f" ({record['checkpoint']})" if record.get("checkpoint") else "")}
 
 
-def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, candidates: int = 1) -> dict:
+def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, candidates: int = 1,
+                             tta: str = "none") -> dict:
     """Write one checkpoint holding a trained localiser and refiner; returns its config.
+
+    ``candidates`` and ``tta`` (the refiner's test-time augmentation, :data:`train.window.TTA_MODES`) are
+    recorded in the config's model kwargs when not the defaults, so every loader of the file runs it so.
 
     The localiser must be a full-frame network and the refiner a ``mn-train --crop`` run at
     the same frame size and preprocessing. Either may be a cascade checkpoint, whose part of that
@@ -109,13 +114,15 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, c
                         f"{frame} frames; train both with the same --size")
     if lc["preprocessing"].get("id") != rc["preprocessing"].get("id"):
         raise UserError("the two checkpoints use different preprocessing; train both with this mn-seg")
-    net = CascadeNet(localiser=lc["model"], refiner=rc["model"], crop=rc["crop"]["size"], candidates=candidates)
+    net = CascadeNet(localiser=lc["model"], refiner=rc["model"], crop=rc["crop"]["size"], candidates=candidates,
+                     tta=tta)
     net.localiser.load_state_dict(loc["state_dict"])
     net.refiner.load_state_dict(ref["state_dict"])
     config = {
         "model": {"name": "cascade", "kwargs": {"localiser": lc["model"], "refiner": rc["model"],
                                                 "crop": list(rc["crop"]["size"]),
-                                                **({"candidates": int(candidates)} if candidates != 1 else {})}},
+                                                **({"candidates": int(candidates)} if candidates != 1 else {}),
+                                                **({"tta": tta} if tta != "none" else {})}},
         "preprocessing": lc["preprocessing"],
         "parts": {"localiser": {"checkpoint": loc.get("source", str(localiser_ckpt)), "config": lc},
                   "refiner": {"checkpoint": ref.get("source", str(refiner_ckpt)), "config": rc}},
@@ -141,10 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, default=1,
                    help="windows refined per frame: the K largest localiser components; the one with the largest "
                         "refined probability mass wins (1: the largest component only)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="the refiner's test-time augmentation: hflip refines each window and its left-right mirror "
+                        "and averages the two probability maps (twice the refiner's work)")
     add_logging_args(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    config = build_cascade_checkpoint(args.localiser, args.refiner, args.out, candidates=args.candidates)
+    config = build_cascade_checkpoint(args.localiser, args.refiner, args.out, candidates=args.candidates,
+                                      tta=args.tta)
     kw = config["model"]["kwargs"]
     log.info("wrote %s: %s -> %s on %dx%d windows", args.out, kw["localiser"]["name"], kw["refiner"]["name"],
              *kw["crop"])

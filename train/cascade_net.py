@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from train.errors import UserError
 from train.models import ModelEntry, build_model, model_stride, register_model
 from train.models.layers import check_size_divisible
-from train.window import candidate_boxes, candidate_masses, choose_candidates, paste, window_boxes
+from train.window import candidate_boxes, candidate_masses, check_tta, choose_candidates, paste, window_boxes
 
 CASCADE_NAME = "cascade"
 """``config["model"]["name"]`` of a cascade checkpoint."""
@@ -39,7 +39,9 @@ class CascadeNet(nn.Module):
     """Localiser + refiner as one model: ``[N,1,H,W]`` frame in, full-frame logits out.
 
     ``localiser`` and ``refiner`` are ``{"name", "kwargs"}`` records of registered networks;
-    ``crop`` is the refiner's window ``[W, H]``. The window centres are computed on the CPU
+    ``crop`` is the refiner's window ``[W, H]``; ``tta`` the refiner's test-time augmentation
+    (:data:`train.window.TTA_MODES`: ``"hflip"`` refines each window and its mirror in one batch and averages
+    the probabilities, as the engines do). The window centres are computed on the CPU
     (numpy), so this module cannot be exported as one graph: the engines run the two networks
     as two sessions with the same numpy glue (``engines.cascade``).
     """
@@ -50,7 +52,7 @@ class CascadeNet(nn.Module):
     has_vgg_encoder: ClassVar[bool] = False
 
     def __init__(self, localiser: dict | None = None, refiner: dict | None = None,
-                 crop: Sequence[int] = (128, 96), candidates: int = 1) -> None:
+                 crop: Sequence[int] = (128, 96), candidates: int = 1, tta: str = "none") -> None:
         super().__init__()
         self.localiser_spec = dict(localiser or {"name": "lunet-coarse", "kwargs": {}})
         self.refiner_spec = dict(refiner or {"name": "lunet", "kwargs": {}})
@@ -60,6 +62,7 @@ class CascadeNet(nn.Module):
         if int(candidates) < 1:
             raise UserError(f"a cascade needs at least one candidate window, got {candidates}")
         self.candidates = int(candidates)
+        self.tta = check_tta(tta)
         self.frame_stride = model_stride(self.localiser_spec["name"])
         check_crop(self.crop, (1 << 30, 1 << 30), model_stride(self.refiner_spec["name"]),
                    self.refiner_spec["name"])
@@ -85,12 +88,12 @@ class CascadeNet(nn.Module):
         if self.candidates == 1:
             boxes = self.boxes(loc_prob)
             windows = torch.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, (x0, y0) in enumerate(boxes)])
-            refined = self.refiner(windows)
+            refined = self.refine(windows)
             return {"logits": paste(refined, boxes, (h, w)), "localiser": loc, "boxes": boxes}
         cands = candidate_boxes(loc_prob, self.crop, self.candidates)
         flat = [(i, box) for i, boxes in enumerate(cands) for box in boxes]
         windows = torch.stack([x[i, :, y0:y0 + ch, x0:x0 + cw] for i, (x0, y0) in flat])
-        refined_all = self.refiner(windows)
+        refined_all = self.refine(windows)
         probs = torch.sigmoid(refined_all.float()).detach().cpu().numpy()
         masses, index = candidate_masses(cands, probs, self.candidates)
         picks = [int(index[i, c]) for i, c in enumerate(choose_candidates(masses))]
@@ -99,8 +102,18 @@ class CascadeNet(nn.Module):
         return {"logits": paste(refined, boxes, (h, w)), "localiser": loc, "boxes": boxes,
                 "candidates": cands, "masses": masses}
 
+    def refine(self, windows: Tensor) -> Tensor:
+        """The refiner's logits for ``windows`` ``[N, 1, ch, cw]``; with ``tta="hflip"`` the logit of the average of
+        the window's and its mirror's probabilities (:func:`train.window.flip_average`), both in one batch."""
+        if self.tta == "none":
+            return self.refiner(windows)
+        n = windows.shape[0]
+        prob = torch.sigmoid(self.refiner(torch.cat([windows, torch.flip(windows, [3])])).float())
+        averaged = 0.5 * (prob[:n] + torch.flip(prob[n:], [3]))
+        return torch.logit(averaged, eps=1e-7)
+
     def extra_repr(self) -> str:  # noqa: D102
-        return f"crop={self.crop[0]}x{self.crop[1]}, candidates={self.candidates}"
+        return f"crop={self.crop[0]}x{self.crop[1]}, candidates={self.candidates}, tta={self.tta}"
 
 
 register_model(CASCADE_NAME, ModelEntry(CascadeNet, "localise-then-refine cascade: lunet-coarse localiser + "

@@ -65,6 +65,7 @@ from typing import Any, Sequence
 
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
 from train.recipes import RECIPES, Recipe, get_recipe, part_args
+from train.window import TTA_MODES, check_tta
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class CrossValidation:
     def __init__(self, recipe: Recipe, data: str, out: str, *, folds: int = 5, seed: int = 42,
                  extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
                  device: str = "cpu", size: str | None = None, crop: str | None = None, candidates: int = 1,
-                 python: str = sys.executable, share: Sequence[str] = (), parts: Sequence[str] = (),
+                 tta: str = "none", python: str = sys.executable, share: Sequence[str] = (), parts: Sequence[str] = (),
                  summary_only: bool = False, threshold_from: str = "folds") -> None:
         """``threshold_from``: the sweeps ``--final`` chooses the mask threshold on: ``"folds"`` (the fold
         models') or ``"as-final"`` (``fold-K/as-final/``: models trained the way the final is).
@@ -177,6 +178,7 @@ class CrossValidation:
         if candidates < 1:
             raise UserError(f"--candidates must be at least 1, got {candidates}")
         self.candidates = int(candidates)
+        self.tta = check_tta(tta)
         self.python = python
         self.share = [Path(d) for d in share]
         unknown = [q for q in parts if q not in recipe.parts]
@@ -262,18 +264,33 @@ class CrossValidation:
         """The model of one fold (or ``final``): the single part's checkpoint or the joined cascade."""
         model = folder / "model.pt"
         if model.is_file():
+            if self.recipe.is_cascade:
+                self.check_joined(model)
             return model
         if self.recipe.is_cascade:
             from train.cascade import build_cascade_checkpoint
 
             tmp = folder / "model.pt.tmp"
             build_cascade_checkpoint(str(folder / "localiser" / checkpoint), str(folder / "refiner" / checkpoint),
-                                     str(tmp), candidates=self.candidates)
+                                     str(tmp), candidates=self.candidates, tta=self.tta)
             os.replace(tmp, model)
         else:
             shutil.copyfile(folder / "model" / checkpoint, folder / "model.pt.tmp")
             os.replace(folder / "model.pt.tmp", model)
         return model
+
+    def check_joined(self, model: Path) -> None:
+        """Refuse a cascade joined earlier with other ``--candidates`` / ``--tta`` than this run's: its evaluations
+        would be reported as this run's."""
+        from train.checkpoint import load_checkpoint
+
+        kwargs = ((load_checkpoint(model).get("config") or {}).get("model") or {}).get("kwargs") or {}
+        joined = {"candidates": int(kwargs.get("candidates", 1)), "tta": kwargs.get("tta", "none")}
+        asked = {"candidates": self.candidates, "tta": self.tta}
+        if joined != asked:
+            differ = ", ".join(f"--{k} {joined[k]} there, {asked[k]} here" for k in asked if joined[k] != asked[k])
+            raise UserError(f"{model} was joined with other settings ({differ}); evaluate these settings in a new "
+                            f"--out with --share {self.out} (the trained parts are copied, not trained again)")
 
     def evaluate_fold(self, fold: int, model: Path, folder: Path | None = None) -> None:
         """Both protocols' results of fold ``fold``'s model on its validation patients, and the native threshold sweep
@@ -424,7 +441,7 @@ class CrossValidation:
         from train.metrics import csa_agreement
 
         result: dict[str, Any] = {"recipe": self.recipe.name, "description": self.recipe.description,
-                                  "candidates": self.candidates,
+                                  "candidates": self.candidates, "tta": self.tta,
                                   "data": self.data, "folds": self.folds, "seed": self.seed,
                                   "folds_done": [], "best_epochs": self.best_epochs(), "protocols": {}}
         for protocol in PROTOCOLS:
@@ -601,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", default=None, metavar="WxH", help="override a cascade refiner's window")
     p.add_argument("--candidates", type=int, default=1,
                    help="cascades: windows refined per frame in the joined models (see python -m train.cascade)")
+    p.add_argument("--tta", choices=TTA_MODES, default="none",
+                   help="cascades: the refiner's test-time augmentation in the joined models (hflip: each window and "
+                        "its mirror refined, the probabilities averaged; see python -m train.cascade)")
     p.add_argument("--share", nargs="+", default=[], metavar="DIR",
                    help="other mn-cv --out folders: a part trained there exactly as this recipe would train it "
                         "(same fold, same mn-train settings) is copied instead of trained again")
@@ -685,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
                              extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                              device=args.device, size=args.size, crop=args.crop,
-                             candidates=args.candidates, share=args.share, parts=args.part,
+                             candidates=args.candidates, tta=args.tta, share=args.share, parts=args.part,
                              threshold_from=args.threshold_from)
         if args.final and args.as_final:
             raise UserError("--final and --as-final are two runs: --as-final first (it validates what --final does)")

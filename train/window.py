@@ -10,7 +10,9 @@ Torch-free (numpy and OpenCV only): the runtime imports it without PyTorch.
 3. :func:`window_boxes` / :func:`candidate_boxes`: both per image of a batch;
 4. :func:`window_mass`, :func:`candidate_masses`, :func:`choose_candidates`: which candidate
    window the refiner found the most nerve in;
-5. :func:`paste`: the refined windows back into full frames.
+5. :func:`paste`: the refined windows back into full frames;
+6. :func:`check_tta`, :func:`flip_average`: the refiner's test-time augmentation (each window and its
+   mirror image refined, the two probability maps averaged).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ BACKGROUND_LOGIT = -30.0
 """Logit written outside the refiner's window (sigmoid = 1e-13)."""
 CENTRE_STEP = 4
 """The localiser's mask is read every ``CENTRE_STEP`` pixels (its own resolution is 1/4)."""
+TTA_MODES: tuple[str, ...] = ("none", "hflip")
+"""The refiner's test-time augmentations (a cascade's ``tta``): ``none``, or ``hflip``: every window is refined
+as it is and mirrored left-right, and the two probability maps (the mirror's mirrored back) are averaged. The
+refiners are trained with left-right flips (``--augment paper`` and above), so both views are ones they know."""
 
 
 def find_centre(prob: np.ndarray, threshold: float = 0.5, step: int = CENTRE_STEP) -> tuple[float, float]:
@@ -167,3 +173,21 @@ def paste(refined: Any, boxes: Sequence[tuple[int, int]], frame_hw: tuple[int, i
     for i, (x0, y0) in enumerate(boxes):
         out[i, :, y0:y0 + ch, x0:x0 + cw] = refined[i]
     return out
+
+
+def check_tta(mode: Any) -> str:
+    """``mode`` if it is one of :data:`TTA_MODES`.
+
+    Raises:
+        UserError: another value (says which are valid).
+    """
+    if not isinstance(mode, str) or mode not in TTA_MODES:
+        raise UserError(f"unknown test-time augmentation {mode!r} for the cascade's refiner; use one of "
+                        f"{', '.join(TTA_MODES)}")
+    return mode
+
+
+def flip_average(prob: np.ndarray, prob_of_mirror: np.ndarray) -> np.ndarray:
+    """The ``hflip`` average of probabilities ``[N, 1, h, w]`` of windows and of their left-right mirrors:
+    ``(prob + mirror(prob_of_mirror)) / 2`` (the mirror's map flipped back onto the window first)."""
+    return 0.5 * (prob + prob_of_mirror[..., ::-1])

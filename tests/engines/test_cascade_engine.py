@@ -77,13 +77,14 @@ def wire_bright_blob(localiser: torch.nn.Module) -> None:
 
 
 def make_cascade(path: Path, seed: int = 0, crop: tuple[int, int] = CROP, frame: tuple[int, int] = FRAME,
-                 config_crop: list[int] | None = None) -> Path:
-    """A cascade checkpoint whose localiser finds bright discs and whose refiner is random (seeded)."""
+                 config_crop: list[int] | None = None, **kwargs: object) -> Path:
+    """A cascade checkpoint whose localiser finds bright discs and whose refiner is random (seeded); ``kwargs``
+    join the config's model kwargs (e.g. ``tta``)."""
     torch.manual_seed(seed)
     net = CascadeNet(localiser=LOCALISER, refiner=REFINER, crop=crop)
     wire_bright_blob(net.localiser)
     config = {"model": {"name": "cascade", "kwargs": {"localiser": LOCALISER, "refiner": REFINER,
-                                                      "crop": config_crop or list(crop)}},
+                                                      "crop": config_crop or list(crop), **kwargs}},
               "preprocessing": {"size": list(frame), "id": "test"}}
     save_checkpoint(path, net, config)
     return path
@@ -393,7 +394,35 @@ def test_options_reach_both_parts(cascade: Path, cache: Path, monkeypatch: pytes
         assert options.notes == []
 
 
+def test_hflip_matches_cascadenet_on_every_batch_shape(cascade: Path, tmp_path: Path, cache: Path,
+                                                       batch: np.ndarray) -> None:
+    flipped = make_cascade(tmp_path / "hflip.pt", tta="hflip")  # the same weights as ``cascade`` (seed 0)
+    expected, boxes = cascadenet(flipped, batch)
+    plain, _ = cascadenet(cascade, batch)
+    window = inside(boxes)
+    assert np.abs(expected - plain)[window].max() > 1e-3  # the random refiner is not mirror-symmetric
+    assert expected[~window].max() < 1e-12  # sigmoid(BACKGROUND_LOGIT)
+    with load_engine(flipped, "onnxruntime", cache_dir=cache, dynamic_batch=True, threads=2) as engine:
+        assert engine.tta == "hflip" and engine.describe()["cascade"]["tta"] == "hflip"
+        calls = []
+        infer = engine.refiner.infer
+        engine.refiner.infer = lambda w: calls.append(len(w)) or infer(w)  # type: ignore[method-assign]
+        parts = engine.infer_parts(batch)
+        assert parts["boxes"] == boxes and calls == [2 * len(batch)]  # both views in one call
+        np.testing.assert_allclose(parts["prob"], expected, atol=1e-4, rtol=0)
+        hinted, sources = engine.infer_hinted(batch, [(40.0, 40.0)] * len(batch))  # the tracked path flips too
+        assert sources == ["tracked"] * len(batch)
+        ref_windows = np.stack([b[:, 24:56, 8:72] for b in batch])  # crop_box((40, 40), 64x32) = (8, 24)
+        by_hand = 0.5 * (infer(ref_windows) + infer(np.ascontiguousarray(ref_windows[..., ::-1]))[..., ::-1])
+        np.testing.assert_allclose(hinted[:, :, 24:56, 8:72], by_hand, atol=1e-5, rtol=0)
+    with load_engine(flipped, "torch", device="cpu", cache_dir=cache, batch=1) as engine:  # static: two calls
+        for i in range(len(batch)):
+            np.testing.assert_allclose(engine.infer(batch[i:i + 1]), expected[i:i + 1], atol=1e-5, rtol=0)
+
+
 def test_malformed_cascades_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match=r"tta must be one of none, hflip, got 'vflip'; rebuild it"):
+        load_engine(make_cascade(tmp_path / "vflip.pt", tta="vflip"), "torch", device="cpu", cache_dir=tmp_path)
     too_big = make_cascade(tmp_path / "big.pt", config_crop=[256, 32])
     with pytest.raises(EngineError, match=r"window \[256, 32\] does not fit its frame \[128, 96\]"):
         load_engine(too_big, "torch", device="cpu", cache_dir=tmp_path)

@@ -94,6 +94,45 @@ def test_cascade_windows_follow_the_localiser() -> None:
         assert (rest == BACKGROUND_LOGIT).all()
 
 
+class RampRefiner(nn.Module):
+    """Logits that rise left to right whatever the window holds (probability 0.1 at the left, 0.9 at the right)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.linspace(0.1, 0.9, x.shape[-1]).expand_as(x)
+        return torch.log(p / (1 - p))
+
+
+def test_hflip_averages_each_window_and_its_mirror() -> None:
+    centres = [(90, 30), (10, 80)]
+    plain = CascadeNet(refiner=TINY_REFINER, crop=CROP).eval()
+    flipped = CascadeNet(refiner=TINY_REFINER, crop=CROP, tta="hflip").eval()
+    for net in (plain, flipped):
+        net.localiser, net.refiner = BlobLocaliser(centres), RampRefiner()
+    x = torch.randn(2, 1, 96, 128)
+    with torch.no_grad():
+        a, b = plain.forward_parts(x), flipped.forward_parts(x)
+    assert a["boxes"] == b["boxes"] and "tta=hflip" in repr(flipped)
+    x0, y0 = b["boxes"][0]
+    window = (0, 0, slice(y0, y0 + CROP[1]), slice(x0, x0 + CROP[0]))
+    p = torch.sigmoid(a["logits"][window])
+    assert p[0, 0] == pytest.approx(0.1, abs=1e-5) and p[0, -1] == pytest.approx(0.9, abs=1e-5)
+    # the mirrored window's ramp flipped back runs the other way: the average is 0.5 everywhere in the window
+    torch.testing.assert_close(torch.sigmoid(b["logits"][window]), torch.full_like(p, 0.5), atol=1e-5, rtol=0)
+    assert (b["logits"][0, 0, :, :x0] == BACKGROUND_LOGIT).all()  # outside the window: as without it
+    # a real (random) refiner: the same as averaging by hand
+    torch.manual_seed(3)
+    net = CascadeNet(refiner=TINY_REFINER, crop=CROP, tta="hflip").eval()
+    net.localiser = BlobLocaliser(centres)
+    with torch.no_grad():
+        got = torch.sigmoid(net(x))
+        windows = torch.stack([x[i, :, y:y + CROP[1], xx:xx + CROP[0]] for i, (xx, y) in enumerate(b["boxes"])])
+        by_hand = 0.5 * (torch.sigmoid(net.refiner(windows)) + torch.sigmoid(net.refiner(windows.flip(3))).flip(3))
+    for i, (xx, y) in enumerate(b["boxes"]):
+        torch.testing.assert_close(got[i, :, y:y + CROP[1], xx:xx + CROP[0]], by_hand[i], atol=1e-5, rtol=0)
+    with pytest.raises(UserError, match="none, hflip"):
+        CascadeNet(refiner=TINY_REFINER, crop=CROP, tta="rot90")
+
+
 def test_cascade_user_errors() -> None:
     with pytest.raises(UserError, match="not divisible by 8"):
         CascadeNet(refiner=TINY_REFINER, crop=(60, 48))

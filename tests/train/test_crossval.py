@@ -177,6 +177,18 @@ def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path, mon
     final = load_checkpoint(out / "final" / "model.pt")["config"]["postprocess"]
     assert final["threshold"] == json.loads((out / "cv-summary.json").read_text())["threshold"]["chosen_all"]
     assert "out-of-fold" in final["chosen_by"]
+    # the same parts with the refiner's flip averaging: refused where they were joined without it, evaluated in a
+    # new --out that copies them (nothing trained again)
+    with pytest.raises(UserError, match="--tta none there, hflip here.*--share"):
+        crossval.main([*argv, "--tta", "hflip"])
+    flipped = tmp_path / "cv-hflip"
+    at = argv.index("--out") + 1
+    assert cli([*argv[:at], str(flipped), *argv[at + 1:], "--share", str(out), "--tta", "hflip"]) == 0
+    for fold in (0, 1):
+        assert (flipped / f"fold-{fold}" / "refiner" / ".done").read_text().startswith("copied from")
+        assert load_checkpoint(flipped / f"fold-{fold}" / "model.pt")["config"]["model"]["kwargs"]["tta"] == "hflip"
+        assert json.loads((flipped / f"fold-{fold}" / "eval-native.json").read_text())["n"] == 2
+    assert json.loads((flipped / "cv-summary.json").read_text())["tta"] == "hflip"
     # what benchmarks/cv_collect.sh keeps of the folds (no weights) is enough for the summary and for --final
     kept, runs = tmp_path / "kept", tmp_path / "runs"
     runs.mkdir()

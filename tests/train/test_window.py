@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from train.errors import UserError
-from train.window import BACKGROUND_LOGIT, crop_box, find_centre, mask_centre, paste
+from train.window import BACKGROUND_LOGIT, TTA_MODES, check_tta, crop_box, find_centre, flip_average, mask_centre, paste
 
 
 def _square(h: int, w: int, x0: int, y0: int, x1: int, y1: int, value: float = 1.0) -> np.ndarray:
@@ -116,6 +116,24 @@ def test_paste_numpy_and_torch() -> None:
     t = torch.from_numpy(refined).requires_grad_(True)
     paste(t, boxes, (20, 30)).sum().backward()
     assert torch.equal(t.grad, torch.ones_like(t))
+
+
+def test_flip_average_known_answer() -> None:
+    ramp = np.tile(np.linspace(0.0, 1.0, 8, dtype=np.float32), (2, 1, 4, 1))  # [2, 1, 4, 8], left 0 -> right 1
+    # a 'refiner' that answers the ramp whatever it sees: the mirror's ramp flipped back runs right 0 -> left 1
+    averaged = flip_average(ramp, ramp)
+    assert averaged.shape == ramp.shape and averaged.dtype == np.float32
+    np.testing.assert_allclose(averaged, 0.5)
+    mirror_equivariant = flip_average(ramp, ramp[..., ::-1])  # a refiner that follows the image: unchanged
+    np.testing.assert_allclose(mirror_equivariant, ramp)
+
+
+def test_check_tta() -> None:
+    assert TTA_MODES == ("none", "hflip")
+    assert [check_tta(m) for m in TTA_MODES] == list(TTA_MODES)
+    for bad in ("vflip", "", None, 1):
+        with pytest.raises(UserError, match="none, hflip"):
+            check_tta(bad)
 
 
 def test_the_window_geometry_imports_no_torch() -> None:
