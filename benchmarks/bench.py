@@ -141,6 +141,7 @@ class Settings:
     fusion: float = FUSION_DEFAULT  # --fusion: the current frame's weight (1: off)
     calibrate: str | None = None  # int8 of a model that ships no int8 files: frames to calibrate on
     calibrate_images: int | None = None  # how many of them (default: engines.quantize's)
+    tta: str | None = None  # a cascade's refiner test-time augmentation (None: the model's own)
 
     def check(self) -> None:
         """Raise :class:`UserError` for counts that cannot make a benchmark."""
@@ -231,14 +232,14 @@ def load_bench_engine(combo: Combo, settings: Settings) -> Engine:
         size = None
     if combo.baseline:
         engine = load_engine(model, backend="torch", precision="fp32", device="cpu", channels_last=False,
-                             threads=settings.threads, size=size, cache_dir=settings.cache_dir)
+                             threads=settings.threads, size=size, cache_dir=settings.cache_dir, tta=settings.tta)
         notes.append("baseline: PyTorch eager fp32 on the CPU, contiguous layout, batch 1, no prefetch")
     else:
         engine = load_engine(model, backend=combo.backend, precision=combo.precision, threads=settings.threads,
                              size=size, batch=combo.batch, dynamic_batch=combo.batch > 1,
                              cache_dir=settings.cache_dir, cuda_graph=settings.cuda_graph,
                              calibrate=settings.calibrate if combo.precision == "int8" and not ships_int8(model)
-                             else None, calibrate_images=settings.calibrate_images)
+                             else None, calibrate_images=settings.calibrate_images, tta=settings.tta)
     engine.info.notes.extend(notes)
     return engine
 

@@ -47,6 +47,7 @@ from train.cli_util import add_logging_args, setup_logging
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
 from train.models import list_models
 from train.preprocess import DEFAULT_SIZE, parse_size
+from train.window import TTA_MODES
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "dataset folder or a folder of images); bundled models with int8 files always use those")
     p.add_argument("--calibrate-images", type=int, default=None, metavar="N",
                    help="how many --calibrate frames (default 64; fewer for a large network when memory is short)")
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help="a cascade's refiner test-time augmentation, as mn-live's --tta (default: the model's own)")
     p.add_argument("--window", choices=["tracked", "localiser"], default="tracked",
                    help="a cascade's window as mn-live places it (default tracked: the localiser is skipped while "
                         "the nerve is tracked) or by the localiser on every frame")
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
         fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
         cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, fusion=args.fusion,
-        calibrate=args.calibrate, calibrate_images=args.calibrate_images)
+        calibrate=args.calibrate, calibrate_images=args.calibrate_images, tta=args.tta)
     settings.check()
     batches = args.batch or [1]
     if min(batches) < 1:

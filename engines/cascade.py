@@ -446,11 +446,15 @@ def load_cascade(source: ModelSource, backend: "Backend", options: LoadOptions) 
         notes.append(f"cascade int8 parts {origin}")
         notes.extend(f"{part}: {n}" for part, e in (("localiser", loc), ("refiner", ref))
                      for n in e.info.notes if n.startswith("int8 ("))
+    tta = options.tta if options.tta is not None else geometry["tta"]
+    if tta != "none":
+        origin = "asked for" if options.tta is not None else "the model's own"
+        notes.append(f"cascade: refiner test-time augmentation {tta} ({origin}; twice the refiner's work)")
     info = EngineInfo(name=CASCADE_NAME, backend=loc.backend, precision=loc.precision, device=loc.device,
                       input_shape=loc.input_shape, source=os.fspath(source.path), config=config, notes=notes,
                       max_batch=loc.info.max_batch)
     try:
-        return CascadeEngine(loc, ref, info, candidates=int(geometry.get("candidates", 1)), tta=geometry["tta"])
+        return CascadeEngine(loc, ref, info, candidates=int(geometry.get("candidates", 1)), tta=tta)
     except BaseException:
         loc.close()
         ref.close()

@@ -33,12 +33,13 @@ from common.cli import setup_logging
 from common.errors import UserError, run_cli
 from engines.quantize import DEFAULT_CALIBRATION_IMAGES, INT8
 from engines.registry import BUNDLED_MODELS, list_backends, resolve_model
+from train.window import TTA_MODES
 
 log = logging.getLogger(__name__)
 
 PROG = "mn-eval"
 PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16", INT8)
-ENGINE_FLAGS: tuple[str, ...] = ("model", "backend", "precision", "calibrate")
+ENGINE_FLAGS: tuple[str, ...] = ("model", "backend", "precision", "calibrate", "tta")
 """Flags that make mn-eval run an engine rather than the checkpoint's PyTorch model."""
 
 
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "frames); never the images being evaluated if the numbers are to mean anything")
     g.add_argument("--calibrate-images", type=int, default=DEFAULT_CALIBRATION_IMAGES, metavar="N",
                    help="int8: how many images of --calibrate, spread evenly")
+    g.add_argument("--tta", default=None, choices=TTA_MODES,
+                   help="a cascade's refiner test-time augmentation, as mn-live's --tta (default: the model's own)")
     g.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="engine cache (default $MN_SEG_CACHE or ~/.cache/mn-seg/engines)")
     return p
@@ -137,7 +140,8 @@ def run_engine(args: argparse.Namespace) -> int:
     device = None if args.device in (None, "auto") else args.device
     engine = load_engine(model, backend=args.backend or "auto", precision=args.precision, device=device,
                          threads=args.threads, cache_dir=args.cache_dir, calibrate=args.calibrate,
-                         calibrate_images=args.calibrate_images if args.calibrate is not None else None)
+                         calibrate_images=args.calibrate_images if args.calibrate is not None else None,
+                         tta=args.tta)
     with engine:
         for note in engine.info.notes:
             log.info("engine note: %s", note)

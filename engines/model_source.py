@@ -58,6 +58,8 @@ class LoadOptions:
     int8_files: dict[str, Path] | None = None
     """int8: ready int8 ONNX files of a bundled model (``{"model": path}``, or one per cascade part), used when
     no ``calibrate`` folder is given."""
+    tta: str | None = None
+    """A cascade's refiner test-time augmentation (``train.window.TTA_MODES``); ``None``: the cascade's own."""
 
 
 def format_of(path: Path) -> str:

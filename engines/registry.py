@@ -424,6 +424,7 @@ def load_engine(
     workspace_mb: int | None = None,
     calibrate: str | os.PathLike | None = None,
     calibrate_images: int | None = None,
+    tta: str | None = None,
     probes: Probes | None = None,
 ) -> Engine:
     """Load ``model`` on ``backend`` and return a ready :class:`Engine`.
@@ -453,6 +454,9 @@ def load_engine(
             without it a bundled model's shipped int8 files are used.
         calibrate_images: int8: how many of its images, spread evenly (default
             :data:`engines.quantize.DEFAULT_CALIBRATION_IMAGES`).
+        tta: a cascade's refiner test-time augmentation, ``none`` or ``hflip`` (each window and its mirror refined,
+            the probabilities averaged; twice the refiner's work); default the cascade's own (its config's
+            ``tta``). Other models take only ``none``.
         probes: ``auto``'s availability checks (tests inject them).
 
     Raises:
@@ -491,11 +495,14 @@ def load_engine(
                           batch=batch, dynamic_batch=dynamic_batch, cuda_graph=cuda_graph, cache_dir=cache_dir,
                           channels_last=channels_last, io_binding=io_binding, max_batch=max_batch,
                           workspace_mb=workspace_mb, notes=notes, calibrate=calibrate,
-                          calibrate_images=calibrate_images, int8_files=int8_files)
+                          calibrate_images=calibrate_images, int8_files=int8_files, tta=tta)
     if calibrate is not None and precision != INT8:
         log.warning("calibration folder %s ignored: it is for precision int8, not %s", calibrate,
                     precision or "the default")
     composite = COMPOSITES.get(source.architecture) if source.format == "checkpoint" else None
+    if tta not in (None, "none") and composite is None:
+        raise EngineError(f"test-time augmentation {tta!r} is the cascade's refiner's; {model} is a single network "
+                          f"({source.architecture or source.format}): leave out --tta")
     if composite is not None:  # e.g. a cascade: two networks, numpy glue, one engine each
         engine = composite(source, chosen, options)
     else:

@@ -420,6 +420,28 @@ def test_hflip_matches_cascadenet_on_every_batch_shape(cascade: Path, tmp_path: 
             np.testing.assert_allclose(engine.infer(batch[i:i + 1]), expected[i:i + 1], atol=1e-5, rtol=0)
 
 
+def test_load_engine_tta_overrides_the_cascades_own(cascade: Path, tmp_path: Path, cache: Path,
+                                                    batch: np.ndarray) -> None:
+    flipped = make_cascade(tmp_path / "hflip.pt", tta="hflip")
+    expected, _ = cascadenet(flipped, batch)
+    plain, _ = cascadenet(cascade, batch)
+    with load_engine(cascade, "onnxruntime", cache_dir=cache, dynamic_batch=True, threads=2, tta="hflip") as engine:
+        assert engine.tta == "hflip"
+        assert any("test-time augmentation hflip (asked for" in n for n in engine.info.notes)
+        np.testing.assert_allclose(engine.infer(batch), expected, atol=1e-4, rtol=0)
+    with load_engine(flipped, "onnxruntime", cache_dir=cache, dynamic_batch=True, threads=2) as engine:
+        assert any("hflip (the model's own" in n for n in engine.info.notes)
+    with load_engine(flipped, "onnxruntime", cache_dir=cache, dynamic_batch=True, threads=2, tta="none") as engine:
+        assert engine.tta == "none" and not any("test-time" in n for n in engine.info.notes)
+        np.testing.assert_allclose(engine.infer(batch), plain, atol=1e-4, rtol=0)
+    with pytest.raises(EngineError, match="unknown test-time augmentation 'rot90'.*none, hflip"):
+        load_engine(cascade, "torch", device="cpu", cache_dir=cache, tta="rot90")
+    single = make_checkpoint(tmp_path / "lunet.pt", "lunet", (64, 48))
+    with pytest.raises(EngineError, match="is the cascade's refiner's.*leave out --tta"):
+        load_engine(single, "torch", device="cpu", cache_dir=cache, tta="hflip")
+    load_engine(single, "torch", device="cpu", cache_dir=cache, tta="none").close()  # none is every model's
+
+
 def test_malformed_cascades_are_refused(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match=r"tta must be one of none, hflip, got 'vflip'; rebuild it"):
         load_engine(make_cascade(tmp_path / "vflip.pt", tta="vflip"), "torch", device="cpu", cache_dir=tmp_path)

@@ -101,3 +101,10 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], needle: str, tmp_path: Pa
     assert mn_eval([*argv, "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_tta_of_a_single_network_is_refused(ckpt: Path, synthetic_dataset_shared: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    assert mn_eval(["--checkpoint", str(ckpt), "--tta", "hflip", "--data", str(synthetic_dataset_shared)]) == 2
+    err = capsys.readouterr().err
+    assert "is the cascade's refiner's" in err and "leave out --tta" in err and err.count("\n") == 1

@@ -116,6 +116,19 @@ def test_live_synthetic_headless_writes_all_outputs(tmp_path: Path, cache: str) 
     assert "random weights" in summary["engine_notes"] and "truth" in summary
 
 
+def test_live_tta_reaches_the_engine_and_the_summary(tmp_path: Path, cache: str) -> None:
+    out = tmp_path / "live"
+    assert live_cli(["--source", "synthetic:1", "--headless", "--frames", "4", "--no-video", "--out", str(out),
+                     "--model", "mn-realtime", "--precision", "fp32", "--tta", "hflip", "-q"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tta"] == "hflip" and "test-time augmentation hflip (asked for" in summary["engine_notes"]
+    assert live_cli(["--source", "synthetic:1", "--headless", "--frames", "2", "--no-video", "--out",
+                     str(tmp_path / "plain"), "--model", "mn-realtime", "--precision", "fp32", "-q"]) == 0
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["tta"] == "none"  # the model's own
+    assert live_cli(["--source", "synthetic:1", "--headless", "--frames", "2", "--out", str(tmp_path / "single"),
+                     "--tta", "hflip", *FAST]) == 2  # a single network has no refiner to flip
+
+
 def test_live_calibrated_depth(tmp_path: Path, cache: str) -> None:
     out = tmp_path / "live"
     assert live_cli(["--source", "synthetic", "--headless", "--frames", "5", "--depth-mm", "46.8", "--no-video",
