@@ -95,7 +95,8 @@ ROWS: list[tuple[str, Callable[[Path], float | None], str]] = [
 
 
 def collect(folders: Sequence[Path]) -> dict[str, Any]:
-    """``{"recipes": [{"folder", "recipe", "folds": [K...], "rows": {label: [value per fold]}}]}``."""
+    """``{"recipes": [{"folder", "recipe", "tta", "folds": [K...], "rows": {label: [value per fold]}}]}`` (``tta``: the
+    refiner's test-time augmentation the joined models ran, ``mn-cv --tta``)."""
     recipes = []
     for folder in folders:
         if not folder.is_dir():
@@ -103,7 +104,8 @@ def collect(folders: Sequence[Path]) -> dict[str, Any]:
         folds = sorted(int(p.name.split("-", 1)[1]) for p in folder.glob("fold-*")
                        if p.name.split("-", 1)[1].isdigit() and (p / "eval-paper.json").is_file())
         summary = _load(folder / "cv-summary.json") or {}
-        recipes.append({"folder": str(folder), "recipe": summary.get("recipe") or folder.name, "folds": folds,
+        recipes.append({"folder": str(folder), "recipe": summary.get("recipe") or folder.name,
+                        "tta": summary.get("tta") or "none", "folds": folds,
                         "rows": {label: [get(folder / f"fold-{k}") for k in folds] for label, get, _ in ROWS}})
     return {"recipes": recipes, "clip_setting": CLIP_SETTING}
 
@@ -124,7 +126,8 @@ def _cell(values: list[float | None], kind: str) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     recipes = result["recipes"]
-    head = "| | " + " | ".join(f"`{r['recipe']}` (folds {', '.join(map(str, r['folds'])) or 'none'})"
+    head = "| | " + " | ".join(f"`{r['recipe']}`{', tta ' + r['tta'] if r.get('tta', 'none') != 'none' else ''} "
+                               f"(folds {', '.join(map(str, r['folds'])) or 'none'})"
                                for r in recipes) + " |"
     lines = [head, "|---|" + "---|" * len(recipes)]
     for label, _, kind in ROWS:

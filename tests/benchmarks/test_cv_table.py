@@ -38,5 +38,7 @@ def test_folds_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert "presence on" not in table.replace("clips, presence on", "")  # no presence files: no row
     assert cli([str(a), str(b), "--json", str(tmp_path / "t.json"), "--md", str(tmp_path / "t.md"), "-q"]) == 0
     assert json.loads((tmp_path / "t.json").read_text())["recipes"][0]["recipe"] == "recipe-a"
+    (b / "cv-summary.json").write_text(json.dumps({"recipe": "recipe-a", "tta": "hflip"}))  # the same, flipped
+    assert "| `recipe-a` (folds 0, 1) | `recipe-a`, tta hflip (folds 0) |" in format_table(collect([a, b]))
     assert cli([str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
