@@ -16,7 +16,9 @@ spec, ``preprocessing.size`` = the frame for the localiser and the window for th
 ``localiser.`` / ``refiner.`` weights without their prefix), named after the cascade file's
 sha256 so an edited cascade never gets stale parts, and written atomically; each part is then
 loaded by the backend like any checkpoint, so the ONNX export cache and the TensorRT plan cache
-work unchanged. Outside the window the probability is 0.0.
+work unchanged. Outside the window the probability is 0.0. With the test-time augmentation ``hflip`` (the
+cascade's config ``tta``, or ``LoadOptions.tta`` / ``--tta`` over it) each window is refined as it is and
+mirrored, and the two maps are averaged (:func:`train.window.flip_average`), as ``CascadeNet(tta="hflip")`` does.
 
 int8 (onnxruntime only, :mod:`engines.quantize`): each part is an int8 ONNX, either shipped with a
 bundled cascade (``LoadOptions.int8_files``) or quantised here from a calibration folder
