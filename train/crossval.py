@@ -698,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--out {args.out} is not a folder: no cross-validation there to aggregate")
         cv = CrossValidation(get_recipe(args.recipe), args.data or _recorded_data(Path(args.out)), args.out,
                              folds=args.folds, seed=args.seed, extra=args.extra_train,
-                             candidates=args.candidates, summary_only=True)
+                             candidates=args.candidates, tta=args.tta, summary_only=True)
     else:
         if not (args.recipe and args.data and args.out):
             raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")
