@@ -38,6 +38,7 @@ from typing import Any, Sequence
 from benchmarks import bench
 from benchmarks import engines_bench
 from benchmarks import soak as soak_mode
+from common.tta import TTA_MODES
 from engines.registry import list_backends
 from realtime.cli_common import stop_on_signals
 from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
@@ -47,7 +48,6 @@ from train.cli_util import add_logging_args, setup_logging
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
 from train.models import list_models
 from train.preprocess import DEFAULT_SIZE, parse_size
-from train.window import TTA_MODES
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from typing import Sequence
 
 from common.cli import setup_logging
 from common.errors import UserError, run_cli
+from common.tta import TTA_MODES
 from engines.quantize import DEFAULT_CALIBRATION_IMAGES, INT8
 from engines.registry import BUNDLED_MODELS, list_backends, resolve_model
-from train.window import TTA_MODES
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from common.errors import UserError
+from common.tta import TTA_MODES
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
 from realtime.presence import PRESENCE_MODES
 from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 from realtime.window_policy import WINDOW_MODES
-from train.window import TTA_MODES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engines.base import Engine

@@ -22,16 +22,13 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from common.tta import TTA_MODES
 from train.errors import UserError
 
 BACKGROUND_LOGIT = -30.0
 """Logit written outside the refiner's window (sigmoid = 1e-13)."""
 CENTRE_STEP = 4
 """The localiser's mask is read every ``CENTRE_STEP`` pixels (its own resolution is 1/4)."""
-TTA_MODES: tuple[str, ...] = ("none", "hflip")
-"""The refiner's test-time augmentations (a cascade's ``tta``): ``none``, or ``hflip``: every window is refined
-as it is and mirrored left-right, and the two probability maps (the mirror's mirrored back) are averaged. The
-refiners are trained with left-right flips (``--augment paper`` and above), so both views are ones they know."""
 
 
 def find_centre(prob: np.ndarray, threshold: float = 0.5, step: int = CENTRE_STEP) -> tuple[float, float]:
