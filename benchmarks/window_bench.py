@@ -47,6 +47,7 @@ import numpy as np
 from benchmarks.report_files import report_paths, write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
+from common.tta import TTA_MODES
 from realtime.cli_common import AREA_STEP_DEFAULT as DEFAULT_AREA_STEP
 from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, confirm_frames
 from realtime.cli_common import area_step as area_step_arg
@@ -242,6 +243,7 @@ def format_md(report: dict[str, Any]) -> str:
                 if any(not name.startswith("phantom-") for name in report["clips"]) or not report["clips"] else ""),
              "",
              *([f"Engine: {report.get('backend', 'onnxruntime')} {report['precision']}"
+                + (f", refiner test-time augmentation {report['tta']}" if report.get("tta", "none") != "none" else "")
                 + (f"; CPU {report['machine'].get('cpu')} ({', '.join(report['machine']['cpu_features'])})"
                    if report.get("machine", {}).get("cpu_features") else "") + ".", ""]
                if report.get("precision") else []),
@@ -292,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
                    help="the engine's precision (default auto, mn-live's: int8 on a CPU with VNNI where the model "
                         "has int8 files, else fp32)")
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help="the cascade refiner's test-time augmentation, as mn-live's --tta (default: the model's own)")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="the current frame's weight in the tracked+fusion setting (default %(default)s)")
     p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
@@ -345,8 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ships int8 files); fp32 / int8: onnxruntime at that precision
     auto = args.precision == "auto"
     engine = load_engine(args.model, backend="auto" if auto else "onnxruntime",
-                         precision=None if auto else args.precision, threads=args.threads, dynamic_batch=True)
+                         precision=None if auto else args.precision, threads=args.threads, dynamic_batch=True,
+                         tta=args.tta)
     precision, backend = engine.info.precision, engine.info.backend
+    tta = getattr(engine, "tta", "none")
     if not getattr(engine, "window_hints", False):
         raise UserError(f"{args.model} has no window to place (not a cascade): nothing to compare")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -373,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.system import cpu_features, cpu_model
 
     report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
-              "backend": backend, "precision": precision,
+              "backend": backend, "precision": precision, "tta": tta,
               "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count(),
                           "cpu": cpu_model(), "cpu_features": cpu_features()},
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),

@@ -126,6 +126,11 @@ def test_the_engine_precision_is_chosen_and_recorded(tmp_path: Path) -> None:
                                  "--precision", precision, "--json", str(out), "-q"]) == 0
         assert json.loads(out.read_text())["precision"] == precision
         assert f"Engine: onnxruntime {precision}" in (tmp_path / "w.md").read_text()
+    assert json.loads(out.read_text())["tta"] == "none"
+    assert window_bench.cli(["--phantoms", "1", "--frames", "3", "--threads", "1", "--modes", "tracked",
+                             "--precision", "int8", "--tta", "hflip", "--json", str(out), "-q"]) == 0
+    assert json.loads(out.read_text())["tta"] == "hflip"
+    assert "Engine: onnxruntime int8, refiner test-time augmentation hflip" in (tmp_path / "w.md").read_text()
 
 
 def test_clip_specs_of_a_kfold_fold_are_its_validation_patients(synthetic_dataset_shared: Path) -> None:
