@@ -19,7 +19,15 @@ from torch import Tensor, nn
 from train.errors import UserError
 from train.models import ModelEntry, build_model, model_stride, register_model
 from train.models.layers import check_size_divisible
-from train.window import candidate_boxes, candidate_masses, check_tta, choose_candidates, paste, window_boxes
+from train.window import (
+    candidate_boxes,
+    candidate_masses,
+    check_tta,
+    choose_candidates,
+    flip_average,
+    paste,
+    window_boxes,
+)
 
 CASCADE_NAME = "cascade"
 """``config["model"]["name"]`` of a cascade checkpoint."""
@@ -109,8 +117,7 @@ class CascadeNet(nn.Module):
             return self.refiner(windows)
         n = windows.shape[0]
         prob = torch.sigmoid(self.refiner(torch.cat([windows, torch.flip(windows, [3])])).float())
-        averaged = 0.5 * (prob[:n] + torch.flip(prob[n:], [3]))
-        return torch.logit(averaged, eps=1e-7)
+        return torch.logit(flip_average(prob[:n], prob[n:]), eps=1e-7)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"crop={self.crop[0]}x{self.crop[1]}, candidates={self.candidates}, tta={self.tta}"

@@ -184,7 +184,9 @@ def check_tta(mode: Any) -> str:
     return mode
 
 
-def flip_average(prob: np.ndarray, prob_of_mirror: np.ndarray) -> np.ndarray:
+def flip_average(prob: Any, prob_of_mirror: Any) -> Any:
     """The ``hflip`` average of probabilities ``[N, 1, h, w]`` of windows and of their left-right mirrors:
-    ``(prob + mirror(prob_of_mirror)) / 2`` (the mirror's map flipped back onto the window first)."""
-    return 0.5 * (prob + prob_of_mirror[..., ::-1])
+    ``(prob + mirror(prob_of_mirror)) / 2`` (the mirror's map flipped back onto the window first). Numpy arrays
+    or torch tensors (recognised by ``new_full``, as in :func:`paste`), the result of the same kind."""
+    mirrored = prob_of_mirror.flip(-1) if hasattr(prob_of_mirror, "new_full") else prob_of_mirror[..., ::-1]
+    return 0.5 * (prob + mirrored)
