@@ -25,12 +25,13 @@ localiser and refiner train independently of each other, so on one GPU they can 
 once; then the same command without ``--part`` joins and evaluates (copies nothing, trains nothing again).
 
 ``--as-final`` checks that procedure before it is trusted: each fold trained the way ``--final`` trains (the
-folds' median best epochs, nothing chosen by its validation images: ``mn-train --blind``, last weights kept) and
+folds' schedule, nothing chosen by its validation images: ``mn-train --blind``, last weights kept) and
 evaluated on the fold's patients, beside the fold's own model.
 
-``--final`` trains the recipe on every image (``--split none``) for the median of the folds' best
-epochs: the model that ships, its epoch count chosen by cross-validation and not by any image
-it is evaluated on. Its mask threshold is chosen the same way (:mod:`train.threshold`): the one whose
+``--final`` trains the recipe on every image (``--split none``) for a schedule the folds fix
+(:mod:`train.schedule`, ``--schedule PART=RULE``: by default the median of the folds' best epochs; ``best-drops``
+and ``fold-drops`` also drop the learning rate where the folds did): the model that ships, its epochs chosen by
+cross-validation and not by any image it is evaluated on; ``OUT/final/schedule.json`` says what was taken. Its mask threshold is chosen the same way (:mod:`train.threshold`): the one whose
 median signed CSA error over every fold's out-of-fold images is nearest 0, written into its config; the
 summary's leave-one-fold-out table says what that threshold does on patients that did not choose it.
 
@@ -65,6 +66,7 @@ from typing import Any, Sequence
 
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
 from train.recipes import RECIPES, Recipe, get_recipe, part_args
+from train.schedule import DEFAULT_PATIENCE, Schedule, final_schedule, parse_schedules, rate_drops
 from train.window import TTA_MODES, check_tta
 
 log = logging.getLogger(__name__)
@@ -146,12 +148,14 @@ class CrossValidation:
                  extra: Sequence[str] = (), epochs: int | None = None, train_args: Sequence[str] = (),
                  device: str = "cpu", size: str | None = None, crop: str | None = None, candidates: int = 1,
                  tta: str = "none", python: str = sys.executable, share: Sequence[str] = (), parts: Sequence[str] = (),
-                 summary_only: bool = False, threshold_from: str = "folds") -> None:
+                 summary_only: bool = False, threshold_from: str = "folds",
+                 schedules: Sequence[str] = ()) -> None:
         """``threshold_from``: the sweeps ``--final`` chooses the mask threshold on: ``"folds"`` (the fold
         models') or ``"as-final"`` (``fold-K/as-final/``: models trained the way the final is).
         ``summary_only``: only :meth:`write_summary` will be called (``--aggregate``), so the dataset and the
         extra frames are recorded as given but not required. ``parts``: train only these parts (default all);
-        the model is then neither joined nor evaluated (a run with every part does that)."""
+        the model is then neither joined nor evaluated (a run with every part does that). ``schedules``:
+        ``PART=RULE`` items, the rule (:mod:`train.schedule`) of each part's schedule in --final and --as-final."""
         if folds < 2:
             raise UserError(f"--folds must be at least 2, got {folds}")
         if not summary_only and not Path(data).is_dir():
@@ -185,6 +189,14 @@ class CrossValidation:
         if unknown:
             raise UserError(f"--part {unknown[0]}: recipe {recipe.name} has the parts {', '.join(recipe.parts)}")
         self.parts = [q for q in recipe.parts if not parts or q in parts]
+        self.schedules = parse_schedules(schedules, list(recipe.parts))
+        fixed = [q for q, rule in self.schedules.items() if rule != "best"]
+        if fixed and epochs is not None:
+            raise UserError(f"--epochs and --schedule {fixed[0]}={self.schedules[fixed[0]]} both set that part's "
+                            "epochs; drop --epochs (the rule takes them from the folds)")
+        if fixed and "--lr-drops" in self.train_args:
+            raise UserError(f"--train-args gives --lr-drops and --schedule {fixed[0]}={self.schedules[fixed[0]]} "
+                            "derives them from the folds; drop one")
         for folder in self.share:
             if not folder.is_dir():
                 raise UserError(f"--share {folder} is not a folder; give another mn-cv run's --out")
@@ -349,32 +361,78 @@ class CrossValidation:
 
     # -- all folds, the final model, the summary ----------------------------------------------
 
+    def _fold_records(self, fold: int, part: str) -> tuple[Path | None, Path | None]:
+        """A finished fold part's ``(config.json, history.csv)``: its run folder's, or the ``PART-config.json`` /
+        ``PART-history.csv`` that ``benchmarks/cv_collect.sh`` keeps of a finished part whose run is gone."""
+        run = self.fold_dir(fold) / part
+        if (run / ".done").is_file() and (run / "config.json").is_file():
+            return run / "config.json", run / "history.csv" if (run / "history.csv").is_file() else None
+        cfg, hist = self.fold_dir(fold) / f"{part}-config.json", self.fold_dir(fold) / f"{part}-history.csv"
+        return (cfg if cfg.is_file() else None), (hist if hist.is_file() else None)
+
     def best_epochs(self) -> dict[str, list[int]]:
         """``{part: [best epoch of each finished fold]}`` (1-based, from each run's config.json, or from the
         ``PART-config.json`` that ``benchmarks/cv_collect.sh`` keeps of a finished part whose run is gone)."""
         out: dict[str, list[int]] = {part: [] for part in self.recipe.parts}
         for fold in range(self.folds):
             for part in self.recipe.parts:
-                cfg = self.fold_dir(fold) / part / "config.json"
-                if not ((self.fold_dir(fold) / part / ".done").is_file() and cfg.is_file()):
-                    cfg = self.fold_dir(fold) / f"{part}-config.json"
-                if cfg.is_file():
+                cfg, _ = self._fold_records(fold, part)
+                if cfg is not None:
                     best = json.loads(cfg.read_text()).get("metrics", {}).get("best_epoch")
                     if best:
                         out[part].append(int(best))
         return out
 
-    def final_epochs(self) -> dict[str, int]:
-        """Each part's epochs for --final and --as-final: the median of the folds' best epochs (every fold needed)."""
-        best = self.best_epochs()
+    def final_schedules(self) -> dict[str, Schedule]:
+        """Each part's schedule for --final and --as-final (:mod:`train.schedule`, the rule of ``--schedule``,
+        ``best`` by default): from every fold's best epoch, plateau patience and learning-rate drops; ``--epochs``
+        overrides the ``best`` rule's epoch count."""
         out = {}
         for part in self.parts:
-            if len(best[part]) < self.folds:
-                raise UserError(f"--final and --as-final need every fold trained first ({len(best[part])} of "
+            configs, histories = [], []
+            for fold in range(self.folds):
+                cfg, hist = self._fold_records(fold, part)
+                if cfg is not None and (json.loads(cfg.read_text()).get("metrics") or {}).get("best_epoch"):
+                    configs.append(json.loads(cfg.read_text()))
+                    histories.append(hist)
+            if len(configs) < self.folds:
+                raise UserError(f"--final and --as-final need every fold trained first ({len(configs)} of "
                                 f"{self.folds} folds have a finished {part}); run mn-cv without them")
-            out[part] = self.epochs or max(1, int(round(statistics.median(best[part]))))
-            log.info("%s: %d epochs (median best epoch of the folds %s)", part, out[part], best[part])
+            rule = self.schedules.get(part, "best")
+            best = [int(c["metrics"]["best_epoch"]) for c in configs]
+            drops: list[list[int]] = []
+            if rule == "fold-drops":
+                missing = [k for k, h in enumerate(histories) if h is None]
+                if missing:
+                    raise UserError(f"--schedule {part}=fold-drops needs every fold's {part} history.csv; folds "
+                                    f"{missing} have none (benchmarks/cv_collect.sh keeps it as {part}-history.csv)")
+                drops = [rate_drops(h) for h in histories if h is not None]
+            patience = statistics.median_low([int((c.get("train") or {}).get("lr_patience") or DEFAULT_PATIENCE)
+                                              for c in configs])
+            schedule = final_schedule(rule, best, drops, patience=patience)
+            if self.epochs and rule == "best":
+                schedule = Schedule(rule, self.epochs, (), {**schedule.source, "epochs_given": self.epochs})
+            out[part] = schedule
+            log.info("%s: %d epochs%s (%s: %s)", part, schedule.epochs,
+                     f", rate drops after {', '.join(map(str, schedule.drops))}" if schedule.drops else "",
+                     rule, schedule.source)
         return out
+
+    def write_schedule(self, folder: Path, schedules: dict[str, Schedule]) -> None:
+        """``folder/schedule.json``: each part's schedule and where it came from (what a reader of the final
+        model's folder needs to know how it was trained)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_json(folder / "schedule.json", {part: s.as_dict() for part, s in schedules.items()})
+        for part, schedule in schedules.items():
+            cfg = folder / part / "config.json"
+            if not cfg.is_file():
+                continue
+            train = json.loads(cfg.read_text()).get("train") or {}
+            had = (train.get("epochs"), list(train.get("lr_drops") or []))
+            if had != (schedule.epochs, list(schedule.drops)):
+                log.warning("%s was trained (or begun) for %s epochs with rate drops %s, not this schedule's %d and "
+                            "%s: it is kept as it is; train this schedule into a new --out", folder / part, had[0],
+                            had[1] or "none", schedule.epochs, list(schedule.drops) or "none")
 
     def run_as_final(self, fold: int) -> None:
         """Fold ``fold`` trained the way --final trains (the folds' median best epochs, its validation images
@@ -384,15 +442,19 @@ class CrossValidation:
             raise UserError(f"--fold must be in 0..{self.folds - 1}, got {fold}")
         folder = self.fold_dir(fold) / "as-final"
         split = ["--folds", str(self.folds), "--fold", str(fold), "--blind"]
-        for part, epochs in self.final_epochs().items():
-            self.train_part(folder / part, part, split, epochs)
+        schedules = self.final_schedules()
+        self.write_schedule(folder, schedules)
+        for part, schedule in schedules.items():
+            self.train_part(folder / part, part, [*split, *schedule.train_args()], schedule.epochs)
         if self.all_done(folder):
             self.evaluate_fold(fold, self.build_model(folder, checkpoint="last.pt"), folder)
 
     def run_final(self) -> Path | None:
         folder = self.out / "final"
-        for part, epochs in self.final_epochs().items():
-            self.train_part(folder / part, part, ["--split", "none"], epochs)
+        schedules = self.final_schedules()
+        self.write_schedule(folder, schedules)
+        for part, schedule in schedules.items():
+            self.train_part(folder / part, part, ["--split", "none", *schedule.train_args()], schedule.epochs)
         if not self.all_done(folder):
             return None
         model = self.build_model(folder, checkpoint="last.pt")
@@ -642,6 +704,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --final: the out-of-fold sweeps that choose the final model's mask threshold: the fold "
                         "models' (every fold needed) or those of the folds trained as the final is (--as-final "
                         "run first; two or more folds)")
+    p.add_argument("--schedule", action="append", default=[], metavar="PART=RULE",
+                   help="with --final / --as-final: how a part's epochs and learning-rate drops come from the folds "
+                        "(repeatable): best (default: the median best epoch, the rate left to mn-train), best-drops "
+                        "(the median best epoch, then 10 epochs at a tenth and 10 at a hundredth of the rate) or "
+                        "fold-drops (the medians of the folds' own first two rate drops, ending at their third's)")
     p.add_argument("--final", action="store_true",
                    help="after the folds: train on every image for the folds' median best epoch (OUT/final/model.pt), "
                         "with the mask threshold the folds' out-of-fold images choose")
@@ -706,9 +773,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                              device=args.device, size=args.size, crop=args.crop,
                              candidates=args.candidates, tta=args.tta, share=args.share, parts=args.part,
-                             threshold_from=args.threshold_from)
+                             threshold_from=args.threshold_from, schedules=args.schedule)
         if args.final and args.as_final:
             raise UserError("--final and --as-final are two runs: --as-final first (it validates what --final does)")
+        if args.schedule and not (args.final or args.as_final):
+            raise UserError("--schedule says how --final and --as-final train; the folds train by the recipe")
         if args.as_final:
             for fold in [args.fold] if args.fold is not None else range(args.folds):
                 cv.run_as_final(fold)

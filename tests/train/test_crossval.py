@@ -400,3 +400,60 @@ def test_as_final_trains_a_fold_the_way_final_does_and_evaluates_it(tmp_path: Pa
     with pytest.raises(SystemExit) as refused:  # argparse: the choices named
         cli([*argv, "--final", "--threshold-from", "best"])
     assert refused.value.code == 2
+
+
+def _fold_records(out: Path, fold: int, part: str, best: int, lrs: list[float], patience: int = 10) -> None:
+    folder = out / f"fold-{fold}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{part}-config.json").write_text(json.dumps({"metrics": {"best_epoch": best},
+                                                            "train": {"lr_patience": patience}}))
+    rows = ["epoch,lr"] + [f"{i + 1},{lr}" for i, lr in enumerate(lrs)]
+    (folder / f"{part}-history.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_final_schedule_rules_give_each_part_its_epochs_and_rate_drops(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--schedule PART=RULE: --final and --as-final train each part for the epochs and with the rate drops the rule
+    takes from the folds' records (PART-config.json / PART-history.csv as cv_collect keeps them), and say so in
+    schedule.json."""
+    data = make_dataset(tmp_path / "d", n_patients=3, per_patient=1)
+    extra = make_dataset(tmp_path / "ph", n_patients=1, per_patient=1, seed=5)
+    out = tmp_path / "cv"
+    # localiser drops: fold 0 at epochs 5, 9, 12; fold 1 at 7, 11, 14 -> medians 6, 10, 13
+    _fold_records(out, 0, "localiser", 8, [1e-2] * 4 + [1e-3] * 4 + [1e-4] * 3 + [1e-5] * 2)
+    _fold_records(out, 1, "localiser", 10, [1e-2] * 6 + [1e-3] * 4 + [1e-4] * 3 + [1e-5] * 2)
+    _fold_records(out, 0, "refiner", 20, [1e-3] * 30, patience=5)
+    _fold_records(out, 1, "refiner", 24, [1e-3] * 30, patience=5)
+    calls: list[tuple[str, list[str], int]] = []
+    monkeypatch.setattr(CrossValidation, "train_part",
+                        lambda self, run, part, split, epochs: calls.append((part, list(split), epochs)))
+    monkeypatch.setattr(CrossValidation, "all_done", lambda self, folder: False)
+    cv = CrossValidation(get_recipe("cascade-strong-ph"), str(data), str(out), folds=2, extra=[str(extra)],
+                         schedules=["localiser=fold-drops", "refiner=best-drops"])
+    assert cv.run_final() is None
+    assert calls == [("localiser", ["--split", "none", "--lr-drops", "6", "10"], 13),
+                     ("refiner", ["--split", "none", "--lr-drops", "22", "27"], 32)]
+    written = json.loads((out / "final" / "schedule.json").read_text())
+    assert written["localiser"]["lr_drops"] == [6, 10] and written["refiner"]["from"]["patience"] == 5
+    calls.clear()
+    cv.run_as_final(1)
+    assert calls[0] == ("localiser", ["--folds", "2", "--fold", "1", "--blind", "--lr-drops", "6", "10"], 13)
+    assert json.loads((out / "fold-1" / "as-final" / "schedule.json").read_text())["refiner"]["epochs"] == 32
+    calls.clear()
+    CrossValidation(get_recipe("cascade-strong-ph"), str(data), str(out), folds=2, extra=[str(extra)],
+                    epochs=9).run_final()  # the default rule: the given epochs, no drops
+    assert [(c[1], c[2]) for c in calls] == [(["--split", "none"], 9)] * 2
+
+    base = ["--recipe", "cascade-strong-ph", "--data", str(data), "--extra-train", str(extra), "--out", str(out),
+            "--folds", "2", "-q"]
+    for argv, message in ((["--schedule", "refiner=best-drops"], "--schedule says how --final"),
+                          (["--final", "--schedule", "refiner=best-drops", "--epochs", "3"], "drop --epochs"),
+                          (["--final", "--schedule", "refiner=best-drops", "--train-args", "--lr-drops 4"],
+                           "drop one"),
+                          (["--final", "--schedule", "refiner=warm"], "the rules are")):
+        with pytest.raises(UserError, match=message):
+            crossval.main([*base, *argv])
+    (out / "fold-1" / "localiser-history.csv").unlink()
+    with pytest.raises(UserError, match=r"folds \[1\] have none"):
+        CrossValidation(get_recipe("cascade-strong-ph"), str(data), str(out), folds=2, extra=[str(extra)],
+                        schedules=["localiser=fold-drops"]).run_final()
