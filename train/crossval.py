@@ -31,9 +31,10 @@ evaluated on the fold's patients, beside the fold's own model.
 ``--final`` trains the recipe on every image (``--split none``) for a schedule the folds fix
 (:mod:`train.schedule`, ``--schedule PART=RULE``: by default the median of the folds' best epochs; ``best-drops``
 and ``fold-drops`` also drop the learning rate where the folds did): the model that ships, its epochs chosen by
-cross-validation and not by any image it is evaluated on; ``OUT/final/schedule.json`` says what was taken. Its mask threshold is chosen the same way (:mod:`train.threshold`): the one whose
-median signed CSA error over every fold's out-of-fold images is nearest 0, written into its config; the
-summary's leave-one-fold-out table says what that threshold does on patients that did not choose it.
+cross-validation and not by any image it is evaluated on; ``OUT/final/schedule.json`` says what was taken.
+Its mask threshold is chosen the same way (:mod:`train.threshold`): the one whose median signed CSA error over
+every fold's out-of-fold images is nearest 0, written into its config; the summary's leave-one-fold-out table
+says what that threshold does on patients that did not choose it.
 
 Layout of ``--out``::
 
