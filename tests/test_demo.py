@@ -38,3 +38,9 @@ def test_make_demo_writes_the_four_files(tmp_path):
     assert len(rows) == 1 + FRAMES  # header + one row per frame
     assert f"frames processed {FRAMES}" in proc.stdout
     assert "random weights" not in proc.stdout
+    # the README's first command, run a second time: it replaces the first run's files instead of refusing
+    first = files[".csv"].stat().st_mtime_ns
+    again = subprocess.run(["make", "-C", str(ROOT), "demo", f"VENV={venv}", f"DEMO_FRAMES={FRAMES}",
+                            f"DEMO_OUT={out}"], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert files[".csv"].stat().st_mtime_ns > first
