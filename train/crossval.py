@@ -371,18 +371,23 @@ class CrossValidation:
         cfg, hist = self.fold_dir(fold) / f"{part}-config.json", self.fold_dir(fold) / f"{part}-history.csv"
         return (cfg if cfg.is_file() else None), (hist if hist.is_file() else None)
 
+    def _finished_folds(self, part: str) -> list[tuple[dict[str, Any], Path | None]]:
+        """``(config, history.csv or None)`` of each fold whose ``part`` finished with a best epoch
+        (:meth:`_fold_records`), in fold order."""
+        out = []
+        for fold in range(self.folds):
+            cfg, hist = self._fold_records(fold, part)
+            if cfg is not None:
+                config = json.loads(cfg.read_text())
+                if (config.get("metrics") or {}).get("best_epoch"):
+                    out.append((config, hist))
+        return out
+
     def best_epochs(self) -> dict[str, list[int]]:
         """``{part: [best epoch of each finished fold]}`` (1-based, from each run's config.json, or from the
         ``PART-config.json`` that ``benchmarks/cv_collect.sh`` keeps of a finished part whose run is gone)."""
-        out: dict[str, list[int]] = {part: [] for part in self.recipe.parts}
-        for fold in range(self.folds):
-            for part in self.recipe.parts:
-                cfg, _ = self._fold_records(fold, part)
-                if cfg is not None:
-                    best = json.loads(cfg.read_text()).get("metrics", {}).get("best_epoch")
-                    if best:
-                        out[part].append(int(best))
-        return out
+        return {part: [int(c["metrics"]["best_epoch"]) for c, _ in self._finished_folds(part)]
+                for part in self.recipe.parts}
 
     def final_schedules(self) -> dict[str, Schedule]:
         """Each part's schedule for --final and --as-final (:mod:`train.schedule`, the rule of ``--schedule``,
@@ -390,12 +395,8 @@ class CrossValidation:
         overrides the ``best`` rule's epoch count."""
         out = {}
         for part in self.parts:
-            configs, histories = [], []
-            for fold in range(self.folds):
-                cfg, hist = self._fold_records(fold, part)
-                if cfg is not None and (json.loads(cfg.read_text()).get("metrics") or {}).get("best_epoch"):
-                    configs.append(json.loads(cfg.read_text()))
-                    histories.append(hist)
+            finished = self._finished_folds(part)
+            configs, histories = [c for c, _ in finished], [h for _, h in finished]
             if len(configs) < self.folds:
                 raise UserError(f"--final and --as-final need every fold trained first ({len(configs)} of "
                                 f"{self.folds} folds have a finished {part}); run mn-cv without them")
