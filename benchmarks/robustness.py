@@ -23,8 +23,9 @@ Per condition: ``n``, ``dsc_mean``, ``csa_abs_median`` (median |error|, fraction
 |error| median stays within 2 points of the clean images' at every level.
 
 ``--window-diagnosis`` (a cascade only) tells which part fails: per condition, ``window_off`` (images
-whose true nerve's centroid is further from the window's centre than :data:`WINDOW_JITTER` of the
-half-window's side, further than any training window of the refiner was shifted) and the accuracy with the
+whose window is none the refiner's training could have cut around their true nerve: its corner further
+from the corner of the window centred on the nerve, both clamped inside the frame as training clamps them,
+than :data:`WINDOW_JITTER` of the half-window's side, :func:`train.window.within_jitter`) and the accuracy with the
 window centred on the true nerve (``dsc_true_window``, ``csa_abs_median_true_window``,
 ``csa_bias_true_window``): the refiner's own share of the error, what a perfect localiser would give.
 
@@ -72,6 +73,7 @@ from train.perturb import PERTURBATIONS, parse_levels, perturb
 from train.preprocess import preprocess_image
 from train.splits import DEFAULT_FOLDS, DEFAULT_SEED, make_split
 from train.threshold import model_threshold
+from train.window import mask_centre, within_jitter
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,11 @@ PER_IMAGE_FIELDS = ("stem", "fold", "perturbation", "level", "width", "height", 
                     "area_pred_px", "csa_rel_error", "missed", "empty")
 """Columns of ``--per-image``; ``csa_rel_error`` is signed, (pred - true) / true, empty when true is 0."""
 WINDOW_JITTER = REFINER_JITTER
-"""``--window-diagnosis``: a cascade's window is *off* when the true nerve's centroid is further from the window's
-centre than this share of the half-window's width or height, the most the refiner's training windows were shifted
-(:data:`engines.cascade.REFINER_JITTER`): the refiner has never seen its nerve there."""
+"""``--window-diagnosis``: a cascade's window is *off* when no training window of the refiner, centred on the true
+nerve, shifted by up to this share of the half-window's width and height (:data:`engines.cascade.REFINER_JITTER`)
+and clamped inside the frame, is that window (:func:`train.window.within_jitter`): the refiner has never seen its
+nerve there. (Before 2026-12-05 the centres were compared without the clamp, so a nerve near the top edge, whose
+window is clamped as in training, counted as off.)"""
 WINDOW_ROW_KEYS = ("window_off", "dsc_true_window", "csa_abs_median_true_window", "csa_bias_true_window")
 """The extra keys of every row with ``--window-diagnosis``."""
 WINDOW_FIELDS = ("window_off", "window_offset_x", "window_offset_y", "dsc_true_window", "csa_rel_error_true_window")
@@ -319,8 +323,6 @@ def all_within(rows: Sequence[Mapping[str, Any]]) -> bool:
 def true_centre(mask: np.ndarray, size: tuple[int, int]) -> tuple[float, float] | None:
     """The true nerve's centroid ``(x, y)`` in the engine's input pixels (``size = (W, H)``): the mask resized as
     the frame is (``cv2.INTER_LINEAR``), then :func:`train.window.mask_centre`; None for an empty mask."""
-    from train.window import mask_centre
-
     small = cv2.resize(np.asarray(mask, np.float32), (int(size[0]), int(size[1])), interpolation=cv2.INTER_LINEAR)
     return mask_centre(small)
 
@@ -336,8 +338,8 @@ def window_diagnosis(engine: Engine, x: np.ndarray, mask: np.ndarray, hw: tuple[
     fields: dict[str, Any] = dict.fromkeys(WINDOW_FIELDS)
     if centre is not None:
         dx, dy = centre[0] - (x0 + cw / 2.0), centre[1] - (y0 + ch / 2.0)
-        fields.update(window_offset_x=dx, window_offset_y=dy,
-                      window_off=bool(abs(dx) > WINDOW_JITTER * cw / 2.0 or abs(dy) > WINDOW_JITTER * ch / 2.0))
+        reachable = within_jitter((x0, y0), centre, (cw, ch), (x.shape[-1], x.shape[-2]), WINDOW_JITTER)
+        fields.update(window_offset_x=dx, window_offset_y=dy, window_off=not reachable)
         placed, _ = engine.infer_hinted(x, [centre])
         truth_score = score(upsample(placed[0, 0], hw), mask, model_threshold(engine.info.config))
         fields.update(dsc_true_window=truth_score["dsc"], csa_rel_error_true_window=truth_score["csa_rel_error"])
@@ -447,10 +449,10 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines = [title, "", "; ".join(what) + ".", "", *notes, *([""] if notes else []),
              f"CSA errors are relative to the true area at native resolution; goal: the CSA |error| median "
              f"within {result.get('within_pts', WITHIN_PTS):g} points of the clean images' at every level.", "",
-             *([f"Window diagnosis: *window off* counts the images whose true nerve's centroid is further from the "
-                f"cascade's window centre than {WINDOW_JITTER:g} of the half-window's width or height (the most the "
-                "refiner's training windows were shifted); *true window* is the same engine with the window centred "
-                "on the true nerve: what a perfect localiser would give.", ""] if windows else []),
+             *([f"Window diagnosis: *window off* counts the images whose window is none the refiner's training "
+                f"could have cut around the true nerve (centred on it, shifted by up to {WINDOW_JITTER:g} of the "
+                "half-window's width and height, clamped inside the frame); *true window* is the same engine with "
+                "the window centred on the true nerve: what a perfect localiser would give.", ""] if windows else []),
              "| perturbation | level | n | DSC | ΔDSC | CSA \\|err\\| median | Δ (pts) | CSA bias | missed | empty "
              "| within 2 pts |"
              + (" window off | true window: DSC | CSA \\|err\\| median | CSA bias |" if windows else ""),

@@ -6,7 +6,8 @@ Torch-free (numpy and OpenCV only): the runtime imports it without PyTorch.
 
 1. :func:`find_centre` / :func:`find_centres`: the centre of the largest (or the ``k`` largest)
    components of the localiser's mask;
-2. :func:`crop_box`: a fixed window around a centre, clamped inside the frame;
+2. :func:`crop_box`: a fixed window around a centre, clamped inside the frame; :func:`within_jitter`:
+   whether a window is one the refiner's training could have cut around a nerve;
 3. :func:`window_boxes` / :func:`candidate_boxes`: both per image of a batch;
 4. :func:`window_mass`, :func:`candidate_masses`, :func:`choose_candidates`: which candidate
    window the refiner found the most nerve in;
@@ -66,6 +67,20 @@ def crop_box(centre: tuple[float, float], crop_wh: tuple[int, int], frame_wh: tu
     x0 = int(round(cx - cw / 2.0))
     y0 = int(round(cy - ch / 2.0))
     return min(max(x0, 0), fw - cw), min(max(y0, 0), fh - ch)
+
+
+def within_jitter(box: tuple[int, int], centre: tuple[float, float], crop_wh: tuple[int, int],
+                  frame_wh: tuple[int, int], jitter: float) -> bool:
+    """Whether the window at top-left ``box`` is one the refiner's training could have cut for a nerve
+    centred at ``centre``: training shifts the centre by up to ``jitter`` of the half-window each way and then
+    clamps the window inside the frame (:class:`train.crops.CropDataset`), so the reachable corners lie between
+    those of the two extreme shifts. Near a border that includes windows whose centre is far from the
+    nerve's: a nerve 20 px below the top edge sits 28 px above a 96 px window's centre, as in training."""
+    (cx, cy), (cw, ch) = centre, crop_wh
+    dx, dy = jitter * cw / 2.0, jitter * ch / 2.0
+    lo = crop_box((cx - dx, cy - dy), crop_wh, frame_wh)
+    hi = crop_box((cx + dx, cy + dy), crop_wh, frame_wh)
+    return lo[0] <= box[0] <= hi[0] and lo[1] <= box[1] <= hi[1]
 
 
 def window_boxes(loc_prob: np.ndarray, crop_wh: tuple[int, int], threshold: float = 0.5) -> list[tuple[int, int]]:

@@ -331,6 +331,19 @@ def test_window_diagnosis_tells_the_localiser_from_the_refiner() -> None:
     assert row(plain, rb.CLEAN)["dsc_mean"] == pytest.approx(clean["dsc_mean"])
 
 
+def test_window_diagnosis_counts_a_window_clamped_at_the_top_as_training_clamps_it() -> None:
+    # nerves 7 px below the top edge: the window (32 px high) is clamped to y0 = 0, its centre 9 px below the
+    # nerve's, more than the 4 px training shifts it; but training clamps it there too, so it is not off
+    items = []
+    for i, cx in enumerate((30, 48, 66)):
+        mask = ellipse_mask(SIZE, (cx, 7), (10, 5), 0.0).astype(np.float32)
+        items.append(rb.Item(f"Pz{i:03d}-001", mask, mask / 255, index=i))
+    report = rb.run_report(cascade(Oracle()), items, rb.conditions_for({}), diagnose_window=True)
+    for r in report["per_image"]:
+        assert r["window_offset_y"] == pytest.approx(-9.0, abs=0.6) and r["window_off"] is False
+    assert row(report, rb.CLEAN)["window_off"] == 0
+
+
 def test_window_diagnosis_needs_a_cascade() -> None:
     with pytest.raises(rb.UserError, match="needs a cascade"):
         rb.measure(Oracle(), make_items(1), rb.conditions_for({}), diagnose_window=True)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from train.errors import UserError
-from train.window import BACKGROUND_LOGIT, TTA_MODES, check_tta, crop_box, find_centre, flip_average, mask_centre, paste
+from train.window import (BACKGROUND_LOGIT, TTA_MODES, check_tta, crop_box, find_centre, flip_average, mask_centre,
+                          paste, within_jitter)
 
 
 def _square(h: int, w: int, x0: int, y0: int, x1: int, y1: int, value: float = 1.0) -> np.ndarray:
@@ -87,6 +88,28 @@ def test_crop_box_centred_and_clamped_at_every_border() -> None:
     assert crop_box((64.0, 95.0), crop, frame) == (32, 48)    # bottom: H - ch
     assert crop_box((500.0, 500.0), crop, frame) == (64, 48)  # a corner
     assert crop_box((10.0, 10.0), frame, frame) == (0, 0)     # the window is the frame
+
+
+def test_within_jitter_is_the_set_of_training_windows_clamped_as_training_clamps_them() -> None:
+    frame, crop, jitter = (384, 288), (128, 96), 0.25  # shifts of up to 16 px across and 12 px down
+    centre = (200.0, 150.0)  # far from every border: the window centred on it has its corner at (136, 102)
+    assert within_jitter((136, 102), centre, crop, frame, jitter)
+    assert within_jitter((136 + 16, 102 - 12), centre, crop, frame, jitter)      # the largest shift
+    assert not within_jitter((136 + 17, 102), centre, crop, frame, jitter)
+    assert not within_jitter((136, 102 + 13), centre, crop, frame, jitter)
+    # a nerve 20 px below the top edge: training clamps every window to y0 = 0, whose centre is 28 px below it
+    top = (200.0, 20.0)
+    assert within_jitter((136, 0), top, crop, frame, jitter)
+    assert not within_jitter((136, 1), top, crop, frame, jitter)  # a window training never cut
+    # at the right edge the clamp merges the shifts into x0 = W - cw
+    assert within_jitter((256, 102), (380.0, 150.0), crop, frame, jitter)
+    assert not within_jitter((256 - 20, 102), (380.0, 150.0), crop, frame, jitter)
+    # every training window is within: CropDataset's placement, sampled
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        c = (rng.uniform(-20, 404), rng.uniform(-20, 308))
+        d = rng.uniform(-1, 1, 2) * jitter * np.array([64.0, 48.0])
+        assert within_jitter(crop_box((c[0] + d[0], c[1] + d[1]), crop, frame), c, crop, frame, jitter)
 
 
 @pytest.mark.parametrize("crop", [(130, 48), (64, 100), (200, 200)])
