@@ -23,9 +23,9 @@ Per condition: ``n``, ``dsc_mean``, ``csa_abs_median`` (median |error|, fraction
 |error| median stays within 2 points of the clean images' at every level.
 
 ``--window-diagnosis`` (a cascade only) tells which part fails: per condition, ``window_off`` (images
-whose window is none the refiner's training could have cut around their true nerve: its corner further
-from the corner of the window centred on the nerve, both clamped inside the frame as training clamps them,
-than :data:`WINDOW_JITTER` of the half-window's side, :func:`train.window.within_jitter`) and the accuracy with the
+whose window is none the refiner's training could have cut around their true nerve: centred on it, shifted
+by up to :data:`WINDOW_JITTER` of the half-window's side and clamped inside the frame as training clamps it,
+:func:`train.window.within_jitter`) and the accuracy with the
 window centred on the true nerve (``dsc_true_window``, ``csa_abs_median_true_window``,
 ``csa_bias_true_window``): the refiner's own share of the error, what a perfect localiser would give.
 
