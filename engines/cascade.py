@@ -325,6 +325,7 @@ def cascade_geometry(config: dict, path: str | os.PathLike = "the cascade") -> d
         EngineError: a missing part spec or size, a window larger than the frame, or a frame the
             localiser cannot take.
     """
+    import train.ensemble_net  # noqa: F401  a refiner may be an ensemble (a composite: registers when imported)
     from train.models import check_input_size
 
     kwargs = (config.get("model") or {}).get("kwargs") or {}

@@ -61,7 +61,7 @@ __all__ = [
     "BACKGROUND_LOGIT", "CANDIDATE_OVERLAP", "CASCADE_NAME", "CENTRE_STEP", "NEGATIVE_MAX", "NEGATIVE_TRIES",
     "TTA_MODES", "CascadeNet", "CropDataset", "build_cascade_checkpoint", "candidate_boxes", "candidate_masses",
     "check_crop", "choose_candidates", "crop_around_truth", "crop_box", "find_centre", "find_centres", "main",
-    "mask_centre", "negative_box", "part_payload", "paste", "window_boxes", "window_mass",
+    "ensemble_payload", "mask_centre", "negative_box", "part_payload", "paste", "window_boxes", "window_mass",
 ]
 
 
@@ -89,9 +89,44 @@ def part_payload(path: str, part: str) -> dict:
             "source": f"the {part} of {path}" + (f" ({record['checkpoint']})" if record.get("checkpoint") else "")}
 
 
-def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, candidates: int = 1,
+def ensemble_payload(paths: Sequence[str], part: str = "refiner") -> dict:
+    """The checkpoints ``paths`` (or those cascades' ``part``, :func:`part_payload`) as one
+    :class:`train.ensemble_net.MeanEnsemble` payload (``{"config", "state_dict", "source"}``); one path: its payload.
+
+    The config is the first member's with the ensemble as its model and every member's own config under
+    ``members``.
+
+    Raises:
+        UserError: members trained on different windows, frames or preprocessing.
+    """
+    from train.ensemble_net import ENSEMBLE_NAME
+
+    payloads = [part_payload(p, part) for p in paths]
+    if len(payloads) == 1:
+        return payloads[0]
+    first = payloads[0]["config"]
+    for path, payload in zip(paths[1:], payloads[1:]):
+        c = payload["config"]
+        for name, get in (("window", lambda cfg: (cfg.get("crop") or {}).get("size")),
+                          ("frame", lambda cfg: (cfg.get("crop") or {}).get("frame_size")),
+                          ("preprocessing", lambda cfg: (cfg.get("preprocessing") or {}).get("id"))):
+            if get(c) != get(first):
+                raise UserError(f"{path} was trained with another {name} than {paths[0]} ({get(c)} against "
+                                f"{get(first)}); an ensemble's networks must take the same input")
+    state = {f"members.{i}.{k}": v for i, p in enumerate(payloads) for k, v in p["state_dict"].items()}
+    members = [p["config"]["model"] for p in payloads]
+    config = {**first, "model": {"name": ENSEMBLE_NAME, "kwargs": {"members": members}},
+              "members": [p["config"] for p in payloads]}
+    return {"config": config, "state_dict": state,
+            "source": " + ".join(p.get("source", str(path)) for p, path in zip(payloads, paths))}
+
+
+def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str | Sequence[str], out: str, candidates: int = 1,
                              tta: str = "none") -> dict:
     """Write one checkpoint holding a trained localiser and refiner; returns its config.
+
+    ``refiner_ckpt``: one checkpoint, or several trained alike (same window and preprocessing), which
+    become one :class:`train.ensemble_net.MeanEnsemble` refiner (the mean of their probabilities).
 
     ``candidates`` and ``tta`` (the refiner's test-time augmentation, :data:`train.window.TTA_MODES`) are
     recorded in the config's model kwargs when not the defaults, so every loader of the file runs it so.
@@ -102,12 +137,13 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, c
     """
     from train.checkpoint import code_version, save_checkpoint
 
-    loc, ref = part_payload(localiser_ckpt, "localiser"), part_payload(refiner_ckpt, "refiner")
+    refiners = [refiner_ckpt] if isinstance(refiner_ckpt, str) else list(refiner_ckpt)
+    loc, ref = part_payload(localiser_ckpt, "localiser"), ensemble_payload(refiners, "refiner")
     lc, rc = loc["config"], ref["config"]
     if lc.get("crop"):
         raise UserError(f"{localiser_ckpt} is a --crop (refiner) run; the localiser must see whole frames")
     if not rc.get("crop"):
-        raise UserError(f"{refiner_ckpt} was not trained with --crop WxH; train the refiner with mn-train --crop")
+        raise UserError(f"{refiners[0]} was not trained with --crop WxH; train the refiner with mn-train --crop")
     frame = rc["crop"]["frame_size"]
     if list(lc["preprocessing"]["size"]) != list(frame):
         raise UserError(f"frame sizes differ: localiser {lc['preprocessing']['size']}, refiner windows of "
@@ -125,7 +161,7 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str, out: str, c
                                                 **({"tta": tta} if tta != "none" else {})}},
         "preprocessing": lc["preprocessing"],
         "parts": {"localiser": {"checkpoint": loc.get("source", str(localiser_ckpt)), "config": lc},
-                  "refiner": {"checkpoint": ref.get("source", str(refiner_ckpt)), "config": rc}},
+                  "refiner": {"checkpoint": ref.get("source", " + ".join(refiners)), "config": rc}},
         "code_version": code_version(),
         "metrics": {},
     }
@@ -142,8 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--localiser", required=True,
                    help="best.pt of the localiser (e.g. mn-train --model lunet-coarse), or a cascade whose localiser "
                         "to take")
-    p.add_argument("--refiner", required=True,
-                   help="best.pt of the refiner (mn-train --crop WxH), or a cascade whose refiner to take")
+    p.add_argument("--refiner", required=True, action="append",
+                   help="best.pt of the refiner (mn-train --crop WxH), or a cascade whose refiner to take; given more "
+                        "than once, the refiners' mean probability (an ensemble, each member's time)")
     p.add_argument("--out", required=True, help="cascade checkpoint to write (.pt)")
     p.add_argument("--candidates", type=int, default=1,
                    help="windows refined per frame: the K largest localiser components; the one with the largest "

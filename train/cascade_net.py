@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import train.ensemble_net  # noqa: F401  a refiner may be an ensemble: the composite registers when imported
 from train.errors import UserError
 from train.models import ModelEntry, build_model, model_stride, register_model
 from train.models.layers import check_size_divisible

@@ -1,0 +1,90 @@
+"""train.ensemble_net: the mean of several networks' probabilities, and a cascade whose refiner is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.cascade import build_cascade_checkpoint, ensemble_payload
+from train.cascade import main as cascade_main
+from train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from train.ensemble_net import ENSEMBLE_NAME, MeanEnsemble
+from train.errors import UserError
+from train.models import build_model
+from train.preprocess import preprocessing_config
+
+FRAME = (128, 96)
+CROP = (64, 32)
+NET = {"name": "lunet", "kwargs": {"width": 0.25}}
+
+
+def _ckpt(path: Path, seed: int, model: str = "lunet", crop: dict | None = None, size=FRAME) -> Path:
+    torch.manual_seed(seed)
+    kwargs = {"width": 0.25}
+    config = {"model": {"name": model, "kwargs": kwargs}, "preprocessing": preprocessing_config(size), "crop": crop}
+    save_checkpoint(path, build_model(model, **kwargs), config)
+    return path
+
+
+def _refiner(path: Path, seed: int, **crop: object) -> Path:
+    return _ckpt(path, seed, crop={"size": list(CROP), "frame_size": list(FRAME), "jitter": 0.25, **crop})
+
+
+def test_mean_of_the_members_probabilities() -> None:
+    torch.manual_seed(0)
+    net = MeanEnsemble([NET, NET, NET]).eval()
+    x = torch.randn(2, 1, CROP[1], CROP[0])
+    with torch.inference_mode():
+        probs = [torch.sigmoid(m(x)) for m in net.members]
+        out = torch.sigmoid(net(x))
+    assert out.shape == (2, 1, CROP[1], CROP[0])
+    assert max(float((a - b).abs().max()) for a in probs for b in probs) > 1e-3  # members differ
+    torch.testing.assert_close(out, (probs[0] + probs[1] + probs[2]) / 3, atol=1e-6, rtol=0)
+    assert "members=3" in repr(net)
+
+
+def test_ensemble_needs_two_plain_networks() -> None:
+    with pytest.raises(UserError, match="at least two networks, got 1"):
+        MeanEnsemble([NET])
+    with pytest.raises(UserError, match="cannot be an ensemble"):
+        MeanEnsemble([NET, {"name": ENSEMBLE_NAME, "kwargs": {"members": [NET, NET]}}])
+    with pytest.raises(UserError, match="must be {'name', 'kwargs'}"):
+        MeanEnsemble([NET, {"kwargs": {}}])
+
+
+def test_cascade_with_two_refiners(tmp_path: Path) -> None:
+    """--refiner twice: one cascade whose refiner is the two networks' mean; its record names both."""
+    loc = _ckpt(tmp_path / "loc.pt", 0, model="lunet-coarse")
+    a, b = _refiner(tmp_path / "a.pt", 1), _refiner(tmp_path / "b.pt", 2, negatives=0.15)
+    out = tmp_path / "ens.pt"
+    assert cascade_main(["--localiser", str(loc), "--refiner", str(a), "--refiner", str(b), "--out", str(out),
+                         "-q"]) == 0
+    net, config = model_from_checkpoint(out)
+    spec = config["model"]["kwargs"]["refiner"]
+    assert spec == {"name": ENSEMBLE_NAME, "kwargs": {"members": [NET, NET]}}
+    assert config["parts"]["refiner"]["checkpoint"] == f"{a} + {b}"
+    assert [m["crop"].get("negatives") for m in config["parts"]["refiner"]["config"]["members"]] == [None, 0.15]
+    x = torch.randn(3, 1, CROP[1], CROP[0])
+    with torch.inference_mode():
+        singles = [torch.sigmoid(model_from_checkpoint(p)[0](x)) for p in (a, b)]
+        torch.testing.assert_close(torch.sigmoid(net.refiner(x)), (singles[0] + singles[1]) / 2, atol=1e-6, rtol=0)
+    # the ensemble cascade's refiner is a part like any other: swapped into another cascade, members and all
+    again = build_cascade_checkpoint(str(loc), str(out), str(tmp_path / "again.pt"))
+    assert again["model"]["kwargs"]["refiner"] == spec
+    state = load_checkpoint(tmp_path / "again.pt")["state_dict"]
+    assert torch.equal(state["refiner.members.1.head.out.weight"], load_checkpoint(b)["state_dict"]["head.out.weight"])
+
+
+def test_members_must_take_the_same_input(tmp_path: Path) -> None:
+    a = _refiner(tmp_path / "a.pt", 1)
+    wide = _ckpt(tmp_path / "wide.pt", 2, crop={"size": [96, 64], "frame_size": list(FRAME)})
+    with pytest.raises(UserError, match="wide.pt was trained with another window than .*a.pt"):
+        ensemble_payload([str(a), str(wide)])
+    payload = load_checkpoint(a)
+    payload["config"]["preprocessing"]["id"] = "other"
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="other.pt was trained with another preprocessing"):
+        ensemble_payload([str(a), str(tmp_path / "other.pt")])
+    assert ensemble_payload([str(a)])["config"]["model"] == NET  # one network: itself
