@@ -166,8 +166,11 @@ def _ring_closed(g: np.ndarray, mm: np.ndarray, inner: np.ndarray, outer: np.nda
 class AppearanceModel:
     """A logistic regression over standardised :data:`FEATURES`; ``threshold`` is the lowest accepted score.
 
-    ``provenance`` records how it was fit (data, model, cross-validated rates); it is written into
-    summaries with the presence gate's settings.
+    ``hold_threshold`` (None: ``threshold``): the lowest score accepted for the nerve a track already follows
+    (hysteresis, :meth:`threshold_for`): a new nerve must look like one beyond doubt, a nerve followed from frame
+    to frame, in the place the tracker expects it, may look less typical for a while (a compression, a tilt)
+    without being dropped. ``provenance`` records how it was fit (data, model, cross-validated rates); it is
+    written into summaries with the presence gate's settings.
     """
 
     features: tuple[str, ...]
@@ -177,6 +180,7 @@ class AppearanceModel:
     bias: float
     threshold: float
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    hold_threshold: float | None = None
     file: str | None = field(default=None, compare=False)
     """Where it was read from (None: made in memory); not written by :meth:`save`."""
 
@@ -190,6 +194,15 @@ class AppearanceModel:
         if not all(math.isfinite(v) for v in (*self.mean, *self.scale, *self.weights, self.bias, self.threshold)) \
                 or any(s <= 0 for s in self.scale) or not 0.0 <= self.threshold <= 1.0:
             raise UserError("appearance model: every number must be finite, scales positive, the threshold in [0, 1]")
+        if self.hold_threshold is not None and not (math.isfinite(self.hold_threshold)
+                                                    and 0.0 <= self.hold_threshold <= self.threshold):
+            raise UserError(f"appearance model: hold_threshold must be in [0, threshold {self.threshold:g}], got "
+                            f"{self.hold_threshold!r}; refit it with python -m tools.presence_fit")
+
+    def threshold_for(self, tracking: bool = False) -> float:
+        """The lowest accepted score: :attr:`hold_threshold` for a nerve a track follows (``tracking``), else
+        :attr:`threshold`."""
+        return self.hold_threshold if tracking and self.hold_threshold is not None else self.threshold
 
     def score(self, features: np.ndarray | Sequence[float]) -> float:
         """Probability that the region is a median nerve, from the first ``len(self.features)`` of
@@ -211,7 +224,8 @@ class AppearanceModel:
         try:
             return cls(features=tuple(d["features"]), mean=tuple(map(float, d["mean"])),
                        scale=tuple(map(float, d["scale"])), weights=tuple(map(float, d["weights"])),
-                       bias=float(d["bias"]), threshold=float(d["threshold"]), provenance=dict(d.get("provenance", {})))
+                       bias=float(d["bias"]), threshold=float(d["threshold"]), provenance=dict(d.get("provenance", {})),
+                       hold_threshold=None if d.get("hold_threshold") is None else float(d["hold_threshold"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"appearance model: missing or malformed field ({exc}); refit it with "
                             "python -m tools.presence_fit") from None

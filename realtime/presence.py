@@ -28,7 +28,10 @@ Then, with ``--presence on`` (the default), the region's *appearance*
 (:mod:`realtime.appearance`): a bright rim around it, a sharp outline and a confident network at
 its edge, scored by a logistic regression fit on the project's own nerve-free frames with
 patient-level cross-validation; a score below the model's threshold is rejected
-(``"appearance 0.12 < 0.40"``). ``--presence shape`` keeps only the size and shape checks above.
+(``"appearance 0.12 < 0.40"``). A model may have a lower *hold* threshold for the nerve a track already
+follows (hysteresis: ``"appearance 0.12 < 0.20 (tracked)"``), so a nerve must look like one to be taken up
+and may then look less typical for a while (compressed, tilted) without being dropped.
+``--presence shape`` keeps only the size and shape checks above.
 Each segmentation model has its own appearance model (its outline's sharpness is one of the features):
 the model file's sidecar ``NAME.appearance.json``, or ``--appearance FILE``.
 
@@ -88,11 +91,13 @@ class PresenceGate:
 
     def check(self, m: Measurement, frame_wh: tuple[int, int], calibration: Calibration | None = None, *,
               image: np.ndarray | None = None, mask: np.ndarray | None = None,
-              prob: np.ndarray | None = None) -> str | None:
+              prob: np.ndarray | None = None, tracking: bool = False) -> str | None:
         """``None`` when ``m`` is a plausible median nerve in a frame of ``frame_wh`` pixels, else why not.
 
         The reason is a short token with the value, e.g. ``"area 0.08% of frame < 0.2%"``. The appearance
-        check runs when the gate has a model and ``image``, ``mask`` and ``prob`` (native resolution) are given.
+        check runs when the gate has a model and ``image``, ``mask`` and ``prob`` (native resolution) are given;
+        ``tracking``: ``m`` is the nerve a track follows, judged by the model's hold threshold
+        (:meth:`realtime.appearance.AppearanceModel.threshold_for`).
         """
         frame_area = float(frame_wh[0]) * float(frame_wh[1])
         if m.area_px <= 0 or frame_area <= 0:
@@ -121,8 +126,10 @@ class PresenceGate:
             if features is None:
                 return "empty"
             score = self.appearance.score(features)
-            if score < self.appearance.threshold:
-                return f"appearance {score:.2f} < {self.appearance.threshold:.2f}"
+            threshold = self.appearance.threshold_for(tracking)
+            if score < threshold:
+                held = tracking and self.appearance.hold_threshold is not None
+                return f"appearance {score:.2f} < {threshold:.2f}" + (" (tracked)" if held else "")
         return None
 
 

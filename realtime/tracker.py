@@ -49,7 +49,9 @@ Presence gate (``presence``, :class:`realtime.presence.PresenceGate`, on by defa
 commands): the selected nerve is measured, then checked for plausibility as a median nerve (area
 relative to the frame and in mm² when calibrated, flattening, circularity, confidence). A
 rejected detection counts as *no* detection in the table above (a miss), its reason goes to the
-``rejected`` column and the measurement columns stay empty.
+``rejected`` column and the measurement columns stay empty. While TRACKING, the nerve the gate selected is
+judged by the appearance model's hold threshold (hysteresis, when the model has one): lower than the one a
+nerve must pass to be taken up in SEARCHING or LOST.
 
 Area step (``area_step``, ``S``; None = off, the default here; the commands default to
 :data:`DEFAULT_AREA_STEP`): while TRACKING, a nerve whose area differs by more than ``S`` (relative) from
@@ -591,7 +593,7 @@ class Tracker:
         if measurement is not None and self.presence is not None:
             h, w = post.shape
             rejected = self.presence.check(measurement, (w, h), self.calibration, image=image, mask=nerve_mask,
-                                           prob=post.prob)
+                                           prob=post.prob, tracking=self._state is TrackState.TRACKING)
             if rejected is not None:
                 log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
                 measurement, nerve_mask, labels = None, None, ()

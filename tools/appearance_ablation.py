@@ -37,9 +37,11 @@ def _subset(rows: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 def ablate(fit_rows: Sequence[dict[str, Any]], check_rows: Sequence[dict[str, Any]], patient_of: dict[str, str],
            n: int, *, keep: float = 0.01, folds: int = 10, found_dice: float = 0.5) -> dict[str, Any]:
     """The check refit on the first ``n`` features: its threshold and, per kind, the rates of
-    :func:`tools.presence_fit.rates` out of fold on ``fit_rows`` and on ``check_rows``."""
+    :func:`tools.presence_fit.rates` out of fold on ``fit_rows`` and on ``check_rows``. It compares one-threshold
+    checks: the clip frames a fit scores for its hold threshold only (``score_only``) are left out."""
     from tools import presence_fit as pf
 
+    fit_rows = [r for r in fit_rows if not r.get("score_only")]
     usable = _subset(fit_rows, n)
     groups = [patient_of.get(r["id"], "phantom") for r in usable]
     y = pf.labels(usable, found_dice)

@@ -24,10 +24,16 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    ``mn-presence`` counts a nerve found): where its window sat off the nerve (e.g. under a field-of-view
    change) it outlined another structure, which the gate should turn away, so that frame is a negative
    and takes no part in choosing the threshold (:func:`labels`).
-3. **Cross-validation.** Patients (and the phantom, as one group) are dealt into ``--folds`` groups;
-   each group is scored by a logistic regression fit on the others. The threshold is the
-   ``--keep`` quantile from below of the out-of-fold scores of the real positives, as acquired and
-   changed (default 0.01: 99 % of real nerves kept), so it was never chosen on a frame it scores.
+3. **Cross-validation and two thresholds.** Patients (and the phantom, as one group) are dealt into
+   ``--folds`` groups; each group is scored by a logistic regression fit on the others, so no threshold is
+   chosen on a frame its regression saw. The *hold* threshold (the nerve a track already follows) is the
+   ``--keep`` quantile from below of the out-of-fold scores of the real positives, as acquired, changed and,
+   unless ``--no-hold-clips``, once more as a frame of a clip (:func:`hold_copies`: scored, never learnt from)
+   (default 0.01: 99 % of real nerves kept). The *entry* threshold (a new nerve) is raised above it until at
+   most ``--max-false`` (5 %) of the fit's real nerve-free frames would be reported, out of fold, but never so
+   far that it turns away more than ``1 - --min-keep`` (5 %) of the real nerves (:func:`entry_threshold`): the
+   share of the fit's own nerve-free frames let through at the 1 % quantile ranged from 5 to 27 % between
+   models (one low-scoring nerve can pull that quantile down), and the raise is what bounds it.
 4. **The model** is fit on every fit frame, with that threshold, and written (``--out``, default the
    segmentation model's sidecar :func:`realtime.appearance.sidecar`, ``NAME.appearance.json`` beside its
    file, where every run of that model finds it; a bundled model's is package data). It records the
@@ -68,6 +74,16 @@ REAL_NERVES = ("validation", "validation+changed", "validation+animated")
 """The kinds of fit frame whose out-of-fold scores choose the threshold: the real nerves, as acquired, under
 an acquisition change, and in an animated clip (each only where the model found the nerve itself, see
 :func:`labels`)."""
+NERVE_FREE = ("nerve-removed", "off-nerve", "nerve-removed+changed", "off-nerve+changed")
+"""The fit's real wrist frames without a nerve (the nerve painted over, the wrist beside it; as acquired and
+under an acquisition change): the share of them reported as a nerve, out of fold, raises the entry threshold
+(:func:`entry_threshold`)."""
+MAX_FALSE = 0.05
+"""Default ``--max-false``: issue 10's target for real ultrasound without a median nerve (a nerve reported in at
+most 5 % of its frames)."""
+MIN_KEEP = 0.95
+"""Default ``--min-keep``: the entry threshold keeps at least this share of the real nerves (out of fold), the
+share of frames issue 10 wants measured (``ok``) in video."""
 L2 = 1.0
 
 
@@ -106,6 +122,14 @@ def changed_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[
                     "image": np.clip(image, 0, 255).astype(np.uint8),
                     "mask": None if it["mask"] is None else (new_mask > 0.5).astype(np.uint8)})
     return out
+
+
+def hold_copies(items: Sequence[dict[str, Any]], seed: int = 2) -> list[dict[str, Any]]:
+    """The fit's real nerves once more as frames of a clip (:func:`animated_copies`), marked ``score_only``: scored
+    out of fold but not learnt from, they set the hold threshold (the nerve a track follows, as video shows it),
+    while the regression and the entry threshold stay those of the frames as acquired and changed."""
+    return [{**it, "score_only": True} for it in animated_copies([it for it in items if it["kind"] == "validation"],
+                                                                   seed=seed)]
 
 
 def animated_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
@@ -214,7 +238,8 @@ def describe(engine: Any, items: Sequence[dict[str, Any]], progress: bool = True
         if item.get("mask") is not None and mask is not None:
             dsc = dice_hard(mask > 0, item["mask"] > 0)
         rows.append({"kind": item["kind"], "id": item["id"], "positive": bool(item["positive"]), "features": features,
-                     "dsc": dsc, **({"change": item["change"]} if "change" in item else {})})
+                     "dsc": dsc, **({"change": item["change"]} if "change" in item else {}),
+                     **({"score_only": True} if item.get("score_only") else {})})
     return rows
 
 
@@ -274,16 +299,23 @@ def group_folds(groups: Sequence[str], folds: int, seed: int = 0) -> dict[str, i
 
 def out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, seed: int = 0,
                 min_dice: float | None = None) -> np.ndarray:
-    """Each row's score by a model fit on the other folds' rows (targets: :func:`labels`)."""
+    """Each row's score by a model fit on the other folds' rows (targets: :func:`labels`); rows marked
+    ``score_only`` are scored but never fit on (:func:`fitted`)."""
     fold_of = group_folds(groups, folds, seed)
     fold = np.array([fold_of[g] for g in groups])
     X = np.array([r["features"] for r in rows])
     y = labels(rows, min_dice)
+    train = fitted(rows)
     scores = np.empty(len(rows))
     for k in range(folds):
         test = fold == k
-        scores[test] = _score(fit_logistic(X[~test], y[~test]), X[test])
+        scores[test] = _score(fit_logistic(X[~test & train], y[~test & train]), X[test])
     return scores
+
+
+def fitted(rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Per row: whether the logistic regression learns from it (not a ``score_only`` row: :func:`hold_copies`)."""
+    return np.array([not r.get("score_only") for r in rows], dtype=bool)
 
 
 def threshold_out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, keep: float,
@@ -291,8 +323,43 @@ def threshold_out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str],
     """Each row's out-of-fold score (:func:`out_of_fold`) and the threshold: the ``keep`` quantile from below of
     those scores on the real nerves the model found (:data:`REAL_NERVES`, :func:`labels`)."""
     oof = out_of_fold(rows, groups, folds, min_dice=min_dice)
-    real = np.array([r["kind"] in REAL_NERVES for r in rows]) & (labels(rows, min_dice) == 1)
-    return oof, float(np.quantile(oof[real], keep))
+    return oof, float(np.quantile(oof[real_nerves(rows, min_dice)], keep))
+
+
+def real_nerves(rows: Sequence[dict[str, Any]], min_dice: float | None = None) -> np.ndarray:
+    """Per row: a real nerve the model found (:data:`REAL_NERVES`, :func:`labels`)."""
+    return np.array([r["kind"] in REAL_NERVES for r in rows], dtype=bool) & (labels(rows, min_dice) == 1)
+
+
+def entry_threshold(rows: Sequence[dict[str, Any]], oof: np.ndarray, hold: float, max_false: float,
+                    min_keep: float, min_dice: float | None = None, nerve_free: int | None = None
+                    ) -> tuple[float, dict[str, float]]:
+    """The threshold a new nerve must pass: the lowest score, not below ``hold``, at which at most ``max_false`` of
+    the fit's real nerve-free frames (:data:`NERVE_FREE`, out of fold) would be reported, but never one that turns
+    away more than ``1 - min_keep`` of the real nerves (out of fold): then the ``1 - min_keep`` quantile.
+
+    ``rows`` are the frames with a detection and ``oof`` their out-of-fold scores; ``nerve_free``: how many
+    nerve-free frames the fit had in all, with or without a detection (default: those among ``rows``), the
+    denominator of the share. Returns the threshold and, out of fold at it and at ``hold``, the share of real
+    nerves kept and of nerve-free frames reported (``keep_entry``, ``false_entry``, ``keep_hold``, ``false_hold``).
+    """
+    real = real_nerves(rows, min_dice)
+    free = np.array([r["kind"] in NERVE_FREE for r in rows], dtype=bool)
+    total = int(free.sum()) if nerve_free is None else int(nerve_free)
+    free_scores = np.sort(oof[free])[::-1]  # highest first
+
+    def false_share(t: float) -> float:
+        return float((free_scores >= t).sum()) / total if total else 0.0
+
+    cap = float(np.quantile(oof[real], 1.0 - min_keep)) if real.any() else hold
+    t = hold
+    if false_share(t) > max_false and total:
+        allowed = int(np.floor(max_false * total))  # frames that may stay above the threshold
+        t = float(np.nextafter(free_scores[allowed], np.inf)) if allowed < len(free_scores) else hold
+        t = min(max(t, hold), max(cap, hold))
+    keep = (lambda th: float((oof[real] >= th).mean())) if real.any() else (lambda th: 0.0)
+    return t, {"keep_entry": keep(t), "false_entry": false_share(t), "keep_hold": keep(hold),
+               "false_hold": false_share(hold)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,9 +367,11 @@ def threshold_out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str],
 # ---------------------------------------------------------------------------------------------
 
 
-def passes(model: Any, rows: Sequence[dict[str, Any]]) -> list[bool]:
-    """Per row: whether ``model`` (an :class:`realtime.appearance.AppearanceModel`) keeps what was found there."""
-    return [r["features"] is not None and model.score(r["features"]) >= model.threshold for r in rows]
+def passes(model: Any, rows: Sequence[dict[str, Any]], tracking: bool = False) -> list[bool]:
+    """Per row: whether ``model`` (an :class:`realtime.appearance.AppearanceModel`) keeps what was found there, as
+    a new nerve or (``tracking``) as the nerve a track follows (its hold threshold)."""
+    t = model.threshold_for(tracking)
+    return [r["features"] is not None and model.score(r["features"]) >= t for r in rows]
 
 
 def rates(rows: Sequence[dict[str, Any]], accepted: Sequence[bool]) -> dict[str, dict[str, Any]]:
@@ -350,15 +419,33 @@ def perturbed_check(engine: Any, items: Sequence[dict[str, Any]], model: Any, pr
     return out
 
 
+def threshold_lines(report: dict[str, Any]) -> list[str]:
+    """The Markdown sentence on the model's thresholds (a report written before hold thresholds: one)."""
+    model, choice = report["model"], report.get("out_of_fold")
+    hold = model.get("hold_threshold")
+    if hold is None or choice is None:
+        return [f"Threshold {model['threshold']:.3f} (keeps {100 * (1 - report['keep']):.0f} % of the fit's real "
+                "nerves out of fold)."]
+    return [f"Threshold of a new nerve {model['threshold']:.3f}: out of fold it keeps "
+            f"{100 * choice['keep_entry']:.1f} % of the fit's real nerves and reports a nerve on "
+            f"{100 * choice['false_entry']:.1f} % of its nerve-free "
+            f"frames (nerve removed, beside the nerve; --max-false {report['max_false']:g}, --min-keep "
+            f"{report['min_keep']:g}). Threshold of the nerve a track follows {hold:.3f} (the --keep "
+            f"{report['keep']:g} quantile: {100 * choice['keep_hold']:.1f} % and {100 * choice['false_hold']:.1f} %). "
+            "Rates below are a new nerve's unless marked tracked."]
+
+
 def format_md(report: dict[str, Any]) -> str:
     lines = [f"# Presence appearance model: fit on {report['fit']['images']}, checked on {report['check']['images']}",
              "", f"Command: `{report['command']}`", "",
-             f"Threshold {report['model']['threshold']:.3f} (keeps {100 * (1 - report['keep']):.0f} % of the fit's "
-             "real nerves out of fold).", "",
+             *threshold_lines(report), "",
              "| set | kind | frames | model finds something | nerve reported after the check | of them another "
              "structure (Dice < 0.5) |",
              "|---|---|---|---|---|---|"]
-    for label, table in (("fit, out of fold", report["fit"]["out_of_fold"]), ("held out", report["check"]["rates"])):
+    tables = [("fit, out of fold", report["fit"]["out_of_fold"]), ("held out", report["check"]["rates"])]
+    if report["check"].get("rates_tracked") and report["model"].get("hold_threshold") is not None:
+        tables.append(("held out, tracked", report["check"]["rates_tracked"]))
+    for label, table in tables:
         for kind, d in table.items():
             wrong = d.get("wrong_structure", "") if d["positive"] else ""
             lines.append(f"| {label} | {kind} | {d['frames']} | {d['detected']} | {d['nerve_reported']} "
@@ -400,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of --split kfold (mn-cv's default 42)")
     p.add_argument("--keep", type=float, default=0.01,
                    help="share of the real nerves (out of fold) allowed below the threshold (default 0.01)")
+    p.add_argument("--max-false", type=float, default=MAX_FALSE, metavar="F",
+                   help="share of the fit's real nerve-free frames (nerve removed, beside the nerve; out of fold) a "
+                        "new nerve may be reported on: raises the threshold above the --keep one, which then holds "
+                        "only for the nerve a track follows (default %(default)s; 1: one threshold, as before)")
+    p.add_argument("--min-keep", type=float, default=MIN_KEEP, metavar="K",
+                   help="the raised threshold still keeps this share of the real nerves out of fold (default "
+                        "%(default)s)")
     p.add_argument("--found-dice", type=float, default=None, metavar="D",
                    help="Dice against the truth from which an outline on a frame with a nerve is that nerve (a "
                         "positive of the fit); below it, another structure (a negative). Default 0.5, as "
@@ -410,6 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fit on a frame of an animated clip of every fit frame (the held-out check always has "
                         "them); on mn-realtime this lowered the threshold from 0.42 to 0.17 and doubled the nerves "
                         "reported where none is, so it is off by default")
+    p.add_argument("--no-hold-clips", action="store_true",
+                   help="choose the hold threshold (the nerve a track follows) on the fit's frames as acquired and "
+                        "changed only; by default the fit's real nerves also come once as a frame of a clip, scored "
+                        "out of fold but not learnt from, and count there (a tracked nerve is a nerve in video)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the model (default: all cores)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="where to write the model (default: MODEL.appearance.json beside the model's file, where "
@@ -436,6 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"give the median-nerve dataset with --data DIR or ${DATA_ENV} (got {data!r})")
     if not 0.0 <= args.keep < 0.5:
         raise UserError(f"--keep is a small share in [0, 0.5), got {args.keep}")
+    if not 0.0 <= args.max_false <= 1.0:
+        raise UserError(f"--max-false is a share in [0, 1], got {args.max_false}")
+    if not 0.5 <= args.min_keep <= 1.0:
+        raise UserError(f"--min-keep is a share in [0.5, 1], got {args.min_keep}")
     if args.found_dice is not None and not 0.0 <= args.found_dice <= 1.0:
         raise UserError(f"--found-dice is a Dice in [0, 1], got {args.found_dice}")
     if args.split == "kfold" and (args.fold is None or not 0 <= args.fold < args.split_folds):
@@ -452,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_names, check_names = split_names(args.split, args.split_folds, args.fold, args.seed, fit_items, check_items,
                                          patient_of)
     fit_items += _phantom_items(FIT_PHANTOM_SEED, args.phantom)
-    fit_items += changed_copies(fit_items) + (animated_copies(fit_items) if args.animated else [])
+    fit_items += changed_copies(fit_items) + (animated_copies(fit_items) if args.animated else
+                                              [] if args.no_hold_clips else hold_copies(fit_items))
     log.info("fit frames: %d (%d real images with their nerve)", len(fit_items),
              sum(it["kind"] == "validation" for it in fit_items))
     fit_rows = describe(engine, fit_items, progress)
@@ -468,21 +571,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.model} found no nerve of the fit images (Dice >= {found_dice:g} against the "
                         "truth): fit the appearance model of a trained model (or --found-dice 0 to take every "
                         "outline on a frame with a nerve as a nerve)")
-    oof, threshold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice)
+    oof, hold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice)
+    threshold, choice = entry_threshold(usable, oof, hold, args.max_false, args.min_keep, found_dice,
+                                        nerve_free=sum(r["kind"] in NERVE_FREE for r in fit_rows))
+    log.info("thresholds: a new nerve %.3f (out of fold: real nerves kept %.1f %%, nerve-free frames reported "
+             "%.1f %%), a tracked nerve %.3f (%.1f %%, %.1f %%)", threshold, 100 * choice["keep_entry"],
+             100 * choice["false_entry"], hold, 100 * choice["keep_hold"], 100 * choice["false_hold"])
     oof_by_id = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
     oof_ok = [r["features"] is not None and oof_by_id[(r["kind"], r["id"])] >= threshold for r in fit_rows]
 
+    train = fitted(usable)
     X = np.array([r["features"] for r in usable])
-    mean, scale, weights, bias = fit_logistic(X, y)
+    mean, scale, weights, bias = fit_logistic(X[train], y[train])
     model_file = Path(engine.info.source)
     provenance = {"fit_by": command, "segmentation_model": args.model, "model_file": str(model_file),
                   "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
                   "fit_images": fit_names, "phantom_seed": FIT_PHANTOM_SEED,
-                  "animated": bool(args.animated),
+                  "animated": bool(args.animated), "hold_clips": not (args.animated or args.no_hold_clips),
                   "frames": len(usable), "folds": args.folds, "keep": args.keep, "found_dice": found_dice,
+                  "max_false": args.max_false, "min_keep": args.min_keep, "out_of_fold": choice,
                   "date": date.today().isoformat()}
     model = AppearanceModel(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(weights),
-                            bias=bias, threshold=threshold, provenance=provenance)
+                            bias=bias, threshold=threshold, provenance=provenance, hold_threshold=hold)
 
     check_rows = describe(engine, check_items + animated_copies(check_items, seed=1), progress)
     changed_rows: list[dict[str, Any]] = []
@@ -492,11 +602,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "tool": "presence-fit", "date": date.today().isoformat(), "command": command,
         "machine": {"host": platform.node(), "platform": platform.platform()},
-        "keep": args.keep, "model": model.to_dict(),
+        "keep": args.keep, "max_false": args.max_false, "min_keep": args.min_keep, "out_of_fold": choice,
+        "model": model.to_dict(),
         "fit": {"images": f"{fit_names} + phantom seed {FIT_PHANTOM_SEED}",
                 "out_of_fold": rates(fit_rows, oof_ok)},
         "check": {"images": check_names,
                   "rates": rates(check_rows, check_ok),
+                  "rates_tracked": rates(check_rows, passes(model, check_rows, tracking=True)),
                   "previous": None if previous is None else {
                       "file": str(out_path), "provenance": previous.provenance,
                       "rates": rates(check_rows, passes(previous, check_rows))},

@@ -120,6 +120,9 @@ def test_score_is_the_logistic_of_the_standardised_features() -> None:
 def test_model_file_round_trip_and_bad_models(tmp_path: Path) -> None:
     m = model(0.3)
     assert load_appearance_model(m.save(tmp_path / "m.json")) == m
+    assert json.loads((tmp_path / "m.json").read_text())["hold_threshold"] is None  # one threshold
+    held = AppearanceModel(**{**m.__dict__, "hold_threshold": 0.1, "file": None})
+    assert load_appearance_model(held.save(tmp_path / "h.json")).hold_threshold == 0.1
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(UserError, match="does not exist"):
         load_appearance_model(tmp_path / "missing.json")
@@ -152,6 +155,37 @@ def test_tracker_hands_the_frame_to_the_gate() -> None:
     r = Tracker(None, 10.0, presence=gate).update(post, 0, 0.0, image=img)
     assert r.status is TrackStatus.NO_DETECTION and r.rejected.startswith("appearance")
     assert Tracker(None, 10.0, presence=gate).update(post, 0, 0.0).status is TrackStatus.OK
+
+
+def test_a_tracked_nerve_is_judged_by_the_hold_threshold() -> None:
+    """Hysteresis: a nerve scoring between the hold and the entry threshold is not taken up, but a track that found
+    it beyond doubt keeps it (status ok) until it scores below the hold threshold too."""
+    dim, mask, prob = scene(rim=0)
+    m = measure_mask(mask, None, prob)
+    rimmed, _, _ = scene(rim=220)
+    base = model(threshold=0.5, weights=(1.0, 0, 0, 0))
+    f_dim, f_rim = appearance_features(dim, mask, prob), appearance_features(rimmed, mask, prob)
+    s_dim, s_rim = base.score(f_dim), base.score(f_rim)
+    assert s_dim < s_rim
+    entry, hold = (s_dim + s_rim) / 2, s_dim / 2  # the dim nerve: below entry, above hold
+    two = AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
+                          threshold=entry, hold_threshold=hold)
+    assert two.threshold_for(False) == entry and two.threshold_for(True) == hold and base.threshold_for(True) == 0.5
+    gate = PresenceGate(appearance=two)
+    assert gate.check(m, (W, H), image=dim, mask=mask, prob=prob) == f"appearance {s_dim:.2f} < {entry:.2f}"
+    assert gate.check(m, (W, H), image=dim, mask=mask, prob=prob, tracking=True) is None
+    post = postprocess(prob, (W, H))
+    tracker = Tracker(None, 10.0, presence=gate)
+    assert tracker.update(post, 0, 0.0, image=dim).status is TrackStatus.NO_DETECTION  # not taken up
+    assert tracker.update(post, 1, 0.1, image=rimmed).status is TrackStatus.OK  # a nerve beyond doubt
+    assert tracker.update(post, 2, 0.2, image=dim).status is TrackStatus.OK  # followed while less typical
+    low = PresenceGate(appearance=AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4,
+                                                  weights=(1.0, 0, 0, 0), bias=0.0, threshold=0.999,
+                                                  hold_threshold=entry))
+    assert low.check(m, (W, H), image=dim, mask=mask, prob=prob, tracking=True).endswith("(tracked)")
+    with pytest.raises(UserError, match="hold_threshold must be in"):
+        AppearanceModel(features=FEATURES[:4], mean=(0.0,) * 4, scale=(1.0,) * 4, weights=(1.0, 0, 0, 0), bias=0.0,
+                        threshold=0.3, hold_threshold=0.4)
 
 
 def test_presence_modes(tmp_path: Path) -> None:

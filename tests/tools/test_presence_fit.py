@@ -7,7 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.presence_fit import describe, fit_logistic, format_md, found_nerve, group_folds, labels, out_of_fold, rates
+from tools.presence_fit import (
+    describe,
+    entry_threshold,
+    fit_logistic,
+    fitted,
+    format_md,
+    found_nerve,
+    group_folds,
+    labels,
+    out_of_fold,
+    rates,
+)
 from train.errors import UserError
 
 
@@ -52,6 +63,21 @@ def test_out_of_fold_scores_do_not_see_their_own_patient() -> None:
     assert ((again[own] >= 0.5) == (y[own] == 1)).mean() > 0.9
 
 
+def test_score_only_rows_are_scored_but_never_learnt_from() -> None:
+    """The hold threshold's clip frames (score_only) get out-of-fold scores like any row, but flipping their labels
+    changes no score: the regressions never saw them."""
+    X, y = separable(120)
+    rows = [{"features": list(x), "positive": bool(t)} for x, t in zip(X, y)]
+    groups = [f"P{i % 12}" for i in range(120)]
+    extra = [{"features": list(x + 0.1), "positive": bool(t), "score_only": True} for x, t in zip(X[:30], y[:30])]
+    flipped = [dict(r, positive=not r["positive"]) for r in extra]
+    a = out_of_fold(rows + extra, groups + groups[:30], 4)
+    b = out_of_fold(rows + flipped, groups + groups[:30], 4)
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a[:120], out_of_fold(rows, groups, 4))  # the same regressions as without them
+    assert fitted(rows + extra).tolist() == [True] * 120 + [False] * 30
+
+
 def test_rates_and_report_count_per_kind() -> None:
     rows = [{"kind": "validation", "positive": True, "features": [0.0]},
             {"kind": "validation", "positive": True, "features": None},
@@ -66,6 +92,37 @@ def test_rates_and_report_count_per_kind() -> None:
     md = format_md(report)
     assert "| held out | validation | 2 | 1 | 1 (50.0 %) | 0 |" in md and "| zoom 0.8 | 2 | 2 | 1 (50.0 %) |" in md
     assert "| held out | off-nerve | 1 | 1 | 0 (0.0 %) |  |" in md  # no nerve: no wrong structure to count
+
+
+def _scored(real: list[float], free: list[float]) -> tuple[list[dict], np.ndarray]:
+    rows = [{"kind": "validation", "positive": True, "features": [s], "dsc": 0.9} for s in real]
+    rows += [{"kind": "off-nerve", "positive": False, "features": [s], "dsc": None} for s in free]
+    rows += [{"kind": "phantom-no-nerve", "positive": False, "features": [0.99], "dsc": None}]  # not a wrist frame
+    return rows, np.array([r["features"][0] for r in rows])
+
+
+def test_a_new_nerve_must_pass_a_threshold_that_reports_few_nerve_free_frames() -> None:
+    """The entry threshold: the lowest score (not below the hold threshold) at which at most --max-false of the
+    real nerve-free frames stay above it, capped where it would drop more than 1 - --min-keep real nerves."""
+    real = [0.85 + 0.0015 * i for i in range(100)]  # 0.85 .. 0.9985
+    free = [0.05 * i for i in range(20)]  # 0.00 .. 0.95: four of twenty >= 0.8
+    rows, oof = _scored(real, free)
+    # 5 % of 20 frames: one may stay above; the second highest (0.90) must fall below: the threshold is just above it
+    t, c = entry_threshold(rows, oof, hold=0.3, max_false=0.05, min_keep=0.5)
+    assert 0.9 < t < 0.9 + 1e-9 and c["false_entry"] == pytest.approx(1 / 20)
+    assert c["false_hold"] == pytest.approx(14 / 20) and c["keep_hold"] == 1.0
+    assert c["keep_entry"] == pytest.approx(np.mean(np.array(real) >= t))
+    # nerve-free frames without a detection count in the share's denominator: 40 frames, two may stay above
+    t40, c40 = entry_threshold(rows, oof, hold=0.3, max_false=0.05, min_keep=0.5, nerve_free=40)
+    assert 0.85 < t40 < 0.85 + 1e-9 and c40["false_entry"] == pytest.approx(2 / 40)
+    # --min-keep 0.95: the threshold stops at the 5 % quantile of the real nerves
+    capped, cc = entry_threshold(rows, oof, hold=0.3, max_false=0.05, min_keep=0.95)
+    assert capped == pytest.approx(np.quantile(real, 0.05)) and cc["keep_entry"] >= 0.95
+    # already few nerve-free frames above the hold threshold: one threshold
+    assert entry_threshold(rows, oof, hold=0.92, max_false=0.05, min_keep=0.5)[0] == 0.92
+    assert entry_threshold(rows, oof, hold=0.3, max_false=1.0, min_keep=0.5)[0] == 0.3
+    # a cap below the hold threshold never lowers it
+    assert entry_threshold(rows, oof, hold=0.95, max_false=0.0, min_keep=0.99)[0] == 0.95
 
 
 def test_a_nerve_frame_whose_outline_is_another_structure_is_a_negative_of_the_fit() -> None:
@@ -136,6 +193,11 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
     assert fit.provenance["model_sha256"] == file_sha256(net) and fit.provenance["model_file"] == str(net)
     report = json.loads((tmp_path / "fit.json").read_text())
     assert report["model"]["threshold"] == fit.threshold and (tmp_path / "fit.md").is_file()
+    assert fit.hold_threshold is not None and fit.hold_threshold <= fit.threshold  # hysteresis
+    assert fit.provenance["max_false"] == 0.05 and set(report["out_of_fold"]) == {
+        "keep_entry", "false_entry", "keep_hold", "false_hold"}
+    assert report["check"]["rates_tracked"].keys() == report["check"]["rates"].keys()
+    assert "Threshold of a new nerve" in (tmp_path / "fit.md").read_text()
     assert fit.provenance["animated"] is True and report["check"]["previous"] is None
     assert fit.provenance["found_dice"] == 0.0
     assert {"validation+animated", "nerve-removed+animated"} <= set(report["fit"]["out_of_fold"])
@@ -144,7 +206,9 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
     assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
                  "--threads", "1", "--json", str(tmp_path / "fit2.json"), "-q", "--found-dice", "0"]) == 0
     second = json.loads((tmp_path / "fit2.json").read_text())
-    assert not any(k.endswith("+animated") for k in second["fit"]["out_of_fold"])
+    # not fit on animated frames: only the real nerves come once more as frames of a clip, for the hold threshold
+    assert [k for k in second["fit"]["out_of_fold"] if k.endswith("+animated")] == ["validation+animated"]
+    assert second["model"]["provenance"]["hold_clips"] is True
     assert "validation+animated" in second["check"]["rates"]
     previous = second["check"]["previous"]
     assert previous["file"] == str(sidecar(net)) and previous["provenance"]["animated"] is True
@@ -152,6 +216,12 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
     first_rates = {k: v["nerve_reported"] for k, v in report["check"]["rates"].items()}
     assert {k: v["nerve_reported"] for k, v in previous["rates"].items()} == first_rates  # the same frames
     assert "with the check this fit replaces" in (tmp_path / "fit2.md").read_text()
+    assert main(["--data", str(data), "--model", str(net), "--folds", "2", "--phantom", "4", "--no-perturbed",
+                 "--threads", "1", "--json", str(tmp_path / "fit3.json"), "-q", "--found-dice", "0",
+                 "--no-hold-clips"]) == 0
+    third = json.loads((tmp_path / "fit3.json").read_text())
+    assert not any(k.endswith("+animated") for k in third["fit"]["out_of_fold"])
+    assert third["model"]["provenance"]["hold_clips"] is False
 
 
 def test_a_fold_of_the_patient_split_fits_on_its_training_side_and_checks_on_its_validation_side(
