@@ -32,7 +32,7 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    (default 0.01: 99 % of real nerves kept). The *entry* threshold (a new nerve) is raised above it until at
    most ``--max-false`` (5 %) of the fit's real nerve-free frames would be reported, out of fold, but never so
    far that it turns away more than ``1 - --min-keep`` (5 %) of the real nerves (:func:`entry_threshold`): the
-   share of the fit's own nerve-free frames let through at the 1 % quantile ranged from 5 to 27 % between
+   share of the fit's own nerve-free frames let through at the 1 % quantile ranged from 4.5 to 27 % between
    models (one low-scoring nerve can pull that quantile down), and the raise is what bounds it.
 4. **The model** is fit on every fit frame, with that threshold, and written (``--out``, default the
    segmentation model's sidecar :func:`realtime.appearance.sidecar`, ``NAME.appearance.json`` beside its
