@@ -193,6 +193,18 @@ def _validate_ranges(config: Any, probabilities: tuple[str, ...], non_negative: 
         setattr(config, name, (low, high))
 
 
+def check_speckle_range(value: Any) -> tuple[float, float]:
+    """``(low, high)`` speckle strengths with ``0 <= low <= high``, finite (``mn-train --speckle``)."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"the speckle range must be two strengths LOW HIGH, got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high):
+        raise UserError(f"the speckle range must satisfy 0 <= LOW <= HIGH, got ({low:g}, {high:g}); "
+                        f"the fixed strength of --augment strong is {StrongAugmentConfig.speckle:g}")
+    return low, high
+
+
 class _RangesConfig:
     """Shared behaviour of the range configs: a JSON record and its inverse."""
 
@@ -226,6 +238,9 @@ class StrongAugmentConfig(_RangesConfig):
         speckle_sigma: Gaussian sigma (pixels) blurring the speckle noise.
         blur_p: probability of a Gaussian blur.
         blur_sigma: range of the blur's sigma (pixels).
+        speckle_range: when given, ``(low, high)``: each image's speckle strength is drawn uniformly from it
+            instead of the fixed ``speckle`` (``mn-train --speckle LO HI``: scanners differ in how grainy the
+            image is, and a network that has seen one strength outlines a noisier nerve smaller).
     """
 
     elastic_p: float = 0.5
@@ -238,6 +253,7 @@ class StrongAugmentConfig(_RangesConfig):
     speckle_sigma: float = 0.8
     blur_p: float = 0.3
     blur_sigma: tuple[float, float] = (0.5, 1.2)
+    speckle_range: tuple[float, float] | None = None
 
     record_name = "strong augmentation"
 
@@ -245,6 +261,8 @@ class StrongAugmentConfig(_RangesConfig):
         _validate_ranges(self, ("elastic_p", "blur_p"),
                          ("elastic_alpha", "elastic_sigma", "brightness", "speckle", "speckle_sigma"),
                          ("gamma", "contrast", "blur_sigma"))
+        if self.speckle_range is not None:
+            self.speckle_range = check_speckle_range(self.speckle_range)
 
 
 class StrongAugment:
@@ -307,10 +325,11 @@ class StrongAugment:
         shift = rng.uniform(-cfg.brightness, cfg.brightness) * float(x.std())
         mean = float(x.mean())
         x = np.clip((x - mean) * scale + mean + shift, 0.0, 1.0)
+        strength = cfg.speckle if cfg.speckle_range is None else rng.uniform(*cfg.speckle_range)
         noise = rng.standard_normal(x.shape).astype(np.float32)
         if cfg.speckle_sigma > 0:
             noise = cv2.GaussianBlur(noise, (0, 0), sigmaX=cfg.speckle_sigma, borderType=cv2.BORDER_REFLECT)
-        x = x * (1.0 + np.float32(cfg.speckle) * noise)
+        x = x * (1.0 + np.float32(strength) * noise)
         if rng.random() < cfg.blur_p:
             sigma = rng.uniform(*cfg.blur_sigma)
             x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
@@ -530,17 +549,29 @@ AUGMENTERS: dict[str, Callable[[], AugmentFn] | None] = {
 AUGMENT_NAMES = tuple(AUGMENTERS)
 
 
-def make_augment(name: str) -> AugmentFn | None:
-    """The augmentation called ``name`` (one of :data:`AUGMENT_NAMES`) with default ranges, or ``None``.
+SPECKLE_AUGMENTS = ("strong", "acquisition", "compress")
+"""The augmentations with a speckle step (``speckle_range`` applies to them)."""
+
+
+def make_augment(name: str, speckle_range: tuple[float, float] | None = None) -> AugmentFn | None:
+    """The augmentation called ``name`` (one of :data:`AUGMENT_NAMES`) with default ranges, or ``None``;
+    ``speckle_range``: each image's speckle strength drawn from it (:class:`StrongAugmentConfig`).
 
     Raises:
-        UserError: an unknown name (the message lists the known ones).
+        UserError: an unknown name (the message lists the known ones), or a speckle range for an augmentation
+            without speckle.
     """
     try:
         factory = AUGMENTERS[name]
     except (KeyError, TypeError):
         raise UserError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_NAMES)}") from None
-    return None if factory is None else factory()
+    if speckle_range is None:
+        return None if factory is None else factory()
+    if name not in SPECKLE_AUGMENTS:
+        raise UserError(f"--speckle sets the speckle step of --augment {', '.join(SPECKLE_AUGMENTS)}; "
+                        f"--augment {name} has none")
+    strong = StrongAugmentConfig(speckle_range=speckle_range)
+    return StrongAugment(strong) if name == "strong" else factory(strong=strong)
 
 
 def augment_record(augment: AugmentFn | None) -> dict[str, Any]:

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temporal consistency: train every item also under a new speckle pattern (the same tissue in "
                         "the next video frame) and add W x the two outlines' disagreement (on 0/1 masks 1 - their "
                         "Dice) to the loss; 0: off. Twice the compute per batch (train/consistency.py)")
+    p.add_argument("--speckle", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="with --augment strong, acquisition or compress: draw each training image's speckle strength "
+                        "uniformly from [LO, HI] instead of the fixed 0.15 (scanners differ in how grainy the image "
+                        "is; e.g. 0 0.6)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")
@@ -188,6 +192,7 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         crop_negatives=args.crop_negatives, nerve_removed=args.nerve_removed, init=args.init, init_part=args.init_part,
         max_minutes=args.max_minutes,
         amp_dtype=args.amp_dtype, consistency=args.consistency, blind=args.blind,
+        speckle=args.speckle,
         lr_drops=args.lr_drops,
     )
 

@@ -293,3 +293,47 @@ def test_compress_augment_flattens_the_nerve_as_drawn() -> None:
     assert heights[0.0] == (41, pytest.approx(float(mask.sum()), rel=1e-3))
     assert heights[1.0][0] == pytest.approx(41 * 0.75, abs=1.5)
     assert heights[1.0][1] == pytest.approx(0.75 ** 0.4 * float(mask.sum()), rel=0.02)
+
+
+def _speckle_strength(augment: StrongAugment, seed: int) -> float:
+    """The speckle strength one call of ``augment.intensity`` applied, read back from its output: on a ramp with
+    every other intensity step off, ``out = a * x * (1 + s * n) + b`` (z-score), ``n`` white noise blurred with
+    sigma 0.8 (std 1 / (2 sqrt(pi) 0.8))."""
+    ramp = np.tile(np.linspace(0.0, 1.0, 256, dtype=np.float32), (192, 1))
+    out = augment.intensity(ramp, np.random.default_rng(seed))
+    a, b = np.polyfit(ramp.ravel(), out.ravel(), 1)
+    keep = ramp > 0.3
+    relative = (out[keep] - (a * ramp[keep] + b)) / (a * ramp[keep])
+    return float(relative.std() / (1.0 / (2.0 * np.sqrt(np.pi) * 0.8)))
+
+
+def test_speckle_range_draws_each_images_strength_from_it() -> None:
+    quiet = {"gamma": (1.0, 1.0), "contrast": (1.0, 1.0), "brightness": 0.0, "blur_p": 0.0}
+    fixed = [_speckle_strength(StrongAugment(StrongAugmentConfig(**quiet)), s) for s in range(6)]
+    np.testing.assert_allclose(fixed, 0.15, atol=0.01)  # the default: always the fixed strength
+    pinned = [_speckle_strength(StrongAugment(StrongAugmentConfig(**quiet, speckle_range=(0.45, 0.45))), s)
+              for s in range(4)]
+    np.testing.assert_allclose(pinned, 0.45, atol=0.02)
+    drawn = [_speckle_strength(StrongAugment(StrongAugmentConfig(**quiet, speckle_range=(0.0, 0.6))), s)
+             for s in range(24)]
+    assert min(drawn) >= 0.0 and max(drawn) <= 0.62
+    assert min(drawn) < 0.15 and max(drawn) > 0.45  # spread over the range, not one value
+
+
+def test_speckle_range_through_make_augment_records_and_bad_values() -> None:
+    from train.augment import AcquisitionAugment, CompressAugment
+
+    for name, kind in (("strong", StrongAugment), ("acquisition", AcquisitionAugment), ("compress", CompressAugment)):
+        aug = make_augment(name, (0.0, 0.6))
+        assert isinstance(aug, kind)
+        record = json.loads(json.dumps(augment_record(aug)))
+        assert record["strong"]["speckle_range"] == [0.0, 0.6]
+        assert StrongAugmentConfig.from_config(record["strong"]).speckle_range == (0.0, 0.6)
+    old = json.loads(json.dumps(augment_record(make_augment("compress"))))["strong"]
+    del old["speckle_range"]  # a record written before the range existed reads as the fixed strength
+    assert StrongAugmentConfig.from_config(old).speckle_range is None
+    with pytest.raises(UserError, match="has none"):
+        make_augment("paper", (0.0, 0.6))
+    for bad in ((0.6, 0.0), (-0.1, 0.3), (0.0, float("nan")), (0.1,)):
+        with pytest.raises(UserError, match="speckle range"):
+            StrongAugmentConfig(speckle_range=bad)

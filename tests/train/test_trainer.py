@@ -465,6 +465,20 @@ def test_crop_and_workers_config_errors(synthetic_dataset: Path, tmp_path: Path)
     assert not (out / "last.pt").exists()
 
 
+def test_speckle_range_config(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """--speckle LO HI reaches the augmentation, is recorded as a list, and is refused where it means nothing."""
+    out = tmp_path / "o"
+    cfg = small_cfg(synthetic_dataset, out, augment="compress", speckle=(0, 0.6))
+    assert cfg.speckle == (0.0, 0.6) and cfg.to_dict()["speckle"] == [0.0, 0.6]
+    trainer = Trainer(cfg, torch.device("cpu"))
+    assert trainer.augment.strong.config.speckle_range == (0.0, 0.6)
+    assert small_cfg(synthetic_dataset, out).to_dict()["speckle"] is None
+    with pytest.raises(UserError, match="--speckle LO HI sets the speckle of --augment strong"):
+        small_cfg(synthetic_dataset, out, augment="paper", speckle=(0, 0.6))
+    with pytest.raises(UserError, match="0 <= LOW <= HIGH"):
+        small_cfg(synthetic_dataset, out, augment="strong", speckle=(0.5, 0.1))
+
+
 def test_cpu_mixed_precision_is_bfloat16_where_the_cpu_has_it(synthetic_dataset: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import train.trainer as trainer_module
