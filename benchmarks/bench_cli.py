@@ -35,19 +35,20 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks import bench
 from benchmarks import engines_bench
 from benchmarks import soak as soak_mode
 from common.tta import TTA_MODES
-from engines.registry import list_backends
+from engines.registry import BUNDLED_MODELS, list_backends
+from realtime.cli_common import default_model as cli_default_model
 from realtime.cli_common import stop_on_signals
 from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
 from realtime.fusion import fusion_weight
-from realtime.sinks.summary import write_json
+from realtime.sources.phantom import DEFAULT_FPS as PHANTOM_FPS
 from train.cli_util import add_logging_args, setup_logging
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
-from train.models import list_models
 from train.preprocess import DEFAULT_SIZE, parse_size
+
+# benchmarks.bench (the pipeline, the engines, torch) is imported by the modes that run: --help needs none of it
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +66,19 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    engine_defaults = engines_bench.build_parser()
+    engine_defaults = engines_bench.DEFAULTS
+    default = cli_default_model()
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].replace("``", ""),
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                    help=f"bundled model names, checkpoints (.pt), .onnx files, TensorRT plans or architecture names "
-                        f"({', '.join(list_models())}: random weights, speed only; the report says so). Default: "
-                        f"the bundled default model once one ships, else {bench.default_model()}")
+                        f"(random weights, speed only, the report says so; mn-train --list-models lists them). "
+                        f"Default: the bundled default model once one ships, else lunet (here: "
+                        f"{default if default in BUNDLED_MODELS else 'lunet'})")
     p.add_argument("--backends", nargs="+", default=None, choices=["auto", *list_backends()], metavar="BACKEND",
                    help=f"inference backends ({', '.join(['auto', *list_backends()])}); default auto (the pipeline) or "
-                        f"{' '.join(engine_defaults.get_default('backends'))} (--engines-only)")
+                        f"{' '.join(engine_defaults['backends'])} (--engines-only)")
     p.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "fp16", "int8"], metavar="PRECISION",
                    help="fp32, fp16 and/or int8 (onnxruntime only: a bundled model's shipped int8 files, or "
                         "--calibrate); default the backend's own choice (the pipeline) or fp32 fp16 (--engines-only)")
@@ -90,16 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=1000, help="measured frames per combination and repeat (default 1000)")
     p.add_argument("--warmup", type=int, default=None,
                    help=f"frames processed first and left out of every number (default {PIPELINE_DEFAULTS['warmup']}; "
-                        f"--engines-only: untimed infer calls, default {engine_defaults.get_default('warmup')})")
+                        f"--engines-only: untimed infer calls, default {engine_defaults['warmup']})")
     p.add_argument("--repeats", type=int, default=None,
                    help=f"runs per combination, pooled (default {PIPELINE_DEFAULTS['repeats']}; --engines-only: timed "
-                        f"infer calls, default {engine_defaults.get_default('repeats')})")
+                        f"infer calls, default {engine_defaults['repeats']})")
     p.add_argument("--source", default="synthetic",
                    help="synthetic[:SEED] (the built-in phantom, default), a video file, a device (0, /dev/video0) "
                         "or animate:IMAGE[:MASK]")
     p.add_argument("--fps", type=float, default=None,
                    help=f"rate of the phantom / requested device rate (default the source's own, "
-                        f"{bench.DEFAULT_SOURCE_FPS:g} for the phantom); the realtime mode is paced at it")
+                        f"{PHANTOM_FPS:g} for the phantom); the realtime mode is paced at it")
     p.add_argument("--roi", default=None, metavar="x,y,w,h", help="crop the scanner's image area first")
     p.add_argument("--cuda-graph", action="store_true",
                    help="replay each engine's inference as a CUDA graph (torch on CUDA, TensorRT); not the baseline")
@@ -144,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    from benchmarks import bench
+
     command = f"{PROG} {shlex.join(argv)}".strip()
     if args.engines_only:
         return engines_only(args, command)
@@ -196,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if runner.stop_reason:
         result["interrupted"] = runner.stop_reason
+    from realtime.sinks.summary import write_json
+
     write_json(out, result)
     written = [out]
     if plot is not None:
@@ -215,25 +222,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def engines_only(args: argparse.Namespace, command: str) -> int:
     """``--engines-only``: :func:`benchmarks.engines_bench.run` per size, its table, one JSON."""
-    defaults = engines_bench.build_parser()
+    from benchmarks import bench
+    from realtime.sinks.summary import write_json
+    from train.models import list_models
+
+    defaults = engines_bench.DEFAULTS
     models = args.models or [bench.default_model()]
     not_arch = [m for m in models if m not in list_models()]
     if not_arch:
         raise UserError(f"--engines-only times architectures with random weights; {', '.join(not_arch)} "
                         f"{'is' if len(not_arch) == 1 else 'are'} not one of {', '.join(list_models())} (run the "
                         "pipeline benchmark, without --engines-only, for checkpoints and exported files)")
-    backends = args.backends or defaults.get_default("backends")
+    backends = args.backends or defaults["backends"]
     if "auto" in backends:
         raise UserError("--engines-only compares named backends; replace auto with "
                         + " ".join(list_backends()))
-    sizes = args.sizes or [tuple(defaults.get_default("size"))]
+    sizes = args.sizes or [DEFAULT_SIZE]
     rows: list[dict[str, Any]] = []
     for size in sizes:
         rows += engines_bench.run(
-            models, backends, args.precisions or defaults.get_default("precisions"),
-            args.batch or defaults.get_default("batches"), tuple(size),
-            defaults.get_default("repeats") if args.repeats is None else args.repeats,
-            defaults.get_default("warmup") if args.warmup is None else args.warmup,
+            models, backends, args.precisions or defaults["precisions"],
+            args.batch or defaults["batches"], tuple(size),
+            defaults["repeats"] if args.repeats is None else args.repeats,
+            defaults["warmup"] if args.warmup is None else args.warmup,
             args.threads, args.cache_dir, naive=args.baseline)
     system = bench.bench_system(args.threads)
     result = {
@@ -258,6 +269,9 @@ def soak(args: argparse.Namespace, command: str) -> int:
     """``--soak MINUTES``: :func:`benchmarks.soak.run_soak` of the first model, its JSON and plot."""
     if not (args.soak > 0 and args.window_s > 0):
         raise UserError("--soak MINUTES and --window-s must be positive")
+    from benchmarks import bench
+    from realtime.sinks.summary import write_json
+
     models = args.models or [bench.default_model()]
     if len(models) > 1:
         log.warning("--soak runs one model: %s (not %s)", models[0], ", ".join(models[1:]))

@@ -23,28 +23,29 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-from tqdm import tqdm
-
-from benchmarks.system import system_info
-from engines import load_engine
-from engines.random_model import random_checkpoint
 from engines.registry import list_backends
 from train.cli_util import add_logging_args, add_size_arg, setup_logging
 from train.errors import UserError, run_cli
-from train.models import list_models
+
+if TYPE_CHECKING:  # numpy, torch and the engines are imported by the functions that run: --help needs none of them
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASELINE = ("torch", "fp32")
 NAIVE = ("torch-naive", "fp32")
+DEFAULTS = {"models": ["lunet", "unet", "dlunet", "dbunet"], "backends": ["torch", "onnxruntime"],
+            "precisions": ["fp32", "fp16"], "batches": [1, 8], "repeats": 10, "warmup": 2}
+"""The flags' defaults (``mn-bench --engines-only`` takes them too)."""
 
 
 def time_engine(engine, batch: int, repeats: int, warmup: int, rng: np.random.Generator) -> list[float]:
     """Milliseconds of ``repeats`` timed ``infer`` calls after ``warmup`` untimed ones."""
+    import numpy as np
+
     n, c, h, w = engine.input_shape
     x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
     for _ in range(warmup):
@@ -60,6 +61,17 @@ def time_engine(engine, batch: int, repeats: int, warmup: int, rng: np.random.Ge
 def run(models: Sequence[str], backends: Sequence[str], precisions: Sequence[str], batches: Sequence[int],
         size: tuple[int, int], repeats: int, warmup: int, threads: int | None, cache_dir: str | None,
         naive: bool = True, calibrate: str | None = None) -> list[dict]:
+    import numpy as np
+    from tqdm import tqdm
+
+    from engines import load_engine
+    from engines.random_model import random_checkpoint
+    from train.models import list_models
+
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise UserError(f"unknown model {unknown[0]!r}: the engines benchmark times architectures with random "
+                        f"weights, one of {', '.join(list_models())}")
     rng = np.random.default_rng(0)
     combos = [(m, b, p, n) for m in models for b in backends for p in precisions for n in batches]
     if naive:
@@ -112,16 +124,17 @@ def table(rows: list[dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.engines_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["lunet", "unet", "dlunet", "dbunet"], choices=list_models())
-    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=list_backends())
-    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16", "int8"],
+    p.add_argument("--models", nargs="+", default=DEFAULTS["models"], metavar="MODEL",
+                   help="architecture names (random weights; mn-train --list-models lists them)")
+    p.add_argument("--backends", nargs="+", default=DEFAULTS["backends"], choices=list_backends())
+    p.add_argument("--precisions", nargs="+", default=DEFAULTS["precisions"], choices=["fp32", "fp16", "int8"],
                    help="int8 (onnxruntime only) needs --calibrate; other backends skip it with the reason")
     p.add_argument("--calibrate", default=None, metavar="DIR",
                    help="int8: frames to calibrate the quantisation on (a dataset folder's Images/ or images)")
-    p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--batches", nargs="+", type=int, default=DEFAULTS["batches"])
     add_size_arg(p)
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per combination")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    p.add_argument("--repeats", type=int, default=DEFAULTS["repeats"], help="timed calls per combination")
+    p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="untimed calls first")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--cache-dir", default=None, help="engine cache")
     p.add_argument("--no-naive", dest="naive", action="store_false",
@@ -134,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    from benchmarks.system import system_info
+
     system = system_info()
     rows = run(args.models, args.backends, args.precisions, args.batches, tuple(args.size), args.repeats,
                args.warmup, args.threads, args.cache_dir, naive=args.naive, calibrate=args.calibrate)

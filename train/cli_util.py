@@ -1,18 +1,21 @@
 """Command-line helpers that need torch (devices, threads) or the preprocessing (sizes).
 
-The torch-free ones (logging set-up and flags) live in :mod:`common.cli` and are re-exported here.
+The torch-free ones (logging set-up and flags) live in :mod:`common.cli` and are re-exported here. torch is
+imported where a device or the threads are set, not here: a command's ``--help`` builds its parser without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from common.cli import NOISY_LIBRARIES, add_logging_args, setup_logging
 from train.errors import UserError
 from train.preprocess import DEFAULT_SIZE, parse_size
+
+if TYPE_CHECKING:
+    import torch
 
 
 __all__ = ["NOISY_LIBRARIES", "add_logging_args", "add_size_arg", "resolve_device", "set_threads", "setup_logging"]
@@ -38,6 +41,8 @@ def _size_type(text: str) -> tuple[int, int]:
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``; a clear error when CUDA is asked for and absent."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
@@ -52,6 +57,8 @@ def resolve_device(name: str) -> torch.device:
 
 def set_threads(threads: int | None) -> None:
     """Set the intra-op thread count (default: all cores)."""
+    import torch
+
     if threads:
         torch.set_num_threads(threads)
     else:

@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import bench, bench_cli, engines_bench
 from realtime.record import STAGES
+from train.errors import UserError
 
 CONTRACT_RUN_KEYS = {"model", "backend", "precision", "size", "mode", "frames", "dropped", "fps",
                      "speedup_vs_baseline", "status", "latency_ms", "reason", "batch", "repeats", "notes", "baseline",
@@ -234,3 +235,21 @@ def test_bad_arguments_exit_2(argv: list[str], tmp_path: Path, capsys: pytest.Ca
     assert code == 2
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_help_builds_without_torch_or_the_pipeline() -> None:
+    """mn-bench --help (and the engines benchmark's) answer at once: torch, the engines and the pipeline are
+    imported by the modes that run."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from benchmarks import bench_cli, engines_bench; bench_cli.build_parser(); "
+            "engines_bench.build_parser(); print(sorted(m for m in ('torch', 'onnxruntime', 'benchmarks.bench', "
+            "'realtime.pipeline') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_engines_bench_refuses_an_unknown_architecture() -> None:
+    with pytest.raises(UserError, match="unknown model 'vgg'.*lunet"):
+        engines_bench.run(["vgg"], ["torch"], ["fp32"], [1], (64, 48), 1, 0, 1, None)
