@@ -32,6 +32,7 @@ benchmarks/results/). Exit codes: 0, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -191,6 +192,10 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Medians over clips of each number, totals of frames, ok frames and jumps."""
     def med(key: str, sub: str | None = None) -> float | None:
+        if key == "jitter_ratio":  # each clip's own: its raw area's jitter over its truth's
+            values = [c["jitter"]["median"] / c["truth_jitter"]["median"] for c in clips.values()
+                      if c["jitter"].get("median") is not None and c["truth_jitter"].get("median")]
+            return statistics.median(values) if values else None
         values = [(c[key][sub] if sub else c[key]) for c in clips.values()]
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
@@ -201,13 +206,71 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "fr_abs_rel_median": med("fr_abs_rel_median"), "lag_frames": med("lag_frames"),
             "jitter_median": med("jitter", "median"),
             "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
+            "jitter_ratio": med("jitter_ratio"),
             "jumps": sum(c["jumps"] for c in clips.values()),
             "jumps_away": sum(c.get("jumps_away", 0) for c in clips.values()),
             "infer_ms_median": med("infer_ms_median"), "postprocess_ms_median": med("postprocess_ms_median")}
 
 
+POOL_SETTINGS = ("frames_per_clip", "fusion", "confirm", "presence", "compression_period_s", "glide_scale",
+                 "crop_border_px", "area_step", "precision", "tta")
+"""What reports pooled by ``--pool`` must share (one setting measured on several folds' clips)."""
+
+
+def pool_reports(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """One report of every clip of several reports (e.g. one a fold, each fold's model on its own patients):
+    their clips side by side and pooled as one run's (:func:`pooled`). The reports must share
+    :data:`POOL_SETTINGS`; a clip name met twice is suffixed with its report's file name.
+
+    Raises:
+        UserError: fewer than two reports, a file that is not a window report, or reports measured differently.
+    """
+    if len(paths) < 2:
+        raise UserError(f"--pool takes two or more window reports (JSON), got {len(paths)}")
+    reports = []
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--pool: cannot read {path} ({exc}); give the JSON files benchmarks.window_bench "
+                            "wrote") from None
+        if not isinstance(report, dict) or report.get("benchmark") != "window" or "clips" not in report:
+            raise UserError(f"--pool: {path} is not a benchmarks.window_bench report")
+        reports.append(report)
+    first = reports[0]
+    for path, report in zip(paths[1:], reports[1:]):
+        differ = [k for k in POOL_SETTINGS if report.get(k) != first.get(k)]
+        if differ:
+            raise UserError(f"--pool: {path} was measured with other settings than {paths[0]} "
+                            f"({', '.join(f'{k} {report.get(k)!r} vs {first.get(k)!r}' for k in differ)}); "
+                            "pool reports of one setting")
+    modes = [m for m in MODES if all(m in r.get("pooled", {}) for r in reports)]
+    if not modes:
+        raise UserError("--pool: the reports have no setting in common")
+    clips: dict[str, dict[str, Any]] = {}
+    for path, report in zip(paths, reports):
+        for name, clip in report["clips"].items():
+            clips[name if name not in clips else f"{name} ({Path(path).name})"] = {m: clip[m] for m in modes}
+    splits = [r.get("split") or {} for r in reports]
+    folds = sorted(s["fold"] for s in splits if s.get("name") == "kfold")
+    return {**{k: first.get(k) for k in ("benchmark", "backend", *POOL_SETTINGS)},
+            "machine": first.get("machine") or {}, "date": date.today().isoformat(),
+            "model": f"{len(reports)} reports pooled ({', '.join(sorted({str(r.get('model')) for r in reports}))})",
+            "command": " ".join([PROG, "--pool", *map(str, paths)]),
+            "pooled_from": [{"file": str(p), "model": r.get("model"), "split": r.get("split"),
+                             "command": r.get("command")} for p, r in zip(paths, reports)],
+            "split": ({"name": "kfold-pooled", "folds": splits[0].get("folds"), "fold": folds,
+                       "seed": splits[0].get("seed")} if folds else splits[0]),
+            "appearance": "each report's own", "clips": clips,
+            "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _pct2(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"
 
 
 def _ms(x: float | None) -> str:
@@ -219,6 +282,9 @@ def _frames(x: float | None) -> str:
 
 
 def _split_text(split: dict[str, Any] | None) -> str:
+    if split and split.get("name") == "kfold-pooled":
+        return (f"folds {', '.join(map(str, split['fold']))} of the patient {split['folds']}-fold split (seed "
+                f"{split['seed']}, as mn-cv), each fold's own patients")
     if split and split.get("name") == "kfold":
         return f"fold {split['fold']} of the patient {split['folds']}-fold split (seed {split['seed']}, as mn-cv)"
     return "the paper split's (they chose the shipped models)"
@@ -264,15 +330,16 @@ def format_md(report: dict[str, Any]) -> str:
                          f"{_ms(c['infer_ms_median'])} | {_ms(c.get('postprocess_ms_median'))} |")
     lines += ["", "Pooled (medians over clips; frames, ok and jumps summed):", "",
               "| setting | clips | frames | ok | CSA error | CSA bias | FR error | lag | jitter median / p95 | "
-              "truth's median | jumps (away) | infer ms | post ms |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "truth's median | jitter / truth's (clips' median) | jumps (away) | infer ms | post ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode in modes:
         p = report["pooled"][mode]
+        ratio = "-" if p.get("jitter_ratio") is None else f"{p['jitter_ratio']:.2f}x"
         lines.append(f"| {mode} | {p['clips']} | {p['frames']} | {_pct(p['ok_rate'])} | "
                      f"{_pct(p['csa_abs_rel_median'])} | {_pct(p.get('csa_bias'))} | "
                      f"{_pct(p.get('fr_abs_rel_median'))} | {_frames(p.get('lag_frames'))} | "
-                     f"{_pct(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct(p['truth_jitter_median'])} | "
-                     f"{p['jumps']} ({p.get('jumps_away', '-')}) | {_ms(p['infer_ms_median'])} | "
+                     f"{_pct2(p['jitter_median'])} / {_pct(p['jitter_p95'])} | {_pct2(p['truth_jitter_median'])} | "
+                     f"{ratio} | {p['jumps']} ({p.get('jumps_away', '-')}) | {_ms(p['infer_ms_median'])} | "
                      f"{_ms(p.get('postprocess_ms_median'))} |")
     return "\n".join(lines) + "\n"
 
@@ -318,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the presence gate's appearance model, as mn-live's --appearance (default: the model's own)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
                    help=f"the settings to run, comma-separated (default {','.join(MODES)})")
+    p.add_argument("--pool", nargs="+", default=None, metavar="REPORT",
+                   help="run nothing: pool the clips of these reports (JSON, e.g. one a fold, each fold's model on its "
+                        "own patients) into one report, as if one run had made them all (same settings needed)")
     p.add_argument("--json", default=None, metavar="FILE")
     p.add_argument("--md", default=None, metavar="FILE")
     add_logging_args(p)
@@ -331,6 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
+    if args.pool is not None:
+        report = pool_reports(args.pool)
+        out, md = report_paths(args.json, args.md, "window", "pooled")
+        write_report(out, report, format_md(report), md)
+        return 0
     if args.data and not Path(args.data).is_dir():
         raise UserError(f"--data {args.data} is not a folder")
     if args.frames < 3:

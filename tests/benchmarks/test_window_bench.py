@@ -4,6 +4,7 @@ on the phantom with a stand-in cascade engine."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,45 @@ def test_the_presence_gate_reaches_the_clip(monkeypatch: pytest.MonkeyPatch) -> 
     assert window_bench.build_parser().parse_args(["--presence", "off"]).presence == "off"
     with pytest.raises(SystemExit):
         window_bench.build_parser().parse_args(["--presence", "maybe"])
+
+
+def _report(path: Path, fold: int, clips: dict, fusion: float = 0.35) -> Path:
+    report = {"benchmark": "window", "model": f"fold-{fold}/model.pt", "command": f"window_bench --fold {fold}",
+              "split": {"name": "kfold", "folds": 5, "fold": fold, "seed": 42}, "frames_per_clip": 2,
+              "fusion": fusion, "confirm": 2, "presence": "on", "area_step": 0.25, "precision": "fp32",
+              "clips": {n: {"tracked+fusion": c} for n, c in clips.items()},
+              "pooled": {"tracked+fusion": pooled(clips)}}
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_pool_joins_the_folds_clips_as_one_run(tmp_path: Path) -> None:
+    steady = score([row(1000, 1000), row(1010, 1005), row(1000, 1010)])  # jitter 1 % vs the truth's 0.5 %
+    shaky = score([row(1000, 1000), row(1100, 1010), row(1000, 1000)])   # 10 % vs 1 %
+    small = score([row(900, 1000), row(None, 1000)])
+    a = _report(tmp_path / "a.json", 0, {"Pz001-001": steady, "Pz002-001": small})
+    b = _report(tmp_path / "b.json", 3, {"Pz009-001": shaky, "Pz002-001": steady})  # a name met twice
+    assert window_bench.cli(["--pool", str(a), str(b), "--json", str(tmp_path / "p.json"), "-q"]) == 0
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert list(report["clips"]) == ["Pz001-001", "Pz002-001", "Pz009-001", "Pz002-001 (b.json)"]
+    p = report["pooled"]["tracked+fusion"]
+    assert p == pooled({n: c["tracked+fusion"] for n, c in report["clips"].items()})
+    assert (p["clips"], p["frames"]) == (4, 11)
+    assert p["ok_rate"] == pytest.approx(10 / 11)
+    # each clip's own jitter over its truth's, then the median over the clips: 2, 2, 10 (small: one frame, none)
+    assert p["jitter_ratio"] == pytest.approx(2.0, rel=0.02)
+    assert report["split"]["fold"] == [0, 3]
+    md = (tmp_path / "p.md").read_text()
+    assert "folds 0, 3 of the patient 5-fold split" in md and "| 2.00x |" in md
+
+
+def test_pool_refuses_reports_measured_differently(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    clip = score([row(1000, 1000), row(1000, 1000)])
+    a = _report(tmp_path / "a.json", 0, {"x": clip}, fusion=0.35)
+    b = _report(tmp_path / "b.json", 1, {"y": clip}, fusion=0.2)
+    (tmp_path / "c.json").write_text('{"benchmark": "presence"}')
+    for argv, message in (([a, b], "other settings than .*fusion 0.2 vs 0.35"), ([a], "two or more"),
+                          ([a, tmp_path / "c.json"], "not a benchmarks.window_bench report"),
+                          ([a, tmp_path / "none.json"], "cannot read")):
+        assert window_bench.cli(["--pool", *map(str, argv), "-q"]) == 2
+        assert re.search(message, capsys.readouterr().err)
