@@ -192,13 +192,12 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Medians over clips of each number, totals of frames, ok frames and jumps."""
     def med(key: str, sub: str | None = None) -> float | None:
-        if key == "jitter_ratio":  # each clip's own: its raw area's jitter over its truth's
-            values = [c["jitter"]["median"] / c["truth_jitter"]["median"] for c in clips.values()
-                      if c["jitter"].get("median") is not None and c["truth_jitter"].get("median")]
-            return statistics.median(values) if values else None
         values = [(c[key][sub] if sub else c[key]) for c in clips.values()]
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None
+
+    ratios = [c["jitter"]["median"] / c["truth_jitter"]["median"] for c in clips.values()  # each clip's own
+              if c["jitter"].get("median") is not None and c["truth_jitter"].get("median")]
 
     return {"clips": len(clips), "frames": sum(c["frames"] for c in clips.values()),
             "ok_rate": sum(c["ok"] for c in clips.values()) / max(1, sum(c["frames"] for c in clips.values())),
@@ -206,7 +205,7 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "fr_abs_rel_median": med("fr_abs_rel_median"), "lag_frames": med("lag_frames"),
             "jitter_median": med("jitter", "median"),
             "jitter_p95": med("jitter", "p95"), "truth_jitter_median": med("truth_jitter", "median"),
-            "jitter_ratio": med("jitter_ratio"),
+            "jitter_ratio": statistics.median(ratios) if ratios else None,
             "jumps": sum(c["jumps"] for c in clips.values()),
             "jumps_away": sum(c.get("jumps_away", 0) for c in clips.values()),
             "infer_ms_median": med("infer_ms_median"), "postprocess_ms_median": med("postprocess_ms_median")}
