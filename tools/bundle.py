@@ -45,7 +45,8 @@ Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad i
 
 ``--dir DIR`` works on another bundled folder than the package's (a staging copy, the tests).
 A model trained on every image (``mn-cv --final``: its config's split is ``none``) has no held-out images:
-``add`` then needs ``--cv-summary`` (the recipe's ``mn-cv`` cv-summary.json, whose folds chose its epochs), records
+``add`` then needs ``--cv-summary`` (the recipe's ``mn-cv`` cv-summary.json, whose folds chose its epochs, or its
+cv-summary-as-final.json, the final procedure run on every fold: ``cv.models`` says which), records
 that estimate as ``cv`` and marks ``val.trained_on`` (its validation images were training images: the smoke check
 still guards the file, the number is no estimate). ``add`` reads the accuracy from
 ``mn-eval --split paper --subset val --json`` files (paper protocol,
@@ -279,6 +280,9 @@ def read_cv_summary(path: str | os.PathLike) -> dict:
         raise UserError(f"{path} has {len(done)} of {summary.get('folds')} folds evaluated: run every fold "
                         f"(mn-cv without --fold) before shipping its final model; {fix}")
     pooled = (paper.get("pooled") or {}).get("csa_agreement") or {}
+    models = summary.get("models") or "folds"  # summaries before 2026-12-05 are the fold models'
+    whose = ("each fold trained the way the final model is (mn-cv --as-final: the folds' schedule, last weights)"
+             if models == "as-final" else "each fold model")
     return {"recipe": summary["recipe"], "folds": folds, "seed": summary.get("seed"),
             "images": paper.get("n_images"), "protocol": "paper", "dsc": paper["dsc"]["mean"],
             "dsc_sd": paper["dsc"].get("sd"), "native_dsc": (native.get("dsc") or {}).get("mean"),
@@ -286,7 +290,8 @@ def read_cv_summary(path: str | os.PathLike) -> dict:
             "csa_bias_rel": pooled.get("bias_rel"), "missed": pooled.get("missed"),
             "threshold": (summary.get("threshold") or {}).get("chosen_all"),
             "best_epochs": summary.get("best_epochs"), "results_file": _shown_path(path),
-            "what": "mean (and SD) across patient folds of each fold model on its validation patients; CSA bias and "
+            "models": models,
+            "what": f"mean (and SD) across patient folds of {whose} on its validation patients; CSA bias and "
                     "missed images pooled over every image"}
 
 

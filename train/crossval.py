@@ -26,7 +26,9 @@ once; then the same command without ``--part`` joins and evaluates (copies nothi
 
 ``--as-final`` checks that procedure before it is trusted: each fold trained the way ``--final`` trains (the
 folds' schedule, nothing chosen by its validation images: ``mn-train --blind``, last weights kept) and
-evaluated on the fold's patients, beside the fold's own model.
+evaluated on the fold's patients, beside the fold's own model. It also writes ``cv-summary-as-final.json``
+(and ``.md``): the same summary of the folds trained that way, the estimate of the final procedure itself
+(``--aggregate --as-final`` writes it alone; ``python -m tools.bundle add --cv-summary`` takes either).
 
 ``--final`` trains the recipe on every image (``--split none``) for a schedule the folds fix
 (:mod:`train.schedule`, ``--schedule PART=RULE``: by default the median of the folds' best epochs; ``best-drops``
@@ -500,19 +502,22 @@ class CrossValidation:
         log.info("final model: mask threshold %.3f (%s)", chosen,
                  "unchanged" if chosen == DEFAULT_THRESHOLD else f"chosen by the out-of-fold images of {which}")
 
-    def summary(self) -> dict[str, Any]:
-        """Mean +- SD across folds and pooled per-image agreement; written to cv-summary.json/.md."""
+    def summary(self, sub: str = "") -> dict[str, Any]:
+        """Mean +- SD across folds and pooled per-image agreement; written to cv-summary.json/.md.
+
+        ``sub="as-final"``: of the folds trained the way the final is (``fold-K/as-final/``, ``mn-cv --as-final``),
+        the estimate of the final procedure itself; ``models`` in the result says which."""
         from train.metrics import csa_agreement
 
         result: dict[str, Any] = {"recipe": self.recipe.name, "description": self.recipe.description,
-                                  "candidates": self.candidates, "tta": self.tta,
+                                  "models": sub or "folds", "candidates": self.candidates, "tta": self.tta,
                                   "data": self.data, "folds": self.folds, "seed": self.seed,
                                   "folds_done": [], "best_epochs": self.best_epochs(), "protocols": {}}
         for protocol in PROTOCOLS:
             per_fold: list[dict[str, Any]] = []
             rows: list[dict[str, Any]] = []
             for fold in range(self.folds):
-                path = self.fold_dir(fold) / f"eval-{protocol}.json"
+                path = self.fold_dir(fold) / sub / f"eval-{protocol}.json"
                 if path.is_file():
                     r = json.loads(path.read_text())
                     r["fold"] = fold
@@ -534,14 +539,19 @@ class CrossValidation:
             result["protocols"][protocol] = entry
             if protocol == "paper":
                 result["folds_done"] = entry["folds_evaluated"]
-        result["threshold"] = self.threshold_report()
+        result["threshold"] = self.threshold_report(sub)
         return result
 
-    def write_summary(self) -> dict[str, Any]:
-        result = self.summary()
+    def summary_path(self, sub: str = "") -> Path:
+        """``cv-summary.json`` (the fold models) or ``cv-summary-as-final.json`` (``sub="as-final"``)."""
+        return self.out / (f"cv-summary-{sub}.json" if sub else "cv-summary.json")
+
+    def write_summary(self, sub: str = "") -> dict[str, Any]:
+        result = self.summary(sub)
         self.out.mkdir(parents=True, exist_ok=True)
-        _atomic_json(self.out / "cv-summary.json", result)
-        (self.out / "cv-summary.md").write_text(format_summary(result) + "\n")
+        path = self.summary_path(sub)
+        _atomic_json(path, result)
+        path.with_suffix(".md").write_text(format_summary(result) + "\n")
         return result
 
 
@@ -563,7 +573,9 @@ def format_summary(result: dict[str, Any]) -> str:
         sd = f" ± {d['sd'] * scale:.{digits}f}" if d.get("sd") is not None else ""
         return f"{d['mean'] * scale:.{digits}f}{sd}"
 
-    lines = [f"# {result['recipe']}: {result['folds']}-fold patient cross-validation",
+    as_final = result.get("models") == "as-final"
+    lines = [f"# {result['recipe']}: {result['folds']}-fold patient cross-validation"
+             + (", each fold trained the way the final is (mn-cv --as-final)" if as_final else ""),
              "", result["description"], "",
              f"Folds evaluated: {result['folds_done']} (seed {result['seed']}); best epochs per part: "
              f"{result['best_epochs']}", "",
@@ -701,7 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-final", action="store_true",
                    help="train each fold (or --fold K) the way --final trains (the folds' median best epochs, "
                         "mn-train --blind: its validation images choose nothing, the last weights are kept) into "
-                        "OUT/fold-K/as-final/ and evaluate it on the fold's patients: validates the final procedure")
+                        "OUT/fold-K/as-final/ and evaluate it on the fold's patients: validates the final procedure "
+                        "(summary of those folds: OUT/cv-summary-as-final.json; with --aggregate: only that)")
     p.add_argument("--threshold-from", choices=("folds", "as-final"), default="folds",
                    help="with --final: the out-of-fold sweeps that choose the final model's mask threshold: the fold "
                         "models' (every fold needed) or those of the folds trained as the final is (--as-final "
@@ -791,8 +804,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for fold in [args.fold] if args.fold is not None else range(args.folds):
                 cv.run_fold(fold)
     result = cv.write_summary()
+    if args.as_final:  # also the estimate of the final procedure, from the folds trained its way
+        result = cv.write_summary("as-final")
     print(format_summary(result))
-    log.info("wrote %s", cv.out / "cv-summary.json")
+    log.info("wrote %s", cv.summary_path("as-final" if args.as_final else ""))
     return 0
 
 

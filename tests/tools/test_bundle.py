@@ -250,10 +250,12 @@ def test_list(bundled: Path, evaluated: dict[str, Path], tmp_path: Path, capsys:
     assert "* default" in out
 
 
-def _cv_summary(path: Path, folds_done: list[int], folds: int = 5) -> Path:
-    """An mn-cv cv-summary.json as train.crossval writes it (the keys add reads)."""
+def _cv_summary(path: Path, folds_done: list[int], folds: int = 5, models: str | None = None) -> Path:
+    """An mn-cv cv-summary.json as train.crossval writes it (the keys add reads); ``models="as-final"``: its
+    cv-summary-as-final.json (no ``models`` key: a summary from before that key)."""
     path.write_text(json.dumps({
         "recipe": "cascade-strong-ph-cmp", "folds": folds, "seed": 42, "folds_done": folds_done,
+        **({"models": models} if models else {}),
         "best_epochs": {"localiser": [40] * len(folds_done), "refiner": [100] * len(folds_done)},
         "threshold": {"chosen_all": 0.475},
         "protocols": {"paper": {"n_images": 202, "dsc": {"mean": 0.8912, "sd": 0.03, "n": len(folds_done)},
@@ -285,6 +287,11 @@ def test_a_model_trained_on_every_image_ships_with_its_cross_validation(bundled:
     assert (cv["recipe"], cv["folds"], cv["images"], cv["dsc"], cv["dsc_sd"], cv["native_dsc"]) == \
         ("cascade-strong-ph-cmp", 5, 202, 0.8912, 0.03, 0.8944)
     assert (cv["csa_median_rel_error"], cv["csa_bias_rel"], cv["missed"], cv["threshold"]) == (0.068, 0.02, 4, 0.475)
+    assert cv["models"] == "folds" and "each fold model on" in cv["what"]
+    # the estimate of the final procedure itself (mn-cv --as-final's summary) is recorded as such
+    as_final = _cv_summary(tmp_path / "cv-summary-as-final.json", [0, 1, 2, 3, 4], models="as-final")
+    cv = _add(evaluated, checkpoint=final, verify=False, cv_summary=as_final, make_default=True)["cv"]
+    assert cv["models"] == "as-final" and "trained the way the final model is" in cv["what"]
     assert bundle.cli(["list", "--dir", str(bundled)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "mn-test" in x)
     assert "0.891±0.030" in line and "trained on" in line and "6.8 %" in line

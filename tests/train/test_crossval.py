@@ -87,6 +87,17 @@ def test_summary_mean_sd_across_folds_and_pooled(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "cv" / "cv-summary.json").read_text())["folds_done"] == [0, 1]
     table = format_summary(result)
     assert "| paper | 4 | 0.6750 ± 0.2475 |" in table
+    assert result["models"] == "folds" and "as-final" not in table
+    # the folds trained the way the final is: their own summary, beside the fold models'
+    _fake_eval(cv.fold_dir(0) / "as-final", "paper", [0.95, 0.85], [(100, 100), (200, 200)])
+    _fake_eval(cv.fold_dir(1) / "as-final", "paper", [0.75], [(100, 90)])
+    as_final = cv.write_summary("as-final")
+    assert as_final["models"] == "as-final" and as_final["protocols"]["paper"]["n_images"] == 3
+    assert as_final["protocols"]["paper"]["dsc"]["mean"] == pytest.approx((0.9 + 0.75) / 2)
+    written = json.loads((tmp_path / "cv" / "cv-summary-as-final.json").read_text())
+    assert written["folds_done"] == [0, 1] and written["models"] == "as-final"
+    assert "trained the way the final is" in (tmp_path / "cv" / "cv-summary-as-final.md").read_text()
+    assert json.loads((tmp_path / "cv" / "cv-summary.json").read_text())["models"] == "folds"  # left as it was
 
 
 def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -389,6 +400,7 @@ def test_as_final_trains_a_fold_the_way_final_does_and_evaluates_it(tmp_path: Pa
                                                 ["metrics"]["best_epoch"]) / 2)}
     assert json.loads((folder / "eval-native.json").read_text())["n"] == 2
     assert (out / "fold-1" / "eval-native.json").is_file()  # the fold's own evaluation is left as it was
+    assert json.loads((out / "cv-summary-as-final.json").read_text())["folds_done"] == [1]
     assert cli([*argv, "--final", "--as-final"]) == 2
     # the final's mask threshold chosen on the sweeps of the folds trained as the final is
     assert (folder / "threshold-sweep.csv").is_file()
