@@ -120,6 +120,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "--share CV-ACQLOC-CMP copies it",
            {"localiser": _ACQ.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--speckle", "0", "0.6")},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
+    # ... and 15 % of its windows away from the nerve with empty targets (cascade-acq's --crop-negatives): the
+    # speckle-range refiner outlined something beside the nerve on nerve-free clip frames three times as often
+    Recipe("cascade-acqloc-cmp-spk-neg", "cascade-acqloc-cmp-spk with 15 % of its refiner's windows away from the "
+           "nerve, empty targets (--crop-negatives 0.15): the localiser is cascade-acqloc-cmp's, so mn-cv --share "
+           "CV-ACQLOC-CMP copies it",
+           {"localiser": _ACQ.parts["localiser"],
+            "refiner": (*_CMP.parts["refiner"], "--speckle", "0", "0.6", "--crop-negatives", "0.15")},
+           {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),

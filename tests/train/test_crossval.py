@@ -52,6 +52,12 @@ def test_recipes_and_part_args() -> None:
                                 "refiner": cmp.parts["refiner"]}
     assert both_parts.epochs == {"localiser": get_recipe("cascade-acqloc").epochs["localiser"],
                                  "refiner": cmp.epochs["refiner"]}
+    spk, neg = get_recipe("cascade-acqloc-cmp-spk"), get_recipe("cascade-acqloc-cmp-spk-neg")
+    assert spk.parts["localiser"] == neg.parts["localiser"] == both_parts.parts["localiser"]
+    ref_spk = part_args(spk, "refiner", extra=["ph"], epochs=3)
+    ref_cmp = part_args(both_parts, "refiner", extra=["ph"], epochs=3)
+    assert sorted(ref_spk) == sorted(ref_cmp + ["--speckle", "0", "0.6"])
+    assert sorted(part_args(neg, "refiner", extra=["ph"], epochs=3)) == sorted(ref_spk + ["--crop-negatives", "0.15"])
     with pytest.raises(UserError, match="extra-train"):
         part_args(r, "localiser", extra=[], epochs=1)
     with pytest.raises(UserError, match="cascade-acq"):
