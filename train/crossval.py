@@ -803,8 +803,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for fold in [args.fold] if args.fold is not None else range(args.folds):
                 cv.run_fold(fold)
-    result = cv.write_summary()
-    if args.as_final:  # also the estimate of the final procedure, from the folds trained its way
+    if not (args.aggregate and args.as_final):  # --aggregate --as-final: only the as-final summary
+        result = cv.write_summary()
+    if args.as_final:  # the estimate of the final procedure, from the folds trained its way
         result = cv.write_summary("as-final")
     print(format_summary(result))
     log.info("wrote %s", cv.summary_path("as-final" if args.as_final else ""))

@@ -82,6 +82,15 @@ _CMP_TC = Recipe("cascade-strong-ph-cmp-tc", "cascade-strong-ph-cmp's refiner al
                  {"localiser": _STRONG.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--consistency", "10")},
                  dict(_STRONG.epochs))
 
+# speckle strength drawn from 0-0.6 (the fixed 0.15 is the range's quarter): the robustness report's speckle
+# 0.15 / 0.3 (std 0.15 / 0.3 of the native image) shrank the outlines by 5 / 23 points of area, the animated
+# clips' (fresh speckle every frame) by 2 points against each image's still
+_SPK = Recipe("cascade-acqloc-cmp-spk", "cascade-acqloc-cmp with its refiner trained on speckle of every strength "
+              "from none to four times the fixed one (--speckle 0 0.6): the localiser is cascade-acqloc-cmp's, so "
+              "mn-cv --share CV-ACQLOC-CMP copies it",
+              {"localiser": _ACQ.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--speckle", "0", "0.6")},
+              {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]})
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _STRONG,
     _ACQ,
@@ -112,21 +121,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "CV-ACQLOC CV-CMP copies both parts (nothing trained again)",
            {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"]},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
-    # speckle strength drawn from 0-0.6 (the fixed 0.15 is the range's quarter): the robustness report's speckle
-    # 0.15 / 0.3 (std 0.15 / 0.3 of the native image) shrank the outlines by 5 / 23 points of area, the animated
-    # clips' (fresh speckle every frame) by 2 points against each image's still
-    Recipe("cascade-acqloc-cmp-spk", "cascade-acqloc-cmp with its refiner trained on speckle of every strength from "
-           "none to four times the fixed one (--speckle 0 0.6): the localiser is cascade-acqloc-cmp's, so mn-cv "
-           "--share CV-ACQLOC-CMP copies it",
-           {"localiser": _ACQ.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--speckle", "0", "0.6")},
-           {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
+    _SPK,
     # ... and 15 % of its windows away from the nerve with empty targets (cascade-acq's --crop-negatives): the
     # speckle-range refiner outlined something beside the nerve on nerve-free clip frames three times as often
     Recipe("cascade-acqloc-cmp-spk-neg", "cascade-acqloc-cmp-spk with 15 % of its refiner's windows away from the "
            "nerve, empty targets (--crop-negatives 0.15): the localiser is cascade-acqloc-cmp's, so mn-cv --share "
            "CV-ACQLOC-CMP copies it",
            {"localiser": _ACQ.parts["localiser"],
-            "refiner": (*_CMP.parts["refiner"], "--speckle", "0", "0.6", "--crop-negatives", "0.15")},
+            "refiner": (*_SPK.parts["refiner"], "--crop-negatives", "0.15")},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
