@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
-from train.recipes import RECIPES, Recipe, get_recipe, part_args
+from train.recipes import RECIPES, Recipe, get_recipe, part_args, shared_part_name
 from train.schedule import DEFAULT_PATIENCE, Schedule, final_schedule, parse_schedules, rate_drops
 from train.window import TTA_MODES, check_tta
 
@@ -250,8 +250,10 @@ class CrossValidation:
         if not self.share or (run.is_dir() and any(run.iterdir())):
             return False
         relative = run.relative_to(self.out)
-        for folder in self.share:
-            source = folder / relative
+        alias = relative.with_name(shared_part_name(relative.name))
+        sources = [folder / rel for folder in self.share for rel in dict.fromkeys((relative, alias))]
+        for source in sources:
+            folder = next(f for f in self.share if source.is_relative_to(f))
             config = source / "config.json"
             if not config.is_file():
                 continue
@@ -286,7 +288,9 @@ class CrossValidation:
             from train.cascade import build_cascade_checkpoint
 
             tmp = folder / "model.pt.tmp"
-            build_cascade_checkpoint(str(folder / "localiser" / checkpoint), str(folder / "refiner" / checkpoint),
+            refiners = [str(folder / part / checkpoint) for part in self.recipe.refiner_parts]
+            build_cascade_checkpoint(str(folder / "localiser" / checkpoint),
+                                     refiners[0] if len(refiners) == 1 else refiners,
                                      str(tmp), candidates=self.candidates, tta=self.tta)
             os.replace(tmp, model)
         else:

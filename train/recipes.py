@@ -18,6 +18,20 @@ EXTRA = "{extra}"
 """Placeholder for the ``--extra-train`` folders in a part's arguments."""
 
 
+def is_refiner_part(part: str) -> bool:
+    """Whether ``part`` is one of a cascade's refiners: ``refiner``, or ``refiner-N`` (N >= 2) of an ensemble."""
+    if part == "refiner":
+        return True
+    head, _, number = part.partition("-")
+    return head == "refiner" and number.isdigit() and int(number) >= 2
+
+
+def shared_part_name(part: str) -> str:
+    """The part name under which another recipe's ``mn-cv`` folder holds the same training: an ensemble's
+    ``refiner-N`` is the ``refiner`` of the single-refiner recipe it comes from (``mn-cv --share``)."""
+    return "refiner" if is_refiner_part(part) else part
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One trainable variant.
@@ -26,7 +40,8 @@ class Recipe:
         name: the recipe's name (``mn-cv --recipe``).
         description: one line for ``--list-recipes`` and the reports.
         parts: ``{part name: mn-train arguments}``; ``"model"`` for a single network, or
-            ``"localiser"`` and ``"refiner"`` for a cascade.
+            ``"localiser"`` and ``"refiner"`` for a cascade, with ``"refiner-2"``, ``"refiner-3"``, ... for a
+            cascade whose refiner is the mean of several networks (:func:`is_refiner_part`).
         epochs: ``{part: epochs}`` of a from-scratch run (also in the arguments; kept here so
             ``--epochs`` can override them and ``--final`` can replace them by the folds' median
             best epoch).
@@ -39,7 +54,13 @@ class Recipe:
 
     @property
     def is_cascade(self) -> bool:
-        return set(self.parts) == {"localiser", "refiner"}
+        return "localiser" in self.parts and "refiner" in self.parts and all(
+            p == "localiser" or is_refiner_part(p) for p in self.parts)
+
+    @property
+    def refiner_parts(self) -> list[str]:
+        """The refiner parts in order (``["refiner"]``, or ``["refiner", "refiner-2", ...]`` for an ensemble)."""
+        return [p for p in self.parts if is_refiner_part(p)]
 
     @property
     def needs_extra(self) -> bool:
@@ -130,6 +151,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            {"localiser": _ACQ.parts["localiser"],
             "refiner": (*_SPK.parts["refiner"], "--crop-negatives", "0.15")},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
+    # the mean of the two refiners above (python -m train.cascade --refiner A --refiner B): each fold's members were
+    # trained the final's way for their own recipes, so with --share CV-ACQLOC-CMP CV-SPK it trains nothing
+    Recipe("cascade-acqloc-cmp-ens", "cascade-acqloc-cmp's localiser and the mean of two refiners' probabilities: "
+           "cascade-acqloc-cmp's (compress) and cascade-acqloc-cmp-spk's (speckle range), twice a refiner's time; "
+           "mn-cv --share CV-ACQLOC-CMP CV-SPK copies all three parts",
+           {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"],
+            "refiner-2": _SPK.parts["refiner"]},
+           {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"],
+            "refiner-2": _SPK.epochs["refiner"]}),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),

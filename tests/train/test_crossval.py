@@ -21,7 +21,7 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.crossval import CrossValidation, cli, format_summary
 from train.errors import UserError
 from train.models import build_model
-from train.recipes import RECIPES, get_recipe, part_args
+from train.recipes import RECIPES, get_recipe, is_refiner_part, part_args, shared_part_name
 from train.threshold import GRID, leave_one_fold_out, load_cv, read_sweep
 from train.trainer import load_init_weights
 
@@ -58,6 +58,14 @@ def test_recipes_and_part_args() -> None:
     ref_cmp = part_args(both_parts, "refiner", extra=["ph"], epochs=3)
     assert sorted(ref_spk) == sorted(ref_cmp + ["--speckle", "0", "0.6"])
     assert sorted(part_args(neg, "refiner", extra=["ph"], epochs=3)) == sorted(ref_spk + ["--crop-negatives", "0.15"])
+    ens = get_recipe("cascade-acqloc-cmp-ens")
+    assert ens.is_cascade and ens.refiner_parts == ["refiner", "refiner-2"]
+    assert ens.parts == {"localiser": both_parts.parts["localiser"], "refiner": both_parts.parts["refiner"],
+                         "refiner-2": spk.parts["refiner"]}
+    assert get_recipe("cascade-acq").refiner_parts == ["refiner"]
+    assert [is_refiner_part(p) for p in ("refiner", "refiner-2", "refiner-12", "refiner-1", "refiner-x", "model")] == \
+        [True, True, True, False, False, False]
+    assert [shared_part_name(p) for p in ("refiner-2", "refiner", "localiser")] == ["refiner", "refiner", "localiser"]
     with pytest.raises(UserError, match="extra-train"):
         part_args(r, "localiser", extra=[], epochs=1)
     with pytest.raises(UserError, match="cascade-acq"):
@@ -307,6 +315,33 @@ def test_share_copies_the_same_finished_training_and_trains_the_rest(tmp_path: P
     with pytest.raises(UserError, match="--share .*nope is not a folder"):
         CrossValidation(get_recipe("cascade-acqloc"), str(data), str(acqloc), extra=[str(extra)],
                         share=[str(tmp_path / "nope")])
+
+
+@pytest.mark.slow
+def test_an_ensemble_recipe_copies_each_refiner_from_its_own_recipes_folder(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """cascade-acqloc-cmp-ens's parts are cascade-acqloc-cmp's localiser and refiner and cascade-acqloc-cmp-spk's
+    refiner (as "refiner-2"): with --share it trains nothing, and its model's refiner is the mean of the two."""
+    from train.ensemble_net import ENSEMBLE_NAME
+
+    trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
+    common = ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
+              "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+    cmp, spk, ens = tmp_path / "cv-cmp", tmp_path / "cv-spk", tmp_path / "cv-ens"
+    assert cli(["--recipe", "cascade-acqloc-cmp", "--out", str(cmp), *common]) == 0
+    assert cli(["--recipe", "cascade-acqloc-cmp-spk", "--out", str(spk), "--share", str(cmp), *common]) == 0
+    assert trained[2:] == [str(spk / "fold-0" / "refiner")]
+    assert cli(["--recipe", "cascade-acqloc-cmp-ens", "--out", str(ens), "--share", str(cmp), str(spk), *common]) == 0
+    assert len(trained) == 3  # nothing trained for the ensemble
+    fold = ens / "fold-0"
+    assert (fold / "refiner" / "best.pt").read_bytes() == (cmp / "fold-0" / "refiner" / "best.pt").read_bytes()
+    assert (fold / "refiner-2" / "best.pt").read_bytes() == (spk / "fold-0" / "refiner" / "best.pt").read_bytes()
+    assert str(spk.resolve()) in (fold / "refiner-2" / ".done").read_text()
+    model = load_checkpoint(fold / "model.pt")["config"]["model"]["kwargs"]["refiner"]
+    assert model["name"] == ENSEMBLE_NAME and len(model["kwargs"]["members"]) == 2
+    assert json.loads((fold / "eval-native.json").read_text())["n"] == 2
+    summary = json.loads((ens / "cv-summary.json").read_text())
+    assert summary["best_epochs"] == {"localiser": [1], "refiner": [1], "refiner-2": [1]}
 
 
 def test_same_training_ignores_where_and_how_a_run_was_kept(tmp_path: Path) -> None:
