@@ -288,11 +288,17 @@ def read_cv_summary(path: str | os.PathLike) -> dict:
             "dsc_sd": paper["dsc"].get("sd"), "native_dsc": (native.get("dsc") or {}).get("mean"),
             "csa_median_rel_error": (paper.get("csa_rel_error_median") or {}).get("mean"),
             "csa_bias_rel": pooled.get("bias_rel"), "missed": pooled.get("missed"),
-            "threshold": (summary.get("threshold") or {}).get("chosen_all"),
+            "threshold": _final_threshold(summary.get("threshold") or {}),
             "best_epochs": summary.get("best_epochs"), "results_file": _shown_path(path),
             "models": models,
             "what": f"mean (and SD) across patient folds of {whose} on its validation patients; CSA bias and "
                     "missed images pooled over every image"}
+
+
+def _final_threshold(report: dict) -> float | None:
+    """The mask threshold ``mn-cv --final`` writes by a summary's leave-one-fold-out report (``final``; reports
+    before 2026-12-05 have only ``chosen_all``, which it always wrote)."""
+    return report.get("final", report.get("chosen_all"))
 
 
 def add_model(

@@ -491,20 +491,22 @@ class CrossValidation:
                         needed)
             return
         payload = load_checkpoint(model)
-        chosen = float(report["chosen_all"])
+        chosen = float(report.get("final", report["chosen_all"]))
         which = (f"folds {', '.join(str(k) for k in report['folds'])} of {self.folds}, each trained the way the "
                  f"final is (mn-cv --as-final)" if as_final else f"{self.folds} patient folds")
+        rule = f"median signed CSA error nearest 0 over the out-of-fold images of {which} (seed {self.seed})"
+        if not report.get("helps", True):
+            rule = (f"kept {DEFAULT_THRESHOLD:g}: {float(report['chosen_all']):.3f}, the {rule}, made the pooled CSA "
+                    "|error| median larger when each fold was measured at the other folds' choice")
         payload["config"]["postprocess"] = {
             "threshold": chosen,
-            "chosen_by": f"mn-cv {self.recipe.name}: median signed CSA error nearest 0 over the out-of-fold "
-                         f"images of {which} (seed {self.seed})",
+            "chosen_by": f"mn-cv {self.recipe.name}: {rule}",
             "leave_one_fold_out": {"at_default": report["pooled_at_default"], "at_chosen": report["pooled_at_chosen"]},
         }
         tmp = model.with_name(model.name + ".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, model)
-        log.info("final model: mask threshold %.3f (%s)", chosen,
-                 "unchanged" if chosen == DEFAULT_THRESHOLD else f"chosen by the out-of-fold images of {which}")
+        log.info("final model: mask threshold %.3f (%s)", chosen, rule)
 
     def summary(self, sub: str = "") -> dict[str, Any]:
         """Mean +- SD across folds and pooled per-image agreement; written to cv-summary.json/.md.

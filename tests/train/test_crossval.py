@@ -200,7 +200,7 @@ def test_tiny_cascade_cross_validation_end_to_end_and_resume(tmp_path: Path, mon
     cfg = json.loads((out / "final" / "refiner" / "config.json").read_text())
     assert cfg["train"]["split"] == "none" and cfg["train"]["epochs"] == 1
     final = load_checkpoint(out / "final" / "model.pt")["config"]["postprocess"]
-    assert final["threshold"] == json.loads((out / "cv-summary.json").read_text())["threshold"]["chosen_all"]
+    assert final["threshold"] == json.loads((out / "cv-summary.json").read_text())["threshold"]["final"]
     assert "out-of-fold" in final["chosen_by"]
     # the same parts with the refiner's flip averaging: refused where they were joined without it, evaluated in a
     # new --out that copies them (nothing trained again)
@@ -448,7 +448,7 @@ def test_as_final_trains_a_fold_the_way_final_does_and_evaluates_it(tmp_path: Pa
     assert cli([*argv, "--fold", "0", "--as-final"]) == 0
     assert cli([*argv, "--final", "--threshold-from", "as-final"]) == 0
     post = load_checkpoint(out / "final" / "model.pt")["config"]["postprocess"]
-    assert post["threshold"] == leave_one_fold_out(load_cv(out, "as-final"))["chosen_all"]
+    assert post["threshold"] == leave_one_fold_out(load_cv(out, "as-final"))["final"]
     assert "folds 0, 1 of 2, each trained the way the final is" in post["chosen_by"]
     with pytest.raises(SystemExit) as refused:  # argparse: the choices named
         cli([*argv, "--final", "--threshold-from", "best"])

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.threshold import (GRID, at, choose, cli, leave_one_fold_out, load_cv, model_threshold, read_sweep, sweep,
-                             write_sweep)
+from train.threshold import (GRID, at, choose, cli, format_report, leave_one_fold_out, load_cv, model_threshold,
+                             read_sweep, sweep, write_sweep)
 
 
 def _ramp_disc(radius_at_half: float, size: int = 96, ramp: float = 8.0) -> np.ndarray:
@@ -62,6 +62,22 @@ def test_leave_one_fold_out_chooses_on_the_other_folds() -> None:
     assert report["chosen_all"] == pytest.approx(0.375)
     with pytest.raises(ValueError, match="two folds"):
         leave_one_fold_out({0: folds[0]})
+
+
+def test_the_final_keeps_half_when_choosing_does_not_help_out_of_fold() -> None:
+    # every fold's outline 1 px short: each fold, at the others' choice (0.375), is right on; the final takes it
+    biased = {k: sweep([_ramp_disc(19.0)], [_disc(20.0)], [f"s{k}"]) for k in range(3)}
+    report = leave_one_fold_out(biased)
+    assert report["helps"] and report["final"] == report["chosen_all"] == pytest.approx(0.375)
+    assert report["pooled_at_chosen"]["csa_abs_median"] < report["pooled_at_default"]["csa_abs_median"]
+    assert "mn-cv --final writes it" in format_report(report)
+    # the folds disagree (areas 10 % too large on two, 10-19 % too small on three): a fold measured at the others'
+    # choice is pushed the wrong way, so the pooled |error| grows and the final keeps 0.5 (all folds choose 0.425)
+    noisy = {k: sweep([_ramp_disc(r)], [_disc(20.0)], [f"n{k}"]) for k, r in enumerate((21.0, 19.0, 19.5, 18.5, 21.5))}
+    report = leave_one_fold_out(noisy)
+    assert report["chosen_all"] == pytest.approx(0.425) and not report["helps"] and report["final"] == 0.5
+    assert report["pooled_at_chosen"]["csa_abs_median"] > report["pooled_at_default"]["csa_abs_median"]
+    assert "mn-cv --final keeps 0.5" in format_report(report)
 
 
 def test_sweep_file_round_trip_and_cv_folder(tmp_path: Path) -> None:
