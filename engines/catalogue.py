@@ -64,8 +64,9 @@ def read_manifest(folder: str | os.PathLike) -> dict:
                                                for k, v in renamed.items())):
         raise EngineError(f"the bundled-model manifest {path}: 'renamed' must map an old name to "
                           f"{{'name': a bundled model, 'why': text}}; {fix}")
-    if manifest.get("default") is not None and not isinstance(manifest["default"], str):
-        raise EngineError(f"the bundled-model manifest {path}: 'default' must be a model name; {fix}")
+    for key in ("default", "fp32_default"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise EngineError(f"the bundled-model manifest {path}: '{key}' must be a model name; {fix}")
     return manifest
 
 
@@ -83,6 +84,10 @@ class Catalogue:
     renamed: dict[str, tuple[str, str]] = field(default_factory=dict)
     """old name -> (current name, why it was renamed): names that earlier versions shipped, still accepted
     with a warning so scripts keep working."""
+    fp32_default: str | None = None
+    """The default on a machine that would run ``default`` in float32 on the CPU (no GPU, no VNNI for its int8
+    files): a model that keeps real time there (the manifest's ``fp32_default`` when it is bundled);
+    :func:`engines.registry.machine_default` applies it."""
     """name -> the int8 ONNX files shipped for it (``{"model": path}``, or one per cascade part), for the models
     whose manifest entry has an ``int8`` record made from the very file shipped (``int8.model_sha256`` equal to
     its ``sha256``); a stale record (the model was replaced since) is left out."""
@@ -101,7 +106,9 @@ class Catalogue:
                 for m in manifest["models"]
                 if m.get("int8") and m["int8"].get("model_sha256") == m.get("sha256")}
         renamed = {old: (new["name"], str(new.get("why", ""))) for old, new in manifest.get("renamed", {}).items()}
-        return cls(folder=folder, models=models, default=default, int8=int8, renamed=renamed)
+        fp32_default = manifest.get("fp32_default") if manifest.get("fp32_default") in models else None
+        return cls(folder=folder, models=models, default=default, int8=int8, renamed=renamed,
+                   fp32_default=fp32_default)
 
     def int8_files(self, name: str | None = None, path: str | os.PathLike | None = None) -> dict[str, Path] | None:
         """The shipped int8 files of the bundled model ``name``, or of the bundled model whose file is ``path``;
@@ -136,7 +143,7 @@ def models_table(manifest: dict) -> str:
     list``); ``""`` when it lists none."""
     if not manifest["models"]:
         return ""
-    default = manifest.get("default")
+    default, fp32_default = manifest.get("default"), manifest.get("fp32_default")
     header = ["", "name", "MB", "input", "CV DSC", "val DSC", "CSA err", "CPU p95", "CPU fps", "measured on",
               "description"]
     rows = [header]
@@ -144,7 +151,8 @@ def models_table(manifest: dict) -> str:
         val, lat, cv = m.get("val") or {}, m.get("cpu_latency_ms") or {}, m.get("cv") or {}
         csa, p95 = (cv or val).get("csa_median_rel_error"), lat.get("p95")
         cv_dsc = "-" if cv.get("dsc") is None else f"{cv['dsc']:.3f}±{cv.get('dsc_sd') or 0:.3f}"
-        rows.append(["*" if m["name"] == default else "", m["name"], _fmt((m.get("file_bytes") or 0) / 1e6, ".1f"),
+        mark = "*" if m["name"] == default else "f" if m["name"] == fp32_default else ""
+        rows.append([mark, m["name"], _fmt((m.get("file_bytes") or 0) / 1e6, ".1f"),
                      "x".join(map(str, m.get("input_size") or [])) or "-", cv_dsc,
                      "trained on" if val.get("trained_on") else _fmt(val.get("dsc"), ".3f"),
                      "-" if csa is None else f"{100 * csa:.1f} %", "-" if p95 is None else f"{p95:.1f} ms",
@@ -153,7 +161,9 @@ def models_table(manifest: dict) -> str:
     right = {2, 4, 5, 6, 7, 8}
     lines = ["  ".join((c.rjust(w) if i in right else c.ljust(w)) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
              for r in rows]
-    lines.append("* default (used without --model). CV DSC: paper protocol, mean ± SD over patient folds of mn-cv "
+    lines.append("* default (used without --model); f: the default where the CPU would run the default in float "
+                 "(no GPU, no VNNI for its int8 files), which keeps real time there. CV DSC: paper protocol, "
+                 "mean ± SD over patient folds of mn-cv "
                  "(each fold model on patients it never saw); val DSC: paper protocol, paper validation split "
                  "('trained on': a model trained on every image); CSA err: median relative cross-sectional-area "
                  "error (CV's when there is one); CPU p95 / fps: end-to-end latency and rate of mn-bench's realtime "

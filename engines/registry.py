@@ -94,6 +94,26 @@ def bundled_default() -> str | None:
     return bundled().default
 
 
+def machine_default(probes: "Probes | None" = None) -> tuple[str | None, str | None]:
+    """``(name, why)``: the bundled model to run when none is named. The manifest's ``default``, unless this
+    machine would run it in float32 on the CPU (what :func:`choose_auto` picks without a GPU, or without VNNI
+    for its int8 files) and the manifest names an ``fp32_default`` that keeps real time there; ``why`` says
+    so (``None`` when the default stands). ``(None, None)`` without bundled models."""
+    catalogue = bundled()
+    name = catalogue.default
+    other = catalogue.fp32_default
+    if name is None or other is None or other == name:
+        return name, None
+    files = catalogue.int8_files(name)
+    backend, precision, reason = choose_auto(probes, "checkpoint",
+                                             int8_model=f"the bundled {name}'s int8 files" if files else None)
+    if (backend, precision) != ("onnxruntime", "fp32"):
+        return name, None
+    return other, (f"the default model {name} would run in float32 on this CPU, too slow for 24 fps on a few "
+                   f"cores ({reason}); running {other}, the default for such a machine, instead. --model {name} "
+                   "runs it anyway")
+
+
 def bundled_error() -> str | None:
     """Why the active manifest could not be read (``None`` when it was)."""
     return bundled().error

@@ -161,6 +161,13 @@ def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
     model = args.model
     if model is None:
         model = default_model()
+        if args.backend == "auto" and args.precision is None and not getattr(args, "calibrate", None):
+            from engines.registry import machine_default
+
+            chosen, why = machine_default()
+            if chosen is not None and why:
+                log.warning("%s", why)
+                model = chosen
         if model not in BUNDLED_MODELS:
             raise UserError("no trained model is bundled with this version of mn-seg yet: pass --model with a "
                             "checkpoint from mn-train (RUN_DIR/best.pt), an .onnx, or an architecture name such "

@@ -8,6 +8,7 @@ the runtime reads it as data (:class:`engines.catalogue.Catalogue`, on first use
 manifest (``"format": 1``)::
 
     {"format": 1, "default": "mn-realtime",          # what mn-live runs without --model
+     "fp32_default": "mn-fast" | absent,          # ... instead, where the CPU would run the default in float32
      "models": [{
         "name": "mn-realtime", "file": "mn-realtime.pt", "description": "...",
         "architecture": {"name": "lunet", "kwargs": {}},   # the checkpoint's config["model"]
@@ -36,7 +37,7 @@ Commands (exit codes: 0 done / check passed, 1 a check found a mismatch, 2 bad i
 
     python -m tools.bundle add NAME --checkpoint RUN/best.pt --description TEXT --eval-json paper.json \\
         [--native-json native.json] [--bench-json bench.json] [--train-command TEXT] \\
-        [--results-file PATH ...] [--notes TEXT] [--default] [--data DIR | --no-verify]
+        [--results-file PATH ...] [--notes TEXT] [--default | --fp32-default] [--data DIR | --no-verify]
     python -m tools.bundle list
     python -m tools.bundle check [--data DIR] [--full] [--json OUT] [--model NAME ...]
     python -m tools.bundle remove NAME
@@ -313,6 +314,7 @@ def add_model(
     results_files: Sequence[str] = (),
     notes: str | None = None,
     make_default: bool = False,
+    make_fp32_default: bool = False,
     folder: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
     verify: bool = True,
@@ -423,6 +425,8 @@ def add_model(
     manifest["models"] = [*models, entry]
     if make_default:
         manifest["default"] = name
+    if make_fp32_default:
+        manifest["fp32_default"] = name
     path = write_manifest(manifest, folder)
     _reload_if_active(folder)
     log.info("bundled %s: %s (%.1f MB, sha256 %s), manifest %s", name, dest, entry["file_bytes"] / 1e6,
@@ -496,8 +500,9 @@ def rename_model(old: str, new: str, *, why: str, description: str | None = None
     renamed = {o: ({**n, "name": new} if n["name"] == old else n) for o, n in renamed.items()}
     renamed[old] = {"name": new, "why": why}
     manifest["renamed"] = renamed
-    if manifest.get("default") == old:
-        manifest["default"] = new
+    for key in ("default", "fp32_default"):
+        if manifest.get(key) == old:
+            manifest[key] = new
     write_manifest(manifest, folder)
     _reload_if_active(folder)
     log.info("renamed %s -> %s (%s); commit %s and the manifest", old, new, folder / file, folder / file)
@@ -513,6 +518,8 @@ def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
         names = ", ".join(m["name"] for m in manifest["models"]) or "none"
         raise UserError(f"no bundled model {name!r} (bundled: {names})")
     manifest["models"] = [m for m in manifest["models"] if m["name"] != name]
+    if manifest.get("fp32_default") == name:
+        manifest.pop("fp32_default")
     renamed = {old: new for old, new in manifest.get("renamed", {}).items() if new["name"] != name}
     if renamed:
         manifest["renamed"] = renamed
@@ -857,6 +864,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the mn-cv cv-summary.json of the recipe (records its cross-validation estimate as 'cv'); "
                         "required for a model trained on every image (mn-cv --final)")
     a.add_argument("--default", action="store_true", help="make it the default model (mn-live without --model)")
+    a.add_argument("--fp32-default", action="store_true",
+                   help="make it the default where the CPU would run the default model in float32 (no GPU, no VNNI "
+                        "for its int8 files): a model that keeps real time there")
     a.add_argument("--data", default=None, metavar="DIR",
                    help=f"dataset to verify the float16 copy on (default ${DATA_ENV} when set; without either "
                         "the copy is not verified)")
@@ -913,6 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = add_model(args.name, args.checkpoint, description=args.description, eval_json=args.eval_json,
                           native_json=args.native_json, bench_json=args.bench_json, train_command=args.train_command,
                           results_files=args.results_file, notes=args.notes, make_default=args.default,
+                          make_fp32_default=args.fp32_default,
                           data=args.data, verify=not args.no_verify, cv_summary=args.cv_summary)
         print(models_table())
         print(f"added {entry['name']}: {registry.bundled_dir() / entry['file']}; commit it and the manifest")

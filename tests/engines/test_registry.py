@@ -236,3 +236,57 @@ def test_opset_onnxruntime_cannot_run(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 99)]), str(future))
     with pytest.raises(EngineError, match=r"cannot load .*future\.onnx: .*(opset|Opset)"):
         load_engine(future, backend="onnxruntime")
+
+
+# -- the default model on this machine ------------------------------------------------------------
+def _two_model_bundle(folder: Path, *, int8: bool, fp32_default: str | None = "fast") -> None:
+    import json
+
+    folder.mkdir()
+    models = []
+    for name in ("big", "fast"):
+        (folder / f"{name}.pt").write_bytes(name.encode())
+        models.append({"name": name, "file": f"{name}.pt", "sha256": name * 4})
+    if int8:
+        (folder / "big-int8.onnx").write_bytes(b"x")
+        models[0]["int8"] = {"files": {"model": "big-int8.onnx"}, "model_sha256": "big" * 4}
+    manifest = {"format": 1, "default": "big", "models": models,
+                **({"fp32_default": fp32_default} if fp32_default else {})}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("int8", "cuda", "vnni", "expected"), [
+    (True, NO, YES, "big"),     # int8 with VNNI: the default keeps real time
+    (True, NO, NO, "fast"),     # no VNNI: the default would run float32
+    (False, NO, YES, "fast"),   # no int8 files to run
+    (True, YES, NO, "big"),     # a GPU runs it
+])
+def test_machine_default_swaps_a_float_cpu_to_the_fp32_default(tmp_path: Path, int8: bool, cuda, vnni,
+                                                                expected: str) -> None:
+    _two_model_bundle(tmp_path / "b", int8=int8)
+    registry.load_bundled(tmp_path / "b")
+    try:
+        name, why = registry.machine_default(Probes(tensorrt=NO, cuda=cuda, vnni=vnni))
+        assert name == expected
+        assert (why is None) == (expected == "big")
+        if why:
+            assert "big would run in float32" in why and "--model big runs it anyway" in why
+        assert registry.bundled().fp32_default == "fast"
+    finally:
+        registry.load_bundled()
+
+
+def test_machine_default_without_an_fp32_default_keeps_the_default(tmp_path: Path) -> None:
+    _two_model_bundle(tmp_path / "b", int8=False, fp32_default=None)
+    registry.load_bundled(tmp_path / "b")
+    try:
+        assert registry.machine_default(Probes(tensorrt=NO, cuda=NO, vnni=NO)) == ("big", None)
+    finally:
+        registry.load_bundled()
+    _two_model_bundle(tmp_path / "c", int8=False, fp32_default="gone")  # names no bundled model: ignored
+    registry.load_bundled(tmp_path / "c")
+    try:
+        assert registry.bundled().fp32_default is None
+        assert registry.machine_default(Probes(tensorrt=NO, cuda=NO, vnni=NO)) == ("big", None)
+    finally:
+        registry.load_bundled()

@@ -4,6 +4,7 @@ in one line with exit 2; ``--list-models`` and the default model taken from the 
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import os
 import signal
@@ -102,6 +103,23 @@ def test_default_model_comes_from_the_manifest(bundled, tmp_path: Path) -> None:
         assert engine.info.source == str(folder / "mn-small.pt") and engine.size == (64, 48)
     bundled({"format": 1, "default": "not-bundled", "models": [ENTRY]})
     assert default_model() == DEFAULT_MODEL  # a default that is not bundled is ignored
+
+
+def test_a_float_cpu_runs_the_fp32_default_unless_a_model_or_precision_is_named(  # type: ignore[no-untyped-def]
+        bundled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    folder = bundled({"format": 1, "default": "mn-small", "fp32_default": "mn-light",
+                      "models": [ENTRY, {**ENTRY, "name": "mn-light", "file": "mn-light.pt"}]})
+    make_checkpoint(folder / "mn-small.pt", "lunet", (64, 48))
+    make_checkpoint(folder / "mn-light.pt", "lunet", (64, 48))
+    monkeypatch.setattr(registry, "machine_default", lambda probes=None: ("mn-light", "mn-small would run in float32"))
+    args = argparse.Namespace(model=None, size=None, backend="auto", precision=None, threads=None,
+                              cache_dir=str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING), open_engine(args) as engine:
+        assert engine.info.source == str(folder / "mn-light.pt")
+    assert "mn-small would run in float32" in caplog.text
+    for named in ({"precision": "fp32"}, {"backend": "onnxruntime"}, {"model": "mn-small"}):
+        with open_engine(argparse.Namespace(**{**vars(args), **named})) as engine:
+            assert engine.info.source == str(folder / "mn-small.pt")
 
 
 def test_live_synthetic_headless_writes_all_outputs(tmp_path: Path, cache: str) -> None:

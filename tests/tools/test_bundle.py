@@ -345,6 +345,21 @@ def test_check_without_models_passes(bundled: Path, tmp_path: Path) -> None:
     assert bundle.check_bundled(tmp_path)["models"] == []
 
 
+def test_the_float_cpu_default_follows_add_rename_and_remove(bundled: Path, evaluated: dict[str, Path]) -> None:
+    _add(evaluated, verify=False, make_default=True)
+    _add(evaluated, "mn-light", verify=False, make_fp32_default=True)
+    manifest = registry.read_manifest()
+    assert (manifest["default"], manifest["fp32_default"]) == ("mn-test", "mn-light")
+    assert registry.bundled().fp32_default == "mn-light"
+    table = bundle.models_table()
+    assert next(line for line in table.splitlines() if "mn-light" in line).startswith("f  mn-light")
+    assert next(line for line in table.splitlines() if "mn-test" in line).startswith("*  mn-test")
+    assert bundle.cli(["rename", "mn-light", "mn-lighter", "--why", "clearer", "--dir", str(bundled)]) == 0
+    assert registry.read_manifest()["fp32_default"] == "mn-lighter"
+    assert bundle.cli(["remove", "mn-lighter", "--dir", str(bundled)]) == 0
+    assert "fp32_default" not in registry.read_manifest() and registry.bundled().fp32_default is None
+
+
 def test_remove(bundled: Path, evaluated: dict[str, Path]) -> None:
     _add(evaluated, verify=False)
     assert bundle.cli(["remove", "mn-test", "--dir", str(bundled)]) == 0
