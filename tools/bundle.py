@@ -283,7 +283,7 @@ def read_cv_summary(path: str | os.PathLike) -> dict:
     pooled = (paper.get("pooled") or {}).get("csa_agreement") or {}
     models = summary.get("models") or "folds"  # summaries before 2026-12-05 are the fold models'
     whose = ("each fold trained the way the final model is (mn-cv --as-final: the folds' schedule, last weights)"
-             if models == "as-final" else "each fold model")
+             if str(models).startswith("as-final") else "each fold model")
     return {"recipe": summary["recipe"], "folds": folds, "seed": summary.get("seed"),
             "images": paper.get("n_images"), "protocol": "paper", "dsc": paper["dsc"]["mean"],
             "dsc_sd": paper["dsc"].get("sd"), "native_dsc": (native.get("dsc") or {}).get("mean"),

@@ -579,9 +579,10 @@ def format_summary(result: dict[str, Any]) -> str:
         sd = f" ± {d['sd'] * scale:.{digits}f}" if d.get("sd") is not None else ""
         return f"{d['mean'] * scale:.{digits}f}{sd}"
 
-    as_final = result.get("models") == "as-final"
+    models = str(result.get("models") or "folds")
+    as_final = models.startswith("as-final")  # also a repeat kept beside it, e.g. fold-K/as-final-r2/
     lines = [f"# {result['recipe']}: {result['folds']}-fold patient cross-validation"
-             + (", each fold trained the way the final is (mn-cv --as-final)" if as_final else ""),
+             + (f", each fold trained the way the final is (mn-cv --as-final; fold-K/{models}/)" if as_final else ""),
              "", result["description"], "",
              f"Folds evaluated: {result['folds_done']} (seed {result['seed']}); best epochs per part: "
              f"{result['best_epochs']}", "",
