@@ -11,10 +11,10 @@ PYTEST_ARGS ?=
 # its module fixtures are made once. TEST_WORKERS=0 runs it in one process (as a debugger or `-s` wants).
 TEST_WORKERS ?= auto
 
-# The demo runs the bundled default model (mn-live --list-models) on the built-in phantom, with a
-# window when a display is present, headless otherwise; a second run replaces the first's files (--overwrite).
-# Override: make demo DEMO_MODEL=runs/x/best.pt
-DEMO_MODEL ?= mn-realtime
+# The demo runs the bundled default model (mn-live --list-models: mn-realtime, or mn-fast where the CPU would run
+# mn-realtime in float32) on the built-in phantom, with a window when a display is present, headless otherwise;
+# a second run replaces the first's files (--overwrite). Override: make demo DEMO_MODEL=runs/x/best.pt
+DEMO_MODEL ?=
 DEMO_FRAMES ?= 120
 DEMO_OUT ?= demo-output
 
@@ -32,7 +32,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/mn-live --source synthetic --model $(DEMO_MODEL) --frames $(DEMO_FRAMES) --out $(DEMO_OUT) --overwrite
+	$(VENV)/bin/mn-live --source synthetic $(if $(DEMO_MODEL),--model $(DEMO_MODEL)) --frames $(DEMO_FRAMES) --out $(DEMO_OUT) --overwrite
 
 # Mutation testing of the measuring core (pyproject.toml [tool.mutmut]; docs/mutation-testing.md):
 # slow (minutes to an hour on two cores), so not part of `make test`. Prints every mutant that no

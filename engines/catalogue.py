@@ -155,7 +155,8 @@ def models_table(manifest: dict) -> str:
         rows.append([mark, m["name"], _fmt((m.get("file_bytes") or 0) / 1e6, ".1f"),
                      "x".join(map(str, m.get("input_size") or [])) or "-", cv_dsc,
                      "trained on" if val.get("trained_on") else _fmt(val.get("dsc"), ".3f"),
-                     "-" if csa is None else f"{100 * csa:.1f} %", "-" if p95 is None else f"{p95:.1f} ms",
+                     "-" if csa is None else f"{100 * csa:.1f} %", "-" if p95 is None else f"{p95:.1f} ms" + (
+                         f" / {lat['int8']['p95']:.1f}" if (lat.get("int8") or {}).get("p95") is not None else ""),
                      _fmt(lat.get("fps"), ".1f"), lat.get("machine") or "-", m.get("description", "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     right = {2, 4, 5, 6, 7, 8}
@@ -167,7 +168,7 @@ def models_table(manifest: dict) -> str:
                  "(each fold model on patients it never saw); val DSC: paper protocol, paper validation split "
                  "('trained on': a model trained on every image); CSA err: median relative cross-sectional-area "
                  "error (CV's when there is one); CPU p95 / fps: end-to-end latency and rate of mn-bench's realtime "
-                 "mode (onnxruntime) on the machine shown.")
+                 "mode (onnxruntime fp32, then int8 when measured) on the machine shown.")
     return "\n".join(lines)
 
 

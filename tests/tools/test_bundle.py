@@ -180,9 +180,27 @@ def test_add_reads_cpu_latency_from_mn_bench(bundled: Path, evaluated: dict[str,
         _add(evaluated, bench_json=_bench_json(tmp_path / "other.json", size="128x96"), verify=False)
 
 
+def test_latency_replaces_the_record_and_keeps_int8_beside_fp32(bundled: Path, evaluated: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    _add(evaluated, verify=False)
+    weights = (bundled / "mn-test.pt").read_bytes()
+    bench = json.loads(_bench_json(tmp_path / "bench.json").read_text())
+    bench["runs"].append({**bench["runs"][2], "precision": "int8", "fps": 24.0, "dropped": 0,
+                          "latency_ms": {"e2e": {"p50": 8.0, "p95": 11.0}}})
+    bench["runs"][2]["dropped"] = 3
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    assert bundle.cli(["latency", "mn-test", "--bench-json", str(tmp_path / "bench.json"), "--dir", str(bundled)]) == 0
+    lat = registry.read_manifest()["models"][0]["cpu_latency_ms"]
+    assert (lat["p95"], lat["dropped"]) == (20.0, 3) and lat["int8"] == {"p50": 8.0, "p95": 11.0, "fps": 24.0,
+                                                                          "dropped": 0}
+    assert (bundled / "mn-test.pt").read_bytes() == weights
+    assert "20.0 ms / 11.0" in bundle.models_table()
+    assert bundle.cli(["latency", "mn-none", "--bench-json", str(tmp_path / "bench.json"), "--dir", str(bundled)]) == 2
+
+
 def test_add_refuses_more_than_the_size_limit(bundled: Path, evaluated: dict[str, Path],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    assert bundle.MAX_BUNDLE_BYTES == 40_000_000
+    assert bundle.MAX_BUNDLE_BYTES == 64_000_000
     _add(evaluated, verify=False)
     first = (bundled / "mn-test.pt").stat().st_size
     monkeypatch.setattr(bundle, "MAX_BUNDLE_BYTES", first + 1000)
