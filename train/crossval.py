@@ -739,11 +739,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _recorded_data(out: Path) -> str:
-    """The dataset an earlier summary in ``out`` recorded (``--aggregate`` without ``--data``), else ""."""
-    try:
-        return str(json.loads((out / "cv-summary.json").read_text()).get("data") or "")
-    except (OSError, ValueError):
-        return ""
+    """The dataset an earlier summary in ``out`` recorded (``--aggregate`` without ``--data``): the folds' summary's,
+    else an as-final one's (a folder that holds only those); else ""."""
+    for path in (out / "cv-summary.json", *sorted(out.glob("cv-summary-as-final*.json"))):
+        try:
+            data = json.loads(path.read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if data:
+            return str(data)
+    return ""
 
 
 def _glue_train_args(argv: Sequence[str]) -> list[str]:

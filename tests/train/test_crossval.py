@@ -510,3 +510,13 @@ def test_final_schedule_rules_give_each_part_its_epochs_and_rate_drops(tmp_path:
     with pytest.raises(UserError, match=r"folds \[1\] have none"):
         CrossValidation(get_recipe("cascade-strong-ph"), str(data), str(out), folds=2, extra=[str(extra)],
                         schedules=["localiser=fold-drops"]).run_final()
+
+
+def test_aggregate_without_data_reads_the_dataset_of_any_earlier_summary(tmp_path: Path) -> None:
+    assert crossval._recorded_data(tmp_path) == ""
+    (tmp_path / "cv-summary-as-final.json").write_text(json.dumps({"data": "/data/as-final"}))
+    assert crossval._recorded_data(tmp_path) == "/data/as-final"  # a folder that holds only the as-final estimate
+    (tmp_path / "cv-summary.json").write_text("{broken")
+    assert crossval._recorded_data(tmp_path) == "/data/as-final"
+    (tmp_path / "cv-summary.json").write_text(json.dumps({"data": "/data/folds"}))
+    assert crossval._recorded_data(tmp_path) == "/data/folds"
