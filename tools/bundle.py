@@ -274,6 +274,21 @@ def latency_from_bench(path: str | os.PathLike, input_size: Sequence[int], names
     return out
 
 
+def _bundled_entry(name: str, folder: str | os.PathLike | None = None) -> tuple[Path, dict, dict]:
+    """``(folder, manifest, entry)`` of the bundled model ``name`` (folder default: the active catalogue's).
+
+    Raises:
+        UserError: ``name`` is not bundled (the message lists what is).
+    """
+    folder = Path(folder if folder is not None else registry.bundled_dir())
+    manifest = registry.read_manifest(folder)
+    entry = next((m for m in manifest["models"] if m["name"] == name), None)
+    if entry is None:
+        names = ", ".join(m["name"] for m in manifest["models"]) or "none"
+        raise UserError(f"no bundled model {name!r} (bundled: {names})")
+    return folder, manifest, entry
+
+
 def set_latency(name: str, bench_json: str | os.PathLike, folder: str | os.PathLike | None = None) -> dict:
     """Replace the bundled model ``name``'s ``cpu_latency_ms`` by that of an ``mn-bench --json`` file (the model
     measured again, on another machine or after a change of the pipeline); the weights and int8 files stay.
@@ -282,12 +297,7 @@ def set_latency(name: str, bench_json: str | os.PathLike, folder: str | os.PathL
     Raises:
         UserError: ``name`` is not bundled, or the file has no realtime onnxruntime row of it.
     """
-    folder = Path(folder if folder is not None else registry.bundled_dir())
-    manifest = registry.read_manifest(folder)
-    entry = next((m for m in manifest["models"] if m["name"] == name), None)
-    if entry is None:
-        names = ", ".join(m["name"] for m in manifest["models"]) or "none"
-        raise UserError(f"no bundled model {name!r} (bundled: {names})")
+    folder, manifest, entry = _bundled_entry(name, folder)
     size = entry.get("input_size") or []
     if len(size) != 2:
         raise UserError(f"{name}'s manifest entry has no input_size; add it again with python -m tools.bundle add")
@@ -513,12 +523,7 @@ def rename_model(old: str, new: str, *, why: str, description: str | None = None
     Raises:
         UserError: ``old`` is not bundled, or ``new`` is already a bundled or a retired name.
     """
-    folder = Path(folder if folder is not None else registry.bundled_dir())
-    manifest = registry.read_manifest(folder)
-    entry = next((m for m in manifest["models"] if m["name"] == old), None)
-    if entry is None:
-        names = ", ".join(m["name"] for m in manifest["models"]) or "none"
-        raise UserError(f"no bundled model {old!r} (bundled: {names})")
+    folder, manifest, entry = _bundled_entry(old, folder)
     renamed = dict(manifest.get("renamed", {}))
     if any(m["name"] == new for m in manifest["models"]) or new in renamed:
         raise UserError(f"{new!r} is already a bundled model's name, or an old one; choose another")
@@ -542,12 +547,7 @@ def rename_model(old: str, new: str, *, why: str, description: str | None = None
 
 def remove_model(name: str, folder: str | os.PathLike | None = None) -> None:
     """Drop ``name`` from the manifest and delete its file (and its int8 files)."""
-    folder = Path(folder if folder is not None else registry.bundled_dir())
-    manifest = registry.read_manifest(folder)
-    entry = next((m for m in manifest["models"] if m["name"] == name), None)
-    if entry is None:
-        names = ", ".join(m["name"] for m in manifest["models"]) or "none"
-        raise UserError(f"no bundled model {name!r} (bundled: {names})")
+    folder, manifest, entry = _bundled_entry(name, folder)
     manifest["models"] = [m for m in manifest["models"] if m["name"] != name]
     if manifest.get("fp32_default") == name:
         manifest.pop("fp32_default")
@@ -753,12 +753,7 @@ def make_int8(name: str, data: str | os.PathLike | None = None, *, images: int |
 
     import onnxruntime
 
-    folder = Path(folder if folder is not None else registry.bundled_dir())
-    manifest = registry.read_manifest(folder)
-    entry = next((m for m in manifest["models"] if m["name"] == name), None)
-    if entry is None:
-        raise UserError(f"no bundled model {name!r} "
-                        f"(bundled: {', '.join(m['name'] for m in manifest['models']) or 'none'})")
+    folder, manifest, entry = _bundled_entry(name, folder)
     model_file = folder / entry["file"]
     if not model_file.is_file() or file_sha256(model_file) != entry.get("sha256"):
         raise UserError(f"{model_file} is missing or not the file the manifest lists (sha256 differs); repair the "
