@@ -152,8 +152,13 @@ def attach_signed_values(argv: Sequence[str] | None, flags: Sequence[str] = SIGN
     return out
 
 
-def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
-    """The engine the flags ask for; architecture names get random weights and a loud note."""
+def open_engine(args: argparse.Namespace, batch: int = 1, live: bool = False) -> Engine:
+    """The engine the flags ask for; architecture names get random weights and a loud note.
+
+    ``live``: frames come in real time (``mn-live``), so without ``--model`` (and with ``auto`` backend and
+    precision) the machine's default runs (:func:`engines.registry.machine_default`: ``mn-fast`` where the
+    default would run in float32 on the CPU, too slow for 24 fps); offline commands, which process every frame,
+    keep the most accurate default."""
     from engines import load_engine
     from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
     from train.preprocess import parse_size
@@ -161,7 +166,7 @@ def open_engine(args: argparse.Namespace, batch: int = 1) -> Engine:
     model = args.model
     if model is None:
         model = default_model()
-        if args.backend == "auto" and args.precision is None and not getattr(args, "calibrate", None):
+        if live and args.backend == "auto" and args.precision is None and not getattr(args, "calibrate", None):
             from engines.registry import machine_default
 
             chosen, why = machine_default()

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
     source = open_source(args.source, realtime=not args.no_drop, roi=args.roi, fps=args.fps, size=capture_size,
                          reconnect_s=args.reconnect_s, seed=args.seed)
     try:
-        engine = open_engine(args)
+        engine = open_engine(args, live=True)
     except BaseException:
         source.close()
         raise

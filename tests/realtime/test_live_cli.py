@@ -105,7 +105,7 @@ def test_default_model_comes_from_the_manifest(bundled, tmp_path: Path) -> None:
     assert default_model() == DEFAULT_MODEL  # a default that is not bundled is ignored
 
 
-def test_a_float_cpu_runs_the_fp32_default_unless_a_model_or_precision_is_named(  # type: ignore[no-untyped-def]
+def test_a_float_cpu_runs_the_fp32_default_live_unless_a_model_or_precision_is_named(  # type: ignore[no-untyped-def]
         bundled, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     folder = bundled({"format": 1, "default": "mn-small", "fp32_default": "mn-light",
                       "models": [ENTRY, {**ENTRY, "name": "mn-light", "file": "mn-light.pt"}]})
@@ -114,12 +114,14 @@ def test_a_float_cpu_runs_the_fp32_default_unless_a_model_or_precision_is_named(
     monkeypatch.setattr(registry, "machine_default", lambda probes=None: ("mn-light", "mn-small would run in float32"))
     args = argparse.Namespace(model=None, size=None, backend="auto", precision=None, threads=None,
                               cache_dir=str(tmp_path / "cache"))
-    with caplog.at_level(logging.WARNING), open_engine(args) as engine:
+    with caplog.at_level(logging.WARNING), open_engine(args, live=True) as engine:
         assert engine.info.source == str(folder / "mn-light.pt")
     assert "mn-small would run in float32" in caplog.text
     for named in ({"precision": "fp32"}, {"backend": "onnxruntime"}, {"model": "mn-small"}):
-        with open_engine(argparse.Namespace(**{**vars(args), **named})) as engine:
+        with open_engine(argparse.Namespace(**{**vars(args), **named}), live=True) as engine:
             assert engine.info.source == str(folder / "mn-small.pt")
+    with open_engine(args) as engine:  # offline (mn-segment, the benchmarks): every frame, the most accurate default
+        assert engine.info.source == str(folder / "mn-small.pt")
 
 
 def test_live_synthetic_headless_writes_all_outputs(tmp_path: Path, cache: str) -> None:
@@ -387,7 +389,7 @@ class DiscRuns:
         self.made: list[DiscEngine] = []
         self.delay_s = 0.0
 
-    def open(self, args, batch: int = 1) -> DiscEngine:  # type: ignore[no-untyped-def]
+    def open(self, args, batch: int = 1, live: bool = False) -> DiscEngine:  # type: ignore[no-untyped-def]
         self.made.append(DiscEngine(self.delay_s))
         return self.made[-1]
 

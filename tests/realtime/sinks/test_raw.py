@@ -71,7 +71,7 @@ def test_other_frame_types_and_names_are_refused(tmp_path: Path) -> None:
 def test_live_recording_reanalysed_by_mn_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """mn-live on the phantom with --record-raw, then mn-segment on the recording: the pixels are the
     phantom's, bit for bit, and every measurement of every row is the same."""
-    monkeypatch.setattr(live_cli, "open_engine", lambda args, batch=1: TruthEngine())
+    monkeypatch.setattr(live_cli, "open_engine", lambda args, batch=1, live=False: TruthEngine())
     monkeypatch.setattr(segment_cli, "open_engine", lambda args, batch=1: TruthEngine())
     flags = ["--presence", "off", "--mm-per-px", "0.08", "--no-video", "-q"]
     live = tmp_path / "live"

@@ -261,7 +261,7 @@ def test_mn_segment_measures_a_single_image_without_confirmation(tmp_path: Path,
 
 
 def test_mn_live_plays_a_cine_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(live_cli, "open_engine", lambda args, batch=1: TruthEngine())
+    monkeypatch.setattr(live_cli, "open_engine", lambda args, batch=1, live=False: TruthEngine())
     _, masks = phantom(4, seed=8)
     path = write_dicom(tmp_path / "loop.dcm", masks, pixel_spacing=(0.1, 0.1))
     out = tmp_path / "live"

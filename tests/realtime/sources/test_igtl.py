@@ -163,7 +163,7 @@ def test_images_formats_timestamp_spacing_and_device_filter(server: Server) -> N
 
 def test_mn_live_mm2_within_1_percent_of_truth(server: Server, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(live_cli, "open_engine", lambda args, batch=1: TruthEngine())
+    monkeypatch.setattr(live_cli, "open_engine", lambda args, batch=1, live=False: TruthEngine())
     masks = phantom_truth(6)
     done = threading.Event()
 
