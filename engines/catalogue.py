@@ -81,6 +81,9 @@ class Catalogue:
     default: str | None = None
     error: str | None = None
     int8: dict[str, dict[str, Path]] = field(default_factory=dict)
+    """name -> the int8 ONNX files shipped for it (``{"model": path}``, or one per cascade part), for the models
+    whose manifest entry has an ``int8`` record made from the very file shipped (``int8.model_sha256`` equal to
+    its ``sha256``); a stale record (the model was replaced since) is left out."""
     renamed: dict[str, tuple[str, str]] = field(default_factory=dict)
     """old name -> (current name, why it was renamed): names that earlier versions shipped, still accepted
     with a warning so scripts keep working."""
@@ -88,9 +91,6 @@ class Catalogue:
     """The default on a machine that would run ``default`` in float32 on the CPU (no GPU, no VNNI for its int8
     files): a model that keeps real time there (the manifest's ``fp32_default`` when it is bundled);
     :func:`engines.registry.machine_default` applies it."""
-    """name -> the int8 ONNX files shipped for it (``{"model": path}``, or one per cascade part), for the models
-    whose manifest entry has an ``int8`` record made from the very file shipped (``int8.model_sha256`` equal to
-    its ``sha256``); a stale record (the model was replaced since) is left out."""
 
     @classmethod
     def load(cls, folder: str | os.PathLike = BUNDLED_DIR) -> "Catalogue":

@@ -251,9 +251,7 @@ class CrossValidation:
             return False
         relative = run.relative_to(self.out)
         alias = relative.with_name(shared_part_name(relative.name))
-        sources = [folder / rel for folder in self.share for rel in dict.fromkeys((relative, alias))]
-        for source in sources:
-            folder = next(f for f in self.share if source.is_relative_to(f))
+        for folder, source in [(f, f / rel) for f in self.share for rel in dict.fromkeys((relative, alias))]:
             config = source / "config.json"
             if not config.is_file():
                 continue
@@ -491,11 +489,11 @@ class CrossValidation:
                         needed)
             return
         payload = load_checkpoint(model)
-        chosen = float(report.get("final", report["chosen_all"]))
+        chosen = float(report["final"])
         which = (f"folds {', '.join(str(k) for k in report['folds'])} of {self.folds}, each trained the way the "
                  f"final is (mn-cv --as-final)" if as_final else f"{self.folds} patient folds")
         rule = f"median signed CSA error nearest 0 over the out-of-fold images of {which} (seed {self.seed})"
-        if not report.get("helps", True):
+        if not report["helps"]:
             rule = (f"kept {DEFAULT_THRESHOLD:g}: {float(report['chosen_all']):.3f}, the {rule}, made the pooled CSA "
                     "|error| median larger when each fold was measured at the other folds' choice")
         payload["config"]["postprocess"] = {
