@@ -553,25 +553,51 @@ SPECKLE_AUGMENTS = ("strong", "acquisition", "compress")
 """The augmentations with a speckle step (``speckle_range`` applies to them)."""
 
 
-def make_augment(name: str, speckle_range: tuple[float, float] | None = None) -> AugmentFn | None:
+def check_compress(value: Any) -> tuple[float, float]:
+    """``(level, p)`` of ``mn-train --compress``: the lowest vertical scale ``0 < level <= 1`` (the nerve flattened
+    by up to ``1 - level``) and the probability ``0 <= p <= 1`` that an image is compressed."""
+    try:
+        level, p = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"--compress takes two numbers LEVEL P, got {value!r}") from None
+    if not (math.isfinite(level) and 0.0 < level <= 1.0 and math.isfinite(p) and 0.0 <= p <= 1.0):
+        raise UserError(f"--compress LEVEL P: LEVEL is the lowest vertical scale in (0, 1] (0.75 = flattened by up "
+                        f"to 25 %, the default {CompressAugmentConfig.level[0]:g}) and P a probability in [0, 1] "
+                        f"(default {CompressAugmentConfig.compress_p:g}); got ({level:g}, {p:g})")
+    return level, p
+
+
+def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
+                 compress: tuple[float, float] | None = None) -> AugmentFn | None:
     """The augmentation called ``name`` (one of :data:`AUGMENT_NAMES`) with default ranges, or ``None``;
-    ``speckle_range``: each image's speckle strength drawn from it (:class:`StrongAugmentConfig`).
+    ``speckle_range``: each image's speckle strength drawn from it (:class:`StrongAugmentConfig`);
+    ``compress``: ``(level, p)`` of ``--augment compress`` (:func:`check_compress`; the level is drawn from
+    ``[level, 1]``).
 
     Raises:
-        UserError: an unknown name (the message lists the known ones), or a speckle range for an augmentation
-            without speckle.
+        UserError: an unknown name (the message lists the known ones), a speckle range for an augmentation
+            without speckle, or compression settings for one other than ``compress``.
     """
     try:
         factory = AUGMENTERS[name]
     except (KeyError, TypeError):
         raise UserError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_NAMES)}") from None
-    if speckle_range is None:
-        return None if factory is None else factory()
-    if name not in SPECKLE_AUGMENTS:
+    if compress is not None and name != "compress":
+        raise UserError(f"--compress LEVEL P sets the compression of --augment compress; --augment {name} has none")
+    if speckle_range is not None and name not in SPECKLE_AUGMENTS:
         raise UserError(f"--speckle sets the speckle step of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                         f"--augment {name} has none")
-    strong = StrongAugmentConfig(speckle_range=speckle_range)
-    return StrongAugment(strong) if name == "strong" else factory(strong=strong)
+    if speckle_range is None and compress is None:
+        return None if factory is None else factory()
+    strong = StrongAugmentConfig(speckle_range=speckle_range) if speckle_range is not None else None
+    if name == "strong":
+        return StrongAugment(strong)
+    if name == "compress":
+        level, p = check_compress(compress) if compress is not None else (None, None)
+        config = (CompressAugmentConfig() if compress is None
+                  else CompressAugmentConfig(compress_p=p, level=(level, 1.0)))
+        return CompressAugment(config, strong=strong)
+    return factory(strong=strong)
 
 
 def augment_record(augment: AugmentFn | None) -> dict[str, Any]:

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --augment strong, acquisition or compress: draw each training image's speckle strength "
                         "uniformly from [LO, HI] instead of the fixed 0.15 (scanners differ in how grainy the image "
                         "is; e.g. 0 0.6)")
+    p.add_argument("--compress", type=float, nargs=2, default=None, metavar=("LEVEL", "P"),
+                   help="with --augment compress: the lowest vertical scale of the nerve's compression (drawn from "
+                        "[LEVEL, 1]; default 0.75, flattened by up to 25 %%) and the probability that an image is "
+                        "compressed (default 0.5); e.g. 0.65 0.7")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")
@@ -192,7 +196,7 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         crop_negatives=args.crop_negatives, nerve_removed=args.nerve_removed, init=args.init, init_part=args.init_part,
         max_minutes=args.max_minutes,
         amp_dtype=args.amp_dtype, consistency=args.consistency, blind=args.blind,
-        speckle=args.speckle,
+        speckle=args.speckle, compress=args.compress,
         lr_drops=args.lr_drops,
     )
 

@@ -107,6 +107,7 @@ class TrainConfig:
     workers: int = 0
     consistency: float = 0.0
     speckle: tuple[float, float] | None = None
+    compress: tuple[float, float] | None = None
     blind: bool = False
     lr_drops: list[int] = field(default_factory=list)
 
@@ -137,6 +138,13 @@ class TrainConfig:
             if self.augment not in SPECKLE_AUGMENTS:
                 raise UserError(f"--speckle LO HI sets the speckle of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                                 f"this run has --augment {self.augment}")
+        if self.compress is not None:
+            from train.augment import check_compress
+
+            self.compress = check_compress(self.compress)
+            if self.augment != "compress":
+                raise UserError(f"--compress LEVEL P sets the compression of --augment compress; this run has "
+                                f"--augment {self.augment}")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -151,6 +159,7 @@ class TrainConfig:
         d["size"] = list(self.size)
         d["crop"] = list(self.crop) if self.crop is not None else None
         d["speckle"] = list(self.speckle) if self.speckle is not None else None
+        d["compress"] = list(self.compress) if self.compress is not None else None
         d["lr"] = self.learning_rate()
         return d
 
@@ -297,7 +306,7 @@ class Trainer:
         if extra_images:
             train_images = np.concatenate([train_images, *extra_images])
             train_masks = np.concatenate([train_masks, *extra_masks])
-        self.augment = make_augment(cfg.augment, cfg.speckle)
+        self.augment = make_augment(cfg.augment, cfg.speckle, cfg.compress)
         self.train_set = SegmentationDataset(train_images, train_masks, augment=self.augment, seed=cfg.seed)
         val_images, val_masks = data.images[self.val_idx], data.masks[self.val_idx]
         if cfg.crop is not None:
@@ -430,7 +439,7 @@ class Trainer:
             raise CheckpointError(f"{path} has no training state to resume from (is it a best.pt copy?)")
         saved, mine = state.get("run_args", {}), self.cfg.to_dict()
         for key in ("model", "model_kwargs", "size", "batch_size", "split", "folds", "fold", "seed", "max_images",
-                    "extra_train", "consistency", "speckle"):
+                    "extra_train", "consistency", "speckle", "compress"):
             if key in saved and saved[key] != mine[key]:
                 raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
                                 f"{mine[key]!r}; use the same flags or a new --out")

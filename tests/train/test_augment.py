@@ -307,6 +307,30 @@ def _speckle_strength(augment: StrongAugment, seed: int) -> float:
     return float(relative.std() / (1.0 / (2.0 * np.sqrt(np.pi) * 0.8)))
 
 
+def test_compress_settings_through_make_augment() -> None:
+    """--compress LEVEL P sets the compression's lowest scale (drawn up to 1) and probability, beside --speckle,
+    is recorded, and is refused for another augmentation or out of range."""
+    from train.augment import CompressAugment, CompressAugmentConfig, check_compress
+
+    aug = make_augment("compress", None, (0.65, 0.7))
+    assert isinstance(aug, CompressAugment)
+    assert aug.config == CompressAugmentConfig(compress_p=0.7, level=(0.65, 1.0))
+    record = json.loads(json.dumps(augment_record(aug)))
+    assert record["compress"] == {"compress_p": 0.7, "level": [0.65, 1.0]}
+    assert record["strong"]["speckle_range"] is None
+    both = make_augment("compress", (0.0, 0.6), (0.65, 0.7))
+    assert both.config.level == (0.65, 1.0) and both.strong.config.speckle_range == (0.0, 0.6)
+    assert make_augment("compress", (0.0, 0.6)).config == CompressAugmentConfig()  # speckle alone: default compression
+    # LEVEL 0.5, P 1: every image compressed, by up to half
+    pinned = make_augment("compress", None, (0.5, 1.0))
+    assert pinned.config.level == (0.5, 1.0) and pinned.config.compress_p == 1.0
+    with pytest.raises(UserError, match="--augment strong has none"):
+        make_augment("strong", None, (0.65, 0.7))
+    for bad in ((0.0, 0.5), (1.2, 0.5), (0.7, 1.5), (0.7, float("nan")), (0.7,)):
+        with pytest.raises(UserError, match="--compress"):
+            check_compress(bad)
+
+
 def test_speckle_range_draws_each_images_strength_from_it() -> None:
     quiet = {"gamma": (1.0, 1.0), "contrast": (1.0, 1.0), "brightness": 0.0, "blur_p": 0.0}
     fixed = [_speckle_strength(StrongAugment(StrongAugmentConfig(**quiet)), s) for s in range(6)]

@@ -479,6 +479,24 @@ def test_speckle_range_config(synthetic_dataset: Path, tmp_path: Path) -> None:
         small_cfg(synthetic_dataset, out, augment="strong", speckle=(0.5, 0.1))
 
 
+def test_compress_config(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """--compress LEVEL P reaches the augmentation, is recorded as a list and checked on --resume, and is refused
+    without --augment compress."""
+    out = tmp_path / "o"
+    cfg = small_cfg(synthetic_dataset, out, augment="compress", compress=(0.65, 0.7), epochs=1)
+    assert cfg.compress == (0.65, 0.7) and cfg.to_dict()["compress"] == [0.65, 0.7]
+    trainer = Trainer(cfg, torch.device("cpu"))
+    assert trainer.augment.config.level == (0.65, 1.0) and trainer.augment.config.compress_p == 0.7
+    trainer.fit()
+    assert json.loads((out / "config.json").read_text())["train"]["compress"] == [0.65, 0.7]
+    with pytest.raises(UserError, match="was trained with compress"):
+        Trainer(small_cfg(synthetic_dataset, out, augment="compress", compress=(0.75, 0.5), epochs=2, resume=True),
+                torch.device("cpu"))
+    assert small_cfg(synthetic_dataset, out).to_dict()["compress"] is None
+    with pytest.raises(UserError, match="--compress LEVEL P sets the compression of --augment compress"):
+        small_cfg(synthetic_dataset, out, augment="strong", compress=(0.65, 0.7))
+
+
 def test_cpu_mixed_precision_is_bfloat16_where_the_cpu_has_it(synthetic_dataset: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import train.trainer as trainer_module
