@@ -90,14 +90,15 @@ def clip_specs(data: str | None, phantoms: int, images: int, split: str = "paper
 def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: float = 1.0,
              confirm: int | None = None, presence: str = "on", appearance: str | None = None,
              compression_period_s: float | None = None, area_step: float | None = DEFAULT_AREA_STEP,
-             glide_scale: float | None = None, border_crop: int = 0) -> dict[str, Any]:
+             glide_scale: float | None = None, border_crop: int = 0,
+             per_frame: str | Path | None = None) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
     ``appearance``: ``--appearance``; ``compression_period_s``: an animated image's compression cycle,
     None for the source's 6 s; ``area_step``: ``--area-step``, None for off; ``glide_scale``: an animated
     image's glide amplitude times this, None for the source's; ``border_crop``: pixels cut from every edge of
-    an animated image's frames, a narrower field of view);
-    per-frame area, truth area, centroids, status, window, infer ms."""
+    an animated image's frames, a narrower field of view); ``per_frame``: a CSV file for the clip's frames
+    (:func:`write_frames`). Returns the clip's numbers (:func:`score`)."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
 
@@ -108,7 +109,8 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
     def collect(r: Any) -> None:
         m = r.measurement
         t = measure_mask((r.truth > 0).astype(np.uint8)) if r.truth is not None else None
-        rows.append({"measured": r.measured, "window": r.window, "fused": bool(r.fused),
+        rows.append({"measured": r.measured, "status": str(r.tracked.status), "rejected": r.tracked.rejected,
+                     "window": r.window, "fused": bool(r.fused),
                      "infer_ms": r.timings_ms.get("infer"), "post_ms": r.timings_ms.get("postprocess"),
                      "area": None if m is None else float(m.area_px),
                      "fr": None if m is None else m.flattening_ratio,
@@ -128,7 +130,36 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
                 fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
                 appearance=appearance, area_step=area_step, **source_options)
+    if per_frame is not None:
+        write_frames(per_frame, rows)
     return score(rows)
+
+
+FRAME_COLUMNS = ("frame", "status", "rejected", "window", "fused", "area_px", "true_area_px", "area_rel_error",
+                 "fr", "true_fr", "centroid_x", "centroid_y", "true_centroid_x", "true_centroid_y", "infer_ms")
+"""``--per-frame``'s columns: the tracker's status and, where a detection was not measured, why (``rejected``:
+the presence gate, an area step, an unconfirmed new track), then what was measured beside the truth."""
+
+
+def write_frames(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One clip's frames as CSV (:data:`FRAME_COLUMNS`; empty cells where nothing was measured)."""
+    import csv
+
+    def cell(x: Any) -> Any:
+        return "" if x is None else (f"{x:.6g}" if isinstance(x, float) else x)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(FRAME_COLUMNS)
+        for i, r in enumerate(rows):
+            c, t = r["centroid"] or (None, None), r["true_centroid"] or (None, None)
+            err = ((r["area"] - r["true_area"]) / r["true_area"]
+                   if r["area"] is not None and r["true_area"] else None)
+            out.writerow([cell(v) for v in (i, r.get("status"), r.get("rejected"), r["window"], int(r["fused"]),
+                                            r["area"], r["true_area"], err, r["fr"], r["true_fr"], c[0], c[1],
+                                            t[0], t[1], r["infer_ms"])])
 
 
 def _step(a: tuple | None, b: tuple | None) -> float | None:
@@ -387,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", nargs="+", default=None, metavar="REPORT",
                    help="run nothing: pool the clips of these reports (JSON, e.g. one a fold, each fold's model on its "
                         "own patients) into one report, as if one run had made them all (same settings needed)")
+    p.add_argument("--per-frame", default=None, metavar="DIR",
+                   help="also write each clip's frames, one CSV a clip and setting (DIR/CLIP.SETTING.csv): status, why "
+                        "a detection was not measured, area and flattening beside the truth")
     p.add_argument("--json", default=None, metavar="FILE")
     p.add_argument("--md", default=None, metavar="FILE")
     add_logging_args(p)
@@ -446,7 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed = int(name.rsplit("-", 1)[1]) if name.startswith("phantom-") else 0
             clips[name] = {mode: run_clip(engine, spec, seed, args.frames, mode, args.fusion, args.confirm,
                                           args.presence, args.appearance, args.compression_period,
-                                          args.area_step, args.glide_scale, args.crop_border)
+                                          args.area_step, args.glide_scale, args.crop_border,
+                                          per_frame=(None if args.per_frame is None else
+                                                     Path(args.per_frame) / f"{name}.{mode}.csv"))
                           for mode in modes}
     finally:
         engine.close()

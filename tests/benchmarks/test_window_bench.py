@@ -3,6 +3,7 @@ on the phantom with a stand-in cascade engine."""
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -110,9 +111,14 @@ def test_a_real_run_on_the_phantom(tmp_path: Path) -> None:
     assert report["appearance_file"].endswith("mn-realtime.appearance.json")  # the file the gate read
     # by default a new track is confirmed as mn-live confirms it (2 frames): the first frame is not measured
     assert window_bench.cli(["--phantoms", "1", "--frames", "6", "--threads", "1", "--modes", "tracked+fusion",
-                             "--json", str(out), "-q"]) == 0
+                             "--json", str(out), "--per-frame", str(tmp_path / "frames"), "-q"]) == 0
     report = json.loads(out.read_text())
     assert report["confirm"] == 2 and report["clips"]["phantom-1"]["tracked+fusion"]["ok"] == 5
+    with open(tmp_path / "frames" / "phantom-1.tracked+fusion.csv", newline="") as f:
+        frames = list(csv.DictReader(f))
+    assert [r["frame"] for r in frames] == [str(i) for i in range(6)]
+    assert frames[0]["rejected"] == "unconfirmed: 1 of 2 frames" and frames[0]["area_px"] == ""
+    assert all(r["status"] == "ok" and r["area_px"] and r["true_area_px"] for r in frames[1:])
     assert "cpu_features" in report["machine"]
     # the default (auto) is mn-live's engine: int8 where the CPU has VNNI (mn-realtime ships its int8 parts)
     from engines.quantize import cpu_vnni
@@ -150,6 +156,22 @@ def test_clip_specs_of_a_kfold_fold_are_its_validation_patients(synthetic_datase
     assert set().union(*by_fold) == {s.stem for s in samples} and sum(map(len, by_fold)) == len(samples)
     paper = clip_specs(str(synthetic_dataset_shared), 1, 100)
     assert paper[0] == ("phantom-1", "synthetic")
+
+
+def test_per_frame_rows_are_written_with_the_truth_beside_them(tmp_path: Path) -> None:
+    rows = [{"measured": False, "status": "no_detection", "rejected": "appearance 0.05 < 0.10 (tracked)",
+             "window": "tracked", "fused": False, "infer_ms": 5.0, "post_ms": 1.0, "area": None, "fr": None,
+             "true_fr": 5.0, "centroid": None, "true_area": 2000.0, "true_centroid": (100.0, 50.0)},
+            {"measured": True, "status": "ok", "rejected": None, "window": "tracked", "fused": True, "infer_ms": 5.5,
+             "post_ms": 1.0, "area": 1800.0, "fr": 4.0, "true_fr": 5.0, "centroid": (101.0, 52.0), "true_area": 2000.0,
+             "true_centroid": (100.0, 50.0)}]
+    window_bench.write_frames(tmp_path / "sub" / "c.csv", rows)
+    with open(tmp_path / "sub" / "c.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == list(window_bench.FRAME_COLUMNS)
+    assert got[0]["rejected"] == "appearance 0.05 < 0.10 (tracked)" and got[0]["area_px"] == ""
+    assert got[0]["area_rel_error"] == "" and got[0]["true_centroid_x"] == "100"
+    assert got[1]["area_rel_error"] == "-0.1" and got[1]["fused"] == "1" and got[1]["centroid_y"] == "52"
 
 
 @pytest.mark.parametrize("args", [["--fold", "0"], ["--split", "kfold"]])
