@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from train.errors import EXIT_INTERRUPTED, UserError, run_cli
-from train.recipes import RECIPES, Recipe, get_recipe, part_args, shared_part_name
+from train.recipes import RECIPES, Recipe, check_trainable, get_recipe, part_args, shared_part_name
 from train.schedule import DEFAULT_PATIENCE, Schedule, final_schedule, parse_schedules, rate_drops
 from train.window import TTA_MODES, check_tta
 
@@ -794,6 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if not (args.recipe and args.data and args.out):
             raise UserError("--recipe NAME, --data DIR and --out DIR are required (or --list-recipes)")
+        check_trainable(get_recipe(args.recipe))
         cv = CrossValidation(get_recipe(args.recipe), args.data, args.out, folds=args.folds, seed=args.seed,
                              extra=args.extra_train, epochs=args.epochs, train_args=shlex.split(args.train_args),
                              device=args.device, size=args.size, crop=args.crop,

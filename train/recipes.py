@@ -45,12 +45,16 @@ class Recipe:
         epochs: ``{part: epochs}`` of a from-scratch run (also in the arguments; kept here so
             ``--epochs`` can override them and ``--final`` can replace them by the folds' median
             best epoch).
+        made_by: for a recipe whose models are made from another recipe's by a further step that ``mn-cv`` does
+            not run (e.g. a fine-tune by a script), that step's command: ``mn-cv`` aggregates and reports the
+            folds it made (``--aggregate``) and refuses to train it (:func:`check_trainable`).
     """
 
     name: str
     description: str
     parts: Mapping[str, tuple[str, ...]]
     epochs: Mapping[str, int] = field(default_factory=dict)
+    made_by: str | None = None
 
     @property
     def is_cascade(self) -> bool:
@@ -160,6 +164,18 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             "refiner-2": _SPK.parts["refiner"]},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"],
             "refiner-2": _SPK.epochs["refiner"]}),
+    # both refiners of the shipped ensemble trained on for 24 epochs with a stronger compression (the animate:
+    # clips' peak, 0.75, inside the range instead of at its edge; 70 % of the windows): the fine-tune runs outside
+    # mn-cv, from each fold's (and the final's) parts of cascade-acqloc-cmp-ens
+    Recipe("cascade-acqloc-cmp-ens-cft", "cascade-acqloc-cmp-ens with both refiners fine-tuned 24 epochs (lr 1e-4, "
+           "1e-5 after 18) on stronger compression (mn-train --compress 0.65 0.7: 70 % of the windows, the nerve down "
+           "to 0.65 of its height), from that recipe's parts",
+           {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"],
+            "refiner-2": _SPK.parts["refiner"]},
+           {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"],
+            "refiner-2": _SPK.epochs["refiner"]},
+           made_by="benchmarks/compress_finetune.sh DATA PHANTOM CV-ACQLOC-CMP-ENS OUT [FOLD ... | final], then "
+                   "mn-eval of OUT/fold-K/as-final/model.pt on fold K (benchmarks/compress_finetune.sh does both)"),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
@@ -180,6 +196,17 @@ def get_recipe(name: str) -> Recipe:
     except KeyError:
         raise UserError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)} "
                         "(mn-cv --list-recipes describes them)") from None
+
+
+def check_trainable(recipe: Recipe) -> None:
+    """Refuse to train a recipe whose models another step makes (:attr:`Recipe.made_by`), saying which.
+
+    Raises:
+        UserError: ``recipe.made_by`` is set.
+    """
+    if recipe.made_by:
+        raise UserError(f"recipe {recipe.name}'s models are made by a step mn-cv does not run: {recipe.made_by}; "
+                        f"mn-cv --recipe {recipe.name} --out OUT --aggregate [--as-final] summarises its folds")
 
 
 def part_args(recipe: Recipe, part: str, *, extra: list[str], epochs: int) -> list[str]:

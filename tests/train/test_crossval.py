@@ -21,7 +21,7 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.crossval import CrossValidation, cli, format_summary
 from train.errors import UserError
 from train.models import build_model
-from train.recipes import RECIPES, get_recipe, is_refiner_part, part_args, shared_part_name
+from train.recipes import RECIPES, check_trainable, get_recipe, is_refiner_part, part_args, shared_part_name
 from train.threshold import GRID, leave_one_fold_out, load_cv, read_sweep
 from train.trainer import load_init_weights
 
@@ -520,3 +520,26 @@ def test_aggregate_without_data_reads_the_dataset_of_any_earlier_summary(tmp_pat
     assert crossval._recorded_data(tmp_path) == "/data/as-final"
     (tmp_path / "cv-summary.json").write_text(json.dumps({"data": "/data/folds"}))
     assert crossval._recorded_data(tmp_path) == "/data/folds"
+
+
+def test_a_recipe_made_by_another_step_is_aggregated_not_trained(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """cascade-acqloc-cmp-ens-cft's folds are made by benchmarks/compress_finetune.sh: mn-cv refuses to train it
+    (saying what makes it) and summarises the folds that script evaluated."""
+    cft, ens = get_recipe("cascade-acqloc-cmp-ens-cft"), get_recipe("cascade-acqloc-cmp-ens")
+    assert cft.parts == ens.parts and cft.epochs == ens.epochs and cft.is_cascade
+    assert "compress_finetune.sh" in (cft.made_by or "") and ens.made_by is None
+    check_trainable(ens)
+    with pytest.raises(UserError, match="made by a step mn-cv does not run: benchmarks/compress_finetune.sh"):
+        check_trainable(cft)
+    data = make_dataset(tmp_path / "d", n_patients=3, per_patient=1)
+    out = tmp_path / "cv"
+    assert cli(["--recipe", cft.name, "--data", str(data), "--out", str(out), "--as-final", "--fold", "0"]) == 2
+    assert "--aggregate [--as-final] summarises its folds" in capsys.readouterr().err
+    assert not out.exists()  # nothing trained, nothing written
+    for fold, dscs in ((0, [0.9, 0.8]), (1, [0.7, 0.6])):
+        _fake_eval(out / f"fold-{fold}" / "as-final", "paper", dscs, [(100, 110), (200, 180)])
+    assert cli(["--recipe", cft.name, "--out", str(out), "--folds", "2", "--aggregate", "--as-final", "-q"]) == 0
+    summary = json.loads((out / "cv-summary-as-final.json").read_text())
+    assert summary["recipe"] == cft.name and summary["folds_done"] == [0, 1]
+    assert summary["protocols"]["paper"]["dsc"]["mean"] == pytest.approx(0.75)
