@@ -116,6 +116,17 @@ _SPK = Recipe("cascade-acqloc-cmp-spk", "cascade-acqloc-cmp with its refiner tra
               {"localiser": _ACQ.parts["localiser"], "refiner": (*_CMP.parts["refiner"], "--speckle", "0", "0.6")},
               {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]})
 
+# the mean of the two refiners of cascade-acqloc-cmp and -spk (python -m train.cascade --refiner A --refiner B): each
+# fold's members were trained the final's way for their own recipes, so with --share CV-ACQLOC-CMP CV-SPK it trains
+# nothing
+_ENS = Recipe("cascade-acqloc-cmp-ens", "cascade-acqloc-cmp's localiser and the mean of two refiners' probabilities: "
+              "cascade-acqloc-cmp's (compress) and cascade-acqloc-cmp-spk's (speckle range), twice a refiner's time; "
+              "mn-cv --share CV-ACQLOC-CMP CV-SPK copies all three parts",
+              {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"],
+               "refiner-2": _SPK.parts["refiner"]},
+              {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"],
+               "refiner-2": _SPK.epochs["refiner"]})
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _STRONG,
     _ACQ,
@@ -155,27 +166,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            {"localiser": _ACQ.parts["localiser"],
             "refiner": (*_SPK.parts["refiner"], "--crop-negatives", "0.15")},
            {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"]}),
-    # the mean of the two refiners above (python -m train.cascade --refiner A --refiner B): each fold's members were
-    # trained the final's way for their own recipes, so with --share CV-ACQLOC-CMP CV-SPK it trains nothing
-    Recipe("cascade-acqloc-cmp-ens", "cascade-acqloc-cmp's localiser and the mean of two refiners' probabilities: "
-           "cascade-acqloc-cmp's (compress) and cascade-acqloc-cmp-spk's (speckle range), twice a refiner's time; "
-           "mn-cv --share CV-ACQLOC-CMP CV-SPK copies all three parts",
-           {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"],
-            "refiner-2": _SPK.parts["refiner"]},
-           {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"],
-            "refiner-2": _SPK.epochs["refiner"]}),
+    _ENS,
     # both refiners of the shipped ensemble trained on for 24 epochs with a stronger compression (the animate:
     # clips' peak, 0.75, inside the range instead of at its edge; 70 % of the windows): the fine-tune runs outside
     # mn-cv, from each fold's (and the final's) parts of cascade-acqloc-cmp-ens
     Recipe("cascade-acqloc-cmp-ens-cft", "cascade-acqloc-cmp-ens with both refiners fine-tuned 24 epochs (lr 1e-4, "
            "1e-5 after 18) on stronger compression (mn-train --compress 0.65 0.7: 70 % of the windows, the nerve down "
-           "to 0.65 of its height), from that recipe's parts",
-           {"localiser": _ACQ.parts["localiser"], "refiner": _CMP.parts["refiner"],
-            "refiner-2": _SPK.parts["refiner"]},
-           {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"],
-            "refiner-2": _SPK.epochs["refiner"]},
-           made_by="benchmarks/compress_finetune.sh DATA PHANTOM CV-ACQLOC-CMP-ENS OUT [FOLD ... | final], then "
-                   "mn-eval of OUT/fold-K/as-final/model.pt on fold K (benchmarks/compress_finetune.sh does both)"),
+           "to 0.65 of its height), from that recipe's parts", dict(_ENS.parts), dict(_ENS.epochs),
+           made_by="benchmarks/compress_finetune.sh DATA PHANTOM CV-ACQLOC-CMP-ENS OUT [FOLD ... | final] (it also "
+                   "joins each fold's model and evaluates it on the fold's patients, as mn-cv does)"),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
