@@ -28,13 +28,13 @@ FT=(--model lunet --crop 128x96 --augment compress --compress $COMPRESS --lr 1e-
     --seed 42 --device cpu)
 finetune() {  # source dir (fold-K/as-final or final), target dir, part (refiner | refiner-2), split arguments...
   local src=$1 dst=$2 part=$3; shift 3
+  grep -qs "done: best epoch" "$dst/$part.log" && return 0
   local extra=(); [ "$part" = refiner-2 ] && extra=(--speckle 0 0.6)  # the speckle-range refiner keeps its range
   local resume=(); [ -f "$dst/$part/last.pt" ] && resume=(--resume)
   local init_part=()  # a part kept as a whole cascade (e.g. a final's refiner taken from a bundled model): its refiner
   $PY -c "import sys; from train.checkpoint import load_checkpoint as l
 sys.exit(0 if l(sys.argv[1])['config']['model']['name'] == 'cascade' else 1)" "$src/$part/last.pt" 2>/dev/null \
     && init_part=(--init-part refiner)
-  grep -qs "done: best epoch" "$dst/$part.log" && return 0
   mkdir -p "$dst"
   # shellcheck disable=SC2086
   $PY -m train.train_cli --data "$DATA" --out "$dst/$part" --extra-train "$PHANTOM" --init "$src/$part/last.pt" \

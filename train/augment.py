@@ -593,9 +593,10 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
     if name == "strong":
         return StrongAugment(strong)
     if name == "compress":
-        level, p = check_compress(compress) if compress is not None else (None, None)
-        config = (CompressAugmentConfig() if compress is None
-                  else CompressAugmentConfig(compress_p=p, level=(level, 1.0)))
+        config = CompressAugmentConfig()
+        if compress is not None:
+            level, p = check_compress(compress)
+            config = CompressAugmentConfig(compress_p=p, level=(level, 1.0))
         return CompressAugment(config, strong=strong)
     return factory(strong=strong)
 
