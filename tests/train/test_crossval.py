@@ -522,6 +522,16 @@ def test_aggregate_without_data_reads_the_dataset_of_any_earlier_summary(tmp_pat
     assert crossval._recorded_data(tmp_path) == "/data/folds"
 
 
+def test_the_from_scratch_compression_recipe_is_the_ensembles_with_stronger_compression_and_not_trainable() -> None:
+    c65, ens = get_recipe("cascade-acqloc-cmp-ens-c65"), get_recipe("cascade-acqloc-cmp-ens")
+    assert c65.is_cascade and c65.refiner_parts == ["refiner", "refiner-2"] and c65.epochs == ens.epochs
+    assert c65.parts["localiser"] == ens.parts["localiser"]
+    for part in c65.refiner_parts:
+        assert c65.parts[part] == (*ens.parts[part], "--compress", "0.65", "0.7")
+    with pytest.raises(UserError, match="FROM=scratch benchmarks/compress_finetune.sh"):
+        check_trainable(c65)
+
+
 def test_a_recipe_made_by_another_step_is_aggregated_not_trained(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """cascade-acqloc-cmp-ens-cft's folds are made by benchmarks/compress_finetune.sh: mn-cv refuses to train it
