@@ -127,6 +127,10 @@ _ENS = Recipe("cascade-acqloc-cmp-ens", "cascade-acqloc-cmp's localiser and the 
               {"localiser": _ACQ.epochs["localiser"], "refiner": _CMP.epochs["refiner"],
                "refiner-2": _SPK.epochs["refiner"]})
 
+# the script that makes the stronger-compression refiners of cascade-acqloc-cmp-ens (fine-tuned, or from the start)
+_COMPRESS_SCRIPT = ("benchmarks/compress_finetune.sh DATA PHANTOM CV-ACQLOC-CMP-ENS OUT [FOLD ... | final] (it also "
+                    "joins each fold's model and evaluates it on the fold's patients, as mn-cv does)")
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     _STRONG,
     _ACQ,
@@ -173,8 +177,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("cascade-acqloc-cmp-ens-cft", "cascade-acqloc-cmp-ens with both refiners fine-tuned 24 epochs (lr 1e-4, "
            "1e-5 after 18) on stronger compression (mn-train --compress 0.65 0.7: 70 % of the windows, the nerve down "
            "to 0.65 of its height), from that recipe's parts", dict(_ENS.parts), dict(_ENS.epochs),
-           made_by="benchmarks/compress_finetune.sh DATA PHANTOM CV-ACQLOC-CMP-ENS OUT [FOLD ... | final] (it also "
-                   "joins each fold's model and evaluates it on the fold's patients, as mn-cv does)"),
+           made_by=_COMPRESS_SCRIPT),
     # ... and trained so from the start (the fine-tune lost stills' Dice on two folds, and so did a control fine-tune
     # without the stronger compression): each fold's two refiners trained again with the schedule its as-final parts
     # of cascade-acqloc-cmp-ens had (104 epochs, drops after 84 and 94), the localiser kept
@@ -182,10 +185,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "stronger compression (mn-train --compress 0.65 0.7), each with its as-final part's schedule; the "
            "localiser is that recipe's",
            {"localiser": _ENS.parts["localiser"],
-            **{p: (*_ENS.parts[p], "--compress", "0.65", "0.7") for p in ("refiner", "refiner-2")}},
-           dict(_ENS.epochs),
-           made_by="FROM=scratch benchmarks/compress_finetune.sh DATA PHANTOM CV-ACQLOC-CMP-ENS OUT [FOLD ... | "
-                   "final] (it also joins each fold's model and evaluates it on the fold's patients, as mn-cv does)"),
+            **{p: (*_ENS.parts[p], "--compress", "0.65", "0.7") for p in _ENS.refiner_parts}},
+           dict(_ENS.epochs), made_by="FROM=scratch " + _COMPRESS_SCRIPT),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),
