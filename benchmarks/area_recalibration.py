@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.report_files import print_and_write
 from train.cli_util import add_logging_args, setup_logging
 from train.errors import UserError, run_cli
 
@@ -130,11 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = leave_one_fold_out(read_folds(args.cv_dir, args.sub, args.protocol))
     result.update(source=str(args.cv_dir), sub=args.sub, protocol=args.protocol)
     text = format_md(result, f"{args.cv_dir} ({args.protocol} protocol)")
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.md:
-        args.md.write_text(text + "\n")
+    print_and_write(text, result, args.json, args.md)
     return 0
 
 

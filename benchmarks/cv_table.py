@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from benchmarks.report_files import print_and_write
 from train.cli_util import add_logging_args, setup_logging
 from train.errors import UserError, run_cli
 
@@ -150,11 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     result = collect(args.folders)
     text = format_table(result)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if args.md:
-        args.md.write_text(text + "\n")
+    print_and_write(text, result, args.json, args.md)
     return 0
 
 

@@ -39,3 +39,12 @@ def write_report(out: Path, report: dict[str, Any], markdown: str, md: Path | No
     print(markdown)
     log.info("wrote %s and %s", out, md)
     return md
+
+
+def print_and_write(markdown: str, report: dict[str, Any], json_path: Path | None, md_path: Path | None) -> None:
+    """Print ``markdown``; write ``report`` as JSON to ``json_path`` and ``markdown`` to ``md_path`` where given."""
+    print(markdown)
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if md_path:
+        md_path.write_text(markdown + "\n", encoding="utf-8")
