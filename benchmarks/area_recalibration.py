@@ -14,6 +14,11 @@ Images the model missed (DSC < 0.5: the outline is another structure) take no pa
 about them. Reported: the pooled median |relative error| and mean signed error of the raw areas and of each
 correction, and per fold the fitted constants. Each fold's correction is fit without its images, so the corrected
 numbers are what such a correction would do on patients it was not fit to.
+
+``--grid-floor DATA`` adds how much of the error the model's resolution alone explains: every annotated mask of
+DATA taken to the network's grid (``--size``, as training targets are made: bilinear, soft edges) and back to its
+own size (bilinear, threshold 0.5, as ``mn-eval --protocol native`` does with a prediction): the CSA error of a
+model that reproduced the annotation perfectly at that resolution.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from benchmarks.report_files import print_and_write
 from train.cli_util import add_logging_args, setup_logging
 from train.errors import UserError, run_cli
+from train.preprocess import DEFAULT_SIZE, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,30 @@ def leave_one_fold_out(folds: dict[int, np.ndarray]) -> dict[str, Any]:
     return out
 
 
+def grid_floor(data: Path, size: tuple[int, int]) -> dict[str, Any]:
+    """CSA relative error of each annotated mask of ``data`` taken to the ``size`` grid and back (module doc)."""
+    import cv2
+
+    from train.data import scan_dataset
+    from train.preprocess import preprocess_mask
+
+    errors = []
+    for sample in scan_dataset(data):
+        mask = cv2.imread(str(sample.mask_path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise UserError(f"cannot read the mask {sample.mask_path}")
+        truth = mask > 0
+        if not truth.any():
+            continue
+        small = preprocess_mask(truth, size)
+        back = cv2.resize(small, truth.shape[::-1], interpolation=cv2.INTER_LINEAR) >= 0.5
+        errors.append((back.sum() - truth.sum()) / truth.sum())
+    e = np.asarray(errors, dtype=float)
+    return {"data": str(data), "size": list(size), "images": int(len(e)),
+            "abs_rel_median": float(np.median(np.abs(e))), "bias_rel": float(np.mean(e)),
+            "abs_rel_p95": float(np.percentile(np.abs(e), 95))}
+
+
 def format_md(result: dict[str, Any], source: str) -> str:
     lines = [f"# Area correction, leave one fold out: {source}", "",
              f"Folds {', '.join(map(str, result['folds']))}; {result['images']} images found (DSC >= {MISSED_DSC}); "
@@ -112,6 +142,11 @@ def format_md(result: dict[str, Any], source: str) -> str:
     lines += ["", "linear: log true = a log pred + b; a per fold: "
               + ", ".join(f"{v['a']:.3f}" for v in lin.values())
               + " (a < 1: small predicted areas are raised relative to large ones)."]
+    if "grid_floor" in result:
+        g = result["grid_floor"]
+        lines += ["", f"The network's grid alone ({g['size'][0]}x{g['size'][1]}): the {g['images']} annotated masks "
+                  f"taken to it and back give a CSA |error| median of {100 * g['abs_rel_median']:.1f} % (p95 "
+                  f"{100 * g['abs_rel_p95']:.1f} %, mean signed {100 * g['bias_rel']:+.1f} %)."]
     return "\n".join(lines)
 
 
@@ -122,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sub", default="as-final",
                    help="the folder inside fold-K/ with the per-image files ('' for fold-K/ itself; default as-final)")
     p.add_argument("--protocol", choices=("paper", "native"), default="paper")
+    p.add_argument("--grid-floor", type=Path, default=None, metavar="DATA",
+                   help="also measure the error of DATA's masks taken to the network's grid and back")
+    p.add_argument("--size", type=parse_size, default=DEFAULT_SIZE, metavar="WxH",
+                   help="the network's input size for --grid-floor (default 384x288)")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON")
     p.add_argument("--md", type=Path, default=None, help="write the table as Markdown")
     add_logging_args(p)
@@ -129,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose, args.quiet)
     result = leave_one_fold_out(read_folds(args.cv_dir, args.sub, args.protocol))
     result.update(source=str(args.cv_dir), sub=args.sub, protocol=args.protocol)
+    if args.grid_floor is not None:
+        result["grid_floor"] = grid_floor(args.grid_floor, args.size)
     text = format_md(result, f"{args.cv_dir} ({args.protocol} protocol)")
     print_and_write(text, result, args.json, args.md)
     return 0

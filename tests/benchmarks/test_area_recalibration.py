@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.area_recalibration import cli, leave_one_fold_out, read_folds
+from benchmarks.area_recalibration import cli, grid_floor, leave_one_fold_out, read_folds
 from train.errors import UserError
 
 
@@ -80,3 +80,19 @@ def test_cli_writes_files_and_refuses_bad_input(tmp_path: Path, capsys: pytest.C
         (bad / f"fold-{k}" / "per-image-paper.csv").write_text("stem,dsc\nPz001-001,0.9\n")
     assert cli([str(bad), "--sub", "", "-q"]) == 2
     assert "area_true_px" in capsys.readouterr().err
+
+
+def test_grid_floor_is_zero_on_the_masks_own_grid_and_grows_on_a_coarse_one(synthetic_dataset: Path) -> None:
+    same = grid_floor(synthetic_dataset, (128, 96))  # the synthetic masks' own size: nothing lost
+    assert same["images"] == 12
+    assert same["abs_rel_median"] == 0.0
+    coarse = grid_floor(synthetic_dataset, (16, 12))  # an ellipse of ~6x4 cells: its outline is lost
+    assert coarse["abs_rel_median"] > 0.02
+
+
+def test_cli_grid_floor(tmp_path: Path, synthetic_dataset: Path) -> None:
+    cv = _cv(tmp_path, lambda t: t, folds=2, n=5)
+    md = tmp_path / "r.md"
+    assert cli([str(cv), "--grid-floor", str(synthetic_dataset), "--size", "128x96", "--md", str(md), "-q"]) == 0
+    assert "the 12 annotated masks taken to it and back give a CSA |error| median of 0.0 %" in md.read_text()
+    assert cli([str(cv), "--grid-floor", str(synthetic_dataset), "--size", "12", "-q"]) == 2
