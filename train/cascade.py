@@ -61,7 +61,8 @@ __all__ = [
     "BACKGROUND_LOGIT", "CANDIDATE_OVERLAP", "CASCADE_NAME", "CENTRE_STEP", "NEGATIVE_MAX", "NEGATIVE_TRIES",
     "TTA_MODES", "CascadeNet", "CropDataset", "build_cascade_checkpoint", "candidate_boxes", "candidate_masses",
     "check_crop", "choose_candidates", "crop_around_truth", "crop_box", "find_centre", "find_centres", "main",
-    "ensemble_payload", "mask_centre", "negative_box", "part_payload", "paste", "window_boxes", "window_mass",
+    "MIRROR_MODES", "ensemble_payload", "mask_centre", "negative_box", "part_payload", "paste", "set_mirror",
+    "window_boxes", "window_mass",
 ]
 
 
@@ -121,8 +122,35 @@ def ensemble_payload(paths: Sequence[str], part: str = "refiner") -> dict:
             "source": " + ".join(p.get("source", str(path)) for p, path in zip(payloads, paths))}
 
 
+MIRROR_MODES = ("none", "alternate")
+"""``--mirror``: an ensemble refiner's members all see the window (``none``), or every second one its mirror image
+(``alternate``: :class:`train.ensemble_net.MeanEnsemble`'s ``mirrored``)."""
+
+
+def set_mirror(refiner_model: dict, mirror: str) -> dict:
+    """The refiner's model record with its ensemble members' ``mirrored`` flags set by ``mirror``
+    (:data:`MIRROR_MODES`; ``none`` drops them).
+
+    Raises:
+        UserError: an unknown mode, or ``alternate`` for a refiner that is not an ensemble.
+    """
+    from train.ensemble_net import ENSEMBLE_NAME
+
+    if mirror not in MIRROR_MODES:
+        raise UserError(f"unknown --mirror {mirror!r}; use one of {', '.join(MIRROR_MODES)}")
+    if refiner_model.get("name") != ENSEMBLE_NAME:
+        if mirror == "none":
+            return refiner_model
+        raise UserError("--mirror alternate needs an ensemble refiner: give --refiner twice or more, or a cascade "
+                        "whose refiner is one")
+    kwargs = {k: v for k, v in (refiner_model.get("kwargs") or {}).items() if k != "mirrored"}
+    if mirror == "alternate":
+        kwargs["mirrored"] = [i % 2 == 1 for i in range(len(kwargs.get("members") or []))]
+    return {**refiner_model, "kwargs": kwargs}
+
+
 def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str | Sequence[str], out: str, candidates: int = 1,
-                             tta: str = "none") -> dict:
+                             tta: str = "none", mirror: str | None = None) -> dict:
     """Write one checkpoint holding a trained localiser and refiner; returns its config.
 
     ``refiner_ckpt``: one checkpoint, or several trained alike (same window and preprocessing), which
@@ -130,6 +158,8 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str | Sequence[s
 
     ``candidates`` and ``tta`` (the refiner's test-time augmentation, :data:`train.window.TTA_MODES`) are
     recorded in the config's model kwargs when not the defaults, so every loader of the file runs it so.
+    ``mirror`` (:data:`MIRROR_MODES`) sets an ensemble refiner's mirrored members (:func:`set_mirror`); ``None`` keeps
+    what the refiner's source had.
 
     The localiser must be a full-frame network and the refiner a ``mn-train --crop`` run at
     the same frame size and preprocessing. Either may be a cascade checkpoint, whose part of that
@@ -140,6 +170,8 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str | Sequence[s
     refiners = [refiner_ckpt] if isinstance(refiner_ckpt, str) else list(refiner_ckpt)
     loc, ref = part_payload(localiser_ckpt, "localiser"), ensemble_payload(refiners, "refiner")
     lc, rc = loc["config"], ref["config"]
+    if mirror is not None:
+        rc = {**rc, "model": set_mirror(rc["model"], mirror)}
     if lc.get("crop"):
         raise UserError(f"{localiser_ckpt} is a --crop (refiner) run; the localiser must see whole frames")
     if not rc.get("crop"):
@@ -188,11 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="the refiner's test-time augmentation: hflip refines each window and its left-right mirror "
                         "and averages the two probability maps (twice the refiner's work)")
+    p.add_argument("--mirror", choices=MIRROR_MODES, default=None,
+                   help="an ensemble refiner: alternate = every second member sees the window mirrored left to right "
+                        "(its probabilities flipped back before the mean), a test-time flip at no extra cost; none = "
+                        "every member the window (default: as the refiner's source)")
     add_logging_args(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     config = build_cascade_checkpoint(args.localiser, args.refiner, args.out, candidates=args.candidates,
-                                      tta=args.tta)
+                                      tta=args.tta, mirror=args.mirror)
     kw = config["model"]["kwargs"]
     log.info("wrote %s: %s -> %s on %dx%d windows", args.out, kw["localiser"]["name"], kw["refiner"]["name"],
              *kw["crop"])

@@ -420,10 +420,14 @@ def test_hflip_matches_cascadenet_on_every_batch_shape(cascade: Path, tmp_path: 
             np.testing.assert_allclose(engine.infer(batch[i:i + 1]), expected[i:i + 1], atol=1e-5, rtol=0)
 
 
-def test_an_ensemble_refiner_runs_as_one_session(tmp_path: Path, cache: Path, batch: np.ndarray) -> None:
-    """A cascade whose refiner is an ensemble (python -m train.cascade --refiner A --refiner B): the engines export
-    the ensemble as one graph, and its probabilities are CascadeNet's (the members' mean)."""
-    ensemble = {"name": "ensemble", "kwargs": {"members": [REFINER, REFINER]}}
+@pytest.mark.parametrize("mirrored", [None, [False, True]], ids=["plain", "mirrored"])
+def test_an_ensemble_refiner_runs_as_one_session(tmp_path: Path, cache: Path, batch: np.ndarray,
+                                                 mirrored: list[bool] | None) -> None:
+    """A cascade whose refiner is an ensemble (python -m train.cascade --refiner A --refiner B [--mirror alternate]):
+    the engines export the ensemble as one graph, and its probabilities are CascadeNet's (the members' mean, the
+    mirrored member's of the mirror image flipped back)."""
+    ensemble = {"name": "ensemble", "kwargs": {"members": [REFINER, REFINER],
+                                               **({"mirrored": mirrored} if mirrored else {})}}
     torch.manual_seed(3)
     net = CascadeNet(localiser=LOCALISER, refiner=ensemble, crop=CROP)
     wire_bright_blob(net.localiser)
@@ -436,7 +440,9 @@ def test_an_ensemble_refiner_runs_as_one_session(tmp_path: Path, cache: Path, ba
     with torch.inference_mode():  # the members' mean, by hand, in the first window
         x0, y0 = boxes[0]
         window = torch.from_numpy(batch[:1, :, y0:y0 + CROP[1], x0:x0 + CROP[0]])
-        by_hand = sum(torch.sigmoid(m(window)) for m in net.refiner.members) / 2
+        a, b = net.refiner.members
+        second = torch.flip(torch.sigmoid(b(torch.flip(window, [3]))), [3]) if mirrored else torch.sigmoid(b(window))
+        by_hand = (torch.sigmoid(a(window)) + second) / 2
     np.testing.assert_allclose(expected[:1, :, y0:y0 + CROP[1], x0:x0 + CROP[0]], by_hand.numpy(), atol=1e-5, rtol=0)
     with load_engine(path, "onnxruntime", cache_dir=cache, dynamic_batch=True, threads=2) as engine:
         parts = engine.infer_parts(batch)

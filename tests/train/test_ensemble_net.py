@@ -88,3 +88,46 @@ def test_members_must_take_the_same_input(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="other.pt was trained with another preprocessing"):
         ensemble_payload([str(a), str(tmp_path / "other.pt")])
     assert ensemble_payload([str(a)])["config"]["model"] == NET  # one network: itself
+
+
+def test_a_mirrored_member_sees_the_mirror_image() -> None:
+    """mirrored=[False, True]: the second member's probabilities of the flipped input, flipped back, in the mean;
+    two copies of one network so make exactly that network's test-time flip."""
+    torch.manual_seed(0)
+    net = MeanEnsemble([NET, NET], mirrored=[False, True]).eval()
+    x = torch.randn(2, 1, CROP[1], CROP[0])
+    with torch.inference_mode():
+        a, b = net.members
+        expected = (torch.sigmoid(a(x)) + torch.flip(torch.sigmoid(b(torch.flip(x, [3]))), [3])) / 2
+        torch.testing.assert_close(torch.sigmoid(net(x)), expected, atol=1e-6, rtol=0)
+        b.load_state_dict(a.state_dict())
+        flip_tta = (torch.sigmoid(a(x)) + torch.flip(torch.sigmoid(a(torch.flip(x, [3]))), [3])) / 2
+        torch.testing.assert_close(torch.sigmoid(net(x)), flip_tta, atol=1e-6, rtol=0)
+        assert not torch.allclose(torch.sigmoid(a(x)), flip_tta, atol=1e-4)  # the flip changed something
+    assert "mirrored=[False, True]" in repr(net)
+    with pytest.raises(UserError, match="one true/false a member"):
+        MeanEnsemble([NET, NET], mirrored=[True])
+    with pytest.raises(UserError, match="one true/false a member"):
+        MeanEnsemble([NET, NET], mirrored=[0, 1])
+
+
+def test_cascade_mirror_alternate(tmp_path: Path) -> None:
+    """--mirror alternate marks every second member; re-joining keeps it unless --mirror none; one refiner refuses."""
+    loc = _ckpt(tmp_path / "loc.pt", 0, model="lunet-coarse")
+    a, b, c = (_refiner(tmp_path / f"{n}.pt", s) for n, s in (("a", 1), ("b", 2), ("c", 3)))
+    out = tmp_path / "mir.pt"
+    assert cascade_main(["--localiser", str(loc), "--refiner", str(a), "--refiner", str(b), "--refiner", str(c),
+                         "--mirror", "alternate", "--out", str(out), "-q"]) == 0
+    net, config = model_from_checkpoint(out)
+    assert config["model"]["kwargs"]["refiner"]["kwargs"]["mirrored"] == [False, True, False]
+    assert net.refiner.mirrored == [False, True, False]
+    kept = build_cascade_checkpoint(str(loc), str(out), str(tmp_path / "kept.pt"))
+    assert kept["model"]["kwargs"]["refiner"]["kwargs"]["mirrored"] == [False, True, False]
+    plain = build_cascade_checkpoint(str(loc), str(out), str(tmp_path / "plain.pt"), mirror="none")
+    assert plain["model"]["kwargs"]["refiner"] == {"name": ENSEMBLE_NAME, "kwargs": {"members": [NET, NET, NET]}}
+    with pytest.raises(UserError, match="--mirror alternate needs an ensemble refiner"):
+        cascade_main(["--localiser", str(loc), "--refiner", str(a), "--mirror", "alternate",
+                      "--out", str(tmp_path / "one.pt"), "-q"])
+    assert not (tmp_path / "one.pt").exists()
+    assert build_cascade_checkpoint(str(loc), str(a), str(tmp_path / "one.pt"), mirror="none")["model"]["kwargs"][
+        "refiner"] == NET  # none: nothing to drop
