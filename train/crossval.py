@@ -289,7 +289,8 @@ class CrossValidation:
             refiners = [str(folder / part / checkpoint) for part in self.recipe.refiner_parts]
             build_cascade_checkpoint(str(folder / "localiser" / checkpoint),
                                      refiners[0] if len(refiners) == 1 else refiners,
-                                     str(tmp), candidates=self.candidates, tta=self.tta)
+                                     str(tmp), candidates=self.candidates, tta=self.tta,
+                                     mirror=self.recipe.mirror if len(refiners) > 1 else None)
             os.replace(tmp, model)
         else:
             shutil.copyfile(folder / "model" / checkpoint, folder / "model.pt.tmp")
@@ -297,13 +298,15 @@ class CrossValidation:
         return model
 
     def check_joined(self, model: Path) -> None:
-        """Refuse a cascade joined earlier with other ``--candidates`` / ``--tta`` than this run's: its evaluations
-        would be reported as this run's."""
+        """Refuse a cascade joined earlier with other ``--candidates`` / ``--tta`` (or another recipe's ``mirror``)
+        than this run's: its evaluations would be reported as this run's."""
         from train.checkpoint import load_checkpoint
 
         kwargs = ((load_checkpoint(model).get("config") or {}).get("model") or {}).get("kwargs") or {}
-        joined = {"candidates": int(kwargs.get("candidates", 1)), "tta": kwargs.get("tta", "none")}
-        asked = {"candidates": self.candidates, "tta": self.tta}
+        mirrored = ((kwargs.get("refiner") or {}).get("kwargs") or {}).get("mirrored") or []
+        joined = {"candidates": int(kwargs.get("candidates", 1)), "tta": kwargs.get("tta", "none"),
+                  "mirror": "alternate" if any(mirrored) else "none"}
+        asked = {"candidates": self.candidates, "tta": self.tta, "mirror": self.recipe.mirror}
         if joined != asked:
             differ = ", ".join(f"--{k} {joined[k]} there, {asked[k]} here" for k in asked if joined[k] != asked[k])
             raise UserError(f"{model} was joined with other settings ({differ}); evaluate these settings in a new "

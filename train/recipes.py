@@ -48,6 +48,8 @@ class Recipe:
         made_by: for a recipe whose models are made from another recipe's by a further step that ``mn-cv`` does
             not run (e.g. a fine-tune by a script), that step's command: ``mn-cv`` aggregates and reports the
             folds it made (``--aggregate``) and refuses to train it (:func:`check_trainable`).
+        mirror: an ensemble's join (``python -m train.cascade --mirror``): ``"alternate"`` shows every second refiner
+            the window's mirror image; ``"none"`` (default) every refiner the window.
     """
 
     name: str
@@ -55,6 +57,7 @@ class Recipe:
     parts: Mapping[str, tuple[str, ...]]
     epochs: Mapping[str, int] = field(default_factory=dict)
     made_by: str | None = None
+    mirror: str = "none"
 
     @property
     def is_cascade(self) -> bool:
@@ -187,6 +190,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            {"localiser": _ENS.parts["localiser"],
             **{p: (*_ENS.parts[p], "--compress", "0.65", "0.7") for p in _ENS.refiner_parts}},
            dict(_ENS.epochs), made_by="FROM=scratch " + _COMPRESS_SCRIPT),
+    # the same networks, the second refiner shown the window's mirror image (a test-time flip at no extra cost):
+    # nothing to train, mn-cv --share CV-ACQLOC-CMP-ENS joins the parts so
+    Recipe("cascade-acqloc-cmp-ens-mir", "cascade-acqloc-cmp-ens with its second refiner shown the window's mirror "
+           "image (python -m train.cascade --mirror alternate): the same networks and time; mn-cv --share "
+           "CV-ACQLOC-CMP-ENS copies its parts", dict(_ENS.parts), dict(_ENS.epochs), mirror="alternate"),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),

@@ -342,6 +342,16 @@ def test_an_ensemble_recipe_copies_each_refiner_from_its_own_recipes_folder(tmp_
     assert json.loads((fold / "eval-native.json").read_text())["n"] == 2
     summary = json.loads((ens / "cv-summary.json").read_text())
     assert summary["best_epochs"] == {"localiser": [1], "refiner": [1], "refiner-2": [1]}
+    # its mirrored twin: the same parts copied, nothing trained, the second refiner shown the mirror image; not in
+    # the ensemble's own folder, whose model was joined without
+    mir = tmp_path / "cv-ens-mir"
+    assert cli(["--recipe", "cascade-acqloc-cmp-ens-mir", "--out", str(mir), "--share", str(ens), *common]) == 0
+    assert len(trained) == 3
+    refiner = load_checkpoint(mir / "fold-0" / "model.pt")["config"]["model"]["kwargs"]["refiner"]
+    assert refiner["kwargs"]["mirrored"] == [False, True]
+    assert json.loads((mir / "fold-0" / "eval-native.json").read_text())["n"] == 2
+    with pytest.raises(UserError, match="--mirror none there, alternate here"):
+        crossval.main(["--recipe", "cascade-acqloc-cmp-ens-mir", "--out", str(ens), *common])
 
 
 def test_same_training_ignores_where_and_how_a_run_was_kept(tmp_path: Path) -> None:
