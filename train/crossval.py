@@ -289,8 +289,7 @@ class CrossValidation:
             refiners = [str(folder / part / checkpoint) for part in self.recipe.refiner_parts]
             build_cascade_checkpoint(str(folder / "localiser" / checkpoint),
                                      refiners[0] if len(refiners) == 1 else refiners,
-                                     str(tmp), candidates=self.candidates, tta=self.tta,
-                                     mirror=self.recipe.mirror if len(refiners) > 1 else None)
+                                     str(tmp), candidates=self.candidates, tta=self.tta, mirror=self.recipe.mirror)
             os.replace(tmp, model)
         else:
             shutil.copyfile(folder / "model" / checkpoint, folder / "model.pt.tmp")
