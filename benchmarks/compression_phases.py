@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import statistics
 import sys
-from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.report_files import report_paths, write_report
+from benchmarks.report_files import report_header, report_paths, write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 
@@ -183,9 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = load_engine(args.model, threads=args.threads)
     rows = measure(engine, paths, args.phases, args.seed, args.presence, progress=log.isEnabledFor(logging.INFO))
     split = "paper" if args.split == "paper" else f"kfold, fold {args.fold} of {args.folds}, seed {args.seed}"
-    report = {"benchmark": "compression_phases", "date": date.today().isoformat(), "model": str(args.model),
-              "machine": {"host": platform.node(), "platform": platform.platform()},
-              "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
+    report = {**report_header("compression_phases", PROG, argv), "model": str(args.model),
               "split": f"{split} (val)", "images": len(paths), "phases": args.phases, "seed": args.seed,
               "presence": args.presence, "summary": summarise(rows), "frames": rows}
     write_report(out, report, format_md(report), md)

@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import platform
+import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from common.errors import UserError
 
@@ -28,6 +29,14 @@ def report_paths(json_path: str | None, md_path: str | None, kind: str, stem: st
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
             raise UserError(f"cannot write {path}: the folder {path.parent} does not exist or is not writable")
     return out, md
+
+
+def report_header(benchmark: str, prog: str, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The keys every benchmark report starts with: ``benchmark``, ``date``, ``machine`` (host and platform) and
+    ``command`` (``prog`` and ``argv``, the process's own arguments when ``argv`` is None), to be extended."""
+    return {"benchmark": benchmark, "date": date.today().isoformat(),
+            "machine": {"host": platform.node(), "platform": platform.platform()},
+            "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])])}
 
 
 def write_report(out: Path, report: dict[str, Any], markdown: str, md: Path | None = None) -> Path:

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import sys
-from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.report_files import report_paths, write_report
+from benchmarks.report_files import report_header, report_paths, write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 
@@ -205,9 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = measure(model, data.images, data.masks, crop_wh, args.patterns, args.shifts, strength, args.seed,
                      [order[s.stem] for s in samples], threshold)
     split = args.split if args.split != "kfold" else f"kfold, fold {args.fold} of {args.folds}, seed {args.seed}"
-    report = {"benchmark": "speckle_stability", "date": date.today().isoformat(), "refiner": str(args.refiner),
-              "machine": {"host": platform.node(), "platform": platform.platform()},
-              "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
+    report = {**report_header("speckle_stability", PROG, argv), "refiner": str(args.refiner),
               "split": f"{split} ({args.subset})", "patterns": args.patterns, "strength": strength,
               "shifts_px": args.shifts, "threshold": threshold, "window": list(crop_wh), "frame": list(size),
               "result": result}

@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 from datetime import date
@@ -45,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from benchmarks.report_files import report_paths, write_report
+from benchmarks.report_files import report_header, report_paths, write_report
 from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 from common.tta import TTA_MODES
@@ -488,20 +487,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.close()
     from benchmarks.system import cpu_features, cpu_model
 
-    report = {"benchmark": "window", "date": date.today().isoformat(), "model": str(args.model),
-              "backend": backend, "precision": precision, "tta": tta,
-              "machine": {"host": platform.node(), "platform": platform.platform(), "cores": os.cpu_count(),
-                          "cpu": cpu_model(), "cpu_features": cpu_features()},
-              "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
-              "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
-                        if args.split == "kfold" else {"name": "paper"}),
-              "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
-              "presence": args.presence, "appearance": args.appearance or "the model's own",
-              "appearance_file": appearance_file,
-              "compression_period_s": args.compression_period, "glide_scale": args.glide_scale,
-              "crop_border_px": args.crop_border,
-              "area_step": args.area_step, "clips": clips,
-              "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
+    report = report_header("window", PROG, argv)
+    report["machine"].update(cores=os.cpu_count(), cpu=cpu_model(), cpu_features=cpu_features())
+    report |= {"model": str(args.model), "backend": backend, "precision": precision, "tta": tta,
+             "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
+                       if args.split == "kfold" else {"name": "paper"}),
+             "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
+             "presence": args.presence, "appearance": args.appearance or "the model's own",
+             "appearance_file": appearance_file,
+             "compression_period_s": args.compression_period, "glide_scale": args.glide_scale,
+             "crop_border_px": args.crop_border,
+             "area_step": args.area_step, "clips": clips,
+             "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     write_report(out, report, format_md(report), md)
     return 0
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from benchmarks.report_files import report_paths, write_report
+from benchmarks.report_files import report_header, report_paths, write_report
 from common.errors import UserError
 
 
@@ -32,3 +33,13 @@ def test_write_report_writes_both_and_prints_the_markdown(tmp_path: Path, capsys
     assert md == tmp_path / "r.md" and md.read_text() == "# R\n"
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
     assert "# R" in capsys.readouterr().out
+
+
+def test_report_header_names_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    head = report_header("window", "python -m benchmarks.window_bench", ["--fold", "2"])
+    assert head == {"benchmark": "window", "date": date.today().isoformat(),
+                    "machine": {"host": platform.node(), "platform": platform.platform()},
+                    "command": "python -m benchmarks.window_bench --fold 2"}
+    monkeypatch.setattr(sys, "argv", ["x", "--images", "4"])
+    assert report_header("b", "prog", None)["command"] == "prog --images 4"
+    assert report_header("b", "prog", [])["command"] == "prog"
