@@ -10,6 +10,10 @@
 # evaluated on the fold's patients by both protocols, as mn-cv does) or for its final (every image). Recipes
 # cascade-acqloc-cmp-ens-cft (fine-tune) and cascade-acqloc-cmp-ens-c65 (from the start) name the results:
 # `mn-cv --recipe RECIPE --out OUT --aggregate --as-final` summarises the folds. Resumable: run it again.
+# PARTS=localiser FROM=scratch COMPRESS='0.75 0.5' MIRROR=alternate (recipe cascade-acqcmploc-ens-mir, 2026-12-06)
+# trains the localiser again instead, from the start with its own schedule and arguments (acquisition
+# augmentation, 15 % of the frames with the nerve painted over) and the nerve compressed as the compress refiner
+# saw it, and joins it with the source's two refiners, the second shown the mirror image.
 #
 #   [FROM=scratch] benchmarks/compress_finetune.sh DATA PHANTOM CV_DIR OUT [FOLD ... | final]
 #
@@ -18,6 +22,7 @@
 # CV_DIR/final/...); OUT: an mn-cv-shaped folder for the new refiners and the joined models
 # (OUT/fold-K/as-final/{refiner,refiner-2,model.pt,eval-*.json}, OUT/final/...). FOLDS default 0 1 2 3 4. Environment: PY (python3), TRAIN_ARGS
 # (default '--amp --threads 1'), PAIR=1 (default): a fold's two refiners as two one-thread trainings at once,
+# PARTS (default 'refiner refiner-2', or 'localiser'), MIRROR (the join's --mirror, default none),
 # COMPRESS (default '0.65 0.7'; '0.75 0.5', the recipe's own, is the fine-tune's control: the same 24 epochs, no
 # stronger compression), FROM (finetune | scratch).
 # On 2 AVX512-BF16 cores a fold's fine-tuned pair takes about 7 minutes (24 epochs of 16 s), the final's about 9;
@@ -25,22 +30,28 @@
 set -u
 DATA=${1:?DATA folder}; PHANTOM=${2:?PHANTOM folder}; CV=${3:?CV_DIR}; OUT=${4:?OUT folder}; shift 4
 TARGETS=${*:-0 1 2 3 4}; PY=${PY:-python3}; COMPRESS=${COMPRESS:-0.65 0.7}; TRAIN_ARGS=${TRAIN_ARGS:---amp --threads 1}; PAIR=${PAIR:-1}
-FROM=${FROM:-finetune}
+FROM=${FROM:-finetune}; PARTS=${PARTS:-refiner refiner-2}; MIRROR=${MIRROR:-none}
 case $FROM in finetune|scratch) ;; *) echo "compress_finetune: FROM=$FROM: use finetune or scratch" >&2; exit 2;; esac
+case $PARTS in "refiner refiner-2") ;; localiser) [ "$FROM" = scratch ] || {
+  echo "compress_finetune: PARTS=localiser trains it from the start: set FROM=scratch" >&2; exit 2; } ;;
+  *) echo "compress_finetune: PARTS='$PARTS': use 'refiner refiner-2' or localiser" >&2; exit 2;; esac
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 # shellcheck disable=SC2206
-COMMON=(--model lunet --crop 128x96 --augment compress --compress $COMPRESS --seed 42 --device cpu)
+REFINER=(--model lunet --crop 128x96 --augment compress --compress $COMPRESS --seed 42 --device cpu)
+# shellcheck disable=SC2206
+LOCALISER=(--model lunet-coarse --augment acquisition --nerve-removed 0.15 --compress $COMPRESS --seed 42 --device cpu)
 FT=(--lr 1e-4 --lr-drops 18 --epochs 24)
 schedule() {  # a trained part's own schedule as mn-train arguments: --lr L --epochs E [--lr-drops A B ...]
   $PY -c "import json, sys; t = json.load(open(sys.argv[1]))['train']
 drops = t.get('lr_drops') or []
 print('--lr', t['lr'], '--epochs', t['epochs'], *(['--lr-drops', *drops] if drops else []))" "$1/config.json"
 }
-train_part() {  # source dir (fold-K/as-final or final), target dir, part (refiner | refiner-2), split arguments...
+train_part() {  # source dir (fold-K/as-final or final), target dir, part (localiser | refiner | refiner-2), split...
   local src=$1 dst=$2 part=$3; shift 3
   # finished: mn-train prints its summary line (whatever the log level) only after the last epoch
   grep -qs '^{"best_checkpoint"' "$dst/$part.log" && return 0
+  local common=("${REFINER[@]}"); [ "$part" = localiser ] && common=("${LOCALISER[@]}")
   local extra=(); [ "$part" = refiner-2 ] && extra=(--speckle 0 0.6)  # the speckle-range refiner keeps its range
   local resume=(); [ -f "$dst/$part/last.pt" ] && resume=(--resume)
   local start=()
@@ -56,7 +67,7 @@ sys.exit(0 if l(sys.argv[1])['config']['model']['name'] == 'cascade' else 1)" "$
   fi
   mkdir -p "$dst"
   # shellcheck disable=SC2086
-  $PY -m train.train_cli --data "$DATA" --out "$dst/$part" --extra-train "$PHANTOM" "${start[@]}" "${COMMON[@]}" \
+  $PY -m train.train_cli --data "$DATA" --out "$dst/$part" --extra-train "$PHANTOM" "${start[@]}" "${common[@]}" \
     "${extra[@]}" "$@" $TRAIN_ARGS "${resume[@]}" >>"$dst/$part.log" 2>&1
 }
 for t in $TARGETS; do
@@ -65,8 +76,10 @@ for t in $TARGETS; do
   for p in localiser/last.pt refiner/last.pt refiner-2/last.pt; do
     [ -f "$src/$p" ] || { echo "compress_finetune: $src/$p is missing (train the fold with mn-cv first)" >&2; exit 2; }
   done
-  echo "[$(date +%H:%M:%S)] $t: training both refiners ($FROM)"
-  if [ "$PAIR" = 1 ]; then
+  echo "[$(date +%H:%M:%S)] $t: training $PARTS ($FROM)"
+  if [ "$PARTS" = localiser ]; then
+    train_part "$src" "$dst" localiser "${split[@]}" || exit $?
+  elif [ "$PAIR" = 1 ]; then
     train_part "$src" "$dst" refiner "${split[@]}" & a=$!
     train_part "$src" "$dst" refiner-2 "${split[@]}"; b=$?
     wait $a || exit $?; [ $b = 0 ] || exit $b
@@ -74,8 +87,9 @@ for t in $TARGETS; do
     train_part "$src" "$dst" refiner "${split[@]}" || exit $?
     train_part "$src" "$dst" refiner-2 "${split[@]}" || exit $?
   fi
-  [ -f "$dst/model.pt" ] || $PY -m train.cascade --localiser "$src/localiser/last.pt" --refiner "$dst/refiner/last.pt" \
-    --refiner "$dst/refiner-2/last.pt" --out "$dst/model.pt" -q || exit $?
+  loc=$src; ref=$dst; [ "$PARTS" = localiser ] && { loc=$dst; ref=$src; }
+  [ -f "$dst/model.pt" ] || $PY -m train.cascade --localiser "$loc/localiser/last.pt" --refiner "$ref/refiner/last.pt" \
+    --refiner "$ref/refiner-2/last.pt" --mirror "$MIRROR" --out "$dst/model.pt" -q || exit $?
   if [ "$t" != final ]; then
     for protocol in paper native; do  # as mn-cv evaluates a fold (the native one with its threshold sweep)
       sweep=(); [ $protocol = native ] && sweep=(--sweep "$dst/threshold-sweep.csv")

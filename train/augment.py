@@ -390,7 +390,9 @@ class AcquisitionAugment:
     Steps, all drawn from ``rng``:
 
     1. the paper's joint affine;
-    2. the image mapped to the 8-bit range (min-max), so that black is black;
+    2. the image mapped to the 8-bit range (min-max), so that black is black; with a ``compress``
+       configuration (``mn-train --augment acquisition --compress LEVEL P``), the nerve then compressed as
+       :class:`CompressAugment` compresses it (the anatomy before the scanner's view of it);
     3. with probability ``fov_p`` a changed field of view (:func:`train.perturb.warp_box`): the
        content zoomed by a log-uniform factor in ``zoom`` about the top edge (the transducer face,
        where a depth change scales from), stretched horizontally by one in ``aspect``, the window
@@ -407,17 +409,23 @@ class AcquisitionAugment:
     """
 
     def __init__(self, config: AcquisitionAugmentConfig | None = None, strong: StrongAugmentConfig | None = None,
-                 affine: AugmentConfig | None = None) -> None:
+                 affine: AugmentConfig | None = None, compress: CompressAugmentConfig | None = None) -> None:
         self.config = config if config is not None else AcquisitionAugmentConfig()
         self.strong = StrongAugment(strong, affine)
+        self.compress = compress
 
     def __repr__(self) -> str:
-        return f"AcquisitionAugment({self.config!r}, strong={self.strong!r})"
+        extra = f", compress={self.compress!r}" if self.compress is not None else ""
+        return f"AcquisitionAugment({self.config!r}, strong={self.strong!r}{extra})"
 
     def to_config(self) -> dict[str, Any]:
-        """``{"name": "acquisition", "affine": {...}, "strong": {...}, "acquisition": {...}}``."""
-        return {"name": "acquisition", "affine": self.strong.affine.config.to_config(),
-                "strong": self.strong.config.to_config(), "acquisition": self.config.to_config()}
+        """``{"name": "acquisition", "affine": {...}, "strong": {...}, "acquisition": {...}}``, and ``"compress":
+        {...}`` when the nerve is compressed too."""
+        out = {"name": "acquisition", "affine": self.strong.affine.config.to_config(),
+               "strong": self.strong.config.to_config(), "acquisition": self.config.to_config()}
+        if self.compress is not None:
+            out["compress"] = self.compress.to_config()
+        return out
 
     def field_of_view(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -436,7 +444,7 @@ class AcquisitionAugment:
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        from train.perturb import gain, jpeg, tgc
+        from train.perturb import compress, gain, jpeg, tgc
 
         cfg = self.config
         image_shape, mask_shape = np.shape(image), np.shape(mask)
@@ -446,6 +454,8 @@ class AcquisitionAugment:
         low, high = float(out_image.min()), float(out_image.max())
         out_image = ((out_image - low) * np.float32(255.0 / (high - low)) if high > low
                      else np.zeros_like(out_image))
+        if self.compress is not None and rng.random() < self.compress.compress_p:
+            out_image, out_mask = compress(out_image, out_mask, rng.uniform(*self.compress.level))
         if rng.random() < cfg.fov_p:
             out_image, out_mask = self.field_of_view(out_image, out_mask, rng)
         if rng.random() < self.strong.config.elastic_p:
@@ -552,6 +562,9 @@ AUGMENT_NAMES = tuple(AUGMENTERS)
 SPECKLE_AUGMENTS = ("strong", "acquisition", "compress")
 """The augmentations with a speckle step (``speckle_range`` applies to them)."""
 
+COMPRESS_AUGMENTS = ("compress", "acquisition")
+"""The augmentations that can compress the nerve (``compress`` always, ``acquisition`` when given ``--compress``)."""
+
 
 def check_compress(value: Any) -> tuple[float, float]:
     """``(level, p)`` of ``mn-train --compress``: the lowest vertical scale ``0 < level <= 1`` (the nerve flattened
@@ -572,18 +585,19 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
     """The augmentation called ``name`` (one of :data:`AUGMENT_NAMES`) with default ranges, or ``None``;
     ``speckle_range``: each image's speckle strength drawn from it (:class:`StrongAugmentConfig`);
     ``compress``: ``(level, p)`` of ``--augment compress`` (:func:`check_compress`; the level is drawn from
-    ``[level, 1]``).
+    ``[level, 1]``), or of the compression ``--augment acquisition`` then adds (none without it).
 
     Raises:
         UserError: an unknown name (the message lists the known ones), a speckle range for an augmentation
-            without speckle, or compression settings for one other than ``compress``.
+            without speckle, or compression settings for one that cannot compress (:data:`COMPRESS_AUGMENTS`).
     """
     try:
         factory = AUGMENTERS[name]
     except (KeyError, TypeError):
         raise UserError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_NAMES)}") from None
-    if compress is not None and name != "compress":
-        raise UserError(f"--compress LEVEL P sets the compression of --augment compress; --augment {name} has none")
+    if compress is not None and name not in COMPRESS_AUGMENTS:
+        raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment {' or '.join(COMPRESS_AUGMENTS)}; "
+                        f"--augment {name} has none")
     if speckle_range is not None and name not in SPECKLE_AUGMENTS:
         raise UserError(f"--speckle sets the speckle step of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                         f"--augment {name} has none")
@@ -592,12 +606,14 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
     strong = StrongAugmentConfig(speckle_range=speckle_range) if speckle_range is not None else None
     if name == "strong":
         return StrongAugment(strong)
+    config = None
+    if compress is not None:
+        level, p = check_compress(compress)
+        config = CompressAugmentConfig(compress_p=p, level=(level, 1.0))
     if name == "compress":
-        config = CompressAugmentConfig()
-        if compress is not None:
-            level, p = check_compress(compress)
-            config = CompressAugmentConfig(compress_p=p, level=(level, 1.0))
         return CompressAugment(config, strong=strong)
+    if name == "acquisition":
+        return AcquisitionAugment(strong=strong, compress=config)
     return factory(strong=strong)
 
 

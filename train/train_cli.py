@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", type=float, nargs=2, default=None, metavar=("LEVEL", "P"),
                    help="with --augment compress: the lowest vertical scale of the nerve's compression (drawn from "
                         "[LEVEL, 1]; default 0.75, flattened by up to 25 %%) and the probability that an image is "
-                        "compressed (default 0.5); e.g. 0.65 0.7")
+                        "compressed (default 0.5); e.g. 0.65 0.7. With --augment acquisition: compress the nerve "
+                        "so too (it does not otherwise), e.g. 0.75 0.5")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")

@@ -139,12 +139,12 @@ class TrainConfig:
                 raise UserError(f"--speckle LO HI sets the speckle of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                                 f"this run has --augment {self.augment}")
         if self.compress is not None:
-            from train.augment import check_compress
+            from train.augment import COMPRESS_AUGMENTS, check_compress
 
             self.compress = check_compress(self.compress)
-            if self.augment != "compress":
-                raise UserError(f"--compress LEVEL P sets the compression of --augment compress; this run has "
-                                f"--augment {self.augment}")
+            if self.augment not in COMPRESS_AUGMENTS:
+                raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment "
+                                f"{' or '.join(COMPRESS_AUGMENTS)}; this run has --augment {self.augment}")
 
     @property
     def input_size(self) -> tuple[int, int]:

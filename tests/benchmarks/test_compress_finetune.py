@@ -72,3 +72,31 @@ def test_an_unknown_start_and_a_missing_fold_are_refused(tmp_path: Path) -> None
     assert bad.returncode == 2 and "FROM=bogus: use finetune or scratch" in bad.stderr
     missing = _run(tmp_path, tmp_path, tmp_path / "cv", tmp_path / "out", 0, env={"FROM": "scratch"})
     assert missing.returncode == 2 and "fold-0/as-final/localiser/last.pt is missing" in missing.stderr
+
+
+@pytest.mark.slow
+def test_parts_localiser_trains_the_localiser_with_compression_and_joins_the_source_refiners_mirrored(
+        source: dict[str, Path]) -> None:
+    """PARTS=localiser (recipe cascade-acqcmploc-ens-mir): the localiser trained from the start on the source
+    localiser's schedule with acquisition augmentation, 15 % nerve-removed frames and the nerve compressed; the
+    source's two refiners joined behind it, the second shown the mirror image."""
+    out = source["out"].parent / "out-localiser"
+    env = {"FROM": "scratch", "PARTS": "localiser", "COMPRESS": "0.75 0.5", "MIRROR": "alternate"}
+    done = _run(source["data"], source["extra"], source["cv"], out, 0, env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    fold = out / "fold-0" / "as-final"
+    train = json.loads((fold / "localiser" / "config.json").read_text())["train"]
+    assert train["model"] == "lunet-coarse" and train["augment"] == "acquisition" and train["epochs"] == 1
+    assert train["compress"] == [0.75, 0.5] and train["nerve_removed"] == 0.15 and train["blind"]
+    assert not (fold / "refiner").exists() and not (fold / "refiner-2").exists()  # the refiners are the source's
+    model = load_checkpoint(fold / "model.pt")["config"]["model"]
+    assert model["name"] == "cascade"
+    assert model["kwargs"]["refiner"]["kwargs"]["mirrored"] == [False, True]
+    assert json.loads((fold / "eval-paper.json").read_text())["n"] == 2
+
+
+def test_parts_other_than_the_two_kinds_and_a_fine_tuned_localiser_are_refused(tmp_path: Path) -> None:
+    bad = _run(tmp_path, tmp_path, tmp_path, tmp_path / "out", 0, env={"PARTS": "refiner"})
+    assert bad.returncode == 2 and "PARTS='refiner': use 'refiner refiner-2' or localiser" in bad.stderr
+    fine = _run(tmp_path, tmp_path, tmp_path, tmp_path / "out", 0, env={"PARTS": "localiser"})
+    assert fine.returncode == 2 and "PARTS=localiser trains it from the start: set FROM=scratch" in fine.stderr

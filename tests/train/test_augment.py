@@ -295,6 +295,41 @@ def test_compress_augment_flattens_the_nerve_as_drawn() -> None:
     assert heights[1.0][1] == pytest.approx(0.75 ** 0.4 * float(mask.sum()), rel=0.02)
 
 
+def test_acquisition_with_compress_flattens_the_nerve_and_records_it() -> None:
+    """--augment acquisition --compress LEVEL P: the acquisition steps plus the nerve compressed as --augment
+    compress does it (here every other step off: 25 % less tall, area 0.75 ** 0.4); without --compress the
+    acquisition augmentation compresses nothing and records no compression."""
+    from train.augment import (AcquisitionAugment, AcquisitionAugmentConfig, AugmentConfig, CompressAugmentConfig)
+
+    plain = make_augment("acquisition")
+    assert isinstance(plain, AcquisitionAugment) and plain.compress is None
+    assert "compress" not in augment_record(plain)
+    aug = make_augment("acquisition", (0.0, 0.6), (0.7, 0.4))
+    assert isinstance(aug, AcquisitionAugment) and aug.compress == CompressAugmentConfig(compress_p=0.4,
+                                                                                          level=(0.7, 1.0))
+    assert aug.strong.config.speckle_range == (0.0, 0.6)
+    record = json.loads(json.dumps(augment_record(aug)))
+    assert record["name"] == "acquisition" and record["compress"] == {"compress_p": 0.4, "level": [0.7, 1.0]}
+    assert "compress" in repr(aug)
+
+    image, mask = _disc_pair(w=256, h=192, r=20)
+    still = StrongAugmentConfig(elastic_p=0.0, speckle=0.0, blur_p=0.0, gamma=(1.0, 1.0), contrast=(1.0, 1.0),
+                                brightness=0.0)
+    affine = AugmentConfig(rotation_deg=0.0, width_shift=0.0, shear_deg=0.0, hflip=False)
+    quiet = AcquisitionAugmentConfig(fov_p=0.0, tgc_p=0.0, gain_p=0.0, codec_p=0.0)
+    shapes = {}
+    for p in (None, 0.0, 1.0):
+        compress = None if p is None else CompressAugmentConfig(compress_p=p, level=(0.75, 0.75))
+        _, out = AcquisitionAugment(quiet, still, affine, compress=compress)(image, mask, np.random.default_rng(0))
+        ys, _ = np.nonzero(out > 0.5)
+        shapes[p] = (ys.max() - ys.min() + 1, float(out.sum()))
+    assert shapes[None] == shapes[0.0] == (41, pytest.approx(float(mask.sum()), rel=1e-3))
+    assert shapes[1.0][0] == pytest.approx(41 * 0.75, abs=1.5)
+    assert shapes[1.0][1] == pytest.approx(0.75 ** 0.4 * float(mask.sum()), rel=0.02)
+    with pytest.raises(UserError, match="--augment paper has none"):
+        make_augment("paper", None, (0.75, 0.5))
+
+
 def _speckle_strength(augment: StrongAugment, seed: int) -> float:
     """The speckle strength one call of ``augment.intensity`` applied, read back from its output: on a ramp with
     every other intensity step off, ``out = a * x * (1 + s * n) + b`` (z-score), ``n`` white noise blurred with

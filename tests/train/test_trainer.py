@@ -493,8 +493,12 @@ def test_compress_config(synthetic_dataset: Path, tmp_path: Path) -> None:
         Trainer(small_cfg(synthetic_dataset, out, augment="compress", compress=(0.75, 0.5), epochs=2, resume=True),
                 torch.device("cpu"))
     assert small_cfg(synthetic_dataset, out).to_dict()["compress"] is None
-    with pytest.raises(UserError, match="--compress LEVEL P sets the compression of --augment compress"):
+    with pytest.raises(UserError, match="--compress LEVEL P sets the nerve's compression of --augment compress or "
+                                        "acquisition; this run has --augment strong"):
         small_cfg(synthetic_dataset, out, augment="strong", compress=(0.65, 0.7))
+    acq = Trainer(small_cfg(synthetic_dataset, tmp_path / "acq", augment="acquisition", compress=(0.75, 0.5),
+                            epochs=1), torch.device("cpu"))
+    assert acq.augment.compress is not None and acq.augment.compress.level == (0.75, 1.0)
 
 
 def test_cpu_mixed_precision_is_bfloat16_where_the_cpu_has_it(synthetic_dataset: Path, tmp_path: Path,
