@@ -596,8 +596,8 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
     except (KeyError, TypeError):
         raise UserError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_NAMES)}") from None
     if compress is not None and name not in COMPRESS_AUGMENTS:
-        raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment {' or '.join(COMPRESS_AUGMENTS)}; "
-                        f"--augment {name} has none")
+        raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment "
+                        f"{' or '.join(COMPRESS_AUGMENTS)}; --augment {name} has none")
     if speckle_range is not None and name not in SPECKLE_AUGMENTS:
         raise UserError(f"--speckle sets the speckle step of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                         f"--augment {name} has none")
