@@ -5,7 +5,8 @@ nerve-free clips; and, over the folds given, the pooled nerve-free rates.
 
 Each pattern is a folder with ``{}`` for the fold, holding eval-paper.json, eval-native.json (mn-eval or
 train.evaluate), rob.json (mn-robustness --perturb compress=0.75,0.85), win.json (window_bench, tracked+fusion)
-and presence-clips.json (benchmarks.presence --confirm 2); missing files are left out of the line.
+and presence-clips.json (benchmarks.presence --confirm 2); missing files are left out of the line. Of the robustness
+report (rob.json, else robustness.json: all 34 changes) only the compression rows are shown.
 """
 import json
 import sys
@@ -24,8 +25,8 @@ def line(tag, d):
         if e:
             out.append(f"{protocol[:3]} DSC {e['dsc']['mean']:.4f} csa {100 * e['csa_rel_error']['median']:.1f} "
                        f"bias {100 * e['csa_agreement']['bias_rel']:+.1f} missed {e['csa_agreement'].get('missed')}")
-    r = load(f"{d}/rob.json")
-    for row in (r or {}).get("rows", [])[1:]:
+    r = load(f"{d}/rob.json") or load(f"{d}/robustness.json")
+    for row in (x for x in (r or {}).get("rows", []) if x["perturbation"] == "compress"):
         out.append(f"c{row['level']}: {row['dsc_mean']:.3f} {100 * row['csa_abs_median']:.1f}% m{row['missed']}")
     w = load(f"{d}/win.json")
     if w:
