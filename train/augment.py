@@ -392,7 +392,8 @@ class AcquisitionAugment:
     1. the paper's joint affine;
     2. the image mapped to the 8-bit range (min-max), so that black is black; with a ``compress``
        configuration (``mn-train --augment acquisition --compress LEVEL P``), the nerve then compressed as
-       :class:`CompressAugment` compresses it (the anatomy before the scanner's view of it);
+       :class:`CompressAugment` compresses it (:meth:`CompressAugmentConfig.draw`; the anatomy before the
+       scanner's view of it);
     3. with probability ``fov_p`` a changed field of view (:func:`train.perturb.warp_box`): the
        content zoomed by a log-uniform factor in ``zoom`` about the top edge (the transducer face,
        where a depth change scales from), stretched horizontally by one in ``aspect``, the window
@@ -444,7 +445,7 @@ class AcquisitionAugment:
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        from train.perturb import compress, gain, jpeg, tgc
+        from train.perturb import gain, jpeg, tgc
 
         cfg = self.config
         image_shape, mask_shape = np.shape(image), np.shape(mask)
@@ -454,8 +455,8 @@ class AcquisitionAugment:
         low, high = float(out_image.min()), float(out_image.max())
         out_image = ((out_image - low) * np.float32(255.0 / (high - low)) if high > low
                      else np.zeros_like(out_image))
-        if self.compress is not None and rng.random() < self.compress.compress_p:
-            out_image, out_mask = compress(out_image, out_mask, rng.uniform(*self.compress.level))
+        if self.compress is not None:
+            out_image, out_mask = self.compress.draw(out_image, out_mask, rng)
         if rng.random() < cfg.fov_p:
             out_image, out_mask = self.field_of_view(out_image, out_mask, rng)
         if rng.random() < self.strong.config.elastic_p:
@@ -492,6 +493,15 @@ class CompressAugmentConfig(_RangesConfig):
         if self.level[1] > 1.0:
             raise UserError(f"augmentation level is a vertical scale in (0, 1] (1: no compression), got {self.level}")
 
+    def draw(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """With probability ``compress_p``, ``image`` and ``mask`` compressed at a level drawn uniformly in ``level``
+        (:func:`train.perturb.compress`); else both as they are."""
+        from train.perturb import compress
+
+        if rng.random() < self.compress_p:
+            return compress(image, mask, rng.uniform(*self.level))
+        return image, mask
+
 
 class CompressAugment:
     """Callable ``(image, mask, rng) -> (image, mask)``: :class:`StrongAugment` plus the nerve compressed
@@ -526,14 +536,11 @@ class CompressAugment:
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        from train.perturb import compress
-
         image_shape, mask_shape = np.shape(image), np.shape(mask)
         out_image, out_mask = self.strong.affine(image, mask, rng)
         out_image = JointAugment._plane(out_image, "image")
         out_mask = JointAugment._plane(out_mask, "mask")
-        if rng.random() < self.config.compress_p:
-            out_image, out_mask = compress(out_image, out_mask, rng.uniform(*self.config.level))
+        out_image, out_mask = self.config.draw(out_image, out_mask, rng)
         if rng.random() < self.strong.config.elastic_p:
             out_image, out_mask = self.strong.elastic(out_image, out_mask, rng)
         out_image = self.strong.intensity(out_image, rng)
