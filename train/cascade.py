@@ -93,12 +93,13 @@ def part_payload(path: str, part: str) -> dict:
 def ensemble_payload(paths: Sequence[str], part: str = "refiner") -> dict:
     """The checkpoints ``paths`` (or those cascades' ``part``, :func:`part_payload`) as one
     :class:`train.ensemble_net.MeanEnsemble` payload (``{"config", "state_dict", "source"}``); one path: its payload.
+    A refiner ensemble averages windows, a localiser ensemble whole frames: the same mean of probabilities.
 
     The config is the first member's with the ensemble as its model and every member's own config under
     ``members``.
 
     Raises:
-        UserError: members trained on different windows, frames or preprocessing.
+        UserError: members trained on different windows, frames, input sizes or preprocessing.
     """
     from train.ensemble_net import ENSEMBLE_NAME
 
@@ -110,6 +111,7 @@ def ensemble_payload(paths: Sequence[str], part: str = "refiner") -> dict:
         c = payload["config"]
         for name, get in (("window", lambda cfg: (cfg.get("crop") or {}).get("size")),
                           ("frame", lambda cfg: (cfg.get("crop") or {}).get("frame_size")),
+                          ("input size", lambda cfg: list((cfg.get("preprocessing") or {}).get("size") or [])),
                           ("preprocessing", lambda cfg: (cfg.get("preprocessing") or {}).get("id"))):
             if get(c) != get(first):
                 raise UserError(f"{path} was trained with another {name} than {paths[0]} ({get(c)} against "
@@ -123,16 +125,17 @@ def ensemble_payload(paths: Sequence[str], part: str = "refiner") -> dict:
 
 
 MIRROR_MODES = ("none", "alternate")
-"""``--mirror``: an ensemble refiner's members all see the window (``none``), or every second one its mirror image
-(``alternate``: :class:`train.ensemble_net.MeanEnsemble`'s ``mirrored``)."""
+"""``--mirror`` (``--localiser-mirror``): an ensemble refiner's (localiser's) members all see the window (frame)
+(``none``), or every second one its mirror image (``alternate``: :class:`train.ensemble_net.MeanEnsemble`'s
+``mirrored``)."""
 
 
-def set_mirror(refiner_model: dict, mirror: str) -> dict:
-    """The refiner's model record with its ensemble members' ``mirrored`` flags set by ``mirror``
-    (:data:`MIRROR_MODES`; ``none`` drops them).
+def set_mirror(refiner_model: dict, mirror: str, part: str = "refiner") -> dict:
+    """The ``part``'s (refiner's or localiser's) model record with its ensemble members' ``mirrored`` flags set by
+    ``mirror`` (:data:`MIRROR_MODES`; ``none`` drops them).
 
     Raises:
-        UserError: an unknown mode, or ``alternate`` for a refiner that is not an ensemble.
+        UserError: an unknown mode, or ``alternate`` for a part that is not an ensemble.
     """
     from train.ensemble_net import ENSEMBLE_NAME
 
@@ -141,25 +144,29 @@ def set_mirror(refiner_model: dict, mirror: str) -> dict:
     if refiner_model.get("name") != ENSEMBLE_NAME:
         if mirror == "none":
             return refiner_model
-        raise UserError("--mirror alternate needs an ensemble refiner: give --refiner twice or more, or a cascade "
-                        "whose refiner is one")
+        flag = "--mirror" if part == "refiner" else f"--{part}-mirror"
+        raise UserError(f"{flag} alternate needs an ensemble {part}: give --{part} twice or more, or a cascade "
+                        f"whose {part} is one")
     kwargs = {k: v for k, v in (refiner_model.get("kwargs") or {}).items() if k != "mirrored"}
     if mirror == "alternate":
         kwargs["mirrored"] = [i % 2 == 1 for i in range(len(kwargs.get("members") or []))]
     return {**refiner_model, "kwargs": kwargs}
 
 
-def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str | Sequence[str], out: str, candidates: int = 1,
-                             tta: str = "none", mirror: str | None = None) -> dict:
+def build_cascade_checkpoint(localiser_ckpt: str | Sequence[str], refiner_ckpt: str | Sequence[str], out: str,
+                             candidates: int = 1, tta: str = "none", mirror: str | None = None,
+                             localiser_mirror: str | None = None) -> dict:
     """Write one checkpoint holding a trained localiser and refiner; returns its config.
 
     ``refiner_ckpt``: one checkpoint, or several trained alike (same window and preprocessing), which
     become one :class:`train.ensemble_net.MeanEnsemble` refiner (the mean of their probabilities).
+    ``localiser_ckpt`` likewise: several localisers (same frame size and preprocessing) become one ensemble
+    localiser, whose mean probability places the window (each member's time).
 
     ``candidates`` and ``tta`` (the refiner's test-time augmentation, :data:`train.window.TTA_MODES`) are
     recorded in the config's model kwargs when not the defaults, so every loader of the file runs it so.
     ``mirror`` (:data:`MIRROR_MODES`) sets an ensemble refiner's mirrored members (:func:`set_mirror`); ``None`` keeps
-    what the refiner's source had.
+    what the refiner's source had; ``localiser_mirror`` the same for an ensemble localiser.
 
     The localiser must be a full-frame network and the refiner a ``mn-train --crop`` run at
     the same frame size and preprocessing. Either may be a cascade checkpoint, whose part of that
@@ -168,12 +175,15 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str | Sequence[s
     from train.checkpoint import code_version, save_checkpoint
 
     refiners = [refiner_ckpt] if isinstance(refiner_ckpt, str) else list(refiner_ckpt)
-    loc, ref = part_payload(localiser_ckpt, "localiser"), ensemble_payload(refiners, "refiner")
+    localisers = [localiser_ckpt] if isinstance(localiser_ckpt, str) else list(localiser_ckpt)
+    loc, ref = ensemble_payload(localisers, "localiser"), ensemble_payload(refiners, "refiner")
     lc, rc = loc["config"], ref["config"]
     if mirror is not None:
         rc = {**rc, "model": set_mirror(rc["model"], mirror)}
+    if localiser_mirror is not None:
+        lc = {**lc, "model": set_mirror(lc["model"], localiser_mirror, "localiser")}
     if lc.get("crop"):
-        raise UserError(f"{localiser_ckpt} is a --crop (refiner) run; the localiser must see whole frames")
+        raise UserError(f"{localisers[0]} is a --crop (refiner) run; the localiser must see whole frames")
     if not rc.get("crop"):
         raise UserError(f"{refiners[0]} was not trained with --crop WxH; train the refiner with mn-train --crop")
     frame = rc["crop"]["frame_size"]
@@ -192,7 +202,7 @@ def build_cascade_checkpoint(localiser_ckpt: str, refiner_ckpt: str | Sequence[s
                                                 **({"candidates": int(candidates)} if candidates != 1 else {}),
                                                 **({"tta": tta} if tta != "none" else {})}},
         "preprocessing": lc["preprocessing"],
-        "parts": {"localiser": {"checkpoint": loc.get("source", str(localiser_ckpt)), "config": lc},
+        "parts": {"localiser": {"checkpoint": loc.get("source", " + ".join(localisers)), "config": lc},
                   "refiner": {"checkpoint": ref.get("source", " + ".join(refiners)), "config": rc}},
         "code_version": code_version(),
         "metrics": {},
@@ -207,9 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.cascade",
                                 description="Join a localiser checkpoint (whole frames) and a refiner checkpoint "
                                             "(mn-train --crop) into one cascade checkpoint.")
-    p.add_argument("--localiser", required=True,
+    p.add_argument("--localiser", required=True, action="append",
                    help="best.pt of the localiser (e.g. mn-train --model lunet-coarse), or a cascade whose localiser "
-                        "to take")
+                        "to take; given more than once, the localisers' mean probability places the window (an "
+                        "ensemble, each member's time)")
     p.add_argument("--refiner", required=True, action="append",
                    help="best.pt of the refiner (mn-train --crop WxH), or a cascade whose refiner to take; given more "
                         "than once, the refiners' mean probability (an ensemble, each member's time)")
@@ -224,11 +235,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="an ensemble refiner: alternate = every second member sees the window mirrored left to right "
                         "(its probabilities flipped back before the mean), a test-time flip at no extra cost; none = "
                         "every member the window (default: as the refiner's source)")
+    p.add_argument("--localiser-mirror", choices=MIRROR_MODES, default=None,
+                   help="an ensemble localiser: alternate = every second member sees the frame mirrored left to right "
+                        "(the same localiser given twice so is its test-time flip); none = every member the frame "
+                        "(default: as the localiser's source)")
     add_logging_args(p)
     args = p.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     config = build_cascade_checkpoint(args.localiser, args.refiner, args.out, candidates=args.candidates,
-                                      tta=args.tta, mirror=args.mirror)
+                                      tta=args.tta, mirror=args.mirror, localiser_mirror=args.localiser_mirror)
     kw = config["model"]["kwargs"]
     log.info("wrote %s: %s -> %s on %dx%d windows", args.out, kw["localiser"]["name"], kw["refiner"]["name"],
              *kw["crop"])

@@ -451,6 +451,31 @@ def test_an_ensemble_refiner_runs_as_one_session(tmp_path: Path, cache: Path, ba
         np.testing.assert_allclose(parts["prob"], expected, atol=1e-4, rtol=0)
 
 
+def test_an_ensemble_localiser_runs_as_one_session(cascade: Path, ort_engine: CascadeEngine, tmp_path: Path,
+                                                   cache: Path, batch: np.ndarray) -> None:
+    """A cascade whose localiser is an ensemble (python -m train.cascade --localiser A --localiser B
+    --localiser-mirror alternate): one localiser session whose probabilities are the members' mean, the mirrored
+    member's flipped back; two copies of the wired localiser so place every window where the single one does."""
+    ensemble = {"name": "ensemble", "kwargs": {"members": [LOCALISER, LOCALISER], "mirrored": [False, True]}}
+    torch.manual_seed(3)
+    net = CascadeNet(localiser=ensemble, refiner=REFINER, crop=CROP)
+    for member in net.localiser.members:
+        wire_bright_blob(member)
+    path = tmp_path / "locens.pt"
+    save_checkpoint(path, net, {"model": {"name": "cascade", "kwargs": {"localiser": ensemble, "refiner": REFINER,
+                                                                         "crop": list(CROP)}},
+                                "preprocessing": {"size": list(FRAME), "id": "test"}})
+    expected, boxes = cascadenet(path, batch)
+    _, single_boxes = cascadenet(cascade, batch)
+    assert boxes == single_boxes and len(set(boxes)) == 3  # the mirrored member's map was flipped back
+    with load_engine(path, "onnxruntime", cache_dir=cache, dynamic_batch=True, threads=2) as engine:
+        parts = engine.infer_parts(batch)
+        assert parts["boxes"] == boxes
+        assert engine.describe()["cascade"]["localiser"]["model"]["name"] == "ensemble"
+        np.testing.assert_allclose(parts["localiser"], ort_engine.infer_parts(batch)["localiser"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(parts["prob"], expected, atol=1e-4, rtol=0)
+
+
 def test_load_engine_tta_overrides_the_cascades_own(cascade: Path, tmp_path: Path, cache: Path,
                                                     batch: np.ndarray) -> None:
     flipped = make_cascade(tmp_path / "hflip.pt", tta="hflip")

@@ -131,3 +131,47 @@ def test_cascade_mirror_alternate(tmp_path: Path) -> None:
     assert not (tmp_path / "one.pt").exists()
     assert build_cascade_checkpoint(str(loc), str(a), str(tmp_path / "one.pt"), mirror="none")["model"]["kwargs"][
         "refiner"] == NET  # none: nothing to drop
+
+
+LOCALISER = {"name": "lunet-coarse", "kwargs": {"width": 0.25}}
+
+
+def test_cascade_with_two_localisers(tmp_path: Path) -> None:
+    """--localiser twice: the two localisers' mean probability places the window; --localiser-mirror alternate shows
+    the second the mirrored frame; the ensemble localiser is a part like any other when joined again."""
+    la, lb = (_ckpt(tmp_path / f"l{s}.pt", s, model="lunet-coarse") for s in (4, 5))
+    ref = _refiner(tmp_path / "ref.pt", 1)
+    out = tmp_path / "locens.pt"
+    assert cascade_main(["--localiser", str(la), "--localiser", str(lb), "--refiner", str(ref),
+                         "--localiser-mirror", "alternate", "--out", str(out), "-q"]) == 0
+    net, config = model_from_checkpoint(out)
+    spec = config["model"]["kwargs"]["localiser"]
+    assert spec == {"name": ENSEMBLE_NAME, "kwargs": {"members": [LOCALISER, LOCALISER], "mirrored": [False, True]}}
+    assert config["model"]["kwargs"]["refiner"] == NET
+    assert config["parts"]["localiser"]["checkpoint"] == f"{la} + {lb}"
+    x = torch.randn(2, 1, FRAME[1], FRAME[0])
+    with torch.inference_mode():
+        a, b = (model_from_checkpoint(p)[0].eval() for p in (la, lb))
+        by_hand = (torch.sigmoid(a(x)) + torch.flip(torch.sigmoid(b(torch.flip(x, [3]))), [3])) / 2
+        torch.testing.assert_close(torch.sigmoid(net.eval().localiser(x)), by_hand, atol=1e-6, rtol=0)
+        parts = net.forward_parts(x)
+    assert len(parts["boxes"]) == 2 and parts["localiser"].shape == (2, 1, FRAME[1], FRAME[0])
+    again = build_cascade_checkpoint(str(out), str(ref), str(tmp_path / "again.pt"))
+    assert again["model"]["kwargs"]["localiser"] == spec
+    plain = build_cascade_checkpoint(str(out), str(ref), str(tmp_path / "plain.pt"), localiser_mirror="none")
+    assert plain["model"]["kwargs"]["localiser"]["kwargs"] == {"members": [LOCALISER, LOCALISER]}
+
+
+def test_localiser_ensemble_refusals(tmp_path: Path) -> None:
+    la = _ckpt(tmp_path / "la.pt", 4, model="lunet-coarse")
+    big = _ckpt(tmp_path / "big.pt", 5, model="lunet-coarse", size=(160, 128))
+    ref = _refiner(tmp_path / "ref.pt", 1)
+    with pytest.raises(UserError, match="big.pt was trained with another input size than .*la.pt"):
+        build_cascade_checkpoint([str(la), str(big)], str(ref), str(tmp_path / "x.pt"))
+    with pytest.raises(UserError, match="--localiser-mirror alternate needs an ensemble localiser: give --localiser "
+                                        "twice"):
+        cascade_main(["--localiser", str(la), "--refiner", str(ref), "--localiser-mirror", "alternate",
+                      "--out", str(tmp_path / "one.pt"), "-q"])
+    assert not (tmp_path / "one.pt").exists()
+    with pytest.raises(UserError, match="another window than"):  # a refiner among the localisers
+        build_cascade_checkpoint([str(la), str(ref)], str(ref), str(tmp_path / "x.pt"))
