@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Two localisers averaged (issue 10, 2026-12-06): mn-realtime's acquisition localiser and the one trained with the
+# nerve compressed too (recipe cascade-acqcmploc-ens-mir) as one ensemble localiser (python -m train.cascade
+# --localiser A --localiser B), their mean probability placing the window; the refiners are mn-realtime's two, the
+# second shown the mirror image. The compress localiser alone had put more windows on the compressed nerve (clips
+# `ok` 94.1 -> 95.8 %) but cost the clean stills a little on every fold; the mean may keep both.
+#
+#   benchmarks/localiser_ensemble.sh train DATA PHANTOM OUT FOLD:PART ...
+#   benchmarks/localiser_ensemble.sh eval DATA OUT FOLD VARIANT [STEP ...]
+#
+# train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2) trained from the start on the fold's
+# training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens that
+# benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
+# drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
+# of these at once on two cores). Resumable: run it again. PHANTOM: mn-synth --phantom --dataset PHANTOM --frames
+# 40 --every 12 --seed S for S = 1, 2, 3 (120 frames).
+# eval: joins the fold's parts as VARIANT into OUT/fold-K/VARIANT/model.pt and writes the as-final reports beside
+# it, on the fold's own patients, one thread: STEPs join eval (mn-eval, both protocols) fit (tools.presence_fit on
+# the fold's training patients) win (its patients animated into clips, the live loop's tracked window, fusion and
+# presence check) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
+# clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
+# averaged), cmploc (the compress localiser alone), loctta (the acquisition localiser and its mirror image).
+# Environment: PY (python3), THREADS (1), TRAIN_ARGS (more mn-train arguments, after the script's own: a rehearsal's
+# '--epochs 1 --width 0.25').
+set -u
+MODE=${1:?train or eval}; shift
+PY=${PY:-python3}; THREADS=${THREADS:-1}; read -r -a MORE <<<"${TRAIN_ARGS:-}"
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+LOC=(--model lunet-coarse --augment acquisition --nerve-removed 0.15 --lr 0.01 --epochs 62 --lr-drops 38 52)
+REF=(--model lunet --crop 128x96 --augment compress --lr 0.001 --epochs 104 --lr-drops 84 94)
+
+train_part() {  # data phantom out fold part
+  local data=$1 phantom=$2 out=$3/fold-$4/$5 fold=$4 part=$5 args
+  case $part in
+    localiser) args=("${LOC[@]}");;
+    cmploc) args=("${LOC[@]}" --compress 0.75 0.5);;
+    refiner) args=("${REF[@]}");;
+    refiner-2) args=("${REF[@]}" --speckle 0 0.6);;
+    *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, refiner, refiner-2)" >&2; return 2;;
+  esac
+  # finished: mn-train prints its summary line (whatever the log level) only after the last epoch
+  grep -qs '^{"best_checkpoint"' "$out.log" && return 0
+  local resume=(); [ -f "$out/last.pt" ] && resume=(--resume)
+  mkdir -p "$(dirname "$out")"
+  echo "[$(date +%H:%M:%S)] fold $fold $part"
+  "$PY" -m train.train_cli --data "$data" --out "$out" --extra-train "$phantom" --seed 42 --device cpu \
+    --split kfold --folds 5 --fold "$fold" --blind --amp --threads "$THREADS" "${args[@]}" "${MORE[@]}" \
+    "${resume[@]}" >>"$out.log" 2>&1
+}
+
+if [ "$MODE" = train ]; then
+  DATA=${1:?DATA}; PHANTOM=${2:?PHANTOM}; OUT=${3:?OUT}; shift 3
+  status=0
+  for job in "$@"; do
+    train_part "$DATA" "$PHANTOM" "$OUT" "${job%%:*}" "${job#*:}" || { echo "localiser_ensemble: $job failed, see" \
+      "$OUT/fold-${job%%:*}/${job#*:}.log" >&2; status=1; }
+  done
+  exit $status
+fi
+[ "$MODE" = eval ] || { echo "localiser_ensemble: $MODE: use train or eval" >&2; exit 2; }
+DATA=${1:?DATA}; OUT=${2:?OUT}; F=${3:?FOLD}; V=${4:?VARIANT}; shift 4
+STEPS=${*:-join eval fit win rob rob34 clips}
+P=$OUT/fold-$F; O=$P/$V; mkdir -p "$O"
+case $V in
+  base) L=(--localiser "$P/localiser/last.pt");;
+  lens) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt");;
+  cmploc) L=(--localiser "$P/cmploc/last.pt");;
+  loctta) L=(--localiser "$P/localiser/last.pt" --localiser "$P/localiser/last.pt" --localiser-mirror alternate);;
+  *) echo "localiser_ensemble: unknown variant $V (base, lens, cmploc, loctta)" >&2; exit 2;;
+esac
+S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
+status=0
+for s in $STEPS; do
+  echo "[$(date +%H:%M:%S)] fold $F $V $s"
+  case $s in
+    join) "$PY" -m train.cascade "${L[@]}" --refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt" \
+            --mirror alternate --out "$O/model.pt" -q;;
+    eval) for pr in paper native; do "$PY" -m engines.evaluate_cli --checkpoint "$O/model.pt" "${S[@]}" --protocol "$pr" \
+            --json "$O/eval-$pr.json" --per-image "$O/per-image-$pr.csv" -q || false; done;;
+    fit) "$PY" -m tools.presence_fit --model "$O/model.pt" --data "$DATA" --split kfold --fold "$F" \
+            --split-folds 5 --threads "$THREADS" --out "$O/appearance.json" --json "$O/presence-fit.json" \
+            --md "$O/presence-fit.md" -q;;
+    win) "$PY" -m benchmarks.window_bench --model "$O/model.pt" "${S[@]}" --phantoms 0 --images 16 --frames 144 \
+            --modes tracked+fusion --compression-period 2 --presence on --appearance "$O/appearance.json" \
+            --json "$O/win.json" -q;;
+    rob) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --perturb compress=0.75,0.85 \
+            --json "$O/rob.json" --md "$O/rob.md" -q >/dev/null;;
+    rob34) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --json "$O/robustness.json" \
+            --md "$O/robustness.md" -q >/dev/null;;
+    clips) "$PY" -m benchmarks.presence --model "$O/model.pt" "${S[@]}" --clips 48 --confirm 2 \
+            --appearance "$O/appearance.json" --json "$O/presence-clips.json" -q;;
+    *) echo "localiser_ensemble: unknown step $s" >&2; false;;
+  esac || { echo "localiser_ensemble: fold $F $V: $s failed" >&2; status=1; }
+done
+echo "[$(date +%H:%M:%S)] fold $F $V done"
+exit $status
