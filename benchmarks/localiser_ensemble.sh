@@ -20,8 +20,8 @@
 # presence check) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
 # clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
 # averaged), cmploc (the compress localiser alone), loctta (the acquisition localiser and its mirror image).
-# Environment: PY (python3), THREADS (1), TRAIN_ARGS (more mn-train arguments, after the script's own: a rehearsal's
-# '--epochs 1 --width 0.25').
+# Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
+# mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
 MODE=${1:?train or eval}; shift
 PY=${PY:-python3}; THREADS=${THREADS:-1}; read -r -a MORE <<<"${TRAIN_ARGS:-}"
@@ -44,7 +44,7 @@ train_part() {  # data phantom out fold part
   local resume=(); [ -f "$out/last.pt" ] && resume=(--resume)
   mkdir -p "$(dirname "$out")"
   echo "[$(date +%H:%M:%S)] fold $fold $part"
-  "$PY" -m train.train_cli --data "$data" --out "$out" --extra-train "$phantom" --seed 42 --device cpu \
+  "$PY" -m train.train_cli --data "$data" --out "$out" --extra-train "$phantom" --seed 42 --device "${DEVICE:-cpu}" \
     --split kfold --folds 5 --fold "$fold" --blind --amp --threads "$THREADS" "${args[@]}" "${MORE[@]}" \
     "${resume[@]}" >>"$out.log" 2>&1
 }
