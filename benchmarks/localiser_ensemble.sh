@@ -19,7 +19,8 @@
 # the fold's training patients) win (its patients animated into clips, the live loop's tracked window, fusion and
 # presence check) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
 # clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
-# averaged), cmploc (the compress localiser alone), loctta (the acquisition localiser and its mirror image).
+# averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
+# alone), loctta (the acquisition localiser and its mirror image).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
@@ -65,9 +66,10 @@ P=$OUT/fold-$F; O=$P/$V; mkdir -p "$O"
 case $V in
   base) L=(--localiser "$P/localiser/last.pt");;
   lens) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt");;
+  lensmir) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt" --localiser-mirror alternate);;
   cmploc) L=(--localiser "$P/cmploc/last.pt");;
   loctta) L=(--localiser "$P/localiser/last.pt" --localiser "$P/localiser/last.pt" --localiser-mirror alternate);;
-  *) echo "localiser_ensemble: unknown variant $V (base, lens, cmploc, loctta)" >&2; exit 2;;
+  *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta)" >&2; exit 2;;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 status=0
