@@ -72,14 +72,17 @@ case $V in
   *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta)" >&2; exit 2;;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
+evaluate() {  # protocol: mn-eval on the fold's patients
+  "$PY" -m engines.evaluate_cli --checkpoint "$O/model.pt" "${S[@]}" --protocol "$1" --json "$O/eval-$1.json" \
+    --per-image "$O/per-image-$1.csv" -q
+}
 status=0
 for s in $STEPS; do
   echo "[$(date +%H:%M:%S)] fold $F $V $s"
   case $s in
     join) "$PY" -m train.cascade "${L[@]}" --refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt" \
             --mirror alternate --out "$O/model.pt" -q;;
-    eval) for pr in paper native; do "$PY" -m engines.evaluate_cli --checkpoint "$O/model.pt" "${S[@]}" --protocol "$pr" \
-            --json "$O/eval-$pr.json" --per-image "$O/per-image-$pr.csv" -q || false; done;;
+    eval) evaluate paper && evaluate native;;
     fit) "$PY" -m tools.presence_fit --model "$O/model.pt" --data "$DATA" --split kfold --fold "$F" \
             --split-folds 5 --threads "$THREADS" --out "$O/appearance.json" --json "$O/presence-fit.json" \
             --md "$O/presence-fit.md" -q;;

@@ -130,7 +130,7 @@ MIRROR_MODES = ("none", "alternate")
 ``mirrored``)."""
 
 
-def set_mirror(refiner_model: dict, mirror: str, part: str = "refiner") -> dict:
+def set_mirror(model: dict, mirror: str, part: str = "refiner") -> dict:
     """The ``part``'s (refiner's or localiser's) model record with its ensemble members' ``mirrored`` flags set by
     ``mirror`` (:data:`MIRROR_MODES`; ``none`` drops them).
 
@@ -139,18 +139,18 @@ def set_mirror(refiner_model: dict, mirror: str, part: str = "refiner") -> dict:
     """
     from train.ensemble_net import ENSEMBLE_NAME
 
+    flag = "--mirror" if part == "refiner" else f"--{part}-mirror"
     if mirror not in MIRROR_MODES:
-        raise UserError(f"unknown --mirror {mirror!r}; use one of {', '.join(MIRROR_MODES)}")
-    if refiner_model.get("name") != ENSEMBLE_NAME:
+        raise UserError(f"unknown {flag} {mirror!r}; use one of {', '.join(MIRROR_MODES)}")
+    if model.get("name") != ENSEMBLE_NAME:
         if mirror == "none":
-            return refiner_model
-        flag = "--mirror" if part == "refiner" else f"--{part}-mirror"
+            return model
         raise UserError(f"{flag} alternate needs an ensemble {part}: give --{part} twice or more, or a cascade "
                         f"whose {part} is one")
-    kwargs = {k: v for k, v in (refiner_model.get("kwargs") or {}).items() if k != "mirrored"}
+    kwargs = {k: v for k, v in (model.get("kwargs") or {}).items() if k != "mirrored"}
     if mirror == "alternate":
         kwargs["mirrored"] = [i % 2 == 1 for i in range(len(kwargs.get("members") or []))]
-    return {**refiner_model, "kwargs": kwargs}
+    return {**model, "kwargs": kwargs}
 
 
 def build_cascade_checkpoint(localiser_ckpt: str | Sequence[str], refiner_ckpt: str | Sequence[str], out: str,
