@@ -287,9 +287,11 @@ class CrossValidation:
 
             tmp = folder / "model.pt.tmp"
             refiners = [str(folder / part / checkpoint) for part in self.recipe.refiner_parts]
-            build_cascade_checkpoint(str(folder / "localiser" / checkpoint),
+            localisers = [str(folder / part / checkpoint) for part in self.recipe.localiser_parts]
+            build_cascade_checkpoint(localisers[0] if len(localisers) == 1 else localisers,
                                      refiners[0] if len(refiners) == 1 else refiners,
-                                     str(tmp), candidates=self.candidates, tta=self.tta, mirror=self.recipe.mirror)
+                                     str(tmp), candidates=self.candidates, tta=self.tta, mirror=self.recipe.mirror,
+                                     localiser_mirror=self.recipe.localiser_mirror if len(localisers) > 1 else None)
             os.replace(tmp, model)
         else:
             shutil.copyfile(folder / "model" / checkpoint, folder / "model.pt.tmp")
@@ -297,15 +299,18 @@ class CrossValidation:
         return model
 
     def check_joined(self, model: Path) -> None:
-        """Refuse a cascade joined earlier with other ``--candidates`` / ``--tta`` (or another recipe's ``mirror``)
-        than this run's: its evaluations would be reported as this run's."""
+        """Refuse a cascade joined earlier with other ``--candidates`` / ``--tta`` (or another recipe's ``mirror`` or
+        ``localiser_mirror``) than this run's: its evaluations would be reported as this run's."""
         from train.checkpoint import load_checkpoint
 
         kwargs = ((load_checkpoint(model).get("config") or {}).get("model") or {}).get("kwargs") or {}
-        mirrored = ((kwargs.get("refiner") or {}).get("kwargs") or {}).get("mirrored") or []
+        def mirror(part: str) -> str:
+            return "alternate" if any(((kwargs.get(part) or {}).get("kwargs") or {}).get("mirrored") or []) else "none"
+
         joined = {"candidates": int(kwargs.get("candidates", 1)), "tta": kwargs.get("tta", "none"),
-                  "mirror": "alternate" if any(mirrored) else "none"}
-        asked = {"candidates": self.candidates, "tta": self.tta, "mirror": self.recipe.mirror}
+                  "mirror": mirror("refiner"), "localiser-mirror": mirror("localiser")}
+        asked = {"candidates": self.candidates, "tta": self.tta, "mirror": self.recipe.mirror,
+                 "localiser-mirror": self.recipe.localiser_mirror}
         if joined != asked:
             differ = ", ".join(f"--{k} {joined[k]} there, {asked[k]} here" for k in asked if joined[k] != asked[k])
             raise UserError(f"{model} was joined with other settings ({differ}); evaluate these settings in a new "

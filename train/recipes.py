@@ -18,18 +18,32 @@ EXTRA = "{extra}"
 """Placeholder for the ``--extra-train`` folders in a part's arguments."""
 
 
-def is_refiner_part(part: str) -> bool:
-    """Whether ``part`` is one of a cascade's refiners: ``refiner``, or ``refiner-N`` (N >= 2) of an ensemble."""
-    if part == "refiner":
+def _is_part(part: str, kind: str) -> bool:
+    """Whether ``part`` is ``kind`` or ``kind-N`` (N >= 2), the N-th member of an ensemble of that kind."""
+    if part == kind:
         return True
     head, _, number = part.partition("-")
-    return head == "refiner" and number.isdigit() and int(number) >= 2
+    return head == kind and number.isdigit() and int(number) >= 2
+
+
+def is_refiner_part(part: str) -> bool:
+    """Whether ``part`` is one of a cascade's refiners: ``refiner``, or ``refiner-N`` (N >= 2) of an ensemble."""
+    return _is_part(part, "refiner")
+
+
+def is_localiser_part(part: str) -> bool:
+    """Whether ``part`` is one of a cascade's localisers: ``localiser``, or ``localiser-N`` (N >= 2) of an ensemble
+    localiser (their mean probability places the window)."""
+    return _is_part(part, "localiser")
 
 
 def shared_part_name(part: str) -> str:
     """The part name under which another recipe's ``mn-cv`` folder holds the same training: an ensemble's
-    ``refiner-N`` is the ``refiner`` of the single-refiner recipe it comes from (``mn-cv --share``)."""
-    return "refiner" if is_refiner_part(part) else part
+    ``refiner-N`` is the ``refiner`` of the single-refiner recipe it comes from, ``localiser-N`` likewise the
+    ``localiser`` of another recipe (``mn-cv --share``)."""
+    if is_refiner_part(part):
+        return "refiner"
+    return "localiser" if is_localiser_part(part) else part
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,8 @@ class Recipe:
         description: one line for ``--list-recipes`` and the reports.
         parts: ``{part name: mn-train arguments}``; ``"model"`` for a single network, or
             ``"localiser"`` and ``"refiner"`` for a cascade, with ``"refiner-2"``, ``"refiner-3"``, ... for a
-            cascade whose refiner is the mean of several networks (:func:`is_refiner_part`).
+            cascade whose refiner is the mean of several networks (:func:`is_refiner_part`), and ``"localiser-2"``,
+            ... for one whose localiser is (:func:`is_localiser_part`).
         epochs: ``{part: epochs}`` of a from-scratch run (also in the arguments; kept here so
             ``--epochs`` can override them and ``--final`` can replace them by the folds' median
             best epoch).
@@ -50,6 +65,7 @@ class Recipe:
             folds it made (``--aggregate``) and refuses to train it (:func:`check_trainable`).
         mirror: an ensemble's join (``python -m train.cascade --mirror``): ``"alternate"`` shows every second refiner
             the window's mirror image; ``"none"`` (default) every refiner the window.
+        localiser_mirror: the same for an ensemble localiser (``--localiser-mirror``): the frame's mirror image.
     """
 
     name: str
@@ -58,11 +74,17 @@ class Recipe:
     epochs: Mapping[str, int] = field(default_factory=dict)
     made_by: str | None = None
     mirror: str = "none"
+    localiser_mirror: str = "none"
 
     @property
     def is_cascade(self) -> bool:
         return "localiser" in self.parts and "refiner" in self.parts and all(
-            p == "localiser" or is_refiner_part(p) for p in self.parts)
+            is_localiser_part(p) or is_refiner_part(p) for p in self.parts)
+
+    @property
+    def localiser_parts(self) -> list[str]:
+        """The localiser parts in order (``["localiser"]``, or ``["localiser", "localiser-2", ...]``)."""
+        return [p for p in self.parts if is_localiser_part(p)]
 
     @property
     def refiner_parts(self) -> list[str]:
@@ -205,6 +227,17 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
             **{p: _ENS.parts[p] for p in _ENS.refiner_parts}},
            dict(_ENS.epochs), mirror="alternate",
            made_by="PARTS=localiser FROM=scratch COMPRESS='0.75 0.5' MIRROR=alternate " + _COMPRESS_SCRIPT),
+    # the two localisers above averaged (python -m train.cascade --localiser A --localiser B): on two folds trained
+    # again on an AMD VM it kept the compress localiser's windows on compressed nerves and the acquisition
+    # localiser's clean stills (benchmarks/results/exploratory-localiser-ensemble-vm-2026-12-06/)
+    Recipe("cascade-2loc-cmp-ens-mir", "cascade-acqloc-cmp-ens-mir with a second localiser, cascade-acqcmploc-ens-"
+           "mir's (trained with the nerve compressed too): the mean of the two localisers' probabilities places the "
+           "window (one localiser's time more when the window is not tracked); mn-cv --share "
+           "CV-ACQLOC-CMP-ENS-MIR CV-ACQCMPLOC-ENS-MIR copies every part",
+           {"localiser": _ENS.parts["localiser"],
+            "localiser-2": (*_ENS.parts["localiser"], "--compress", "0.75", "0.5"),
+            **{p: _ENS.parts[p] for p in _ENS.refiner_parts}},
+           {**_ENS.epochs, "localiser-2": _ENS.epochs["localiser"]}, mirror="alternate"),
     Recipe("dlunet-paper", "mn-dlunet's recipe (shipped as mn-accurate until 2026-12-01): DL-UNet (random VGG19), "
            "the paper's augmentation, 100 epochs",
            {"model": ("--model", "dlunet", "--augment", "paper")}, {"model": 100}),

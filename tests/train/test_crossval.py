@@ -4,6 +4,7 @@ real (tiny) cross-validation of a cascade recipe end to end."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.crossval import CrossValidation, cli, format_summary
 from train.errors import UserError
 from train.models import build_model
-from train.recipes import RECIPES, check_trainable, get_recipe, is_refiner_part, part_args, shared_part_name
+from train.recipes import (RECIPES, check_trainable, get_recipe, is_localiser_part, is_refiner_part, part_args,
+                           shared_part_name)
 from train.threshold import GRID, leave_one_fold_out, load_cv, read_sweep
 from train.trainer import load_init_weights
 
@@ -65,7 +67,11 @@ def test_recipes_and_part_args() -> None:
     assert get_recipe("cascade-acq").refiner_parts == ["refiner"]
     assert [is_refiner_part(p) for p in ("refiner", "refiner-2", "refiner-12", "refiner-1", "refiner-x", "model")] == \
         [True, True, True, False, False, False]
-    assert [shared_part_name(p) for p in ("refiner-2", "refiner", "localiser")] == ["refiner", "refiner", "localiser"]
+    assert [shared_part_name(p) for p in ("refiner-2", "refiner", "localiser", "localiser-3", "model")] == \
+        ["refiner", "refiner", "localiser", "localiser", "model"]
+    assert [is_localiser_part(p) for p in ("localiser", "localiser-2", "localiser-1", "localisers", "refiner")] == \
+        [True, True, False, False, False]
+    assert ens.localiser_parts == ["localiser"]
     with pytest.raises(UserError, match="extra-train"):
         part_args(r, "localiser", extra=[], epochs=1)
     with pytest.raises(UserError, match="cascade-acq"):
@@ -352,6 +358,60 @@ def test_an_ensemble_recipe_copies_each_refiner_from_its_own_recipes_folder(tmp_
     assert json.loads((mir / "fold-0" / "eval-native.json").read_text())["n"] == 2
     with pytest.raises(UserError, match="--mirror none there, alternate here"):
         crossval.main(["--recipe", "cascade-acqloc-cmp-ens-mir", "--out", str(ens), *common])
+
+
+def test_the_localiser_pair_recipe_is_the_mirrored_ensemble_with_the_compress_localiser_beside_its_own() -> None:
+    pair, mir = get_recipe("cascade-2loc-cmp-ens-mir"), get_recipe("cascade-acqloc-cmp-ens-mir")
+    cmploc = get_recipe("cascade-acqcmploc-ens-mir")
+    assert pair.is_cascade and pair.localiser_parts == ["localiser", "localiser-2"]
+    assert pair.refiner_parts == mir.refiner_parts and pair.mirror == mir.mirror == "alternate"
+    assert pair.localiser_mirror == "none" and pair.made_by is None
+    assert {p: pair.parts[p] for p in ("localiser", *pair.refiner_parts)} == dict(mir.parts)
+    assert pair.parts["localiser-2"] == cmploc.parts["localiser"]
+    assert pair.epochs == {**mir.epochs, "localiser-2": mir.epochs["localiser"]}
+    check_trainable(pair)
+
+
+@pytest.mark.slow
+def test_a_localiser_pair_recipe_copies_its_second_localiser_from_another_recipes_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cascade-2loc-cmp-ens-mir's localiser-2 is cascade-acqcmploc-ens-mir's localiser: with --share it is copied
+    from a folder that holds it (as "localiser"), the rest from the mirrored ensemble's; nothing is trained, and the
+    fold's model places its window by the two localisers' mean."""
+    from train.ensemble_net import ENSEMBLE_NAME
+
+    trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
+    common = ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
+              "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+    mir, pair = tmp_path / "cv-mir", tmp_path / "cv-pair"
+    assert cli(["--recipe", "cascade-acqloc-cmp-ens-mir", "--out", str(mir), *common]) == 0
+    assert len(trained) == 3
+    # the compress localiser, as its recipe's folder holds it (compress_finetune.sh trains it so, outside mn-cv)
+    cmploc = tmp_path / "cv-cmploc"
+    assert cli(["--recipe", "cascade-2loc-cmp-ens-mir", "--out", str(pair), "--share", str(mir), "--part",
+                "localiser-2", *common]) == 0
+    assert trained[3:] == [str(pair / "fold-0" / "localiser-2")]
+    (cmploc / "fold-0").mkdir(parents=True)
+    (pair / "fold-0" / "localiser-2").rename(cmploc / "fold-0" / "localiser")
+    trained.clear()
+    shutil.rmtree(pair)
+    assert cli(["--recipe", "cascade-2loc-cmp-ens-mir", "--out", str(pair), "--share", str(mir), str(cmploc),
+                *common]) == 0
+    assert trained == []  # every part copied
+    fold = pair / "fold-0"
+    assert (fold / "localiser-2" / "best.pt").read_bytes() == (cmploc / "fold-0" / "localiser" / "best.pt").read_bytes()
+    assert (fold / "localiser" / "best.pt").read_bytes() == (mir / "fold-0" / "localiser" / "best.pt").read_bytes()
+    kwargs = load_checkpoint(fold / "model.pt")["config"]["model"]["kwargs"]
+    assert kwargs["localiser"]["name"] == ENSEMBLE_NAME and len(kwargs["localiser"]["kwargs"]["members"]) == 2
+    assert not any(kwargs["localiser"]["kwargs"].get("mirrored") or [])
+    assert kwargs["refiner"]["kwargs"]["mirrored"] == [False, True]
+    assert json.loads((fold / "eval-native.json").read_text())["n"] == 2
+    assert json.loads((pair / "cv-summary.json").read_text())["best_epochs"] == {
+        "localiser": [1], "localiser-2": [1], "refiner": [1], "refiner-2": [1]}
+    # joined with the localisers as they are; a run asking for the second shown the mirror image refuses the model
+    flipped = dataclasses.replace(get_recipe("cascade-2loc-cmp-ens-mir"), localiser_mirror="alternate")
+    with pytest.raises(UserError, match="--localiser-mirror none there, alternate here"):
+        CrossValidation(flipped, str(data), str(pair), extra=[str(extra)]).check_joined(fold / "model.pt")
 
 
 def test_same_training_ignores_where_and_how_a_run_was_kept(tmp_path: Path) -> None:
