@@ -289,13 +289,18 @@ def _counted_trainings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
     return trained, data, extra
 
 
+def _tiny_fold_args(data: Path, extra: Path) -> list[str]:
+    """mn-cv arguments of one fold of two, one epoch of quarter-width networks on small frames."""
+    return ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
+            "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+
+
 def test_share_copies_the_same_finished_training_and_trains_the_rest(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """cascade-acqloc's refiner is trained exactly as cascade-strong-ph's: with --share it is copied from that
     cross-validation (bit for bit, marked as copied), while its localiser, trained otherwise, is trained here."""
     trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
-    common = ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
-              "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+    common = _tiny_fold_args(data, extra)
     strong, acqloc = tmp_path / "cv-strong", tmp_path / "cv-acqloc"
     assert cli(["--recipe", "cascade-strong-ph", "--out", str(strong), *common]) == 0
     assert len(trained) == 2
@@ -331,8 +336,7 @@ def test_an_ensemble_recipe_copies_each_refiner_from_its_own_recipes_folder(tmp_
     from train.ensemble_net import ENSEMBLE_NAME
 
     trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
-    common = ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
-              "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+    common = _tiny_fold_args(data, extra)
     cmp, spk, ens = tmp_path / "cv-cmp", tmp_path / "cv-spk", tmp_path / "cv-ens"
     assert cli(["--recipe", "cascade-acqloc-cmp", "--out", str(cmp), *common]) == 0
     assert cli(["--recipe", "cascade-acqloc-cmp-spk", "--out", str(spk), "--share", str(cmp), *common]) == 0
@@ -381,8 +385,7 @@ def test_a_localiser_pair_recipe_copies_its_second_localiser_from_another_recipe
     from train.ensemble_net import ENSEMBLE_NAME
 
     trained, data, extra = _counted_trainings(tmp_path, monkeypatch)
-    common = ["--data", str(data), "--extra-train", str(extra), "--folds", "2", "--fold", "0", "--epochs", "1",
-              "--size", "128x96", "--crop", "64x32", "--train-args", "--threads 1 --width 0.25", "-q"]
+    common = _tiny_fold_args(data, extra)
     mir, pair = tmp_path / "cv-mir", tmp_path / "cv-pair"
     assert cli(["--recipe", "cascade-acqloc-cmp-ens-mir", "--out", str(mir), *common]) == 0
     assert len(trained) == 3
