@@ -8,7 +8,8 @@
 #   benchmarks/localiser_ensemble.sh train DATA PHANTOM OUT FOLD:PART ...
 #   benchmarks/localiser_ensemble.sh eval DATA OUT FOLD VARIANT [STEP ...]
 #
-# train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2) trained from the start on the fold's
+# train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2; loc2 and cmploc2 are the two localisers as
+# lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06) trained from the start on the fold's
 # training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens that
 # benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
 # drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
@@ -20,7 +21,7 @@
 # presence check) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
 # clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
 # averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
-# alone), loctta (the acquisition localiser and its mirror image).
+# alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
@@ -36,9 +37,11 @@ train_part() {  # data phantom out fold part
   case $part in
     localiser) args=("${LOC[@]}");;
     cmploc) args=("${LOC[@]}" --compress 0.75 0.5);;
+    loc2) args=("${LOC[@]}" --model lunet-coarse2);;
+    cmploc2) args=("${LOC[@]}" --model lunet-coarse2 --compress 0.75 0.5);;
     refiner) args=("${REF[@]}");;
     refiner-2) args=("${REF[@]}" --speckle 0 0.6);;
-    *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, refiner, refiner-2)" >&2; return 2;;
+    *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2)" >&2; return 2;;
   esac
   # finished: mn-train prints its summary line (whatever the log level) only after the last epoch
   grep -qs '^{"best_checkpoint"' "$out.log" && return 0
@@ -69,7 +72,9 @@ case $V in
   lensmir) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt" --localiser-mirror alternate);;
   cmploc) L=(--localiser "$P/cmploc/last.pt");;
   loctta) L=(--localiser "$P/localiser/last.pt" --localiser "$P/localiser/last.pt" --localiser-mirror alternate);;
-  *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta)" >&2; exit 2;;
+  fine) L=(--localiser "$P/loc2/last.pt");;
+  lens2) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc2/last.pt");;
+  *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2)" >&2; exit 2;;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 evaluate() {  # protocol: mn-eval on the fold's patients

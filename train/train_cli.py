@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lunet only: 'table2' (BN after both convs, Table II count) or 'head' (BN after the first "
                         "conv, dropout 0.2: the authors' final code)")
     p.add_argument("--width", type=float, default=None,
-                   help="lunet / lunet-coarse only: scale every filter count (1.0 = the paper's L-UNet; "
-                        "lunet-coarse defaults to 0.5)")
+                   help="lunet / lunet-coarse(2) only: scale every filter count (1.0 = the paper's L-UNet; "
+                        "lunet-coarse and lunet-coarse2 default to 0.5)")
     p.add_argument("--out", help="run folder for checkpoints, history and curves")
     p.add_argument("--epochs", type=int, default=100, help="number of epochs")
     p.add_argument("--batch-size", type=int, default=8, help="global batch size (split across torchrun processes)")
@@ -171,12 +171,12 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         raise UserError(f"--folds/--fold go with --split kfold, not --split {split}")
     model_kwargs: dict = {}
     if args.variant is not None:
-        if args.model not in ("lunet", "lunet-coarse"):
-            raise UserError("--variant applies to --model lunet / lunet-coarse only")
+        if args.model not in ("lunet", "lunet-coarse", "lunet-coarse2"):
+            raise UserError("--variant applies to --model lunet / lunet-coarse / lunet-coarse2 only")
         model_kwargs["variant"] = args.variant
     if args.width is not None:
-        if args.model not in ("lunet", "lunet-coarse"):
-            raise UserError("--width applies to --model lunet / lunet-coarse only")
+        if args.model not in ("lunet", "lunet-coarse", "lunet-coarse2"):
+            raise UserError("--width applies to --model lunet / lunet-coarse / lunet-coarse2 only")
         model_kwargs["width"] = args.width
     from train.models import list_models
 

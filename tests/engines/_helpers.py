@@ -16,6 +16,7 @@ SMALL_SIZE: dict[str, tuple[int, int]] = {
     "unet": (128, 96),
     "lunet": (128, 96),
     "lunet-coarse": (128, 96),
+    "lunet-coarse2": (128, 96),
     "dbunet": (64, 48),
     "dlunet": (64, 48),
     "dlunet-b4c3": (64, 48),

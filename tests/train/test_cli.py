@@ -114,7 +114,7 @@ def test_cascade_flags_bad_input_one_line_exit_2(tmp_path: Path, synthetic_datas
                                                  capsys: pytest.CaptureFixture) -> None:
     base = ["--data", str(synthetic_dataset), "--out", str(tmp_path / "o"), "--size", "64x48"]
     err = _run_error(train_cli, [*base, "--model", "unet", "--width", "0.5"], capsys)
-    assert "--width applies to --model lunet / lunet-coarse only" in err
+    assert "--width applies to --model lunet / lunet-coarse / lunet-coarse2 only" in err
     err = _run_error(train_cli, [*base, "--model", "lunet", "--width", "0"], capsys)
     assert "lunet width must be in (0, 4]" in err
     err = _run_error(train_cli, [*base, "--crop", "128x24"], capsys)

@@ -159,7 +159,8 @@ class TestArchitecture:
 
 
 def test_registry_names_and_descriptions():
-    assert list_models() == list(MODEL_NAMES) == ["unet", "lunet", "dbunet", "dlunet", "lunet-coarse", "dlunet-b4c3"]
+    assert list_models() == list(MODEL_NAMES) == ["unet", "lunet", "dbunet", "dlunet", "lunet-coarse", "lunet-coarse2",
+                                                   "dlunet-b4c3"]
     for name in MODEL_NAMES:
         assert describe_model(name) and "\n" not in describe_model(name)
 
@@ -454,6 +455,25 @@ def test_lunet_coarse_keeps_the_input_size():
     narrow = build_model("lunet-coarse", width=0.25, variant="head")
     assert narrow.net.variant == "head" and keras_param_count(narrow) == _lunet_keras_count((8, 16, 32), 64, False)
     assert "pool=4, width=0.25" in repr(narrow)
+
+
+def test_lunet_coarse2_runs_at_half_the_resolution():
+    torch.manual_seed(0)
+    model = build_model("lunet-coarse2").eval()
+    assert model.stride == model_stride("lunet-coarse2") == 16 and model.net.width == 0.5
+    # the same half-width L-UNet as lunet-coarse's: only the pool differs
+    assert keras_param_count(model) == keras_param_count(build_model("lunet-coarse"))
+    seen = []
+    model.net.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    for shape in [(2, 1, 288, 384), (1, 1, 16, 48)]:
+        with torch.no_grad():
+            y = model(torch.randn(*shape))
+        assert y.shape == shape and torch.isfinite(y).all()
+        assert seen[-1] == (shape[0], 1, shape[2] // 2, shape[3] // 2), "the L-UNet runs at half the resolution"
+    assert "pool=2, width=0.5" in repr(model)
+    check_input_size("lunet-coarse2", (384, 272))
+    with pytest.raises(UserError, match=r"not divisible by 16 \(the stride of lunet-coarse2\)"):
+        check_input_size("lunet-coarse2", (384, 280))
 
 
 @pytest.mark.parametrize("hw", [(96, 120), (80, 128), (48, 64), (16, 16)])

@@ -18,7 +18,7 @@ from torch import nn
 
 from train.models.double import DLUNet, DLUNetB4C3, DoubleUNet
 from train.models.layers import SegmentationNet, check_size_divisible
-from train.models.lunet import CoarseLUNet, LUNet
+from train.models.lunet import CoarseLUNet, CoarseLUNet2, LUNet
 from train.models.unet import UNet
 
 
@@ -56,6 +56,10 @@ _REGISTRY: dict[str, ModelEntry] = {
     "lunet-coarse": ModelEntry(
         CoarseLUNet,
         "cascade localiser (mn-seg): 4x4 average pool, L-UNet of width 0.5 at 1/4 resolution, bilinear x4 back",
+    ),
+    "lunet-coarse2": ModelEntry(
+        CoarseLUNet2,
+        "cascade localiser (mn-seg): 2x2 average pool, L-UNet of width 0.5 at 1/2 resolution, bilinear x2 back",
     ),
     "dlunet-b4c3": ModelEntry(
         DLUNetB4C3,
