@@ -21,7 +21,8 @@
 # presence check) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
 # clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
 # averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
-# alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2).
+# alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2), mix (loc2 and
+# cmploc).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
@@ -74,7 +75,8 @@ case $V in
   loctta) L=(--localiser "$P/localiser/last.pt" --localiser "$P/localiser/last.pt" --localiser-mirror alternate);;
   fine) L=(--localiser "$P/loc2/last.pt");;
   lens2) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc2/last.pt");;
-  *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2)" >&2; exit 2;;
+  mix) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc/last.pt");;
+  *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix)" >&2; exit 2;;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 evaluate() {  # protocol: mn-eval on the fold's patients
