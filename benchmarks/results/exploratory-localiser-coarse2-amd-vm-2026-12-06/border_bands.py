@@ -10,29 +10,14 @@ from train.checkpoint import model_from_checkpoint
 from train.preprocess import preprocess_image, preprocess_mask
 from train.data import read_image, read_mask
 from train.perturb import pad
-from train.data import scan_dataset
-from train.splits import make_split
+from folds import D, dice, fold_stems
 
 torch.set_num_threads(1)
-
-
-def fold_stems(f, data="../shared/data/median-nerve"):
-    """The validation stems of fold f (5 folds, seed 42: mn-cv's)."""
-    s = scan_dataset(data)
-    pats = [x.patient for x in s]
-    _, va = make_split("kfold", pats, folds=5, fold=f, seed=42).indices(pats)
-    return [s[i].stem for i in va]
-
-
-D = "../shared/data/median-nerve/"
 model = sys.argv[1]
 names = sys.argv[2].split(",") if not sys.argv[2].isdigit() else fold_stems(int(sys.argv[2]))
 m, _ = model_from_checkpoint(model)
 m.eval()
 
-
-def dice(a, b):
-    return 2 * (a & b).sum() / max(1, (a.sum() + b.sum()))
 
 
 def reflect(img, msk, lv):

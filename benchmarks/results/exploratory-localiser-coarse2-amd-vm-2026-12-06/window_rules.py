@@ -11,25 +11,10 @@ from train.checkpoint import model_from_checkpoint
 from train.preprocess import preprocess_image, preprocess_mask
 from train.data import read_image, read_mask
 from train.window import crop_box, paste
-from train.data import scan_dataset
-from train.splits import make_split
+from folds import D, dice, fold_stems
 
 torch.set_num_threads(1)
 
-
-def fold_stems(f, data="../shared/data/median-nerve"):
-    """The validation stems of fold f (5 folds, seed 42: mn-cv's)."""
-    s = scan_dataset(data)
-    pats = [x.patient for x in s]
-    _, va = make_split("kfold", pats, folds=5, fold=f, seed=42).indices(pats)
-    return [s[i].stem for i in va]
-
-
-D = "../shared/data/median-nerve/"
-
-
-def dice(a, b):
-    return 2 * (a & b).sum() / max(1, (a.sum() + b.sum()))
 
 
 RULES = ("area", "mass", "peak", "mean")
