@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger(__name__)
 
 
+LUNET_FAMILY = ("lunet", "lunet-coarse", "lunet-coarse2")
+"""The networks that take --variant and --width (an L-UNet, alone or behind a localiser's pool)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mn-train",
@@ -171,12 +175,12 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         raise UserError(f"--folds/--fold go with --split kfold, not --split {split}")
     model_kwargs: dict = {}
     if args.variant is not None:
-        if args.model not in ("lunet", "lunet-coarse", "lunet-coarse2"):
-            raise UserError("--variant applies to --model lunet / lunet-coarse / lunet-coarse2 only")
+        if args.model not in LUNET_FAMILY:
+            raise UserError(f"--variant applies to --model {' / '.join(LUNET_FAMILY)} only")
         model_kwargs["variant"] = args.variant
     if args.width is not None:
-        if args.model not in ("lunet", "lunet-coarse", "lunet-coarse2"):
-            raise UserError("--width applies to --model lunet / lunet-coarse / lunet-coarse2 only")
+        if args.model not in LUNET_FAMILY:
+            raise UserError(f"--width applies to --model {' / '.join(LUNET_FAMILY)} only")
         model_kwargs["width"] = args.width
     from train.models import list_models
 
