@@ -9,7 +9,8 @@
 #   benchmarks/localiser_ensemble.sh eval DATA OUT FOLD VARIANT [STEP ...]
 #
 # train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2; loc2 and cmploc2 are the two localisers as
-# lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06) trained from the start on the fold's
+# lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06; acqref and acqref-2 are the two
+# refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late) trained from the start on the fold's
 # training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens that
 # benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
 # drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
@@ -22,7 +23,7 @@
 # clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
 # averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
 # alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2), mix (loc2 and
-# cmploc).
+# cmploc), acq (lens's localisers, the refiners acqref and acqref-2), acq1 (lens with acqref instead of refiner).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
@@ -32,6 +33,9 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 LOC=(--model lunet-coarse --augment acquisition --nerve-removed 0.15 --lr 0.01 --epochs 62 --lr-drops 38 52)
 REF=(--model lunet --crop 128x96 --augment compress --lr 0.001 --epochs 104 --lr-drops 84 94)
+# the refiners shown what another scanner brings (zoom, field of view with black borders, aspect, gain, codec) as the
+# localisers are, the nerve still compressed as the compress augmentation does (the last --augment wins)
+ACQ=(--augment acquisition --compress 0.75 0.5)
 
 train_part() {  # data phantom out fold part
   local data=$1 phantom=$2 out=$3/fold-$4/$5 fold=$4 part=$5 args
@@ -42,7 +46,10 @@ train_part() {  # data phantom out fold part
     cmploc2) args=("${LOC[@]}" --model lunet-coarse2 --compress 0.75 0.5);;
     refiner) args=("${REF[@]}");;
     refiner-2) args=("${REF[@]}" --speckle 0 0.6);;
-    *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2)" >&2; return 2;;
+    acqref) args=("${REF[@]}" "${ACQ[@]}");;
+    acqref-2) args=("${REF[@]}" "${ACQ[@]}" --speckle 0 0.6);;
+    *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2, acqref," \
+         "acqref-2)" >&2; return 2;;
   esac
   # finished: mn-train prints its summary line (whatever the log level) only after the last epoch
   grep -qs '^{"best_checkpoint"' "$out.log" && return 0
@@ -76,7 +83,16 @@ case $V in
   fine) L=(--localiser "$P/loc2/last.pt");;
   lens2) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc2/last.pt");;
   mix) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc/last.pt");;
-  *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix)" >&2; exit 2;;
+  acq|acq1) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt");;
+  *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix, acq," \
+       "acq1)" >&2; exit 2;;
+esac
+# the refiners: mn-realtime's two, or (acq) the two trained with the acquisition augmentation, or (acq1) the first
+# of those with mn-realtime's second
+case $V in
+  acq) R=(--refiner "$P/acqref/last.pt" --refiner "$P/acqref-2/last.pt");;
+  acq1) R=(--refiner "$P/acqref/last.pt" --refiner "$P/refiner-2/last.pt");;
+  *) R=(--refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt");;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 evaluate() {  # protocol: mn-eval on the fold's patients
@@ -87,8 +103,7 @@ status=0
 for s in $STEPS; do
   echo "[$(date +%H:%M:%S)] fold $F $V $s"
   case $s in
-    join) "$PY" -m train.cascade "${L[@]}" --refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt" \
-            --mirror alternate --out "$O/model.pt" -q;;
+    join) "$PY" -m train.cascade "${L[@]}" "${R[@]}" --mirror alternate --out "$O/model.pt" -q;;
     eval) evaluate paper && evaluate native;;
     fit) "$PY" -m tools.presence_fit --model "$O/model.pt" --data "$DATA" --split kfold --fold "$F" \
             --split-folds 5 --threads "$THREADS" --out "$O/appearance.json" --json "$O/presence-fit.json" \
