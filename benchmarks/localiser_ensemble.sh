@@ -10,8 +10,8 @@
 #
 # train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2; loc2 and cmploc2 are the two localisers as
 # lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06; acqref and acqref-2 are the two
-# refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late) trained from the start on the fold's
-# training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens that
+# refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late) trained from the start on
+# the fold's training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens that
 # benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
 # drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
 # of these at once on two cores). Resumable: run it again. PHANTOM: mn-synth --phantom --dataset PHANTOM --frames
