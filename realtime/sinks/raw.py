@@ -30,7 +30,7 @@ import numpy as np
 from common.errors import UserError
 from realtime.record import FrameRecord, timed
 from realtime.sinks.base import RunInfo, Sink
-from realtime.sinks.video import MATROSKA, ThreadedWriter, finish_container
+from realtime.sinks.video import MATROSKA, AvWriter, ThreadedWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,14 @@ def ffv1_formats(image: np.ndarray) -> tuple[str, str]:
                      "or 8-bit BGR)")
 
 
-class RawWriter:
+class RawWriter(AvWriter):
     """Encodes frames to FFV1 in Matroska; the stream is made from the first frame (size and format),
     and a later frame of another size or format is an error (a run keeps one frame size)."""
 
     def __init__(self, path: str | os.PathLike, fps: float, metadata: dict[str, str] | None = None) -> None:
-        import av
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fps = Fraction(fps).limit_denominator(1001)
-        self.frames = 0
-        try:
-            self._container = av.open(str(self.path), mode="w", format="matroska", options=dict(MATROSKA))
-        except av.error.FFmpegError as exc:
-            raise UserError(f"cannot write the raw recording {self.path}: {exc}") from None
+        super().__init__(path, fps, "the raw recording", format="matroska", options=dict(MATROSKA))
         for key, value in (metadata or {}).items():
             self._container.metadata[key] = value
-        self._stream = None
         self._shape: tuple[int, ...] | None = None
         self._formats: tuple[str, str] | None = None
         self._last_pts = -1
@@ -102,21 +92,13 @@ class RawWriter:
         pts = max(int(round(t_s * 1000.0)), self._last_pts + 1)
         frame.pts, frame.time_base = pts, Fraction(1, 1000)
         self._last_pts = pts
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
+        self._mux(frame)
 
-    def close(self) -> None:
-        if self._container is None:
-            return
-        container, self._container = self._container, None
-        try:
-            finish_container(container, self._stream)
-        finally:
-            if self.frames:
-                log.info("wrote %d raw frames to %s", self.frames, self.path)
-            else:  # the container writes nothing before its first packet
-                log.warning("no frame reached the raw recording: %s was not written", self.path)
+    def _log_closed(self) -> None:
+        if self.frames:
+            log.info("wrote %d raw frames to %s", self.frames, self.path)
+        else:  # the container writes nothing before its first packet
+            log.warning("no frame reached the raw recording: %s was not written", self.path)
 
 
 class RawSink(Sink):

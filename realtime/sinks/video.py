@@ -38,7 +38,43 @@ MATROSKA = {"cluster_time_limit": "1000", "flush_packets": "1"}
 MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 
 
-class VideoWriter:
+class AvWriter:
+    """What the PyAV writers share: the container opened at ``path`` (``open_kwargs`` go to ``av.open``; a
+    :class:`UserError` naming ``what`` and ``hint`` when it cannot be), frames encoded and muxed as they come
+    (:meth:`_mux`), and :meth:`close` flushing the encoder and closing the file on every way out."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, what: str, hint: str = "", **open_kwargs: Any) -> None:
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.frames = 0
+        self._stream: Any = None
+        try:
+            self._container = av.open(str(self.path), mode="w", **open_kwargs)
+        except av.error.FFmpegError as exc:
+            raise UserError(f"cannot write {what} {self.path}: {exc}{hint}") from None
+
+    def _mux(self, frame: Any) -> None:
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def _log_closed(self) -> None:
+        log.info("wrote %d frames to %s", self.frames, self.path)
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            finish_container(container, self._stream)
+        finally:
+            self._log_closed()
+
+
+class VideoWriter(AvWriter):
     """Encode BGR frames to H.264 (libx264, yuv420p) at a constant frame rate: a fragmented MP4 for .mp4,
     .m4v and .mov, Matroska for .mkv (the module docstring says why).
 
@@ -48,20 +84,10 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20, keyframe_s: float = 1.0) -> None:
-        import av
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fps = Fraction(fps).limit_denominator(1001)
-        self.frames = 0
+        mp4 = Path(path).suffix.lower() in MP4_SUFFIXES
+        super().__init__(path, fps, "video", " (the overlay video must be .mp4, .m4v, .mov or .mkv in a writable "
+                         "folder)", options=dict(FRAGMENTED_MP4 if mp4 else MATROSKA))
         self._gop = max(1, round(float(self.fps) * keyframe_s))
-        options = dict(FRAGMENTED_MP4 if self.path.suffix.lower() in MP4_SUFFIXES else MATROSKA)
-        try:
-            self._container = av.open(str(self.path), mode="w", options=options)
-        except av.error.FFmpegError as exc:
-            raise UserError(f"cannot write video {self.path}: {exc} (the overlay video must be .mp4, .m4v, .mov "
-                            "or .mkv in a writable folder)") from None
-        self._stream = None
         self._crf = crf
         self._size: tuple[int, int] | None = None
 
@@ -81,19 +107,7 @@ class VideoWriter:
         pw, ph = self._size
         if (w, h) != (pw, ph):
             bgr = np.pad(bgr, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._container is None:
-            return
-        container, self._container = self._container, None
-        try:
-            finish_container(container, self._stream)
-        finally:
-            log.info("wrote %d frames to %s", self.frames, self.path)
+        self._mux(av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24"))
 
 
 def finish_container(container: Any, stream: Any) -> None:
