@@ -11,8 +11,8 @@
 # train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2; loc2 and cmploc2 are the two localisers as
 # lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06; acqref and acqref-2 are the two
 # refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late) trained from the start on
-# the fold's training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens that
-# benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
+# the fold's training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens
+# that benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
 # drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
 # of these at once on two cores). Resumable: run it again. PHANTOM: mn-synth --phantom --dataset PHANTOM --frames
 # 40 --every 12 --seed S for S = 1, 2, 3 (120 frames).
@@ -22,8 +22,9 @@
 # presence check) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
 # clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
 # averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
-# alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2), mix (loc2 and
-# cmploc), acq (lens's localisers, the refiners acqref and acqref-2), acq1 (lens with acqref instead of refiner).
+# alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2), mix
+# (loc2 and cmploc), acq (lens's localisers, the refiners acqref and acqref-2), acq1 (lens with acqref instead of
+# refiner).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
@@ -74,6 +75,8 @@ fi
 DATA=${1:?DATA}; OUT=${2:?OUT}; F=${3:?FOLD}; V=${4:?VARIANT}; shift 4
 STEPS=${*:-join eval fit win rob rob34 clips}
 P=$OUT/fold-$F; O=$P/$V; mkdir -p "$O"
+# the refiners: mn-realtime's two unless the variant says otherwise
+R=(--refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt")
 case $V in
   base) L=(--localiser "$P/localiser/last.pt");;
   lens) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt");;
@@ -83,16 +86,12 @@ case $V in
   fine) L=(--localiser "$P/loc2/last.pt");;
   lens2) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc2/last.pt");;
   mix) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc/last.pt");;
-  acq|acq1) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt");;
+  acq) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
+       R=(--refiner "$P/acqref/last.pt" --refiner "$P/acqref-2/last.pt");;
+  acq1) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
+        R=(--refiner "$P/acqref/last.pt" --refiner "$P/refiner-2/last.pt");;
   *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix, acq," \
        "acq1)" >&2; exit 2;;
-esac
-# the refiners: mn-realtime's two, or (acq) the two trained with the acquisition augmentation, or (acq1) the first
-# of those with mn-realtime's second
-case $V in
-  acq) R=(--refiner "$P/acqref/last.pt" --refiner "$P/acqref-2/last.pt");;
-  acq1) R=(--refiner "$P/acqref/last.pt" --refiner "$P/refiner-2/last.pt");;
-  *) R=(--refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt");;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 evaluate() {  # protocol: mn-eval on the fold's patients
