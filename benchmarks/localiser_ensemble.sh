@@ -113,7 +113,7 @@ for s in $STEPS; do
     rob) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --perturb compress=0.75,0.85 \
             --json "$O/rob.json" --md "$O/rob.md" -q >/dev/null;;
     rob34) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --json "$O/robustness.json" \
-            --md "$O/robustness.md" -q >/dev/null;;
+            --md "$O/robustness.md" --per-image "$O/robustness-per-image.csv" -q >/dev/null;;
     clips) "$PY" -m benchmarks.presence --model "$O/model.pt" "${S[@]}" --clips 48 --confirm 2 \
             --appearance "$O/appearance.json" --json "$O/presence-clips.json" -q;;
     *) echo "localiser_ensemble: unknown step $s" >&2; false;;
