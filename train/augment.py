@@ -473,6 +473,26 @@ class AcquisitionAugment:
         return out_image.reshape(image_shape), out_mask.astype(np.float32).reshape(mask_shape)
 
 
+class FieldOfViewAugment(AcquisitionAugment):
+    """``mn-train --augment fov``: :class:`AcquisitionAugment` without the scanner's intensity changes (depth-dependent
+    brightness, gain, JPEG): the affine, the 8-bit mapping, the compression when configured, the changed field of
+    view, the elastic deformation and the strong intensity transforms. It separates what the field of view teaches
+    from what the intensity changes do (refiners trained with ``acquisition`` outlined larger areas and lost heavy
+    speckle, ``docs/journal.md``)."""
+
+    def __init__(self, config: AcquisitionAugmentConfig | None = None, strong: StrongAugmentConfig | None = None,
+                 affine: AugmentConfig | None = None, compress: CompressAugmentConfig | None = None) -> None:
+        super().__init__(config if config is not None else AcquisitionAugmentConfig(tgc_p=0.0, gain_p=0.0, codec_p=0.0),
+                         strong, affine, compress)
+
+    def __repr__(self) -> str:
+        return "Field" + super().__repr__().replace("AcquisitionAugment(", "OfViewAugment(", 1)
+
+    def to_config(self) -> dict[str, Any]:
+        """As :meth:`AcquisitionAugment.to_config`, named ``fov``."""
+        return {**super().to_config(), "name": "fov"}
+
+
 @dataclass
 class CompressAugmentConfig(_RangesConfig):
     """Ranges of :class:`CompressAugment`'s compression step.
@@ -560,17 +580,19 @@ AUGMENTERS: dict[str, Callable[[], AugmentFn] | None] = {
     "paper": JointAugment,
     "strong": StrongAugment,
     "acquisition": AcquisitionAugment,
+    "fov": FieldOfViewAugment,
     "compress": CompressAugment,
     "none": None,
 }
 AUGMENT_NAMES = tuple(AUGMENTERS)
 
 
-SPECKLE_AUGMENTS = ("strong", "acquisition", "compress")
+SPECKLE_AUGMENTS = ("strong", "acquisition", "fov", "compress")
 """The augmentations with a speckle step (``speckle_range`` applies to them)."""
 
-COMPRESS_AUGMENTS = ("compress", "acquisition")
-"""The augmentations that can compress the nerve (``compress`` always, ``acquisition`` when given ``--compress``)."""
+COMPRESS_AUGMENTS = ("compress", "acquisition", "fov")
+"""The augmentations that can compress the nerve (``compress`` always, ``acquisition`` and ``fov`` when given
+``--compress``)."""
 
 
 def check_compress(value: Any) -> tuple[float, float]:
@@ -604,7 +626,7 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
         raise UserError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_NAMES)}") from None
     if compress is not None and name not in COMPRESS_AUGMENTS:
         raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment "
-                        f"{' or '.join(COMPRESS_AUGMENTS)}; --augment {name} has none")
+                        f"{', '.join(COMPRESS_AUGMENTS[:-1])} or {COMPRESS_AUGMENTS[-1]}; --augment {name} has none")
     if speckle_range is not None and name not in SPECKLE_AUGMENTS:
         raise UserError(f"--speckle sets the speckle step of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                         f"--augment {name} has none")
@@ -619,8 +641,8 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
         config = CompressAugmentConfig(compress_p=p, level=(level, 1.0))
     if name == "compress":
         return CompressAugment(config, strong=strong)
-    if name == "acquisition":
-        return AcquisitionAugment(strong=strong, compress=config)
+    if name in ("acquisition", "fov"):
+        return factory(strong=strong, compress=config)
     return factory(strong=strong)
 
 

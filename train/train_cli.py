@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training augmentation: 'paper' (the authors' joint affine: rotation, shift, shear, flip), "
                         "'strong' (that plus a joint elastic deformation, gamma, contrast, speckle and blur, then a "
                         "per-image z-score), 'acquisition' (strong plus what another scanner brings: zoom / pixel "
-                        "size +-20 %%, field of view, aspect, depth gain, overall gain, JPEG artefacts), 'compress' "
+                        "size +-20 %%, field of view, aspect, depth gain, overall gain, JPEG artefacts), 'fov' "
+                        "(acquisition without its depth gain, overall gain and JPEG artefacts), 'compress' "
                         "(strong plus the nerve flattened by up to 25 %% about its centroid, as in a dynamic scan) "
                         "or 'none'")
     p.add_argument("--no-augment", dest="augment", action="store_const", const="none",
@@ -104,14 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "the next video frame) and add W x the two outlines' disagreement (on 0/1 masks 1 - their "
                         "Dice) to the loss; 0: off. Twice the compute per batch (train/consistency.py)")
     p.add_argument("--speckle", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="with --augment strong, acquisition or compress: draw each training image's speckle strength "
-                        "uniformly from [LO, HI] instead of the fixed 0.15 (scanners differ in how grainy the image "
-                        "is; e.g. 0 0.6)")
+                   help="with --augment strong, acquisition, fov or compress: draw each training image's speckle "
+                        "strength uniformly from [LO, HI] instead of the fixed 0.15 (scanners differ in how grainy the "
+                        "image is; e.g. 0 0.6)")
     p.add_argument("--compress", type=float, nargs=2, default=None, metavar=("LEVEL", "P"),
                    help="with --augment compress: the lowest vertical scale of the nerve's compression (drawn from "
                         "[LEVEL, 1]; default 0.75, flattened by up to 25 %%) and the probability that an image is "
-                        "compressed (default 0.5); e.g. 0.65 0.7. With --augment acquisition: compress the nerve "
-                        "so too (it does not otherwise), e.g. 0.75 0.5")
+                        "compressed (default 0.5); e.g. 0.65 0.7. With --augment acquisition or fov: compress the "
+                        "nerve so too (it does not otherwise), e.g. 0.75 0.5")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")

@@ -16,7 +16,7 @@ rank validates the whole (small) validation set, so all ranks take the same sche
 early-stopping decisions; only rank 0 writes files.
 
 Augmentation: ``augment`` names one of :data:`train.augment.AUGMENT_NAMES` (``paper``, ``strong``,
-``acquisition``, ``compress``, ``none``), recorded in the run config.
+``acquisition``, ``fov``, ``compress``, ``none``), recorded in the run config.
 Extra training data: the folders of ``extra_train`` (e.g.
 phantom frames from ``mn-synth --phantom --dataset``) are read like ``data`` and all their images
 join the training side; the split is computed on ``data`` alone, so validation is unchanged.
@@ -144,7 +144,8 @@ class TrainConfig:
             self.compress = check_compress(self.compress)
             if self.augment not in COMPRESS_AUGMENTS:
                 raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment "
-                                f"{' or '.join(COMPRESS_AUGMENTS)}; this run has --augment {self.augment}")
+                                f"{', '.join(COMPRESS_AUGMENTS[:-1])} or {COMPRESS_AUGMENTS[-1]}; "
+                                f"this run has --augment {self.augment}")
 
     @property
     def input_size(self) -> tuple[int, int]:

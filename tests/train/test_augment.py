@@ -183,7 +183,7 @@ def test_strong_deterministic_and_keeps_channel_axis() -> None:
 
 
 def test_make_augment_registry_and_records() -> None:
-    assert AUGMENT_NAMES == ("paper", "strong", "acquisition", "compress", "none")
+    assert AUGMENT_NAMES == ("paper", "strong", "acquisition", "fov", "compress", "none")
     assert make_augment("none") is None
     assert isinstance(make_augment("paper"), JointAugment)
     strong = make_augment("strong")
@@ -192,7 +192,7 @@ def test_make_augment_registry_and_records() -> None:
     assert record["name"] == "strong" and record["strong"]["gamma"] == [0.7, 1.5]
     assert StrongAugmentConfig.from_config(record["strong"]) == strong.config
     assert augment_record(None) == {"name": "none"} and augment_record(make_augment("paper"))["name"] == "paper"
-    with pytest.raises(UserError, match="paper, strong, acquisition, compress, none"):
+    with pytest.raises(UserError, match="paper, strong, acquisition, fov, compress, none"):
         make_augment("heavy")
     with pytest.raises(UserError):
         StrongAugmentConfig(elastic_p=1.5)
@@ -247,6 +247,35 @@ def test_acquisition_field_of_view_scales_the_nerve_as_drawn() -> None:
         aug = AcquisitionAugment(AcquisitionAugmentConfig(fov_p=1.0, zoom=(z, z), aspect=(1.0, 1.0), offset=0.0))
         _, out = aug.field_of_view(image * 0 + 100, mask, np.random.default_rng(0))
         assert float(out.sum()) == pytest.approx(z * z * float(mask.sum()), rel=0.03)
+
+
+def test_fov_augment_is_acquisition_without_its_intensity_changes() -> None:
+    """--augment fov: the acquisition augmentation's geometry (the same masks for the same draws) with depth
+    brightness, gain and JPEG never applied (the same frames as acquisition with those three probabilities 0),
+    recorded as ``fov`` with the speckle and compression it was given."""
+    from train.augment import AcquisitionAugment, AcquisitionAugmentConfig, CompressAugmentConfig, FieldOfViewAugment
+
+    aug = make_augment("fov", (0.0, 0.6), (0.75, 0.5))
+    assert isinstance(aug, FieldOfViewAugment) and repr(aug).startswith("FieldOfViewAugment(")
+    assert (aug.config.tgc_p, aug.config.gain_p, aug.config.codec_p) == (0.0, 0.0, 0.0)
+    assert aug.config.fov_p == AcquisitionAugmentConfig().fov_p and aug.config.zoom == AcquisitionAugmentConfig().zoom
+    assert aug.compress == CompressAugmentConfig(compress_p=0.5, level=(0.75, 1.0))
+    assert aug.strong.config.speckle_range == (0.0, 0.6)
+    record = json.loads(json.dumps(augment_record(aug)))
+    assert record["name"] == "fov" and record["acquisition"]["gain_p"] == 0.0
+    assert record["compress"] == {"compress_p": 0.5, "level": [0.75, 1.0]}
+
+    image, mask = _disc_pair()
+    quiet = AcquisitionAugment(AcquisitionAugmentConfig(tgc_p=0.0, gain_p=0.0, codec_p=0.0))
+    full = AcquisitionAugment(AcquisitionAugmentConfig(tgc_p=1.0, gain_p=1.0, codec_p=1.0))
+    fov = FieldOfViewAugment()
+    for seed in range(4):
+        got = fov(image, mask, np.random.default_rng(seed))
+        same = quiet(image, mask, np.random.default_rng(seed))
+        changed = full(image, mask, np.random.default_rng(seed))
+        np.testing.assert_array_equal(got[0], same[0])
+        np.testing.assert_array_equal(got[1], changed[1])  # the geometry is the acquisition augmentation's
+        assert not np.array_equal(got[0], changed[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -281,7 +281,7 @@ def test_extra_train_joins_training_side_only(synthetic_dataset: Path, tmp_path:
 def test_augment_flag_backwards_compatible(tmp_path: Path) -> None:
     assert small_cfg(tmp_path, tmp_path / "o", augment=True).augment == "paper"
     assert small_cfg(tmp_path, tmp_path / "o", augment=False).augment == "none"
-    with pytest.raises(UserError, match="paper, strong, acquisition, compress, none"):
+    with pytest.raises(UserError, match="paper, strong, acquisition, fov, compress, none"):
         small_cfg(tmp_path, tmp_path / "o", augment="heavy")
 
 
@@ -493,8 +493,8 @@ def test_compress_config(synthetic_dataset: Path, tmp_path: Path) -> None:
         Trainer(small_cfg(synthetic_dataset, out, augment="compress", compress=(0.75, 0.5), epochs=2, resume=True),
                 torch.device("cpu"))
     assert small_cfg(synthetic_dataset, out).to_dict()["compress"] is None
-    with pytest.raises(UserError, match="--compress LEVEL P sets the nerve's compression of --augment compress or "
-                                        "acquisition; this run has --augment strong"):
+    with pytest.raises(UserError, match="--compress LEVEL P sets the nerve's compression of --augment compress, "
+                                        "acquisition or fov; this run has --augment strong"):
         small_cfg(synthetic_dataset, out, augment="strong", compress=(0.65, 0.7))
     acq = Trainer(small_cfg(synthetic_dataset, tmp_path / "acq", augment="acquisition", compress=(0.75, 0.5),
                             epochs=1), torch.device("cpu"))
