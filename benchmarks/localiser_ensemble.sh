@@ -10,7 +10,8 @@
 #
 # train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2; loc2 and cmploc2 are the two localisers as
 # lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06; acqref and acqref-2 are the two
-# refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late) trained from the start on
+# refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late; fovref and fovref-2 the two
+# with its geometry alone, --augment fov, 2026-12-07) trained from the start on
 # the fold's training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens
 # that benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
 # drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
@@ -24,7 +25,7 @@
 # averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
 # alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2), mix
 # (loc2 and cmploc), acq (lens's localisers, the refiners acqref and acqref-2), acq1 (lens with acqref instead of
-# refiner).
+# refiner), fov (lens's localisers, the refiners fovref and fovref-2), fov1 (lens with fovref instead of refiner).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
@@ -37,6 +38,8 @@ REF=(--model lunet --crop 128x96 --augment compress --lr 0.001 --epochs 104 --lr
 # the refiners shown what another scanner brings (zoom, field of view with black borders, aspect, gain, codec) as the
 # localisers are, the nerve still compressed as the compress augmentation does (the last --augment wins)
 ACQ=(--augment acquisition --compress 0.75 0.5)
+# the same geometry (zoom, field of view, aspect) without depth gain, gain and JPEG
+FOV=(--augment fov --compress 0.75 0.5)
 
 train_part() {  # data phantom out fold part
   local data=$1 phantom=$2 out=$3/fold-$4/$5 fold=$4 part=$5 args
@@ -49,8 +52,10 @@ train_part() {  # data phantom out fold part
     refiner-2) args=("${REF[@]}" --speckle 0 0.6);;
     acqref) args=("${REF[@]}" "${ACQ[@]}");;
     acqref-2) args=("${REF[@]}" "${ACQ[@]}" --speckle 0 0.6);;
+    fovref) args=("${REF[@]}" "${FOV[@]}");;
+    fovref-2) args=("${REF[@]}" "${FOV[@]}" --speckle 0 0.6);;
     *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2, acqref," \
-         "acqref-2)" >&2; return 2;;
+         "acqref-2, fovref, fovref-2)" >&2; return 2;;
   esac
   # finished: mn-train prints its summary line (whatever the log level) only after the last epoch
   grep -qs '^{"best_checkpoint"' "$out.log" && return 0
@@ -90,8 +95,12 @@ case $V in
        R=(--refiner "$P/acqref/last.pt" --refiner "$P/acqref-2/last.pt");;
   acq1) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
         R=(--refiner "$P/acqref/last.pt" --refiner "$P/refiner-2/last.pt");;
+  fov) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
+       R=(--refiner "$P/fovref/last.pt" --refiner "$P/fovref-2/last.pt");;
+  fov1) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
+        R=(--refiner "$P/fovref/last.pt" --refiner "$P/refiner-2/last.pt");;
   *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix, acq," \
-       "acq1)" >&2; exit 2;;
+       "acq1, fov, fov1)" >&2; exit 2;;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 evaluate() {  # protocol: mn-eval on the fold's patients

@@ -33,16 +33,17 @@ def test_trains_a_folds_parts_and_joins_the_two_localisers(tmp_path: Path) -> No
     data = make_dataset(tmp_path / "data", n_patients=5, per_patient=2)
     extra = make_dataset(tmp_path / "extra", n_patients=2, per_patient=2, seed=3)
     out = tmp_path / "out"
-    parts = ("localiser", "cmploc", "refiner", "refiner-2")
+    parts = ("localiser", "cmploc", "refiner", "refiner-2", "fovref")
     done = _run("train", data, extra, out, *(f"0:{p}" for p in parts))
     assert done.returncode == 0, done.stderr + done.stdout
     for part in parts:
         train = json.loads((out / "fold-0" / part / "config.json").read_text())["train"]
         assert train["blind"] and train["fold"] == 0 and train["extra_train"] == [str(extra)]
         assert train["model"] == ("lunet-coarse" if part in ("localiser", "cmploc") else "lunet")
-        assert train["compress"] == ([0.75, 0.5] if part == "cmploc" else None)
+        assert train["compress"] == ([0.75, 0.5] if part in ("cmploc", "fovref") else None)
         assert train["speckle"] == ([0.0, 0.6] if part == "refiner-2" else None)
-        assert train["augment"] == ("acquisition" if part in ("localiser", "cmploc") else "compress")
+        assert train["augment"] == {"localiser": "acquisition", "cmploc": "acquisition", "fovref": "fov"}.get(part,
+                                                                                                           "compress")
     again = _run("train", data, extra, out, "0:localiser")  # finished: not trained again
     assert again.returncode == 0 and (out / "fold-0" / "localiser.log").read_text().count('"best_checkpoint"') == 1
 
@@ -59,6 +60,10 @@ def test_trains_a_folds_parts_and_joins_the_two_localisers(tmp_path: Path) -> No
     assert loctta.returncode == 0, loctta.stderr
     flip = load_checkpoint(out / "fold-0" / "loctta" / "model.pt")["config"]["model"]["kwargs"]["localiser"]
     assert flip["kwargs"]["mirrored"] == [False, True]
+    fov1 = _run("eval", data, out, 0, "fov1", "join")  # fovref with mn-realtime's second refiner
+    assert fov1.returncode == 0, fov1.stderr
+    refiners = load_checkpoint(out / "fold-0" / "fov1" / "model.pt")["config"]["model"]["kwargs"]["refiner"]
+    assert len(refiners["kwargs"]["members"]) == 2 and refiners["kwargs"]["mirrored"] == [False, True]
 
 
 def test_unknown_modes_parts_variants_and_steps_are_refused(tmp_path: Path) -> None:
