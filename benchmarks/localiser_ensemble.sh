@@ -82,23 +82,20 @@ STEPS=${*:-join eval fit win rob rob34 clips}
 P=$OUT/fold-$F; O=$P/$V; mkdir -p "$O"
 # the refiners: mn-realtime's two unless the variant says otherwise
 R=(--refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt")
+LENS=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")  # the shipped pair's two localisers
 case $V in
   base) L=(--localiser "$P/localiser/last.pt");;
-  lens) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt");;
-  lensmir) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt" --localiser-mirror alternate);;
+  lens) L=("${LENS[@]}");;
+  lensmir) L=("${LENS[@]}" --localiser-mirror alternate);;
   cmploc) L=(--localiser "$P/cmploc/last.pt");;
   loctta) L=(--localiser "$P/localiser/last.pt" --localiser "$P/localiser/last.pt" --localiser-mirror alternate);;
   fine) L=(--localiser "$P/loc2/last.pt");;
   lens2) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc2/last.pt");;
   mix) L=(--localiser "$P/loc2/last.pt" --localiser "$P/cmploc/last.pt");;
-  acq) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
-       R=(--refiner "$P/acqref/last.pt" --refiner "$P/acqref-2/last.pt");;
-  acq1) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
-        R=(--refiner "$P/acqref/last.pt" --refiner "$P/refiner-2/last.pt");;
-  fov) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
-       R=(--refiner "$P/fovref/last.pt" --refiner "$P/fovref-2/last.pt");;
-  fov1) L=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")
-        R=(--refiner "$P/fovref/last.pt" --refiner "$P/refiner-2/last.pt");;
+  acq) L=("${LENS[@]}") R=(--refiner "$P/acqref/last.pt" --refiner "$P/acqref-2/last.pt");;
+  acq1) L=("${LENS[@]}") R=(--refiner "$P/acqref/last.pt" --refiner "$P/refiner-2/last.pt");;
+  fov) L=("${LENS[@]}") R=(--refiner "$P/fovref/last.pt" --refiner "$P/fovref-2/last.pt");;
+  fov1) L=("${LENS[@]}") R=(--refiner "$P/fovref/last.pt" --refiner "$P/refiner-2/last.pt");;
   *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix, acq," \
        "acq1, fov, fov1)" >&2; exit 2;;
 esac

@@ -417,7 +417,7 @@ class AcquisitionAugment:
 
     def __repr__(self) -> str:
         extra = f", compress={self.compress!r}" if self.compress is not None else ""
-        return f"AcquisitionAugment({self.config!r}, strong={self.strong!r}{extra})"
+        return f"{type(self).__name__}({self.config!r}, strong={self.strong!r}{extra})"
 
     def to_config(self) -> dict[str, Any]:
         """``{"name": "acquisition", "affine": {...}, "strong": {...}, "acquisition": {...}}``, and ``"compress":
@@ -484,9 +484,6 @@ class FieldOfViewAugment(AcquisitionAugment):
                  affine: AugmentConfig | None = None, compress: CompressAugmentConfig | None = None) -> None:
         super().__init__(config if config is not None else AcquisitionAugmentConfig(tgc_p=0.0, gain_p=0.0, codec_p=0.0),
                          strong, affine, compress)
-
-    def __repr__(self) -> str:
-        return "Field" + super().__repr__().replace("AcquisitionAugment(", "OfViewAugment(", 1)
 
     def to_config(self) -> dict[str, Any]:
         """As :meth:`AcquisitionAugment.to_config`, named ``fov``."""
@@ -593,6 +590,8 @@ SPECKLE_AUGMENTS = ("strong", "acquisition", "fov", "compress")
 COMPRESS_AUGMENTS = ("compress", "acquisition", "fov")
 """The augmentations that can compress the nerve (``compress`` always, ``acquisition`` and ``fov`` when given
 ``--compress``)."""
+COMPRESS_AUGMENTS_TEXT = f"{', '.join(COMPRESS_AUGMENTS[:-1])} or {COMPRESS_AUGMENTS[-1]}"
+""":data:`COMPRESS_AUGMENTS` as the error messages name them."""
 
 
 def check_compress(value: Any) -> tuple[float, float]:
@@ -626,7 +625,7 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
         raise UserError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENT_NAMES)}") from None
     if compress is not None and name not in COMPRESS_AUGMENTS:
         raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment "
-                        f"{', '.join(COMPRESS_AUGMENTS[:-1])} or {COMPRESS_AUGMENTS[-1]}; --augment {name} has none")
+                        f"{COMPRESS_AUGMENTS_TEXT}; --augment {name} has none")
     if speckle_range is not None and name not in SPECKLE_AUGMENTS:
         raise UserError(f"--speckle sets the speckle step of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                         f"--augment {name} has none")
@@ -641,9 +640,7 @@ def make_augment(name: str, speckle_range: tuple[float, float] | None = None,
         config = CompressAugmentConfig(compress_p=p, level=(level, 1.0))
     if name == "compress":
         return CompressAugment(config, strong=strong)
-    if name in ("acquisition", "fov"):
-        return factory(strong=strong, compress=config)
-    return factory(strong=strong)
+    return factory(strong=strong, compress=config)  # acquisition, fov: the names left with speckle or compression
 
 
 def augment_record(augment: AugmentFn | None) -> dict[str, Any]:

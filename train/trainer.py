@@ -139,13 +139,12 @@ class TrainConfig:
                 raise UserError(f"--speckle LO HI sets the speckle of --augment {', '.join(SPECKLE_AUGMENTS)}; "
                                 f"this run has --augment {self.augment}")
         if self.compress is not None:
-            from train.augment import COMPRESS_AUGMENTS, check_compress
+            from train.augment import COMPRESS_AUGMENTS, COMPRESS_AUGMENTS_TEXT, check_compress
 
             self.compress = check_compress(self.compress)
             if self.augment not in COMPRESS_AUGMENTS:
                 raise UserError(f"--compress LEVEL P sets the nerve's compression of --augment "
-                                f"{', '.join(COMPRESS_AUGMENTS[:-1])} or {COMPRESS_AUGMENTS[-1]}; "
-                                f"this run has --augment {self.augment}")
+                                f"{COMPRESS_AUGMENTS_TEXT}; this run has --augment {self.augment}")
 
     @property
     def input_size(self) -> tuple[int, int]:
