@@ -11,7 +11,8 @@
 # train: each FOLD:PART (PART = localiser, cmploc, refiner, refiner-2; loc2 and cmploc2 are the two localisers as
 # lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06; acqref and acqref-2 are the two
 # refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late; fovref and fovref-2 the two
-# with its geometry alone, --augment fov, 2026-12-07) trained from the start on
+# with its geometry alone, --augment fov, 2026-12-07; swaref and swaref-2 the fold's refiner and refiner-2 trained
+# on for 24 epochs at a steady rate 3e-4 with their weights averaged, mn-train --swa-from 1, 2026-12-07) trained from the start on
 # the fold's training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens
 # that benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
 # drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
@@ -25,7 +26,9 @@
 # averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
 # alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2), mix
 # (loc2 and cmploc), acq (lens's localisers, the refiners acqref and acqref-2), acq1 (lens with acqref instead of
-# refiner), fov (lens's localisers, the refiners fovref and fovref-2), fov1 (lens with fovref instead of refiner).
+# refiner), fov (lens's localisers, the refiners fovref and fovref-2), fov1 (lens with fovref instead of refiner), swa
+# (lens's localisers, the averaged refiners swaref/swa.pt and swaref-2/swa.pt), swalast (their last weights, not
+# averaged: what the 24 more epochs alone do).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
 set -u
@@ -40,6 +43,8 @@ REF=(--model lunet --crop 128x96 --augment compress --lr 0.001 --epochs 104 --lr
 ACQ=(--augment acquisition --compress 0.75 0.5)
 # the same geometry (zoom, field of view, aspect) without depth gain, gain and JPEG
 FOV=(--augment fov --compress 0.75 0.5)
+# stochastic weight averaging: a trained refiner trained on at a steady rate, the mean of its 24 epochs' weights (swa.pt)
+SWA=(--lr 0.0003 --epochs 24 --lr-patience 1000 --swa-from 1)
 
 train_part() {  # data phantom out fold part
   local data=$1 phantom=$2 out=$3/fold-$4/$5 fold=$4 part=$5 args
@@ -54,8 +59,11 @@ train_part() {  # data phantom out fold part
     acqref-2) args=("${REF[@]}" "${ACQ[@]}" --speckle 0 0.6);;
     fovref) args=("${REF[@]}" "${FOV[@]}");;
     fovref-2) args=("${REF[@]}" "${FOV[@]}" --speckle 0 0.6);;
+    swaref) args=(--model lunet --crop 128x96 --augment compress "${SWA[@]}" --init "$3/fold-$4/refiner/last.pt");;
+    swaref-2) args=(--model lunet --crop 128x96 --augment compress --speckle 0 0.6 "${SWA[@]}"
+                    --init "$3/fold-$4/refiner-2/last.pt");;
     *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2, acqref," \
-         "acqref-2, fovref, fovref-2)" >&2; return 2;;
+         "acqref-2, fovref, fovref-2, swaref, swaref-2)" >&2; return 2;;
   esac
   # finished: mn-train prints its summary line (whatever the log level) only after the last epoch
   grep -qs '^{"best_checkpoint"' "$out.log" && return 0
@@ -96,8 +104,10 @@ case $V in
   acq1) L=("${LENS[@]}") R=(--refiner "$P/acqref/last.pt" --refiner "$P/refiner-2/last.pt");;
   fov) L=("${LENS[@]}") R=(--refiner "$P/fovref/last.pt" --refiner "$P/fovref-2/last.pt");;
   fov1) L=("${LENS[@]}") R=(--refiner "$P/fovref/last.pt" --refiner "$P/refiner-2/last.pt");;
+  swa) L=("${LENS[@]}") R=(--refiner "$P/swaref/swa.pt" --refiner "$P/swaref-2/swa.pt");;
+  swalast) L=("${LENS[@]}") R=(--refiner "$P/swaref/last.pt" --refiner "$P/swaref-2/last.pt");;
   *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix, acq," \
-       "acq1, fov, fov1)" >&2; exit 2;;
+       "acq1, fov, fov1, swa, swalast)" >&2; exit 2;;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 evaluate() {  # protocol: mn-eval on the fold's patients

@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-drops", type=int, nargs="+", default=[], metavar="EPOCH",
                    help="a fixed learning-rate schedule instead of ReduceLROnPlateau: multiply it by --lr-factor after "
                         "each of these epochs (e.g. a run on every image that should end at a low, steady rate)")
+    p.add_argument("--swa-from", type=int, default=None, metavar="EPOCH",
+                   help="stochastic weight averaging: average the weights at the end of every epoch from EPOCH on "
+                        "and, when the run ends, write the mean as RUN_DIR/swa.pt (BatchNorm statistics measured "
+                        "again on one pass over the training items; best.pt and last.pt unchanged). E.g. a fine-tune: "
+                        "--init CKPT --lr 3e-4 --lr-patience 1000 --epochs 24 --swa-from 1 (train/swa.py)")
     p.add_argument("--blind", action="store_true",
                    help="measure the validation images but let nothing depend on them: the learning-rate schedule, "
                         "best.pt and the early stop watch the training loss, as in a run on every image (--split "
@@ -204,6 +209,7 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         amp_dtype=args.amp_dtype, consistency=args.consistency, blind=args.blind,
         speckle=args.speckle, compress=args.compress,
         lr_drops=args.lr_drops,
+        swa_from=args.swa_from,
     )
 
 
@@ -221,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     cfg = training_config(args, str(device))
     summary = Trainer(cfg, device).fit()
-    print(json.dumps({"best_checkpoint": str(Path(args.out) / "best.pt"), **summary["metrics"]}))
+    swa = {"swa_checkpoint": str(Path(args.out) / "swa.pt"), "swa": summary["swa"]} if "swa" in summary else {}
+    print(json.dumps({"best_checkpoint": str(Path(args.out) / "best.pt"), **summary["metrics"], **swa}))
     return 0
 
 

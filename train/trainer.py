@@ -53,6 +53,7 @@ from train.models import build_model, check_input_size
 from train.models.vgg import load_vgg19_weights
 from train.preprocess import preprocessing_config
 from train.splits import make_split
+from train.swa import WeightAverage, has_batchnorm, recompute_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class TrainConfig:
     compress: tuple[float, float] | None = None
     blind: bool = False
     lr_drops: list[int] = field(default_factory=list)
+    swa_from: int | None = None
 
     def __post_init__(self) -> None:
         # Backwards compatibility: augment=True/False (the old boolean flag) means "paper"/"none".
@@ -124,6 +126,9 @@ class TrainConfig:
                             f"got {self.lr_drops}")
         if self.crop is not None:
             self.crop = (int(self.crop[0]), int(self.crop[1]))
+        if self.swa_from is not None and not 1 <= self.swa_from <= self.epochs:
+            raise UserError(f"--swa-from {self.swa_from}: the first epoch whose weights are averaged must be between 1 "
+                            f"and --epochs ({self.epochs})")
         if self.workers < 0:
             raise UserError("--workers must be 0 (augment in the training process) or more")
         if self.crop_negatives and self.crop is None:
@@ -279,6 +284,8 @@ class Trainer:
         self.es_best = math.inf
         self.es_wait = 0
         self.history: list[dict] = []
+        self.swa = WeightAverage() if cfg.swa_from else None
+        self.swa_metrics: dict[str, Any] | None = None
         if cfg.resume:
             self._resume()
 
@@ -409,6 +416,7 @@ class Trainer:
                         "stopped_by_time_budget": bool(getattr(self, "stopped_by_budget", False)),
                         **({"val_dsc": self.history[self.best_epoch]["val_dsc"]}
                            if 0 <= self.best_epoch < len(self.history) else {})},
+            **({"swa": self.swa_metrics} if self.swa_metrics else {}),
         }
 
     # ----------------------------------------------------------------------------- resume
@@ -428,6 +436,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "run_args": self.cfg.to_dict(),
+            "swa": self.swa.state_dict() if self.swa is not None else None,
         }
 
     def _read_resume_checkpoint(self) -> dict:
@@ -439,7 +448,7 @@ class Trainer:
             raise CheckpointError(f"{path} has no training state to resume from (is it a best.pt copy?)")
         saved, mine = state.get("run_args", {}), self.cfg.to_dict()
         for key in ("model", "model_kwargs", "size", "batch_size", "split", "folds", "fold", "seed", "max_images",
-                    "extra_train", "consistency", "speckle", "compress"):
+                    "extra_train", "consistency", "speckle", "compress", "swa_from"):
             if key in saved and saved[key] != mine[key]:
                 raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
                                 f"{mine[key]!r}; use the same flags or a new --out")
@@ -463,6 +472,8 @@ class Trainer:
         self.es_best = float(state["es_best"])
         self.es_wait = int(state["es_wait"])
         self.history = list(state["history"])
+        if self.swa is not None and state.get("swa"):
+            self.swa.load_state_dict(state["swa"])
         self._resume_payload = None
         log.info("resumed from %s at epoch %d, batch %d", self.out / "last.pt", self.epoch + 1, self.step_in_epoch)
 
@@ -508,13 +519,9 @@ class Trainer:
             yield idx, x, y
 
     def _train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        twins = bool(self.cfg.consistency)  # each item's two views came as two channels (TwinViewDataset)
-        if twins:
-            x = torch.cat([x[:, :1], x[:, 1:]])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        twins = bool(self.cfg.consistency)
+        x = self._net_input(x)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
@@ -532,21 +539,54 @@ class Trainer:
             dice = soft_dice(torch.sigmoid(logits.float()), y)
         return float(loss.detach()), float(dice)
 
+    def _net_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch as the network takes it (on the device; a twin-view item's two channels as two items)."""
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.consistency:  # each item's two views came as two channels (TwinViewDataset)
+            x = torch.cat([x[:, :1], x[:, 1:]])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _save_swa(self) -> None:
+        """``swa.pt``: the averaged weights, BatchNorm statistics measured again on one pass over the training
+        items (augmented as the next epoch would be), validated like every epoch."""
+        model = self.swa.averaged(self.model)
+        bs, n = self.cfg.batch_size, len(self.train_set)
+        seen = 0
+        if has_batchnorm(model):
+            self.train_set.set_epoch(self.epoch)
+
+            def batches():  # type: ignore[no-untyped-def]
+                for start in range(0, n, bs):
+                    yield self._net_input(torch.stack([self.train_set[i][0] for i in range(start, min(n, start + bs))]))
+
+            seen = recompute_batchnorm(model, batches(), {"device_type": self.device.type, "dtype": self.amp_dtype,
+                                                          "enabled": self.amp})
+        metrics = self.validate(model)
+        self.swa_metrics = {"from_epoch": self.cfg.swa_from, "snapshots": self.swa.n,
+                            "batchnorm_batches": seen, **{k: _finite(v) for k, v in metrics.items()}}
+        save_checkpoint(self.out / "swa.pt", model, self.run_config())
+        log.info("weights of %d epochs averaged (from epoch %d), BatchNorm measured on %d batches: val_loss %.4f, "
+                 "val DSC %.4f -> %s", self.swa.n, self.cfg.swa_from, seen, metrics["val_loss"], metrics["val_dsc"],
+                 self.out / "swa.pt")
+
     @torch.inference_mode()
-    def validate(self) -> dict[str, float]:
+    def validate(self, model: nn.Module | None = None) -> dict[str, float]:
         """Validation loss and soft Dice over batches (Keras-style, weighted by batch size) and the
-        paper's per-image hard DSC (prediction >= 0.5 vs mask > 0)."""
+        paper's per-image hard DSC (prediction >= 0.5 vs mask > 0) of ``model`` (default: the one training)."""
         n = len(self.val_idx)
         if n == 0:
             return {"val_loss": math.nan, "val_soft_dice": math.nan, "val_dsc": math.nan}
-        self.model.eval()
+        model = self.model if model is None else model
+        model.eval()
         loss_sum = dice_sum = 0.0
         dscs = []
         for start in range(0, n, self.cfg.batch_size):
             x = self.val_images[start:start + self.cfg.batch_size].to(self.device)
             y = self.val_masks[start:start + self.cfg.batch_size].to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                logits = self.model(x)
+                logits = model(x)
             logits = logits.float()
             prob = torch.sigmoid(logits)
             loss_sum += float(bce_dice_loss(logits, y)) * len(x)
@@ -582,6 +622,8 @@ class Trainer:
             log.warning("stopped at epoch %d, batch %d: saved %s; continue with the same command and --resume",
                         self.epoch + 1, self.step_in_epoch, self.out / "last.pt")
             raise KeyboardInterrupt
+        if self.swa is not None and self.swa.n and self.dist.is_main:
+            self._save_swa()
         summary = self.run_config()
         if self.dist.is_main:
             self._write_config()
@@ -689,6 +731,8 @@ class Trainer:
         self.epoch += 1
         self.step_in_epoch = 0
         self.running = {"loss": 0.0, "dice": 0.0, "n": 0}
+        if self.swa is not None and self.epoch >= self.cfg.swa_from:
+            self.swa.update(self.model)
         if self.dist.is_main:
             if improved:
                 save_checkpoint(self.out / "best.pt", self.model, self.run_config())

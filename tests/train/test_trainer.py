@@ -567,3 +567,47 @@ def test_lr_drops_is_a_fixed_schedule(tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["train"]["lr_drops"] == [2, 3]
     with pytest.raises(UserError, match="--lr-drops"):
         TrainConfig(data=str(data), model="lunet", out=str(tmp_path / "x"), lr_drops=[0])
+
+
+def test_swa_averages_the_epochs_weights_and_resumes_exactly(synthetic_dataset: Path, tmp_path: Path,
+                                                             one_thread: None) -> None:
+    """--swa-from 2 over 3 epochs: swa.pt holds the mean of the weights after epochs 2 and 3, BatchNorm measured again
+    (not the mean of theirs), last.pt the network as trained; a run stopped after epoch 2 and resumed writes the same."""
+    run = tmp_path / "b"
+    Trainer(small_cfg(synthetic_dataset, run, epochs=2, swa_from=2), torch.device("cpu")).fit()
+    after2 = _weights(run / "last.pt")
+    first = _weights(run / "swa.pt")
+    for k, v in after2.items():  # one snapshot: the weights themselves
+        if "running" not in k and v.is_floating_point():
+            assert torch.equal(first[k], v), k
+    Trainer(small_cfg(synthetic_dataset, run, epochs=3, swa_from=2, resume=True), torch.device("cpu")).fit()
+    after3, swa = _weights(run / "last.pt"), _weights(run / "swa.pt")
+    stats = [k for k in swa if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats, "L-UNet has BatchNorm layers"
+    for k, v in swa.items():
+        if k in stats or not v.is_floating_point():
+            continue
+        mean = (after2[k].double() + after3[k].double()) / 2
+        assert torch.allclose(v.double(), mean, atol=1e-7), k
+    assert any(not torch.allclose(swa[k], (after2[k] + after3[k]) / 2) for k in stats)  # measured, not averaged
+    config = load_checkpoint(run / "swa.pt")["config"]
+    assert config["swa"]["snapshots"] == 2 and config["swa"]["from_epoch"] == 2
+    assert config["swa"]["batchnorm_batches"] >= 1 and 0 <= config["swa"]["val_dsc"] <= 1
+    model = model_from_checkpoint(run / "swa.pt")[0]  # loads as any checkpoint does
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+    straight = tmp_path / "a"
+    Trainer(small_cfg(synthetic_dataset, straight, epochs=3, swa_from=2), torch.device("cpu")).fit()
+    again = _weights(straight / "swa.pt")
+    for k in swa:
+        assert torch.equal(swa[k], again[k]), k
+
+
+def test_swa_from_must_fall_within_the_run(synthetic_dataset: Path, tmp_path: Path) -> None:
+    for bad in (0, 3):
+        with pytest.raises(UserError, match="--swa-from"):
+            small_cfg(synthetic_dataset, tmp_path / "x", epochs=2, swa_from=bad)
+    out = tmp_path / "plain"
+    Trainer(small_cfg(synthetic_dataset, out, epochs=1), torch.device("cpu")).fit()
+    assert not (out / "swa.pt").exists()
+    assert "swa" not in json.loads((out / "config.json").read_text())
