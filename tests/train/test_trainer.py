@@ -572,7 +572,7 @@ def test_lr_drops_is_a_fixed_schedule(tmp_path: Path) -> None:
 def test_swa_averages_the_epochs_weights_and_resumes_exactly(synthetic_dataset: Path, tmp_path: Path,
                                                              one_thread: None) -> None:
     """--swa-from 2 over 3 epochs: swa.pt holds the mean of the weights after epochs 2 and 3, BatchNorm measured again
-    (not the mean of theirs), last.pt the network as trained; a run stopped after epoch 2 and resumed writes the same."""
+    (not the mean of theirs), last.pt the network as trained; a run stopped after epoch 2 and resumed: the same."""
     run = tmp_path / "b"
     Trainer(small_cfg(synthetic_dataset, run, epochs=2, swa_from=2), torch.device("cpu")).fit()
     after2 = _weights(run / "last.pt")
@@ -611,3 +611,18 @@ def test_swa_from_must_fall_within_the_run(synthetic_dataset: Path, tmp_path: Pa
     Trainer(small_cfg(synthetic_dataset, out, epochs=1), torch.device("cpu")).fit()
     assert not (out / "swa.pt").exists()
     assert "swa" not in json.loads((out / "config.json").read_text())
+
+
+def test_mn_train_swa_from_writes_swa_pt_and_reports_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from train.train_cli import cli as train_cli
+
+    data = make_dataset(tmp_path / "d", n_patients=4, per_patient=1)
+    out = tmp_path / "run"
+    assert train_cli(["--data", str(data), "--model", "lunet", "--width", "0.25", "--size", "64x64", "--epochs", "2",
+                      "--split", "none", "--swa-from", "1", "--out", str(out), "-q"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["swa_checkpoint"] == str(out / "swa.pt") and summary["swa"]["snapshots"] == 2
+    assert (out / "swa.pt").exists() and json.loads((out / "config.json").read_text())["swa"]["from_epoch"] == 1
+    assert train_cli(["--data", str(data), "--model", "lunet", "--epochs", "2", "--swa-from", "3", "--out",
+                      str(tmp_path / "bad"), "-q"]) == 2
+    assert "--swa-from 3" in capsys.readouterr().err
