@@ -116,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="start from the weights of this checkpoint (fine-tuning; a bundled model file works too); "
                         "the optimiser, schedule and epochs start afresh")
-    p.add_argument("--init-part", choices=["localiser", "refiner"], default=None,
-                   help="with --init of a cascade checkpoint: which of its two networks to start from")
+    p.add_argument("--init-part", default=None, metavar="PART",
+                   help="with --init of a cascade checkpoint: which of its networks to start from: localiser or "
+                        "refiner, or one member of an ensemble part, e.g. refiner.members.1 (mn-realtime's second "
+                        "refiner)")
     p.add_argument("--lr-drops", type=int, nargs="+", default=[], metavar="EPOCH",
                    help="a fixed learning-rate schedule instead of ReduceLROnPlateau: multiply it by --lr-factor after "
                         "each of these epochs (e.g. a run on every image that should end at a low, steady rate)")

@@ -843,9 +843,10 @@ def plot_curves(path: Path, history: list[dict]) -> None:
 def load_init_weights(model: nn.Module, path: str, part: str | None = None) -> None:
     """Start ``model`` from the weights of checkpoint ``path`` (``mn-train --init``), e.g. to fine-tune.
 
-    ``part`` picks one network of a composite checkpoint (``localiser`` / ``refiner`` of a cascade:
-    the ``PART.`` keys without their prefix). Half-precision weights (bundled models) are widened to
-    the model's dtype. Every key must match the network being trained.
+    ``part`` picks one network of a composite checkpoint (``localiser`` / ``refiner`` of a cascade, or
+    ``refiner.members.K``, member K of an ensemble refiner: the ``PART.`` keys without their prefix).
+    Half-precision weights (bundled models) are widened to the model's dtype. Every key must match the network
+    being trained.
 
     Raises:
         UserError: an unreadable file, a missing part, or weights of another network.
@@ -857,7 +858,8 @@ def load_init_weights(model: nn.Module, path: str, part: str | None = None) -> N
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:
             raise UserError(f"--init {path} holds no '{part}' network (no '{prefix}*' weights); "
-                            "--init-part names a part of a cascade: localiser or refiner")
+                            "--init-part names a part of a cascade: localiser or refiner, or a member of an "
+                            "ensemble part: refiner.members.0, refiner.members.1, ...")
     target = model.state_dict()
     state = {k: v.to(target[k].dtype) if k in target and v.is_floating_point() else v for k, v in state.items()}
     try:

@@ -262,6 +262,24 @@ def test_init_weights_from_a_cascade_part(tmp_path: Path) -> None:
         load_init_weights(build_model("lunet", width=0.5), str(tmp_path / "c.pt"), "refiner")
 
 
+def test_init_weights_from_one_member_of_an_ensemble_part(tmp_path: Path) -> None:
+    """--init-part refiner.members.1: the second refiner of a cascade whose refiner is an ensemble (mn-realtime's)."""
+    members = [build_model("lunet", width=0.25) for _ in range(2)]
+    for i, m in enumerate(members):
+        torch.nn.init.constant_(next(m.parameters()), float(i + 1))
+    ensemble = torch.nn.ModuleDict({"members": torch.nn.ModuleList(members)})
+    save_checkpoint(tmp_path / "e.pt", torch.nn.ModuleDict({"refiner": ensemble}),
+                    {"model": {"name": "cascade", "kwargs": {}}})
+    dst = build_model("lunet", width=0.25)
+    load_init_weights(dst, str(tmp_path / "e.pt"), "refiner.members.1")
+    for a, b in zip(members[1].state_dict().values(), dst.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(UserError, match="does not fit"):  # the whole ensemble is not one network
+        load_init_weights(dst, str(tmp_path / "e.pt"), "refiner")
+    with pytest.raises(UserError, match="refiner.members.0, refiner.members.1"):
+        load_init_weights(dst, str(tmp_path / "e.pt"), "refiner.members.2")
+
+
 def test_time_budget_ends_the_run_normally(tmp_path: Path) -> None:
     from train.train_cli import cli as train_cli
 
