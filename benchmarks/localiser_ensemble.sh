@@ -12,11 +12,11 @@
 # lunet-coarse2, the frame pooled 2x2 instead of 4x4, an exploration of 2026-12-06; acqref and acqref-2 are the two
 # refiners trained with the acquisition augmentation, an exploration of 2026-12-06 late; fovref and fovref-2 the two
 # with its geometry alone, --augment fov, 2026-12-07; swaref and swaref-2 the fold's refiner and refiner-2 trained
-# on for 24 epochs at a steady rate 3e-4 with their weights averaged, mn-train --swa-from 1, 2026-12-07) trained from the start on
-# the fold's training patients the way its final is (mn-train --blind, the as-final schedules of cascade-acqloc-cmp-ens
-# that benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record: localisers 62 epochs, rate
-# drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one after another (run two
-# of these at once on two cores). Resumable: run it again. PHANTOM: mn-synth --phantom --dataset PHANTOM --frames
+# on for 24 epochs at a steady rate 3e-4 with their weights averaged, mn-train --swa-from 1, 2026-12-07) trained from
+# the start on the fold's training patients the way its final is (mn-train --blind, the as-final schedules of
+# cascade-acqloc-cmp-ens that benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record:
+# localisers 62 epochs, rate drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one
+# after another (run two of these at once on two cores). Resumable: run it again. PHANTOM: mn-synth --phantom --dataset PHANTOM --frames
 # 40 --every 12 --seed S for S = 1, 2, 3 (120 frames).
 # eval: joins the fold's parts as VARIANT into OUT/fold-K/VARIANT/model.pt and writes the as-final reports beside
 # it, on the fold's own patients, one thread: STEPs join eval (mn-eval, both protocols) fit (tools.presence_fit on
@@ -37,13 +37,15 @@ PY=${PY:-python3}; THREADS=${THREADS:-1}; read -r -a MORE <<<"${TRAIN_ARGS:-}"
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 LOC=(--model lunet-coarse --augment acquisition --nerve-removed 0.15 --lr 0.01 --epochs 62 --lr-drops 38 52)
-REF=(--model lunet --crop 128x96 --augment compress --lr 0.001 --epochs 104 --lr-drops 84 94)
+REFNET=(--model lunet --crop 128x96 --augment compress)  # the shipped refiners' network, window and augmentation
+REF=("${REFNET[@]}" --lr 0.001 --epochs 104 --lr-drops 84 94)
 # the refiners shown what another scanner brings (zoom, field of view with black borders, aspect, gain, codec) as the
 # localisers are, the nerve still compressed as the compress augmentation does (the last --augment wins)
 ACQ=(--augment acquisition --compress 0.75 0.5)
 # the same geometry (zoom, field of view, aspect) without depth gain, gain and JPEG
 FOV=(--augment fov --compress 0.75 0.5)
-# stochastic weight averaging: a trained refiner trained on at a steady rate, the mean of its 24 epochs' weights (swa.pt)
+# stochastic weight averaging: a trained refiner trained on at a steady rate, the mean of its 24 epochs' weights
+# (swa.pt)
 SWA=(--lr 0.0003 --epochs 24 --lr-patience 1000 --swa-from 1)
 
 train_part() {  # data phantom out fold part
@@ -59,9 +61,8 @@ train_part() {  # data phantom out fold part
     acqref-2) args=("${REF[@]}" "${ACQ[@]}" --speckle 0 0.6);;
     fovref) args=("${REF[@]}" "${FOV[@]}");;
     fovref-2) args=("${REF[@]}" "${FOV[@]}" --speckle 0 0.6);;
-    swaref) args=(--model lunet --crop 128x96 --augment compress "${SWA[@]}" --init "$3/fold-$4/refiner/last.pt");;
-    swaref-2) args=(--model lunet --crop 128x96 --augment compress --speckle 0 0.6 "${SWA[@]}"
-                    --init "$3/fold-$4/refiner-2/last.pt");;
+    swaref) args=("${REFNET[@]}" "${SWA[@]}" --init "$3/fold-$4/refiner/last.pt");;
+    swaref-2) args=("${REFNET[@]}" --speckle 0 0.6 "${SWA[@]}" --init "$3/fold-$4/refiner-2/last.pt");;
     *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2, acqref," \
          "acqref-2, fovref, fovref-2, swaref, swaref-2)" >&2; return 2;;
   esac
