@@ -16,8 +16,8 @@
 # the start on the fold's training patients the way its final is (mn-train --blind, the as-final schedules of
 # cascade-acqloc-cmp-ens that benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record:
 # localisers 62 epochs, rate drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one
-# after another (run two of these at once on two cores). Resumable: run it again. PHANTOM: mn-synth --phantom --dataset PHANTOM --frames
-# 40 --every 12 --seed S for S = 1, 2, 3 (120 frames).
+# after another (run two of these at once on two cores). Resumable: run it again. PHANTOM: mn-synth --phantom
+# --dataset PHANTOM --frames 40 --every 12 --seed S for S = 1, 2, 3 (120 frames).
 # eval: joins the fold's parts as VARIANT into OUT/fold-K/VARIANT/model.pt and writes the as-final reports beside
 # it, on the fold's own patients, one thread: STEPs join eval (mn-eval, both protocols) fit (tools.presence_fit on
 # the fold's training patients) win (its patients animated into clips, the live loop's tracked window, fusion and
