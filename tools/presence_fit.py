@@ -319,10 +319,11 @@ def fitted(rows: Sequence[dict[str, Any]]) -> np.ndarray:
 
 
 def threshold_out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, keep: float,
-                          min_dice: float | None = None) -> tuple[np.ndarray, float]:
-    """Each row's out-of-fold score (:func:`out_of_fold`) and the threshold: the ``keep`` quantile from below of
-    those scores on the real nerves the model found (:data:`REAL_NERVES`, :func:`labels`)."""
-    oof = out_of_fold(rows, groups, folds, min_dice=min_dice)
+                          min_dice: float | None = None, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Each row's out-of-fold score (:func:`out_of_fold`, patients dealt with ``seed``) and the threshold: the
+    ``keep`` quantile from below of those scores on the real nerves the model found (:data:`REAL_NERVES`,
+    :func:`labels`)."""
+    oof = out_of_fold(rows, groups, folds, seed=seed, min_dice=min_dice)
     return oof, float(np.quantile(oof[real_nerves(rows, min_dice)], keep))
 
 
@@ -498,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dice against the truth from which an outline on a frame with a nerve is that nerve (a "
                         "positive of the fit); below it, another structure (a negative). Default 0.5, as "
                         "mn-presence counts a nerve found; 0: every outline counts, as fits did before 2026-12-04")
+    p.add_argument("--fit-seed", type=int, default=0, metavar="S",
+                   help="seed of the fit's own draws: which acquisition change each fit frame gets (S), the clip "
+                        "frames that set the hold threshold (S + 2) and how patients are dealt into --folds (S). "
+                        "Another S measures how much of a fit is chance (default 0, every fit before 2026-12-07)")
     p.add_argument("--phantom", type=int, default=60, help="phantom frames of seed 201 in the fit (default 60)")
     p.add_argument("--no-perturbed", action="store_true", help="skip the held-out check under acquisition changes")
     p.add_argument("--animated", action="store_true",
@@ -554,8 +559,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_names, check_names = split_names(args.split, args.split_folds, args.fold, args.seed, fit_items, check_items,
                                          patient_of)
     fit_items += _phantom_items(FIT_PHANTOM_SEED, args.phantom)
-    fit_items += changed_copies(fit_items) + (animated_copies(fit_items) if args.animated else
-                                              [] if args.no_hold_clips else hold_copies(fit_items))
+    seed = args.fit_seed
+    fit_items += changed_copies(fit_items, seed=seed) + (
+        animated_copies(fit_items, seed=seed) if args.animated else
+        [] if args.no_hold_clips else hold_copies(fit_items, seed=seed + 2))
     log.info("fit frames: %d (%d real images with their nerve)", len(fit_items),
              sum(it["kind"] == "validation" for it in fit_items))
     fit_rows = describe(engine, fit_items, progress)
@@ -571,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.model} found no nerve of the fit images (Dice >= {found_dice:g} against the "
                         "truth): fit the appearance model of a trained model (or --found-dice 0 to take every "
                         "outline on a frame with a nerve as a nerve)")
-    oof, hold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice)
+    oof, hold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice, seed=seed)
     threshold, choice = entry_threshold(usable, oof, hold, args.max_false, args.min_keep, found_dice,
                                         nerve_free=sum(r["kind"] in NERVE_FREE for r in fit_rows))
     log.info("thresholds: a new nerve %.3f (out of fold: real nerves kept %.1f %%, nerve-free frames reported "
@@ -588,7 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
                   "fit_images": fit_names, "phantom_seed": FIT_PHANTOM_SEED,
                   "animated": bool(args.animated), "hold_clips": not (args.animated or args.no_hold_clips),
-                  "frames": len(usable), "folds": args.folds, "keep": args.keep, "found_dice": found_dice,
+                  "frames": len(usable), "folds": args.folds, "fit_seed": seed, "keep": args.keep,
+                  "found_dice": found_dice,
                   "max_false": args.max_false, "min_keep": args.min_keep, "out_of_fold": choice,
                   "date": date.today().isoformat()}
     model = AppearanceModel(features=FEATURES, mean=tuple(mean), scale=tuple(scale), weights=tuple(weights),

@@ -253,6 +253,16 @@ def test_a_fold_of_the_patient_split_fits_on_its_training_side_and_checks_on_its
     assert real_ids(frames["fit"]) == {samples[i].stem for i in train_idx}
     assert real_ids(frames["check"]) == {samples[i].stem for i in val_idx}
     report = json.loads((tmp_path / "fit.json").read_text())
+    assert report["model"]["provenance"]["fit_seed"] == 0
+    # --fit-seed: the same images under other draws (each frame's acquisition change), recorded; the default is seed 0
+    assert main([*common, "--split", "kfold", "--split-folds", "3", "--fold", "1", "--seed", "7", "--fit-seed", "1",
+                 "--json", str(tmp_path / "fit1.json"), "--per-frame", str(tmp_path / "frames1.json")]) == 0
+    other = json.loads((tmp_path / "frames1.json").read_text())
+    changes = lambda rows: [(r["id"], r["change"]) for r in rows if r["kind"].endswith("+changed")]  # noqa: E731
+    assert real_ids(other["fit"]) == real_ids(frames["fit"]) and real_ids(other["check"]) == real_ids(frames["check"])
+    assert {i for i, _ in changes(other["fit"])} == {i for i, _ in changes(frames["fit"])}
+    assert changes(other["fit"]) != changes(frames["fit"])
+    assert json.loads((tmp_path / "fit1.json").read_text())["model"]["provenance"]["fit_seed"] == 1
     where = "fold 1 of mn-cv's 3-fold patient split (seed 7)"
     assert report["fit"]["images"].startswith(f"{where}, training side (8 images")
     assert report["check"]["images"].startswith(f"{where}, validation side (4 ")
