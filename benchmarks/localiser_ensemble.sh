@@ -30,7 +30,9 @@
 # (lens's localisers, the averaged refiners swaref/swa.pt and swaref-2/swa.pt), swalast (their last weights, not
 # averaged: what the 24 more epochs alone do).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
-# mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25').
+# mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25'), FIT_SEED (eval: the presence
+# fit's --fit-seed; other than 0, the steps fit, win and clips read and write OUT/fold-K/VARIANT/fit-seed-S/ and the
+# fit skips its held-out check under acquisition changes: how much of a variant's clips is the fit's chance).
 set -u
 MODE=${1:?train or eval}; shift
 PY=${PY:-python3}; THREADS=${THREADS:-1}; read -r -a MORE <<<"${TRAIN_ARGS:-}"
@@ -89,6 +91,8 @@ fi
 DATA=${1:?DATA}; OUT=${2:?OUT}; F=${3:?FOLD}; V=${4:?VARIANT}; shift 4
 STEPS=${*:-join eval fit win rob rob34 clips}
 P=$OUT/fold-$F; O=$P/$V; mkdir -p "$O"
+FS=${FIT_SEED:-0}; FD=$O; FITMORE=()  # where the presence fit and what depends on it go
+if [ "$FS" != 0 ]; then FD=$O/fit-seed-$FS; FITMORE=(--fit-seed "$FS" --no-perturbed); mkdir -p "$FD"; fi
 # the refiners: mn-realtime's two unless the variant says otherwise
 R=(--refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt")
 LENS=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")  # the shipped pair's two localisers
@@ -122,17 +126,17 @@ for s in $STEPS; do
     join) "$PY" -m train.cascade "${L[@]}" "${R[@]}" --mirror alternate --out "$O/model.pt" -q;;
     eval) evaluate paper && evaluate native;;
     fit) "$PY" -m tools.presence_fit --model "$O/model.pt" --data "$DATA" --split kfold --fold "$F" \
-            --split-folds 5 --threads "$THREADS" --out "$O/appearance.json" --json "$O/presence-fit.json" \
-            --md "$O/presence-fit.md" -q;;
+            --split-folds 5 --threads "$THREADS" --out "$FD/appearance.json" --json "$FD/presence-fit.json" \
+            --md "$FD/presence-fit.md" "${FITMORE[@]}" -q;;
     win) "$PY" -m benchmarks.window_bench --model "$O/model.pt" "${S[@]}" --phantoms 0 --images 16 --frames 144 \
-            --modes tracked+fusion --compression-period 2 --presence on --appearance "$O/appearance.json" \
-            --json "$O/win.json" -q;;
+            --modes tracked+fusion --compression-period 2 --presence on --appearance "$FD/appearance.json" \
+            --json "$FD/win.json" -q;;
     rob) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --perturb compress=0.75,0.85 \
             --json "$O/rob.json" --md "$O/rob.md" -q >/dev/null;;
     rob34) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --json "$O/robustness.json" \
             --md "$O/robustness.md" --per-image "$O/robustness-per-image.csv" -q >/dev/null;;
     clips) "$PY" -m benchmarks.presence --model "$O/model.pt" "${S[@]}" --clips 48 --confirm 2 \
-            --appearance "$O/appearance.json" --json "$O/presence-clips.json" -q;;
+            --appearance "$FD/appearance.json" --json "$FD/presence-clips.json" -q;;
     *) echo "localiser_ensemble: unknown step $s" >&2; false;;
   esac || { echo "localiser_ensemble: fold $F $V: $s failed" >&2; status=1; }
 done
