@@ -460,6 +460,9 @@ def format_md(report: dict[str, Any]) -> str:
             new = report["check"]["rates"][kind]
             lines.append(f"| {kind} | {d['frames']} | {d['nerve_reported']} ({100 * d['rate']:.1f} %) | "
                          f"{new['nerve_reported']} ({100 * new['rate']:.1f} %) |")
+    if not report["check"]["perturbed"]:
+        lines += ["", "Held-out true nerves under acquisition changes: not checked (--no-perturbed)."]
+        return "\n".join(lines) + "\n"
     lines += ["", "Held-out true nerves under acquisition changes (`train.perturb.REPORT_LEVELS`):", "",
               "| change | frames | detected | kept by the check |", "|---|---|---|---|"]
     for name, d in report["check"]["perturbed"].items():

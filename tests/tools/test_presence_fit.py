@@ -198,6 +198,7 @@ def test_the_fit_is_written_beside_the_model_it_describes(tmp_path, capsys) -> N
         "keep_entry", "false_entry", "keep_hold", "false_hold"}
     assert report["check"]["rates_tracked"].keys() == report["check"]["rates"].keys()
     assert "Threshold of a new nerve" in (tmp_path / "fit.md").read_text()
+    assert "under acquisition changes: not checked (--no-perturbed)" in (tmp_path / "fit.md").read_text()
     assert fit.provenance["animated"] is True and report["check"]["previous"] is None
     assert fit.provenance["found_dice"] == 0.0
     assert {"validation+animated", "nerve-removed+animated"} <= set(report["fit"]["out_of_fold"])
