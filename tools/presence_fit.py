@@ -33,7 +33,11 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    most ``--max-false`` (5 %) of the fit's real nerve-free frames would be reported, out of fold, but never so
    far that it turns away more than ``1 - --min-keep`` (5 %) of the real nerves (:func:`entry_threshold`): the
    share of the fit's own nerve-free frames let through at the 1 % quantile ranged from 4.5 to 27 % between
-   models (one low-scoring nerve can pull that quantile down), and the raise is what bounds it.
+   models (one low-scoring nerve can pull that quantile down), and the raise is what bounds it. Both thresholds are
+   tail quantiles of a few hundred frames, so they move with the fit's chance (which change each frame gets,
+   which clip frame, how patients are dealt: on one fold's model of 2026-12-07 the hold threshold ranged 0.18-0.29
+   and the entry 0.41-0.47 over such draws); ``--draws R`` makes R of each and averages every frame's out-of-fold
+   score over R deals, and ``--fit-seed`` redraws them all.
 4. **The model** is fit on every fit frame, with that threshold, and written (``--out``, default the
    segmentation model's sidecar :func:`realtime.appearance.sidecar`, ``NAME.appearance.json`` beside its
    file, where every run of that model finds it; a bundled model's is package data). It records the
@@ -74,6 +78,9 @@ REAL_NERVES = ("validation", "validation+changed", "validation+animated")
 """The kinds of fit frame whose out-of-fold scores choose the threshold: the real nerves, as acquired, under
 an acquisition change, and in an animated clip (each only where the model found the nerve itself, see
 :func:`labels`)."""
+DRAW_STRIDE = 1000
+"""Draw ``r`` of a fit with ``--fit-seed S`` uses seeds from ``S + DRAW_STRIDE * r`` (draw 0: ``S`` itself, as a fit of
+one draw), so the draws of two nearby fit seeds never coincide."""
 NERVE_FREE = ("nerve-removed", "off-nerve", "nerve-removed+changed", "off-nerve+changed")
 """The fit's real wrist frames without a nerve (the nerve painted over, the wrist beside it; as acquired and
 under an acquisition change): the share of them reported as a nerve, out of fold, raises the entry threshold
@@ -130,6 +137,27 @@ def hold_copies(items: Sequence[dict[str, Any]], seed: int = 2) -> list[dict[str
     while the regression and the entry threshold stay those of the frames as acquired and changed."""
     return [{**it, "score_only": True} for it in animated_copies([it for it in items if it["kind"] == "validation"],
                                                                    seed=seed)]
+
+
+def drawn_copies(items: Sequence[dict[str, Any]], seed: int = 0, draws: int = 1, animated: bool = False,
+                 hold_clips: bool = True) -> list[dict[str, Any]]:
+    """The fit's random copies of ``items``, ``draws`` times: each time every item under an acquisition change
+    (:func:`changed_copies`) and, with ``animated``, as a frame of a clip (:func:`animated_copies`), or else, with
+    ``hold_clips``, its real nerves as clip frames for the hold threshold (:func:`hold_copies`). Draw ``r`` uses
+    seeds from ``seed + DRAW_STRIDE * r`` and marks its copies ``draw: r`` (:func:`row_key`); draw 0 is exactly
+    the copies a fit of one draw makes."""
+    out: list[dict[str, Any]] = []
+    for r in range(draws):
+        s = seed + DRAW_STRIDE * r
+        copies = changed_copies(items, seed=s) + (animated_copies(items, seed=s) if animated else
+                                                  hold_copies(items, seed=s + 2) if hold_clips else [])
+        out += [{**it, "draw": r} for it in copies]
+    return out
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, int]:
+    """A fit frame's identity: kind, image and draw (copies of one image in several draws share kind and id)."""
+    return row["kind"], row["id"], int(row.get("draw", 0))
 
 
 def animated_copies(items: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
@@ -239,6 +267,7 @@ def describe(engine: Any, items: Sequence[dict[str, Any]], progress: bool = True
             dsc = dice_hard(mask > 0, item["mask"] > 0)
         rows.append({"kind": item["kind"], "id": item["id"], "positive": bool(item["positive"]), "features": features,
                      "dsc": dsc, **({"change": item["change"]} if "change" in item else {}),
+                     **({"draw": item["draw"]} if "draw" in item else {}),
                      **({"score_only": True} if item.get("score_only") else {})})
     return rows
 
@@ -319,11 +348,12 @@ def fitted(rows: Sequence[dict[str, Any]]) -> np.ndarray:
 
 
 def threshold_out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str], folds: int, keep: float,
-                          min_dice: float | None = None, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Each row's out-of-fold score (:func:`out_of_fold`, patients dealt with ``seed``) and the threshold: the
-    ``keep`` quantile from below of those scores on the real nerves the model found (:data:`REAL_NERVES`,
-    :func:`labels`)."""
-    oof = out_of_fold(rows, groups, folds, seed=seed, min_dice=min_dice)
+                          min_dice: float | None = None, seed: int = 0, deals: int = 1) -> tuple[np.ndarray, float]:
+    """Each row's out-of-fold score (:func:`out_of_fold`; with ``deals`` > 1 its mean over that many deals of
+    the patients, seeds ``seed + DRAW_STRIDE * d``) and the threshold: the ``keep`` quantile from below of those
+    scores on the real nerves the model found (:data:`REAL_NERVES`, :func:`labels`)."""
+    oof = np.mean([out_of_fold(rows, groups, folds, seed=seed + DRAW_STRIDE * d, min_dice=min_dice)
+                   for d in range(deals)], axis=0)
     return oof, float(np.quantile(oof[real_nerves(rows, min_dice)], keep))
 
 
@@ -506,6 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the fit's own draws: which acquisition change each fit frame gets (S), the clip "
                         "frames that set the hold threshold (S + 2) and how patients are dealt into --folds (S). "
                         "Another S measures how much of a fit is chance (default 0, every fit before 2026-12-07)")
+    p.add_argument("--draws", type=int, default=1, metavar="R",
+                   help="draw the fit's chance R times and use them all: R acquisition-changed copies and R clip "
+                        "copies of every fit frame (seeds from --fit-seed, see DRAW_STRIDE), and every frame's "
+                        "out-of-fold score averaged over R deals of the patients; the thresholds, tail quantiles, "
+                        "then rest on R times the frames (default 1: one draw, as every fit before 2026-12-07)")
     p.add_argument("--phantom", type=int, default=60, help="phantom frames of seed 201 in the fit (default 60)")
     p.add_argument("--no-perturbed", action="store_true", help="skip the held-out check under acquisition changes")
     p.add_argument("--animated", action="store_true",
@@ -548,6 +583,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--min-keep is a share in [0.5, 1], got {args.min_keep}")
     if args.found_dice is not None and not 0.0 <= args.found_dice <= 1.0:
         raise UserError(f"--found-dice is a Dice in [0, 1], got {args.found_dice}")
+    if args.draws < 1:
+        raise UserError(f"--draws is a number of draws, at least 1, got {args.draws}")
     if args.split == "kfold" and (args.fold is None or not 0 <= args.fold < args.split_folds):
         raise UserError(f"--split kfold needs --fold K with 0 <= K < --split-folds ({args.split_folds})")
     if args.split != "kfold" and args.fold is not None:
@@ -563,9 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          patient_of)
     fit_items += _phantom_items(FIT_PHANTOM_SEED, args.phantom)
     seed = args.fit_seed
-    fit_items += changed_copies(fit_items, seed=seed) + (
-        animated_copies(fit_items, seed=seed) if args.animated else
-        [] if args.no_hold_clips else hold_copies(fit_items, seed=seed + 2))
+    fit_items += drawn_copies(fit_items, seed, args.draws, animated=args.animated, hold_clips=not args.no_hold_clips)
     log.info("fit frames: %d (%d real images with their nerve)", len(fit_items),
              sum(it["kind"] == "validation" for it in fit_items))
     fit_rows = describe(engine, fit_items, progress)
@@ -581,14 +616,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.model} found no nerve of the fit images (Dice >= {found_dice:g} against the "
                         "truth): fit the appearance model of a trained model (or --found-dice 0 to take every "
                         "outline on a frame with a nerve as a nerve)")
-    oof, hold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice, seed=seed)
+    oof, hold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice, seed=seed, deals=args.draws)
     threshold, choice = entry_threshold(usable, oof, hold, args.max_false, args.min_keep, found_dice,
                                         nerve_free=sum(r["kind"] in NERVE_FREE for r in fit_rows))
     log.info("thresholds: a new nerve %.3f (out of fold: real nerves kept %.1f %%, nerve-free frames reported "
              "%.1f %%), a tracked nerve %.3f (%.1f %%, %.1f %%)", threshold, 100 * choice["keep_entry"],
              100 * choice["false_entry"], hold, 100 * choice["keep_hold"], 100 * choice["false_hold"])
-    oof_by_id = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
-    oof_ok = [r["features"] is not None and oof_by_id[(r["kind"], r["id"])] >= threshold for r in fit_rows]
+    oof_by_id = {row_key(r): s for r, s in zip(usable, oof)}
+    oof_ok = [r["features"] is not None and oof_by_id[row_key(r)] >= threshold for r in fit_rows]
 
     train = fitted(usable)
     X = np.array([r["features"] for r in usable])
@@ -598,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "model_sha256": file_sha256(model_file) if model_file.is_file() else None, "dataset": str(data),
                   "fit_images": fit_names, "phantom_seed": FIT_PHANTOM_SEED,
                   "animated": bool(args.animated), "hold_clips": not (args.animated or args.no_hold_clips),
-                  "frames": len(usable), "folds": args.folds, "fit_seed": seed, "keep": args.keep,
+                  "frames": len(usable), "folds": args.folds, "fit_seed": seed, "draws": args.draws, "keep": args.keep,
                   "found_dice": found_dice,
                   "max_false": args.max_false, "min_keep": args.min_keep, "out_of_fold": choice,
                   "date": date.today().isoformat()}
@@ -628,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.per_frame:
         for r in fit_rows:
-            r["score_out_of_fold"] = oof_by_id.get((r["kind"], r["id"]))
+            r["score_out_of_fold"] = oof_by_id.get(row_key(r))
         for r in check_rows:
             r["score"] = None if r["features"] is None else model.score(r["features"])
         Path(args.per_frame).write_text(json.dumps({"fit": fit_rows, "check": check_rows,

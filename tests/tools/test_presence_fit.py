@@ -63,6 +63,23 @@ def test_out_of_fold_scores_do_not_see_their_own_patient() -> None:
     assert ((again[own] >= 0.5) == (y[own] == 1)).mean() > 0.9
 
 
+def test_out_of_fold_scores_of_several_deals_are_their_mean() -> None:
+    """``deals`` > 1: each row's score is the mean of its out-of-fold scores over that many deals of the patients
+    (seeds ``seed + DRAW_STRIDE * d``); one deal is :func:`out_of_fold` itself."""
+    from tools.presence_fit import DRAW_STRIDE, threshold_out_of_fold
+
+    X, y = separable(120, seed=3)
+    rows = [{"kind": "validation" if t else "nerve-removed", "id": f"Pz{i % 12:03d}-{i}", "positive": bool(t),
+             "features": list(map(float, x)), "dsc": None} for i, (x, t) in enumerate(zip(X, y))]
+    groups = [r["id"].split("-")[0] for r in rows]
+    one, _ = threshold_out_of_fold(rows, groups, 4, 0.01, seed=5)
+    assert np.allclose(one, out_of_fold(rows, groups, 4, seed=5))
+    two, hold = threshold_out_of_fold(rows, groups, 4, 0.01, seed=5, deals=2)
+    expected = (out_of_fold(rows, groups, 4, seed=5) + out_of_fold(rows, groups, 4, seed=5 + DRAW_STRIDE)) / 2
+    assert np.allclose(two, expected) and not np.allclose(two, one)
+    assert hold == pytest.approx(float(np.quantile(two[y == 1], 0.01)))
+
+
 def test_score_only_rows_are_scored_but_never_learnt_from() -> None:
     """The hold threshold's clip frames (score_only) get out-of-fold scores like any row, but flipping their labels
     changes no score: the regressions never saw them."""
@@ -264,6 +281,15 @@ def test_a_fold_of_the_patient_split_fits_on_its_training_side_and_checks_on_its
     assert {i for i, _ in changes(other["fit"])} == {i for i, _ in changes(frames["fit"])}
     assert changes(other["fit"]) != changes(frames["fit"])
     assert json.loads((tmp_path / "fit1.json").read_text())["model"]["provenance"]["fit_seed"] == 1
+    # --draws 2: every copy drawn twice (draw 0 exactly the one-draw fit's), the number of draws recorded
+    assert main([*common, "--split", "kfold", "--split-folds", "3", "--fold", "1", "--seed", "7", "--draws", "2",
+                 "--json", str(tmp_path / "fit2.json"), "--per-frame", str(tmp_path / "frames2.json")]) == 0
+    two = json.loads((tmp_path / "frames2.json").read_text())["fit"]
+    assert changes(two)[:len(changes(frames["fit"]))] == changes(frames["fit"])
+    assert sorted({r["draw"] for r in two if r["kind"].endswith(("+changed", "+animated"))}) == [0, 1]
+    assert len(changes(two)) == 2 * len(changes(frames["fit"]))
+    assert json.loads((tmp_path / "fit2.json").read_text())["model"]["provenance"]["draws"] == 2
+    assert cli([*common, "--draws", "0"]) == 2
     where = "fold 1 of mn-cv's 3-fold patient split (seed 7)"
     assert report["fit"]["images"].startswith(f"{where}, training side (8 images")
     assert report["check"]["images"].startswith(f"{where}, validation side (4 ")
