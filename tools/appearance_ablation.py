@@ -48,8 +48,8 @@ def ablate(fit_rows: Sequence[dict[str, Any]], check_rows: Sequence[dict[str, An
     if not y.any() or y.all():
         raise UserError("the fit frames need true nerves found and frames without one")
     oof, threshold = pf.threshold_out_of_fold(usable, groups, folds, keep, found_dice)
-    oof_of = {(r["kind"], r["id"]): s for r, s in zip(usable, oof)}
-    fit_ok = [r.get("features") is not None and oof_of[(r["kind"], r["id"])] >= threshold for r in fit_rows]
+    oof_of = {pf.row_key(r): s for r, s in zip(usable, oof)}  # a fit of several draws repeats kind and id
+    fit_ok = [r.get("features") is not None and oof_of[pf.row_key(r)] >= threshold for r in fit_rows]
     params = pf.fit_logistic(np.array([r["features"] for r in usable]), y)
     check_scores = iter(pf._score(params, np.array([r["features"] for r in _subset(check_rows, n)])))
     check_ok = [r.get("features") is not None and float(next(check_scores)) >= threshold for r in check_rows]

@@ -78,6 +78,10 @@ REAL_NERVES = ("validation", "validation+changed", "validation+animated")
 """The kinds of fit frame whose out-of-fold scores choose the threshold: the real nerves, as acquired, under
 an acquisition change, and in an animated clip (each only where the model found the nerve itself, see
 :func:`labels`)."""
+DRAWS = 4
+"""``--draws``' default: on one fold's model, four draws cut the spread of the entry threshold over fits to 0.54 and
+of the hold threshold to 0.20 of one draw's
+(``benchmarks/results/exploratory-presence-fit-seeds-amd-vm-2026-12-07/``)."""
 DRAW_STRIDE = 1000
 """Draw ``r`` of a fit with ``--fit-seed S`` uses seeds from ``S + DRAW_STRIDE * r`` (draw 0: ``S`` itself, as a fit of
 one draw), so the draws of two nearby fit seeds never coincide."""
@@ -536,11 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the fit's own draws: which acquisition change each fit frame gets (S), the clip "
                         "frames that set the hold threshold (S + 2) and how patients are dealt into --folds (S). "
                         "Another S measures how much of a fit is chance (default 0, every fit before 2026-12-07)")
-    p.add_argument("--draws", type=int, default=1, metavar="R",
+    p.add_argument("--draws", type=int, default=DRAWS, metavar="R",
                    help="draw the fit's chance R times and use them all: R acquisition-changed copies and R clip "
                         "copies of every fit frame (seeds from --fit-seed, see DRAW_STRIDE), and every frame's "
                         "out-of-fold score averaged over R deals of the patients; the thresholds, tail quantiles, "
-                        "then rest on R times the frames (default 1: one draw, as every fit before 2026-12-07)")
+                        "then rest on R times the frames (default %(default)s; 1: one draw, as every fit before "
+                        "2026-12-07)")
     p.add_argument("--phantom", type=int, default=60, help="phantom frames of seed 201 in the fit (default 60)")
     p.add_argument("--no-perturbed", action="store_true", help="skip the held-out check under acquisition changes")
     p.add_argument("--animated", action="store_true",

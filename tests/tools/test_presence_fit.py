@@ -80,6 +80,16 @@ def test_out_of_fold_scores_of_several_deals_are_their_mean() -> None:
     assert hold == pytest.approx(float(np.quantile(two[y == 1], 0.01)))
 
 
+def test_drawn_copies_are_told_apart_by_their_draw() -> None:
+    """A fit of several draws holds copies of one image with the same kind and id: :func:`row_key` keeps them
+    apart (a row of a one-draw fit, written before draws existed, is draw 0)."""
+    from tools.presence_fit import row_key
+
+    a = {"kind": "validation+changed", "id": "Pz001-001", "draw": 0}
+    assert row_key(a) != row_key({**a, "draw": 1})
+    assert row_key({"kind": "validation+changed", "id": "Pz001-001"}) == row_key(a)
+
+
 def test_score_only_rows_are_scored_but_never_learnt_from() -> None:
     """The hold threshold's clip frames (score_only) get out-of-fold scores like any row, but flipping their labels
     changes no score: the regressions never saw them."""
@@ -271,24 +281,22 @@ def test_a_fold_of_the_patient_split_fits_on_its_training_side_and_checks_on_its
     assert real_ids(frames["fit"]) == {samples[i].stem for i in train_idx}
     assert real_ids(frames["check"]) == {samples[i].stem for i in val_idx}
     report = json.loads((tmp_path / "fit.json").read_text())
-    assert report["model"]["provenance"]["fit_seed"] == 0
-    # --fit-seed: the same images under other draws (each frame's acquisition change), recorded; the default is seed 0
+    assert report["model"]["provenance"]["fit_seed"] == 0 and report["model"]["provenance"]["draws"] == 4
+    changes = lambda rows: [(r["id"], r["change"]) for r in rows if r["kind"].endswith("+changed")]  # noqa: E731
+    assert sorted({r["draw"] for r in frames["fit"] if "draw" in r}) == [0, 1, 2, 3]  # four draws by default
+    # --fit-seed: the same images under other draws (each frame's acquisition change), recorded
     assert main([*common, "--split", "kfold", "--split-folds", "3", "--fold", "1", "--seed", "7", "--fit-seed", "1",
                  "--json", str(tmp_path / "fit1.json"), "--per-frame", str(tmp_path / "frames1.json")]) == 0
     other = json.loads((tmp_path / "frames1.json").read_text())
-    changes = lambda rows: [(r["id"], r["change"]) for r in rows if r["kind"].endswith("+changed")]  # noqa: E731
     assert real_ids(other["fit"]) == real_ids(frames["fit"]) and real_ids(other["check"]) == real_ids(frames["check"])
-    assert {i for i, _ in changes(other["fit"])} == {i for i, _ in changes(frames["fit"])}
-    assert changes(other["fit"]) != changes(frames["fit"])
+    assert sorted(changes(other["fit"])) != sorted(changes(frames["fit"]))
     assert json.loads((tmp_path / "fit1.json").read_text())["model"]["provenance"]["fit_seed"] == 1
-    # --draws 2: every copy drawn twice (draw 0 exactly the one-draw fit's), the number of draws recorded
-    assert main([*common, "--split", "kfold", "--split-folds", "3", "--fold", "1", "--seed", "7", "--draws", "2",
+    # --draws 1: one copy of each (a fit before 2026-12-07), exactly the first draw of the default fit
+    assert main([*common, "--split", "kfold", "--split-folds", "3", "--fold", "1", "--seed", "7", "--draws", "1",
                  "--json", str(tmp_path / "fit2.json"), "--per-frame", str(tmp_path / "frames2.json")]) == 0
-    two = json.loads((tmp_path / "frames2.json").read_text())["fit"]
-    assert changes(two)[:len(changes(frames["fit"]))] == changes(frames["fit"])
-    assert sorted({r["draw"] for r in two if r["kind"].endswith(("+changed", "+animated"))}) == [0, 1]
-    assert len(changes(two)) == 2 * len(changes(frames["fit"]))
-    assert json.loads((tmp_path / "fit2.json").read_text())["model"]["provenance"]["draws"] == 2
+    one = changes(json.loads((tmp_path / "frames2.json").read_text())["fit"])
+    assert changes(frames["fit"])[:len(one)] == one and len(changes(frames["fit"])) == 4 * len(one)
+    assert json.loads((tmp_path / "fit2.json").read_text())["model"]["provenance"]["draws"] == 1
     assert cli([*common, "--draws", "0"]) == 2
     where = "fold 1 of mn-cv's 3-fold patient split (seed 7)"
     assert report["fit"]["images"].startswith(f"{where}, training side (8 images")
