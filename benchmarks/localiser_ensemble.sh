@@ -31,8 +31,9 @@
 # averaged: what the 24 more epochs alone do).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25'), FIT_SEED (eval: the presence
-# fit's --fit-seed; other than 0, the steps fit, win and clips read and write OUT/fold-K/VARIANT/fit-seed-S/ and the
-# fit skips its held-out check under acquisition changes: how much of a variant's clips is the fit's chance).
+# fit's --fit-seed; other than 0, the steps fit, win and clips read and write OUT/fold-K/VARIANT/fit-seed-S/, the
+# fit of one draw unless FIT_DRAWS says, skipping its held-out check under acquisition changes: how much of a variant's
+# clips is the fit's chance), FIT_DRAWS (the fit's --draws; alone, those steps use OUT/fold-K/VARIANT/draws-R/).
 set -u
 MODE=${1:?train or eval}; shift
 PY=${PY:-python3}; THREADS=${THREADS:-1}; read -r -a MORE <<<"${TRAIN_ARGS:-}"
@@ -91,8 +92,10 @@ fi
 DATA=${1:?DATA}; OUT=${2:?OUT}; F=${3:?FOLD}; V=${4:?VARIANT}; shift 4
 STEPS=${*:-join eval fit win rob rob34 clips}
 P=$OUT/fold-$F; O=$P/$V; mkdir -p "$O"
-FS=${FIT_SEED:-0}; FD=$O; FITMORE=()  # where the presence fit and what depends on it go
-if [ "$FS" != 0 ]; then FD=$O/fit-seed-$FS; FITMORE=(--fit-seed "$FS" --no-perturbed); mkdir -p "$FD"; fi
+FS=${FIT_SEED:-0}; FR=${FIT_DRAWS:-}; FD=$O; FITMORE=()  # where the presence fit and what depends on it go
+if [ "$FS" != 0 ]; then FD=$O/fit-seed-$FS${FR:+-draws-$FR}; FITMORE=(--fit-seed "$FS" --no-perturbed --draws "${FR:-1}")
+elif [ -n "$FR" ]; then FD=$O/draws-$FR; FITMORE=(--draws "$FR" --no-perturbed); fi
+mkdir -p "$FD"
 # the refiners: mn-realtime's two unless the variant says otherwise
 R=(--refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt")
 LENS=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")  # the shipped pair's two localisers
