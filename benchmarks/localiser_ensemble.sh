@@ -93,7 +93,8 @@ DATA=${1:?DATA}; OUT=${2:?OUT}; F=${3:?FOLD}; V=${4:?VARIANT}; shift 4
 STEPS=${*:-join eval fit win rob rob34 clips}
 P=$OUT/fold-$F; O=$P/$V; mkdir -p "$O"
 FS=${FIT_SEED:-0}; FR=${FIT_DRAWS:-}; FD=$O; FITMORE=()  # where the presence fit and what depends on it go
-if [ "$FS" != 0 ]; then FD=$O/fit-seed-$FS${FR:+-draws-$FR}; FITMORE=(--fit-seed "$FS" --no-perturbed --draws "${FR:-1}")
+if [ "$FS" != 0 ]; then
+  FD=$O/fit-seed-$FS${FR:+-draws-$FR}; FITMORE=(--fit-seed "$FS" --no-perturbed --draws "${FR:-1}")
 elif [ -n "$FR" ]; then FD=$O/draws-$FR; FITMORE=(--draws "$FR" --no-perturbed); fi
 mkdir -p "$FD"
 # the refiners: mn-realtime's two unless the variant says otherwise
