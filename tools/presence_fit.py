@@ -8,7 +8,8 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    (:func:`benchmarks.presence.build_items`): each image with its nerve (positive), the nerve painted
    over, the wrist beside the nerve, a lifted probe (negatives), and phantom frames with and without
    a nerve (phantom seed 201; ``mn-presence`` uses seed 101, which this fit never sees). Every frame
-   also comes once more under a random acquisition change of :data:`train.perturb.REPORT_LEVELS`
+   also comes under a random acquisition change of :data:`train.perturb.REPORT_LEVELS` (once per draw,
+   ``--draws``: four by default)
    (zoom, field of view, gain, speckle, codec, ...): a true nerve seen by another scanner must stay a
    nerve, and the threshold below is chosen on those frames too. With ``--animated``, once more as a
    frame of a clip (:func:`animated_copies`, the ``animate:`` source at a random point of its cycle:
@@ -35,9 +36,9 @@ The maintainer's tool, like :mod:`tools.bundle`: it needs the dataset and writes
    share of the fit's own nerve-free frames let through at the 1 % quantile ranged from 4.5 to 27 % between
    models (one low-scoring nerve can pull that quantile down), and the raise is what bounds it. Both thresholds are
    tail quantiles of a few hundred frames, so they move with the fit's chance (which change each frame gets,
-   which clip frame, how patients are dealt: on one fold's model of 2026-12-07 the hold threshold ranged 0.18-0.29
-   and the entry 0.41-0.47 over such draws); ``--draws R`` makes R of each and averages every frame's out-of-fold
-   score over R deals, and ``--fit-seed`` redraws them all.
+   which clip frame, how patients are dealt: on one fold's model of 2026-12-07 the hold threshold ranged 0.16-0.31
+   and the entry 0.37-0.51 over twelve single draws); ``--draws R`` makes R of each and averages every frame's
+   out-of-fold score over R deals, and ``--fit-seed`` redraws them all.
 4. **The model** is fit on every fit frame, with that threshold, and written (``--out``, default the
    segmentation model's sidecar :func:`realtime.appearance.sidecar`, ``NAME.appearance.json`` beside its
    file, where every run of that model finds it; a bundled model's is package data). It records the
