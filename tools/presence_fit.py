@@ -362,6 +362,20 @@ def threshold_out_of_fold(rows: Sequence[dict[str, Any]], groups: Sequence[str],
     return oof, float(np.quantile(oof[real_nerves(rows, min_dice)], keep))
 
 
+def fit_thresholds(fit_rows: Sequence[dict[str, Any]], patient_of: dict[str, str], folds: int, keep: float,
+                   max_false: float, min_keep: float, min_dice: float | None = None, seed: int = 0, deals: int = 1
+                   ) -> tuple[list[dict[str, Any]], np.ndarray, float, float, dict[str, float]]:
+    """The two thresholds of a fit from its frames' rows (:func:`describe`; ``patient_of``: each image's patient,
+    anything else is the phantom's group): ``(rows with a detection, their out-of-fold scores, entry threshold, hold
+    threshold, the out-of-fold rates at them)``, by :func:`threshold_out_of_fold` and :func:`entry_threshold`."""
+    usable = [r for r in fit_rows if r["features"] is not None]
+    groups = [patient_of.get(r["id"], "phantom") for r in usable]
+    oof, hold = threshold_out_of_fold(usable, groups, folds, keep, min_dice, seed=seed, deals=deals)
+    threshold, choice = entry_threshold(usable, oof, hold, max_false, min_keep, min_dice,
+                                        nerve_free=sum(r["kind"] in NERVE_FREE for r in fit_rows))
+    return usable, oof, threshold, hold, choice
+
+
 def real_nerves(rows: Sequence[dict[str, Any]], min_dice: float | None = None) -> np.ndarray:
     """Per row: a real nerve the model found (:data:`REAL_NERVES`, :func:`labels`)."""
     return np.array([r["kind"] in REAL_NERVES for r in rows], dtype=bool) & (labels(rows, min_dice) == 1)
@@ -611,7 +625,6 @@ def main(argv: Sequence[str] | None = None) -> int:
              sum(it["kind"] == "validation" for it in fit_items))
     fit_rows = describe(engine, fit_items, progress)
     usable = [r for r in fit_rows if r["features"] is not None]
-    groups = [patient_of.get(r["id"], "phantom") for r in usable]
     found_dice = FOUND_DSC if args.found_dice is None else args.found_dice
     y = labels(usable, found_dice)
     missed = sum(1 for r in usable if r["positive"]) - int(y.sum())
@@ -622,9 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.model} found no nerve of the fit images (Dice >= {found_dice:g} against the "
                         "truth): fit the appearance model of a trained model (or --found-dice 0 to take every "
                         "outline on a frame with a nerve as a nerve)")
-    oof, hold = threshold_out_of_fold(usable, groups, args.folds, args.keep, found_dice, seed=seed, deals=args.draws)
-    threshold, choice = entry_threshold(usable, oof, hold, args.max_false, args.min_keep, found_dice,
-                                        nerve_free=sum(r["kind"] in NERVE_FREE for r in fit_rows))
+    _, oof, threshold, hold, choice = fit_thresholds(fit_rows, patient_of, args.folds, args.keep, args.max_false,
+                                                     args.min_keep, found_dice, seed=seed, deals=args.draws)
     log.info("thresholds: a new nerve %.3f (out of fold: real nerves kept %.1f %%, nerve-free frames reported "
              "%.1f %%), a tracked nerve %.3f (%.1f %%, %.1f %%)", threshold, 100 * choice["keep_entry"],
              100 * choice["false_entry"], hold, 100 * choice["keep_hold"], 100 * choice["false_hold"])
