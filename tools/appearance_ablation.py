@@ -16,7 +16,6 @@ Writes ``--json`` and ``--md``. Exit codes: 0, 2 bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date
 from pathlib import Path
@@ -102,16 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from realtime.appearance import FEATURES
+    from tools import presence_fit as pf
     from train.data import scan_dataset
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    try:
-        frames = json.loads(Path(args.per_frame).read_text(encoding="utf-8"))
-        fit_rows, check_rows = frames["fit"], frames["check"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"--per-frame {args.per_frame} is not a python -m tools.presence_fit --per-frame file "
-                        f"({exc})") from None
+    frames = pf.read_per_frame(args.per_frame)
+    fit_rows, check_rows = frames["fit"], frames["check"]
     if not Path(args.data).is_dir():
         raise UserError(f"--data {args.data} is not a folder")
     width = min((len(r["features"]) for r in fit_rows if r.get("features") is not None), default=0)
@@ -126,12 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"tool": "appearance-ablation", "date": date.today().isoformat(),
               "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
               "per_frame": args.per_frame, "keep": args.keep, "found_dice": args.found_dice, "sets": sets}
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md = format_md(report)
-    Path(args.md or json_path.with_suffix(".md")).write_text(md, encoding="utf-8")
-    print(md)
+    pf.write_report(report, args.json, args.md, format_md(report))
     return 0
 
 

@@ -13,7 +13,6 @@ like any fit. Exit codes: 0, 2 bad input.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date
 from pathlib import Path
@@ -130,17 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tools.presence_fit import read_per_frame, write_report
     from train.data import scan_dataset
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
-    try:
-        rows = json.loads(Path(args.per_frame).read_text(encoding="utf-8"))["fit"]
-        if not isinstance(rows, list):
-            raise TypeError("'fit' is not a list")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"--per-frame {args.per_frame} is not a python -m tools.presence_fit --per-frame file "
-                        f"({exc})") from None
+    rows = read_per_frame(args.per_frame)["fit"]
     if not Path(args.data).is_dir():
         raise UserError(f"--data {args.data} is not a folder")
     patient_of = {s.stem: s.patient for s in scan_dataset(args.data)}
@@ -151,12 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "per_frame": args.per_frame, **report}
     if args.out:
         write_models(report, Path(args.out), args.per_frame)
-    json_path = Path(args.json)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md = format_md(report)
-    Path(args.md or json_path.with_suffix(".md")).write_text(md, encoding="utf-8")
-    print(md)
+    write_report(report, args.json, args.md, format_md(report))
     return 0
 
 

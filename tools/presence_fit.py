@@ -520,6 +520,32 @@ def format_md(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_per_frame(path: str) -> dict[str, Any]:
+    """A ``--per-frame`` file of this tool (``{"fit": [...], "check": [...]}``), for the reports that reuse its frames
+    (:mod:`tools.appearance_ablation`, :mod:`tools.presence_draws`).
+
+    Raises:
+        UserError: an unreadable file or one of another shape.
+    """
+    try:
+        frames = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(frames.get("fit"), list) or not isinstance(frames.get("check"), list):
+            raise TypeError("no 'fit' and 'check' lists")
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise UserError(f"--per-frame {path} is not a {PROG} --per-frame file ({exc})") from None
+    return frames
+
+
+def write_report(report: dict[str, Any], json_file: str, md_file: str | None, md: str) -> None:
+    """``report`` as JSON at ``json_file`` (folders made) and ``md`` at ``md_file`` (default: beside it, ``.md``),
+    and ``md`` printed: how the reports on a fit's frames end."""
+    json_path = Path(json_file)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    Path(md_file or json_path.with_suffix(".md")).write_text(md, encoding="utf-8")
+    print(md)
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
