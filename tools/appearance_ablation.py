@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.cli import add_logging_args, setup_logging
+from tools import presence_fit as pf
 from train.errors import UserError, run_cli
 
 PROG = "python -m tools.appearance_ablation"
@@ -38,7 +39,6 @@ def ablate(fit_rows: Sequence[dict[str, Any]], check_rows: Sequence[dict[str, An
     """The check refit on the first ``n`` features: its threshold and, per kind, the rates of
     :func:`tools.presence_fit.rates` out of fold on ``fit_rows`` and on ``check_rows``. It compares one-threshold
     checks: the clip frames a fit scores for its hold threshold only (``score_only``) are left out."""
-    from tools import presence_fit as pf
 
     fit_rows = [r for r in fit_rows if not r.get("score_only")]
     usable = _subset(fit_rows, n)
@@ -93,15 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=float, default=0.01, help="share of real nerves the threshold may lose")
     p.add_argument("--folds", type=int, default=10, help="patient folds of the out-of-fold scores")
     p.add_argument("--found-dice", type=float, default=0.5, help="Dice from which an outline is the nerve")
-    p.add_argument("--json", required=True, help="write the report here")
-    p.add_argument("--md", default=None, help="and its table here (default: --json with .md)")
+    pf.add_report_args(p)
     add_logging_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from realtime.appearance import FEATURES
-    from tools import presence_fit as pf
     from train.data import scan_dataset
 
     args = build_parser().parse_args(argv)

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.cli import add_logging_args, setup_logging
+from tools.presence_fit import (DRAW_STRIDE, add_report_args, fit_logistic, fit_thresholds, fitted, labels,
+                                read_per_frame, write_report)
 from train.errors import UserError, run_cli
 
 PROG = "python -m tools.presence_draws"
@@ -36,8 +38,6 @@ def draw_thresholds(rows: Sequence[dict[str, Any]], patient_of: dict[str, str], 
     Raises:
         UserError: rows of one draw, or fewer than two groups of ``group`` draws.
     """
-    from tools.presence_fit import DRAW_STRIDE, fit_logistic, fit_thresholds, fitted, labels
-
     draws = sorted({int(r["draw"]) for r in rows if "draw" in r})
     if len(draws) < 2 or draws != list(range(len(draws))):
         raise UserError(f"the frames hold draws {draws}: make them with python -m tools.presence_fit --draws R "
@@ -122,14 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-keep", type=float, default=0.95, help="the fit's --min-keep")
     p.add_argument("--found-dice", type=float, default=0.5, help="the fit's --found-dice")
     p.add_argument("--out", default=None, metavar="DIR", help="also write each group's model as DIR/group-K/")
-    p.add_argument("--json", required=True, help="write the report here")
-    p.add_argument("--md", default=None, help="and its table here (default: --json with .md)")
+    add_report_args(p)
     add_logging_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tools.presence_fit import read_per_frame, write_report
     from train.data import scan_dataset
 
     args = build_parser().parse_args(argv)

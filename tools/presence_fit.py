@@ -536,6 +536,12 @@ def read_per_frame(path: str) -> dict[str, Any]:
     return frames
 
 
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    """``--json`` (required) and ``--md`` of the reports on a fit's frames, which :func:`write_report` writes."""
+    p.add_argument("--json", required=True, help="write the report here")
+    p.add_argument("--md", default=None, help="and its table here (default: --json with .md)")
+
+
 def write_report(report: dict[str, Any], json_file: str, md_file: str | None, md: str) -> None:
     """``report`` as JSON at ``json_file`` (folders made) and ``md`` at ``md_file`` (default: beside it, ``.md``),
     and ``md`` printed: how the reports on a fit's frames end."""
