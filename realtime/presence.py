@@ -99,9 +99,36 @@ class PresenceGate:
         ``tracking``: ``m`` is the nerve a track follows, judged by the model's hold threshold
         (:meth:`realtime.appearance.AppearanceModel.threshold_for`).
         """
+        return self.assess(m, frame_wh, calibration, image=image, mask=mask, prob=prob, tracking=tracking)[0]
+
+    def assess(self, m: Measurement, frame_wh: tuple[int, int], calibration: Calibration | None = None, *,
+               image: np.ndarray | None = None, mask: np.ndarray | None = None,
+               prob: np.ndarray | None = None, tracking: bool = False) -> tuple[str | None, float | None]:
+        """:meth:`check`'s reason and the appearance score the decision used: the appearance model's probability
+        that the region is a median nerve, ``None`` where no appearance check ran (no model, no image, or a size or
+        shape check that already turned the region away)."""
         frame_area = float(frame_wh[0]) * float(frame_wh[1])
         if m.area_px <= 0 or frame_area <= 0:
-            return "empty"
+            return "empty", None
+        reason = self._size_and_shape(m, frame_area, calibration)
+        if reason is not None:
+            return reason, None
+        if self.appearance is not None and image is not None and mask is not None and prob is not None:
+            from realtime.appearance import appearance_features
+
+            features = appearance_features(image, mask, prob)
+            if features is None:
+                return "empty", None
+            score = self.appearance.score(features)
+            threshold = self.appearance.threshold_for(tracking)
+            if score < threshold:
+                held = tracking and self.appearance.hold_threshold is not None
+                return f"appearance {score:.2f} < {threshold:.2f}" + (" (tracked)" if held else ""), score
+            return None, score
+        return None, None
+
+    def _size_and_shape(self, m: Measurement, frame_area: float, calibration: Calibration | None) -> str | None:
+        """Why ``m`` fails a size, shape or confidence bound, or None."""
         frac = m.area_px / frame_area
         if self.min_area_frac is not None and frac < self.min_area_frac:
             return f"area {100 * frac:.2f}% of frame < {100 * self.min_area_frac:.2f}%"
@@ -119,17 +146,6 @@ class PresenceGate:
             return f"circularity {m.circularity:.2f} < {self.min_circularity:g}"
         if self.min_confidence is not None and m.confidence is not None and m.confidence < self.min_confidence:
             return f"confidence {m.confidence:.2f} < {self.min_confidence:g}"
-        if self.appearance is not None and image is not None and mask is not None and prob is not None:
-            from realtime.appearance import appearance_features
-
-            features = appearance_features(image, mask, prob)
-            if features is None:
-                return "empty"
-            score = self.appearance.score(features)
-            threshold = self.appearance.threshold_for(tracking)
-            if score < threshold:
-                held = tracking and self.appearance.hold_threshold is not None
-                return f"appearance {score:.2f} < {threshold:.2f}" + (" (tracked)" if held else "")
         return None
 
 

@@ -69,6 +69,9 @@ COLUMN_UNITS = {
                      "the source has none",
     "window": "what placed the cascade's window: tracked (the tracked nerve, --window tracked) or localiser; "
               "empty for a model without a window",
+    "presence_score": "the presence gate's appearance score of the selected region, 0-1 (the appearance model's "
+                      "probability that it is a median nerve; measured only at or above the model's threshold); "
+                      "empty where no appearance check ran",
     "fused": "1 when the mask was cut from the frame's probabilities fused with the previous frames' (--fusion), "
              "0 when from the frame's own; empty with fusion off",
 }

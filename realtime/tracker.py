@@ -51,7 +51,10 @@ relative to the frame and in mm² when calibrated, flattening, circularity, conf
 rejected detection counts as *no* detection in the table above (a miss), its reason goes to the
 ``rejected`` column and the measurement columns stay empty. While TRACKING, the nerve the gate selected is
 judged by the appearance model's hold threshold (hysteresis, when the model has one): lower than the one a
-nerve must pass to be taken up in SEARCHING or LOST.
+nerve must pass to be taken up in SEARCHING or LOST. With an appearance model, the selected detection's score
+(the model's probability that it is a median nerve) goes to the ``presence_score`` column, measured or not, so
+a user can see how far above the threshold a measured frame was (empty where no appearance check ran: nothing
+selected, or a size or shape bound already failed).
 
 Area step (``area_step``, ``S``; None = off, the default here; the commands default to
 :data:`DEFAULT_AREA_STEP`): while TRACKING, a nerve whose area differs by more than ``S`` (relative) from
@@ -208,7 +211,10 @@ class TrackedMeasurement:
     ``nerve_mask``: uint8 0/1 native-size mask of the nerve (for overlays), ``None`` when not measured.
     ``rejected``: why a selected detection was not measured (the presence gate's reason, or
     ``unconfirmed: ...``); ``presence_checked``: whether the tracker can reject one (a presence gate or
-    confirmation), so the row has a ``rejected`` column.
+    confirmation), so the row has a ``rejected`` column. ``presence_score``: the presence gate's appearance
+    score of the selected detection, measured or not (the appearance model's probability that it is a median
+    nerve; ``None`` where no appearance check ran); ``presence_scored``: whether the gate has an appearance
+    model, so the row has a ``presence_score`` column.
     """
 
     frame_index: int
@@ -230,6 +236,8 @@ class TrackedMeasurement:
     nerve_mask: np.ndarray | None = field(default=None, repr=False)
     rejected: str | None = None
     presence_checked: bool = False
+    presence_score: float | None = None
+    presence_scored: bool = False
 
     @property
     def measured(self) -> bool:
@@ -259,6 +267,8 @@ class TrackedMeasurement:
         row["baseline_area_mm2"] = None if self.baseline is None else self.baseline.area_mm2
         for name, value in self.smooth.items():
             row[f"{name}_smooth"] = value
+        if self.presence_scored:
+            row["presence_score"] = self.presence_score
         if self.presence_checked:
             row["rejected"] = self.rejected
         return row
@@ -493,6 +503,8 @@ class Tracker:
         cols += list(_OWN_FIELDS) + ["baseline_area_px", "baseline_area_mm2"]
         if self._smoothers:
             cols += [f"{name}_smooth" for name in SMOOTHED_FIELDS]
+        if self.scores:
+            cols.append("presence_score")
         if self.rejects:
             cols.append("rejected")
         return cols
@@ -502,6 +514,12 @@ class Tracker:
         """Whether a selected detection can go unmeasured (a presence gate, confirmation or the area step):
         the rows then have a ``rejected`` column."""
         return self.presence is not None or self.confirm_frames > 1 or self.area_step is not None
+
+    @property
+    def scores(self) -> bool:
+        """Whether the presence gate scores a detection's appearance: the rows then have a ``presence_score``
+        column."""
+        return self.presence is not None and self.presence.appearance is not None
 
     # ------------------------------------------------------------- selection
 
@@ -590,10 +608,12 @@ class Tracker:
             if measurement.area_px == 0:  # a custom measure function may reject the mask
                 measurement, nerve_mask, labels = None, None, ()
         rejected: str | None = None
+        score: float | None = None
         if measurement is not None and self.presence is not None:
             h, w = post.shape
-            rejected = self.presence.check(measurement, (w, h), self.calibration, image=image, mask=nerve_mask,
-                                           prob=post.prob, tracking=self._state is TrackState.TRACKING)
+            rejected, score = self.presence.assess(measurement, (w, h), self.calibration, image=image,
+                                                   mask=nerve_mask, prob=post.prob,
+                                                   tracking=self._state is TrackState.TRACKING)
             if rejected is not None:
                 log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
                 measurement, nerve_mask, labels = None, None, ()
@@ -628,7 +648,8 @@ class Tracker:
                                     n_detections=post.n_components, nerve_labels=labels,
                                     frames_since_seen=frames_since_seen, baseline=self._baseline,
                                     nerve_mask=nerve_mask, rejected=rejected,
-                                    presence_checked=self.rejects)
+                                    presence_checked=self.rejects, presence_score=score,
+                                    presence_scored=self.scores)
         if measurement is not None and self._baseline is not None:
             self._relate_to_baseline(result, measurement, self._baseline)
         if self._smoothers:

@@ -50,6 +50,8 @@ CSV_SMOOTH = [f"{c}_smooth" for c in (
     "area_px", "area_mm2", "perimeter_px", "perimeter_mm", "flattening_ratio", "circularity", "centroid_x_px",
     "centroid_y_px", "centroid_x_mm", "centroid_y_mm", "csa_change_pct", "displacement_px", "displacement_mm")]
 """With ``--smoothing ema|median``."""
+CSV_PRESENCE_SCORE = ["presence_score"]
+"""With the presence gate's appearance check (``--presence on``, the default), before ``rejected``."""
 CSV_REJECTED = ["rejected"]
 """When a detection can go unmeasured: the presence gate on (``--presence on|shape``) or ``--confirm`` above 1
 (both the default), last."""
@@ -224,7 +226,7 @@ def test_the_readme_documents_the_csv_contract_in_this_order() -> None:
     names = [n.strip() for chunk in backticked(paragraph) for n in chunk.split(",") if n.strip()]
     listed = [n for n in names if re.fullmatch(r"[a-z0-9_]+", n)]
     assert listed[:len(CSV_CONTRACT) + len(CSV_STAGES)] == CSV_CONTRACT + CSV_STAGES
-    for name in (*CSV_TRACKER, *CSV_REJECTED, "<name>_smooth"):
+    for name in (*CSV_TRACKER, *CSV_PRESENCE_SCORE, *CSV_REJECTED, "<name>_smooth"):
         assert f"`{name}`" in paragraph, name
 
 
@@ -240,7 +242,8 @@ def test_the_readme_names_every_key(keys: set[str]) -> None:
 
 # --------------------------------------------------------------------------------------------- the CSV
 def test_live_csv_header_uncalibrated(live_uncalibrated: Path) -> None:
-    assert header(live_uncalibrated / "measurements.csv") == CSV_CONTRACT + CSV_STAGES + CSV_TRACKER + CSV_REJECTED
+    assert header(live_uncalibrated / "measurements.csv") == (CSV_CONTRACT + CSV_STAGES + CSV_TRACKER
+                                                              + CSV_PRESENCE_SCORE + CSV_REJECTED)
 
 
 def test_live_csv_header_calibrated_and_smoothed(live_calibrated: Path) -> None:

@@ -591,6 +591,40 @@ def test_presence_gate_gets_the_calibration_and_the_image(caplog: pytest.LogCapt
         "frame 0: detection rejected (area 1.5 mm2 < 2 mm2)", "frame 1: detection rejected (appearance 0.00 < 0.50)"]
 
 
+def test_presence_score_is_the_appearance_score_of_the_selected_region_measured_or_not() -> None:
+    from realtime.appearance import FEATURES, AppearanceModel
+
+    # known answer: a model that scores log_area alone, logit = log(area / frame area) + bias
+    n = len(FEATURES)
+    weights = tuple(1.0 if f == "log_area" else 0.0 for f in FEATURES)
+    model = AppearanceModel(features=FEATURES, mean=(0.0,) * n, scale=(1.0,) * n, weights=weights, bias=5.0,
+                            threshold=0.5)
+    tracker = Tracker(None, fps=10.0, presence=PresenceGate(appearance=model))
+    image = np.full((H, W), 60, np.uint8)
+    big, small, huge = (frame(("rect", 50, 50, 40, 40)), frame(("rect", 50, 50, 12, 12)),
+                        frame(("rect", 40, 40, 50, 50)))
+    rs = [tracker.update(f, i, 0.1 * i, image=image) for i, f in enumerate((big, small, huge))]
+
+    def expected(area: int) -> float:
+        return 1.0 / (1.0 + math.exp(-(math.log(area / (H * W)) + 5.0)))
+
+    assert expected(1600) > 0.5 > expected(144)
+    assert rs[0].status is OK and rs[0].presence_score == pytest.approx(expected(1600))
+    # below the threshold: not measured, but its score is still reported beside the reason
+    assert rs[1].measurement is None and rs[1].presence_score == pytest.approx(expected(144))
+    assert rs[1].rejected == f"appearance {expected(144):.2f} < 0.50"
+    # a size bound turned it away before the appearance check: no score
+    assert rs[2].rejected.startswith("area 8.33% of frame") and rs[2].presence_score is None
+    cols = tracker.columns()
+    assert cols[-2:] == ["presence_score", "rejected"]
+    assert [list(r.to_row()) for r in rs] == [cols] * 3
+    assert rs[0].to_row()["presence_score"] == pytest.approx(expected(1600))
+    # without an appearance model there is no score, and no column for it
+    plain = Tracker(None, fps=10.0, presence=PresenceGate())
+    assert "presence_score" not in plain.columns()
+    assert "presence_score" not in plain.update(big, 0, 0.0, image=image).to_row()
+
+
 def test_parse_baseline_range_rejects_a_non_string() -> None:
     for bad in (None, 24, (0, 24)):
         with pytest.raises(UserError, match="expected START:END"):
