@@ -220,7 +220,8 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
     """One row per (item, confirm value): the item animated into a ``frames``-frame clip through the
     streaming loop with ``confirm_frames`` = that value and the presence gate ``gate`` (``appearance``:
     its appearance model, None for the model's own; ``fusion``: ``--fusion``'s weight, None for mn-live's
-    default); frames reported (and, with truth, found)."""
+    default); frames reported (and, with truth, found), and every frame's ``presence_score`` (the gate's
+    appearance score of the selected region, measured or not; None where no appearance check ran)."""
     import tempfile
 
     from tqdm import tqdm
@@ -246,19 +247,22 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
             jobs += [(item, spec, c) for c in confirms]
         for item, spec, confirm in tqdm(jobs, desc="clips", unit="clip", disable=not progress):
             per_frame: list[tuple[bool, bool]] = []
+            scores: list[float | None] = []
 
             def collect(r: Any) -> None:
                 found = False
                 if r.measured and r.truth is not None and r.mask is not None:
                     found = dice_hard(r.mask > 0, r.truth > 0) >= FOUND_DSC
                 per_frame.append((bool(r.measured), found))
+                score = r.tracked.presence_score
+                scores.append(None if score is None else round(float(score), 4))
 
             stream_clip(engine, spec, frames, collect, window="tracked", fusion=weight, presence=gate,
                         confirm_frames=confirm, name=f"{item['kind']} {item['id']}", appearance=appearance)
             rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
                          "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
                          "found": sum(f for _, f in per_frame) if item["positive"] else None,
-                         "reported_runs": _runs([m for m, _ in per_frame])})
+                         "reported_runs": _runs([m for m, _ in per_frame]), "presence_scores": scores})
     return rows
 
 

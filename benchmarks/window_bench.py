@@ -109,7 +109,7 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
         m = r.measurement
         t = measure_mask((r.truth > 0).astype(np.uint8)) if r.truth is not None else None
         rows.append({"measured": r.measured, "status": str(r.tracked.status), "rejected": r.tracked.rejected,
-                     "window": r.window, "fused": bool(r.fused),
+                     "presence_score": r.tracked.presence_score, "window": r.window, "fused": bool(r.fused),
                      "infer_ms": r.timings_ms.get("infer"), "post_ms": r.timings_ms.get("postprocess"),
                      "area": None if m is None else float(m.area_px),
                      "fr": None if m is None else m.flattening_ratio,
@@ -134,10 +134,12 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
     return score(rows)
 
 
-FRAME_COLUMNS = ("frame", "status", "rejected", "window", "fused", "area_px", "true_area_px", "area_rel_error",
-                 "fr", "true_fr", "centroid_x", "centroid_y", "true_centroid_x", "true_centroid_y", "infer_ms")
+FRAME_COLUMNS = ("frame", "status", "rejected", "presence_score", "window", "fused", "area_px", "true_area_px",
+                 "area_rel_error", "fr", "true_fr", "centroid_x", "centroid_y", "true_centroid_x", "true_centroid_y",
+                 "infer_ms")
 """``--per-frame``'s columns: the tracker's status and, where a detection was not measured, why (``rejected``:
-the presence gate, an area step, an unconfirmed new track), then what was measured beside the truth."""
+the presence gate, an area step, an unconfirmed new track) and the presence gate's appearance score of the
+selected region (``presence_score``, measured or not), then what was measured beside the truth."""
 
 
 def write_frames(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -156,7 +158,8 @@ def write_frames(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
             c, t = r["centroid"] or (None, None), r["true_centroid"] or (None, None)
             err = ((r["area"] - r["true_area"]) / r["true_area"]
                    if r["area"] is not None and r["true_area"] else None)
-            out.writerow([cell(v) for v in (i, r.get("status"), r.get("rejected"), r["window"], int(r["fused"]),
+            out.writerow([cell(v) for v in (i, r.get("status"), r.get("rejected"), r.get("presence_score"),
+                                            r["window"], int(r["fused"]),
                                             r["area"], r["true_area"], err, r["fr"], r["true_fr"], c[0], c[1],
                                             t[0], t[1], r["infer_ms"])])
 

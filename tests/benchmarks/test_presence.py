@@ -146,6 +146,21 @@ def test_clips_count_frames_through_the_loop_with_and_without_confirmation(tmp_p
     assert s["1"]["nerve-removed"]["reported"] == s["2"]["nerve-removed"]["reported"] == 0
     assert s["2"]["all-negatives"]["frames"] == 12
     assert [r["reported_runs"] for r in rows if r["kind"] == "validation"] == [[6], [5], [6], [5]]
+    assert all(r["presence_scores"] == [None] * 6 for r in rows)  # no gate: nothing scored
+
+    # the gate on, with an appearance model that scores the region's size alone (every nerve passes): each
+    # frame where the oracle outlined the nerve has the score of its area, a nerve-free frame none
+    from realtime.appearance import FEATURES, AppearanceModel
+
+    weights = tuple(1.0 if f == "log_area" else 0.0 for f in FEATURES)
+    model = AppearanceModel(features=FEATURES, mean=(0.0,) * len(FEATURES), scale=(1.0,) * len(FEATURES),
+                            weights=weights, bias=8.0, threshold=0.5).save(tmp_path / "size.appearance.json")
+    scored = clip_rows(_Oracle((160, 120)), items, 6, [1], progress=False, gate="on", appearance=str(model))
+    for r in scored:
+        if r["kind"] == "validation":
+            assert r["reported"] == 6 and all(0.5 < x < 1.0 for x in r["presence_scores"])
+        else:
+            assert r["presence_scores"] == [None] * 6
 
     negatives = [i for i in items if i["kind"] == "nerve-removed"][:1]
     flicker = summarise_clips(clip_rows(_Flicker((160, 120)), negatives, 6, [1], progress=False, gate="off"))

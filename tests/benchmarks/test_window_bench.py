@@ -160,7 +160,8 @@ def test_clip_specs_of_a_kfold_fold_are_its_validation_patients(synthetic_datase
 
 def test_per_frame_rows_are_written_with_the_truth_beside_them(tmp_path: Path) -> None:
     rows = [{"measured": False, "status": "no_detection", "rejected": "appearance 0.05 < 0.10 (tracked)",
-             "window": "tracked", "fused": False, "infer_ms": 5.0, "post_ms": 1.0, "area": None, "fr": None,
+             "presence_score": 0.05, "window": "tracked", "fused": False, "infer_ms": 5.0, "post_ms": 1.0,
+             "area": None, "fr": None,
              "true_fr": 5.0, "centroid": None, "true_area": 2000.0, "true_centroid": (100.0, 50.0)},
             {"measured": True, "status": "ok", "rejected": None, "window": "tracked", "fused": True, "infer_ms": 5.5,
              "post_ms": 1.0, "area": 1800.0, "fr": 4.0, "true_fr": 5.0, "centroid": (101.0, 52.0), "true_area": 2000.0,
@@ -170,6 +171,7 @@ def test_per_frame_rows_are_written_with_the_truth_beside_them(tmp_path: Path) -
         got = list(csv.DictReader(f))
     assert list(got[0]) == list(window_bench.FRAME_COLUMNS)
     assert got[0]["rejected"] == "appearance 0.05 < 0.10 (tracked)" and got[0]["area_px"] == ""
+    assert got[0]["presence_score"] == "0.05" and got[1]["presence_score"] == ""  # the second row has none
     assert got[0]["area_rel_error"] == "" and got[0]["true_centroid_x"] == "100"
     assert got[1]["area_rel_error"] == "-0.1" and got[1]["fused"] == "1" and got[1]["centroid_y"] == "52"
 
