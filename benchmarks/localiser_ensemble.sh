@@ -21,7 +21,7 @@
 # eval: joins the fold's parts as VARIANT into OUT/fold-K/VARIANT/model.pt and writes the as-final reports beside
 # it, on the fold's own patients, one thread: STEPs join eval (mn-eval, both protocols) fit (tools.presence_fit on
 # the fold's training patients) win (its patients animated into clips, the live loop's tracked window, fusion and
-# presence check) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
+# presence check; every clip's frames in win-frames/) rob (compress 0.75, 0.85) rob34 (all 34 acquisition changes) clips (mn-presence: 48 nerve-free
 # clips); default all. VARIANT: base (mn-realtime's procedure: the acquisition localiser), lens (both localisers
 # averaged), lensmir (the same, the compress localiser shown the mirrored frame), cmploc (the compress localiser
 # alone), loctta (the acquisition localiser and its mirror image), fine (loc2 alone), lens2 (loc2 and cmploc2), mix
@@ -134,7 +134,7 @@ for s in $STEPS; do
             --md "$FD/presence-fit.md" "${FITMORE[@]}" -q;;
     win) "$PY" -m benchmarks.window_bench --model "$O/model.pt" "${S[@]}" --phantoms 0 --images 16 --frames 144 \
             --modes tracked+fusion --compression-period 2 --presence on --appearance "$FD/appearance.json" \
-            --json "$FD/win.json" -q;;
+            --json "$FD/win.json" --per-frame "$FD/win-frames" -q;;
     rob) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --perturb compress=0.75,0.85 \
             --json "$O/rob.json" --md "$O/rob.md" -q >/dev/null;;
     rob34) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --json "$O/robustness.json" \
