@@ -220,8 +220,9 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
     """One row per (item, confirm value): the item animated into a ``frames``-frame clip through the
     streaming loop with ``confirm_frames`` = that value and the presence gate ``gate`` (``appearance``:
     its appearance model, None for the model's own; ``fusion``: ``--fusion``'s weight, None for mn-live's
-    default); frames reported (and, with truth, found), and every frame's ``presence_score`` (the gate's
-    appearance score of the selected region, measured or not; None where no appearance check ran)."""
+    default); frames reported (and, with truth, found), which (``reported_frames``: a character a frame, ``1``
+    reported), and every frame's ``presence_score`` (the gate's appearance score of the selected region, measured
+    or not; None where no appearance check ran)."""
     import tempfile
 
     from tqdm import tqdm
@@ -262,7 +263,9 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
             rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
                          "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
                          "found": sum(f for _, f in per_frame) if item["positive"] else None,
-                         "reported_runs": _runs([m for m, _ in per_frame]), "presence_scores": scores})
+                         "reported_runs": _runs([m for m, _ in per_frame]),
+                         "reported_frames": "".join("1" if m else "0" for m, _ in per_frame),
+                         "presence_scores": scores})
     return rows
 
 

@@ -146,6 +146,7 @@ def test_clips_count_frames_through_the_loop_with_and_without_confirmation(tmp_p
     assert s["1"]["nerve-removed"]["reported"] == s["2"]["nerve-removed"]["reported"] == 0
     assert s["2"]["all-negatives"]["frames"] == 12
     assert [r["reported_runs"] for r in rows if r["kind"] == "validation"] == [[6], [5], [6], [5]]
+    assert [r["reported_frames"] for r in rows if r["kind"] == "validation"] == ["111111", "011111"] * 2
     assert all(r["presence_scores"] == [None] * 6 for r in rows)  # no gate: nothing scored
 
     # the gate on, with an appearance model that scores the region's size alone (every nerve passes): each
