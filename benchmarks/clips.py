@@ -21,7 +21,7 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
                 window: str = "tracked", fusion: float | None = None, presence: str = "on",
                 confirm_frames: int | None = None, fps: float = DEFAULT_FPS, name: str | None = None,
                 appearance: str | None = None, area_step: float | None = DEFAULT_AREA_STEP,
-                **source_options: Any) -> None:
+                presence_refresh: float | None = None, **source_options: Any) -> None:
     """Run ``frames`` frames of the source ``spec`` (any ``open_source`` spec; generated sources use
     ``seed``) through the pipeline, handing every :class:`~realtime.record.FrameRecord` to ``on_record``.
 
@@ -29,13 +29,15 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
     none; ``presence``: ``--presence``; ``confirm_frames``: ``--confirm`` (None: its default for video,
     :data:`realtime.tracker.DEFAULT_CONFIRM_FRAMES`); ``fps``: the tracker's rate; ``appearance``:
     ``--appearance`` (None: the one that belongs to the engine's model file); ``source_options``: the source
-    kind's own (``compression_period_s`` for ``animate:``); ``area_step``: ``--area-step`` (None: off).
+    kind's own (``compression_period_s`` for ``animate:``); ``area_step``: ``--area-step`` (None: off);
+    ``presence_refresh``: ``--presence-refresh`` in seconds (None: off).
 
     Raises:
         UserError: the run did not end well (named ``name``, default the spec, with the pipeline's reason).
         KeyboardInterrupt: Ctrl-C ended the clip (the pipeline ends a run cleanly on it): the benchmark stops
             instead of scoring a clip cut short and going on with the next.
     """
+    from realtime.cli_common import refresh_frames
     from realtime.fusion import make_fusion
     from realtime.pipeline import Pipeline, PipelineConfig
     from realtime.presence import gated_model_file, make_presence_gate
@@ -47,7 +49,7 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
     gate = make_presence_gate(presence, appearance_model=appearance, model_file=gated_model_file(engine))
     tracker = Tracker(None, fps, presence=gate,
                       confirm_frames=DEFAULT_CONFIRM_FRAMES if confirm_frames is None else confirm_frames,
-                      area_step=area_step)
+                      area_step=area_step, refresh_frames=refresh_frames(presence_refresh, fps))
     config = PipelineConfig(batch=1, window=make_window_policy(window),
                             fusion=make_fusion(fusion) if fusion is not None else None)
     result = Pipeline(engine, tracker, [Callback(on_record)], config).run(

@@ -33,7 +33,8 @@
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25'), FIT_SEED (eval: the presence
 # fit's --fit-seed; other than 0, the steps fit, win and clips read and write OUT/fold-K/VARIANT/fit-seed-S/, the
 # fit of one draw unless FIT_DRAWS says, skipping its held-out check under acquisition changes: how much of a variant's
-# clips is the fit's chance), FIT_DRAWS (the fit's --draws; alone, those steps use OUT/fold-K/VARIANT/draws-R/).
+# clips is the fit's chance), FIT_DRAWS (the fit's --draws; alone, those steps use OUT/fold-K/VARIANT/draws-R/),
+# PRESENCE_REFRESH (seconds: win and clips with the tracker's --presence-refresh, into that fit's folder's refresh-S/).
 set -u
 MODE=${1:?train or eval}; shift
 PY=${PY:-python3}; THREADS=${THREADS:-1}; read -r -a MORE <<<"${TRAIN_ARGS:-}"
@@ -97,6 +98,10 @@ if [ "$FS" != 0 ]; then
   FD=$O/fit-seed-$FS${FR:+-draws-$FR}; FITMORE=(--fit-seed "$FS" --no-perturbed --draws "${FR:-1}")
 elif [ -n "$FR" ]; then FD=$O/draws-$FR; FITMORE=(--draws "$FR" --no-perturbed); fi
 mkdir -p "$FD"
+# PRESENCE_REFRESH=S: win and clips with the tracker's --presence-refresh S, into FD/refresh-S/ (the fit stays FD's)
+RD=$FD; REFRESH=()
+if [ -n "${PRESENCE_REFRESH:-}" ]; then RD=$FD/refresh-$PRESENCE_REFRESH; REFRESH=(--presence-refresh "$PRESENCE_REFRESH")
+  mkdir -p "$RD"; fi
 # the refiners: mn-realtime's two unless the variant says otherwise
 R=(--refiner "$P/refiner/last.pt" --refiner "$P/refiner-2/last.pt")
 LENS=(--localiser "$P/localiser/last.pt" --localiser "$P/cmploc/last.pt")  # the shipped pair's two localisers
@@ -134,13 +139,13 @@ for s in $STEPS; do
             --md "$FD/presence-fit.md" "${FITMORE[@]}" -q;;
     win) "$PY" -m benchmarks.window_bench --model "$O/model.pt" "${S[@]}" --phantoms 0 --images 16 --frames 144 \
             --modes tracked+fusion --compression-period 2 --presence on --appearance "$FD/appearance.json" \
-            --json "$FD/win.json" --per-frame "$FD/win-frames" -q;;
+            "${REFRESH[@]}" --json "$RD/win.json" --per-frame "$RD/win-frames" -q;;
     rob) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --perturb compress=0.75,0.85 \
             --json "$O/rob.json" --md "$O/rob.md" -q >/dev/null;;
     rob34) "$PY" -m benchmarks.robustness --model "$O/model.pt" "${S[@]}" --json "$O/robustness.json" \
             --md "$O/robustness.md" --per-image "$O/robustness-per-image.csv" -q >/dev/null;;
     clips) "$PY" -m benchmarks.presence --model "$O/model.pt" "${S[@]}" --clips 48 --confirm 2 \
-            --appearance "$FD/appearance.json" --json "$FD/presence-clips.json" -q;;
+            --appearance "$FD/appearance.json" "${REFRESH[@]}" --json "$RD/presence-clips.json" -q;;
     *) echo "localiser_ensemble: unknown step $s" >&2; false;;
   esac || { echo "localiser_ensemble: fold $F $V: $s failed" >&2; status=1; }
 done

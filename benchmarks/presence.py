@@ -45,6 +45,7 @@ import numpy as np
 
 from benchmarks.report_files import report_paths
 from common.cli import HelpFormatter
+from realtime.cli_common import refresh_seconds
 from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 from train.errors import UserError, run_cli
 from train.perturb import remove_nerve
@@ -216,11 +217,12 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirms: Sequence[int],
               progress: bool = True, gate: str = "on", appearance: str | None = None,
-              fusion: float | None = None) -> list[dict[str, Any]]:
+              fusion: float | None = None, presence_refresh: float | None = None) -> list[dict[str, Any]]:
     """One row per (item, confirm value): the item animated into a ``frames``-frame clip through the
     streaming loop with ``confirm_frames`` = that value and the presence gate ``gate`` (``appearance``:
     its appearance model, None for the model's own; ``fusion``: ``--fusion``'s weight, None for mn-live's
-    default); frames reported (and, with truth, found), which (``reported_frames``: a character a frame, ``1``
+    default; ``presence_refresh``: ``--presence-refresh`` seconds, None for off); frames reported (and, with truth,
+    found), which (``reported_frames``: a character a frame, ``1``
     reported), and every frame's ``presence_score`` (the gate's appearance score of the selected region, measured
     or not; None where no appearance check ran)."""
     import tempfile
@@ -259,7 +261,8 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
                 scores.append(None if score is None else round(float(score), 4))
 
             stream_clip(engine, spec, frames, collect, window="tracked", fusion=weight, presence=gate,
-                        confirm_frames=confirm, name=f"{item['kind']} {item['id']}", appearance=appearance)
+                        confirm_frames=confirm, name=f"{item['kind']} {item['id']}", appearance=appearance,
+                        presence_refresh=presence_refresh)
             rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
                          "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
                          "found": sum(f for _, f in per_frame) if item["positive"] else None,
@@ -363,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --clips: the tracker's confirm_frames values to compare (mn-live's --confirm)")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="with --clips: temporal fusion as mn-live's --fusion (default %(default)s; 1 turns it off)")
+    p.add_argument("--presence-refresh", type=refresh_seconds, default=None, metavar="S",
+                   help="with --clips: the tracker's presence refresh, as mn-live's --presence-refresh (0: off)")
     p.add_argument("--json", default=None,
                    help="results JSON (default benchmarks/results/presence-MODEL-HOST-DATE.json)")
     p.add_argument("--md", default=None, help="Markdown table (default: the JSON's path with .md)")
@@ -396,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)
         rows = classify(engine, items, gates, progress=log.isEnabledFor(logging.INFO))
         clips = (clip_rows(engine, items, args.clips, args.confirm, progress=log.isEnabledFor(logging.INFO),
-                           appearance=args.appearance, fusion=args.fusion) if args.clips else [])
+                           appearance=args.appearance, fusion=args.fusion, presence_refresh=args.presence_refresh)
+                 if args.clips else [])
     finally:
         engine.close()
     summary = summarise(rows)
@@ -405,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": " ".join(["mn-presence", *(argv if argv is not None else sys.argv[1:])])}
     table = format_table(summary)
     if clips:
-        result["clips"] = {"frames": args.clips, "fusion": args.fusion, "summary": summarise_clips(clips),
+        result["clips"] = {"frames": args.clips, "fusion": args.fusion, "presence_refresh_s": args.presence_refresh,
+                           "summary": summarise_clips(clips),
                            "per_clip": clips}
         table += "\n\n" + format_clip_table(result["clips"]["summary"], args.clips, args.fusion)
     _atomic_write(out, json.dumps(result, indent=2, default=str) + "\n")

@@ -49,7 +49,7 @@ from common.cli import add_logging_args, setup_logging
 from common.errors import UserError, run_cli
 from common.tta import TTA_MODES
 from realtime.cli_common import AREA_STEP_DEFAULT as DEFAULT_AREA_STEP
-from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, confirm_frames
+from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, confirm_frames, refresh_seconds
 from realtime.cli_common import area_step as area_step_arg
 from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
 
@@ -90,14 +90,15 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
              confirm: int | None = None, presence: str = "on", appearance: str | None = None,
              compression_period_s: float | None = None, area_step: float | None = DEFAULT_AREA_STEP,
              glide_scale: float | None = None, border_crop: int = 0,
-             per_frame: str | Path | None = None) -> dict[str, Any]:
+             per_frame: str | Path | None = None, presence_refresh: float | None = None) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
     ``appearance``: ``--appearance``; ``compression_period_s``: an animated image's compression cycle,
     None for the source's 6 s; ``area_step``: ``--area-step``, None for off; ``glide_scale``: an animated
     image's glide amplitude times this, None for the source's; ``border_crop``: pixels cut from every edge of
     an animated image's frames, a narrower field of view); ``per_frame``: a CSV file for the clip's frames
-    (:func:`write_frames`). Returns the clip's numbers (:func:`score`)."""
+    (:func:`write_frames`); ``presence_refresh``: ``--presence-refresh`` seconds, None for off. Returns the clip's
+    numbers (:func:`score`)."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
 
@@ -128,7 +129,7 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
             source_options["border_crop"] = border_crop
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
                 fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
-                appearance=appearance, area_step=area_step, **source_options)
+                appearance=appearance, area_step=area_step, presence_refresh=presence_refresh, **source_options)
     if per_frame is not None:
         write_frames(per_frame, rows)
     return score(rows)
@@ -245,7 +246,7 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 POOL_SETTINGS = ("frames_per_clip", "fusion", "confirm", "presence", "compression_period_s", "glide_scale",
-                 "crop_border_px", "area_step", "precision", "tta")
+                 "crop_border_px", "area_step", "presence_refresh_s", "precision", "tta")
 """What reports pooled by ``--pool`` must share (one setting measured on several folds' clips)."""
 
 
@@ -404,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the presence gate, as mn-live's --presence (default on, mn-live's)")
     p.add_argument("--area-step", type=area_step_arg, default=DEFAULT_AREA_STEP, metavar="FRAC",
                    help=f"the tracker's area step, as mn-live's --area-step (default {DEFAULT_AREA_STEP}; 0: off)")
+    p.add_argument("--presence-refresh", type=refresh_seconds, default=None, metavar="S",
+                   help="the tracker's presence refresh, as mn-live's --presence-refresh (default 0: off)")
     p.add_argument("--compression-period", type=float, default=None, metavar="S",
                    help="the animated images' compression cycle in seconds (default the animate source's 6 s; "
                         "shorter: the nerve changes shape faster, what a temporal filter lags behind)")
@@ -484,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           args.presence, args.appearance, args.compression_period,
                                           args.area_step, args.glide_scale, args.crop_border,
                                           per_frame=(None if args.per_frame is None else
-                                                     Path(args.per_frame) / f"{name}.{mode}.csv"))
+                                                     Path(args.per_frame) / f"{name}.{mode}.csv"),
+                                          presence_refresh=args.presence_refresh)
                           for mode in modes}
     finally:
         engine.close()
@@ -500,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              "appearance_file": appearance_file,
              "compression_period_s": args.compression_period, "glide_scale": args.glide_scale,
              "crop_border_px": args.crop_border,
-             "area_step": args.area_step, "clips": clips,
+             "area_step": args.area_step, "presence_refresh_s": args.presence_refresh, "clips": clips,
              "pooled": {mode: pooled({n: c[mode] for n, c in clips.items()}) for mode in modes}}
     write_report(out, report, format_md(report), md)
     return 0

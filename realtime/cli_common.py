@@ -113,6 +113,11 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "measured frames is not measured (half the nerve, or the nerve with its neighbour: a nerve "
                         "does not change by a quarter in one frame); 3 frames in a row at the new size make it real. "
                         f"Default {AREA_STEP_DEFAULT}; 0 turns the check off")
+    p.add_argument("--presence-refresh", type=refresh_seconds, default=None, metavar="S",
+                   help="presence gate with two thresholds: a tracked nerve that passes only the lower hold threshold "
+                        "is measured only if a frame of the last S seconds passed the entry threshold, so that a "
+                        "structure taken up by chance is not held on the hold threshold alone (0, the default: "
+                        "held as long as it passes the hold threshold)")
     p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
                    help="a new track starts only when the nerve is found in N frames in a row, each near the last "
                         "(a detection in one frame alone, as other anatomy gives now and then, is not measured; "
@@ -222,6 +227,22 @@ def area_step(text: str) -> float | None:
     return value or None
 
 
+def refresh_seconds(text: str) -> float | None:
+    """``--presence-refresh``: seconds > 0, or 0 for off (None) (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"needs seconds >= 0 (0 turns the refresh off), got {text!r}")
+    return value or None
+
+
+def refresh_frames(seconds: float | None, fps: float) -> int | None:
+    """``--presence-refresh`` seconds as the tracker's frames at ``fps`` (at least 1); None stays None."""
+    return None if seconds is None else max(1, round(seconds * fps))
+
+
 def confirm_frames(text: str) -> int:
     """``--confirm``: a whole number of frames, at least 1 (argparse type)."""
     try:
@@ -251,7 +272,8 @@ def make_tracker(args: argparse.Namespace, calibration: Calibration | None, fps:
                    baseline_range=parse_baseline_range(args.baseline) if args.baseline else None,
                    presence=make_presence_gate(args.presence, args.min_confidence, args.appearance,
                                                gated_model_file(engine)),
-                   confirm_frames=confirm, area_step=step)
+                   confirm_frames=confirm, area_step=step,
+                   refresh_frames=refresh_frames(args.presence_refresh, fps))
 
 
 def run_metadata(engine: Engine, calibration: Calibration | None, source_spec: str, threshold: float | None = None,

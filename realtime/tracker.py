@@ -67,6 +67,14 @@ cascade's window follows it. When :data:`AREA_STEP_ACCEPT` frames in a row are r
 ``S`` of the one before, the new size is real (the nerve changed, or an earlier size was wrong): that frame
 is measured and the history starts again from it.
 
+Refresh (``refresh_frames``, ``R``; None = off, the default): with an appearance model of two thresholds, a
+tracked nerve that passes only the lower hold threshold is measured as long as a measured frame among the last
+``R`` (this one included) passed the entry threshold; otherwise the frame is a miss (``rejected``: ``appearance
+0.30 < 0.43: held 24 frames without one at the entry threshold``), and more than ``K`` such frames lose the track,
+which a nerve then takes up again only at the entry threshold. The hold threshold lets a nerve look less typical
+for a while (compressed, tilted); the refresh bounds that while, so that a structure taken up by chance cannot be
+held on the hold threshold alone for the rest of a recording.
+
 So ``no_detection`` means "no nerve measured on this frame" while the track still holds (the
 frame had no component above the minimum area, or, while tracking, none inside the gate: see
 ``n_detections``); ``lost`` is the first frame after more than ``K`` missed frames and every
@@ -379,6 +387,9 @@ class Tracker:
             row with an accepted nerve, each within the gate of the one before (default 1: at once).
         area_step: ``S``: while tracking, the largest relative change of the nerve's area from the median of
             the last measured frames (see *Area step*); None (default) checks nothing.
+        refresh_frames: ``R``: while tracking, a nerve that passes only the presence gate's hold threshold is
+            measured only if a measured frame of the last ``R`` (this one included) passed the entry threshold
+            (see *Refresh*); None (default) holds it as long as it passes the hold threshold.
     """
 
     def __init__(self, calibration: Calibration | None, fps: float, *, gate_mm: float = DEFAULT_GATE_MM,
@@ -387,7 +398,8 @@ class Tracker:
                  bifid_gap: float = DEFAULT_BIFID_GAP, max_parts: int = DEFAULT_MAX_PARTS,
                  smoothing: str = "none", smoothing_window: int = DEFAULT_SMOOTHING_WINDOW,
                  measure: MeasureFn = measure_mask, presence: PresenceGate | None = None,
-                 confirm_frames: int = 1, area_step: float | None = None) -> None:
+                 confirm_frames: int = 1, area_step: float | None = None,
+                 refresh_frames: int | None = None) -> None:
         if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
             raise UserError(f"the frame rate must be a positive number of frames per second, got {fps!r}")
         for name, value in (("gate_mm", gate_mm), ("gate_px", gate_px), ("baseline_s", baseline_s)):
@@ -406,6 +418,9 @@ class Tracker:
         if area_step is not None and (isinstance(area_step, bool) or not isinstance(area_step, numbers.Real)
                                       or not math.isfinite(area_step) or area_step <= 0):
             raise UserError(f"the area step must be a positive fraction (0.25 = 25 %), got {area_step!r}")
+        if refresh_frames is not None and (isinstance(refresh_frames, bool)
+                                           or not isinstance(refresh_frames, numbers.Integral) or refresh_frames < 1):
+            raise UserError(f"refresh_frames must be a whole number of frames >= 1 or None, got {refresh_frames!r}")
         if lost_after_frames is not None and lost_after_frames < 0:
             raise UserError(f"lost_after_frames must be >= 0, got {lost_after_frames!r}")
         if baseline_range is not None:
@@ -431,6 +446,7 @@ class Tracker:
         self.presence = presence
         self.confirm_frames = int(confirm_frames)
         self.area_step = None if area_step is None else float(area_step)
+        self.refresh_frames = None if refresh_frames is None else int(refresh_frames)
         self.reset()
 
     # ----------------------------------------------------------------- state
@@ -444,6 +460,7 @@ class Tracker:
         self._unconfirmed: tuple[int, tuple[float, float]] | None = None  # (frames in a row, last centroid)
         self._recent_areas: deque[float] = deque(maxlen=AREA_STEP_HISTORY)
         self._step_run: tuple[int, float] | None = None  # (frames in a row rejected at a new size, last area)
+        self._last_entry_index: int | None = None  # the last measured frame at the entry threshold (Refresh)
         self._baseline: Baseline | None = None
         if self.baseline_range is not None:
             start, end = self.baseline_range
@@ -494,6 +511,7 @@ class Tracker:
             "presence_gate": self.presence.describe() if self.presence is not None else None,
             "confirm_frames": self.confirm_frames,
             "area_step": self.area_step,
+            "refresh_frames": self.refresh_frames,
         }
 
     def columns(self) -> list[str]:
@@ -617,6 +635,12 @@ class Tracker:
             if rejected is not None:
                 log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
                 measurement, nerve_mask, labels = None, None, ()
+        if measurement is not None and score is not None and self._state is TrackState.TRACKING:
+            stale = self._stale(frame_index, score)
+            if stale is not None:
+                rejected = stale
+                log.debug("frame %d: detection rejected (%s)", frame_index, rejected)
+                measurement, nerve_mask, labels = None, None, ()
         if measurement is not None and self._state is TrackState.TRACKING and self.area_step is not None:
             step = self._area_step(float(measurement.area_px))
             if step is not None:
@@ -637,6 +661,8 @@ class Tracker:
         status = self._advance(frame_index, measurement)
         if not status.measured:
             measurement, nerve_mask, labels = None, None, ()
+        elif score is not None and self._entry_threshold() is not None and score >= self._entry_threshold():
+            self._last_entry_index = frame_index
         frames_since_seen = (None if self._last_seen_index is None else frame_index - self._last_seen_index)
 
         if self._window is not None:
@@ -655,6 +681,23 @@ class Tracker:
         if self._smoothers:
             result.smooth = self._smooth(result)
         return result
+
+    def _entry_threshold(self) -> float | None:
+        """The presence gate's entry threshold when it has a lower hold threshold (else nothing to refresh)."""
+        model = self.presence.appearance if self.presence is not None else None
+        if model is None or model.hold_threshold is None:
+            return None
+        return model.threshold
+
+    def _stale(self, frame_index: int, score: float) -> str | None:
+        """Why a tracked nerve that scored ``score`` is no longer held (see *Refresh*), or None."""
+        entry = self._entry_threshold()
+        if self.refresh_frames is None or entry is None or score >= entry:
+            return None
+        if self._last_entry_index is not None and frame_index - self._last_entry_index < self.refresh_frames:
+            return None
+        return (f"appearance {score:.2f} < {entry:.2f}: held {self.refresh_frames} frames without one at the "
+                f"entry threshold")
 
     def _area_step(self, area: float) -> str | None:
         """Why ``area`` is an implausible step from the recent measured areas, or None (see *Area step*)."""
@@ -702,6 +745,7 @@ class Tracker:
                 self._last_centroid_px = None
                 self._recent_areas.clear()
                 self._step_run = None
+                self._last_entry_index = None
                 for s in self._smoothers.values():
                     s.reset()
                 return TrackStatus.LOST

@@ -81,7 +81,7 @@ DEFORMATION_KEYS = {"csa_max_over_min", "fr_range"}
 CALIBRATION_DETAIL_KEYS = {"calibrated", "mm_per_px_x", "mm_per_px_y", "source", "text"}
 TRACKER_KEYS = {"calibration", "fps", "gate", "gate_unit", "lost_after_frames", "baseline", "bifid_gap",
                 "max_parts", "smoothing", "smoothing_window", "presence_gate", "confirm_frames",
-                "area_step"}
+                "area_step", "refresh_frames"}
 PRESENCE_GATE_KEYS = {"min_area_frac", "max_area_frac", "min_area_mm2", "max_area_mm2", "max_flattening",
                       "min_circularity", "min_confidence", "appearance"}
 BASELINE_KEYS = {"frame", "t_s", "how", "frames", "n_frames", "area_px", "area_mm2"}

@@ -65,6 +65,23 @@ def test_every_frame_reaches_the_callback_with_truth_and_the_chosen_confirmation
     assert not any(m for _, _, m, _ in gated.rows) and all("appearance" in (why or "") for why in gated.rejected)
 
 
+def test_the_presence_refresh_reaches_the_tracker_in_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import realtime.tracker
+
+    made: list = []
+
+    class Spy(realtime.tracker.Tracker):
+        def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(realtime.tracker, "Tracker", Spy)
+    spec = still(tmp_path)
+    stream_clip(DarkNerve(), spec, 2, lambda r: None, presence="shape", presence_refresh=0.5, fps=24.0)
+    stream_clip(DarkNerve(), spec, 2, lambda r: None, presence="shape")
+    assert [t.refresh_frames for t in made] == [12, None]
+
+
 def test_a_failed_clip_is_a_user_error_with_its_name(tmp_path: Path) -> None:
     class Broken(DarkNerve):
         def _infer(self, batch: np.ndarray) -> np.ndarray:

@@ -77,3 +77,28 @@ def test_unknown_modes_parts_variants_and_steps_are_refused(tmp_path: Path) -> N
     assert step.returncode == 1 and "unknown step dance" in step.stderr
     missing = _run("eval", tmp_path, tmp_path / "out", 0, "base", "join")  # no parts trained
     assert missing.returncode == 1 and "fold 0 base: join failed" in missing.stderr
+
+
+@pytest.mark.parametrize("env, folder", [({}, "lens"), ({"FIT_DRAWS": "4"}, "lens/draws-4"),
+                                         ({"FIT_DRAWS": "4", "PRESENCE_REFRESH": "0.5"}, "lens/draws-4/refresh-0.5")])
+def test_the_presence_steps_read_and_write_the_fit_folder_the_environment_names(tmp_path: Path, env: dict,
+                                                                                folder: str) -> None:
+    """The commands of the fit, win and clips steps, recorded by a stand-in for Python: the fit in the folder of its
+    draws, win and clips reading that fit and writing beside it, or with PRESENCE_REFRESH into its refresh-S/."""
+    record = tmp_path / "commands.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {record}\n')
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(SCRIPT), *map(str, ("eval", tmp_path, out, 1, "lens", "fit", "win", "clips"))],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PY": str(fake), **env})
+    assert done.returncode == 0, done.stderr
+    fit_cmd, win_cmd, clips_cmd = record.read_text().splitlines()
+    fit_dir = out / "fold-1" / folder.split("/refresh-")[0]
+    assert f"--out {fit_dir}/appearance.json" in fit_cmd
+    assert ("--draws 4 --no-perturbed" in fit_cmd) == ("FIT_DRAWS" in env)
+    for cmd, name in ((win_cmd, "win.json"), (clips_cmd, "presence-clips.json")):
+        assert f"--appearance {fit_dir}/appearance.json" in cmd
+        assert f"--json {out / 'fold-1' / folder}/{name}" in cmd
+        assert ("--presence-refresh 0.5" in cmd) == ("PRESENCE_REFRESH" in env)

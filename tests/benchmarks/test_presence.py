@@ -156,7 +156,8 @@ def test_clips_count_frames_through_the_loop_with_and_without_confirmation(tmp_p
     weights = tuple(1.0 if f == "log_area" else 0.0 for f in FEATURES)
     model = AppearanceModel(features=FEATURES, mean=(0.0,) * len(FEATURES), scale=(1.0,) * len(FEATURES),
                             weights=weights, bias=8.0, threshold=0.5).save(tmp_path / "size.appearance.json")
-    scored = clip_rows(_Oracle((160, 120)), items, 6, [1], progress=False, gate="on", appearance=str(model))
+    scored = clip_rows(_Oracle((160, 120)), items, 6, [1], progress=False, gate="on", appearance=str(model),
+                       presence_refresh=0.25)  # a one-threshold model: nothing to refresh, every frame kept
     for r in scored:
         if r["kind"] == "validation":
             assert r["reported"] == 6 and all(0.5 < x < 1.0 for x in r["presence_scores"])

@@ -228,6 +228,10 @@ def test_the_presence_gate_reaches_the_clip(monkeypatch: pytest.MonkeyPatch) -> 
     assert "compression_period_s" not in seen  # the phantom has no compression cycle
     window_bench.run_clip(None, "animate:x.png", 1, 3, "localiser", compression_period_s=2.0)
     assert seen["compression_period_s"] == 2.0
+    window_bench.run_clip(None, "synthetic", 1, 3, "tracked", presence_refresh=0.5)
+    assert seen["presence_refresh"] == 0.5
+    assert window_bench.build_parser().parse_args([]).presence_refresh is None
+    assert window_bench.build_parser().parse_args(["--presence-refresh", "1"]).presence_refresh == 1.0
     assert window_bench.build_parser().parse_args(["--presence", "off"]).presence == "off"
     with pytest.raises(SystemExit):
         window_bench.build_parser().parse_args(["--presence", "maybe"])

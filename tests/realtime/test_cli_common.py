@@ -54,6 +54,24 @@ def test_confirm_flag_and_the_single_image_exception() -> None:
             confirm_frames(bad)
 
 
+def test_presence_refresh_flag_reaches_the_tracker_in_frames() -> None:
+    """--presence-refresh S: S seconds at the stream's rate (at least one frame); 0, the default, is off."""
+    import argparse
+
+    from realtime.cli_common import add_measure_args, make_tracker, refresh_seconds
+
+    p = argparse.ArgumentParser()
+    add_measure_args(p)
+    assert make_tracker(p.parse_args([]), None, 24.0).refresh_frames is None
+    assert make_tracker(p.parse_args(["--presence-refresh", "0"]), None, 24.0).refresh_frames is None
+    assert make_tracker(p.parse_args(["--presence-refresh", "1"]), None, 24.0).refresh_frames == 24
+    assert make_tracker(p.parse_args(["--presence-refresh", "0.5"]), None, 30.0).refresh_frames == 15
+    assert make_tracker(p.parse_args(["--presence-refresh", "0.01"]), None, 24.0).refresh_frames == 1
+    for bad in ("-1", "inf", "nan", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError, match="needs seconds >= 0"):
+            refresh_seconds(bad)
+
+
 def _loaded_after(code: str) -> list[str]:
     probe = code + f"\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)

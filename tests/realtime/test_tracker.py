@@ -353,13 +353,13 @@ def test_describe_is_exactly_the_settings() -> None:
         "smoothing": "ema", "smoothing_window": 7,
         "presence_gate": {"min_area_frac": 0.002, "max_area_frac": 0.065, "min_area_mm2": 2.0, "max_area_mm2": 40.0,
                           "max_flattening": 11.0, "min_circularity": 0.2, "min_confidence": 0.5, "appearance": None},
-        "confirm_frames": 3, "area_step": None,
+        "confirm_frames": 3, "area_step": None, "refresh_frames": None,
     }
     assert Tracker(None, fps=24.0, area_step=0.3).describe()["area_step"] == 0.3
     assert Tracker(None, fps=24.0).describe() == {
         "calibration": "uncalibrated", "fps": 24.0, "gate": 60.0, "gate_unit": "px", "lost_after_frames": 12,
         "baseline": "auto: first 1 s (24 frames)", "bifid_gap": 0.5, "max_parts": 2, "smoothing": "none",
-        "smoothing_window": None, "presence_gate": None, "confirm_frames": 1, "area_step": None,
+        "smoothing_window": None, "presence_gate": None, "confirm_frames": 1, "area_step": None, "refresh_frames": None,
     }
 
 
@@ -623,6 +623,48 @@ def test_presence_score_is_the_appearance_score_of_the_selected_region_measured_
     plain = Tracker(None, fps=10.0, presence=PresenceGate())
     assert "presence_score" not in plain.columns()
     assert "presence_score" not in plain.update(big, 0, 0.0, image=image).to_row()
+
+
+def _size_scored_gate(threshold: float, hold: float | None) -> PresenceGate:
+    """A presence gate whose appearance score is the region's size alone: logit = log(area / frame area) + 5
+    (a 40x40 square 0.89, 20x20 0.66, 12x12 0.42 in the 200x150 test frame)."""
+    from realtime.appearance import FEATURES, AppearanceModel
+
+    n = len(FEATURES)
+    weights = tuple(1.0 if f == "log_area" else 0.0 for f in FEATURES)
+    return PresenceGate(appearance=AppearanceModel(features=FEATURES, mean=(0.0,) * n, scale=(1.0,) * n,
+                                                   weights=weights, bias=5.0, threshold=threshold,
+                                                   hold_threshold=hold))
+
+
+def test_refresh_ends_a_track_held_on_the_hold_threshold_alone() -> None:
+    image = np.full((H, W), 60, np.uint8)
+    strong, weak = frame(("rect", 50, 50, 40, 40)), frame(("rect", 60, 60, 20, 20))  # same centroid (70, 70)
+    frames = [strong] + [weak] * 8 + [strong, weak, weak]
+
+    def statuses(refresh: int | None) -> tuple[list, Tracker]:
+        tracker = Tracker(None, fps=10.0, presence=_size_scored_gate(0.8, 0.5), refresh_frames=refresh,
+                          lost_after_frames=2)
+        return [tracker.update(f, i, 0.1 * i, image=image) for i, f in enumerate(frames)], tracker
+
+    held, _ = statuses(None)
+    assert [r.status for r in held] == [OK] * 12  # without a refresh the hold threshold keeps it throughout
+    rs, tracker = statuses(3)
+    # frames 1-2 are within 3 frames of the entry-level frame 0; 3-5 are misses, then the track is lost (K = 2);
+    # a weak nerve cannot take it up again, the strong frame 9 does (reacquired) and refreshes it for 10 and 11
+    assert [r.status for r in rs] == [OK, OK, OK, NO, NO, LOST, LOST, LOST, LOST, REACQ, OK, OK]
+    assert rs[3].rejected == "appearance 0.66 < 0.80: held 3 frames without one at the entry threshold"
+    assert rs[6].rejected == "appearance 0.66 < 0.80"  # lost: judged at the entry threshold again
+    assert tracker.describe()["refresh_frames"] == 3
+    # a one-threshold model has nothing to refresh
+    one = Tracker(None, fps=10.0, presence=_size_scored_gate(0.5, None), refresh_frames=3)
+    assert [one.update(f, i, 0.1 * i, image=image).status for i, f in enumerate(frames)] == [OK] * 12
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_refresh_needs_a_whole_number_of_frames(bad: object) -> None:
+    with pytest.raises(UserError, match="refresh_frames must be a whole number"):
+        Tracker(None, fps=10.0, refresh_frames=bad)  # type: ignore[arg-type]
 
 
 def test_parse_baseline_range_rejects_a_non_string() -> None:
