@@ -29,6 +29,7 @@ gaps in ``frame_index``, frames the source dropped, count as misses)::
     SEARCHING  nothing above the minimum area          -> SEARCHING  no_detection
     TRACKING   a component within the gate             -> TRACKING   ok
     TRACKING   ... but its area a step (see Area step)  -> TRACKING   no_detection   (a miss)
+    TRACKING   ... held too long on the hold threshold  -> TRACKING   no_detection   (a miss; see Refresh)
     TRACKING   miss, <= K frames since the last ok     -> TRACKING   no_detection   (gate kept)
     TRACKING   miss, >  K frames since the last ok     -> LOST       lost
     LOST       nerve accepted (no gate), confirmed     -> TRACKING   reacquired
