@@ -85,7 +85,8 @@ def main(folders: list[str]) -> None:
             print("; ".join(line))
     print("pooled:")
     for (g, r), (kept, frames) in sorted(total.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-        print(f"  {g} R={r}: {kept} of {frames} ({100 * kept / frames:.2f} %)")
+        if frames:
+            print(f"  {g} R={r}: {kept} of {frames} ({100 * kept / frames:.2f} %)")
 
 
 if __name__ == "__main__":
