@@ -216,26 +216,25 @@ def make_calibration(args: argparse.Namespace, image_height: int | None, source:
     return given
 
 
-def area_step(text: str) -> float | None:
-    """``--area-step``: a fraction > 0, or 0 for off (None) (argparse type)."""
+def _zero_is_off(text: str, needs: str) -> float | None:
+    """A finite number >= 0 from ``text``, None for 0 (off); otherwise argparse's error ``needs ..., got TEXT``."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not (value >= 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"needs a fraction >= 0 (0.25 = 25 %; 0 turns the check off), got {text!r}")
+        raise argparse.ArgumentTypeError(f"needs {needs}, got {text!r}")
     return value or None
+
+
+def area_step(text: str) -> float | None:
+    """``--area-step``: a fraction > 0, or 0 for off (None) (argparse type)."""
+    return _zero_is_off(text, "a fraction >= 0 (0.25 = 25 %; 0 turns the check off)")
 
 
 def refresh_seconds(text: str) -> float | None:
     """``--presence-refresh``: seconds > 0, or 0 for off (None) (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (value >= 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"needs seconds >= 0 (0 turns the refresh off), got {text!r}")
-    return value or None
+    return _zero_is_off(text, "seconds >= 0 (0 turns the refresh off)")
 
 
 def refresh_frames(seconds: float | None, fps: float) -> int | None:

@@ -662,8 +662,10 @@ class Tracker:
         status = self._advance(frame_index, measurement)
         if not status.measured:
             measurement, nerve_mask, labels = None, None, ()
-        elif score is not None and self._entry_threshold() is not None and score >= self._entry_threshold():
-            self._last_entry_index = frame_index
+        else:
+            entry = self._entry_threshold()
+            if score is not None and entry is not None and score >= entry:
+                self._last_entry_index = frame_index
         frames_since_seen = (None if self._last_seen_index is None else frame_index - self._last_seen_index)
 
         if self._window is not None:
