@@ -92,7 +92,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise UserError(f"input {path} does not exist")
+            raise UserError(f"input {text} does not exist; mn-segment reads recorded video files, DICOM files and "
+                            "folders of them (a live source, a device or igtl://, is mn-live --source's)")
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise UserError("two inputs share a file name; their output folders would collide: "

@@ -71,6 +71,11 @@ def parse_spec(spec: str | int) -> tuple[str, str]:
     head, sep, rest = text.partition(":")
     if head in SOURCE_KINDS and (sep or SOURCE_KINDS[head].bare_spec_ok):
         return head, rest
+    if rest.startswith("//") and head.isidentifier():  # a URL of a kind no source reads (plus://, rtsp://, ...)
+        raise UserError(f"{text!r}: mn-seg reads no {head}:// source. A PlusServer or 3D Slicer streams over "
+                        "OpenIGTLink: igtl://HOST[:PORT][/DEVICE_NAME] (port 18944). Network video streams (rtsp://, "
+                        "http://) are not read: capture the scanner's video output with a grabber (/dev/video0) or "
+                        "give a recorded file")
     for cls in sorted(SOURCE_KINDS.values(), key=lambda c: c.claim_order):
         if cls.claims(text):
             return cls.kind, text

@@ -78,6 +78,15 @@ def test_segment_unreadable_file_exit_2(tmp_path: Path, cache: str, capsys: pyte
     assert code == 2 and "bad.mp4" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("given", ["nope.mp4", "igtl://127.0.0.1:18944"])
+def test_segment_missing_input_names_it_and_what_is_read(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                        given: str) -> None:
+    text = given if "://" in given else str(tmp_path / given)
+    assert segment_cli([text, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"input {text} does not exist" in err and "mn-live --source" in err and "Traceback" not in err
+
+
 LIGHT = [*FAST, "--presence", "off"]
 
 

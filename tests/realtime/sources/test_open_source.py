@@ -38,6 +38,12 @@ def test_parse_spec(spec: Any, kind: str, arg: str) -> None:
     assert parse_spec(spec) == (kind, arg)
 
 
+@pytest.mark.parametrize("spec", ["plus://127.0.0.1:18944", "rtsp://scanner.local/live", "http://host/clip.mp4"])
+def test_url_of_no_kind_says_what_is_read(spec: str) -> None:
+    with pytest.raises(UserError, match=r"reads no (plus|rtsp|http):// source.*igtl://HOST\[:PORT\]"):
+        parse_spec(spec)
+
+
 def test_registry_lists_kinds() -> None:
     assert {"device", "file", "synthetic", "animate", "igtl", "dicom"} <= set(SOURCE_KINDS)
     with pytest.raises(KeyError, match="animate, device, dicom, file, igtl, synthetic"):
