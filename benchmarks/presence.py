@@ -11,8 +11,8 @@ Frames without a median nerve are made from the project's own data only (no outs
 
 and frames with one: the validation images themselves and frames of the built-in phantom.
 Each frame goes through exactly what runs live: preprocess, the engine, post-processing, a fresh
-:class:`~realtime.tracker.Tracker` with the presence gate (``--presence on``: size, shape and
-appearance), with its size and shape checks only (``shape``) and without it (``off``).
+:class:`~realtime.tracker.Tracker` with the presence gate (``--presence on``: size, shape, echo and
+appearance), with its size, shape and echo checks only (``shape``) and without it (``off``).
 A negative frame *reports a nerve* when its status is ``ok``; a positive is *found* when
 ``ok`` with Dice >= 0.5 against the truth (``ok`` with a lower Dice is a *wrong structure*).
 

@@ -100,9 +100,10 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gate-px", type=float, default=60.0, help="tracking gate when uncalibrated (px)")
     p.add_argument("--presence", choices=list(PRESENCE_CHOICES), default="on",
                    help="on: a detection is measured only when it is plausible as a median nerve (size relative to "
-                        "the frame and in mm² when calibrated, flattening, circularity, confidence) and looks like "
-                        "one (a bright rim around it, a sharp outline); otherwise the frame is no_detection and the "
-                        "'rejected' column says why. shape: size and shape checks only. off: measure every detection")
+                        "the frame and in mm² when calibrated, flattening, circularity, confidence, not anechoic "
+                        "like a vessel) and looks like one (a bright rim around it, a sharp outline); otherwise the "
+                        "frame is no_detection and the 'rejected' column says why. shape: size, shape and echo "
+                        "checks only. off: measure every detection")
     p.add_argument("--appearance", default=None, metavar="FILE",
                    help="presence gate: the appearance model (default: the one fit on the model's outlines, "
                         "MODEL.appearance.json beside the model file; python -m tools.presence_fit writes it)")

@@ -22,7 +22,17 @@ area (calibrated)   2 .. 40 mm²                  median nerve at the carpal tun
 flattening ratio    <= 11                        1.97 .. 7.52
 circularity         >= 0.20                      0.32 .. 0.78
 confidence          >= ``min_confidence``        mean probability inside the nerve's mask
+echo ratio          >= 0.20                      0.48 .. 0.99
 =================== ============================ =============================================
+
+The *echo ratio* (:func:`realtime.appearance.echo_ratio`, checked when the frame is given) is the mean grey value
+of the region's core over that of the tissue around it: a median nerve is hypoechoic, darker than its surroundings
+but full of echoes from its fascicles, while a vessel's lumen, a cyst or other fluid is anechoic, near black (about
+0.1: the neck's veins and arteries, the ulnar artery beside the wrist's nerves, a ganglion). A ratio does not move
+with gain or contrast. The bound lies between a lumen's (about 0.1) and the lowest of the network's outlines of
+held-out nerves (folds 1 and 2: 0.47 on the clean images; 0.34 under gamma 1.4, which takes the ratio to its 1.4th
+power; 0.28 where a black border was added and the outline ran into it), and ``mn-realtime``'s of the 202 images
+(0.48; 0.35 under gamma 1.4); see ``benchmarks/results/exploratory-echo-ratio-amd-vm-2026-12-07/``.
 
 Then, with ``--presence on`` (the default), the region's *appearance*
 (:mod:`realtime.appearance`): a bright rim around it, a sharp outline and a confident network at
@@ -31,7 +41,7 @@ patient-level cross-validation; a score below the model's threshold is rejected
 (``"appearance 0.12 < 0.40"``). A model may have a lower *hold* threshold for the nerve a track already
 follows (hysteresis: ``"appearance 0.12 < 0.20 (tracked)"``), so a nerve must look like one to be taken up
 and may then look less typical for a while (compressed, tilted) without being dropped.
-``--presence shape`` keeps only the size and shape checks above.
+``--presence shape`` keeps only the size, shape and echo checks above.
 Each segmentation model has its own appearance model (its outline's sharpness is one of the features):
 the model file's sidecar ``NAME.appearance.json``, or ``--appearance FILE``.
 
@@ -55,7 +65,7 @@ if TYPE_CHECKING:  # annotations only: this module stays light for the command l
     from realtime.morphometry import Measurement
 
 PRESENCE_MODES = ("on", "shape", "off")
-"""``--presence``: ``on`` size, shape and appearance; ``shape`` size and shape only; ``off`` no gate."""
+"""``--presence``: ``on`` size, shape, echo and appearance; ``shape`` size, shape and echo only; ``off`` no gate."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class PresenceGate:
     max_flattening: float | None = 11.0
     min_circularity: float | None = 0.20
     min_confidence: float | None = 0.5
+    min_echo_ratio: float | None = 0.2
     appearance: AppearanceModel | None = None
 
     def __post_init__(self) -> None:
@@ -94,8 +105,9 @@ class PresenceGate:
               prob: np.ndarray | None = None, tracking: bool = False) -> str | None:
         """``None`` when ``m`` is a plausible median nerve in a frame of ``frame_wh`` pixels, else why not.
 
-        The reason is a short token with the value, e.g. ``"area 0.08% of frame < 0.2%"``. The appearance
-        check runs when the gate has a model and ``image``, ``mask`` and ``prob`` (native resolution) are given;
+        The reason is a short token with the value, e.g. ``"area 0.08% of frame < 0.2%"``. The echo check runs
+        when ``image`` and ``mask`` (native resolution) are given, the appearance check when the gate has a model
+        and ``prob`` is given too;
         ``tracking``: ``m`` is the nerve a track follows, judged by the model's hold threshold
         (:meth:`realtime.appearance.AppearanceModel.threshold_for`).
         """
@@ -105,14 +117,20 @@ class PresenceGate:
                image: np.ndarray | None = None, mask: np.ndarray | None = None,
                prob: np.ndarray | None = None, tracking: bool = False) -> tuple[str | None, float | None]:
         """:meth:`check`'s reason and the appearance score the decision used: the appearance model's probability
-        that the region is a median nerve, ``None`` where no appearance check ran (no model, no image, or a size or
-        shape check that already turned the region away)."""
+        that the region is a median nerve, ``None`` where no appearance check ran (no model, no image, or a size,
+        shape or echo check that already turned the region away)."""
         frame_area = float(frame_wh[0]) * float(frame_wh[1])
         if m.area_px <= 0 or frame_area <= 0:
             return "empty", None
         reason = self._size_and_shape(m, frame_area, calibration)
         if reason is not None:
             return reason, None
+        if self.min_echo_ratio is not None and image is not None and mask is not None:
+            from realtime.appearance import echo_ratio
+
+            echo = echo_ratio(image, mask)
+            if echo is not None and echo < self.min_echo_ratio:
+                return f"anechoic: echo {echo:.2f} of the tissue around < {self.min_echo_ratio:g}", None
         if self.appearance is not None and image is not None and mask is not None and prob is not None:
             from realtime.appearance import appearance_features
 

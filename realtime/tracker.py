@@ -609,7 +609,7 @@ class Tracker:
                 are frames the source dropped and count as misses).
             t_s: the frame's time in seconds (stream time), copied to the result.
             image: the frame itself (native resolution, grey or BGR), for the presence gate's
-                appearance check; without it only size and shape are checked.
+                echo and appearance checks; without it only size and shape are checked.
         """
         frame_index = int(frame_index)
         if self._last_index is not None and frame_index <= self._last_index:

@@ -83,7 +83,7 @@ TRACKER_KEYS = {"calibration", "fps", "gate", "gate_unit", "lost_after_frames", 
                 "max_parts", "smoothing", "smoothing_window", "presence_gate", "confirm_frames",
                 "area_step", "refresh_frames"}
 PRESENCE_GATE_KEYS = {"min_area_frac", "max_area_frac", "min_area_mm2", "max_area_mm2", "max_flattening",
-                      "min_circularity", "min_confidence", "appearance"}
+                      "min_circularity", "min_confidence", "min_echo_ratio", "appearance"}
 BASELINE_KEYS = {"frame", "t_s", "how", "frames", "n_frames", "area_px", "area_mm2"}
 SOURCE_INFO_KEYS = {"kind", "spec", "name", "fps", "size", "native_size", "roi", "realtime", "frames_delivered",
                     "frames_dropped", "failed", "error"}

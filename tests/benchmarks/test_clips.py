@@ -30,7 +30,7 @@ def still(tmp_path: Path) -> str:
     grey = np.clip(rng.normal(150, 10, (240, 320)), 0, 255).astype(np.uint8)
     mask = np.zeros((240, 320), np.uint8)
     cv2.ellipse(mask, (160, 120), (30, 12), 0, 0, 360, 255, -1)
-    grey[mask > 0] = 20
+    grey[mask > 0] = 70  # hypoechoic, as a nerve is (not anechoic: the presence gate rejects that)
     cv2.imwrite(str(tmp_path / "img.png"), grey)
     cv2.imwrite(str(tmp_path / "mask.png"), mask)
     return f"animate:{tmp_path / 'img.png'}:{tmp_path / 'mask.png'}"

@@ -24,7 +24,7 @@ def _still(root: Path, stem: str = "Pz001-001", w: int = 320, h: int = 240) -> P
     grey = np.clip(rng.normal(150, 10, (h, w)), 0, 255).astype(np.uint8)
     mask = np.zeros((h, w), np.uint8)
     cv2.ellipse(mask, (w // 2, h // 2), (40, 18), 0, 0, 360, 255, -1)
-    grey[mask > 0] = 20
+    grey[mask > 0] = 70  # hypoechoic, as a nerve is (not anechoic: the presence gate rejects that)
     cv2.imwrite(str(root / "Images" / f"{stem}.png"), grey)
     cv2.imwrite(str(root / "Masks" / f"{stem}.png"), mask)
     return root / "Images" / f"{stem}.png"

@@ -80,7 +80,7 @@ class _Oracle(Engine):
 
 
 def _dark_nerve_dataset(root: Path, n: int = 8, size: tuple[int, int] = (320, 240)) -> Path:
-    """Even grey tissue (150 +- 10) with one dark nerve ellipse (20) per image, left or right."""
+    """Even grey tissue (150 +- 10) with one dark nerve ellipse (70) per image, left or right."""
     rng = np.random.default_rng(0)
     w, h = size
     (root / "Images").mkdir(parents=True)
@@ -90,7 +90,7 @@ def _dark_nerve_dataset(root: Path, n: int = 8, size: tuple[int, int] = (320, 24
         mask = np.zeros((h, w), np.uint8)
         cx = int(w * (0.25 if i % 2 else 0.75))
         cv2.ellipse(mask, (cx, h // 2), (30, 12), 0, 0, 360, 255, -1)
-        grey[mask > 0] = 20
+        grey[mask > 0] = 70  # hypoechoic, as a nerve is (not anechoic: the presence gate rejects that)
         cv2.imwrite(str(root / "Images" / f"Pz{i:03d}-001.png"), grey)
         cv2.imwrite(str(root / "Masks" / f"Pz{i:03d}-001.png"), mask)
     return root

@@ -352,7 +352,8 @@ def test_describe_is_exactly_the_settings() -> None:
         "lost_after_frames": 4, "baseline": "auto: first 2 s (50 frames)", "bifid_gap": 0.25, "max_parts": 3,
         "smoothing": "ema", "smoothing_window": 7,
         "presence_gate": {"min_area_frac": 0.002, "max_area_frac": 0.065, "min_area_mm2": 2.0, "max_area_mm2": 40.0,
-                          "max_flattening": 11.0, "min_circularity": 0.2, "min_confidence": 0.5, "appearance": None},
+                          "max_flattening": 11.0, "min_circularity": 0.2, "min_confidence": 0.5, "min_echo_ratio": 0.2,
+                          "appearance": None},
         "confirm_frames": 3, "area_step": None, "refresh_frames": None,
     }
     assert Tracker(None, fps=24.0, area_step=0.3).describe()["area_step"] == 0.3
