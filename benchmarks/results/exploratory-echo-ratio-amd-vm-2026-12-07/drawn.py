@@ -32,15 +32,10 @@ def finish(base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def frames() -> dict[str, np.ndarray]:
+    from tests.realtime.test_appearance import vessel_frame
+
     rng = np.random.default_rng(1)
-    out = {}
-    b = np.full((H, W), 70, np.float32)
-    b[:18] = 160
-    cv2.circle(b, (330, 250), 62, 165, 6)
-    cv2.circle(b, (330, 250), 58, 6, -1)
-    cv2.ellipse(b, (170, 205), (55, 28), 0, 0, 360, 150, 5)
-    cv2.ellipse(b, (170, 205), (51, 24), 0, 0, 360, 10, -1)
-    out["neck"] = finish(b, rng)
+    out = {"neck": vessel_frame()}
     b = np.full((H, W), 60, np.float32)
     b[:15] = 170
     b[60:66] += 90
