@@ -98,45 +98,75 @@ def _quartile_range(grey: np.ndarray) -> float:
     return float(out[1] - out[0])
 
 
-class _Region(NamedTuple):
-    """A mask's surroundings as :func:`appearance_features` and :func:`echo_ratio` measure them, in a box about
-    the mask: the frame's grey values there (``float32``), the mask, its core, the inner band (out to ``r`` px
-    outside the mask) and the outer band (``r`` to ``3 r`` px), ``r`` = :data:`RING_WIDTH` of the mask's equivalent
-    side (at least 2 px)."""
+class RegionBands(NamedTuple):
+    """A mask's surroundings as the appearance features and the echo ratio measure them, in a box about the mask:
+    the frame's grey values there (``g``, ``float32``), the mask (``mm``), its core (the mask eroded by a 5x5
+    square; the mask itself if that leaves nothing), the inner band (out to ``r`` px outside the mask) and the
+    outer band (``r`` to ``3 r`` px), ``r`` = :data:`RING_WIDTH` of the mask's equivalent side (at least 2 px);
+    ``shape`` the mask's ``(h, w)``.
+    Made once per frame by :meth:`of`; the presence gate reads both :meth:`echo_ratio` and :meth:`features` from
+    it."""
 
+    grey: np.ndarray
     g: np.ndarray
     mm: np.ndarray
+    eroded: np.ndarray
     core: np.ndarray
     inner: np.ndarray
     outer: np.ndarray
     dist: np.ndarray
     area: int
     bbox: tuple[int, int, int, int]
+    shape: tuple[int, int]
 
+    @classmethod
+    def of(cls, image: np.ndarray, mask: np.ndarray) -> "RegionBands | None":
+        """The bands of ``mask`` (non-zero = region) in ``image`` (grey ``uint8`` or BGR, the mask's size); None
+        for an empty mask."""
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        if grey.dtype != np.uint8:
+            grey = np.clip(grey, 0, 255).astype(np.uint8)
+        m = (np.asarray(mask) > 0).astype(np.uint8)
+        bx, by, bw, bh = cv2.boundingRect(m)
+        if bw == 0 or bh == 0:
+            return None
+        h, w = m.shape
+        area = int(cv2.countNonZero(m[by:by + bh, bx:bx + bw]))
+        r = max(2, int(round(RING_WIDTH * math.sqrt(area))))
+        pad = 3 * r + 4
+        y0, y1, x0, x1 = max(0, by - pad), min(h, by + bh + pad), max(0, bx - pad), min(w, bx + bw + pad)
+        mm = m[y0:y1, x0:x1]
+        dist = cv2.distanceTransform((mm == 0).astype(np.uint8), cv2.DIST_L2, 5)  # 0 inside, px outside
+        eroded = cv2.erode(mm, np.ones((5, 5), np.uint8)) > 0
+        return cls(grey, grey[y0:y1, x0:x1].astype(np.float32), mm, eroded, eroded if eroded.any() else mm > 0,
+                   (dist > 0) & (dist <= r), (dist > r) & (dist <= 3 * r), dist, area, (bx, by, bw, bh), (h, w))
 
-def _grey_u8(image: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    return grey if grey.dtype == np.uint8 else np.clip(grey, 0, 255).astype(np.uint8)
+    def features(self, prob: np.ndarray) -> np.ndarray:
+        """:func:`appearance_features` of this region, ``prob`` the network's probability at the frame's size."""
+        g = self.g / (_quartile_range(self.grey) + 1.0)
+        mm, inner, outer, dist = self.mm, self.inner, self.outer, self.dist
+        ring = float(g[inner].mean() - g[outer].mean()) if inner.any() and outer.any() else 0.0
+        smooth = cv2.GaussianBlur(g, (5, 5), 0)
+        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=1) / 2.0
+        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=1) / 2.0
+        edge_band = (dist <= 2) & ~self.eroded
+        edge = float(np.hypot(gx, gy)[edge_band].mean()) if edge_band.any() else 0.0
+        bx, by, bw, bh = self.bbox
+        box = prob[by:by + bh, bx:bx + bw]
+        unsure = float(((box > UNSURE[0]) & (box < UNSURE[1])).mean())
+        inside = float(g[self.core].mean() - g[inner].mean()) if inner.any() else 0.0
+        h, w = self.shape
+        return np.array([ring, edge, unsure, math.log(self.area / float(h * w)), inside,
+                         _ring_closed(g, mm, inner, outer)], dtype=np.float64)
 
-
-def _region(grey: np.ndarray, mask: np.ndarray) -> _Region | None:
-    """The :class:`_Region` of ``mask`` in the ``uint8`` frame ``grey``; None for an empty mask."""
-    m = (np.asarray(mask) > 0).astype(np.uint8)
-    bx, by, bw, bh = cv2.boundingRect(m)
-    if bw == 0 or bh == 0:
-        return None
-    h, w = m.shape
-    area = int(cv2.countNonZero(m[by:by + bh, bx:bx + bw]))
-    r = max(2, int(round(RING_WIDTH * math.sqrt(area))))
-    pad = 3 * r + 4
-    y0, y1, x0, x1 = max(0, by - pad), min(h, by + bh + pad), max(0, bx - pad), min(w, bx + bw + pad)
-    mm = m[y0:y1, x0:x1]
-    dist = cv2.distanceTransform((mm == 0).astype(np.uint8), cv2.DIST_L2, 5)  # 0 inside, px outside
-    core = cv2.erode(mm, np.ones((5, 5), np.uint8)) > 0
-    if not core.any():
-        core = mm > 0
-    return _Region(grey[y0:y1, x0:x1].astype(np.float32), mm, core, (dist > 0) & (dist <= r),
-                   (dist > r) & (dist <= 3 * r), dist, area, (bx, by, bw, bh))
+    def echo_ratio(self) -> float | None:
+        """:func:`echo_ratio` of this region."""
+        if not self.outer.any():
+            return None
+        around, core = float(self.g[self.outer].mean()), float(self.g[self.core].mean())
+        if around > 0:
+            return core / around
+        return math.inf if core > 0 else 0.0
 
 
 def appearance_features(image: np.ndarray, mask: np.ndarray, prob: np.ndarray) -> np.ndarray | None:
@@ -150,25 +180,8 @@ def appearance_features(image: np.ndarray, mask: np.ndarray, prob: np.ndarray) -
     Returns:
         ``float64 [len(FEATURES)]``, or None for an empty mask.
     """
-    grey = _grey_u8(image)
-    reg = _region(grey, mask)
-    if reg is None:
-        return None
-    g = reg.g / (_quartile_range(grey) + 1.0)
-    mm, inner, outer, dist = reg.mm, reg.inner, reg.outer, reg.dist
-    ring = float(g[inner].mean() - g[outer].mean()) if inner.any() and outer.any() else 0.0
-    smooth = cv2.GaussianBlur(g, (5, 5), 0)
-    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=1) / 2.0
-    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=1) / 2.0
-    edge_band = (dist <= 2) & ~(cv2.erode(mm, np.ones((5, 5), np.uint8)) > 0)
-    edge = float(np.hypot(gx, gy)[edge_band].mean()) if edge_band.any() else 0.0
-    bx, by, bw, bh = reg.bbox
-    box = prob[by:by + bh, bx:bx + bw]
-    unsure = float(((box > UNSURE[0]) & (box < UNSURE[1])).mean())
-    inside = float(g[reg.core].mean() - g[inner].mean()) if inner.any() else 0.0
-    h, w = np.asarray(mask).shape[:2]
-    return np.array([ring, edge, unsure, math.log(reg.area / float(h * w)), inside, _ring_closed(g, mm, inner, outer)],
-                    dtype=np.float64)
+    bands = RegionBands.of(image, mask)
+    return None if bands is None else bands.features(prob)
 
 
 def echo_ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
@@ -184,13 +197,8 @@ def echo_ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
         The ratio (where the band around is black: 0 for a black core, infinity for any other), or None for an
         empty mask or one with no band around it inside the frame.
     """
-    reg = _region(_grey_u8(image), mask)
-    if reg is None or not reg.outer.any():
-        return None
-    around, core = float(reg.g[reg.outer].mean()), float(reg.g[reg.core].mean())
-    if around > 0:
-        return core / around
-    return math.inf if core > 0 else 0.0
+    bands = RegionBands.of(image, mask)
+    return None if bands is None else bands.echo_ratio()
 
 
 def _ring_closed(g: np.ndarray, mm: np.ndarray, inner: np.ndarray, outer: np.ndarray) -> float:

@@ -125,19 +125,20 @@ class PresenceGate:
         reason = self._size_and_shape(m, frame_area, calibration)
         if reason is not None:
             return reason, None
-        if self.min_echo_ratio is not None and image is not None and mask is not None:
-            from realtime.appearance import echo_ratio
+        echo_check = self.min_echo_ratio is not None
+        appearance_check = self.appearance is not None and prob is not None
+        if image is None or mask is None or not (echo_check or appearance_check):
+            return None, None
+        from realtime.appearance import RegionBands
 
-            echo = echo_ratio(image, mask)
-            if echo is not None and echo < self.min_echo_ratio:
-                return f"anechoic: echo {echo:.2f} of the tissue around < {self.min_echo_ratio:g}", None
-        if self.appearance is not None and image is not None and mask is not None and prob is not None:
-            from realtime.appearance import appearance_features
-
-            features = appearance_features(image, mask, prob)
-            if features is None:
-                return "empty", None
-            score = self.appearance.score(features)
+        bands = RegionBands.of(image, mask)  # one pass over the region serves both checks
+        if bands is None:
+            return ("empty", None) if appearance_check else (None, None)
+        echo = bands.echo_ratio() if echo_check else None
+        if echo is not None and echo < self.min_echo_ratio:
+            return f"anechoic: echo {echo:.2f} of the tissue around < {self.min_echo_ratio:g}", None
+        if appearance_check:
+            score = self.appearance.score(bands.features(prob))
             threshold = self.appearance.threshold_for(tracking)
             if score < threshold:
                 held = tracking and self.appearance.hold_threshold is not None
