@@ -33,7 +33,8 @@
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25'), FIT_SEED (eval: the presence
 # fit's --fit-seed; other than 0, the steps fit, win and clips read and write OUT/fold-K/VARIANT/fit-seed-S/, the
 # fit of one draw unless FIT_DRAWS says, skipping its held-out check under acquisition changes: how much of a variant's
-# clips is the fit's chance), FIT_DRAWS (the fit's --draws; alone, those steps use OUT/fold-K/VARIANT/draws-R/),
+# clips is the fit's chance), FIT_DRAWS (the fit's --draws; alone, those steps use OUT/fold-K/VARIANT/draws-R/;
+# neither set: the fit takes tools.presence_fit's default, four draws since 2026-12-07, one before, into VARIANT/ itself),
 # PRESENCE_REFRESH (seconds: win and clips with the tracker's --presence-refresh, into that fit's folder's refresh-S/).
 set -u
 MODE=${1:?train or eval}; shift
