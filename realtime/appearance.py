@@ -102,8 +102,7 @@ class RegionBands(NamedTuple):
     """A mask's surroundings as the appearance features and the echo ratio measure them, in a box about the mask:
     the frame's grey values there (``g``, ``float32``), the mask (``mm``), its core (the mask eroded by a 5x5
     square; the mask itself if that leaves nothing), the inner band (out to ``r`` px outside the mask) and the
-    outer band (``r`` to ``3 r`` px), ``r`` = :data:`RING_WIDTH` of the mask's equivalent side (at least 2 px);
-    ``shape`` the mask's ``(h, w)``.
+    outer band (``r`` to ``3 r`` px), ``r`` = :data:`RING_WIDTH` of the mask's equivalent side (at least 2 px).
     Made once per frame by :meth:`of`; the presence gate reads both :meth:`echo_ratio` and :meth:`features` from
     it."""
 
@@ -111,13 +110,11 @@ class RegionBands(NamedTuple):
     g: np.ndarray
     mm: np.ndarray
     eroded: np.ndarray
-    core: np.ndarray
     inner: np.ndarray
     outer: np.ndarray
     dist: np.ndarray
     area: int
     bbox: tuple[int, int, int, int]
-    shape: tuple[int, int]
 
     @classmethod
     def of(cls, image: np.ndarray, mask: np.ndarray) -> "RegionBands | None":
@@ -138,8 +135,13 @@ class RegionBands(NamedTuple):
         mm = m[y0:y1, x0:x1]
         dist = cv2.distanceTransform((mm == 0).astype(np.uint8), cv2.DIST_L2, 5)  # 0 inside, px outside
         eroded = cv2.erode(mm, np.ones((5, 5), np.uint8)) > 0
-        return cls(grey, grey[y0:y1, x0:x1].astype(np.float32), mm, eroded, eroded if eroded.any() else mm > 0,
-                   (dist > 0) & (dist <= r), (dist > r) & (dist <= 3 * r), dist, area, (bx, by, bw, bh), (h, w))
+        return cls(grey, grey[y0:y1, x0:x1].astype(np.float32), mm, eroded, (dist > 0) & (dist <= r),
+                   (dist > r) & (dist <= 3 * r), dist, area, (bx, by, bw, bh))
+
+    @property
+    def core(self) -> np.ndarray:
+        """The mask eroded by a 5x5 square; the mask itself if that leaves nothing."""
+        return self.eroded if self.eroded.any() else self.mm > 0
 
     def features(self, prob: np.ndarray) -> np.ndarray:
         """:func:`appearance_features` of this region, ``prob`` the network's probability at the frame's size."""
@@ -155,7 +157,7 @@ class RegionBands(NamedTuple):
         box = prob[by:by + bh, bx:bx + bw]
         unsure = float(((box > UNSURE[0]) & (box < UNSURE[1])).mean())
         inside = float(g[self.core].mean() - g[inner].mean()) if inner.any() else 0.0
-        h, w = self.shape
+        h, w = self.grey.shape[:2]
         return np.array([ring, edge, unsure, math.log(self.area / float(h * w)), inside,
                          _ring_closed(g, mm, inner, outer)], dtype=np.float64)
 
