@@ -19,7 +19,7 @@ augmentation here, so workers and resumes change nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -93,16 +93,17 @@ def disagreement(logits_a: Tensor, logits_b: Tensor) -> Tensor:
     return ((a - b) ** 2).sum() / (a.sum() + b.sum() + 1.0)
 
 
-def twin_loss(logits: Tensor, target: Tensor, weight: float) -> tuple[Tensor, Tensor]:
+def twin_loss(logits: Tensor, target: Tensor, weight: float,
+              loss_fn: Callable[[Tensor, Tensor], Tensor] = bce_dice_loss) -> tuple[Tensor, Tensor]:
     """The loss of a batch of twin views and view A's logits.
 
     ``logits`` ``[2N, 1, H, W]``: the network's output on the N A-views followed by the N B-views;
-    ``target`` ``[N, 1, H, W]``. Returns ``(mean of the two views' bce_dice_loss + weight * disagreement,
-    view A's logits)``.
+    ``target`` ``[N, 1, H, W]``. Returns ``(mean of the two views' loss_fn (the run's --loss) + weight *
+    disagreement, view A's logits)``.
     """
     n = target.shape[0]
     if logits.shape[0] != 2 * n:
         raise ValueError(f"twin_loss: {logits.shape[0]} outputs for {n} targets (two views each expected)")
     a, b = logits[:n].float(), logits[n:].float()
-    supervised = 0.5 * (bce_dice_loss(a, target) + bce_dice_loss(b, target))
+    supervised = 0.5 * (loss_fn(a, target) + loss_fn(b, target))
     return supervised + weight * disagreement(a, b), a

@@ -9,6 +9,12 @@ numerator and the denominator. The targets are the *soft* resized masks (values 
 
 Because the Dice is pooled, the loss of a batch is not the mean of the per-image losses,
 and the validation loss depends on how the images were batched (§4 item 9).
+
+``bce_dice_area`` (this project's, not the paper's; ``mn-train --loss bce_dice_area``) adds each image's
+relative error of the soft area, ``|sum(p) - sum(t)| / sum(t)``: the number the tool reports is the nerve's
+cross-sectional area, per image, while the pooled Dice lets a batch trade one image's area against
+another's. Its gradient is the same for every pixel of an image, scaled by the sigmoid's slope, so it moves
+the outline where the network is unsure of it (the boundary), not the sure inside or outside.
 """
 
 from __future__ import annotations
@@ -88,8 +94,51 @@ def bce_dice_loss(logits: Tensor, target: Tensor, smooth: float = DEFAULT_SMOOTH
         return bce + (1.0 - dice)
 
 
+#: The area term's weight in ``bce_dice_area`` (a 7 % area error adds 0.07, against a converged BCE + Dice of
+#: about 0.3).
+AREA_WEIGHT = 1.0
+#: Images whose target covers less than this fraction of the input are left out of the area term (a window
+#: with a sliver of nerve at its edge has no area worth matching; the relative error would be huge).
+AREA_MIN_FRACTION = 0.01
+
+
+def relative_area_error(prob: Tensor, target: Tensor, min_fraction: float = AREA_MIN_FRACTION) -> Tensor:
+    """Mean over the images of ``|sum(p) - sum(t)| / sum(t)``, the soft areas' relative error.
+
+    Args:
+        prob: probabilities ``[N, C, H, W]`` in [0, 1].
+        target: soft or hard target of the same shape.
+        min_fraction: images whose target sums to less than this fraction of an image's elements are left
+            out (0 when none is left).
+
+    Returns:
+        A 0-dim float32 tensor.
+
+    Raises:
+        ValueError: if the shapes differ or the tensors are not batched.
+    """
+    if prob.shape != target.shape or prob.dim() < 2:
+        raise ValueError(f"relative_area_error: prob {tuple(prob.shape)} and target {tuple(target.shape)} must be "
+                         "batches of one shape, e.g. [N, 1, H, W]")
+    p = prob.float().flatten(1).sum(1)
+    t = target.float().flatten(1).sum(1)
+    keep = t >= min_fraction * target[0].numel()
+    if not bool(keep.any()):
+        return prob.new_zeros((), dtype=torch.float32)
+    return ((p[keep] - t[keep]).abs() / t[keep]).mean()
+
+
+def bce_dice_area_loss(logits: Tensor, target: Tensor, weight: float = AREA_WEIGHT) -> Tensor:
+    """:func:`bce_dice_loss` plus ``weight`` times each image's relative soft-area error
+    (:func:`relative_area_error`), in float32 like it."""
+    base = bce_dice_loss(logits, target)
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return base + weight * relative_area_error(torch.sigmoid(logits.float()), target)
+
+
 LOSSES: dict[str, LossFn] = {
     "bce_dice": bce_dice_loss,
+    "bce_dice_area": bce_dice_area_loss,
 }
 
 

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="temporal consistency: train every item also under a new speckle pattern (the same tissue in "
                         "the next video frame) and add W x the two outlines' disagreement (on 0/1 masks 1 - their "
                         "Dice) to the loss; 0: off. Twice the compute per batch (train/consistency.py)")
+    p.add_argument("--loss", default="bce_dice",
+                   help="the training loss: bce_dice (the paper's: BCE + the batch-pooled soft Dice) or bce_dice_area "
+                        "(the same plus each image's relative soft-area error |sum p - sum t| / sum t, weight 1: the "
+                        "area the tool reports, per image; train/losses.py)")
     p.add_argument("--speckle", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="with --augment strong, acquisition, fov or compress: draw each training image's speckle "
                         "strength uniformly from [LO, HI] instead of the fixed 0.15 (scanners differ in how grainy the "
@@ -211,7 +215,7 @@ def training_config(args: argparse.Namespace, device: str) -> TrainConfig:
         amp_dtype=args.amp_dtype, consistency=args.consistency, blind=args.blind,
         speckle=args.speckle, compress=args.compress,
         lr_drops=args.lr_drops,
-        swa_from=args.swa_from,
+        swa_from=args.swa_from, loss=args.loss,
     )
 
 

@@ -47,7 +47,7 @@ from train.augment import AUGMENT_NAMES, augment_record, make_augment
 from train.checkpoint import code_version, load_checkpoint, save_checkpoint
 from train.data import LoadedData, SegmentationDataset, dataset_hash, load_samples, scan_dataset
 from train.errors import CheckpointError, UserError
-from train.losses import bce_dice_loss, soft_dice
+from train.losses import LOSSES, get_loss, soft_dice
 from train.metrics import dice_hard
 from train.models import build_model, check_input_size
 from train.models.vgg import load_vgg19_weights
@@ -112,6 +112,7 @@ class TrainConfig:
     blind: bool = False
     lr_drops: list[int] = field(default_factory=list)
     swa_from: int | None = None
+    loss: str = "bce_dice"
 
     def __post_init__(self) -> None:
         # Backwards compatibility: augment=True/False (the old boolean flag) means "paper"/"none".
@@ -126,6 +127,8 @@ class TrainConfig:
                             f"got {self.lr_drops}")
         if self.crop is not None:
             self.crop = (int(self.crop[0]), int(self.crop[1]))
+        if self.loss not in LOSSES:
+            raise UserError(f"unknown loss {self.loss!r}; choose one of: {', '.join(sorted(LOSSES))}")
         if self.swa_from is not None and not 1 <= self.swa_from <= self.epochs:
             raise UserError(f"--swa-from {self.swa_from}: the first epoch whose weights are averaged must be between 1 "
                             f"and --epochs ({self.epochs})")
@@ -448,7 +451,7 @@ class Trainer:
             raise CheckpointError(f"{path} has no training state to resume from (is it a best.pt copy?)")
         saved, mine = state.get("run_args", {}), self.cfg.to_dict()
         for key in ("model", "model_kwargs", "size", "batch_size", "split", "folds", "fold", "seed", "max_images",
-                    "extra_train", "consistency", "speckle", "compress", "swa_from"):
+                    "extra_train", "consistency", "speckle", "compress", "swa_from", "loss"):
             if key in saved and saved[key] != mine[key]:
                 raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
                                 f"{mine[key]!r}; use the same flags or a new --out")
@@ -529,9 +532,9 @@ class Trainer:
         if twins:
             from train.consistency import twin_loss
 
-            loss, logits = twin_loss(logits, y, self.cfg.consistency)
+            loss, logits = twin_loss(logits, y, self.cfg.consistency, get_loss(self.cfg.loss))
         else:
-            loss = bce_dice_loss(logits.float(), y)
+            loss = get_loss(self.cfg.loss)(logits.float(), y)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -589,7 +592,7 @@ class Trainer:
                 logits = model(x)
             logits = logits.float()
             prob = torch.sigmoid(logits)
-            loss_sum += float(bce_dice_loss(logits, y)) * len(x)
+            loss_sum += float(get_loss(self.cfg.loss)(logits, y)) * len(x)
             dice_sum += float(soft_dice(prob, y)) * len(x)
             p, t = (prob >= 0.5).cpu().numpy(), (y > 0).cpu().numpy()
             dscs.extend(dice_hard(p[i, 0], t[i, 0]) for i in range(len(x)))

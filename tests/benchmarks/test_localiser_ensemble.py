@@ -33,7 +33,7 @@ def test_trains_a_folds_parts_and_joins_the_two_localisers(tmp_path: Path) -> No
     data = make_dataset(tmp_path / "data", n_patients=5, per_patient=2)
     extra = make_dataset(tmp_path / "extra", n_patients=2, per_patient=2, seed=3)
     out = tmp_path / "out"
-    parts = ("localiser", "cmploc", "refiner", "refiner-2", "fovref")
+    parts = ("localiser", "cmploc", "refiner", "refiner-2", "fovref", "arearef")
     done = _run("train", data, extra, out, *(f"0:{p}" for p in parts))
     assert done.returncode == 0, done.stderr + done.stdout
     for part in parts:
@@ -42,6 +42,7 @@ def test_trains_a_folds_parts_and_joins_the_two_localisers(tmp_path: Path) -> No
         assert train["model"] == ("lunet-coarse" if part in ("localiser", "cmploc") else "lunet")
         assert train["compress"] == ([0.75, 0.5] if part in ("cmploc", "fovref") else None)
         assert train["speckle"] == ([0.0, 0.6] if part == "refiner-2" else None)
+        assert train["loss"] == ("bce_dice_area" if part == "arearef" else "bce_dice")
         assert train["augment"] == {"localiser": "acquisition", "cmploc": "acquisition", "fovref": "fov"}.get(part,
                                                                                                            "compress")
     again = _run("train", data, extra, out, "0:localiser")  # finished: not trained again

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from train.losses import LOSSES, bce_dice_loss, get_loss, soft_dice
+from train.losses import (
+    LOSSES,
+    bce_dice_area_loss,
+    bce_dice_loss,
+    get_loss,
+    relative_area_error,
+    soft_dice,
+)
 
 
 def _per_image_mean_dice(prob: torch.Tensor, target: torch.Tensor) -> float:
@@ -93,6 +100,64 @@ def test_bce_dice_loss_shape_mismatch_raises() -> None:
 
 def test_registry() -> None:
     assert get_loss("bce_dice") is bce_dice_loss
-    assert set(LOSSES) == {"bce_dice"}
+    assert get_loss("bce_dice_area") is bce_dice_area_loss
+    assert set(LOSSES) == {"bce_dice", "bce_dice_area"}
     with pytest.raises(KeyError, match="bce_dice"):
         get_loss("dice_only")
+
+
+def test_relative_area_error_per_image_mean() -> None:
+    # image 0: true area 16, predicted soft area 12 (-25 %); image 1: true 8, predicted 10 (+25 %)
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, :4, :4] = 1.0
+    target[1, 0, :2, :4] = 1.0
+    prob = torch.zeros(2, 1, 8, 8)
+    prob[0, 0, :4, :4] = 0.75
+    prob[1, 0, :2, :4] = 1.0
+    prob[1, 0, 7, :4] = 0.5
+    assert float(relative_area_error(prob, target)) == pytest.approx(0.25, abs=1e-6)
+    # pooled over the batch the two errors would cancel: 22 against 24 px
+    assert float(prob.sum() / target.sum()) == pytest.approx(22 / 24)
+
+
+def test_relative_area_error_leaves_out_slivers() -> None:
+    target = torch.zeros(2, 1, 10, 10)
+    target[0, 0, :5, :5] = 1.0  # 25 of 100 px
+    target[1, 0, 0, 0] = 0.5  # 0.5 % of the window: left out at the default 1 %
+    prob = target.clone()
+    prob[1] = 1.0  # huge relative error on the sliver
+    assert float(relative_area_error(prob, target)) == pytest.approx(0.0, abs=1e-7)
+    assert float(relative_area_error(prob, target, min_fraction=0.0)) == pytest.approx((0 + 99.5 / 0.5) / 2)
+    empty = torch.zeros(1, 1, 4, 4)
+    assert float(relative_area_error(empty + 0.3, empty)) == 0.0
+
+
+def test_bce_dice_area_loss_adds_the_weighted_area_term() -> None:
+    torch.manual_seed(0)
+    target = torch.zeros(3, 1, 16, 16)
+    target[:, :, 4:12, 5:11] = 1.0
+    logits = torch.randn(3, 1, 16, 16)
+    area = float(relative_area_error(torch.sigmoid(logits), target))
+    assert area > 0.1
+    assert float(bce_dice_area_loss(logits, target, weight=2.0)) == pytest.approx(
+        float(bce_dice_loss(logits, target)) + 2.0 * area, rel=1e-6)
+    assert float(bce_dice_area_loss(logits, target, weight=0.0)) == pytest.approx(float(bce_dice_loss(logits, target)))
+
+
+def test_area_term_gradient_moves_the_unsure_boundary() -> None:
+    # an outline too small: sure inside, unsure ring; the area term's gradient pushes the unsure pixels up
+    target = torch.zeros(1, 1, 12, 12)
+    target[0, 0, 2:10, 2:10] = 1.0
+    logits = torch.full((1, 1, 12, 12), -8.0)
+    logits[0, 0, 3:9, 3:9] = 8.0
+    logits[0, 0, 2, 2:10] = 0.0  # the unsure top row of the true outline
+    logits.requires_grad_(True)
+    relative_area_error(torch.sigmoid(logits), target).backward()
+    g = logits.grad[0, 0]
+    assert float(g[2, 5]) < 0  # descent raises the unsure pixel
+    assert abs(float(g[5, 5])) < 2e-3 * abs(float(g[2, 5]))  # sure inside: sigmoid slope 3e-4, not 0.25
+
+
+def test_relative_area_error_rejects_unbatched() -> None:
+    with pytest.raises(ValueError, match="batches"):
+        relative_area_error(torch.zeros(4), torch.zeros(4))

@@ -626,3 +626,29 @@ def test_mn_train_swa_from_writes_swa_pt_and_reports_it(tmp_path: Path, capsys: 
     assert train_cli(["--data", str(data), "--model", "lunet", "--epochs", "2", "--swa-from", "3", "--out",
                       str(tmp_path / "bad"), "-q"]) == 2
     assert "--swa-from 3" in capsys.readouterr().err
+
+
+def test_loss_bce_dice_area_trains_and_is_recorded(synthetic_dataset: Path, tmp_path: Path, one_thread: None) -> None:
+    """--loss bce_dice_area: the same run with the area term ends elsewhere, its history's losses are the new loss's
+    (the area term makes them larger), the config records it, --resume with another loss is refused."""
+    from train.losses import bce_dice_area_loss, bce_dice_loss
+
+    plain, area = tmp_path / "plain", tmp_path / "area"
+    Trainer(small_cfg(synthetic_dataset, plain, epochs=1), torch.device("cpu")).fit()
+    trainer = Trainer(small_cfg(synthetic_dataset, area, epochs=1, loss="bce_dice_area"), torch.device("cpu"))
+    trainer.fit()
+    assert json.loads((area / "config.json").read_text())["train"]["loss"] == "bce_dice_area"
+    a, b = _weights(plain / "last.pt"), _weights(area / "last.pt")
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    # the validation loss is the run's loss: recomputed here on the validation images with the saved weights
+    row = list(csv.DictReader((area / "history.csv").open()))[-1]
+    net = model_from_checkpoint(area / "last.pt")[0].eval()
+    with torch.no_grad():
+        logits = net(trainer.val_images).float()
+    expected = float(bce_dice_area_loss(logits, trainer.val_masks))
+    assert expected > float(bce_dice_loss(logits, trainer.val_masks))
+    assert float(row["val_loss"]) == pytest.approx(expected, rel=0.05)  # batched and in bfloat16 or not
+    with pytest.raises(UserError, match="loss"):
+        Trainer(small_cfg(synthetic_dataset, area, epochs=2, resume=True), torch.device("cpu"))
+    with pytest.raises(UserError, match="bce_dice_area"):
+        small_cfg(synthetic_dataset, tmp_path / "x", loss="dice_only")
