@@ -125,6 +125,8 @@ def test_cascade_flags_bad_input_one_line_exit_2(tmp_path: Path, synthetic_datas
     assert "--crop-jitter must be in [0, 1]" in err
     err = _run_error(train_cli, [*base, "--workers", "-1"], capsys)
     assert "--workers" in err
+    err = _run_error(train_cli, [*base, "--loss", "focal"], capsys)
+    assert "unknown loss 'focal'; choose one of: bce_dice, bce_dice_area" in err
     err = _run_error(train_cli, [*base, "--model", "cascade"], capsys)
     assert "unknown model 'cascade'" in err  # assembled by python -m train.cascade, never trained as a whole
     assert not (tmp_path / "o").exists()
