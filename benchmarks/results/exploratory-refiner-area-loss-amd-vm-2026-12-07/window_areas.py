@@ -5,7 +5,9 @@
 For each refiner checkpoint: the window Dice (probability >= 0.5 against the mask > 0.5, mean over the windows), and the
 relative error against the true (soft, resized) mask area of the soft area (the sum of the probabilities) and of the
 hard area (pixels >= 0.5): median of |error| and mean signed error; and the probability mass outside the true nerve
-over the true area (median). A markdown table on stdout. Nothing is chosen on these windows.
+over the true area (median). With more than one checkpoint, a last row for the mean of their probabilities (the
+second shown the mirror image, as mn-realtime's two refiners are joined). A markdown table on stdout. Nothing is
+chosen on these windows.
 """
 import statistics
 import sys
@@ -37,10 +39,17 @@ def main() -> None:
     print(f"| fold {fold}, {len(x)} windows | Dice | soft area: \\|error\\| median; bias | hard area: \\|error\\| median; "
           "bias | mass outside the nerve / true area |")
     print("|---|---|---|---|---|")
+    probs = []
     for ckpt in ckpts:
         net = model_from_checkpoint(ckpt)[0].eval()
+        mirror = len(probs) == 1  # the second refiner sees the mirror image, its map mirrored back
         with torch.no_grad():
-            p = torch.sigmoid(net(x).float())
+            p = torch.sigmoid(net(x.flip(-1) if mirror else x).float())
+        probs.append(p.flip(-1) if mirror else p)
+    rows = list(zip(ckpts, probs))
+    if len(probs) > 1:
+        rows.append(("mean of the above (the second on the mirror image)", torch.stack(probs).mean(0)))
+    for ckpt, p in rows:
         hard = (p >= 0.5).float()
         t = (y > 0.5).float()
         dice = (2 * (hard * t).flatten(1).sum(1) / (hard.flatten(1).sum(1) + t.flatten(1).sum(1)).clamp(min=1)).mean()
