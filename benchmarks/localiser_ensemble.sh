@@ -37,7 +37,9 @@
 # fit of one draw unless FIT_DRAWS says, skipping its held-out check under acquisition changes: how much of a variant's
 # clips is the fit's chance), FIT_DRAWS (the fit's --draws; alone, those steps use OUT/fold-K/VARIANT/draws-R/;
 # neither set: the fit takes tools.presence_fit's default, four draws since 2026-12-07, one before, into VARIANT/ itself),
-# PRESENCE_REFRESH (seconds: win and clips with the tracker's --presence-refresh, into that fit's folder's refresh-S/).
+# PRESENCE_REFRESH (seconds: win and clips with the tracker's --presence-refresh, into that fit's folder's refresh-S/),
+# LANES (eval: 1, the steps one after another; 2: join, then fit, win and clips in one lane and the other steps in a
+# second beside it, for two cores).
 set -u
 MODE=${1:?train or eval}; shift
 PY=${PY:-python3}; THREADS=${THREADS:-1}; read -r -a MORE <<<"${TRAIN_ARGS:-}"
@@ -134,10 +136,9 @@ evaluate() {  # protocol: mn-eval on the fold's patients
   "$PY" -m engines.evaluate_cli --checkpoint "$O/model.pt" "${S[@]}" --protocol "$1" --json "$O/eval-$1.json" \
     --per-image "$O/per-image-$1.csv" -q
 }
-status=0
-for s in $STEPS; do
-  echo "[$(date +%H:%M:%S)] fold $F $V $s"
-  case $s in
+step() {  # one eval step; 1 when it failed
+  echo "[$(date +%H:%M:%S)] fold $F $V $1"
+  case $1 in
     join) "$PY" -m train.cascade "${L[@]}" "${R[@]}" --mirror alternate --out "$O/model.pt" -q;;
     eval) evaluate paper && evaluate native;;
     fit) "$PY" -m tools.presence_fit --model "$O/model.pt" --data "$DATA" --split kfold --fold "$F" \
@@ -152,8 +153,23 @@ for s in $STEPS; do
             --md "$O/robustness.md" --per-image "$O/robustness-per-image.csv" -q >/dev/null;;
     clips) "$PY" -m benchmarks.presence --model "$O/model.pt" "${S[@]}" --clips 48 --confirm 2 \
             --appearance "$FD/appearance.json" "${REFRESH[@]}" --json "$RD/presence-clips.json" -q;;
-    *) echo "localiser_ensemble: unknown step $s" >&2; false;;
-  esac || { echo "localiser_ensemble: fold $F $V: $s failed" >&2; status=1; }
-done
+    *) echo "localiser_ensemble: unknown step $1" >&2; false;;
+  esac || { echo "localiser_ensemble: fold $F $V: $1 failed" >&2; return 1; }
+}
+steps() { local s st=0; for s in "$@"; do step "$s" || st=1; done; return $st; }
+status=0
+if [ "${LANES:-1}" = 2 ]; then
+  # join first; then the steps that need the presence fit (fit, win, clips) in this process and the others (eval,
+  # rob, rob34) beside them, each lane with THREADS threads
+  FIRST=(); FITTED=(); OTHERS=()
+  for s in $STEPS; do case $s in join) FIRST+=("$s");; fit|win|clips) FITTED+=("$s");; *) OTHERS+=("$s");; esac; done
+  steps "${FIRST[@]}" || status=1
+  steps "${OTHERS[@]}" & lane=$!
+  steps "${FITTED[@]}" || status=1
+  wait $lane || status=1
+else
+  # shellcheck disable=SC2086
+  steps $STEPS || status=1
+fi
 echo "[$(date +%H:%M:%S)] fold $F $V done"
 exit $status

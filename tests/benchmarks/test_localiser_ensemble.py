@@ -22,8 +22,8 @@ SCRIPT = REPO / "benchmarks" / "localiser_ensemble.sh"
 REHEARSAL = "--epochs 1 --lr-drops 1 --width 0.25 --batch-size 4 --save-every-min 0 -q"
 
 
-def _run(*args: object) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PY": sys.executable, "TRAIN_ARGS": REHEARSAL}
+def _run(*args: object, **more_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PY": sys.executable, "TRAIN_ARGS": REHEARSAL, **more_env}
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=900)
 
@@ -48,8 +48,9 @@ def test_trains_a_folds_parts_and_joins_the_two_localisers(tmp_path: Path) -> No
     again = _run("train", data, extra, out, "0:localiser")  # finished: not trained again
     assert again.returncode == 0 and (out / "fold-0" / "localiser.log").read_text().count('"best_checkpoint"') == 1
 
-    done = _run("eval", data, out, 0, "lens", "join", "eval", "rob")
+    done = _run("eval", data, out, 0, "lens", "join", "eval", "rob", LANES="2")  # eval and rob side by side
     assert done.returncode == 0, done.stderr + done.stdout
+    assert done.stdout.index("lens join") < min(done.stdout.index("lens eval"), done.stdout.index("lens rob"))
     fold = out / "fold-0" / "lens"
     kwargs = load_checkpoint(fold / "model.pt")["config"]["model"]["kwargs"]
     assert kwargs["localiser"]["name"] == "ensemble" and len(kwargs["localiser"]["kwargs"]["members"]) == 2
@@ -78,6 +79,10 @@ def test_unknown_modes_parts_variants_and_steps_are_refused(tmp_path: Path) -> N
     assert step.returncode == 1 and "unknown step dance" in step.stderr
     missing = _run("eval", tmp_path, tmp_path / "out", 0, "base", "join")  # no parts trained
     assert missing.returncode == 1 and "fold 0 base: join failed" in missing.stderr
+    lanes = _run("eval", tmp_path, tmp_path / "out", 0, "base", "dance", LANES="2")  # the second lane's failure
+    assert lanes.returncode == 1 and "unknown step dance" in lanes.stderr
+    lanes = _run("eval", tmp_path, tmp_path / "out", 0, "base", "fit", LANES="2")  # the first lane's
+    assert lanes.returncode == 1 and "fold 0 base: fit failed" in lanes.stderr
 
 
 @pytest.mark.parametrize("env, folder", [({}, "lens"), ({"FIT_DRAWS": "4"}, "lens/draws-4"),
