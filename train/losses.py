@@ -13,8 +13,10 @@ and the validation loss depends on how the images were batched (§4 item 9).
 ``bce_dice_area`` (this project's, not the paper's; ``mn-train --loss bce_dice_area``) adds each image's
 relative error of the soft area, ``|sum(p) - sum(t)| / sum(t)``: the number the tool reports is the nerve's
 cross-sectional area, per image, while the pooled Dice lets a batch trade one image's area against
-another's. Its gradient is the same for every pixel of an image, scaled by the sigmoid's slope, so it moves
-the outline where the network is unsure of it (the boundary), not the sure inside or outside.
+another's. Its gradient is the same for every pixel of an image, scaled by the sigmoid's slope, so it acts
+where the network is unsure (the boundary). Measured on one fold (2026-12-07,
+benchmarks/results/exploratory-refiner-area-loss-amd-vm-2026-12-07/): the refiners meet it by blurring the map,
+their soft area right and their 0.5 outline 16-18 % too large; not used by any shipped model.
 """
 
 from __future__ import annotations

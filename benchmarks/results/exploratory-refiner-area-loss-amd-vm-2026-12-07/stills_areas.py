@@ -1,6 +1,7 @@
 """Soft and hard areas of joined cascades on a fold's held-out stills, at native resolution (as mn-eval measures).
 
-    python stills_areas.py DATA FOLD MODEL [MODEL ...]   # e.g. ../shared/data/median-nerve 0 runs/lens/fold-0/lens/model.pt
+    python stills_areas.py DATA FOLD MODEL [MODEL ...]
+    # e.g. ../shared/data/median-nerve 0 runs/lens/fold-0/lens/model.pt
 
 For each model (a checkpoint mn-eval takes): its probability map on each held-out image (the whole frame, the
 refiner's window placed in it), upsampled to the image's native size as mn-eval's native protocol does; the hard

@@ -1,6 +1,7 @@
 """Soft and hard areas of refiners on a fold's held-out windows (centred on the true nerve, as mn-train validates).
 
-    python window_areas.py DATA FOLD CKPT [CKPT ...]   # e.g. ../shared/data/median-nerve 0 runs/lens/fold-0/refiner/last.pt
+    python window_areas.py DATA FOLD CKPT [CKPT ...]
+    # e.g. ../shared/data/median-nerve 0 runs/lens/fold-0/refiner/last.pt
 
 For each refiner checkpoint: the window Dice (probability >= 0.5 against the mask > 0.5, mean over the windows), and the
 relative error against the true (soft, resized) mask area of the soft area (the sum of the probabilities) and of the
@@ -36,8 +37,8 @@ def main() -> None:
     data, fold, ckpts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     x, y = windows(data, fold)
     truth = y.flatten(1).sum(1)
-    print(f"| fold {fold}, {len(x)} windows | Dice | soft area: \\|error\\| median; bias | hard area: \\|error\\| median; "
-          "bias | mass outside the nerve / true area |")
+    print(f"| fold {fold}, {len(x)} windows | Dice | soft area: \\|error\\| median; bias | hard area: "
+          "\\|error\\| median; bias | mass outside the nerve / true area |")
     print("|---|---|---|---|---|")
     probs = []
     for ckpt in ckpts:
