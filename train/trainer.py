@@ -288,6 +288,7 @@ class Trainer:
         self.es_wait = 0
         self.history: list[dict] = []
         self.swa = WeightAverage() if cfg.swa_from else None
+        self.loss_fn = get_loss(cfg.loss)  # training and validation alike
         self.swa_metrics: dict[str, Any] | None = None
         if cfg.resume:
             self._resume()
@@ -532,9 +533,9 @@ class Trainer:
         if twins:
             from train.consistency import twin_loss
 
-            loss, logits = twin_loss(logits, y, self.cfg.consistency, get_loss(self.cfg.loss))
+            loss, logits = twin_loss(logits, y, self.cfg.consistency, self.loss_fn)
         else:
-            loss = get_loss(self.cfg.loss)(logits.float(), y)
+            loss = self.loss_fn(logits.float(), y)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -592,7 +593,7 @@ class Trainer:
                 logits = model(x)
             logits = logits.float()
             prob = torch.sigmoid(logits)
-            loss_sum += float(get_loss(self.cfg.loss)(logits, y)) * len(x)
+            loss_sum += float(self.loss_fn(logits, y)) * len(x)
             dice_sum += float(soft_dice(prob, y)) * len(x)
             p, t = (prob >= 0.5).cpu().numpy(), (y > 0).cpu().numpy()
             dscs.extend(dice_hard(p[i, 0], t[i, 0]) for i in range(len(x)))

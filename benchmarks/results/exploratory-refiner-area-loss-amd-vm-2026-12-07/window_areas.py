@@ -37,6 +37,7 @@ def main() -> None:
     data, fold, ckpts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     x, y = windows(data, fold)
     truth = y.flatten(1).sum(1)
+    t = (y > 0.5).float()
     print(f"| fold {fold}, {len(x)} windows | Dice | soft area: \\|error\\| median; bias | hard area: "
           "\\|error\\| median; bias | mass outside the nerve / true area |")
     print("|---|---|---|---|---|")
@@ -52,7 +53,6 @@ def main() -> None:
         rows.append(("mean of the above (the second on the mirror image)", torch.stack(probs).mean(0)))
     for ckpt, p in rows:
         hard = (p >= 0.5).float()
-        t = (y > 0.5).float()
         dice = (2 * (hard * t).flatten(1).sum(1) / (hard.flatten(1).sum(1) + t.flatten(1).sum(1)).clamp(min=1)).mean()
         cols = []
         for area in (p.flatten(1).sum(1), hard.flatten(1).sum(1)):
