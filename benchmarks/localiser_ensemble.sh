@@ -14,7 +14,8 @@
 # with its geometry alone, --augment fov, 2026-12-07; swaref and swaref-2 the fold's refiner and refiner-2 trained
 # on for 24 epochs at a steady rate 3e-4 with their weights averaged, mn-train --swa-from 1, 2026-12-07; arearef and
 # arearef-2 the two refiners trained with each image's soft-area error in the loss, mn-train --loss bce_dice_area,
-# 2026-12-07) trained from
+# 2026-12-07; wideref and wideref-2 the two refiners with 1.5 times the filters, mn-train --width 1.5, 2026-12-07)
+# trained from
 # the start on the fold's training patients the way its final is (mn-train --blind, the as-final schedules of
 # cascade-acqloc-cmp-ens that benchmarks/results/cv-cpu/cascade-acqloc-cmp-ens/fold-K/as-final/*-config.json record:
 # localisers 62 epochs, rate drops after 38 and 52; refiners 104, drops after 84 and 94), into OUT/fold-K/PART/, one
@@ -30,7 +31,8 @@
 # (loc2 and cmploc), acq (lens's localisers, the refiners acqref and acqref-2), acq1 (lens with acqref instead of
 # refiner), fov (lens's localisers, the refiners fovref and fovref-2), fov1 (lens with fovref instead of refiner), swa
 # (lens's localisers, the averaged refiners swaref/swa.pt and swaref-2/swa.pt), swalast (their last weights, not
-# averaged: what the 24 more epochs alone do), area (lens's localisers, the refiners arearef and arearef-2).
+# averaged: what the 24 more epochs alone do), area (lens's localisers, the refiners arearef and arearef-2), wide
+# (lens's localisers, the refiners wideref and wideref-2).
 # Environment: PY (python3), THREADS (1), DEVICE (mn-train's, cpu; cuda on a GPU machine), TRAIN_ARGS (more
 # mn-train arguments, after the script's own: a rehearsal's '--epochs 1 --width 0.25'), FIT_SEED (eval: the presence
 # fit's --fit-seed; other than 0, the steps fit, win and clips read and write OUT/fold-K/VARIANT/fit-seed-S/, the
@@ -72,6 +74,8 @@ train_part() {  # data phantom out fold part
     fovref-2) args=("${REF[@]}" "${FOV[@]}" --speckle 0 0.6);;
     arearef) args=("${REF[@]}" --loss bce_dice_area);;
     arearef-2) args=("${REF[@]}" --speckle 0 0.6 --loss bce_dice_area);;
+    wideref) args=("${REF[@]}" --width 1.5);;
+    wideref-2) args=("${REF[@]}" --speckle 0 0.6 --width 1.5);;
     swaref) args=("${REFNET[@]}" "${SWA[@]}" --init "$3/fold-$4/refiner/last.pt");;
     swaref-2) args=("${REFNET[@]}" --speckle 0 0.6 "${SWA[@]}" --init "$3/fold-$4/refiner-2/last.pt");;
     *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2, acqref," \
@@ -128,8 +132,9 @@ case $V in
   swa) L=("${LENS[@]}") R=(--refiner "$P/swaref/swa.pt" --refiner "$P/swaref-2/swa.pt");;
   swalast) L=("${LENS[@]}") R=(--refiner "$P/swaref/last.pt" --refiner "$P/swaref-2/last.pt");;
   area) L=("${LENS[@]}") R=(--refiner "$P/arearef/last.pt" --refiner "$P/arearef-2/last.pt");;
+  wide) L=("${LENS[@]}") R=(--refiner "$P/wideref/last.pt" --refiner "$P/wideref-2/last.pt");;
   *) echo "localiser_ensemble: unknown variant $V (base, lens, lensmir, cmploc, loctta, fine, lens2, mix, acq," \
-       "acq1, fov, fov1, swa, swalast, area)" >&2; exit 2;;
+       "acq1, fov, fov1, swa, swalast, area, wide)" >&2; exit 2;;
 esac
 S=(--data "$DATA" --split kfold --folds 5 --fold "$F" --threads "$THREADS")
 evaluate() {  # protocol: mn-eval on the fold's patients
