@@ -79,7 +79,7 @@ train_part() {  # data phantom out fold part
     swaref) args=("${REFNET[@]}" "${SWA[@]}" --init "$3/fold-$4/refiner/last.pt");;
     swaref-2) args=("${REFNET[@]}" --speckle 0 0.6 "${SWA[@]}" --init "$3/fold-$4/refiner-2/last.pt");;
     *) echo "localiser_ensemble: unknown part $part (localiser, cmploc, loc2, cmploc2, refiner, refiner-2, acqref," \
-         "acqref-2, fovref, fovref-2, swaref, swaref-2, arearef, arearef-2)" >&2; return 2;;
+         "acqref-2, fovref, fovref-2, swaref, swaref-2, arearef, arearef-2, wideref, wideref-2)" >&2; return 2;;
   esac
   # finished: mn-train prints its summary line (whatever the log level) only after the last epoch
   grep -qs '^{"best_checkpoint"' "$out.log" && return 0
