@@ -23,16 +23,21 @@ import numpy as np
 KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
+def rim_features(grey: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(rim inside, rim outside) of a 0/1 uint8 ``mask`` on the grey image, in units of the tissue beyond."""
+    er = cv2.erode(mask, KERNEL)
+    core = cv2.erode(er, KERNEL) > 0
+    di = cv2.dilate(mask, KERNEL)
+    inner, outer = (mask > 0) & (er == 0), (di > 0) & (mask == 0)
+    far = (cv2.dilate(di, KERNEL) > 0) & (di == 0)
+    scale = grey[far].mean() + 1e-6
+    return (grey[inner].mean() - grey[core].mean()) / scale, (grey[outer].mean() - grey[inner].mean()) / scale
+
+
 def features(data: Path, stem: str) -> tuple[float, float]:
     img = cv2.imread(str(data / "Images" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE).astype(np.float64)
     m = (cv2.imread(str(data / "Masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
-    er = cv2.erode(m, KERNEL)
-    core = cv2.erode(er, KERNEL) > 0
-    di = cv2.dilate(m, KERNEL)
-    inner, outer = (m > 0) & (er == 0), (di > 0) & (m == 0)
-    far = (cv2.dilate(di, KERNEL) > 0) & (di == 0)
-    scale = img[far].mean() + 1e-6
-    return (img[inner].mean() - img[core].mean()) / scale, (img[outer].mean() - img[inner].mean()) / scale
+    return rim_features(img, m)
 
 
 def main(data: Path, files: list[str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,18 +21,17 @@ import torch
 
 from train.checkpoint import model_from_checkpoint
 from train.data import read_image
+from train.evaluate import upsample
 from train.preprocess import preprocess_image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edge_brightness import rim_features  # noqa: E402  the same bands, beside this script
+
 ROOT = "../shared/data/median-nerve"  # run from the repository root
-KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 
 
 def rim_inside(grey: np.ndarray, mask: np.ndarray) -> float:
-    er = cv2.erode(mask, KERNEL)
-    core = cv2.erode(er, KERNEL) > 0
-    di = cv2.dilate(mask, KERNEL)
-    inner, far = (mask > 0) & (er == 0), (cv2.dilate(di, KERNEL) > 0) & (di == 0)
-    return float((grey[inner].mean() - grey[core].mean()) / (grey[far].mean() + 1e-6))
+    return float(rim_features(grey, mask)[0])
 
 
 def main(checkpoint: str, per_image: str) -> None:
@@ -43,11 +43,11 @@ def main(checkpoint: str, per_image: str) -> None:
         stems = [r["stem"] for r in csv.DictReader(f) if float(r["dsc"]) >= 0.5]
     for stem in stems:
         image = read_image(f"{ROOT}/Images/{stem}.png")
-        grey = cv2.imread(f"{ROOT}/Images/{stem}.png", cv2.IMREAD_GRAYSCALE).astype(np.float64)
+        grey = image.astype(np.float64)  # read_image gives the grey image the network reads
         mask = (cv2.imread(f"{ROOT}/Masks/{stem}.png", cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
         with torch.no_grad():
             prob = torch.sigmoid(model(torch.from_numpy(preprocess_image(image))[None, None]).float())[0, 0].numpy()
-        ours = (cv2.resize(prob, mask.shape[::-1], interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.uint8)
+        ours = (upsample(prob, mask.shape) > 0.5).astype(np.uint8)
         truth.append(rim_inside(grey, mask))
         pred.append(rim_inside(grey, ours))
     t, p = np.array(truth), np.array(pred)

@@ -23,19 +23,12 @@ def signed_errors(path: str) -> dict[str, tuple[float, float]]:
                             float(r["dsc"])) for r in csv.DictReader(f)}
 
 
-def correlation(x: list[float], y: list[float]) -> float:
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / (sxx * syy) ** 0.5
-
-
 def main(paths: list[str]) -> None:
     runs = [signed_errors(p) for p in paths]
     stems = sorted(s for s in runs[0] if all(s in r and r[s][1] >= 0.5 for r in runs))
     errors = [[r[s][0] for s in stems] for r in runs]
     print(f"images (none missed by any): {len(stems)}")
-    print(f"correlation of the signed errors, A and B: {correlation(errors[0], errors[1]):.2f}")
+    print(f"correlation of the signed errors, A and B: {statistics.correlation(errors[0], errors[1]):.2f}")
     for name, e in zip(paths, errors):
         print(f"median |error| {statistics.median(abs(v) for v in e):.1%}, mean {statistics.fmean(e):+.1%}: {name}")
     print(f"median |A - B|: {statistics.median(abs(a - b) for a, b in zip(errors[0], errors[1])):.1%}")
