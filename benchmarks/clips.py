@@ -21,7 +21,8 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
                 window: str = "tracked", fusion: float | None = None, presence: str = "on",
                 confirm_frames: int | None = None, fps: float = DEFAULT_FPS, name: str | None = None,
                 appearance: str | None = None, area_step: float | None = DEFAULT_AREA_STEP,
-                presence_refresh: float | None = None, **source_options: Any) -> None:
+                presence_refresh: float | None = None, fusion_motion: str = "shift",
+                **source_options: Any) -> None:
     """Run ``frames`` frames of the source ``spec`` (any ``open_source`` spec; generated sources use
     ``seed``) through the pipeline, handing every :class:`~realtime.record.FrameRecord` to ``on_record``.
 
@@ -30,7 +31,7 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
     :data:`realtime.tracker.DEFAULT_CONFIRM_FRAMES`); ``fps``: the tracker's rate; ``appearance``:
     ``--appearance`` (None: the one that belongs to the engine's model file); ``source_options``: the source
     kind's own (``compression_period_s`` for ``animate:``); ``area_step``: ``--area-step`` (None: off);
-    ``presence_refresh``: ``--presence-refresh`` in seconds (None: off).
+    ``presence_refresh``: ``--presence-refresh`` in seconds (None: off); ``fusion_motion``: ``--fusion-motion``.
 
     Raises:
         UserError: the run did not end well (named ``name``, default the spec, with the pipeline's reason).
@@ -51,7 +52,7 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
                       confirm_frames=DEFAULT_CONFIRM_FRAMES if confirm_frames is None else confirm_frames,
                       area_step=area_step, refresh_frames=refresh_frames(presence_refresh, fps))
     config = PipelineConfig(batch=1, window=make_window_policy(window),
-                            fusion=make_fusion(fusion) if fusion is not None else None)
+                            fusion=make_fusion(fusion, motion=fusion_motion) if fusion is not None else None)
     result = Pipeline(engine, tracker, [Callback(on_record)], config).run(
         open_source(spec, realtime=False, seed=seed, frames=frames, **source_options))
     if result.interrupted:

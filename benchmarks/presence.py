@@ -46,7 +46,7 @@ import numpy as np
 from benchmarks.report_files import report_paths
 from common.cli import HelpFormatter
 from realtime.cli_common import refresh_seconds
-from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
+from realtime.fusion import DEFAULT_MOTION, DEFAULT_WEIGHT, MOTIONS, fusion_weight
 from train.errors import UserError, run_cli
 from train.perturb import remove_nerve
 
@@ -217,11 +217,13 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirms: Sequence[int],
               progress: bool = True, gate: str = "on", appearance: str | None = None,
-              fusion: float | None = None, presence_refresh: float | None = None) -> list[dict[str, Any]]:
+              fusion: float | None = None, presence_refresh: float | None = None,
+              fusion_motion: str = DEFAULT_MOTION) -> list[dict[str, Any]]:
     """One row per (item, confirm value): the item animated into a ``frames``-frame clip through the
     streaming loop with ``confirm_frames`` = that value and the presence gate ``gate`` (``appearance``:
     its appearance model, None for the model's own; ``fusion``: ``--fusion``'s weight, None for mn-live's
-    default; ``presence_refresh``: ``--presence-refresh`` seconds, None for off); frames reported (and, with truth,
+    default; ``presence_refresh``: ``--presence-refresh`` seconds, None for off; ``fusion_motion``:
+    ``--fusion-motion``); frames reported (and, with truth,
     found), which (``reported_frames``: a character a frame, ``1``
     reported), and every frame's ``presence_score`` (the gate's appearance score of the selected region, measured
     or not; None where no appearance check ran)."""
@@ -262,7 +264,7 @@ def clip_rows(engine: Any, items: Sequence[dict[str, Any]], frames: int, confirm
 
             stream_clip(engine, spec, frames, collect, window="tracked", fusion=weight, presence=gate,
                         confirm_frames=confirm, name=f"{item['kind']} {item['id']}", appearance=appearance,
-                        presence_refresh=presence_refresh)
+                        presence_refresh=presence_refresh, fusion_motion=fusion_motion)
             rows.append({"kind": item["kind"], "id": item["id"], "confirm": confirm, "positive": item["positive"],
                          "frames": len(per_frame), "reported": sum(m for m, _ in per_frame),
                          "found": sum(f for _, f in per_frame) if item["positive"] else None,
@@ -307,9 +309,11 @@ def summarise_clips(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def format_clip_table(summary: dict[str, Any], frames: int, fusion: float | None = None) -> str:
+def format_clip_table(summary: dict[str, Any], frames: int, fusion: float | None = None,
+                      fusion_motion: str = DEFAULT_MOTION) -> str:
     weight = DEFAULT_WEIGHT if fusion is None else fusion
-    lines = [f"Clips of {frames} frames through the streaming loop (tracked window, fusion {weight:g}, "
+    motion = f" moved by the {fusion_motion} motion" if fusion_motion != DEFAULT_MOTION else ""
+    lines = [f"Clips of {frames} frames through the streaming loop (tracked window, fusion {weight:g}{motion}, "
              "presence gate on):",
              "", "| --confirm | kind | clips | frames | nerve reported | found (Dice >= 0.5) | one-frame runs |",
              "|---|---|---|---|---|---|---|"]
@@ -366,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --clips: the tracker's confirm_frames values to compare (mn-live's --confirm)")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="with --clips: temporal fusion as mn-live's --fusion (default %(default)s; 1 turns it off)")
+    p.add_argument("--fusion-motion", choices=MOTIONS, default=DEFAULT_MOTION,
+                   help="with --clips: how fusion moves the previous map, as mn-live's --fusion-motion (default "
+                        "%(default)s)")
     p.add_argument("--presence-refresh", type=refresh_seconds, default=None, metavar="S",
                    help="with --clips: the tracker's presence refresh, as mn-live's --presence-refresh (0: off)")
     p.add_argument("--json", default=None,
@@ -401,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         items = build_items(args.data, args.split, args.seed, args.folds, args.fold, args.phantom)
         rows = classify(engine, items, gates, progress=log.isEnabledFor(logging.INFO))
         clips = (clip_rows(engine, items, args.clips, args.confirm, progress=log.isEnabledFor(logging.INFO),
-                           appearance=args.appearance, fusion=args.fusion, presence_refresh=args.presence_refresh)
+                           appearance=args.appearance, fusion=args.fusion, presence_refresh=args.presence_refresh,
+                           fusion_motion=args.fusion_motion)
                  if args.clips else [])
     finally:
         engine.close()
@@ -411,10 +419,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command": " ".join(["mn-presence", *(argv if argv is not None else sys.argv[1:])])}
     table = format_table(summary)
     if clips:
-        result["clips"] = {"frames": args.clips, "fusion": args.fusion, "presence_refresh_s": args.presence_refresh,
+        result["clips"] = {"frames": args.clips, "fusion": args.fusion, "fusion_motion": args.fusion_motion,
+                           "presence_refresh_s": args.presence_refresh,
                            "summary": summarise_clips(clips),
                            "per_clip": clips}
-        table += "\n\n" + format_clip_table(result["clips"]["summary"], args.clips, args.fusion)
+        table += "\n\n" + format_clip_table(result["clips"]["summary"], args.clips, args.fusion,
+                                             args.fusion_motion)
     _atomic_write(out, json.dumps(result, indent=2, default=str) + "\n")
     _atomic_write(md, f"# Presence: {model}\n\n{table}\n")
     if args.per_frame:

@@ -51,7 +51,7 @@ from common.tta import TTA_MODES
 from realtime.cli_common import AREA_STEP_DEFAULT as DEFAULT_AREA_STEP
 from realtime.cli_common import CONFIRM_DEFAULT, PRESENCE_CHOICES, confirm_frames, refresh_seconds
 from realtime.cli_common import area_step as area_step_arg
-from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
+from realtime.fusion import DEFAULT_MOTION, DEFAULT_WEIGHT, MOTIONS, fusion_weight
 
 log = logging.getLogger("benchmarks.window_bench")
 
@@ -90,14 +90,16 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
              confirm: int | None = None, presence: str = "on", appearance: str | None = None,
              compression_period_s: float | None = None, area_step: float | None = DEFAULT_AREA_STEP,
              glide_scale: float | None = None, border_crop: int = 0,
-             per_frame: str | Path | None = None, presence_refresh: float | None = None) -> dict[str, Any]:
+             per_frame: str | Path | None = None, presence_refresh: float | None = None,
+             fusion_motion: str = DEFAULT_MOTION) -> dict[str, Any]:
     """One clip through the pipeline with ``mode`` (one of :data:`MODES`; ``fusion`` is the weight of
     ``tracked+fusion``; ``confirm``: ``--confirm``, None for its default; ``presence``: ``--presence``;
     ``appearance``: ``--appearance``; ``compression_period_s``: an animated image's compression cycle,
     None for the source's 6 s; ``area_step``: ``--area-step``, None for off; ``glide_scale``: an animated
     image's glide amplitude times this, None for the source's; ``border_crop``: pixels cut from every edge of
     an animated image's frames, a narrower field of view); ``per_frame``: a CSV file for the clip's frames
-    (:func:`write_frames`); ``presence_refresh``: ``--presence-refresh`` seconds, None for off. Returns the clip's
+    (:func:`write_frames`); ``presence_refresh``: ``--presence-refresh`` seconds, None for off; ``fusion_motion``:
+    ``--fusion-motion`` of ``tracked+fusion``. Returns the clip's
     numbers (:func:`score`)."""
     from benchmarks.clips import stream_clip
     from realtime.morphometry import measure_mask
@@ -129,7 +131,8 @@ def run_clip(engine: Any, spec: str, seed: int, frames: int, mode: str, fusion: 
             source_options["border_crop"] = border_crop
     stream_clip(engine, spec, frames, collect, seed=seed, window=mode.split("+")[0],
                 fusion=fusion if mode.endswith("+fusion") else None, confirm_frames=confirm, presence=presence,
-                appearance=appearance, area_step=area_step, presence_refresh=presence_refresh, **source_options)
+                appearance=appearance, area_step=area_step, presence_refresh=presence_refresh,
+                fusion_motion=fusion_motion, **source_options)
     if per_frame is not None:
         write_frames(per_frame, rows)
     return score(rows)
@@ -245,8 +248,8 @@ def pooled(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "infer_ms_median": med("infer_ms_median"), "postprocess_ms_median": med("postprocess_ms_median")}
 
 
-POOL_SETTINGS = ("frames_per_clip", "fusion", "confirm", "presence", "compression_period_s", "glide_scale",
-                 "crop_border_px", "area_step", "presence_refresh_s", "precision", "tta")
+POOL_SETTINGS = ("frames_per_clip", "fusion", "fusion_motion", "confirm", "presence", "compression_period_s",
+                 "glide_scale", "crop_border_px", "area_step", "presence_refresh_s", "precision", "tta")
 """What reports pooled by ``--pool`` must share (one setting measured on several folds' clips)."""
 
 
@@ -269,6 +272,7 @@ def pool_reports(paths: Sequence[str | Path]) -> dict[str, Any]:
                             "wrote") from None
         if not isinstance(report, dict) or report.get("benchmark") != "window" or "clips" not in report:
             raise UserError(f"--pool: {path} is not a benchmarks.window_bench report")
+        report.setdefault("fusion_motion", DEFAULT_MOTION)  # reports before --fusion-motion moved by the shift
         reports.append(report)
     first = reports[0]
     for path, report in zip(paths[1:], reports[1:]):
@@ -323,11 +327,18 @@ def _split_text(split: dict[str, Any] | None) -> str:
     return "the paper split's (they chose the shipped models)"
 
 
+def _motion_text(report: dict[str, Any]) -> str:
+    """`` --fusion-motion M`` where a report says one other than the shift (older reports say none)."""
+    motion = report.get("fusion_motion")
+    return f" --fusion-motion {motion}" if motion and motion != "shift" else ""
+
+
 def format_md(report: dict[str, Any]) -> str:
     modes = [m for m in MODES if m in report["pooled"]]
     lines = [f"# What the last frames know: {report['model']}", "", f"Command: `{report['command']}`", "",
              f"Settings: `localiser` (every window from the localiser, no fusion), `tracked` (--window tracked, "
-             f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}); every setting "
+             f"no fusion), `tracked+fusion` (--window tracked --fusion {report.get('fusion', '-')}"
+             f"{_motion_text(report)}); every setting "
              f"with --confirm {report.get('confirm', 1)}, --area-step {report.get('area_step') or 0:g} and "
              f"--presence {report.get('presence', 'on')}"
              + (f" (appearance model: {report['appearance']})" if report.get("appearance") else "")
@@ -398,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the cascade refiner's test-time augmentation, as mn-live's --tta (default: the model's own)")
     p.add_argument("--fusion", type=fusion_weight, default=DEFAULT_WEIGHT, metavar="W",
                    help="the current frame's weight in the tracked+fusion setting (default %(default)s)")
+    p.add_argument("--fusion-motion", choices=MOTIONS, default=DEFAULT_MOTION,
+                   help="how tracked+fusion moves the previous map, as mn-live's --fusion-motion (default "
+                        "%(default)s)")
     p.add_argument("--confirm", type=confirm_frames, default=CONFIRM_DEFAULT, metavar="N",
                    help="frames a new track must be seen in before it is measured, as mn-live's --confirm "
                         "(default %(default)s, mn-live's)")
@@ -488,7 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           args.area_step, args.glide_scale, args.crop_border,
                                           per_frame=(None if args.per_frame is None else
                                                      Path(args.per_frame) / f"{name}.{mode}.csv"),
-                                          presence_refresh=args.presence_refresh)
+                                          presence_refresh=args.presence_refresh,
+                                          fusion_motion=args.fusion_motion)
                           for mode in modes}
     finally:
         engine.close()
@@ -499,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report |= {"model": str(args.model), "backend": backend, "precision": precision, "tta": tta,
              "split": ({"name": "kfold", "folds": args.folds, "fold": args.fold, "seed": args.seed}
                        if args.split == "kfold" else {"name": "paper"}),
-             "frames_per_clip": args.frames, "fusion": args.fusion, "confirm": args.confirm,
+             "frames_per_clip": args.frames, "fusion": args.fusion, "fusion_motion": args.fusion_motion,
+             "confirm": args.confirm,
              "presence": args.presence, "appearance": args.appearance or "the model's own",
              "appearance_file": appearance_file,
              "compression_period_s": args.compression_period, "glide_scale": args.glide_scale,

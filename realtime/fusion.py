@@ -61,6 +61,17 @@ MOTION_SMOOTH = 1.5 / 384
 """Gaussian smoothing before matching (share of the width: 1.5 px at 384): speckle is not motion."""
 MIN_MATCH = 0.3
 """The lowest normalised correlation taken as the same content (below it the region's motion is used)."""
+MOTIONS = ("shift", "affine")
+"""``--fusion-motion``: how the previous map is moved onto this frame. ``shift``: by the patch's translation
+(:func:`image_motion`); ``affine``: by the patch's affine motion (:func:`image_affine`: translation, and the
+squeeze, widening, tilt and shear of compression), so a change of shape is followed as a glide is."""
+DEFAULT_MOTION = "shift"
+AFFINE_PATCH = 1 / 4
+"""The patch whose content gives the affine motion: this share of the map's width (3:4), about the nerve; smaller
+than the translation's, as the squeeze is the nerve's own and fades away from it."""
+AFFINE_MAX_CHANGE = 0.1
+"""An affine motion whose linear part differs from the identity by more than this (10 % a frame) is not believed:
+the translation is used."""
 _MIN_REGION_PX = 4  # regions smaller than this at the network's resolution give no position
 
 
@@ -81,6 +92,7 @@ class TemporalFusion:
     threshold: float = 0.5
     max_shift: float = 0.1
     max_area_change: float = 0.5
+    motion: str = DEFAULT_MOTION
     counts: dict[str, int] = field(default_factory=lambda: {"fused": 0, "own": 0}, init=False)
     _fused: np.ndarray | None = field(default=None, init=False, repr=False)
     _region: Region | None = field(default=None, init=False)
@@ -96,6 +108,8 @@ class TemporalFusion:
             raise UserError(f"the fusion's threshold must be in [0, 1], got {self.threshold:g}")
         if self.max_shift <= 0 or self.max_area_change <= 0:
             raise UserError("the fusion's max_shift and max_area_change must be positive")
+        if self.motion not in MOTIONS:
+            raise UserError(f"--fusion-motion must be one of {', '.join(MOTIONS)}, got {self.motion!r}")
 
     @property
     def region(self) -> Region | None:
@@ -110,7 +124,6 @@ class TemporalFusion:
         """The map to cut the mask from (float32 ``[h, w]``) and whether it was fused (rule 1). ``image``: the
         frame as the network saw it (same size as ``prob``), whose content gives the motion."""
         import cv2
-        import numpy as np
 
         p = _as_map(prob)
         img = None if image is None else _as_map(image)
@@ -124,11 +137,16 @@ class TemporalFusion:
             moved_by = (region.x - self._region.x, region.y - self._region.y)
             change = abs(region.area - self._region.area) / self._region.area
             if math.hypot(*moved_by) <= limit and change <= self.max_area_change:
-                motion = image_motion(self._image, img, (self._region.x, self._region.y), limit) \
-                    if self._image is not None and img is not None else None
-                dx, dy = motion if motion is not None else moved_by
-                shift = np.float32([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-                moved = cv2.warpAffine(prev, shift, (p.shape[1], p.shape[0]), flags=cv2.INTER_LINEAR,
+                matrix = None
+                if self._image is not None and img is not None:
+                    centre = (self._region.x, self._region.y)
+                    matrix = image_affine(self._image, img, centre, limit) if self.motion == "affine" else None
+                    if matrix is None:
+                        motion = image_motion(self._image, img, centre, limit)
+                        matrix = None if motion is None else _translation(*motion)
+                if matrix is None:
+                    matrix = _translation(*moved_by)
+                moved = cv2.warpAffine(prev, matrix, (p.shape[1], p.shape[0]), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
                 out = cv2.addWeighted(p, self.weight, moved, 1.0 - self.weight, 0.0)
                 fused = True
@@ -164,8 +182,8 @@ class TemporalFusion:
 
     def describe(self) -> dict[str, Any]:
         """Settings and how many frames were fused (for the summary)."""
-        return {"weight": self.weight, "max_shift": self.max_shift, "max_area_change": self.max_area_change,
-                "frames": dict(self.counts)}
+        return {"weight": self.weight, "motion": self.motion, "max_shift": self.max_shift,
+                "max_area_change": self.max_area_change, "frames": dict(self.counts)}
 
 
 def _as_map(a: Any) -> np.ndarray:
@@ -222,9 +240,56 @@ def image_motion(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
     return float(sx0 + px + fx - x0), float(sy0 + py + fy - y0)
 
 
-def make_fusion(weight: float, threshold: float = 0.5) -> TemporalFusion | None:
-    """The fusion for ``--fusion W`` (``W = 1``: None, every frame on its own)."""
-    fusion = TemporalFusion(weight=float(weight), threshold=threshold)
+def _translation(dx: float, dy: float) -> np.ndarray:
+    import numpy as np
+
+    return np.float32([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+
+
+def image_affine(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
+                 search: float) -> np.ndarray | None:
+    """The affine motion (2x3, ``prev`` pixels -> ``cur`` pixels) of the content around ``centre``: the
+    translation of :func:`image_motion`, then refined over the same patch, smoothed the same way, by
+    enhanced-correlation maximisation (``cv2.findTransformECC``, 6 parameters). A compressed nerve's
+    surroundings squeeze, widen and tilt with it, which a translation cannot say. None where
+    :func:`image_motion` finds nothing, the refinement does not converge, its correlation is under
+    :data:`MIN_MATCH`, or its linear part is further than :data:`AFFINE_MAX_CHANGE` from the identity."""
+    import cv2
+    import numpy as np
+
+    shift = image_motion(prev, cur, centre, search)
+    if shift is None:
+        return None
+    h, w = cur.shape
+    half_x = max(8, round(AFFINE_PATCH * w / 2))
+    half_y = max(8, round(half_x * 0.75))
+    pad = math.ceil(math.hypot(*shift)) + 12  # room for the content to move into
+    cx, cy = round(centre[0]), round(centre[1])
+    x0, x1 = max(0, cx - half_x - pad), min(w, cx + half_x + pad)
+    y0, y1 = max(0, cy - half_y - pad), min(h, cy + half_y + pad)
+    sigma = MOTION_SMOOTH * w
+    template = cv2.GaussianBlur(np.ascontiguousarray(prev[y0:y1, x0:x1]), (0, 0), sigma)
+    area = cv2.GaussianBlur(np.ascontiguousarray(cur[y0:y1, x0:x1]), (0, 0), sigma)
+    inside = np.zeros(template.shape, np.uint8)  # the patch itself, where the template is compared
+    inside[max(0, cy - half_y) - y0:min(h, cy + half_y) - y0, max(0, cx - half_x) - x0:min(w, cx + half_x) - x0] = 1
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-4)
+    try:
+        rho, warp = cv2.findTransformECC(template, area, warp, cv2.MOTION_AFFINE, criteria, inside, 1)
+    except cv2.error:  # no convergence, or a degenerate patch
+        return None
+    lin = warp[:, :2].astype(np.float64)
+    if not (math.isfinite(rho) and rho >= MIN_MATCH and np.isfinite(warp).all()
+            and float(np.abs(lin - np.eye(2)).max()) <= AFFINE_MAX_CHANGE):
+        return None
+    origin = np.array([x0, y0], np.float64)  # the crop's pixels -> the frame's
+    offset = warp[:, 2].astype(np.float64) + origin - lin @ origin
+    return np.hstack([lin, offset[:, None]]).astype(np.float32)
+
+
+def make_fusion(weight: float, threshold: float = 0.5, motion: str = DEFAULT_MOTION) -> TemporalFusion | None:
+    """The fusion for ``--fusion W`` (``W = 1``: None, every frame on its own) and ``--fusion-motion``."""
+    fusion = TemporalFusion(weight=float(weight), threshold=threshold, motion=motion)
     return None if fusion.weight == 1.0 else fusion
 
 
