@@ -46,6 +46,7 @@ from engines.base import Engine
 from engines.random_model import RANDOM_WEIGHTS_NOTE, is_architecture_name, random_checkpoint
 from engines.registry import BUNDLED_MODELS, resolve_model
 from realtime.cli_common import default_model as cli_default_model
+from realtime.fusion import DEFAULT_MOTION as FUSION_MOTION_DEFAULT
 from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
 from realtime.fusion import make_fusion
 from realtime.pipeline import EXIT_OK, Pipeline, PipelineConfig
@@ -139,6 +140,7 @@ class Settings:
     window: str = "tracked"
     presence: str = "on"
     fusion: float = FUSION_DEFAULT  # --fusion: the current frame's weight (1: off)
+    fusion_motion: str = FUSION_MOTION_DEFAULT  # --fusion-motion: how the previous map is moved
     calibrate: str | None = None  # int8 of a model that ships no int8 files: frames to calibrate on
     calibrate_images: int | None = None  # how many of them (default: engines.quantize's)
     tta: str | None = None  # a cascade's refiner test-time augmentation (None: the model's own)
@@ -362,7 +364,7 @@ class Runner:
         fps = source.fps or s.fps or DEFAULT_SOURCE_FPS
         config = PipelineConfig(batch=combo.batch, prefetch=s.prefetch and not realtime and not combo.baseline,
                                 max_frames=total, fps_hint=fps, window=make_window_policy(s.window),
-                                fusion=make_fusion(s.fusion))
+                                fusion=make_fusion(s.fusion, motion=s.fusion_motion))
         # the overlay is drawn (and timed) as for a window, shown to no one; every record is sampled; the
         # tracker gates presence and confirms new tracks, and the cascade's window follows the nerve as live
         # (--presence, --window)

@@ -42,6 +42,8 @@ from engines.registry import BUNDLED_MODELS, list_backends
 from realtime.cli_common import default_model as cli_default_model
 from realtime.cli_common import stop_on_signals
 from realtime.fusion import DEFAULT_WEIGHT as FUSION_DEFAULT
+from realtime.fusion import DEFAULT_MOTION as FUSION_MOTION_DEFAULT
+from realtime.fusion import MOTIONS as FUSION_MOTIONS
 from realtime.fusion import fusion_weight
 from realtime.sources.phantom import DEFAULT_FPS as PHANTOM_FPS
 from train.cli_util import add_logging_args, setup_logging
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the tracker's presence gate, as mn-live's --presence (default on)")
     p.add_argument("--fusion", type=fusion_weight, default=FUSION_DEFAULT, metavar="W",
                    help="temporal fusion as mn-live's --fusion (default %(default)s; 1 turns it off)")
+    p.add_argument("--fusion-motion", choices=FUSION_MOTIONS, default=FUSION_MOTION_DEFAULT,
+                   help="how fusion moves the previous map, as mn-live's --fusion-motion (default %(default)s)")
     p.add_argument("--prefetch", action="store_true",
                    help="offline mode: decode/render the source on a thread ahead of inference (never for the "
                         "baseline or the realtime mode)")
@@ -160,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=PIPELINE_DEFAULTS["repeats"] if args.repeats is None else args.repeats,
         fps=args.fps, threads=args.threads, cache_dir=args.cache_dir, prefetch=args.prefetch, roi=args.roi,
         cuda_graph=args.cuda_graph, window=args.window, presence=args.presence, fusion=args.fusion,
+        fusion_motion=args.fusion_motion,
         calibrate=args.calibrate, calibrate_images=args.calibrate_images, tta=args.tta)
     settings.check()
     batches = args.batch or [1]
@@ -195,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "repeats": settings.repeats, "fps": settings.fps, "threads": settings.threads,
                      "prefetch": settings.prefetch, "roi": settings.roi, "modes": list(modes), "batches": batches,
                      "window": settings.window, "presence": settings.presence, "fusion": settings.fusion,
+                     "fusion_motion": settings.fusion_motion,
                      "calibrate": settings.calibrate},
         "system": system,
         "runs": [r.row for r in runs],

@@ -22,7 +22,7 @@ from common.tta import TTA_MODES
 from engines.registry import BUNDLED_MODELS, bundled_default, bundled_error, list_backends
 from realtime.calibration import Calibration, calibration_text, describe_calibration, parse_calibration
 from realtime.presence import PRESENCE_MODES
-from realtime.fusion import DEFAULT_WEIGHT, fusion_weight
+from realtime.fusion import DEFAULT_MOTION, DEFAULT_WEIGHT, MOTIONS, fusion_weight
 from realtime.window_policy import WINDOW_MODES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -133,6 +133,11 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "probabilities + (1 - W) x the previous frames', moved by the nerve's motion (steadier "
                         "outlines; a change of shape shows (1 - W) / W frames later on average; the CSV's fused "
                         "column says which frames). 1 turns it off (default %(default)s)")
+    p.add_argument("--fusion-motion", choices=MOTIONS, default=DEFAULT_MOTION,
+                   help="how fusion moves the previous frames' map onto this one: shift = by the translation of "
+                        "the nerve's surroundings; affine = by their affine motion (also the squeeze, widening and "
+                        "tilt of compression, so a change of shape is not carried late; about 1-2 ms a frame) "
+                        "(default %(default)s)")
 
 
 #: Flags whose value may start with a minus sign (``--roi -10,0,100,100``: its check then says what is wrong).

@@ -21,6 +21,11 @@ frames *where the nerve is now*: a translation (probe glide) is followed at once
 for the default ``W = 0.35``; ``benchmarks.window_bench``'s lag on the animated validation clips: a mean
 1.9 frames, 0.7 without fusion). ``W = 1`` turns fusion off.
 
+With ``--fusion-motion affine`` (``motion="affine"``) ``d[t]`` is the affine motion of a smaller patch about the
+nerve (:func:`image_affine`: the translation refined by enhanced correlation to six parameters), so the previous
+map is also squeezed, widened and tilted as the tissue around the nerve was, and a compression is followed as a
+glide is; where that refinement fails or is not believed, the translation is used. It costs 1-2 ms a frame.
+
 The rules, deterministic given the frames (``mn-segment`` on a recording and ``mn-live`` on the same
 frames give the same rows):
 

@@ -174,7 +174,7 @@ def run(args: argparse.Namespace, folder: Path, paths: dict[str, Path | None]) -
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, max_frames=args.frames,
                                        duration_s=args.duration, fps_hint=fps, metadata=meta,
                                        window=make_window_policy(args.window),
-                                       fusion=make_fusion(args.fusion, meta["mask_threshold"])))
+                                       fusion=make_fusion(args.fusion, meta["mask_threshold"], args.fusion_motion)))
         with stop_on_signals(pipe.request_stop):
             result = pipe.run(source, frames=itertools.chain([first], frames))
     report(result.summary, paths, result.reason)

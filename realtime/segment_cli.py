@@ -246,7 +246,7 @@ def segment_one(args: argparse.Namespace, engine, path: Path, folder: Path,
                         PipelineConfig(threshold=args.threshold, min_area_px=args.min_area, batch=args.batch,
                                        max_frames=args.frames, fps_hint=fps, metadata=meta,
                                        window=make_window_policy(args.window),
-                                       fusion=make_fusion(args.fusion, meta["mask_threshold"])))
+                                       fusion=make_fusion(args.fusion, meta["mask_threshold"], args.fusion_motion)))
         frames = itertools.chain([first], frames)
         if truth is not None:
             frames = with_truth(frames, truth)

@@ -69,7 +69,7 @@ SUMMARY_KEYS = {
 }
 """``summary.json`` of a finished mn-live run with a known truth (the phantom); mn-segment adds ``batch``."""
 SUMMARY_SEGMENT_EXTRA = {"batch"}
-FUSION_KEYS = {"weight", "max_shift", "max_area_change", "frames"}
+FUSION_KEYS = {"weight", "motion", "max_shift", "max_area_change", "frames"}
 """``summary.json``'s ``fusion`` (``null`` with ``--fusion 1``)."""
 MIN_MEDIAN_MAX = {"min", "median", "max"}
 PERCENTILES = {"p50", "p90", "p95", "p99", "max", "mean", "std", "n"}
@@ -113,7 +113,7 @@ ENGINE_KEYS = {"name", "backend", "precision", "device", "input_shape", "max_bat
 BENCH_KEYS = {"benchmark", "command", "date", "timing", "speedup", "settings", "system", "runs"}
 """``mn-bench --json`` (pipeline); a stopped run adds ``interrupted``."""
 BENCH_SETTINGS_KEYS = {"source", "frames", "warmup", "repeats", "fps", "threads", "prefetch", "roi", "modes",
-                       "batches", "window", "presence", "fusion", "calibrate"}
+                       "batches", "window", "presence", "fusion", "fusion_motion", "calibrate"}
 BENCH_SYSTEM_KEYS = {"host", "cpu", "cpu_features", "cores", "gpu", "gpu_driver", "platform", "python", "threads",
                      "torch_threads", "versions"}
 BENCH_RUN_KEYS = {"model", "backend", "precision", "size", "mode", "batch", "baseline", "status", "reason", "repeats",

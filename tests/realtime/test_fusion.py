@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from realtime.fusion import DEFAULT_WEIGHT, TemporalFusion, fusion_weight, image_motion, make_fusion
+from realtime.fusion import (
+    AFFINE_MAX_CHANGE,
+    DEFAULT_WEIGHT,
+    MOTIONS,
+    TemporalFusion,
+    fusion_weight,
+    image_affine,
+    image_motion,
+    make_fusion,
+)
 
 H, W = 96, 128
 
@@ -340,3 +349,59 @@ def test_an_image_of_another_size_falls_back_to_the_region() -> None:
         out, _ = f.apply(cur, np.zeros((10, 10), np.float32))
         np.testing.assert_allclose(out, cur, atol=1e-5)
         f.observe(True)
+
+
+def squeezed(img: np.ndarray, centre: tuple[float, float], sx: float, sy: float, dx: float = 0.0,
+             dy: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` scaled by ``(sx, sy)`` about ``centre`` and moved by ``(dx, dy)``, and that 2x3 matrix."""
+    cx, cy = centre
+    m = np.float32([[sx, 0, cx * (1 - sx) + dx], [0, sy, cy * (1 - sy) + dy]])
+    out = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out, m
+
+
+@pytest.mark.parametrize("sx,sy,dx,dy", [(1.0, 1.0, 0.0, 0.0), (1.02, 0.97, 2.0, -1.0), (0.99, 1.03, -4.0, 3.0)])
+def test_image_affine_recovers_a_known_squeeze(sx: float, sy: float, dx: float, dy: float) -> None:
+    prev = textured()
+    centre = (190.0, 140.0)
+    cur, truth = squeezed(prev, centre, sx, sy, dx, dy)
+    got = image_affine(prev, cur, centre, 20.0)
+    assert got is not None and got.shape == (2, 3)
+    np.testing.assert_allclose(got[:, :2], truth[:, :2], atol=0.006)  # 0.3 px across the patch's half
+    here = np.array([*centre, 1.0])
+    np.testing.assert_allclose(got @ here, truth @ here, atol=0.2)  # where the nerve's centre goes
+
+
+def test_image_affine_is_none_where_the_translation_is_or_the_change_is_not_believed() -> None:
+    flat = np.full((288, 384), 0.4, np.float32)
+    assert image_affine(flat, flat, (190.0, 140.0), 20.0) is None  # no structure: no translation either
+    prev = textured()
+    cur, _ = squeezed(prev, (190.0, 140.0), 1.0, 0.8)  # 20 % in a frame: more than AFFINE_MAX_CHANGE
+    got = image_affine(prev, cur, (190.0, 140.0), 20.0)
+    assert got is None or float(np.abs(got[:, :2] - np.eye(2)).max()) <= AFFINE_MAX_CHANGE
+
+
+def test_affine_motion_follows_a_change_of_shape_the_shift_carries_late() -> None:
+    """The tissue and the nerve in it are squeezed 2 % more each frame about the nerve (a compression): moved by the
+    affine motion the previous map lands on the current nerve, so the fused area is the current one's; moved by the
+    translation alone it still holds the rounder nerve of the frames before, and the area lags behind (a soft edge,
+    as a network's, so the outline moves with the weights: (1 - W) / W = 1.9 frames, 4 % of area)."""
+    img, nerve = textured(), cv2.GaussianBlur(disc(190, 140, r=24, shape=(288, 384)), (0, 0), 3.0)
+    fusions = {m: TemporalFusion(weight=0.35, motion=m) for m in MOTIONS}
+    for i in range(6):
+        sy = 0.98 ** i
+        cur_img, _ = squeezed(img, (190.0, 140.0), 1.0, sy)
+        cur = squeezed(nerve, (190.0, 140.0), 1.0, sy)[0]
+        fused = {m: f.apply(cur, cur_img) for m, f in fusions.items()}
+        for f in fusions.values():
+            f.observe(True)
+    area = float((cur >= 0.5).sum())
+    assert all(was for _, was in fused.values())
+    assert float((fused["affine"][0] >= 0.5).sum()) == pytest.approx(area, rel=0.01)
+    assert float((fused["shift"][0] >= 0.5).sum()) > 1.025 * area
+    assert fusions["affine"].describe()["motion"] == "affine" and make_fusion(0.5, motion="affine").motion == "affine"
+
+
+def test_an_unknown_motion_says_which_there_are() -> None:
+    with pytest.raises(UserError, match="--fusion-motion must be one of shift, affine, got 'flow'"):
+        TemporalFusion(motion="flow")

@@ -510,7 +510,8 @@ def test_fusion_cuts_the_mask_from_the_fused_map_and_reads_confidence_from_the_f
     assert [r.measurement.confidence for r in rec] == pytest.approx([1.0, 0.55, 1.0, 0.55, 1.0], abs=0.015)
     assert [r["fused"] for r in read_csv(tmp_path / "m.csv")] == ["0", "1", "1", "1", "1"]
     s = json.loads((tmp_path / "s.json").read_text())
-    assert s["fusion"] == {"weight": 0.5, "max_shift": 0.1, "max_area_change": 0.5, "frames": {"fused": 4, "own": 1}}
+    assert s["fusion"] == {"weight": 0.5, "motion": "shift", "max_shift": 0.1, "max_area_change": 0.5,
+                           "frames": {"fused": 4, "own": 1}}
 
     rec.clear()  # without fusion the blob is a second detection on odd frames
     pipeline(Callback(rec.append), engine=FlickerEngine()).run(source(4))
