@@ -66,10 +66,12 @@ MOTION_SMOOTH = 1.5 / 384
 """Gaussian smoothing before matching (share of the width: 1.5 px at 384): speckle is not motion."""
 MIN_MATCH = 0.3
 """The lowest normalised correlation taken as the same content (below it the region's motion is used)."""
-MOTIONS = ("shift", "affine")
+MOTIONS = ("shift", "affine", "shape")
 """``--fusion-motion``: how the previous map is moved onto this frame. ``shift``: by the patch's translation
 (:func:`image_motion`); ``affine``: by the patch's affine motion (:func:`image_affine`: translation, and the
-squeeze, widening, tilt and shear of compression), so a change of shape is followed as a glide is."""
+squeeze, widening, tilt and shear of compression), so a change of shape is followed as a glide is; ``shape``: the
+same with its linear part scaled to keep areas (determinant 1), so the outline's shape follows the tissue at once
+while its area is still averaged over frames (the affine's area factor is the noisiest part of its estimate)."""
 DEFAULT_MOTION = "shift"
 AFFINE_PATCH = 1 / 4
 """The patch whose content gives the affine motion: this share of the map's width (3:4), about the nerve; smaller
@@ -145,7 +147,9 @@ class TemporalFusion:
                 matrix = None
                 if self._image is not None and img is not None:
                     centre = (self._region.x, self._region.y)
-                    matrix = image_affine(self._image, img, centre, limit) if self.motion == "affine" else None
+                    matrix = image_affine(self._image, img, centre, limit) if self.motion != "shift" else None
+                    if matrix is not None and self.motion == "shape":
+                        matrix = _area_kept(matrix, centre)
                     if matrix is None:
                         motion = image_motion(self._image, img, centre, limit)
                         matrix = None if motion is None else _translation(*motion)
@@ -249,6 +253,18 @@ def _translation(dx: float, dy: float) -> np.ndarray:
     import numpy as np
 
     return np.float32([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+
+
+def _area_kept(matrix: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
+    """``matrix`` with its linear part divided by the square root of its determinant (areas kept), the point
+    ``centre`` still sent where ``matrix`` sends it."""
+    import numpy as np
+
+    lin = matrix[:, :2].astype(np.float64)
+    lin = lin / math.sqrt(abs(float(np.linalg.det(lin))))
+    c = np.array(centre, np.float64)
+    offset = matrix[:, :2].astype(np.float64) @ c + matrix[:, 2].astype(np.float64) - lin @ c
+    return np.hstack([lin, offset[:, None]]).astype(np.float32)
 
 
 def image_affine(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],

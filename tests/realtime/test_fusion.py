@@ -403,5 +403,5 @@ def test_affine_motion_follows_a_change_of_shape_the_shift_carries_late() -> Non
 
 
 def test_an_unknown_motion_says_which_there_are() -> None:
-    with pytest.raises(UserError, match="--fusion-motion must be one of shift, affine, got 'flow'"):
+    with pytest.raises(UserError, match="--fusion-motion must be one of shift, affine, shape, got 'flow'"):
         TemporalFusion(motion="flow")
