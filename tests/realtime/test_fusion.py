@@ -405,3 +405,38 @@ def test_affine_motion_follows_a_change_of_shape_the_shift_carries_late() -> Non
 def test_an_unknown_motion_says_which_there_are() -> None:
     with pytest.raises(UserError, match="--fusion-motion must be one of shift, affine, shape, got 'flow'"):
         TemporalFusion(motion="flow")
+
+
+def _height_over_width(p: np.ndarray) -> float:
+    m = cv2.moments((p >= 0.5).astype(np.uint8), binaryImage=True)
+    return float(np.sqrt(m["mu02"] / m["mu20"]))
+
+
+def test_shape_motion_follows_the_shape_and_averages_the_area() -> None:
+    """The squeeze of the test above, fused with ``--fusion-motion shape``: the previous maps are squeezed as the
+    tissue was but keep their area, so the fused outline has the current nerve's shape (height over width) while its
+    area is still the frames' average, behind the current one as with the shift."""
+    img, nerve = textured(), cv2.GaussianBlur(disc(190, 140, r=24, shape=(288, 384)), (0, 0), 3.0)
+    fusions = {m: TemporalFusion(weight=0.35, motion=m) for m in MOTIONS}
+    for i in range(6):
+        sy = 0.98 ** i
+        cur_img, _ = squeezed(img, (190.0, 140.0), 1.0, sy)
+        cur = squeezed(nerve, (190.0, 140.0), 1.0, sy)[0]
+        fused = {m: f.apply(cur, cur_img)[0] for m, f in fusions.items()}
+        for f in fusions.values():
+            f.observe(True)
+    ratio = _height_over_width(cur)
+    assert ratio == pytest.approx(0.98 ** 5, abs=0.01)
+    assert _height_over_width(fused["shape"]) == pytest.approx(ratio, abs=0.01)  # soft edges: not exact
+    assert _height_over_width(fused["shift"]) > ratio + 0.02  # rounder: the earlier frames' shape
+    area = float((cur >= 0.5).sum())
+    assert float((fused["shape"] >= 0.5).sum()) > 1.015 * area  # the area averaged over the frames, behind
+
+
+def test_area_kept_keeps_the_centre_and_divides_out_the_determinant() -> None:
+    from realtime.fusion import _area_kept
+
+    m = np.float32([[1.1, 0.02, 3.0], [0.01, 0.8, -2.0]])
+    got = _area_kept(m, (50.0, 40.0))
+    assert abs(float(np.linalg.det(got[:, :2].astype(np.float64)))) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(got @ np.array([50.0, 40.0, 1.0]), m @ np.array([50.0, 40.0, 1.0]), atol=1e-4)
