@@ -136,8 +136,9 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-motion", choices=MOTIONS, default=DEFAULT_MOTION,
                    help="how fusion moves the previous frames' map onto this one: shift = by the translation of "
                         "the nerve's surroundings; affine = by their affine motion (also the squeeze, widening and "
-                        "tilt of compression, so a change of shape is not carried late; about 1-2 ms a frame) "
-                        "(default %(default)s)")
+                        "tilt of compression, so a change of shape is not carried late; about 1-2 ms a frame); "
+                        "shape = the same with areas kept (the outline's shape follows at once, its area is "
+                        "averaged over frames) (default %(default)s)")
 
 
 #: Flags whose value may start with a minus sign (``--roi -10,0,100,100``: its check then says what is wrong).
