@@ -272,11 +272,12 @@ def _area_kept(matrix: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
 
 def image_affine(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
                  search: float) -> np.ndarray | None:
-    """The affine motion (2x3, ``prev`` pixels -> ``cur`` pixels) of the content around ``centre``: the
-    translation of :func:`image_motion`, then refined over the same patch, smoothed the same way, by
-    enhanced-correlation maximisation (``cv2.findTransformECC``, 6 parameters). A compressed nerve's
+    """The affine motion (2x3, ``prev`` pixels -> ``cur`` pixels) of the content around ``centre``: where
+    :func:`image_motion` finds the content again (its translation also sizes the margin searched), a patch of
+    :data:`AFFINE_PATCH` of the width about ``centre``, smoothed as there, matched by enhanced-correlation
+    maximisation (``cv2.findTransformECC``, six parameters, from the identity). A compressed nerve's
     surroundings squeeze, widen and tilt with it, which a translation cannot say. None where
-    :func:`image_motion` finds nothing, the refinement does not converge, its correlation is under
+    :func:`image_motion` finds nothing, the match does not converge, its correlation is under
     :data:`MIN_MATCH`, or its linear part is further than :data:`AFFINE_MAX_CHANGE` from the identity."""
     import cv2
     import numpy as np
