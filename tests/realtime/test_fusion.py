@@ -381,20 +381,27 @@ def test_image_affine_is_none_where_the_translation_is_or_the_change_is_not_beli
     assert got is None or float(np.abs(got[:, :2] - np.eye(2)).max()) <= AFFINE_MAX_CHANGE
 
 
+def squeeze_run(frames: int = 6, step: float = 0.98) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, bool]],
+                                                               dict[str, TemporalFusion]]:
+    """A soft nerve in textured tissue, both squeezed vertically by ``step`` more each frame about the nerve, fused
+    at W = 0.35 with every motion: the last frame's map, each motion's last ``apply`` and the fusions."""
+    img, nerve = textured(), cv2.GaussianBlur(disc(190, 140, r=24, shape=(288, 384)), (0, 0), 3.0)
+    fusions = {m: TemporalFusion(weight=0.35, motion=m) for m in MOTIONS}
+    for i in range(frames):
+        cur_img, _ = squeezed(img, (190.0, 140.0), 1.0, step ** i)
+        cur = squeezed(nerve, (190.0, 140.0), 1.0, step ** i)[0]
+        fused = {m: f.apply(cur, cur_img) for m, f in fusions.items()}
+        for f in fusions.values():
+            f.observe(True)
+    return cur, fused, fusions
+
+
 def test_affine_motion_follows_a_change_of_shape_the_shift_carries_late() -> None:
     """The tissue and the nerve in it are squeezed 2 % more each frame about the nerve (a compression): moved by the
     affine motion the previous map lands on the current nerve, so the fused area is the current one's; moved by the
     translation alone it still holds the rounder nerve of the frames before, and the area lags behind (a soft edge,
     as a network's, so the outline moves with the weights: (1 - W) / W = 1.9 frames, 4 % of area)."""
-    img, nerve = textured(), cv2.GaussianBlur(disc(190, 140, r=24, shape=(288, 384)), (0, 0), 3.0)
-    fusions = {m: TemporalFusion(weight=0.35, motion=m) for m in MOTIONS}
-    for i in range(6):
-        sy = 0.98 ** i
-        cur_img, _ = squeezed(img, (190.0, 140.0), 1.0, sy)
-        cur = squeezed(nerve, (190.0, 140.0), 1.0, sy)[0]
-        fused = {m: f.apply(cur, cur_img) for m, f in fusions.items()}
-        for f in fusions.values():
-            f.observe(True)
+    cur, fused, fusions = squeeze_run()
     area = float((cur >= 0.5).sum())
     assert all(was for _, was in fused.values())
     assert float((fused["affine"][0] >= 0.5).sum()) == pytest.approx(area, rel=0.01)
@@ -416,15 +423,8 @@ def test_shape_motion_follows_the_shape_and_averages_the_area() -> None:
     """The squeeze of the test above, fused with ``--fusion-motion shape``: the previous maps are squeezed as the
     tissue was but keep their area, so the fused outline has the current nerve's shape (height over width) while its
     area is still the frames' average, behind the current one as with the shift."""
-    img, nerve = textured(), cv2.GaussianBlur(disc(190, 140, r=24, shape=(288, 384)), (0, 0), 3.0)
-    fusions = {m: TemporalFusion(weight=0.35, motion=m) for m in MOTIONS}
-    for i in range(6):
-        sy = 0.98 ** i
-        cur_img, _ = squeezed(img, (190.0, 140.0), 1.0, sy)
-        cur = squeezed(nerve, (190.0, 140.0), 1.0, sy)[0]
-        fused = {m: f.apply(cur, cur_img)[0] for m, f in fusions.items()}
-        for f in fusions.values():
-            f.observe(True)
+    cur, outs, _ = squeeze_run()
+    fused = {m: out for m, (out, _) in outs.items()}
     ratio = _height_over_width(cur)
     assert ratio == pytest.approx(0.98 ** 5, abs=0.01)
     assert _height_over_width(fused["shape"]) == pytest.approx(ratio, abs=0.01)  # soft edges: not exact
