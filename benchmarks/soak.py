@@ -213,7 +213,7 @@ def run_soak(minutes: float, model: str, *, size: tuple[int, int] | None = None,
             pipe = Pipeline(engine, make_tracker(live_args, None, rate), sinks,
                             PipelineConfig(duration_s=minutes * 60.0, fps_hint=rate, metadata=meta,
                                            window=make_window_policy(live_args.window),  # mn-live's --window
-                                           fusion=make_fusion(live_args.fusion)))  # and --fusion
+                                           fusion=make_fusion(live_args.fusion, motion=live_args.fusion_motion)))
             from realtime.cli_common import stop_on_signals
 
             log.info("soak: %g min of %s at %g fps through %s; outputs in %s", minutes, source, rate, engine, folder)
