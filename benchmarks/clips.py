@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from common.errors import UserError
 from realtime.cli_common import AREA_STEP_DEFAULT as DEFAULT_AREA_STEP  # mn-live's --area-step (a light import)
+from realtime.fusion import DEFAULT_MOTION  # a light import too
 
 DEFAULT_FPS = 24.0
 
@@ -21,7 +22,7 @@ def stream_clip(engine: Any, spec: str, frames: int, on_record: Callable[[Any], 
                 window: str = "tracked", fusion: float | None = None, presence: str = "on",
                 confirm_frames: int | None = None, fps: float = DEFAULT_FPS, name: str | None = None,
                 appearance: str | None = None, area_step: float | None = DEFAULT_AREA_STEP,
-                presence_refresh: float | None = None, fusion_motion: str = "shift",
+                presence_refresh: float | None = None, fusion_motion: str = DEFAULT_MOTION,
                 **source_options: Any) -> None:
     """Run ``frames`` frames of the source ``spec`` (any ``open_source`` spec; generated sources use
     ``seed``) through the pipeline, handing every :class:`~realtime.record.FrameRecord` to ``on_record``.

@@ -330,7 +330,7 @@ def _split_text(split: dict[str, Any] | None) -> str:
 def _motion_text(report: dict[str, Any]) -> str:
     """`` --fusion-motion M`` where a report says one other than the shift (older reports say none)."""
     motion = report.get("fusion_motion")
-    return f" --fusion-motion {motion}" if motion and motion != "shift" else ""
+    return f" --fusion-motion {motion}" if motion and motion != DEFAULT_MOTION else ""
 
 
 def format_md(report: dict[str, Any]) -> str:

@@ -147,17 +147,16 @@ class TemporalFusion:
             moved_by = (region.x - self._region.x, region.y - self._region.y)
             change = abs(region.area - self._region.area) / self._region.area
             if math.hypot(*moved_by) <= limit and change <= self.max_area_change:
-                matrix = None
+                matrix = _translation(*moved_by)  # without an image, or where its content matches nowhere
                 if self._image is not None and img is not None:
                     centre = (self._region.x, self._region.y)
-                    matrix = image_affine(self._image, img, centre, limit) if self.motion != "shift" else None
-                    if matrix is not None and self.motion == "shape":
-                        matrix = _area_kept(matrix, centre)
-                    if matrix is None:
-                        motion = image_motion(self._image, img, centre, limit)
-                        matrix = None if motion is None else _translation(*motion)
-                if matrix is None:
-                    matrix = _translation(*moved_by)
+                    motion = image_motion(self._image, img, centre, limit)
+                    if motion is not None:
+                        matrix = _translation(*motion)
+                        if self.motion != "shift":
+                            affine = image_affine(self._image, img, centre, limit, shift=motion)
+                            if affine is not None:
+                                matrix = _area_kept(affine, centre) if self.motion == "shape" else affine
                 moved = cv2.warpAffine(prev, matrix, (p.shape[1], p.shape[0]), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
                 out = cv2.addWeighted(p, self.weight, moved, 1.0 - self.weight, 0.0)
@@ -223,8 +222,7 @@ def image_motion(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
     import numpy as np
 
     h, w = cur.shape
-    half_x = max(8, round(MOTION_PATCH * w / 2))
-    half_y = max(8, round(half_x * 0.75))
+    half_x, half_y = _patch_half(MOTION_PATCH, w)
     cx, cy = round(centre[0]), round(centre[1])
     x0, x1 = max(0, cx - half_x), min(w, cx + half_x)
     y0, y1 = max(0, cy - half_y), min(h, cy + half_y)
@@ -252,6 +250,12 @@ def image_motion(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
     return float(sx0 + px + fx - x0), float(sy0 + py + fy - y0)
 
 
+def _patch_half(share: float, width: int) -> tuple[int, int]:
+    """Half the width and height (px) of a 4:3 patch ``share`` of the map's ``width`` wide (8 px at least)."""
+    half_x = max(8, round(share * width / 2))
+    return half_x, max(8, round(half_x * 0.75))
+
+
 def _translation(dx: float, dy: float) -> np.ndarray:
     import numpy as np
 
@@ -271,23 +275,23 @@ def _area_kept(matrix: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
 
 
 def image_affine(prev: np.ndarray, cur: np.ndarray, centre: tuple[float, float],
-                 search: float) -> np.ndarray | None:
+                 search: float, shift: tuple[float, float] | None = None) -> np.ndarray | None:
     """The affine motion (2x3, ``prev`` pixels -> ``cur`` pixels) of the content around ``centre``: where
     :func:`image_motion` finds the content again (its translation also sizes the margin searched), a patch of
     :data:`AFFINE_PATCH` of the width about ``centre``, smoothed as there, matched by enhanced-correlation
     maximisation (``cv2.findTransformECC``, six parameters, from the identity). A compressed nerve's
     surroundings squeeze, widen and tilt with it, which a translation cannot say. None where
     :func:`image_motion` finds nothing, the match does not converge, its correlation is under
-    :data:`MIN_MATCH`, or its linear part is further than :data:`AFFINE_MAX_CHANGE` from the identity."""
+    :data:`MIN_MATCH`, or its linear part is further than :data:`AFFINE_MAX_CHANGE` from the identity. ``shift``:
+    :func:`image_motion`'s answer where the caller has it already."""
     import cv2
     import numpy as np
 
-    shift = image_motion(prev, cur, centre, search)
+    shift = shift if shift is not None else image_motion(prev, cur, centre, search)
     if shift is None:
         return None
     h, w = cur.shape
-    half_x = max(8, round(AFFINE_PATCH * w / 2))
-    half_y = max(8, round(half_x * 0.75))
+    half_x, half_y = _patch_half(AFFINE_PATCH, w)
     pad = math.ceil(math.hypot(*shift)) + 12  # room for the content to move into
     cx, cy = round(centre[0]), round(centre[1])
     x0, x1 = max(0, cx - half_x - pad), min(w, cx + half_x + pad)
